@@ -1,0 +1,207 @@
+"""AsyncClient: a pool of database connections and the per-task reentrant connection.
+
+``async with client as conn`` gives the current task a connection for the whole
+block; nested blocks in the same task reuse it, other tasks get their own from
+the pool. The outermost block commits, or rolls back when an exception leaves it.
+Outside any block, each operation borrows a connection for one statement and
+commits it at once.
+
+Raw SQL goes to the driver as written, with the driver's own placeholders:
+``%s`` (and ``%(name)s``) on PostgreSQL (psycopg), ``?`` (and ``:name``) on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import config as _config
+from .engines import make_engine
+from .engines.base import Engine
+from .errors import ClientClosed
+
+#: Who owns a held connection; the sync facade sets this to its calling thread,
+#: otherwise the current asyncio task is the owner.
+connection_owner: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "sqltrack_connection_owner", default=None
+)
+
+
+def _current_owner() -> Any:
+    owner = connection_owner.get()
+    return owner if owner is not None else asyncio.current_task()
+
+
+@dataclass
+class _Held:
+    conn: Any
+    depth: int = 1
+
+
+class AsyncClient:
+    """Creates and manages database connections for one engine (async).
+
+    Parameters are those of the spec's ``Client``: ``config`` is a dict or the
+    path of a ``key=value`` file (default: ``$SQLTRACK_CONFIG_PATH``, then
+    ``./sqltrack.conf``); keyword arguments override ``SQLTRACK_DSN_<PARAM>``
+    environment variables, which override the file. ``engine`` is ``"postgres"``
+    (default) or ``"sqlite"`` (with ``dbpath``, default ``sqltrack.db``). For
+    PostgreSQL, every libpq keyword is accepted; ``user`` defaults to ``$USER``,
+    ``dbname`` to the user, and ``schema`` sets the ``search_path``. Pool bounds:
+    ``pool_min_size`` (1), ``pool_max_size`` (4), ``pool_timeout`` seconds (30).
+
+    Nothing connects until first use; the base schema is created then if missing.
+    Close the client with ``await client.close()`` when done.
+    """
+
+    def __init__(
+        self, config: Mapping[str, Any] | str | os.PathLike | None = None, **kwargs: Any
+    ) -> None:
+        self.settings = _config.resolve(config, **kwargs)
+        self._engine: Engine = make_engine(self.settings)
+        self._held: dict[Any, _Held] = {}
+        self._state = "unopened"
+        self._open_lock: asyncio.Lock | None = None
+        self._open_loop: asyncio.AbstractEventLoop | None = None
+        from .metrics import MetricTable
+
+        self.metrics = MetricTable(self)
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient {self._state} {self.settings!r}>"
+
+    @property
+    def engine(self) -> str:
+        """Name of the engine: ``"postgres"`` or ``"sqlite"``."""
+        return self._engine.name
+
+    # -- lifecycle ------------------------------------------------------------
+    async def _opened_engine(self) -> Engine:
+        if self._state == "open":
+            return self._engine
+        if self._state == "closed":
+            raise ClientClosed("this client was closed; create a new AsyncClient")
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._state == "unopened":
+                await self._engine.open()
+                self._open_loop = asyncio.get_running_loop()
+                self._state = "open"
+        return await self._opened_engine()
+
+    async def close(self) -> None:
+        """Close every pooled connection; the client cannot be used afterwards."""
+        if self._state == "open":
+            self._state = "closed"
+            await self._engine.close()
+        self._state = "closed"
+
+    # -- connections ----------------------------------------------------------
+    async def __aenter__(self) -> Any:
+        owner = _current_owner()
+        held = self._held.get(owner)
+        if held is not None:
+            held.depth += 1
+            return held.conn
+        engine = await self._opened_engine()
+        conn = await engine.acquire()
+        try:
+            await engine.begin_block(conn)
+        except BaseException:
+            await engine.release(conn)
+            raise
+        self._held[owner] = _Held(conn)
+        return conn
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        owner = _current_owner()
+        held = self._held[owner]
+        held.depth -= 1
+        if held.depth:
+            return
+        del self._held[owner]
+        try:
+            await self._engine.end_block(held.conn, commit=exc_type is None)
+        finally:
+            await self._engine.release(held.conn)
+
+    def held_connection(self) -> Any | None:
+        """The connection the current task holds in an ``async with`` block, if any."""
+        held = self._held.get(_current_owner())
+        return None if held is None else held.conn
+
+    def cursor(self) -> _CursorContext:
+        """``async with client.cursor() as cursor``: a driver cursor inside a client block."""
+        return _CursorContext(self)
+
+    async def _run(self, method: str, *args: Any) -> Any:
+        """Run one engine statement on the held connection, or on a borrowed one."""
+        engine = await self._opened_engine()
+        held = self._held.get(_current_owner())
+        if held is not None:
+            return await getattr(engine, method)(held.conn, *args, oneshot=False)
+        conn = await engine.acquire()
+        try:
+            return await getattr(engine, method)(conn, *args, oneshot=True)
+        finally:
+            await engine.release(conn)
+
+    async def query(self, sql: str, parameters: Sequence = ()) -> list[tuple]:
+        """Run one of sqltrack's own statements (``%s`` placeholders on every engine)."""
+        return await self._run("fetch", self._engine.sql(sql), parameters)
+
+    async def execute(self, sql: str, parameters: Sequence | Mapping = ()) -> list[tuple]:
+        """Execute one statement (driver placeholders) and return its rows, if any.
+
+        Outside a block the statement is committed at once.
+        """
+        return await self._run("fetch", sql, parameters)
+
+    async def executemany(self, sql: str, seq_of_parameters: Sequence) -> None:
+        """Execute one statement for every parameter row."""
+        await self._run("executemany", sql, list(seq_of_parameters))
+
+    async def executescript(self, sql_script: str) -> None:
+        """Execute several ``;``-separated statements without parameters."""
+        await self._run("executescript", sql_script)
+
+    async def commit(self) -> None:
+        """Commit the held connection; RuntimeError when the task holds none."""
+        await self._engine.commit(self._require_held())
+
+    async def rollback(self) -> None:
+        """Roll back the held connection; RuntimeError when the task holds none."""
+        await self._engine.rollback(self._require_held())
+
+    def _require_held(self) -> Any:
+        conn = self.held_connection()
+        if conn is None:
+            raise RuntimeError("not connected: call this inside 'async with client:'")
+        return conn
+
+
+class _CursorContext:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._cursor: Any = None
+
+    async def __aenter__(self) -> Any:
+        conn = await self._client.__aenter__()
+        try:
+            self._cursor = await self._client._engine.cursor(conn)
+        except BaseException as error:
+            await self._client.__aexit__(type(error), error, None)
+            raise
+        return self._cursor
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        try:
+            await self._cursor.close()
+        finally:
+            await self._client.__aexit__(exc_type, exc, tb)
+

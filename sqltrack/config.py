@@ -1,0 +1,130 @@
+"""Connection settings: keyword arguments > ``SQLTRACK_DSN_*`` environment > config file.
+
+The config file is ``key=value`` lines (``#`` starts a comment). It is taken from
+the ``config`` argument (a dict, or a path as str/Path), else from the path in
+``SQLTRACK_CONFIG_PATH``, else from ``./sqltrack.conf`` when that file exists.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("postgres", "sqlite")
+ENV_PREFIX = "SQLTRACK_DSN_"
+CONFIG_PATH_ENV = "SQLTRACK_CONFIG_PATH"
+DEFAULT_CONFIG_FILE = "sqltrack.conf"
+DEFAULT_SQLITE_PATH = "sqltrack.db"
+
+#: Settings of the client itself; everything else is a libpq keyword.
+POOL_DEFAULTS: dict[str, float] = {
+    "pool_min_size": 1,
+    "pool_max_size": 4,
+    "pool_timeout": 30.0,
+}
+CLIENT_KEYS = frozenset({"engine", "dbpath", "schema", *POOL_DEFAULTS})
+#: libpq keywords whose values must never be shown.
+SECRET_KEYS = frozenset({"password", "sslpassword"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved client settings: the engine, its connection parameters and pool bounds."""
+
+    engine: str
+    #: SQLite: ``{"dbpath": ...}``; PostgreSQL: libpq keywords (``schema`` folded into options).
+    params: dict[str, Any] = field(repr=False)
+    pool_min_size: int = 1
+    pool_max_size: int = 4
+    pool_timeout: float = 30.0
+    schema: str | None = None
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k in SECRET_KEYS else v) for k, v in self.params.items()}
+        return f"Settings(engine={self.engine!r}, params={shown!r}, schema={self.schema!r})"
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, str]:
+    """Parse a ``key=value`` config file; a line without ``=`` is a ValueError naming it."""
+    values: dict[str, str] = {}
+    text = Path(path).read_text(encoding="utf-8")
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(
+                f"malformed line {number} in config file {str(path)!r}: "
+                f"expected 'key=value', got {line!r}"
+            )
+        values[key.lower()] = value.strip()
+    return values
+
+
+def _file_values(config: Mapping[str, Any] | str | os.PathLike | None) -> dict[str, Any]:
+    if isinstance(config, Mapping):
+        return {str(k).lower(): v for k, v in config.items()}
+    if config is not None:
+        return read_config_file(config)
+    env_path = os.environ.get(CONFIG_PATH_ENV)
+    if env_path:
+        return read_config_file(env_path)
+    if Path(DEFAULT_CONFIG_FILE).is_file():
+        return read_config_file(DEFAULT_CONFIG_FILE)
+    return {}
+
+
+def _env_values() -> dict[str, str]:
+    return {
+        name[len(ENV_PREFIX):].lower(): value
+        for name, value in os.environ.items()
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX)
+    }
+
+
+def _number(values: dict[str, Any], key: str, kind: type) -> Any:
+    raw = values.get(key, POOL_DEFAULTS[key])
+    try:
+        number = kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"config value {key}={raw!r} is not a {kind.__name__}") from None
+    if number <= 0 and key != "pool_min_size" or number < 0:
+        raise ValueError(f"config value {key}={raw!r} must be positive")
+    return number
+
+
+def resolve(config: Mapping[str, Any] | str | os.PathLike | None = None, **kwargs: Any) -> Settings:
+    """Merge file, environment and keyword settings (in rising priority) into Settings."""
+    values: dict[str, Any] = _file_values(config)
+    values.update(_env_values())
+    values.update({k.lower(): v for k, v in kwargs.items() if v is not None})
+
+    engine = str(values.pop("engine", "postgres")).lower()
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    pool = {
+        "pool_min_size": _number(values, "pool_min_size", int),
+        "pool_max_size": _number(values, "pool_max_size", int),
+        "pool_timeout": _number(values, "pool_timeout", float),
+    }
+    if pool["pool_min_size"] > pool["pool_max_size"]:
+        raise ValueError("config value pool_min_size must not exceed pool_max_size")
+    for key in POOL_DEFAULTS:
+        values.pop(key, None)
+
+    if engine == "sqlite":
+        dbpath = os.fspath(values.get("dbpath", DEFAULT_SQLITE_PATH))
+        return Settings(engine, {"dbpath": dbpath}, **pool)
+
+    values.pop("dbpath", None)
+    schema = values.pop("schema", None)
+    params = {k: str(v) for k, v in values.items()}
+    params.setdefault("user", os.environ.get("USER") or getpass.getuser())
+    params.setdefault("dbname", params["user"])
+    return Settings(engine, params, schema=None if schema is None else str(schema), **pool)

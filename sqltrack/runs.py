@@ -1,0 +1,512 @@
+"""Runs: the ``run_*`` coroutines and AsyncRun (start / stop / track, metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from . import signals
+from .args import detect_args
+from .errors import ExperimentNotFound, RunNotFound
+from .values import (
+    Auto,
+    check_int,
+    check_status,
+    check_text,
+    dump_json_object,
+    resolve_time,
+    tags_object,
+)
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
+
+JSON_COLUMNS = ("tags", "args", "env", "extras")
+
+
+async def _update_run(client: AsyncClient, run_id: int, assignment: str, params: list) -> None:
+    run_id = check_int(run_id, "run_id")
+    rows = await client.query(
+        f"UPDATE runs SET {assignment} WHERE id = %s RETURNING id", [*params, run_id]
+    )
+    if not rows:
+        raise RunNotFound(run_id)
+
+
+async def _merge_json(client: AsyncClient, run_id: int, column: str, value: Mapping) -> None:
+    patch = dump_json_object(value, column)
+    await _update_run(client, run_id, f"{column} = {client._engine.json_merge(column)}", [patch])
+
+
+async def _remove_json(client: AsyncClient, run_id: int, column: str, keys: tuple) -> None:
+    names = [check_text(k, f"{column} name") for k in keys]
+    param = client._engine.key_list_param(names)
+    await _update_run(client, run_id, f"{column} = {client._engine.json_remove(column)}", [param])
+
+
+async def _set_json(client: AsyncClient, run_id: int, column: str, value: Mapping | None) -> None:
+    if value is None:
+        await _update_run(client, run_id, f"{column} = NULL", [])
+        return
+    text = dump_json_object(value, column)
+    await _update_run(client, run_id, f"{column} = {client._engine.json_param()}", [text])
+
+
+def _auto_args(args: Auto | Mapping | None) -> Mapping | None:
+    return detect_args() if isinstance(args, str) and args == "auto" else args
+
+
+def _auto_env(env: Auto | Mapping | None) -> Mapping | None:
+    return dict(os.environ) if isinstance(env, str) and env == "auto" else env
+
+
+# -- arguments, environment, extras ------------------------------------------
+async def run_add_args(
+    client: AsyncClient, run_id: int, args: Auto | dict | None = "auto"
+) -> None:
+    """Add arguments to a run: ``'auto'`` detects them (see ``sqltrack.args``), None does nothing."""
+    args = _auto_args(args)
+    if args:
+        await _merge_json(client, run_id, "args", args)
+
+
+async def run_remove_args(client: AsyncClient, run_id: int, *args: str) -> None:
+    """Remove arguments (by name) from a run."""
+    await _remove_json(client, run_id, "args", args)
+
+
+async def run_set_args(
+    client: AsyncClient, run_id: int, args: Auto | dict | None = "auto"
+) -> None:
+    """Set run arguments: ``'auto'`` detects them (nothing is done when none are found);
+    None sets NULL."""
+    detected = _auto_args(args)
+    if isinstance(args, str) and not detected:
+        return
+    await _set_json(client, run_id, "args", detected)
+
+
+async def run_add_env(client: AsyncClient, run_id: int, env: Auto | dict | None = "auto") -> None:
+    """Add environment variables to a run: ``'auto'`` means ``os.environ``, None does nothing."""
+    env = _auto_env(env)
+    if env:
+        await _merge_json(client, run_id, "env", env)
+
+
+async def run_remove_env(client: AsyncClient, run_id: int, *env: str) -> None:
+    """Remove environment variables (by name) from a run."""
+    await _remove_json(client, run_id, "env", env)
+
+
+async def run_set_env(client: AsyncClient, run_id: int, env: Auto | dict | None = "auto") -> None:
+    """Set the run environment: ``'auto'`` means ``os.environ``, None sets NULL."""
+    await _set_json(client, run_id, "env", _auto_env(env))
+
+
+async def run_add_extras(client: AsyncClient, run_id: int, extras: dict | None = None) -> None:
+    """Add extras (any JSON object) to a run; None does nothing."""
+    if extras:
+        await _merge_json(client, run_id, "extras", extras)
+
+
+async def run_remove_extras(client: AsyncClient, run_id: int, *extras: str) -> None:
+    """Remove extras (by name) from a run."""
+    await _remove_json(client, run_id, "extras", extras)
+
+
+async def run_set_extras(client: AsyncClient, run_id: int, extras: dict | None = None) -> None:
+    """Set run extras; None sets NULL."""
+    await _set_json(client, run_id, "extras", extras)
+
+
+# -- tags, comment, status, times --------------------------------------------
+async def run_add_tags(client: AsyncClient, run_id: int, *tags: str) -> None:
+    """Add tags to a run."""
+    await _merge_json(client, run_id, "tags", tags_object(tags))
+
+
+async def run_remove_tags(client: AsyncClient, run_id: int, *tags: str) -> None:
+    """Remove tags from a run."""
+    await _remove_json(client, run_id, "tags", tags)
+
+
+async def run_set_tags(client: AsyncClient, run_id: int, *tags: str) -> None:
+    """Set the tags of a run (replacing all of them)."""
+    await _set_json(client, run_id, "tags", tags_object(tags))
+
+
+async def run_set_comment(client: AsyncClient, run_id: int, comment: str | None) -> None:
+    """Set the comment of a run (None clears it)."""
+    comment = check_text(comment, "comment", allow_none=True)
+    await _update_run(client, run_id, "comment = %s", [comment])
+
+
+async def run_set_status(client: AsyncClient, run_id: int, status: str) -> None:
+    """Set a run's status (one of ``sqltrack.STATUSES``; anything else is a ValueError)."""
+    await _update_run(client, run_id, "status = %s", [check_status(status)])
+
+
+async def _set_time(client: AsyncClient, run_id: int, column: str, dt) -> None:
+    value = resolve_time(dt, column)
+    if value is not None:
+        param = client._engine.timestamp(value)
+        await _update_run(client, run_id, f"{column} = %s", [param])
+
+
+async def run_set_created(
+    client: AsyncClient, run_id: int, dt: Auto | datetime | None = "auto"
+) -> None:
+    """Set time_created: ``'auto'`` is now, an aware datetime is used, None does nothing."""
+    await _set_time(client, run_id, "time_created", dt)
+
+
+async def run_set_started(
+    client: AsyncClient, run_id: int, dt: Auto | datetime | None = "auto"
+) -> None:
+    """Set time_started: ``'auto'`` is now, an aware datetime is used, None does nothing."""
+    await _set_time(client, run_id, "time_started", dt)
+
+
+async def run_set_updated(
+    client: AsyncClient, run_id: int, dt: Auto | datetime | None = "auto"
+) -> None:
+    """Set time_updated: ``'auto'`` is now, an aware datetime is used, None does nothing."""
+    await _set_time(client, run_id, "time_updated", dt)
+
+
+# -- links, metrics -----------------------------------------------------------
+async def run_add_link(client: AsyncClient, from_id: int, kind: str, to_id: int) -> None:
+    """Add a link ``from_id --kind--> to_id`` between two runs."""
+    from .experiments import _add_link
+
+    await _add_link(client, "run_links", from_id, kind, to_id, RunNotFound)
+
+
+async def run_remove_link(client: AsyncClient, from_id: int, kind: str, to_id: int) -> None:
+    """Remove a link between two runs."""
+    from .experiments import _remove_link
+
+    await _remove_link(client, "run_links", from_id, kind, to_id)
+
+
+async def run_add_metrics(
+    client: AsyncClient,
+    run_id: int,
+    metrics: dict,
+    step: int = 0,
+    progress: float = 0.0,
+    updated: Auto | datetime | None = "auto",
+) -> None:
+    """Add metrics to a run: upsert the ``(run_id, step, progress)`` row.
+
+    Give a distinct step or progress per call, or the values of an earlier call
+    with the same pair are overwritten. A metric without a column gets one, typed
+    from its value (see ``sqltrack.metrics``). ``updated`` sets ``time_updated``
+    in the same round trip (``'auto'``: now; None: leave it).
+    """
+    await client.metrics.write(run_id, metrics, step, progress, updated)
+
+
+# -- run objects --------------------------------------------------------------
+def _run_id_from(run_id: int | str | None) -> int | None:
+    if isinstance(run_id, str):
+        text = os.environ.get(run_id, "").strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(
+                f"environment variable {run_id} holds {text!r}, not a run id"
+            ) from None
+    return None if run_id is None else check_int(run_id, "run_id")
+
+
+class AsyncRun:
+    """A run (async). Make one with ``await AsyncRun.create(...)`` or ``await exp.get_run()``.
+
+    Every method returns the run itself, for chaining.
+    """
+
+    def __init__(self, client: AsyncClient, run_id: int, experiment_id: int) -> None:
+        self.client = client
+        self.id = run_id
+        self.experiment_id = experiment_id
+        self.terminated_status = "CANCELLED"
+
+    def __repr__(self) -> str:
+        return f"<AsyncRun id={self.id} experiment_id={self.experiment_id}>"
+
+    @classmethod
+    async def create(
+        cls,
+        client: AsyncClient,
+        experiment_id: int | None = None,
+        run_id: int | str | None = None,
+    ) -> AsyncRun:
+        """Get or create a run.
+
+        ``run_id`` None creates a run with an unused id in ``experiment_id``. A str
+        names an environment variable holding the id (unset or empty: a new run,
+        e.g. ``"SLURM_JOB_ID"``). An id that exists is loaded (its experiment must
+        match ``experiment_id`` when given); one that does not is created with that
+        id, which needs ``experiment_id``.
+        """
+        run_id = _run_id_from(run_id)
+        if experiment_id is not None:
+            experiment_id = check_int(experiment_id, "experiment_id")
+        if run_id is None:
+            if experiment_id is None:
+                raise ValueError("a new run needs an experiment_id")
+            try:
+                rows = await client.query(
+                    "INSERT INTO runs (experiment_id) VALUES (%s) RETURNING id", [experiment_id]
+                )
+            except Exception as error:
+                if client._engine.is_foreign_key_error(error):
+                    raise ExperimentNotFound(experiment_id) from None
+                raise
+            return cls(client, rows[0][0], experiment_id)
+        if experiment_id is None:
+            rows = await client.query("SELECT experiment_id FROM runs WHERE id = %s", [run_id])
+            if not rows:
+                raise RunNotFound(run_id)
+            return cls(client, run_id, rows[0][0])
+        try:
+            rows = await client.query(
+                "INSERT INTO runs (id, experiment_id) VALUES (%s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING experiment_id",
+                [run_id, experiment_id],
+            )
+        except Exception as error:
+            if client._engine.is_foreign_key_error(error):
+                raise ExperimentNotFound(experiment_id) from None
+            raise
+        if rows[0][0] != experiment_id:
+            raise ValueError(
+                f"run {run_id} belongs to experiment {rows[0][0]}, not {experiment_id}"
+            )
+        return cls(client, run_id, experiment_id)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def start(
+        self,
+        terminated: str = "CANCELLED",
+        started: Auto | datetime | None = "auto",
+        updated: Auto | datetime | None = "auto",
+    ) -> AsyncRun:
+        """Set status RUNNING and time_started / time_updated (``'auto'``: now, None: leave).
+
+        ``terminated`` is the status to record if SIGTERM ends the process while
+        the run is open (``track()`` records it; the sync facade does at exit).
+        """
+        self.terminated_status = check_status(terminated)
+        assignments, params = ["status = %s"], ["RUNNING"]
+        for column, dt in (("time_started", started), ("time_updated", updated)):
+            value = resolve_time(dt, column)
+            if value is not None:
+                assignments.append(f"{column} = %s")
+                params.append(self.client._engine.timestamp(value))
+        await _update_run(self.client, self.id, ", ".join(assignments), params)
+        return self
+
+    async def stop(
+        self, status: str = "COMPLETED", updated: Auto | datetime | None = "auto"
+    ) -> AsyncRun:
+        """Set the final status (default COMPLETED) and time_updated (``'auto'``: now)."""
+        assignments, params = ["status = %s"], [check_status(status)]
+        value = resolve_time(updated, "updated")
+        if value is not None:
+            assignments.append("time_updated = %s")
+            params.append(self.client._engine.timestamp(value))
+        await _update_run(self.client, self.id, ", ".join(assignments), params)
+        return self
+
+    @asynccontextmanager
+    async def track(
+        self,
+        normal: str = "COMPLETED",
+        exception: str = "FAILED",
+        interrupt: str = "CANCELLED",
+        terminated: str = "CANCELLED",
+        started: Auto | datetime | None = "auto",
+        updated: Auto | datetime | None = "auto",
+    ) -> AsyncIterator[AsyncRun]:
+        """``async with run.track():`` start the run, and stop it with a status that says
+        how the block ended: ``normal``, ``exception`` (the exception is re-raised),
+        ``interrupt`` (Ctrl-C; KeyboardInterrupt is re-raised) or ``terminated``
+        (SIGTERM; the process then exits with status 143, see ``sqltrack.signals``).
+        """
+        for status in (normal, exception, interrupt, terminated):
+            check_status(status)
+        await self.start(terminated, started, updated)
+        received: list[str] = []
+        task = asyncio.current_task()
+        try:
+            with signals.signals_cancel_task(task, received):
+                yield self
+        except BaseException as error:
+            status, replacement = _ending(error, received, exception, interrupt, terminated,
+                                          normal)
+            if replacement is not None and task is not None and hasattr(task, "uncancel"):
+                task.uncancel()
+            await self.stop(status, updated)
+            if replacement is not None:
+                raise replacement from None
+            raise
+        await self.stop(normal, updated)
+
+    # -- setters --------------------------------------------------------------
+    async def set_status(self, status: str) -> AsyncRun:
+        """Set the run status."""
+        await run_set_status(self.client, self.id, status)
+        return self
+
+    async def set_comment(self, comment: str | None) -> AsyncRun:
+        """Set the run comment."""
+        await run_set_comment(self.client, self.id, comment)
+        return self
+
+    async def set_created(self, dt: Auto | datetime | None = "auto") -> AsyncRun:
+        """Set time_created. See run_set_created()."""
+        await run_set_created(self.client, self.id, dt)
+        return self
+
+    async def set_started(self, dt: Auto | datetime | None = "auto") -> AsyncRun:
+        """Set time_started. See run_set_started()."""
+        await run_set_started(self.client, self.id, dt)
+        return self
+
+    async def set_updated(self, dt: Auto | datetime | None = "auto") -> AsyncRun:
+        """Set time_updated. See run_set_updated()."""
+        await run_set_updated(self.client, self.id, dt)
+        return self
+
+    async def add_tags(self, *tags: str) -> AsyncRun:
+        """Add tags to the run. See run_add_tags()."""
+        await run_add_tags(self.client, self.id, *tags)
+        return self
+
+    async def remove_tags(self, *tags: str) -> AsyncRun:
+        """Remove tags from the run. See run_remove_tags()."""
+        await run_remove_tags(self.client, self.id, *tags)
+        return self
+
+    async def set_tags(self, *tags: str) -> AsyncRun:
+        """Set the run tags. See run_set_tags()."""
+        await run_set_tags(self.client, self.id, *tags)
+        return self
+
+    async def add_args(self, args: Auto | dict | None = "auto") -> AsyncRun:
+        """Add parameters to the run. See run_add_args()."""
+        await run_add_args(self.client, self.id, args)
+        return self
+
+    async def remove_args(self, args: Auto | dict | None = "auto") -> AsyncRun:
+        """Remove parameters from the run: the detected ones (``'auto'``) or a dict's keys."""
+        args = _auto_args(args)
+        if args:
+            await run_remove_args(self.client, self.id, *args)
+        return self
+
+    async def set_args(self, args: Auto | dict | None = "auto") -> AsyncRun:
+        """Set the run parameters. See run_set_args()."""
+        await run_set_args(self.client, self.id, args)
+        return self
+
+    async def add_env(self, env: Auto | dict | None = "auto") -> AsyncRun:
+        """Add environment variables to the run. See run_add_env()."""
+        await run_add_env(self.client, self.id, env)
+        return self
+
+    async def remove_env(self, env: Auto | dict | None = "auto") -> AsyncRun:
+        """Remove environment variables: those of ``os.environ`` (``'auto'``) or a dict's keys."""
+        env = _auto_env(env)
+        if env:
+            await run_remove_env(self.client, self.id, *env)
+        return self
+
+    async def set_env(self, env: Auto | dict | None = "auto") -> AsyncRun:
+        """Set the run environment. See run_set_env()."""
+        await run_set_env(self.client, self.id, env)
+        return self
+
+    async def add_extras(self, extras: dict | None = None) -> AsyncRun:
+        """Add extras to the run. See run_add_extras()."""
+        await run_add_extras(self.client, self.id, extras)
+        return self
+
+    async def remove_extras(self, *extras: str) -> AsyncRun:
+        """Remove extras (by name) from the run. See run_remove_extras()."""
+        await run_remove_extras(self.client, self.id, *extras)
+        return self
+
+    async def set_extras(self, extras: dict | None = None) -> AsyncRun:
+        """Set the run extras. See run_set_extras()."""
+        await run_set_extras(self.client, self.id, extras)
+        return self
+
+    async def add_link(self, kind: str, to_id: int) -> AsyncRun:
+        """Add a link to another run."""
+        await run_add_link(self.client, self.id, kind, to_id)
+        return self
+
+    async def remove_link(self, kind: str, to_id: int) -> AsyncRun:
+        """Remove a link to another run."""
+        await run_remove_link(self.client, self.id, kind, to_id)
+        return self
+
+    async def add_metrics(
+        self,
+        metrics: dict,
+        step: int = 0,
+        progress: float = 0.0,
+        updated: Auto | datetime | None = "auto",
+    ) -> AsyncRun:
+        """Add metrics to the run. See run_add_metrics()."""
+        await self.client.metrics.write(self.id, metrics, step, progress, updated)
+        return self
+
+
+def _ending(
+    error: BaseException,
+    received: list[str],
+    exception: str,
+    interrupt: str,
+    terminated: str,
+    normal: str,
+) -> tuple[str, BaseException | None]:
+    """The status for how a tracked block ended, and the exception to raise instead."""
+    if isinstance(error, asyncio.CancelledError) and received:
+        if received[0] == "terminated":
+            return terminated, signals.Terminated()
+        return interrupt, KeyboardInterrupt()
+    if isinstance(error, signals.Terminated):
+        return terminated, None
+    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        return interrupt, None
+    if isinstance(error, SystemExit) and error.code in (None, 0):
+        return normal, None
+    return exception, None
+
+
+async def run_from_env(client: AsyncClient) -> AsyncRun:
+    """The run named by ``SQLTRACK_EXPERIMENT_NAME`` and/or ``SQLTRACK_EXPERIMENT_ID``
+    (at least one), and optionally ``SQLTRACK_RUN_ID`` (else a new run)."""
+    from .experiments import AsyncExperiment
+
+    name = os.environ.get("SQLTRACK_EXPERIMENT_NAME") or None
+    experiment_id = os.environ.get("SQLTRACK_EXPERIMENT_ID") or None
+    if name is None and experiment_id is None:
+        raise ValueError("set SQLTRACK_EXPERIMENT_NAME and/or SQLTRACK_EXPERIMENT_ID")
+    try:
+        exp_id = None if experiment_id is None else int(experiment_id)
+    except ValueError:
+        raise ValueError(f"SQLTRACK_EXPERIMENT_ID={experiment_id!r} is not an integer") from None
+    experiment = await AsyncExperiment.create(client, exp_id, name)
+    return await experiment.get_run("SQLTRACK_RUN_ID")
+

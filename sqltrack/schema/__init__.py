@@ -1,0 +1,109 @@
+"""Base schema per engine and the runner for users' migration scripts.
+
+Each script is applied once, in the order given, in its own transaction, and
+recorded by file name in ``sqltrack_migrations``. Processes that set up the same
+database at the same moment take turns (an advisory lock on PostgreSQL, the
+write lock on SQLite), so each script still runs exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+    from ..engines.base import Engine
+
+BASE_SCHEMA = "sqltrack:base"
+log = logging.getLogger("sqltrack.schema")
+T = TypeVar("T")
+
+
+def base_schema_sql(engine_name: str) -> str:
+    """The base schema script of an engine (``postgres`` or ``sqlite``)."""
+    return resources.files(__name__).joinpath(f"{engine_name}.sql").read_text(encoding="utf-8")
+
+
+async def _with_schema_lock(engine: Engine, work: Callable[[Any], Awaitable[T]]) -> T:
+    conn = await engine.acquire()
+    try:
+        await engine.begin_block(conn)
+        done = False
+        try:
+            await engine.lock_schema(conn)
+            result = await work(conn)
+            done = True
+            return result
+        finally:
+            await engine.end_block(conn, commit=done)
+    finally:
+        await engine.release(conn)
+
+
+async def _is_applied(engine: Engine, conn: Any, name: str) -> bool:
+    rows = await engine.fetch(
+        conn, engine.sql("SELECT 1 FROM sqltrack_migrations WHERE name = %s"), [name], oneshot=False
+    )
+    return bool(rows)
+
+
+async def ensure_base_schema(engine: Engine) -> None:
+    """Create the base tables when they are missing (one quick check when they exist)."""
+    conn = await engine.acquire()
+    try:
+        if await _is_applied(engine, conn, BASE_SCHEMA):
+            return
+    except Exception:  # no migrations table yet: create everything below
+        pass
+    finally:
+        await engine.release(conn)
+
+    async def create(conn: Any) -> None:
+        await engine.executescript(conn, base_schema_sql(engine.name), oneshot=False)
+        await engine.fetch(
+            conn,
+            engine.sql("INSERT INTO sqltrack_migrations (name) VALUES (%s) ON CONFLICT DO NOTHING"),
+            [BASE_SCHEMA],
+            oneshot=False,
+        )
+
+    await _with_schema_lock(engine, create)
+
+
+async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike]) -> list[str]:
+    """Apply migration scripts in order, each exactly once; return the names applied now.
+
+    A script is identified by its file name; one that was applied before is skipped.
+    A failing script is rolled back and raises, leaving the scripts before it applied.
+    """
+    engine = await client._opened_engine()
+    applied: list[str] = []
+    for script in scripts:
+        path = Path(script)
+        name = path.name
+        text = path.read_text(encoding="utf-8")
+
+        async def apply(conn: Any, name: str = name, text: str = text) -> bool:
+            if await _is_applied(engine, conn, name):
+                return False
+            await engine.executescript(conn, text, oneshot=False)
+            await engine.fetch(
+                conn,
+                engine.sql("INSERT INTO sqltrack_migrations (name) VALUES (%s)"),
+                [name],
+                oneshot=False,
+            )
+            return True
+
+        if await _with_schema_lock(engine, apply):
+            client.metrics.forget_columns()
+            log.info("applied %s", name)
+            applied.append(name)
+        else:
+            log.info("skipped %s (applied before)", name)
+    return applied

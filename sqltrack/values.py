@@ -1,0 +1,116 @@
+"""Checks and conversions of user values shared by experiments and runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+#: Run statuses (Slurm's job states); the database enforces the same list.
+STATUSES = (
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "TIMEOUT",
+    "PREEMPTED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "REQUEUED",
+    "RESIZING",
+    "REVOKED",
+    "SUSPENDED",
+)
+Auto = Literal["auto"]
+
+
+def check_status(status: Any) -> str:
+    """Return ``status`` when it is one of STATUSES, else raise ValueError naming it."""
+    if not isinstance(status, str) or status not in STATUSES:
+        raise ValueError(f"unknown run status {status!r}: use one of {', '.join(STATUSES)}")
+    return status
+
+
+def resolve_time(dt: Auto | datetime | None, what: str = "timestamp") -> datetime | None:
+    """``'auto'`` -> now (UTC), an aware datetime -> itself, None -> None."""
+    if dt is None:
+        return None
+    if isinstance(dt, str) and dt == "auto":
+        return datetime.now(timezone.utc)
+    if not isinstance(dt, datetime):
+        raise TypeError(f"{what} must be 'auto', a timezone-aware datetime or None, not {dt!r}")
+    if dt.tzinfo is None or dt.tzinfo.utcoffset(dt) is None:
+        raise ValueError(f"{what} {dt!r} has no timezone; pass an aware datetime")
+    return dt
+
+
+def check_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            import operator
+
+            return operator.index(value)
+        except TypeError:
+            raise TypeError(f"{what} must be an int, not {value!r}") from None
+    return value
+
+
+def check_float(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a number, not {value!r}")
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be a number, not {value!r}") from None
+    if math.isnan(result):
+        raise ValueError(f"{what} must not be NaN")
+    return result
+
+
+def check_text(value: Any, what: str, *, allow_none: bool = False) -> str | None:
+    """A str that every engine stores exactly (no NUL, no lone surrogates)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {value!r}")
+    if "\x00" in value:
+        raise ValueError(f"{what} {value!r} contains a NUL character, which cannot be stored")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {value!r} is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def dump_json_object(value: Any, what: str) -> str:
+    """Serialize a dict for a JSON column; reject what JSON (and JSONB) cannot hold."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a dict, not {value!r}")
+    try:
+        text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what} cannot be stored as JSON: {error}") from None
+    _check_json_strings(value, what)
+    return text
+
+
+def _check_json_strings(value: Any, what: str) -> None:
+    if isinstance(value, str):
+        check_text(value, what)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_text(str(key), f"{what} key")
+            _check_json_strings(item, what)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_json_strings(item, what)
+
+
+def tags_object(tags: tuple[Any, ...], what: str = "tag") -> dict[str, bool]:
+    """Tags as the stored JSON object ``{tag: true}``."""
+    return {check_text(tag, what): True for tag in tags}
