@@ -1,14 +1,22 @@
 """sqltrack: experiment tracking in plain SQL (PostgreSQL or SQLite), async-first.
 
-The async API lives here: ``AsyncClient``, ``AsyncExperiment``, ``AsyncRun`` and
-the ``experiment_*`` / ``run_*`` coroutines. ``sqltrack.Client``,
-``sqltrack.Experiment``, ``sqltrack.Run`` and the blocking functions come from
-the generated ``sqltrack_sync`` package (imported on first access), so the
-documented blocking API works as ``sqltrack.Client(...)``.
+The async API lives here: ``AsyncClient``, ``AsyncExperiment``, ``AsyncRun``.
+``sqltrack.Client``, ``sqltrack.Experiment`` and ``sqltrack.Run`` are the
+blocking classes of the generated ``sqltrack_sync`` package (imported on first
+access), so the documented blocking API works as written.
+
+The functions (``run_add_tags``, ``setup``, ...) serve both: given an
+``AsyncClient`` they return the coroutine to await; given a blocking ``Client``
+they do the work and return its result, as the spec documents::
+
+    await sqltrack.run_add_tags(async_client, run_id, "best")
+    sqltrack.run_add_tags(client, run_id, "best")
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from .client import AsyncClient
@@ -30,6 +38,7 @@ from .experiments import (
     experiment_set_name,
     experiment_set_tags,
 )
+from .maintenance import mark_stale_runs
 from .runs import (
     AsyncRun,
     run_add_args,
@@ -82,6 +91,7 @@ __all__ = [
     "experiment_set_comment",
     "experiment_set_name",
     "experiment_set_tags",
+    "mark_stale_runs",
     "run_add_args",
     "run_add_env",
     "run_add_extras",
@@ -106,6 +116,27 @@ __all__ = [
     "setup",
     *_SYNC_NAMES,
 ]
+
+
+def _serving_both(coroutine_function: Callable) -> Callable:
+    """The function for both clients: a coroutine for AsyncClient, blocking for Client."""
+    name = coroutine_function.__name__
+
+    @functools.wraps(coroutine_function)
+    def for_either_client(client, *args, **kwargs):
+        if isinstance(client, AsyncClient):
+            return coroutine_function(client, *args, **kwargs)
+        import sqltrack_sync
+
+        return getattr(sqltrack_sync, name)(client, *args, **kwargs)
+
+    return for_either_client
+
+
+_BOTH = [n for n in __all__ if n.startswith(("experiment_", "run_")) or n == "setup"]
+for _name in _BOTH:
+    globals()[_name] = _serving_both(globals()[_name])
+del _name
 
 
 def __getattr__(name: str) -> Any:

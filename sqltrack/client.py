@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,13 @@ connection_owner: contextvars.ContextVar[Any] = contextvars.ContextVar(
 def _current_owner() -> Any:
     owner = connection_owner.get()
     return owner if owner is not None else asyncio.current_task()
+
+
+#: Clients of this process, reset in a forked child (see AsyncClient._reset_after_fork).
+_clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
+#: Engines abandoned in a forked child: kept alive so that no finalizer touches the
+#: parent's connections (their sockets and files are shared with the parent).
+_abandoned: list[Any] = []
 
 
 @dataclass
@@ -66,10 +74,21 @@ class AsyncClient:
         self._held: dict[Any, _Held] = {}
         self._state = "unopened"
         self._open_lock: asyncio.Lock | None = None
-        self._open_loop: asyncio.AbstractEventLoop | None = None
+        #: Runs started and not yet stopped, by id (the sync facade stops them at exit).
+        self.open_runs: dict[int, Any] = {}
         from .metrics import MetricTable
 
         self.metrics = MetricTable(self)
+        _clients.add(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's pool and connections, connect afresh."""
+        _abandoned.append((self._engine, self._held))
+        self._engine = make_engine(self.settings)
+        self._held = {}
+        self._open_lock = None
+        if self._state == "open":
+            self._state = "unopened"
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self._state} {self.settings!r}>"
@@ -90,7 +109,6 @@ class AsyncClient:
         async with self._open_lock:
             if self._state == "unopened":
                 await self._engine.open()
-                self._open_loop = asyncio.get_running_loop()
                 self._state = "open"
         return await self._opened_engine()
 
@@ -205,3 +223,11 @@ class _CursorContext:
         finally:
             await self._client.__aexit__(exc_type, exc, tb)
 
+
+
+def _reset_clients_after_fork() -> None:
+    for client in list(_clients):
+        client._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_clients_after_fork)

@@ -125,7 +125,7 @@ class MetricTable:
                 check_metric_name(name)
             columns = await self._refresh()
         self._check_fit(columns, names, values, kinds)
-        missing = [(n, k) for n, k in zip(names, kinds) if n not in columns]
+        missing = [(n, k) for n, k in zip(names, kinds, strict=True) if n not in columns]
         if missing:
             for name, kind in missing:
                 if kind is None:
@@ -144,7 +144,7 @@ class MetricTable:
 
     @staticmethod
     def _check_fit(columns, names, values, kinds) -> None:
-        for name, value, kind in zip(names, values, kinds):
+        for name, value, kind in zip(names, values, kinds, strict=True):
             column_kind = columns.get(name)
             if kind is None or column_kind is None:
                 continue

@@ -68,7 +68,7 @@ def _auto_env(env: Auto | Mapping | None) -> Mapping | None:
 async def run_add_args(
     client: AsyncClient, run_id: int, args: Auto | dict | None = "auto"
 ) -> None:
-    """Add arguments to a run: ``'auto'`` detects them (see ``sqltrack.args``), None does nothing."""
+    """Add arguments to a run: ``'auto'`` detects them (``sqltrack.args``); None: nothing."""
     args = _auto_args(args)
     if args:
         await _merge_json(client, run_id, "args", args)
@@ -312,6 +312,7 @@ class AsyncRun:
                 assignments.append(f"{column} = %s")
                 params.append(self.client._engine.timestamp(value))
         await _update_run(self.client, self.id, ", ".join(assignments), params)
+        self.client.open_runs[self.id] = self
         return self
 
     async def stop(
@@ -324,6 +325,7 @@ class AsyncRun:
             assignments.append("time_updated = %s")
             params.append(self.client._engine.timestamp(value))
         await _update_run(self.client, self.id, ", ".join(assignments), params)
+        self.client.open_runs.pop(self.id, None)
         return self
 
     @asynccontextmanager

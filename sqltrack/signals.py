@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
+#: Set when a SIGTERM was turned into Terminated in this process.
+sigterm_received = False
 
 
 class Terminated(SystemExit):
@@ -38,6 +40,8 @@ def sigterm_raises() -> Iterator[None]:
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum, frame):
+        global sigterm_received
+        sigterm_received = True
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated()
 
@@ -63,6 +67,8 @@ def signals_cancel_task(task: asyncio.Task | None, received: list[str]) -> Itera
     installed: list[tuple[int, object]] = []
 
     def on_signal(signum: int, name: str) -> None:
+        global sigterm_received
+        sigterm_received = sigterm_received or signum == signal.SIGTERM
         received.append(name)
         loop.remove_signal_handler(signum)  # a second signal takes the default action
         task.cancel()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from functools import lru_cache
-from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -121,12 +120,13 @@ class PostgresEngine(Engine):
 
     async def lock_schema(self, conn) -> None:
         """Serialize schema creation and migrations between processes (until commit)."""
+        # Lock first: CREATE SCHEMA IF NOT EXISTS is not safe against a concurrent twin.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sqltrack.schema'))")
         schema = self.settings.schema
         if schema:
             await conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
             )
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sqltrack.schema'))")
 
     def quote_ident(self, name: str) -> str:
         return sql.Identifier(name).as_string()

@@ -1,0 +1,226 @@
+"""The one background thread that runs sqltrack's event loop for the blocking API.
+
+Every blocking call hands a coroutine to this loop and waits for its result:
+one ``call_soon_threadsafe`` there, one ``Future`` wake-up back, which is the
+least a thread round trip can cost. (anyio's ``BlockingPortal.call`` does the
+same job with about twice the overhead, measured in ``benchmarks/``; this
+module keeps only what the facade needs.)
+
+* The thread starts on first use and is a daemon, so it never blocks exit.
+* Exceptions surface in the caller with their original type.
+* Calls run with ``sqltrack.client.connection_owner`` set to the calling
+  thread, so ``with client:`` blocks belong to threads, not to loop tasks.
+* After ``os.fork()`` the child gets a fresh loop and thread on first use; the
+  parent's loop, pools and connections are left alone (see ``after_fork``).
+* At interpreter exit, registered clean-ups (flush and stop open runs, close
+  pools) run on the loop, each bounded in time, then the loop stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import os
+import sys
+import threading
+import types
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import Any, TypeVar
+
+from sqltrack import signals
+from sqltrack.client import connection_owner
+from sqltrack.signals import sigterm_raises
+
+T = TypeVar("T")
+_EAGER_TASKS = sys.version_info >= (3, 12)
+#: Upper bound for each clean-up at interpreter exit, in seconds.
+EXIT_TIMEOUT = 30.0
+
+
+class _LoopThread:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(ready,), name="sqltrack-loop", daemon=True
+        )
+        self.thread.start()
+        ready.wait()
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(ready.set)
+        self.loop.run_forever()
+
+    def stop(self, timeout: float) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+
+
+_lock = threading.Lock()
+_loop_thread: _LoopThread | None = None
+_cleanups: weakref.WeakSet = weakref.WeakSet()
+_exit_registered = False
+
+
+def _get_loop() -> asyncio.AbstractEventLoop:
+    global _loop_thread, _exit_registered
+    current = _loop_thread
+    if current is not None:
+        return current.loop
+    with _lock:
+        if _loop_thread is None:
+            _loop_thread = _LoopThread()
+            if not _exit_registered:
+                atexit.register(_at_exit)
+                _exit_registered = True
+        return _loop_thread.loop
+
+
+async def _owned(fn: Callable[..., Awaitable[T]], args: tuple, future: Future) -> None:
+    try:
+        result = await fn(*args)
+    except BaseException as error:  # noqa: BLE001 - every outcome goes back to the caller
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+@types.coroutine
+def _resume(coro: Any, yielded: Any) -> Any:
+    """Hand what ``coro`` yields to the surrounding task and send back what comes back."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as error:  # noqa: BLE001 - cancellation goes into coro
+            try:
+                yielded = coro.throw(error)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration:
+                return
+
+
+async def _continue(coro: Any, yielded: Any) -> None:
+    await _resume(coro, yielded)
+
+
+def _start_eagerly(loop: asyncio.AbstractEventLoop, coro: Any) -> None:
+    """Run ``coro`` up to its first real wait now, then in a task (an eager task).
+
+    This saves the loop iteration a new task waits for before its first step.
+    Python 3.12 has eager tasks built in; older versions get the same effect by
+    stepping the coroutine once here and handing the rest to a task.
+    """
+    if _EAGER_TASKS:
+        asyncio.Task(coro, loop=loop, eager_start=True)
+        return
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return
+    loop.create_task(_continue(coro, yielded))
+
+
+def _start(
+    loop: asyncio.AbstractEventLoop, future: Future, owner: int, fn: Callable, args: tuple
+) -> None:
+    connection_owner.set(owner)
+    _start_eagerly(loop, _owned(fn, args, future))
+
+
+def call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run ``await fn(*args)`` on the loop thread; block until it is done; return its value."""
+    loop = _get_loop()
+    if threading.current_thread() is _loop_thread.thread:
+        raise RuntimeError(
+            "a blocking sqltrack call from inside sqltrack's own event loop would deadlock; "
+            "use the async API (sqltrack.AsyncClient) in coroutines"
+        )
+    future: Future = Future()
+    context = contextvars.copy_context()
+    loop.call_soon_threadsafe(
+        context.run, _start, loop, future, threading.get_ident(), fn, args
+    )
+    try:
+        return future.result()
+    finally:
+        del future  # no reference cycle through the traceback
+
+
+@contextmanager
+def context(manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
+    """Use an async context manager from a thread; SIGTERM raises Terminated meanwhile.
+
+    The block's exception (KeyboardInterrupt and Terminated included) is passed to
+    the async ``__aexit__``, so the async code decides what happens, exactly as
+    in ``async with``.
+    """
+    with sigterm_raises():
+        value = call(manager.__aenter__)
+        try:
+            yield value
+        except BaseException as error:
+            if not call(manager.__aexit__, type(error), error, error.__traceback__):
+                raise
+        else:
+            call(manager.__aexit__, None, None, None)
+
+
+_exit_exception: list[type[BaseException]] = []
+
+
+def _record_uncaught(exc_type, exc, tb) -> None:
+    _exit_exception.append(exc_type)
+    _previous_excepthook(exc_type, exc, tb)
+
+
+_previous_excepthook = sys.excepthook
+sys.excepthook = _record_uncaught
+
+
+def exit_status(terminated: str) -> str:
+    """Status for a run still open at interpreter exit, from how the program ended."""
+    if signals.sigterm_received:
+        return terminated
+    if _exit_exception:
+        return "CANCELLED" if issubclass(_exit_exception[0], KeyboardInterrupt) else "FAILED"
+    return "COMPLETED"
+
+
+def register_cleanup(obj: Any) -> None:
+    """At interpreter exit, ``await obj.aclose_at_exit()`` runs on the loop (weakly held)."""
+    _cleanups.add(obj)
+
+
+def _at_exit() -> None:
+    current = _loop_thread
+    if current is None:
+        return
+    for obj in list(_cleanups):
+        future = asyncio.run_coroutine_threadsafe(obj.aclose_at_exit(), current.loop)
+        try:
+            future.result(EXIT_TIMEOUT)
+        except Exception:  # noqa: BLE001 - exit must go on; the error was logged by the loop
+            future.cancel()
+    current.stop(EXIT_TIMEOUT)
+
+
+def _after_fork_in_child() -> None:
+    """The parent's loop thread does not exist in the child: start afresh on first use."""
+    global _loop_thread, _lock
+    _loop_thread = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
