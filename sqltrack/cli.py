@@ -1,0 +1,856 @@
+"""The ``sqltrack`` command: set up a database, list and inspect runs, export metrics.
+
+Connection options come before the command (``sqltrack --engine sqlite --dbpath
+runs.db runs``); any option not given falls back to ``SQLTRACK_DSN_*`` variables
+and the config file, exactly as for ``AsyncClient``. Errors print one line to
+stderr and exit with status 1 (2 for a wrong command line); passwords are never
+printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import math
+import os
+import re
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import config as _config
+from .client import AsyncClient
+from .maintenance import mark_stale_runs
+from .schema import setup as _setup
+from .values import STATUSES
+
+PROG = "sqltrack"
+#: Metric rows fetched per query when exporting, and rows between progress lines.
+EXPORT_PAGE = 5_000
+PROGRESS_EVERY = 10_000
+FORMATS = ("csv", "jsonl", "parquet")
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhdw]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SECRET_PATTERN = re.compile(r"((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s,;)]+)", re.I)
+_URI_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]+)(@)")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+# -- argument parsing ---------------------------------------------------------
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {key.strip()!r} without '='")
+    return key.strip().lower(), value
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``3600``, ``90s``, ``30m``, ``1.5h``, ``2d``, ``1w`` or ``1h30m``."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use seconds or units s/m/h/d/w, e.g. 3600, 30m, 1h30m"
+        )
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def _status(text: str) -> str:
+    status = text.strip().upper()
+    if status not in STATUSES:
+        raise argparse.ArgumentTypeError(
+            f"unknown status {text!r}: use one of {', '.join(STATUSES)}"
+        )
+    return status
+
+
+def _run_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"run id must be an integer, not {text!r}") from None
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "connection (default: SQLTRACK_DSN_* environment, then the config file)"
+    )
+    group.add_argument("--engine", choices=_config.ENGINES, help="database engine")
+    group.add_argument("--dbpath", help="SQLite database file")
+    group.add_argument("--config", metavar="PATH", help="config file of key=value lines")
+    for name in ("host", "port", "user", "dbname"):
+        group.add_argument(f"--{name}", help=f"PostgreSQL {name}")
+    group.add_argument("--schema", help="PostgreSQL schema (search_path)")
+    group.add_argument(
+        "-o", "--option", dest="options", metavar="KEY=VALUE", type=_key_value,
+        action="append", default=[], help="any libpq keyword or client setting (repeatable)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _add_commands(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("setup", help="create the base schema and apply migration scripts")
+    p.add_argument("scripts", nargs="*", metavar="SCRIPT", help="SQL migration scripts, in order")
+
+    p = sub.add_parser("experiments", help="list experiments")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--experiment", metavar="NAME|ID", help="only runs of this experiment")
+    p.add_argument("--status", type=_status, help="only runs with this status")
+    p.add_argument("--tag", action="append", default=[], help="only runs with this tag "
+                   "(repeatable: all must be present)")
+    p.add_argument("--metric", nargs="+", default=[], metavar="NAME",
+                   help="show the latest value of these metrics")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("show", help="show one run in detail")
+    p.add_argument("run_id", type=_run_id, metavar="RUN_ID")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("export", help="export the metrics of runs to a file")
+    p.add_argument("run_ids", type=_run_id, nargs="+", metavar="RUN_ID")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="file format (default: from the file extension, else csv)")
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="output file")
+
+    p = sub.add_parser("mark-stale", help="give a final status to RUNNING runs that stopped "
+                       "updating (killed processes)")
+    p.add_argument("--older-than", required=True, type=parse_duration, metavar="AGE",
+                   help="not updated for this long: 3600, 30m, 1h, 2d ...")
+    p.add_argument("--status", type=_status, default="NODE_FAIL",
+                   help="status to set (default: NODE_FAIL)")
+    p.add_argument("--experiment", metavar="NAME|ID", help="only runs of this experiment")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sqltrack`` command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect and maintain a sqltrack database (PostgreSQL or SQLite).",
+        epilog="Connection options go before the command, e.g. "
+        "'sqltrack --engine sqlite --dbpath runs.db runs'.",
+    )
+    _add_connection_options(parser)
+    _add_commands(parser)
+    return parser
+
+
+def client_kwargs(args: argparse.Namespace) -> dict[str, str]:
+    """Keyword arguments for AsyncClient: only the connection options that were given."""
+    kwargs = {
+        name: getattr(args, name)
+        for name in ("engine", "dbpath", "host", "port", "user", "dbname", "schema")
+        if getattr(args, name) is not None
+    }
+    kwargs.update(dict(args.options))
+    return kwargs
+
+
+# -- secrets ------------------------------------------------------------------
+def _secret_values(args: argparse.Namespace) -> set[str]:
+    """Every password the settings may contain (given, environment or config file)."""
+    values = {v for k, v in args.options if k in _config.SECRET_KEYS}
+    values |= {
+        v for k, v in os.environ.items()
+        if k.startswith(_config.ENV_PREFIX) and k[len(_config.ENV_PREFIX):].lower()
+        in _config.SECRET_KEYS
+    }
+    try:
+        file_values = _config._file_values(args.config)
+    except Exception:
+        file_values = {}
+    values |= {str(v) for k, v in file_values.items() if k in _config.SECRET_KEYS}
+    return {v for v in values if v}
+
+
+def mask(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without passwords: ``password=...``, URI passwords and known secret values."""
+    text = _SECRET_PATTERN.sub(r"\1***", text)
+    text = _URI_PASSWORD.sub(r"\1***\3", text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+# -- values -------------------------------------------------------------------
+def json_column(value: Any) -> Any:
+    """A JSON column as Python: PostgreSQL returns objects, SQLite returns text."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def timestamp(value: Any) -> datetime | None:
+    """A timestamp column as an aware UTC datetime (SQLite stores ISO 8601 text)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def metric_value(value: Any, kind: str | None) -> Any:
+    """A metric value as Python, the same on both engines."""
+    if value is None:
+        return None
+    if kind == "float" and isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if kind == "bool" and isinstance(value, int):
+        return bool(value)
+    if kind == "datetime":
+        return timestamp(value) or value
+    return value
+
+
+def _tags(value: Any) -> list[str]:
+    tags = json_column(value)
+    return sorted(tags) if isinstance(tags, dict) else []
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
+def format_duration(seconds: float | None) -> str:
+    """``45s``, ``3m07s``, ``2h05m00s``, ``1d02h03m``."""
+    if seconds is None:
+        return ""
+    total = int(round(seconds))
+    sign, total = ("-", -total) if total < 0 else ("", total)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{sign}{days}d{hours:02d}h{minutes:02d}m"
+    if hours:
+        return f"{sign}{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{sign}{minutes}m{secs:02d}s"
+    return f"{sign}{secs}s"
+
+
+def cell(value: Any) -> str:
+    """One value as table text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(cell(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return " ".join(str(value).split())
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows aligned in columns under a header; numbers right-aligned."""
+    texts = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in texts)]) for i, h in enumerate(headers)]
+    numeric = [
+        bool(rows) and all(
+            isinstance(r[i], (int, float)) and not isinstance(r[i], bool) or r[i] is None
+            for r in rows
+        )
+        for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        columns = zip(values, widths, numeric, strict=True)
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in columns).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in texts)])
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with datetimes as ISO text and NaN/infinity as null (valid JSON)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def print_json(value: Any, out: TextIO | None = None) -> None:
+    print(json.dumps(jsonable(value), indent=2, ensure_ascii=False, default=str),
+          file=out or sys.stdout)
+
+
+# -- queries ------------------------------------------------------------------
+async def metric_columns(client: AsyncClient) -> dict[str, str | None]:
+    """Metric columns, name -> kind, sorted by name."""
+    columns = await client._run("metric_columns")
+    return dict(sorted(columns.items()))
+
+
+async def _chosen_columns(client: AsyncClient, names: Sequence[str]) -> dict[str, str | None]:
+    columns = await metric_columns(client)
+    unknown = [n for n in names if n not in columns]
+    if unknown:
+        known = ", ".join(columns) or "none yet"
+        raise CliError(f"unknown metric {unknown[0]!r} (metrics: {known})")
+    return {name: columns[name] for name in names}
+
+
+async def resolve_experiment(client: AsyncClient, ref: str) -> int:
+    """The id of the experiment named ``ref``, else of the one whose id is ``ref``."""
+    rows = await client.query("SELECT id FROM experiments WHERE name = %s", [ref])
+    if not rows and ref.strip().isdigit():
+        rows = await client.query("SELECT id FROM experiments WHERE id = %s", [int(ref)])
+    if not rows:
+        raise CliError(f"experiment {ref!r} does not exist (see 'sqltrack experiments')")
+    return rows[0][0]
+
+
+async def list_experiments(client: AsyncClient) -> list[dict[str, Any]]:
+    rows = await client.query(
+        "SELECT e.id, e.name, e.time_created, "
+        "(SELECT COUNT(*) FROM runs r WHERE r.experiment_id = e.id), e.tags, e.comment "
+        "FROM experiments e ORDER BY e.id"
+    )
+    return [
+        {"id": i, "name": name, "created": timestamp(created), "runs": runs,
+         "tags": _tags(tags), "comment": comment}
+        for i, name, created, runs, tags, comment in rows
+    ]
+
+
+def _latest_sql(quoted: str) -> str:
+    return (
+        f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = r.id AND m.{quoted} IS NOT NULL "
+        "ORDER BY m.step DESC, m.progress DESC LIMIT 1)"
+    )
+
+
+async def list_runs(
+    client: AsyncClient,
+    experiment_id: int | None = None,
+    status: str | None = None,
+    tags: Sequence[str] = (),
+    metrics: dict[str, str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Runs (oldest first) with the latest value of each metric in ``metrics``."""
+    metrics = metrics or {}
+    selects = [_latest_sql(client._engine.quote_ident(name)) for name in metrics]
+    sql = (
+        "SELECT r.id, e.name, r.status, r.time_started, r.time_updated, r.tags"
+        + "".join(", " + s for s in selects)
+        + " FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE 1 = 1"
+    )
+    params: list[Any] = []
+    if experiment_id is not None:
+        sql += " AND r.experiment_id = %s"
+        params.append(experiment_id)
+    if status is not None:
+        sql += " AND r.status = %s"
+        params.append(status)
+    runs = [_run_record(row, metrics) for row in await client.query(sql + " ORDER BY r.id", params)]
+    return [run for run in runs if set(tags) <= set(run["tags"])]
+
+
+def _run_record(row: Sequence[Any], metrics: dict[str, str | None]) -> dict[str, Any]:
+    run_id, experiment, status, started, updated, tags, *latest = row
+    started, updated = timestamp(started), timestamp(updated)
+    values = zip(metrics.items(), latest, strict=True)
+    return {
+        "id": run_id, "experiment": experiment, "status": status, "started": started,
+        "updated": updated, "duration_seconds": _seconds(started, updated), "tags": _tags(tags),
+        "metrics": {name: metric_value(value, kind) for (name, kind), value in values},
+    }
+
+
+async def get_run(client: AsyncClient, run_id: int) -> dict[str, Any]:
+    """Everything about one run except its metric rows; CliError when it does not exist."""
+    rows = await client.query(
+        "SELECT r.id, r.experiment_id, e.name, r.status, r.time_created, r.time_started, "
+        "r.time_updated, r.comment, r.tags, r.args, r.env, r.extras "
+        "FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = %s",
+        [run_id],
+    )
+    if not rows:
+        raise CliError(f"run {run_id} does not exist (see 'sqltrack runs')")
+    (rid, exp_id, exp_name, status, created, started, updated, comment,
+     tags, args, env, extras) = rows[0]
+    started, updated = timestamp(started), timestamp(updated)
+    links = await client.query(
+        "SELECT from_id, kind, to_id FROM run_links WHERE from_id = %s OR to_id = %s "
+        "ORDER BY kind, from_id, to_id",
+        [run_id, run_id],
+    )
+    return {
+        "id": rid, "experiment_id": exp_id, "experiment": exp_name, "status": status,
+        "created": timestamp(created), "started": started, "updated": updated,
+        "duration_seconds": _seconds(started, updated), "comment": comment,
+        "tags": _tags(tags), "args": json_column(args) or {},
+        "env_keys": sorted(json_column(env) or {}), "extras": json_column(extras) or {},
+        "links": [{"from": f, "kind": k, "to": t} for f, k, t in links],
+        "metrics": await metric_summary(client, run_id),
+    }
+
+
+def _aggregates(quoted: str, kind: str | None) -> list[str]:
+    """COUNT, MIN, MAX and the last value of one column (MIN/MAX only for ordered kinds)."""
+    value = f"CAST({quoted} AS INTEGER)" if kind == "bool" else quoted
+    ordered = kind is not None
+    return [
+        f"COUNT({quoted})",
+        f"MIN({value})" if ordered else "NULL",
+        f"MAX({value})" if ordered else "NULL",
+        f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = %s AND m.{quoted} IS NOT NULL "
+        "ORDER BY m.step DESC, m.progress DESC LIMIT 1)",
+    ]
+
+
+async def metric_summary(client: AsyncClient, run_id: int) -> list[dict[str, Any]]:
+    """count / min / max / last of each metric column the run has values in."""
+    columns = await metric_columns(client)
+    if not columns:
+        return []
+    selects = [
+        s for name, kind in columns.items()
+        for s in _aggregates(client._engine.quote_ident(name), kind)
+    ]
+    sql = f"SELECT {', '.join(selects)} FROM metrics WHERE run_id = %s"
+    (row,) = await client.query(sql, [run_id] * len(columns) + [run_id])
+    summary = []
+    for index, (name, kind) in enumerate(columns.items()):
+        count, low, high, last = row[4 * index: 4 * index + 4]
+        if count:
+            summary.append({
+                "metric": name, "count": count, "min": metric_value(low, kind),
+                "max": metric_value(high, kind), "last": metric_value(last, kind),
+            })
+    return summary
+
+
+async def _check_runs(client: AsyncClient, run_ids: Sequence[int]) -> None:
+    marks = ", ".join(["%s"] * len(run_ids))
+    rows = await client.query(f"SELECT id FROM runs WHERE id IN ({marks})", list(run_ids))
+    missing = sorted(set(run_ids) - {r[0] for r in rows})
+    if missing:
+        raise CliError(f"run {missing[0]} does not exist (see 'sqltrack runs')")
+
+
+async def export_columns(client: AsyncClient, run_ids: Sequence[int]) -> dict[str, str | None]:
+    """The metric columns with at least one value in these runs."""
+    columns = await metric_columns(client)
+    if not columns:
+        return {}
+    counts = ", ".join(f"COUNT({client._engine.quote_ident(n)})" for n in columns)
+    marks = ", ".join(["%s"] * len(run_ids))
+    (row,) = await client.query(
+        f"SELECT {counts} FROM metrics WHERE run_id IN ({marks})", list(run_ids)
+    )
+    return {name: kind for (name, kind), count in zip(columns.items(), row, strict=True) if count}
+
+
+async def metric_rows(
+    client: AsyncClient, run_ids: Sequence[int], columns: dict[str, str | None]
+) -> AsyncIterator[list[tuple]]:
+    """Pages of metric rows ``(run_id, step, progress, *columns)``, in key order.
+
+    Keyset pagination over the primary key keeps memory bounded on both engines.
+    """
+    names = "".join(", " + client._engine.quote_ident(n) for n in columns)
+    base = f"SELECT run_id, step, progress{names} FROM metrics WHERE run_id = %s"
+    order = f" ORDER BY step, progress LIMIT {EXPORT_PAGE}"
+    kinds = ["int", "int", "float", *columns.values()]
+    for run_id in run_ids:
+        rows = await client.query(base + order, [run_id])
+        while rows:
+            yield [tuple(metric_value(v, k) for v, k in zip(r, kinds, strict=True)) for r in rows]
+            if len(rows) < EXPORT_PAGE:
+                break
+            step, progress = rows[-1][1], rows[-1][2]
+            rows = await client.query(
+                base + " AND (step > %s OR (step = %s AND progress > %s))" + order,
+                [run_id, step, step, progress],
+            )
+
+
+# -- export writers -----------------------------------------------------------
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+class CsvWriter:
+    """Comma-separated values with a header row."""
+
+    def __init__(self, path: Path, columns: list[str], kinds: list[str | None]) -> None:
+        self._file = open(path, "w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._file)
+        self._csv.writerow(columns)
+
+    def write(self, rows: list[tuple]) -> None:
+        self._csv.writerows([_csv_value(v) for v in row] for row in rows)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class JsonlWriter:
+    """One JSON object per line (NaN and infinity as null)."""
+
+    def __init__(self, path: Path, columns: list[str], kinds: list[str | None]) -> None:
+        self._file = open(path, "w", encoding="utf-8")
+        self._columns = columns
+
+    def write(self, rows: list[tuple]) -> None:
+        for row in rows:
+            record = jsonable(dict(zip(self._columns, row, strict=True)))
+            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ParquetWriter:
+    """Apache Parquet through pyarrow, one row group per page."""
+
+    def __init__(self, path: Path, columns: list[str], kinds: list[str | None]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        types = {
+            "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(),
+            "str": pa.string(), "datetime": pa.timestamp("us", tz="UTC"),
+        }
+        self._pa = pa
+        self._text = [kind not in types for kind in kinds]
+        fields = zip(columns, kinds, strict=True)
+        self._schema = pa.schema([(c, types.get(k, pa.string())) for c, k in fields])
+        self._writer = pq.ParquetWriter(str(path), self._schema)
+
+    def write(self, rows: list[tuple]) -> None:
+        arrays = []
+        for index, field in enumerate(self._schema):
+            values = [row[index] for row in rows]
+            if self._text[index]:
+                values = [None if v is None else str(v) for v in values]
+            arrays.append(self._pa.array(values, type=field.type))
+        self._writer.write_table(self._pa.Table.from_arrays(arrays, schema=self._schema))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+WRITERS: dict[str, Callable[..., Any]] = {
+    "csv": CsvWriter, "jsonl": JsonlWriter, "parquet": ParquetWriter,
+}
+
+
+def export_format(requested: str | None, path: str) -> str:
+    """The export format: as requested, else from the file extension, else csv."""
+    fmt = requested or {".jsonl": "jsonl", ".parquet": "parquet"}.get(Path(path).suffix, "csv")
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise CliError(
+                "parquet export needs pyarrow, which is not installed: "
+                "pip install pyarrow (or use --format csv / jsonl)"
+            ) from None
+    return fmt
+
+
+async def export(
+    client: AsyncClient, run_ids: Sequence[int], fmt: str, path: str,
+    progress: TextIO | None = None,
+) -> int:
+    """Write the metric rows of runs to ``path``; return the number of rows.
+
+    The file appears complete or not at all (written aside, then renamed).
+    """
+    run_ids = list(dict.fromkeys(run_ids))
+    await _check_runs(client, run_ids)
+    columns = await export_columns(client, run_ids)
+    names = ["run_id", "step", "progress", *columns]
+    kinds = ["int", "int", "float", *columns.values()]
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    writer = WRITERS[fmt](partial, names, kinds)
+    total = 0
+    try:
+        async for rows in metric_rows(client, run_ids, columns):
+            writer.write(rows)
+            before, total = total, total + len(rows)
+            if progress is not None and total // PROGRESS_EVERY > before // PROGRESS_EVERY:
+                print(f"exported {total} rows ...", file=progress, flush=True)
+        writer.close()
+        os.replace(partial, target)
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    return total
+
+
+# -- commands -----------------------------------------------------------------
+async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
+    await client._opened_engine()
+    for script in args.scripts:
+        name = Path(script).name
+        if not Path(script).is_file():
+            raise CliError(f"migration script {script!r} does not exist")
+        if await _setup(client, [script]):
+            print(f"applied  {name}")
+        else:
+            print(f"skipped  {name} (applied before)")
+    print(f"schema ready ({describe(client)})")
+    return 0
+
+
+async def cmd_experiments(client: AsyncClient, args: argparse.Namespace) -> int:
+    experiments = await list_experiments(client)
+    if args.json:
+        print_json(experiments)
+        return 0
+    print(table(
+        ["id", "name", "created", "runs", "tags"],
+        [[e["id"], e["name"], e["created"], e["runs"], e["tags"]] for e in experiments],
+    ))
+    return 0
+
+
+async def cmd_runs(client: AsyncClient, args: argparse.Namespace) -> int:
+    experiment_id = None
+    if args.experiment is not None:
+        experiment_id = await resolve_experiment(client, args.experiment)
+    metrics = await _chosen_columns(client, list(dict.fromkeys(args.metric)))
+    runs = await list_runs(client, experiment_id, args.status, args.tag, metrics)
+    if args.json:
+        print_json(runs)
+        return 0
+    headers = ["id", "experiment", "status", "started", "updated", "duration", *metrics]
+    rows = [
+        [r["id"], r["experiment"], r["status"], r["started"], r["updated"],
+         format_duration(r["duration_seconds"]), *r["metrics"].values()]
+        for r in runs
+    ]
+    print(table(headers, rows))
+    return 0
+
+
+def _show_mapping(title: str, mapping: dict[str, Any]) -> list[str]:
+    if not mapping:
+        return [f"{title:<10} -"]
+    lines = [title]
+    width = max(len(str(k)) for k in mapping)
+    for key, value in mapping.items():
+        text = json.dumps(jsonable(value), ensure_ascii=False, default=str)
+        lines.append(f"  {str(key):<{width}}  {text}")
+    return lines
+
+
+def _show_links(run: dict[str, Any]) -> list[str]:
+    if not run["links"]:
+        return ["links      -"]
+    lines = ["links"]
+    for link in run["links"]:
+        if link["from"] == run["id"]:
+            lines.append(f"  --{link['kind']}--> run {link['to']}")
+        else:
+            lines.append(f"  <--{link['kind']}-- run {link['from']}")
+    return lines
+
+
+def format_run(run: dict[str, Any]) -> str:
+    """The text of ``sqltrack show``."""
+    fields = [
+        ("experiment", f"{run['experiment']} (id {run['experiment_id']})"),
+        ("status", run["status"]), ("created", cell(run["created"])),
+        ("started", cell(run["started"])), ("updated", cell(run["updated"])),
+        ("duration", format_duration(run["duration_seconds"])),
+        ("comment", cell(run["comment"])), ("tags", cell(run["tags"])),
+    ]
+    lines = [f"run {run['id']}"] + [f"{k:<10} {v or '-'}" for k, v in fields]
+    lines += _show_mapping("args", run["args"])
+    keys = ", ".join(run["env_keys"]) or "-"
+    lines += textwrap.wrap(keys, 88, initial_indent="env keys   ", subsequent_indent=" " * 11)
+    lines += _show_mapping("extras", run["extras"])
+    lines += _show_links(run)
+    if not run["metrics"]:
+        lines.append("metrics    -")
+    else:
+        lines.append("metrics")
+        rows = [[m["metric"], m["count"], m["min"], m["max"], m["last"]] for m in run["metrics"]]
+        summary = table(["metric", "count", "min", "max", "last"], rows)
+        lines += ["  " + line for line in summary.splitlines()]
+    return "\n".join(lines)
+
+
+async def cmd_show(client: AsyncClient, args: argparse.Namespace) -> int:
+    run = await get_run(client, args.run_id)
+    if args.json:
+        print_json(run)
+    else:
+        print(format_run(run))
+    return 0
+
+
+async def cmd_export(client: AsyncClient, args: argparse.Namespace) -> int:
+    fmt = export_format(args.format, args.output)
+    folder = Path(args.output).absolute().parent
+    if not folder.is_dir():
+        raise CliError(f"cannot write {args.output!r}: folder {str(folder)!r} does not exist")
+    total = await export(client, args.run_ids, fmt, args.output, progress=sys.stderr)
+    runs = len(set(args.run_ids))
+    print(f"exported {total} rows of {runs} run{'s' * (runs != 1)} to {args.output} ({fmt})")
+    return 0
+
+
+async def cmd_mark_stale(client: AsyncClient, args: argparse.Namespace) -> int:
+    experiment_id = None
+    if args.experiment is not None:
+        experiment_id = await resolve_experiment(client, args.experiment)
+    ids = await mark_stale_runs(client, args.older_than, args.status, experiment_id)
+    if args.json:
+        print_json({"status": args.status, "older_than_seconds": args.older_than, "run_ids": ids})
+    elif ids:
+        print(f"marked {len(ids)} run{'s' * (len(ids) != 1)} {args.status}: "
+              + ", ".join(map(str, ids)))
+    else:
+        age = format_duration(args.older_than)
+        print(f"no stale runs (none RUNNING without an update for {age})")
+    return 0
+
+
+COMMANDS = {
+    "setup": cmd_setup,
+    "experiments": cmd_experiments,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "export": cmd_export,
+    "mark-stale": cmd_mark_stale,
+}
+
+
+# -- connecting and running ---------------------------------------------------
+def describe(client: AsyncClient) -> str:
+    """Where the client connects, without secrets."""
+    settings = client.settings
+    if settings.engine == "sqlite":
+        return f"sqlite {settings.params['dbpath']}"
+    shown = " ".join(
+        f"{k}={'***' if k in _config.SECRET_KEYS else v}"
+        for k, v in settings.params.items()
+        if k in ("host", "port", "user", "dbname", "password")
+    )
+    schema = f" schema={settings.schema}" if settings.schema else ""
+    return f"postgres {shown}{schema}"
+
+
+def _check_sqlite_exists(client: AsyncClient) -> None:
+    path = client.settings.params["dbpath"]
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    if not Path(path).is_file():
+        raise CliError(
+            f"no SQLite database at {path!r}: pass --dbpath, or create one with 'sqltrack setup'"
+        )
+
+
+async def _check_postgres(client: AsyncClient) -> None:
+    """Connect once, directly, so a wrong setting fails at once with the server's reason."""
+    import psycopg
+
+    params = dict(client.settings.params)
+    params.setdefault("connect_timeout", "10")
+    try:
+        conn = await psycopg.AsyncConnection.connect(**params)
+    except psycopg.Error as error:
+        raise CliError(f"cannot connect to {describe(client)}: {_one_line(error)}") from None
+    await conn.close()
+
+
+async def run_command(args: argparse.Namespace) -> int:
+    """Open a client for the command, run it, close the client."""
+    client = AsyncClient(args.config, **client_kwargs(args))
+    try:
+        if client.engine == "sqlite" and args.command != "setup":
+            _check_sqlite_exists(client)
+        if client.engine == "postgres":
+            await _check_postgres(client)
+        return await COMMANDS[args.command](client, args)
+    finally:
+        await client.close()
+
+
+def _quiet_driver_logs() -> None:
+    # psycopg_pool logs each failed connection attempt; the CLI reports one error itself.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sqltrack`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
+    _quiet_driver_logs()
+    try:
+        return asyncio.run(run_command(args))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (``sqltrack runs | head``)
+        _silence_stdout()
+        return 1
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {_error_text(error, args)}", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _error_text(error: Exception, args: argparse.Namespace) -> str:
+    text = _one_line(error)
+    if not isinstance(error, (CliError, ValueError, LookupError, OSError)):
+        module = type(error).__module__.split(".")[0]
+        if module not in ("sqltrack", "psycopg", "psycopg_pool", "sqlite3"):
+            text = f"{type(error).__name__}: {text} (run with --debug for the traceback)"
+    return mask(text, _secret_values(args))
