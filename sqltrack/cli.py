@@ -304,6 +304,7 @@ def jsonable(value: Any) -> Any:
 
 
 def print_json(value: Any, out: TextIO | None = None) -> None:
+    """Print ``value`` as indented JSON."""
     print(json.dumps(jsonable(value), indent=2, ensure_ascii=False, default=str),
           file=out or sys.stdout)
 
@@ -335,6 +336,7 @@ async def resolve_experiment(client: AsyncClient, ref: str) -> int:
 
 
 async def list_experiments(client: AsyncClient) -> list[dict[str, Any]]:
+    """Every experiment with its number of runs, oldest first."""
     rows = await client.query(
         "SELECT e.id, e.name, e.time_created, "
         "(SELECT COUNT(*) FROM runs r WHERE r.experiment_id = e.id), e.tags, e.comment "
@@ -623,6 +625,7 @@ async def export(
 
 # -- commands -----------------------------------------------------------------
 async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
+    """``setup``: base schema, then each script once (one line per script)."""
     await client._opened_engine()
     for script in args.scripts:
         name = Path(script).name
@@ -637,6 +640,7 @@ async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_experiments(client: AsyncClient, args: argparse.Namespace) -> int:
+    """``experiments``: one line per experiment, or JSON."""
     experiments = await list_experiments(client)
     if args.json:
         print_json(experiments)
@@ -649,6 +653,7 @@ async def cmd_experiments(client: AsyncClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_runs(client: AsyncClient, args: argparse.Namespace) -> int:
+    """``runs``: filtered runs with the latest value of chosen metrics, or JSON."""
     experiment_id = None
     if args.experiment is not None:
         experiment_id = await resolve_experiment(client, args.experiment)
@@ -716,6 +721,7 @@ def format_run(run: dict[str, Any]) -> str:
 
 
 async def cmd_show(client: AsyncClient, args: argparse.Namespace) -> int:
+    """``show``: everything about one run, or JSON."""
     run = await get_run(client, args.run_id)
     if args.json:
         print_json(run)
@@ -725,6 +731,7 @@ async def cmd_show(client: AsyncClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_export(client: AsyncClient, args: argparse.Namespace) -> int:
+    """``export``: metric rows of runs to a csv, jsonl or parquet file."""
     fmt = export_format(args.format, args.output)
     folder = Path(args.output).absolute().parent
     if not folder.is_dir():
@@ -736,6 +743,7 @@ async def cmd_export(client: AsyncClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_mark_stale(client: AsyncClient, args: argparse.Namespace) -> int:
+    """``mark-stale``: final status for RUNNING runs that stopped updating."""
     experiment_id = None
     if args.experiment is not None:
         experiment_id = await resolve_experiment(client, args.experiment)
@@ -848,6 +856,7 @@ def _silence_stdout() -> None:
 
 
 def _error_text(error: Exception, args: argparse.Namespace) -> str:
+    """One masked line for an error; unexpected kinds name their type."""
     text = _one_line(error)
     if not isinstance(error, (CliError, ValueError, LookupError, OSError)):
         module = type(error).__module__.split(".")[0]
