@@ -1,0 +1,162 @@
+"""The measuring loop and the results table shared by every workload.
+
+A ``Case`` is one thing to measure: a callable that sets itself up (untimed), does
+its work once, times only that work, cleans up and returns its sample (seconds, or
+whatever the workload needs). ``measure`` runs a list of cases in interleaved
+rounds, so a case and its raw-driver baseline see the same machine noise; each
+round starts with a different case, so no case always runs first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import statistics
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+NA = "n/a"
+DASH = "—"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal for a ratio: ``ratio <= limit`` (``at_most``) or ``ratio >= limit``."""
+
+    limit: float
+    at_most: bool = True
+
+    def __str__(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.limit:g}x"
+
+    def met(self, ratio: float) -> bool:
+        return ratio <= self.limit if self.at_most else ratio >= self.limit
+
+
+@dataclass
+class Case:
+    """One measured thing. ``skip`` (a reason) marks it as not runnable here.
+
+    ``baseline`` names the case it is compared with (ratio = this / baseline),
+    ``target`` is the goal for that ratio, ``also`` names further baselines shown
+    for information.
+    """
+
+    name: str
+    run: Callable[[], Any] | None
+    skip: str | None = None
+    baseline: str | None = None
+    target: Target | None = None
+    also: tuple[str, ...] = ()
+
+
+@dataclass
+class Row:
+    """One line of a results table, already formatted."""
+
+    case: str
+    value: str
+    baseline: str = DASH
+    ratio: str = DASH
+    target: str = DASH
+    met: str = DASH
+
+
+@dataclass
+class Section:
+    """One workload's table, with a sentence on how to read it."""
+
+    title: str
+    note: str
+    rows: list[Row] = field(default_factory=list)
+
+
+def measure(
+    cases: list[Case], rounds: int, loop: asyncio.AbstractEventLoop
+) -> dict[str, list[Any]]:
+    """Run the runnable cases ``rounds`` times, interleaved; the samples of each case.
+
+    A case that raises is reported and marked (``skip = "failed: ..."``), and
+    leaves the samples; the other cases go on.
+    """
+    runnable = [c for c in cases if c.skip is None and c.run is not None]
+    samples: dict[str, list[Any]] = {c.name: [] for c in runnable}
+    for number in range(rounds):
+        shift = number % max(len(runnable), 1)
+        for case in runnable[shift:] + runnable[:shift]:
+            if case.skip is None:
+                _run_once(case, loop, samples)
+    return samples
+
+
+def _run_once(case: Case, loop: asyncio.AbstractEventLoop, samples: dict[str, list]) -> None:
+    gc.collect()
+    try:
+        result = case.run()
+        if inspect.isawaitable(result):
+            result = loop.run_until_complete(result)
+    except Exception as error:  # noqa: BLE001 - reported in the table and on stderr
+        case.skip = f"failed: {type(error).__name__}: {error}"
+        samples.pop(case.name, None)
+        traceback.print_exc()
+        return
+    samples[case.name].append(result)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def table_rows(
+    cases: list[Case], values: dict[str, float], fmt: Callable[[float], str]
+) -> list[Row]:
+    """Rows of a table: each case's value, compared with its baseline(s) when it has one."""
+    rows: list[Row] = []
+    for case in cases:
+        if case.name not in values:
+            reason = case.skip or "not implemented yet"
+            target = str(case.target or DASH)
+            rows.append(Row(case.name, f"{NA} ({reason})", case.baseline or DASH, NA, target, NA))
+            continue
+        value = values[case.name]
+        if case.baseline is None:
+            rows.append(Row(case.name, fmt(value), "(baseline)"))
+            continue
+        rows.append(compare(case.name, value, fmt, case.baseline, values, case.target))
+        rows.extend(compare(case.name, value, fmt, other, values, None) for other in case.also)
+    return rows
+
+
+def compare(
+    name: str,
+    value: float,
+    fmt: Callable[[float], str],
+    baseline: str,
+    values: dict[str, float],
+    target: Target | None,
+) -> Row:
+    """One comparison row: ratio = value / the baseline's value."""
+    base = values.get(baseline)
+    if base is None:
+        return Row(name, fmt(value), baseline, NA, str(target or DASH), NA if target else DASH)
+    ratio = value / base
+    met = DASH if target is None else ("yes" if target.met(ratio) else "**NO**")
+    return Row(name, fmt(value), baseline, f"{ratio:.2f}x", str(target or DASH), met)
+
+
+def render(sections: list[Section]) -> str:
+    """Markdown tables, one per section."""
+    lines: list[str] = []
+    header = ("case", "median", "baseline", "ratio", "target", "met?")
+    for section in sections:
+        lines += [f"## {section.title}", "", section.note, ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] * len(header)) + "|")
+        for row in section.rows:
+            cells = (row.case, row.value, row.baseline, row.ratio, row.target, row.met)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,282 @@
+"""Where the time of ``await run.add_metrics(...)`` goes, layer by layer, per engine.
+
+    python benchmarks/profile_hot_path.py [--steps N] [--rounds R] [--pg-dsn DSN]
+                                          [--engine sqlite|postgres] [--profiler]
+
+The write-through path is peeled one layer at a time, each layer timed alone on
+the same 10-float rows (interleaved rounds, medians in µs per step):
+
+1. ``run.add_metrics(...)``: the whole call;
+2. ``client._run("write_metrics", ...)``: without argument checks and type inference;
+3. ``engine.write_metrics(conn, ...)`` on a held connection: without the pool;
+4. the driver alone running sqltrack's statements (SQLite: in the calling thread,
+   so without the worker-thread hop; PostgreSQL: ``AsyncConnection.execute``);
+5. the raw baselines (a plain INSERT; per-step COMMIT on SQLite).
+
+Differences between consecutive layers are the cost of each layer. With
+``--profiler`` the whole call is also profiled with pyinstrument (or cProfile when
+pyinstrument is missing) and the top of the profile printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import sys
+from datetime import datetime, timezone
+from time import perf_counter
+
+import aiosqlite
+import psycopg
+from common import (
+    DEFAULT_PG_DSN,
+    NAMES,
+    Env,
+    insert_sql,
+    metric_rows,
+    pg_new_run,
+    pg_new_run_async,
+    sqlite_connect,
+    sqlite_new_run,
+)
+from harness import Case, measure, median
+
+import sqltrack
+from sqltrack.engines import postgres as pg_engine
+from sqltrack.engines import sqlite as sqlite_engine
+
+
+# -- sqltrack layers --------------------------------------------------------------
+async def open_run(env: Env, engine: str) -> tuple[sqltrack.AsyncClient, sqltrack.AsyncRun]:
+    client = sqltrack.AsyncClient(**env.client_kwargs(engine))
+    experiment = await sqltrack.AsyncExperiment.create(client, name="bench-profile")
+    run = await experiment.get_run()
+    await run.add_metrics(dict.fromkeys(NAMES, 0.0), step=0)
+    return client, run
+
+
+async def layer_add_metrics(env: Env, engine: str, rows: list[tuple]) -> float:
+    """1. the whole ``run.add_metrics`` call."""
+    steps = [dict(zip(NAMES, row, strict=True)) for row in rows]
+    client, run = await open_run(env, engine)
+    try:
+        start = perf_counter()
+        for step, metrics in enumerate(steps, 1):
+            await run.add_metrics(metrics, step=step)
+        return perf_counter() - start
+    finally:
+        await client.close()
+
+
+async def layer_client_run(env: Env, engine: str, rows: list[tuple]) -> float:
+    """2. ``client._run("write_metrics", ...)``: no checks, no type inference."""
+    client, run = await open_run(env, engine)
+    try:
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            now = datetime.now(timezone.utc)
+            await client._run("write_metrics", NAMES, run.id, step, 0.0, row, now)
+        return perf_counter() - start
+    finally:
+        await client.close()
+
+
+async def layer_engine(env: Env, engine: str, rows: list[tuple]) -> float:
+    """3. ``engine.write_metrics`` on one held connection: no pool, no owner lookup."""
+    client, run = await open_run(env, engine)
+    core = client._engine
+    conn = await core.acquire()
+    try:
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            now = datetime.now(timezone.utc)
+            await core.write_metrics(conn, NAMES, run.id, step, 0.0, row, now, oneshot=True)
+        return perf_counter() - start
+    finally:
+        await core.release(conn)
+        await client.close()
+
+
+# -- SQLite driver layers ---------------------------------------------------------
+def sqlite_same_sql_inline(env: Env, rows: list[tuple]) -> float:
+    """4. sqltrack's upsert + runs touch + COMMIT, by sqlite3 in the calling thread."""
+    conn = sqlite_connect(env.sqlite_path)
+    try:
+        run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
+        upsert = sqlite_engine._upsert_sql(NAMES)
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            touch = (datetime.now(timezone.utc).isoformat(), run_id)
+            sqlite_engine._write_metrics(conn, upsert, (run_id, step, 0.0, *row), touch, True)
+        return perf_counter() - start
+    finally:
+        conn.close()
+
+
+async def aiosqlite_hop(env: Env, rows: list[tuple]) -> float:
+    """The bare worker-thread hop of aiosqlite (a no-op function), once per step."""
+    async with aiosqlite.connect(env.sqlite_path) as conn:
+        start = perf_counter()
+        for _ in rows:
+            await conn._execute(lambda: None)
+        return perf_counter() - start
+
+
+def sqlite_plain_insert(env: Env, rows: list[tuple]) -> float:
+    """5. baseline: plain INSERT + COMMIT with sqlite3."""
+    conn = sqlite_connect(env.sqlite_path)
+    try:
+        run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
+        sql = insert_sql("?")
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            conn.execute(sql, (run_id, step, 0.0, *row))
+            conn.commit()
+        return perf_counter() - start
+    finally:
+        conn.close()
+
+
+# -- PostgreSQL driver layers -----------------------------------------------------
+async def pg_same_sql_async(env: Env, rows: list[tuple]) -> float:
+    """4. sqltrack's upsert-with-touch statement through ``AsyncConnection.execute``."""
+    conn = await psycopg.AsyncConnection.connect(env.pg_dsn, **env.pg_kwargs())
+    async with conn:
+        run_id = await pg_new_run_async(conn, env.experiment_ids["postgres"])
+        sql = pg_engine._upsert_sql(NAMES, True)
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            now = datetime.now(timezone.utc)
+            await conn.execute(sql, (now, run_id, run_id, step, 0.0, *row))
+        return perf_counter() - start
+
+
+async def pg_plain_async(env: Env, rows: list[tuple]) -> float:
+    """5a. a plain INSERT through ``AsyncConnection.execute``."""
+    conn = await psycopg.AsyncConnection.connect(env.pg_dsn, **env.pg_kwargs())
+    async with conn:
+        run_id = await pg_new_run_async(conn, env.experiment_ids["postgres"])
+        sql = insert_sql("%s")
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            await conn.execute(sql, (run_id, step, 0.0, *row))
+        return perf_counter() - start
+
+
+def pg_same_sql_sync(env: Env, rows: list[tuple]) -> float:
+    """5b. sqltrack's statement through blocking psycopg."""
+    with env.pg_connect() as conn:
+        run_id = pg_new_run(conn, env.experiment_ids["postgres"])
+        sql = pg_engine._upsert_sql(NAMES, True)
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            now = datetime.now(timezone.utc)
+            conn.execute(sql, (now, run_id, run_id, step, 0.0, *row))
+        return perf_counter() - start
+
+
+def pg_plain_sync(env: Env, rows: list[tuple]) -> float:
+    """5c. baseline: a plain INSERT through blocking psycopg."""
+    with env.pg_connect() as conn:
+        run_id = pg_new_run(conn, env.experiment_ids["postgres"])
+        sql = insert_sql("%s")
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            conn.execute(sql, (run_id, step, 0.0, *row))
+        return perf_counter() - start
+
+
+LAYERS = {
+    "sqlite": [
+        ("1 run.add_metrics", functools.partial(layer_add_metrics, engine="sqlite")),
+        ("2 client._run(write_metrics)", functools.partial(layer_client_run, engine="sqlite")),
+        ("3 engine.write_metrics, held conn", functools.partial(layer_engine, engine="sqlite")),
+        ("4 same SQL by sqlite3, no thread hop", sqlite_same_sql_inline),
+        ("  aiosqlite bare hop (no-op)", aiosqlite_hop),
+        ("5 sqlite3 plain INSERT+COMMIT", sqlite_plain_insert),
+    ],
+    "postgres": [
+        ("1 run.add_metrics", functools.partial(layer_add_metrics, engine="postgres")),
+        ("2 client._run(write_metrics)", functools.partial(layer_client_run, engine="postgres")),
+        ("3 engine.write_metrics, held conn", functools.partial(layer_engine, engine="postgres")),
+        ("4 same SQL, psycopg async", pg_same_sql_async),
+        ("5a plain INSERT, psycopg async", pg_plain_async),
+        ("5b same SQL, psycopg sync", pg_same_sql_sync),
+        ("5c plain INSERT, psycopg sync", pg_plain_sync),
+    ],
+}
+
+
+def layer_table(env: Env, engine: str, steps: int, rounds: int) -> str:
+    """Time every layer of ``engine`` and return a markdown table (µs per step)."""
+    rows = metric_rows(steps, seed=5)
+    cases = [
+        Case(f"{engine}: {name}", functools.partial(function, env=env, rows=rows))
+        for name, function in LAYERS[engine]
+    ]
+    samples = measure(cases, rounds, env.loop)
+    lines = ["| layer | µs/step | minus next layer |", "|---|---|---|"]
+    values = [median(samples[c.name]) / steps * 1e6 for c in cases]
+    for index, (case, value) in enumerate(zip(cases, values, strict=True)):
+        delta = f"{value - values[index + 1]:+.1f}" if index + 1 < len(values) else ""
+        lines.append(f"| {case.name} | {value:.1f} | {delta} |")
+    return "\n".join(lines)
+
+
+def profile_whole_call(env: Env, engine: str, steps: int) -> str:
+    """Profile the whole ``add_metrics`` loop; the profiler's text report."""
+    rows = metric_rows(steps, seed=6)
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        return cprofile_whole_call(env, engine, rows)
+    profiler = Profiler(interval=0.0001, async_mode="enabled")
+    profiler.start()
+    env.loop.run_until_complete(layer_add_metrics(env, engine, rows))
+    profiler.stop()
+    return profiler.output_text(unicode=True, color=False, show_all=False)
+
+
+def cprofile_whole_call(env: Env, engine: str, rows: list[tuple]) -> str:
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    env.loop.run_until_complete(layer_add_metrics(env, engine, rows))
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--pg-dsn", default=DEFAULT_PG_DSN)
+    parser.add_argument("--engine", choices=("sqlite", "postgres"), action="append")
+    parser.add_argument("--profiler", action="store_true",
+                        help="also profile the whole call (pyinstrument, else cProfile)")
+    args = parser.parse_args(argv)
+    loop = asyncio.new_event_loop()
+    env = Env(loop=loop, quick=False, pg_dsn=args.pg_dsn)
+    try:
+        env.setup()
+        for engine in args.engine or ("sqlite", "postgres"):
+            if env.skip_reason(engine):
+                print(f"{engine}: skipped, {env.skip_reason(engine)}", file=sys.stderr)
+                continue
+            print(f"\n### {engine}\n\n{layer_table(env, engine, args.steps, args.rounds)}\n")
+            if args.profiler:
+                print(profile_whole_call(env, engine, args.steps))
+    finally:
+        env.cleanup()
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""W1, training loop: one run logs 10 float metrics per step, N steps, one row per step.
+
+Every case opens its own connection or client and writes one warm-up step before
+the clock starts; the median time per step over the rounds is reported.
+Raw-driver baselines insert the same rows into the same ``metrics`` table (a plain
+INSERT; sqltrack upserts the row and sets ``runs.time_updated`` in the same call).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from time import perf_counter
+
+import aiosqlite
+import psycopg
+from common import (
+    COLUMNS,
+    NAMES,
+    Env,
+    close_quietly,
+    has_buffered_option,
+    insert_sql,
+    metric_rows,
+    pg_new_run,
+    pg_new_run_async,
+    sqlite_connect,
+    sqlite_new_run,
+    sync_facade,
+)
+from harness import Case, Section, Target, measure, median, table_rows
+
+import sqltrack
+
+LABEL = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+
+
+# -- sqltrack cases ---------------------------------------------------------------
+async def sqltrack_async(env: Env, engine: str, rows: list[tuple], buffered: bool = False) -> float:
+    """``await run.add_metrics({...}, step=i)`` per step through AsyncClient.
+
+    Buffered: the client has ``buffered=True`` and the final ``run.flush()`` is timed.
+    """
+    steps = [dict(zip(NAMES, row, strict=True)) for row in rows]
+    extra = {"buffered": True} if buffered else {}
+    client = sqltrack.AsyncClient(**env.client_kwargs(engine, **extra))
+    try:
+        experiment = await sqltrack.AsyncExperiment.create(client, name="bench-w1")
+        run = await experiment.get_run()
+        await run.add_metrics(steps[0], step=0)
+        if buffered:
+            await run.flush()
+        start = perf_counter()
+        for step, metrics in enumerate(steps, 1):
+            await run.add_metrics(metrics, step=step)
+        if buffered:
+            await run.flush()
+        return perf_counter() - start
+    finally:
+        await client.close()
+
+
+def sqltrack_blocking(env: Env, engine: str, rows: list[tuple], buffered: bool = False) -> float:
+    """``run.add_metrics({...}, step=i)`` per step through the sync facade (buffered: as above)."""
+    facade = sync_facade()
+    steps = [dict(zip(NAMES, row, strict=True)) for row in rows]
+    extra = {"buffered": True} if buffered else {}
+    client = facade.Client(**env.client_kwargs(engine, **extra))
+    try:
+        run = facade.Experiment(client, name="bench-w1").get_run()
+        run.add_metrics(steps[0], step=0)
+        if buffered:
+            run.flush()
+        start = perf_counter()
+        for step, metrics in enumerate(steps, 1):
+            run.add_metrics(metrics, step=step)
+        if buffered:
+            run.flush()
+        return perf_counter() - start
+    finally:
+        close_quietly(client)
+
+
+# -- SQLite baselines -------------------------------------------------------------
+def sqlite3_per_step(env: Env, rows: list[tuple]) -> float:
+    """sqlite3: one INSERT and one COMMIT per step."""
+    conn = sqlite_connect(env.sqlite_path)
+    try:
+        run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
+        sql = insert_sql("?")
+        conn.execute(sql, (run_id, 0, 0.0, *rows[0]))
+        conn.commit()
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            conn.execute(sql, (run_id, step, 0.0, *row))
+            conn.commit()
+        return perf_counter() - start
+    finally:
+        conn.close()
+
+
+def sqlite3_executemany(env: Env, rows: list[tuple]) -> float:
+    """sqlite3: every row with executemany, one transaction."""
+    conn = sqlite_connect(env.sqlite_path)
+    try:
+        run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
+        start = perf_counter()
+        conn.executemany(
+            insert_sql("?"), [(run_id, step, 0.0, *row) for step, row in enumerate(rows, 1)]
+        )
+        conn.commit()
+        return perf_counter() - start
+    finally:
+        conn.close()
+
+
+async def aiosqlite_per_step(env: Env, rows: list[tuple]) -> float:
+    """aiosqlite: ``await execute`` and ``await commit`` per step."""
+    async with aiosqlite.connect(env.sqlite_path, timeout=60) as conn:
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+            await conn.execute(f"PRAGMA {pragma}")
+        cursor = await conn.execute(
+            "INSERT INTO runs (experiment_id) VALUES (?)", (env.experiment_ids["sqlite"],)
+        )
+        run_id = cursor.lastrowid
+        sql = insert_sql("?")
+        await conn.execute(sql, (run_id, 0, 0.0, *rows[0]))
+        await conn.commit()
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            await conn.execute(sql, (run_id, step, 0.0, *row))
+            await conn.commit()
+        return perf_counter() - start
+
+
+# -- PostgreSQL baselines ---------------------------------------------------------
+def psycopg_per_step(env: Env, rows: list[tuple]) -> float:
+    """psycopg (blocking): one INSERT per step in autocommit."""
+    with env.pg_connect() as conn:
+        run_id = pg_new_run(conn, env.experiment_ids["postgres"])
+        sql = insert_sql("%s")
+        conn.execute(sql, (run_id, 0, 0.0, *rows[0]))
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            conn.execute(sql, (run_id, step, 0.0, *row))
+        return perf_counter() - start
+
+
+def psycopg_copy(env: Env, rows: list[tuple]) -> float:
+    """psycopg: COPY of every row in one statement."""
+    with env.pg_connect() as conn:
+        run_id = pg_new_run(conn, env.experiment_ids["postgres"])
+        start = perf_counter()
+        with conn.cursor() as cursor:
+            with cursor.copy(f"COPY metrics ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for step, row in enumerate(rows, 1):
+                    copy.write_row((run_id, step, 0.0, *row))
+        return perf_counter() - start
+
+
+async def psycopg_async_per_step(env: Env, rows: list[tuple]) -> float:
+    """psycopg (async): ``await conn.execute`` of one INSERT per step in autocommit."""
+    conn = await psycopg.AsyncConnection.connect(env.pg_dsn, **env.pg_kwargs())
+    async with conn:
+        run_id = await pg_new_run_async(conn, env.experiment_ids["postgres"])
+        sql = insert_sql("%s")
+        await conn.execute(sql, (run_id, 0, 0.0, *rows[0]))
+        start = perf_counter()
+        for step, row in enumerate(rows, 1):
+            await conn.execute(sql, (run_id, step, 0.0, *row))
+        return perf_counter() - start
+
+
+# -- case lists -------------------------------------------------------------------
+BASELINES: dict[str, list[tuple[str, Callable]]] = {
+    "sqlite": [
+        ("sqlite3 INSERT+COMMIT per step", sqlite3_per_step),
+        ("sqlite3 executemany, one transaction", sqlite3_executemany),
+        ("aiosqlite execute+commit per step", aiosqlite_per_step),
+    ],
+    "postgres": [
+        ("psycopg INSERT per step (autocommit)", psycopg_per_step),
+        ("psycopg COPY of all rows", psycopg_copy),
+        ("psycopg async INSERT per step (autocommit)", psycopg_async_per_step),
+    ],
+}
+#: The ratio goals of the write-through cases, against the engine's first baseline.
+TARGETS = {
+    ("sqlite", "async"): Target(4.0),
+    ("sqlite", "sync"): Target(8.0),
+    ("postgres", "async"): Target(1.2),
+    ("postgres", "sync"): Target(1.5),
+}
+
+
+def build_cases(env: Env, rows: list[tuple]) -> list[Case]:
+    """Every W1 case of both engines, runnable or marked with why not."""
+    cases: list[Case] = []
+    for engine in ("sqlite", "postgres"):
+        cases.extend(engine_cases(env, engine, rows))
+    return cases
+
+
+def engine_cases(env: Env, engine: str, rows: list[tuple]) -> list[Case]:
+    """One engine's baselines, then sqltrack's cases compared with the per-step baseline."""
+    skip = env.skip_reason(engine)
+    (per_step, per_step_function), *others = BASELINES[engine]
+    cases = [Case(per_step, functools.partial(per_step_function, env, rows), skip)]
+    for name, function in others:
+        cases.append(Case(name, functools.partial(function, env, rows), skip, baseline=per_step))
+    async_driver = others[-1][0]
+    facade_missing = None if sync_facade() else "sqltrack_sync.Client not available"
+    cases.append(Case(
+        f"sqltrack async write-through, {LABEL[engine]}",
+        functools.partial(sqltrack_async, env, engine, rows), skip,
+        baseline=per_step, target=TARGETS[engine, "async"], also=(async_driver,),
+    ))
+    cases.append(Case(
+        f"sqltrack sync write-through, {LABEL[engine]}",
+        functools.partial(sqltrack_blocking, env, engine, rows), skip or facade_missing,
+        baseline=per_step, target=TARGETS[engine, "sync"],
+    ))
+    return cases + buffered_cases(env, engine, rows, [per_step, others[0][0]])
+
+
+def buffered_cases(env: Env, engine: str, rows: list[tuple], baselines: list[str]) -> list[Case]:
+    """The buffered-mode cases: run when sqltrack has the option, else "not implemented yet"."""
+    skip = env.skip_reason(engine)
+    if not has_buffered_option():
+        skip = skip or "not implemented yet"
+    per_step, bulk = baselines[0], baselines[1]
+    facade_missing = None if sync_facade() else "sqltrack_sync.Client not available"
+    return [
+        Case(f"sqltrack async buffered, {LABEL[engine]}",
+             functools.partial(sqltrack_async, env, engine, rows, buffered=True), skip,
+             baseline=per_step, also=(bulk,)),
+        Case(f"sqltrack sync buffered, {LABEL[engine]}",
+             functools.partial(sqltrack_blocking, env, engine, rows, buffered=True),
+             skip or facade_missing, baseline=per_step, also=(bulk,)),
+    ]
+
+
+# -- report -----------------------------------------------------------------------
+def run(env: Env, rounds: int) -> Section:
+    """Measure W1 and return its table."""
+    steps = 300 if env.quick else 2000
+    rows = metric_rows(steps)
+    cases = build_cases(env, rows)
+    samples = measure(cases, rounds, env.loop)
+    per_step = {name: median(values) / steps * 1e6 for name, values in samples.items()}
+    section = Section(
+        "W1 training loop",
+        f"One run, 10 float metrics per step, {steps} steps, {rounds} interleaved rounds. "
+        "Median µs per step; ratio = case / baseline (lower is better).",
+    )
+    section.rows = table_rows(cases, per_step, lambda us: f"{us:.1f} µs/step")
+    return section

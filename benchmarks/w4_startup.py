@@ -1,0 +1,94 @@
+"""W4, start-up: whole-process wall times of short Python programs.
+
+Each program runs as ``python -c CODE`` in a fresh process (this interpreter, a
+temporary working directory, no ``SQLTRACK_*`` variables), timed with
+``time.perf_counter`` around ``subprocess.run``; programs are interleaved in
+rounds and the median is reported. The one-step programs create a new SQLite file
+each time (schema creation included), make a run and log one step.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+from itertools import count
+from time import perf_counter
+
+from common import Env, sync_facade
+from harness import Case, Section, Target, measure, median, table_rows
+
+ASYNC_ONE_STEP = """
+import asyncio, sqltrack
+async def main():
+    client = sqltrack.AsyncClient(engine="sqlite", dbpath={path!r})
+    run = await (await sqltrack.AsyncExperiment.create(client, name="w4")).get_run()
+    await run.add_metrics({{"loss": 0.5}}, step=0)
+    await client.close()
+asyncio.run(main())
+"""
+SYNC_ONE_STEP = """
+import sqltrack_sync
+client = sqltrack_sync.Client(engine="sqlite", dbpath={path!r})
+run = sqltrack_sync.Experiment(client, name="w4").get_run()
+run.add_metrics({{"loss": 0.5}}, step=0)
+getattr(client, "close", lambda: None)()
+"""
+IMPORT_ASYNCIO = "import asyncio"
+
+
+def time_process(code: str, directory: str, environ: dict[str, str]) -> float:
+    """Seconds from spawning ``python -c code`` to its exit (which must be 0)."""
+    start = perf_counter()
+    subprocess.run([sys.executable, "-c", code], cwd=directory, env=environ, check=True,
+                   stdout=subprocess.DEVNULL)
+    return perf_counter() - start
+
+
+def time_one_step(template: str, directory: str, environ: dict[str, str], numbers) -> float:
+    """Time a one-step program on a new SQLite file."""
+    path = os.path.join(directory, f"w4-{next(numbers)}.db")
+    return time_process(template.format(path=path), directory, environ)
+
+
+def build_cases(directory: str) -> list[Case]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SQLTRACK_")}
+    no_facade = None if sync_facade() else "sqltrack_sync.Client not available"
+    numbers = count()
+
+    def program(name: str, code: str, skip: str | None = None, **compare) -> Case:
+        return Case(name, functools.partial(time_process, code, directory, environ), skip,
+                    **compare)
+
+    return [
+        program("python -c pass", "pass"),
+        program(IMPORT_ASYNCIO, IMPORT_ASYNCIO),
+        program("import psycopg", "import psycopg", baseline=IMPORT_ASYNCIO),
+        program("import aiosqlite", "import aiosqlite", baseline=IMPORT_ASYNCIO),
+        program("import sqltrack", "import sqltrack", baseline=IMPORT_ASYNCIO),
+        program("import sqltrack_sync", "import sqltrack_sync", no_facade,
+                baseline=IMPORT_ASYNCIO, target=Target(1.2)),
+        Case("new SQLite run + one step (async)",
+             functools.partial(time_one_step, ASYNC_ONE_STEP, directory, environ, numbers),
+             baseline=IMPORT_ASYNCIO),
+        Case("new SQLite run + one step (sync)",
+             functools.partial(time_one_step, SYNC_ONE_STEP, directory, environ, numbers),
+             no_facade, baseline=IMPORT_ASYNCIO),
+    ]
+
+
+def run(env: Env, rounds: int) -> Section:
+    """Measure W4 and return its table."""
+    with tempfile.TemporaryDirectory(prefix="sqltrack-bench-w4-") as directory:
+        cases = build_cases(directory)
+        samples = measure(cases, rounds, env.loop)
+    millis = {name: median(values) * 1e3 for name, values in samples.items()}
+    section = Section(
+        "W4 start-up",
+        f"Whole-process wall time of `python -c ...` (fresh process each time), "
+        f"{rounds} interleaved rounds. Median ms; ratio = case / baseline (lower is better).",
+    )
+    section.rows = table_rows(cases, millis, lambda ms: f"{ms:.0f} ms")
+    return section
