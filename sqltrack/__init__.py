@@ -133,7 +133,11 @@ def _serving_both(coroutine_function: Callable) -> Callable:
     return for_either_client
 
 
-_BOTH = [n for n in __all__ if n.startswith(("experiment_", "run_")) or n == "setup"]
+_BOTH = [
+    n
+    for n in __all__
+    if n.startswith(("experiment_", "run_")) or n in ("setup", "mark_stale_runs")
+]
 for _name in _BOTH:
     globals()[_name] = _serving_both(globals()[_name])
 del _name

@@ -61,6 +61,8 @@ class AsyncClient:
     PostgreSQL, every libpq keyword is accepted; ``user`` defaults to ``$USER``,
     ``dbname`` to the user, and ``schema`` sets the ``search_path``. Pool bounds:
     ``pool_min_size`` (1), ``pool_max_size`` (4), ``pool_timeout`` seconds (30).
+    ``buffered=True`` makes every run's ``add_metrics`` write-behind (see
+    ``sqltrack.buffering``; ``flush_rows``, ``flush_interval``, ``buffer_max_rows``).
 
     Nothing connects until first use; the base schema is created then if missing.
     Close the client with ``await client.close()`` when done.
@@ -76,6 +78,8 @@ class AsyncClient:
         self._open_lock: asyncio.Lock | None = None
         #: Runs started and not yet stopped, by id (the sync facade stops them at exit).
         self.open_runs: dict[int, Any] = {}
+        #: Write-behind buffers of this client's runs, flushed by close().
+        self.buffers: set[Any] = set()
         from .metrics import MetricTable
 
         self.metrics = MetricTable(self)
@@ -113,11 +117,22 @@ class AsyncClient:
         return await self._opened_engine()
 
     async def close(self) -> None:
-        """Close every pooled connection; the client cannot be used afterwards."""
+        """Flush buffered metrics, close every pooled connection; the client is done then.
+
+        A buffered write that failed is raised here (after the pool is closed).
+        """
+        errors = []
+        for buffer in list(self.buffers):
+            try:
+                await buffer.close()
+            except Exception as error:  # noqa: BLE001 - raised below, after closing
+                errors.append(error)
         if self._state == "open":
             self._state = "closed"
             await self._engine.close()
         self._state = "closed"
+        if errors:
+            raise errors[0]
 
     # -- connections ----------------------------------------------------------
     async def __aenter__(self) -> Any:

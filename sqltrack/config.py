@@ -26,7 +26,12 @@ POOL_DEFAULTS: dict[str, float] = {
     "pool_max_size": 4,
     "pool_timeout": 30.0,
 }
-CLIENT_KEYS = frozenset({"engine", "dbpath", "schema", *POOL_DEFAULTS})
+#: Buffered (write-behind) metrics for every run of the client; see sqltrack.buffering.
+BUFFER_DEFAULTS: dict[str, float] = {
+    "flush_rows": 1000,
+    "flush_interval": 1.0,
+    "buffer_max_rows": 0,
+}
 #: libpq keywords whose values must never be shown.
 SECRET_KEYS = frozenset({"password", "sslpassword"})
 
@@ -42,6 +47,10 @@ class Settings:
     pool_max_size: int = 4
     pool_timeout: float = 30.0
     schema: str | None = None
+    buffered: bool = False
+    flush_rows: int = 1000
+    flush_interval: float = 1.0
+    buffer_max_rows: int = 0
 
     def __repr__(self) -> str:
         shown = {k: ("***" if k in SECRET_KEYS else v) for k, v in self.params.items()}
@@ -88,13 +97,25 @@ def _env_values() -> dict[str, str]:
     }
 
 
+def _flag(values: dict[str, Any], key: str) -> bool:
+    raw = values.pop(key, False)
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"config value {key}={raw!r} is not a boolean (true/false)")
+
+
 def _number(values: dict[str, Any], key: str, kind: type) -> Any:
-    raw = values.get(key, POOL_DEFAULTS[key])
+    raw = values.get(key, {**POOL_DEFAULTS, **BUFFER_DEFAULTS}[key])
     try:
         number = kind(raw)
     except (TypeError, ValueError):
         raise ValueError(f"config value {key}={raw!r} is not a {kind.__name__}") from None
-    if number <= 0 and key != "pool_min_size" or number < 0:
+    if number <= 0 and key not in ("pool_min_size", "buffer_max_rows") or number < 0:
         raise ValueError(f"config value {key}={raw!r} must be positive")
     return number
 
@@ -108,23 +129,27 @@ def resolve(config: Mapping[str, Any] | str | os.PathLike | None = None, **kwarg
     engine = str(values.pop("engine", "postgres")).lower()
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
-    pool = {
+    options = {
         "pool_min_size": _number(values, "pool_min_size", int),
         "pool_max_size": _number(values, "pool_max_size", int),
         "pool_timeout": _number(values, "pool_timeout", float),
     }
-    if pool["pool_min_size"] > pool["pool_max_size"]:
+    if options["pool_min_size"] > options["pool_max_size"]:
         raise ValueError("config value pool_min_size must not exceed pool_max_size")
-    for key in POOL_DEFAULTS:
+    options["buffered"] = _flag(values, "buffered")
+    options["flush_rows"] = _number(values, "flush_rows", int)
+    options["flush_interval"] = _number(values, "flush_interval", float)
+    options["buffer_max_rows"] = _number(values, "buffer_max_rows", int)
+    for key in (*POOL_DEFAULTS, *BUFFER_DEFAULTS):
         values.pop(key, None)
 
     if engine == "sqlite":
         dbpath = os.fspath(values.get("dbpath", DEFAULT_SQLITE_PATH))
-        return Settings(engine, {"dbpath": dbpath}, **pool)
+        return Settings(engine, {"dbpath": dbpath}, **options)
 
     values.pop("dbpath", None)
     schema = values.pop("schema", None)
     params = {k: str(v) for k, v in values.items()}
     params.setdefault("user", os.environ.get("USER") or getpass.getuser())
     params.setdefault("dbname", params["user"])
-    return Settings(engine, params, schema=None if schema is None else str(schema), **pool)
+    return Settings(engine, params, schema=None if schema is None else str(schema), **options)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Mapping
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import MetricTypeError
 from .values import Auto, check_float, check_int, check_text, resolve_time
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 MAX_NAME_LENGTH = 63
 RESERVED_NAMES = frozenset({"run_id", "step", "progress"})
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MISSING = object()
 _KIND_OF_TYPE = {float: "float", int: "int", bool: "bool", str: "str"}
 #: Which existing column kinds accept a value of a given kind.
 _FITS = {
@@ -81,6 +82,17 @@ def metric_kind(name: str, value: Any) -> tuple[Any, str | None]:
     )
 
 
+class PreparedRow(NamedTuple):
+    """One checked add_metrics call, ready to be written."""
+
+    names: tuple[str, ...]
+    values: tuple[Any, ...]
+    kinds: tuple[str | None, ...]
+    step: int
+    progress: float
+    updated: datetime | None
+
+
 class MetricTable:
     """The metric columns of one client's database, cached, and the metric write."""
 
@@ -96,6 +108,65 @@ class MetricTable:
         self._columns = await self.client._run("metric_columns")
         return self._columns
 
+    def prepare(
+        self,
+        metrics: Mapping[str, Any],
+        step: int = 0,
+        progress: float = 0.0,
+        updated: Auto | datetime | None = "auto",
+    ) -> PreparedRow:
+        """Check one add_metrics call without I/O; raise before anything is written.
+
+        This is the hot path of every add_metrics: one pass over the values, with
+        the column cache deciding whether a name still needs validation.
+        """
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"metrics must be a dict of name -> value, not {metrics!r}")
+        if type(step) is not int:
+            step = check_int(step, "step")
+        if type(progress) is not float or progress != progress:
+            progress = check_float(progress, "progress")
+        if type(updated) is str and updated == "auto":
+            updated = datetime.now(timezone.utc)
+        else:
+            updated = resolve_time(updated, "updated")
+        columns = self._columns or {}
+        values = []
+        kinds = []
+        for name, value in metrics.items():
+            kind = _KIND_OF_TYPE.get(type(value))
+            if kind is None or kind == "str":
+                value, kind = metric_kind(name, value)
+            values.append(value)
+            kinds.append(kind)
+            column_kind = columns.get(name, _MISSING)
+            if column_kind is _MISSING:
+                check_metric_name(name)
+            elif kind is not None and column_kind is not None and column_kind not in _FITS[kind]:
+                self._check_fit(columns, (name,), (value,), (kind,))
+        return PreparedRow(tuple(metrics), tuple(values), tuple(kinds), step, progress, updated)
+
+    async def ensure_columns(self, row: PreparedRow) -> None:
+        """Create the missing metric columns of a row; check its values fit the columns."""
+        columns = self._columns
+        if columns is not None and all(name in columns for name in row.names):
+            return
+        columns = await self._refresh()
+        self._check_fit(columns, row.names, row.values, row.kinds)
+        missing = [(n, k) for n, k in zip(row.names, row.kinds, strict=True) if n not in columns]
+        if not missing:
+            return
+        for name, kind in missing:
+            if kind is None:
+                raise ValueError(
+                    f"metric {name!r} has no column yet and its value is None: "
+                    "log a first real value so its type is known"
+                )
+        for name, kind in missing:
+            await self.client._run("add_metric_column", name, kind)
+        columns = await self._refresh()
+        self._check_fit(columns, row.names, row.values, row.kinds)
+
     async def write(
         self,
         run_id: int,
@@ -105,42 +176,32 @@ class MetricTable:
         updated: Auto | datetime | None = "auto",
     ) -> None:
         """Upsert the ``(run_id, step, progress)`` row with these metric values."""
-        if not isinstance(metrics, Mapping):
-            raise TypeError(f"metrics must be a dict of name -> value, not {metrics!r}")
         run_id = check_int(run_id, "run_id")
-        step = check_int(step, "step")
-        progress = check_float(progress, "progress")
-        updated = resolve_time(updated, "updated")
-        names = tuple(metrics)
-        values = []
-        kinds = []
-        for name, value in metrics.items():
-            value, kind = metric_kind(name, value)
-            values.append(value)
-            kinds.append(kind)
-
-        columns = self._columns
-        if columns is None or any(name not in columns for name in names):
-            for name in names:
-                check_metric_name(name)
-            columns = await self._refresh()
-        self._check_fit(columns, names, values, kinds)
-        missing = [(n, k) for n, k in zip(names, kinds, strict=True) if n not in columns]
-        if missing:
-            for name, kind in missing:
-                if kind is None:
-                    raise ValueError(
-                        f"metric {name!r} has no column yet and its value is None: "
-                        "log a first real value so its type is known"
-                    )
-            for name, kind in missing:
-                await self.client._run("add_metric_column", name, kind)
-            columns = await self._refresh()
-            self._check_fit(columns, names, values, kinds)
-
+        row = self.prepare(metrics, step, progress, updated)
+        await self.ensure_columns(row)
         await self.client._run(
-            "write_metrics", names, run_id, step, progress, values, updated
+            "write_metrics", row.names, run_id, row.step, row.progress, row.values, row.updated
         )
+
+    async def write_batch(self, run_id: int, rows: list[PreparedRow]) -> None:
+        """Write prepared rows in order: one statement (or hop) per run of equal names.
+
+        Within such a group the last row of a ``(step, progress)`` wins, as it
+        would with one upsert per row; across groups, upserts merge columns.
+        """
+        for row in rows:
+            await self.ensure_columns(row)
+        updated = max((r.updated for r in rows if r.updated is not None), default=None)
+        groups: list[tuple[tuple[str, ...], dict]] = []
+        for row in rows:
+            if not groups or groups[-1][0] != row.names:
+                groups.append((row.names, {}))
+            groups[-1][1][(row.step, row.progress)] = (run_id, row.step, row.progress, *row.values)
+        async with self.client:
+            for index, (names, by_key) in enumerate(groups):
+                touch = updated if index == len(groups) - 1 else None
+                await self.client._run("write_metrics_batch", names, run_id, list(by_key.values()),
+                                       touch)
 
     @staticmethod
     def _check_fit(columns, names, values, kinds) -> None:

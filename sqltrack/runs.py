@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from . import signals
 from .args import detect_args
+from .buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS, MetricBuffer
 from .errors import ExperimentNotFound, RunNotFound
 from .values import (
     Auto,
@@ -237,9 +238,18 @@ class AsyncRun:
         self.id = run_id
         self.experiment_id = experiment_id
         self.terminated_status = "CANCELLED"
+        self._buffer: MetricBuffer | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncRun id={self.id} experiment_id={self.experiment_id}>"
+
+    @classmethod
+    def _made(cls, client: AsyncClient, run_id: int, experiment_id: int) -> AsyncRun:
+        run = cls(client, run_id, experiment_id)
+        s = client.settings
+        if s.buffered:
+            run._buffer = MetricBuffer(run, s.flush_rows, s.flush_interval, s.buffer_max_rows)
+        return run
 
     @classmethod
     async def create(
@@ -270,12 +280,12 @@ class AsyncRun:
                 if client._engine.is_foreign_key_error(error):
                     raise ExperimentNotFound(experiment_id) from None
                 raise
-            return cls(client, rows[0][0], experiment_id)
+            return cls._made(client, rows[0][0], experiment_id)
         if experiment_id is None:
             rows = await client.query("SELECT experiment_id FROM runs WHERE id = %s", [run_id])
             if not rows:
                 raise RunNotFound(run_id)
-            return cls(client, run_id, rows[0][0])
+            return cls._made(client, run_id, rows[0][0])
         try:
             rows = await client.query(
                 "INSERT INTO runs (id, experiment_id) VALUES (%s, %s) "
@@ -290,7 +300,7 @@ class AsyncRun:
             raise ValueError(
                 f"run {run_id} belongs to experiment {rows[0][0]}, not {experiment_id}"
             )
-        return cls(client, run_id, experiment_id)
+        return cls._made(client, run_id, experiment_id)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(
@@ -318,14 +328,26 @@ class AsyncRun:
     async def stop(
         self, status: str = "COMPLETED", updated: Auto | datetime | None = "auto"
     ) -> AsyncRun:
-        """Set the final status (default COMPLETED) and time_updated (``'auto'``: now)."""
+        """Set the final status (default COMPLETED) and time_updated (``'auto'``: now).
+
+        Buffered metrics are written first; a write error is raised after the status
+        is set.
+        """
         assignments, params = ["status = %s"], [check_status(status)]
+        write_error = None
+        if self._buffer is not None:
+            try:
+                await self._buffer.flush()
+            except Exception as error:  # noqa: BLE001 - raised below, after the status
+                write_error = error
         value = resolve_time(updated, "updated")
         if value is not None:
             assignments.append("time_updated = %s")
             params.append(self.client._engine.timestamp(value))
         await _update_run(self.client, self.id, ", ".join(assignments), params)
         self.client.open_runs.pop(self.id, None)
+        if write_error is not None:
+            raise write_error
         return self
 
     @asynccontextmanager
@@ -469,8 +491,59 @@ class AsyncRun:
         progress: float = 0.0,
         updated: Auto | datetime | None = "auto",
     ) -> AsyncRun:
-        """Add metrics to the run. See run_add_metrics()."""
-        await self.client.metrics.write(self.id, metrics, step, progress, updated)
+        """Add metrics to the run. See run_add_metrics().
+
+        In buffered mode the row is checked and buffered, and written in a batch later.
+        """
+        buffer = self._buffer
+        if buffer is None:
+            await self.client.metrics.write(self.id, metrics, step, progress, updated)
+        else:
+            await buffer.add(metrics, step, progress, updated)
+        return self
+
+    def add_metrics_nowait(
+        self,
+        metrics: dict,
+        step: int = 0,
+        progress: float = 0.0,
+        updated: Auto | datetime | None = "auto",
+    ) -> bool:
+        """Buffered mode, from any thread: buffer the row without waiting.
+
+        Returns False (having done nothing) when the run is not buffered or the
+        buffer is full; call ``add_metrics`` then. The blocking API uses this so
+        that a buffered ``add_metrics`` does not cross threads.
+        """
+        buffer = self._buffer
+        return buffer is not None and buffer.put(metrics, step, progress, updated)
+
+    async def set_buffered(
+        self,
+        enabled: bool = True,
+        flush_rows: int = DEFAULT_FLUSH_ROWS,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        max_rows: int | None = None,
+    ) -> AsyncRun:
+        """Turn buffered (write-behind) metrics on or off for this run.
+
+        On: ``add_metrics`` returns at once; rows are written in batches of
+        ``flush_rows``, every ``flush_interval`` seconds, and on flush / stop /
+        the end of ``track()``; at most ``max_rows`` (default 10 x flush_rows) wait
+        in memory. Off: what is buffered is written, then each call writes through.
+        See ``sqltrack.buffering``.
+        """
+        if self._buffer is not None:
+            buffer, self._buffer = self._buffer, None
+            await buffer.close()
+        if enabled:
+            self._buffer = MetricBuffer(self, flush_rows, flush_interval, max_rows)
+        return self
+
+    async def flush(self) -> AsyncRun:
+        """Write buffered metrics now (nothing to do when the run is not buffered)."""
+        if self._buffer is not None:
+            await self._buffer.flush()
         return self
 
 

@@ -13,7 +13,12 @@ module keeps only what the facade needs.)
 * After ``os.fork()`` the child gets a fresh loop and thread on first use; the
   parent's loop, pools and connections are left alone (see ``after_fork``).
 * At interpreter exit, registered clean-ups (flush and stop open runs, close
-  pools) run on the loop, each bounded in time, then the loop stops.
+  pools) run on the loop, each bounded in time, then the loop stops. Runs the
+  parent process left open are the parent's: a forked child never stops them.
+* SIGTERM while runs are open outside ``track()`` (``run.start()``) records each
+  run's ``terminated`` status, then takes the default action (see ``_on_sigterm``).
+* A second Ctrl-C or SIGTERM while a tracked block is being cleaned up ends the
+  process at once.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextvars
+import logging
 import os
+import signal
 import sys
 import threading
 import types
@@ -34,6 +41,8 @@ from typing import Any, TypeVar
 from sqltrack import signals
 from sqltrack.client import connection_owner
 from sqltrack.signals import sigterm_raises
+
+log = logging.getLogger("sqltrack")
 
 T = TypeVar("T")
 _EAGER_TASKS = sys.version_info >= (3, 12)
@@ -157,6 +166,18 @@ def call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         del future  # no reference cycle through the traceback
 
 
+def _call_bounded(fn: Callable[..., Awaitable[T]], *args: Any, timeout: float) -> T:
+    """``await fn(*args)`` on the loop, owning no connection the caller holds; bounded wait."""
+    loop = _get_loop()
+    future: Future = Future()
+    context = contextvars.copy_context()
+    loop.call_soon_threadsafe(context.run, _start, loop, future, object(), fn, args)
+    try:
+        return future.result(timeout)
+    finally:
+        del future
+
+
 @contextmanager
 def context(manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
     """Use an async context manager from a thread; SIGTERM raises Terminated meanwhile.
@@ -170,10 +191,26 @@ def context(manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
         try:
             yield value
         except BaseException as error:
-            if not call(manager.__aexit__, type(error), error, error.__traceback__):
-                raise
+            with _second_interrupt_ends_process(error):
+                if not call(manager.__aexit__, type(error), error, error.__traceback__):
+                    raise
         else:
             call(manager.__aexit__, None, None, None)
+
+
+@contextmanager
+def _second_interrupt_ends_process(error: BaseException) -> Iterator[None]:
+    """After a Ctrl-C, a second one during the clean-up takes the default action (ends
+    the process at once), as a second SIGTERM does (see ``sqltrack.signals``)."""
+    if not isinstance(error, KeyboardInterrupt) or not signals._in_main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 _exit_exception: list[type[BaseException]] = []
@@ -198,8 +235,63 @@ def exit_status(terminated: str) -> str:
 
 
 def register_cleanup(obj: Any) -> None:
-    """At interpreter exit, ``await obj.aclose_at_exit()`` runs on the loop (weakly held)."""
+    """At interpreter exit, ``await obj.aclose_at_exit()`` runs on the loop (weakly held).
+
+    ``obj.async_client`` is the AsyncClient whose open runs SIGTERM and fork look at.
+    """
     _cleanups.add(obj)
+    _install_sigterm_handler()
+
+
+async def close_at_exit(client: Any) -> None:
+    """Stop the runs ``client`` (an AsyncClient) has open, then close it; errors are logged."""
+    for run in list(client.open_runs.values()):
+        try:
+            await run.stop(exit_status(run.terminated_status))
+        except Exception:  # noqa: BLE001 - the other runs and the pool come next
+            log.exception("sqltrack: could not stop run %s at exit", run.id)
+    await client.close()
+
+
+def _open_runs() -> list[Any]:
+    return [run for obj in list(_cleanups) for run in list(obj.async_client.open_runs.values())]
+
+
+#: The process that installed ``_on_sigterm`` (a forked child inherits the handler).
+_sigterm_pid: int | None = None
+
+
+def _install_sigterm_handler() -> None:
+    """In the main thread, when SIGTERM has its default action: handle it (``_on_sigterm``)."""
+    global _sigterm_pid
+    if _sigterm_pid == os.getpid() or not signals._in_main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return  # the program's own handler (or SIG_IGN) stays in charge
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+        return
+    _sigterm_pid = os.getpid()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM outside ``track()``: give every open run its ``terminated`` status, then die.
+
+    The default action is restored first, so a second SIGTERM ends the process at once;
+    each stop is bounded in time and owns none of the connections the main thread
+    may hold. Without open runs this is just the default action.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signals.sigterm_received = True
+    current = _loop_thread
+    alive = current is not None and current.thread.is_alive()
+    for run in _open_runs() if alive else []:
+        try:
+            _call_bounded(run.stop, run.terminated_status, timeout=EXIT_TIMEOUT)
+        except Exception:  # noqa: BLE001 - the process ends anyway
+            log.exception("sqltrack: could not stop run %s on SIGTERM", run.id)
+    signal.raise_signal(signal.SIGTERM)
 
 
 def _at_exit() -> None:
@@ -216,10 +308,15 @@ def _at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    """The parent's loop thread does not exist in the child: start afresh on first use."""
+    """The parent's loop thread does not exist in the child: start afresh on first use.
+
+    The runs the parent has open stay the parent's: the child's exit must not stop them.
+    """
     global _loop_thread, _lock
     _loop_thread = None
     _lock = threading.Lock()
+    for obj in list(_cleanups):
+        obj.async_client.open_runs.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -21,8 +21,15 @@ if TYPE_CHECKING:  # names used in annotations, as the async source has them
 
 #: Attributes that only an AsyncClient has: reaching for them means a mix-up.
 _ASYNC_ONLY = frozenset(
-    {"query", "metrics", "open_runs", "_run", "_engine", "_opened_engine", "settings"}
+    {"query", "metrics", "open_runs", "buffers", "_run", "_engine", "_opened_engine", "settings"}
 )
+
+
+def _async_client_needed() -> TypeError:
+    return TypeError(
+        "this is a blocking sqltrack.Client; coroutines need an "
+        "sqltrack.AsyncClient (or use the blocking functions of sqltrack_sync)"
+    )
 
 
 def _unwrap(client) -> _core.AsyncClient:
@@ -48,6 +55,8 @@ class Client:
     PostgreSQL, every libpq keyword is accepted; ``user`` defaults to ``$USER``,
     ``dbname`` to the user, and ``schema`` sets the ``search_path``. Pool bounds:
     ``pool_min_size`` (1), ``pool_max_size`` (4), ``pool_timeout`` seconds (30).
+    ``buffered=True`` makes every run's ``add_metrics`` write-behind (see
+    ``sqltrack.buffering``; ``flush_rows``, ``flush_interval``, ``buffer_max_rows``).
 
     Nothing connects until first use; the base schema is created then if missing.
     Close the client with ``client.close()`` when done.
@@ -62,11 +71,14 @@ class Client:
 
     def __getattr__(self, name: str):
         if name in _ASYNC_ONLY:
-            raise TypeError(
-                "this is a blocking sqltrack.Client; coroutines need an "
-                "sqltrack.AsyncClient (or use the blocking functions of sqltrack_sync)"
-            )
+            raise _async_client_needed()
         raise AttributeError(name)
+
+    def __aenter__(self):
+        raise _async_client_needed()
+
+    def __aexit__(self, *exc):
+        raise _async_client_needed()
 
     @property
     def async_client(self) -> _core.AsyncClient:
@@ -79,12 +91,11 @@ class Client:
         return self._async.engine
 
     def close(self) -> None:
-        """Close every pooled connection; the client cannot be used afterwards."""
-        return _portal.call(self._async.close)
+        """Flush buffered metrics, close every pooled connection; the client is done then.
 
-    def query(self, sql: str, parameters: Sequence = ()) -> list[tuple]:
-        """Run one of sqltrack's own statements (``%s`` placeholders on every engine)."""
-        return _portal.call(self._async.query, sql, parameters)
+        A buffered write that failed is raised here (after the pool is closed).
+        """
+        return _portal.call(self._async.close)
 
     def execute(self, sql: str, parameters: Sequence | Mapping = ()) -> list[tuple]:
         """Execute one statement (driver placeholders) and return its rows, if any.
@@ -124,9 +135,7 @@ class Client:
 
     async def aclose_at_exit(self) -> None:
         """At interpreter exit: stop runs left open, then close the pool."""
-        for run in list(self._async.open_runs.values()):
-            await run.stop(_portal.exit_status(run.terminated_status))
-        await self._async.close()
+        await _portal.close_at_exit(self._async)
 
 
 class Cursor:

@@ -85,7 +85,11 @@ class Run:
         return self
 
     def stop(self, status: str = 'COMPLETED', updated: Auto | datetime | None = 'auto') -> Run:
-        """Set the final status (default COMPLETED) and time_updated (``'auto'``: now)."""
+        """Set the final status (default COMPLETED) and time_updated (``'auto'``: now).
+
+        Buffered metrics are written first; a write error is raised after the status
+        is set.
+        """
         _portal.call(self._async.stop, status, updated)
         return self
 
@@ -210,8 +214,36 @@ class Run:
         progress: float = 0.0,
         updated: Auto | datetime | None = 'auto',
     ) -> Run:
-        """Add metrics to the run. See run_add_metrics()."""
+        """Add metrics to the run. See run_add_metrics().
+
+        In buffered mode the row is checked and buffered, and written in a batch later.
+        """
+        if self._async.add_metrics_nowait(metrics, step, progress, updated):
+            return self
         _portal.call(self._async.add_metrics, metrics, step, progress, updated)
+        return self
+
+    def set_buffered(
+        self,
+        enabled: bool = True,
+        flush_rows: int = _core.DEFAULT_FLUSH_ROWS,
+        flush_interval: float = _core.DEFAULT_FLUSH_INTERVAL,
+        max_rows: int | None = None,
+    ) -> Run:
+        """Turn buffered (write-behind) metrics on or off for this run.
+
+        On: ``add_metrics`` returns at once; rows are written in batches of
+        ``flush_rows``, every ``flush_interval`` seconds, and on flush / stop /
+        the end of ``track()``; at most ``max_rows`` (default 10 x flush_rows) wait
+        in memory. Off: what is buffered is written, then each call writes through.
+        See ``sqltrack.buffering``.
+        """
+        _portal.call(self._async.set_buffered, enabled, flush_rows, flush_interval, max_rows)
+        return self
+
+    def flush(self) -> Run:
+        """Write buffered metrics now (nothing to do when the run is not buffered)."""
+        _portal.call(self._async.flush)
         return self
 
 

@@ -17,6 +17,9 @@ Rules:
 - A value of type ``AsyncRun`` / ``AsyncExperiment`` is wrapped in ``Run`` / ``Experiment``.
 - A ``create`` classmethod becomes the class constructor: ``Run(client, ...)``.
 - An ``@asynccontextmanager`` method becomes a ``@contextmanager`` (``with run.track():``).
+- When the async class has a plain method ``X_nowait`` beside coroutine ``X``, the
+  blocking ``X`` first calls ``X_nowait`` in the calling thread and crosses to the
+  loop only when it returns False (buffered ``add_metrics`` hands rows over this way).
 - ``Connection`` and ``Cursor`` wrap the driver's async connection and cursor,
   forwarding the DB-API methods listed in ``DBAPI_*`` below.
 """
@@ -48,6 +51,11 @@ MODULES = {
 RENAMES = {"AsyncClient": "Client", "AsyncExperiment": "Experiment", "AsyncRun": "Run"}
 #: Sync classes: name -> generated module that defines it.
 CLASS_HOME = {"Client": "client", "Experiment": "experiments", "Run": "runs"}
+#: AsyncClient attributes the blocking Client does not have (``query`` included: the
+#: core coroutines use it, so a Client given to one fails before any statement runs).
+ASYNC_ONLY = (
+    "query", "metrics", "open_runs", "buffers", "_run", "_engine", "_opened_engine", "settings"
+)
 DBAPI_CONNECTION_METHODS = ("commit", "rollback")
 DBAPI_CURSOR_METHODS = ("fetchone", "fetchmany", "fetchall", "close")
 DBAPI_CURSOR_PROPERTIES = ("description", "rowcount")
@@ -198,7 +206,10 @@ def _param_src(p: Param) -> str:
     if p.annotation:
         text += f": {rename(p.annotation)}"
     if p.default is not None:
-        text += f" = {p.default}" if p.annotation else f"={p.default}"
+        default = p.default
+        if default.isidentifier() and default not in ("None", "True", "False"):
+            default = f"_core.{default}"  # a constant of the async module
+        text += f" = {default}" if p.annotation else f"={default}"
     return text
 
 
@@ -289,6 +300,13 @@ def gen_method(klass: Klass, func: Func) -> str:
         return "\n".join(line for line in lines if line) + "\n"
     head = signature(func.name, self_param + params, func.returns, "    ")
     lines = [head, docstring(func.doc, indent).rstrip("\n")]
+    nowait = klass.methods.get(func.name + "_nowait")
+    if nowait is not None:
+        # The async class can take this call without waiting (e.g. buffered metrics):
+        # try that from this thread first, and cross to the loop only when it says no.
+        args = ", ".join(_argument(p) for p in params)
+        lines.append(f"{indent}if self._async.{nowait.name}({args}):")
+        lines.append(f"{indent}    return {'self' if func.returns == klass.name else 'None'}")
     if func.returns == klass.name:
         lines.append(call_expr(target, params, indent))
         lines.append(f"{indent}return self")
@@ -359,11 +377,14 @@ def gen_client(klass: Klass) -> str:
         "",
         "    def __getattr__(self, name: str):",
         "        if name in _ASYNC_ONLY:",
-        "            raise TypeError(",
-        '                "this is a blocking sqltrack.Client; coroutines need an "',
-        '                "sqltrack.AsyncClient (or use the blocking functions of sqltrack_sync)"',
-        "            )",
+        "            raise _async_client_needed()",
         "        raise AttributeError(name)",
+        "",
+        "    def __aenter__(self):",
+        "        raise _async_client_needed()",
+        "",
+        "    def __aexit__(self, *exc):",
+        "        raise _async_client_needed()",
         "",
         "    @property",
         "    def async_client(self) -> _core.AsyncClient:",
@@ -376,7 +397,7 @@ def gen_client(klass: Klass) -> str:
                 docstring(prop.doc, "        ").rstrip("\n"),
                 f"        return self._async.{prop.name}"]
     for func in klass.methods.values():
-        if func.name.startswith("_") or not func.is_async:
+        if func.name.startswith("_") or not func.is_async or func.name in ASYNC_ONLY:
             continue
         out.append("")
         out.append(gen_method(klass, func).rstrip("\n"))
@@ -398,9 +419,7 @@ def gen_client(klass: Klass) -> str:
         "",
         "    async def aclose_at_exit(self) -> None:",
         '        """At interpreter exit: stop runs left open, then close the pool."""',
-        "        for run in list(self._async.open_runs.values()):",
-        "            await run.stop(_portal.exit_status(run.terminated_status))",
-        "        await self._async.close()",
+        "        await _portal.close_at_exit(self._async)",
     ]
     return "\n".join(line for line in out if line is not None) + "\n"
 
@@ -518,8 +537,15 @@ def module_head(
 CLIENT_PRELUDE = """
 #: Attributes that only an AsyncClient has: reaching for them means a mix-up.
 _ASYNC_ONLY = frozenset(
-    {"query", "metrics", "open_runs", "_run", "_engine", "_opened_engine", "settings"}
+    ASYNC_ONLY_NAMES
 )
+
+
+def _async_client_needed() -> TypeError:
+    return TypeError(
+        "this is a blocking sqltrack.Client; coroutines need an "
+        "sqltrack.AsyncClient (or use the blocking functions of sqltrack_sync)"
+    )
 
 
 def _unwrap(client) -> _core.AsyncClient:
@@ -532,7 +558,9 @@ def _unwrap(client) -> _core.AsyncClient:
             "with an AsyncClient, await the coroutines of sqltrack instead"
         )
     raise TypeError(f"expected a sqltrack.Client, got {client!r}")
-""".replace("\\", "")
+""".replace("\\", "").replace(
+    "ASYNC_ONLY_NAMES", "{" + ", ".join(f'"{n}"' for n in ASYNC_ONLY) + "}"
+)
 
 
 def generate() -> dict[Path, str]:

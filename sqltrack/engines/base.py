@@ -151,6 +151,22 @@ class Engine(ABC):
         Raises LookupError when the run does not exist.
         """
 
+    @abstractmethod
+    async def write_metrics_batch(
+        self,
+        conn: Any,
+        names: tuple[str, ...],
+        run_id: int,
+        rows: list[tuple],
+        updated: datetime | None,
+        *,
+        oneshot: bool,
+    ) -> None:
+        """Upsert many ``(run_id, step, progress, *values)`` rows with unique keys.
+
+        Sets ``runs.time_updated`` once (unless ``updated`` is None).
+        """
+
     def metric_value(self, value: Any) -> Any:
         """The parameter value for a metric (engines override for what they cannot store)."""
         return value

@@ -143,6 +143,26 @@ class PostgresEngine(Engine):
     def key_list_param(self, keys: Sequence[str]) -> list[str]:
         return list(keys)
 
+    async def write_metrics_batch(
+        self, conn, names, run_id, rows, updated, *, oneshot: bool
+    ) -> None:
+        per_statement = max(1, MAX_PARAMETERS // (3 + len(names)) - 1)
+        chunks = [rows[i : i + per_statement] for i in range(0, len(rows), per_statement)]
+        async with nullcontext() if (not oneshot or len(chunks) == 1) else conn.transaction():
+            for index, chunk in enumerate(chunks):
+                touch = updated is not None and index == len(chunks) - 1
+                params = [value for row in chunk for value in row]
+                if touch:
+                    params = [updated, run_id, *params]
+                # $n placeholders and a raw cursor: psycopg need not parse a long query.
+                cursor = psycopg.AsyncRawCursor(conn)
+                try:
+                    await cursor.execute(_upsert_rows_sql(names, touch, len(chunk)), params)
+                except errors.ForeignKeyViolation:
+                    raise RunNotFound(run_id) from None
+                finally:
+                    await cursor.close()
+
     def is_foreign_key_error(self, error: BaseException) -> bool:
         return isinstance(error, errors.ForeignKeyViolation)
 
@@ -190,17 +210,39 @@ class PostgresEngine(Engine):
             raise RunNotFound(run_id) from None
 
 
+#: PostgreSQL takes at most 65535 parameters per statement.
+MAX_PARAMETERS = 65535
+
+
 @lru_cache(maxsize=4096)
 def _upsert_sql(names: tuple[str, ...], touch_run: bool) -> bytes:
+    """The one-row upsert, with psycopg's ``%s`` placeholders (cached, then prepared)."""
+    return _upsert_text(names, touch_run, 1, lambda number: "%s")
+
+
+def _upsert_rows_sql(names: tuple[str, ...], touch_run: bool, nrows: int) -> bytes:
+    """The upsert of ``nrows`` rows, with PostgreSQL's own ``$n`` placeholders."""
+    return _upsert_text(names, touch_run, nrows, lambda number: f"${number}")
+
+
+def _upsert_text(names, touch_run: bool, nrows: int, placeholder) -> bytes:
     quoted = [sql.Identifier(n).as_string() for n in names]
     columns = ", ".join(["run_id", "step", "progress", *quoted])
-    marks = ", ".join(["%s"] * (3 + len(names)))
-    query = f"INSERT INTO metrics ({columns}) VALUES ({marks}) "
+    width = 3 + len(names)
+    first = 3 if touch_run else 1
+    marks = [placeholder(number) for number in range(first, first + nrows * width)]
+    values = ", ".join(
+        "(" + ", ".join(marks[start : start + width]) + ")" for start in range(0, len(marks), width)
+    )
+    query = f"INSERT INTO metrics ({columns}) VALUES {values} "
     if names:
         updates = ", ".join(f"{q} = EXCLUDED.{q}" for q in quoted)
         query += f"ON CONFLICT (run_id, step, progress) DO UPDATE SET {updates}"
     else:
         query += "ON CONFLICT DO NOTHING"
     if touch_run:
-        query = "WITH touched AS (UPDATE runs SET time_updated = %s WHERE id = %s) " + query
+        query = (
+            f"WITH touched AS (UPDATE runs SET time_updated = {placeholder(1)} "
+            f"WHERE id = {placeholder(2)}) " + query
+        )
     return query.encode()

@@ -157,6 +157,27 @@ def _write_metrics(
         raise
 
 
+def _write_metrics_batch(
+    c: sqlite3.Connection, upsert: str, rows: list, touch: Sequence | None, oneshot: bool
+) -> None:
+    try:
+        c.executemany(upsert, rows)
+        if touch is not None:
+            c.execute("UPDATE runs SET time_updated = ? WHERE id = ?", touch)
+        if oneshot:
+            c.commit()
+    except sqlite3.IntegrityError as error:
+        if oneshot and c.in_transaction:
+            c.rollback()
+        if "FOREIGN KEY" in str(error):
+            raise RunNotFound(rows[0][0]) from None
+        raise
+    except BaseException:
+        if oneshot and c.in_transaction:
+            c.rollback()
+        raise
+
+
 class _Pool:
     """At most ``max_size`` aiosqlite connections, made on demand, reused idle-first."""
 
@@ -328,6 +349,15 @@ class SqliteEngine(Engine):
         row = (run_id, step, progress, *map(self.metric_value, values))
         touch = None if updated is None else (self.timestamp(updated), run_id)
         await _in_worker(conn, _write_metrics, _upsert_sql(names), row, touch, oneshot)
+
+
+    async def write_metrics_batch(
+        self, conn, names, run_id, rows, updated, *, oneshot: bool
+    ) -> None:
+        value = self.metric_value
+        adapted = [(*row[:3], *map(value, row[3:])) for row in rows]
+        touch = None if updated is None else (self.timestamp(updated), run_id)
+        await _in_worker(conn, _write_metrics_batch, _upsert_sql(names), adapted, touch, oneshot)
 
 
 @lru_cache(maxsize=1024)

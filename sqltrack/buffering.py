@@ -1,0 +1,156 @@
+"""Buffered (write-behind) metrics: ``add_metrics`` returns at once, rows go out in batches.
+
+Opt in per client (``AsyncClient(..., buffered=True)``) or per run
+(``await run.set_buffered()``). Each ``add_metrics`` call is checked at once
+(bad names and values raise right there, nothing is buffered) and appended to
+the run's buffer; a batch is written when ``flush_rows`` rows are waiting, every
+``flush_interval`` seconds, and on ``flush()``, ``stop()``, the end of
+``track()`` (normal, exception, Ctrl-C, SIGTERM), ``client.close()`` and, with
+the blocking API, at interpreter exit.
+
+Guarantees:
+* rows are written in the order they were logged; logging the same
+  ``(step, progress)`` twice gives the same result as write-through (the later
+  values win, other columns are kept);
+* the buffer is bounded (``max_rows``, default 10 x ``flush_rows``): a call that
+  finds it full waits for a flush instead of growing memory;
+* a failed batch write is never swallowed: it raises :class:`MetricWriteError`
+  from the next ``add_metrics``, ``flush()`` or ``stop()`` of the run.
+
+The buffer is thread-safe: the blocking API hands rows over from the calling
+thread without waiting for the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from .errors import SqltrackError
+from .metrics import PreparedRow
+from .values import Auto
+
+if TYPE_CHECKING:
+    from .runs import AsyncRun
+
+DEFAULT_FLUSH_ROWS = 1000
+DEFAULT_FLUSH_INTERVAL = 1.0
+
+
+class MetricWriteError(SqltrackError):
+    """Buffered metric rows could not be written (the cause is chained)."""
+
+
+class MetricBuffer:
+    """The write-behind buffer of one run's metric rows."""
+
+    def __init__(
+        self,
+        run: AsyncRun,
+        flush_rows: int = DEFAULT_FLUSH_ROWS,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        max_rows: int | None = None,
+    ) -> None:
+        if flush_rows < 1 or flush_interval <= 0:
+            raise ValueError("flush_rows must be >= 1 and flush_interval > 0")
+        self.run = run
+        self.flush_rows = int(flush_rows)
+        self.flush_interval = float(flush_interval)
+        self.max_rows = int(max_rows) if max_rows else 10 * self.flush_rows
+        if self.max_rows < self.flush_rows:
+            raise ValueError("max_rows must be >= flush_rows")
+        self._table = run.client.metrics
+        self._rows: list[PreparedRow] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._flushing = asyncio.Lock()
+        self._error: MetricWriteError | None = None
+        self._timer = self._loop.create_task(self._flush_periodically())
+        run.client.buffers.add(self)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # -- producers ----------------------------------------------------------------
+    def put(
+        self,
+        metrics: dict,
+        step: int = 0,
+        progress: float = 0.0,
+        updated: Auto | datetime | None = "auto",
+    ) -> bool:
+        """Buffer one row, from any thread, without I/O; False when the buffer is full."""
+        self._raise_pending_error()
+        row = self._table.prepare(metrics, step, progress, updated)
+        with self._lock:
+            if len(self._rows) >= self.max_rows:
+                return False
+            self._rows.append(row)
+            waiting = len(self._rows)
+        if waiting == self.flush_rows:
+            self._request_flush()
+        return True
+
+    async def add(
+        self,
+        metrics: dict,
+        step: int = 0,
+        progress: float = 0.0,
+        updated: Auto | datetime | None = "auto",
+    ) -> None:
+        """Buffer one row; when the buffer is full, wait for a flush first."""
+        while not self.put(metrics, step, progress, updated):
+            await self.flush()
+
+    def _request_flush(self) -> None:
+        try:
+            in_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            self._loop.create_task(self._flush_quietly())
+        else:
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._flush_quietly()))
+
+    # -- writing ------------------------------------------------------------------
+    async def flush(self) -> None:
+        """Write every row buffered so far; raise a write error not yet reported."""
+        await self._flush_quietly()
+        self._raise_pending_error()
+
+    async def _flush_quietly(self) -> None:
+        async with self._flushing:
+            while True:
+                with self._lock:
+                    rows, self._rows = self._rows[: self.max_rows], self._rows[self.max_rows :]
+                if not rows:
+                    return
+                try:
+                    await self._table.write_batch(self.run.id, rows)
+                except Exception as error:  # noqa: BLE001 - kept and raised to the user
+                    failure = MetricWriteError(
+                        f"{len(rows)} buffered metric rows of run {self.run.id} "
+                        f"(steps {rows[0].step}..{rows[-1].step}) were not written: {error}"
+                    )
+                    failure.__cause__ = error
+                    self._error = self._error or failure
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            if self._rows:
+                await self._flush_quietly()
+
+    def _raise_pending_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    async def close(self) -> None:
+        """Flush, stop the periodic flush and detach from the client; raise a pending error."""
+        self._timer.cancel()
+        self.run.client.buffers.discard(self)
+        await self.flush()
+
