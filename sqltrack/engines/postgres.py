@@ -53,7 +53,20 @@ class PostgresEngine(Engine):
             )
 
     async def open(self) -> None:
+        # One direct connection first: a wrong host, database or password fails now
+        # with the server's reason (a pool would retry quietly until its timeout).
         s = self.settings
+        from ..schema import ensure_base_schema
+
+        timeout = str(int(max(1, s.pool_timeout)))
+        conn = await psycopg.AsyncConnection.connect(
+            **{"connect_timeout": timeout, **s.params}, autocommit=True
+        )
+        try:
+            await self._configure(conn)
+            await ensure_base_schema(self, conn)
+        finally:
+            await conn.close()
         self._pool = psycopg_pool.AsyncConnectionPool(
             kwargs={**s.params, "autocommit": True},
             min_size=s.pool_min_size,
@@ -64,9 +77,6 @@ class PostgresEngine(Engine):
             name="sqltrack",
         )
         await self._pool.open(wait=False)
-        from ..schema import ensure_base_schema
-
-        await ensure_base_schema(self)
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -25,7 +26,6 @@ from .base import Engine
 
 BUSY_TIMEOUT_SECONDS = 60.0
 _PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
@@ -70,7 +70,30 @@ def _json_remove(old: str | None, keys: str) -> str | None:
     return json.dumps(value)
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (persistent); retry while another process holds a lock.
+
+    Changing the journal mode does not wait on the busy timeout, so two processes
+    opening a new database at once would otherwise see "database is locked".
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() in ("wal", "memory"):
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def _connect_worker(conn: sqlite3.Connection) -> None:
+    _use_wal(conn)
     for pragma in _PRAGMAS:
         conn.execute(pragma)
     conn.create_function("sqltrack_json_merge", 2, _json_merge, deterministic=True)
@@ -247,7 +270,11 @@ class SqliteEngine(Engine):
         self._pool = _Pool(self._new_connection, s.pool_max_size, s.pool_timeout)
         from ..schema import ensure_base_schema
 
-        await ensure_base_schema(self)
+        conn = await self.acquire()
+        try:
+            await ensure_base_schema(self, conn)
+        finally:
+            await self.release(conn)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -346,7 +373,10 @@ class SqliteEngine(Engine):
     async def write_metrics(
         self, conn, names, run_id, step, progress, values, updated, *, oneshot: bool
     ) -> None:
-        row = (run_id, step, progress, *map(self.metric_value, values))
+        # A plain non-NaN float (the usual metric) needs no adaptation: skip the call.
+        value = self.metric_value
+        row = (run_id, step, progress,
+               *[v if type(v) is float and v == v else value(v) for v in values])
         touch = None if updated is None else (self.timestamp(updated), run_id)
         await _in_worker(conn, _write_metrics, _upsert_sql(names), row, touch, oneshot)
 

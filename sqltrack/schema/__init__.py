@@ -29,20 +29,16 @@ def base_schema_sql(engine_name: str) -> str:
     return resources.files(__name__).joinpath(f"{engine_name}.sql").read_text(encoding="utf-8")
 
 
-async def _with_schema_lock(engine: Engine, work: Callable[[Any], Awaitable[T]]) -> T:
-    conn = await engine.acquire()
+async def _with_schema_lock(engine: Engine, conn: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+    await engine.begin_block(conn)
+    done = False
     try:
-        await engine.begin_block(conn)
-        done = False
-        try:
-            await engine.lock_schema(conn)
-            result = await work(conn)
-            done = True
-            return result
-        finally:
-            await engine.end_block(conn, commit=done)
+        await engine.lock_schema(conn)
+        result = await work(conn)
+        done = True
+        return result
     finally:
-        await engine.release(conn)
+        await engine.end_block(conn, commit=done)
 
 
 async def _is_applied(engine: Engine, conn: Any, name: str) -> bool:
@@ -52,16 +48,13 @@ async def _is_applied(engine: Engine, conn: Any, name: str) -> bool:
     return bool(rows)
 
 
-async def ensure_base_schema(engine: Engine) -> None:
+async def ensure_base_schema(engine: Engine, conn: Any) -> None:
     """Create the base tables when they are missing (one quick check when they exist)."""
-    conn = await engine.acquire()
     try:
         if await _is_applied(engine, conn, BASE_SCHEMA):
             return
     except Exception:  # no migrations table yet: create everything below
-        pass
-    finally:
-        await engine.release(conn)
+        await engine.rollback(conn)
 
     async def create(conn: Any) -> None:
         await engine.executescript(conn, base_schema_sql(engine.name), oneshot=False)
@@ -72,7 +65,7 @@ async def ensure_base_schema(engine: Engine) -> None:
             oneshot=False,
         )
 
-    await _with_schema_lock(engine, create)
+    await _with_schema_lock(engine, conn, create)
 
 
 async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike]) -> list[str]:
@@ -100,7 +93,12 @@ async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike]) -> li
             )
             return True
 
-        if await _with_schema_lock(engine, apply):
+        conn = await engine.acquire()
+        try:
+            done = await _with_schema_lock(engine, conn, apply)
+        finally:
+            await engine.release(conn)
+        if done:
             client.metrics.forget_columns()
             log.info("applied %s", name)
             applied.append(name)
