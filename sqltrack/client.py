@@ -158,9 +158,14 @@ class AsyncClient:
         if held.depth:
             return
         del self._held[owner]
+        committed = False
         try:
             await self._engine.end_block(held.conn, commit=exc_type is None)
+            committed = exc_type is None
         finally:
+            if not committed:
+                # Metric columns added in the block were rolled back with it.
+                self.metrics.forget_columns()
             await self._engine.release(held.conn)
 
     def held_connection(self) -> Any | None:
@@ -210,6 +215,7 @@ class AsyncClient:
     async def rollback(self) -> None:
         """Roll back the held connection; RuntimeError when the task holds none."""
         await self._engine.rollback(self._require_held())
+        self.metrics.forget_columns()  # metric columns added since the last commit are gone
 
     def _require_held(self) -> Any:
         conn = self.held_connection()

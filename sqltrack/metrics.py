@@ -165,6 +165,13 @@ class MetricTable:
         for name, kind in missing:
             await self.client._run("add_metric_column", name, kind)
         columns = await self._refresh()
+        for name, _ in missing:
+            if name not in columns:  # SQLite: column names are case-insensitive
+                clash = [c for c in columns if c.lower() == name.lower()]
+                raise ValueError(
+                    f"metric name {name!r} clashes with the existing column {clash!r} "
+                    "(names differing only in case are one column here); use the same spelling"
+                )
         self._check_fit(columns, row.names, row.values, row.kinds)
 
     async def write(
