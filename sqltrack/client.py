@@ -179,10 +179,13 @@ class AsyncClient:
 
     async def _run(self, method: str, *args: Any) -> Any:
         """Run one engine statement on the held connection, or on a borrowed one."""
-        engine = await self._opened_engine()
-        held = self._held.get(_current_owner())
-        if held is not None:
-            return await getattr(engine, method)(held.conn, *args, oneshot=False)
+        # Hot path (every add_metrics): no extra coroutine once open, no owner lookup
+        # while no task holds a connection.
+        engine = self._engine if self._state == "open" else await self._opened_engine()
+        if self._held:
+            held = self._held.get(_current_owner())
+            if held is not None:
+                return await getattr(engine, method)(held.conn, *args, oneshot=False)
         conn = await engine.acquire()
         try:
             return await getattr(engine, method)(conn, *args, oneshot=True)
