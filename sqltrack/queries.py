@@ -1,0 +1,254 @@
+"""Read-side queries shared by the ``sqltrack`` command, the web page and the DataFrames.
+
+Listing experiments and runs, one run in detail, metric summaries and paged metric
+rows, with values normalised so both engines return the same Python values (SQLite
+stores JSON and timestamps as text). Lookups of something missing return None; the
+callers turn that into their own kind of error (a CLI message, an HTTP 404, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
+
+#: Metric rows fetched per query when reading whole series (keyset pagination).
+METRIC_PAGE = 5_000
+
+
+# -- values -------------------------------------------------------------------
+def json_column(value: Any) -> Any:
+    """A JSON column as Python: PostgreSQL returns objects, SQLite returns text."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def timestamp(value: Any) -> datetime | None:
+    """A timestamp column as an aware UTC datetime (SQLite stores ISO 8601 text)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def metric_value(value: Any, kind: str | None) -> Any:
+    """A metric value as Python, the same on both engines."""
+    if value is None:
+        return None
+    if kind == "float" and isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if kind == "bool" and isinstance(value, int):
+        return bool(value)
+    if kind == "datetime":
+        return timestamp(value) or value
+    return value
+
+
+def _tags(value: Any) -> list[str]:
+    tags = json_column(value)
+    return sorted(tags) if isinstance(tags, dict) else []
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return None if start is None or end is None else (end - start).total_seconds()
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with datetimes as ISO text and NaN/infinity as null (valid JSON)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+
+# -- queries ------------------------------------------------------------------
+async def metric_columns(client: AsyncClient) -> dict[str, str | None]:
+    """Metric columns, name -> kind, sorted by name."""
+    columns = await client._run("metric_columns")
+    return dict(sorted(columns.items()))
+
+
+async def find_experiment(client: AsyncClient, ref: str | int) -> int | None:
+    """The id of the experiment named ``ref``, else of the one whose id is ``ref``; None."""
+    rows = await client.query("SELECT id FROM experiments WHERE name = %s", [str(ref)])
+    if not rows and str(ref).strip().isdigit():
+        rows = await client.query("SELECT id FROM experiments WHERE id = %s", [int(ref)])
+    return rows[0][0] if rows else None
+
+
+async def list_experiments(client: AsyncClient) -> list[dict[str, Any]]:
+    """Every experiment with its number of runs, oldest first."""
+    rows = await client.query(
+        "SELECT e.id, e.name, e.time_created, "
+        "(SELECT COUNT(*) FROM runs r WHERE r.experiment_id = e.id), e.tags, e.comment "
+        "FROM experiments e ORDER BY e.id"
+    )
+    return [
+        {"id": i, "name": name, "created": timestamp(created), "runs": runs,
+         "tags": _tags(tags), "comment": comment}
+        for i, name, created, runs, tags, comment in rows
+    ]
+
+
+def _latest_sql(quoted: str) -> str:
+    return (
+        f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = r.id AND m.{quoted} IS NOT NULL "
+        "ORDER BY m.step DESC, m.progress DESC LIMIT 1)"
+    )
+
+
+async def list_runs(
+    client: AsyncClient,
+    experiment_id: int | None = None,
+    status: str | None = None,
+    tags: Sequence[str] = (),
+    metrics: dict[str, str | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Runs (oldest first) with the latest value of each metric in ``metrics``."""
+    metrics = metrics or {}
+    selects = [_latest_sql(client._engine.quote_ident(name)) for name in metrics]
+    sql = (
+        "SELECT r.id, e.name, r.status, r.time_started, r.time_updated, r.tags"
+        + "".join(", " + s for s in selects)
+        + " FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE 1 = 1"
+    )
+    params: list[Any] = []
+    if experiment_id is not None:
+        sql += " AND r.experiment_id = %s"
+        params.append(experiment_id)
+    if status is not None:
+        sql += " AND r.status = %s"
+        params.append(status)
+    runs = [_run_record(row, metrics) for row in await client.query(sql + " ORDER BY r.id", params)]
+    return [run for run in runs if set(tags) <= set(run["tags"])]
+
+
+def _run_record(row: Sequence[Any], metrics: dict[str, str | None]) -> dict[str, Any]:
+    run_id, experiment, status, started, updated, tags, *latest = row
+    started, updated = timestamp(started), timestamp(updated)
+    values = zip(metrics.items(), latest, strict=True)
+    return {
+        "id": run_id, "experiment": experiment, "status": status, "started": started,
+        "updated": updated, "duration_seconds": _seconds(started, updated), "tags": _tags(tags),
+        "metrics": {name: metric_value(value, kind) for (name, kind), value in values},
+    }
+
+
+async def get_run(client: AsyncClient, run_id: int) -> dict[str, Any] | None:
+    """Everything about one run except its metric rows; None when it does not exist."""
+    rows = await client.query(
+        "SELECT r.id, r.experiment_id, e.name, r.status, r.time_created, r.time_started, "
+        "r.time_updated, r.comment, r.tags, r.args, r.env, r.extras "
+        "FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = %s",
+        [run_id],
+    )
+    if not rows:
+        return None
+    (rid, exp_id, exp_name, status, created, started, updated, comment,
+     tags, args, env, extras) = rows[0]
+    started, updated = timestamp(started), timestamp(updated)
+    links = await client.query(
+        "SELECT from_id, kind, to_id FROM run_links WHERE from_id = %s OR to_id = %s "
+        "ORDER BY kind, from_id, to_id",
+        [run_id, run_id],
+    )
+    return {
+        "id": rid, "experiment_id": exp_id, "experiment": exp_name, "status": status,
+        "created": timestamp(created), "started": started, "updated": updated,
+        "duration_seconds": _seconds(started, updated), "comment": comment,
+        "tags": _tags(tags), "args": json_column(args) or {},
+        "env_keys": sorted(json_column(env) or {}), "extras": json_column(extras) or {},
+        "links": [{"from": f, "kind": k, "to": t} for f, k, t in links],
+        "metrics": await metric_summary(client, run_id),
+    }
+
+
+def _aggregates(quoted: str, kind: str | None) -> list[str]:
+    """COUNT, MIN, MAX and the last value of one column (MIN/MAX only for ordered kinds)."""
+    value = f"CAST({quoted} AS INTEGER)" if kind == "bool" else quoted
+    ordered = kind is not None
+    return [
+        f"COUNT({quoted})",
+        f"MIN({value})" if ordered else "NULL",
+        f"MAX({value})" if ordered else "NULL",
+        f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = %s AND m.{quoted} IS NOT NULL "
+        "ORDER BY m.step DESC, m.progress DESC LIMIT 1)",
+    ]
+
+
+async def metric_summary(client: AsyncClient, run_id: int) -> list[dict[str, Any]]:
+    """count / min / max / last of each metric column the run has values in."""
+    columns = await metric_columns(client)
+    if not columns:
+        return []
+    selects = [
+        s for name, kind in columns.items()
+        for s in _aggregates(client._engine.quote_ident(name), kind)
+    ]
+    sql = f"SELECT {', '.join(selects)} FROM metrics WHERE run_id = %s"
+    (row,) = await client.query(sql, [run_id] * len(columns) + [run_id])
+    summary = []
+    for index, (name, kind) in enumerate(columns.items()):
+        count, low, high, last = row[4 * index: 4 * index + 4]
+        if count:
+            summary.append({
+                "metric": name, "count": count, "min": metric_value(low, kind),
+                "max": metric_value(high, kind), "last": metric_value(last, kind),
+            })
+    return summary
+
+
+async def export_columns(client: AsyncClient, run_ids: Sequence[int]) -> dict[str, str | None]:
+    """The metric columns with at least one value in these runs."""
+    columns = await metric_columns(client)
+    if not columns:
+        return {}
+    counts = ", ".join(f"COUNT({client._engine.quote_ident(n)})" for n in columns)
+    marks = ", ".join(["%s"] * len(run_ids))
+    (row,) = await client.query(
+        f"SELECT {counts} FROM metrics WHERE run_id IN ({marks})", list(run_ids)
+    )
+    return {name: kind for (name, kind), count in zip(columns.items(), row, strict=True) if count}
+
+
+async def metric_rows(
+    client: AsyncClient, run_ids: Sequence[int], columns: dict[str, str | None]
+) -> AsyncIterator[list[tuple]]:
+    """Pages of metric rows ``(run_id, step, progress, *columns)``, in key order.
+
+    Keyset pagination over the primary key keeps memory bounded on both engines.
+    """
+    names = "".join(", " + client._engine.quote_ident(n) for n in columns)
+    base = f"SELECT run_id, step, progress{names} FROM metrics WHERE run_id = %s"
+    order = f" ORDER BY step, progress LIMIT {METRIC_PAGE}"
+    kinds = ["int", "int", "float", *columns.values()]
+    for run_id in run_ids:
+        rows = await client.query(base + order, [run_id])
+        while rows:
+            yield [tuple(metric_value(v, k) for v, k in zip(r, kinds, strict=True)) for r in rows]
+            if len(rows) < METRIC_PAGE:
+                break
+            step, progress = rows[-1][1], rows[-1][2]
+            rows = await client.query(
+                base + " AND (step > %s OR (step = %s AND progress > %s))" + order,
+                [run_id, step, step, progress],
+            )
