@@ -177,8 +177,14 @@ class AsyncClient:
         """``async with client.cursor() as cursor``: a driver cursor inside a client block."""
         return _CursorContext(self)
 
-    async def _run(self, method: str, *args: Any) -> Any:
-        """Run one engine statement on the held connection, or on a borrowed one."""
+    async def _run(self, method: str, *args: Any, retry: bool = False) -> Any:
+        """Run one engine statement on the held connection, or on a borrowed one.
+
+        ``retry``: the statement is idempotent, so when the server connection was
+        lost (a restart, a failover), it runs once more on a fresh connection; the
+        wait for one is bounded by ``pool_timeout``. Inside a block it never retries:
+        the block's transaction is gone with its connection.
+        """
         # Hot path (every add_metrics): no extra coroutine once open, no owner lookup
         # while no task holds a connection.
         engine = self._engine if self._state == "open" else await self._opened_engine()
@@ -189,12 +195,26 @@ class AsyncClient:
         conn = await engine.acquire()
         try:
             return await getattr(engine, method)(conn, *args, oneshot=True)
+        except Exception as error:
+            if not (retry and engine.lost_connection(error, conn)):
+                raise
+        finally:
+            await engine.release(conn)
+        await engine.recover()
+        conn = await engine.acquire()
+        try:
+            return await getattr(engine, method)(conn, *args, oneshot=True)
         finally:
             await engine.release(conn)
 
-    async def query(self, sql: str, parameters: Sequence = ()) -> list[tuple]:
-        """Run one of sqltrack's own statements (``%s`` placeholders on every engine)."""
-        return await self._run("fetch", self._engine.sql(sql), parameters)
+    async def query(
+        self, sql: str, parameters: Sequence = (), *, idempotent: bool = True
+    ) -> list[tuple]:
+        """Run one of sqltrack's own statements (``%s`` placeholders on every engine).
+
+        ``idempotent`` statements are retried once if the server connection was lost.
+        """
+        return await self._run("fetch", self._engine.sql(sql), parameters, retry=idempotent)
 
     async def execute(self, sql: str, parameters: Sequence | Mapping = ()) -> list[tuple]:
         """Execute one statement (driver placeholders) and return its rows, if any.

@@ -187,7 +187,14 @@ class MetricTable:
         row = self.prepare(metrics, step, progress, updated)
         await self.ensure_columns(row)
         await self.client._run(
-            "write_metrics", row.names, run_id, row.step, row.progress, row.values, row.updated
+            "write_metrics",
+            row.names,
+            run_id,
+            row.step,
+            row.progress,
+            row.values,
+            row.updated,
+            retry=True,
         )
 
     async def write_batch(self, run_id: int, rows: list[PreparedRow]) -> None:
@@ -204,11 +211,13 @@ class MetricTable:
             if not groups or groups[-1][0] != row.names:
                 groups.append((row.names, {}))
             groups[-1][1][(row.step, row.progress)] = (run_id, row.step, row.progress, *row.values)
-        async with self.client:
-            for index, (names, by_key) in enumerate(groups):
-                touch = updated if index == len(groups) - 1 else None
-                await self.client._run("write_metrics_batch", names, run_id, list(by_key.values()),
-                                       touch)
+        # Each group is one idempotent statement (or hop), so each may be retried
+        # after a lost connection; applied in order, they give the same end state.
+        for index, (names, by_key) in enumerate(groups):
+            touch = updated if index == len(groups) - 1 else None
+            await self.client._run(
+                "write_metrics_batch", names, run_id, list(by_key.values()), touch, retry=True
+            )
 
     @staticmethod
     def _check_fit(columns, names, values, kinds) -> None:

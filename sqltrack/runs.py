@@ -274,7 +274,9 @@ class AsyncRun:
                 raise ValueError("a new run needs an experiment_id")
             try:
                 rows = await client.query(
-                    "INSERT INTO runs (experiment_id) VALUES (%s) RETURNING id", [experiment_id]
+                    "INSERT INTO runs (experiment_id) VALUES (%s) RETURNING id",
+                    [experiment_id],
+                    idempotent=False,  # a retry could make a second run
                 )
             except Exception as error:
                 if client._engine.is_foreign_key_error(error):

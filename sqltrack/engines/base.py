@@ -43,6 +43,13 @@ class Engine(ABC):
     async def release(self, conn: Any) -> None:
         """Give a connection back to the pool, idle."""
 
+    def lost_connection(self, error: BaseException, conn: Any) -> bool:
+        """Whether ``error`` means the server connection is gone (worth one retry)."""
+        return False
+
+    async def recover(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """After a lost connection: drop the pool's dead connections."""
+
     @abstractmethod
     async def begin_block(self, conn: Any) -> None:
         """Prepare a connection for a user transaction block (``async with client``)."""

@@ -94,6 +94,14 @@ class PostgresEngine(Engine):
     async def release(self, conn: psycopg.AsyncConnection) -> None:
         await self._pool.putconn(conn)
 
+    def lost_connection(self, error: BaseException, conn: psycopg.AsyncConnection) -> bool:
+        return isinstance(error, psycopg.OperationalError) and (conn.closed or conn.broken)
+
+    async def recover(self) -> None:
+        # Idle connections died with the server too: check them all (dropping the
+        # dead) instead of failing on each of them in turn.
+        await self._pool.check()
+
     async def begin_block(self, conn: psycopg.AsyncConnection) -> None:
         await conn.set_autocommit(False)
 
