@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,6 +25,8 @@ T = TypeVar("T")
 
 def base_schema_sql(engine_name: str) -> str:
     """The base schema script of an engine (``postgres`` or ``sqlite``)."""
+    from importlib import resources  # only when a schema is created: keeps import light
+
     return resources.files(__name__).joinpath(f"{engine_name}.sql").read_text(encoding="utf-8")
 
 
