@@ -35,11 +35,12 @@ import types
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from typing import Any, TypeVar
 
 from sqltrack import signals
 from sqltrack.client import connection_owner
+from sqltrack.errors import ClientClosed
 from sqltrack.signals import sigterm_raises
 
 log = logging.getLogger("sqltrack")
@@ -166,12 +167,12 @@ def call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         del future  # no reference cycle through the traceback
 
 
-def _call_bounded(fn: Callable[..., Awaitable[T]], *args: Any, timeout: float) -> T:
-    """``await fn(*args)`` on the loop, owning no connection the caller holds; bounded wait."""
+def _call_bounded(fn: Callable[..., Awaitable[T]], *args: Any, owner: Any, timeout: float) -> T:
+    """``await fn(*args)`` on the loop as ``owner`` (of held connections); bounded wait."""
     loop = _get_loop()
     future: Future = Future()
     context = contextvars.copy_context()
-    loop.call_soon_threadsafe(context.run, _start, loop, future, object(), fn, args)
+    loop.call_soon_threadsafe(context.run, _start, loop, future, owner, fn, args)
     try:
         return future.result(timeout)
     finally:
@@ -248,6 +249,9 @@ async def close_at_exit(client: Any) -> None:
     for run in list(client.open_runs.values()):
         try:
             await run.stop(exit_status(run.terminated_status))
+        except ClientClosed:
+            log.warning("sqltrack: run %s is left RUNNING: its client was closed before "
+                        "the run was stopped (call run.stop() before client.close())", run.id)
         except Exception:  # noqa: BLE001 - the other runs and the pool come next
             log.exception("sqltrack: could not stop run %s at exit", run.id)
     await client.close()
@@ -278,17 +282,25 @@ def _install_sigterm_handler() -> None:
 def _on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM outside ``track()``: give every open run its ``terminated`` status, then die.
 
-    The default action is restored first, so a second SIGTERM ends the process at once;
-    each stop is bounded in time and owns none of the connections the main thread
-    may hold. Without open runs this is just the default action.
+    The default action is restored first, so a second SIGTERM ends the process at once.
+    A ``with client:`` block the main thread is in is rolled back first, as the end
+    of the process would (on SQLite its write lock would hold up the stop); then
+    each run is stopped on a connection of its own. Every step is bounded in time.
+    Without open runs this is just the default action.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signals.sigterm_received = True
     current = _loop_thread
-    alive = current is not None and current.thread.is_alive()
-    for run in _open_runs() if alive else []:
+    runs = _open_runs() if current is not None and current.thread.is_alive() else []
+    if runs:
+        main = threading.get_ident()
+        for obj in list(_cleanups):
+            # RuntimeError when the main thread holds no connection of this client
+            with suppress(Exception):  # the process ends anyway
+                _call_bounded(obj.async_client.rollback, owner=main, timeout=EXIT_TIMEOUT)
+    for run in runs:
         try:
-            _call_bounded(run.stop, run.terminated_status, timeout=EXIT_TIMEOUT)
+            _call_bounded(run.stop, run.terminated_status, owner=object(), timeout=EXIT_TIMEOUT)
         except Exception:  # noqa: BLE001 - the process ends anyway
             log.exception("sqltrack: could not stop run %s on SIGTERM", run.id)
     signal.raise_signal(signal.SIGTERM)

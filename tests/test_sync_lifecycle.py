@@ -1,0 +1,324 @@
+"""How a blocking-API program ends, and what its run records, on both engines.
+
+Each test writes a script, runs it as ``python script`` with the connection
+settings in ``SQLTRACK_DSN_*`` environment variables (the spec's
+``sqltrack.Client()`` with no arguments), and reads the database back with the
+raw driver. The script says ``ready`` once it has logged its steps; signals are
+sent only then, so every step before them is acknowledged and must be there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import sqltrack
+
+WAIT = 60.0  # generous bound for every wait on the child
+#: A process told to end by a second signal must be gone well within this (a clean-up
+#: at exit is bounded by 30 s; the hanging clean-ups below would take 300 s).
+ENDS_WITHIN = 20.0
+STEPS = 7
+ROOT = Path(__file__).resolve().parent.parent
+
+PRELUDE = """
+import asyncio, json, os, sys, time
+import sqltrack
+import sqltrack.runs
+
+client = sqltrack.Client()
+run = sqltrack.Experiment(client, name="lifecycle").get_run()
+print(run.id, flush=True)
+options = json.loads(os.environ.get("TEST_OPTIONS", "{}"))
+
+
+def log_steps():
+    for step in range(@STEPS@):
+        run.add_metrics({"loss": 1.0 / (step + 1)}, step=step)
+
+
+def ready_then_wait():
+    print("ready", flush=True)
+    time.sleep(300)
+
+
+def slow_stop():
+    # clean-up that hangs: stopping a run takes minutes
+    original = sqltrack.runs.AsyncRun.stop
+
+    async def stop(self, *args, **kwargs):
+        print("stopping", flush=True)
+        await asyncio.sleep(300)
+        return await original(self, *args, **kwargs)
+
+    sqltrack.runs.AsyncRun.stop = stop
+""".replace("@STEPS@", str(STEPS))
+
+SCRIPTS = {
+    "track_wait": """
+with run.track(**options):
+    log_steps()
+    ready_then_wait()
+""",
+    "track_raise": """
+with run.track(**options):
+    log_steps()
+    raise ValueError("boom in the run")
+""",
+    "start_end": """
+run.start()
+log_steps()
+""",
+    "start_raise": """
+run.start()
+log_steps()
+raise ValueError("boom after start")
+""",
+    "start_wait": """
+run.start(**options)
+log_steps()
+ready_then_wait()
+""",
+    "start_wait_in_block": """
+run.start(**options)
+log_steps()
+p = "?" if client.engine == "sqlite" else "%s"
+with client:  # a write in an open block (on SQLite: the write lock is held)
+    client.execute(f"INSERT INTO experiments (name) VALUES ({p})", ["uncommitted"])
+    ready_then_wait()
+""",
+    "track_slow_cleanup": """
+slow_stop()
+with run.track():
+    log_steps()
+    ready_then_wait()
+""",
+    "start_slow_cleanup": """
+slow_stop()
+run.start()
+log_steps()
+ready_then_wait()
+""",
+    "fork_child_exits": """
+run.start()
+log_steps()
+pid = os.fork()
+if pid == 0:
+    run.add_metrics({"loss": 0.0}, step=100)
+    sys.exit(0)  # a normal exit: the child's clean-up runs
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+p = "?" if client.engine == "sqlite" else "%s"
+print(client.execute(f"SELECT status FROM runs WHERE id = {p}", [run.id])[0][0], flush=True)
+run.add_metrics({"loss": 0.0}, step=101)
+""",
+}
+
+
+@pytest.fixture
+def db_env(client_kwargs) -> dict[str, str]:
+    """The environment of a child process: ``SQLTRACK_DSN_*`` for the test database."""
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_"))
+        and k != "SQLTRACK_CONFIG_PATH"
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    for key, value in client_kwargs.items():
+        env[f"SQLTRACK_DSN_{key.upper()}"] = str(value)
+    # the schema and the experiment exist before the child starts (a quicker child)
+    client = sqltrack.Client(**client_kwargs)
+    sqltrack.Experiment(client, name="lifecycle")
+    client.close()
+    return env
+
+
+def read(kw: dict[str, Any], sql: str, params=()) -> list[tuple]:
+    """Rows of ``sql`` (``%s`` placeholders), read with the raw driver outside sqltrack."""
+    if kw["engine"] == "sqlite":
+        with contextlib.closing(sqlite3.connect(kw["dbpath"])) as conn:
+            return conn.execute(sql.replace("%s", "?"), params).fetchall()
+    conninfo = {k: v for k, v in kw.items() if k not in ("engine", "schema")}
+    with psycopg.connect(**conninfo, options=f"-c search_path={kw['schema']}") as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+class Child:
+    """A script running in a child process, its stdout read line by line."""
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], script: str, **options) -> None:
+        path = tmp_path / "child.py"
+        path.write_text(PRELUDE + SCRIPTS[script])
+        env = {**env, "TEST_OPTIONS": json.dumps(options)}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(path)], cwd=tmp_path, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._stderr: list[str] = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines.put),
+                         daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.append),
+                         daemon=True).start()
+        self.run_id = int(self.line())
+
+    @staticmethod
+    def _pump(stream, put) -> None:
+        for line in stream:
+            put(line)
+        put("")
+
+    def line(self) -> str:
+        """The next line the child prints ('' at its end)."""
+        try:
+            line = self._lines.get(timeout=WAIT)
+        except queue.Empty:
+            self.proc.kill()
+            pytest.fail(f"the child printed nothing for {WAIT} s; stderr: {self.stderr}")
+        if not line and self.proc.poll() not in (None, 0):
+            self.proc.wait(WAIT)
+            pytest.fail(f"the child ended early ({self.proc.returncode}): {self.stderr}")
+        return line.strip()
+
+    def expect(self, text: str) -> None:
+        line = self.line()
+        assert line == text, f"expected {text!r}, got {line!r}; stderr: {self.stderr}"
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = WAIT) -> int:
+        """The exit status (negative: the signal that ended the child)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"the child did not end within {timeout} s; stderr: {self.stderr}")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+
+def status_and_steps(kw, run_id: int) -> tuple[str, list[int]]:
+    status = read(kw, "SELECT status FROM runs WHERE id = %s", [run_id])[0][0]
+    steps = read(kw, "SELECT step FROM metrics WHERE run_id = %s ORDER BY step", [run_id])
+    return status, [s for (s,) in steps]
+
+
+# -- track() --------------------------------------------------------------------
+@pytest.mark.parametrize("options, expected", [({}, "CANCELLED"), ({"terminated": "TIMEOUT"},
+                                                                   "TIMEOUT")])
+def test_sigterm_in_track(tmp_path, db_env, client_kwargs, options, expected):
+    child = Child(tmp_path, db_env, "track_wait", **options)
+    child.expect("ready")
+    child.signal(signal.SIGTERM)
+    assert child.wait() == 143, child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == (expected, list(range(STEPS)))
+
+
+@pytest.mark.parametrize("options, expected", [({}, "CANCELLED"), ({"interrupt": "PREEMPTED"},
+                                                                   "PREEMPTED")])
+def test_sigint_in_track(tmp_path, db_env, client_kwargs, options, expected):
+    child = Child(tmp_path, db_env, "track_wait", **options)
+    child.expect("ready")
+    child.signal(signal.SIGINT)
+    assert child.wait() == -signal.SIGINT, child.stderr  # Python's exit after Ctrl-C
+    assert "KeyboardInterrupt" in child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == (expected, list(range(STEPS)))
+
+
+def test_exception_in_track(tmp_path, db_env, client_kwargs):
+    child = Child(tmp_path, db_env, "track_raise")
+    assert child.wait() == 1
+    assert "Traceback (most recent call last)" in child.stderr
+    assert "ValueError: boom in the run" in child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == ("FAILED", list(range(STEPS)))
+
+
+# -- a run left open at interpreter exit --------------------------------------
+def test_open_run_at_normal_exit_completes(tmp_path, db_env, client_kwargs):
+    child = Child(tmp_path, db_env, "start_end")
+    assert child.wait() == 0, child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == ("COMPLETED", list(range(STEPS)))
+
+
+def test_open_run_at_exit_by_exception_fails(tmp_path, db_env, client_kwargs):
+    child = Child(tmp_path, db_env, "start_raise")
+    assert child.wait() == 1
+    assert "ValueError: boom after start" in child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == ("FAILED", list(range(STEPS)))
+
+
+def test_sigterm_with_an_open_run(tmp_path, db_env, client_kwargs):
+    """``run.start(terminated=...)`` without track(): SIGTERM records ``terminated``,
+    then ends the process as SIGTERM does."""
+    child = Child(tmp_path, db_env, "start_wait", terminated="PREEMPTED")
+    child.expect("ready")
+    child.signal(signal.SIGTERM)
+    assert child.wait() == -signal.SIGTERM, child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == ("PREEMPTED", list(range(STEPS)))
+
+
+def test_sigterm_with_an_open_run_inside_a_block(tmp_path, db_env, client_kwargs):
+    """SIGTERM while the main thread is in a ``with client:`` block that wrote: the
+    block is rolled back (as the end of the process would), the run stopped."""
+    child = Child(tmp_path, db_env, "start_wait_in_block")
+    child.expect("ready")
+    child.signal(signal.SIGTERM)
+    assert child.wait() == -signal.SIGTERM, child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == ("CANCELLED", list(range(STEPS)))
+    assert read(client_kwargs, "SELECT name FROM experiments") == [("lifecycle",)]
+
+
+def test_sigint_with_an_open_run(tmp_path, db_env, client_kwargs):
+    child = Child(tmp_path, db_env, "start_wait")
+    child.expect("ready")
+    child.signal(signal.SIGINT)
+    assert child.wait() == -signal.SIGINT, child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == ("CANCELLED", list(range(STEPS)))
+
+
+def test_forked_child_leaves_the_parents_run_open(tmp_path, db_env, client_kwargs):
+    """A forked child that exits normally does not stop the runs its parent has open."""
+    child = Child(tmp_path, db_env, "fork_child_exits")
+    child.expect("RUNNING")
+    assert child.wait() == 0, child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == (
+        "COMPLETED", [*range(STEPS), 100, 101]
+    )
+
+
+# -- a second signal during clean-up ends the process -------------------------
+@pytest.mark.parametrize(
+    "script, signum",
+    [
+        ("track_slow_cleanup", signal.SIGTERM),
+        ("track_slow_cleanup", signal.SIGINT),
+        ("start_slow_cleanup", signal.SIGTERM),
+    ],
+)
+def test_second_signal_during_cleanup_ends_the_process(
+    tmp_path, db_env, client_kwargs, script, signum
+):
+    child = Child(tmp_path, db_env, script)
+    child.expect("ready")
+    child.signal(signum)
+    child.expect("stopping")  # the clean-up has begun, and hangs
+    child.signal(signum)
+    assert child.wait(ENDS_WITHIN) != 0
+    status, steps = status_and_steps(client_kwargs, child.run_id)
+    assert steps == list(range(STEPS))
