@@ -56,6 +56,8 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        #: Set at interpreter exit: calls after that fail at once instead of waiting forever.
+        self.stopped = False
         ready = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(ready,), name="sqltrack-loop", daemon=True
@@ -69,6 +71,7 @@ class _LoopThread:
         self.loop.run_forever()
 
     def stop(self, timeout: float) -> None:
+        self.stopped = True
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout)
 
@@ -80,17 +83,19 @@ _exit_registered = False
 
 
 def _get_loop() -> asyncio.AbstractEventLoop:
-    global _loop_thread, _exit_registered
     current = _loop_thread
-    if current is not None:
-        return current.loop
+    return current.loop if current is not None else _start_loop_thread().loop
+
+
+def _start_loop_thread() -> _LoopThread:
+    global _loop_thread, _exit_registered
     with _lock:
         if _loop_thread is None:
             _loop_thread = _LoopThread()
             if not _exit_registered:
                 atexit.register(_at_exit)
                 _exit_registered = True
-        return _loop_thread.loop
+        return _loop_thread
 
 
 async def _owned(fn: Callable[..., Awaitable[T]], args: tuple, future: Future) -> None:
@@ -150,12 +155,10 @@ def _start(
 
 def call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run ``await fn(*args)`` on the loop thread; block until it is done; return its value."""
-    loop = _get_loop()
-    if threading.current_thread() is _loop_thread.thread:
-        raise RuntimeError(
-            "a blocking sqltrack call from inside sqltrack's own event loop would deadlock; "
-            "use the async API (sqltrack.AsyncClient) in coroutines"
-        )
+    current = _loop_thread or _start_loop_thread()
+    if current.thread is threading.current_thread() or current.stopped:
+        raise _refused(current)
+    loop = current.loop
     future: Future = Future()
     context = contextvars.copy_context()
     loop.call_soon_threadsafe(
@@ -165,6 +168,19 @@ def call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return future.result()
     finally:
         del future  # no reference cycle through the traceback
+
+
+def _refused(current: _LoopThread) -> RuntimeError:
+    if current.stopped:
+        return RuntimeError(
+            "sqltrack has shut down for interpreter exit (open runs stopped, clients "
+            "closed); this blocking call came later, e.g. from an atexit handler "
+            "registered before sqltrack was first used"
+        )
+    return RuntimeError(
+        "a blocking sqltrack call from inside sqltrack's own event loop would deadlock; "
+        "use the async API (sqltrack.AsyncClient) in coroutines"
+    )
 
 
 def _call_bounded(fn: Callable[..., Awaitable[T]], *args: Any, owner: Any, timeout: float) -> T:

@@ -41,7 +41,7 @@ class Experiment:
 
     @classmethod
     def _wrap(cls, client: Client, async_obj: _core.AsyncExperiment) -> Experiment:
-        """A Experiment around an existing AsyncExperiment."""
+        """An Experiment around an existing AsyncExperiment."""
         obj = cls.__new__(cls)
         obj._client = client
         obj._async = async_obj
@@ -63,7 +63,7 @@ class Experiment:
         return self._async.name
 
     def get_run(self, run_id: int | str | None = None) -> Run:
-        """An Run of this experiment (see ``Run.create``)."""
+        """A Run of this experiment (see ``Run(...)``)."""
         result = _portal.call(self._async.get_run, run_id)
         return Run._wrap(self._client, result)
 

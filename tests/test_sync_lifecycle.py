@@ -99,6 +99,10 @@ with client:  # a write in an open block (on SQLite: the write lock is held)
     client.execute(f"INSERT INTO experiments (name) VALUES ({p})", ["uncommitted"])
     ready_then_wait()
 """,
+    "late_atexit": """
+run.start()
+log_steps()
+""",
     "track_slow_cleanup": """
 slow_stop()
 with run.track():
@@ -155,12 +159,29 @@ def read(kw: dict[str, Any], sql: str, params=()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+#: Lines placed before the prelude (before sqltrack is first used).
+HEADS = {
+    "late_atexit": """
+import atexit
+
+def late():  # runs after sqltrack's own clean-up (atexit handlers run last-in first-out)
+    try:
+        run.add_metrics({"loss": 0.0}, step=999)
+        print("late: logged", flush=True)
+    except Exception as error:
+        print("late:", type(error).__name__, flush=True)
+
+atexit.register(late)
+""",
+}
+
+
 class Child:
     """A script running in a child process, its stdout read line by line."""
 
     def __init__(self, tmp_path: Path, env: dict[str, str], script: str, **options) -> None:
         path = tmp_path / "child.py"
-        path.write_text(PRELUDE + SCRIPTS[script])
+        path.write_text(HEADS.get(script, "") + PRELUDE + SCRIPTS[script])
         env = {**env, "TEST_OPTIONS": json.dumps(options)}
         self.proc = subprocess.Popen(
             [sys.executable, str(path)], cwd=tmp_path, env=env, text=True,
@@ -290,6 +311,14 @@ def test_sigint_with_an_open_run(tmp_path, db_env, client_kwargs):
     child.signal(signal.SIGINT)
     assert child.wait() == -signal.SIGINT, child.stderr
     assert status_and_steps(client_kwargs, child.run_id) == ("CANCELLED", list(range(STEPS)))
+
+
+def test_blocking_call_after_the_exit_cleanup_fails_fast(tmp_path, db_env, client_kwargs):
+    """An atexit handler that runs after sqltrack's clean-up gets an error, not a hang."""
+    child = Child(tmp_path, db_env, "late_atexit")
+    child.expect("late: RuntimeError")
+    assert child.wait() == 0, child.stderr
+    assert status_and_steps(client_kwargs, child.run_id) == ("COMPLETED", list(range(STEPS)))
 
 
 def test_forked_child_leaves_the_parents_run_open(tmp_path, db_env, client_kwargs):

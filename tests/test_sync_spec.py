@@ -653,6 +653,18 @@ def test_signatures_and_docstrings(module):
         assert inspect.getdoc(function), f"{name} has no docstring"
 
 
+def test_docstrings_speak_of_the_blocking_api():
+    """What help() shows for the spec's names: no coroutines, no Async classes."""
+    docs = {f"{c}.{m}": inspect.getdoc(getattr(getattr(sqltrack_sync, c), m))
+            for c, methods in SPEC_METHODS.items() for m in methods}
+    docs.update({c: inspect.getdoc(getattr(sqltrack_sync, c)) for c in SPEC_METHODS})
+    docs.update({f: inspect.getdoc(getattr(sqltrack_sync, f)) for f in SPEC_FUNCTIONS})
+    for name, doc in docs.items():
+        for wrong in ("await ", "async with", "AsyncRun", "AsyncExperiment", "An Run",
+                      "A Experiment", ".create"):
+            assert wrong not in (doc or ""), f"{name}: {wrong!r} in {doc!r}"
+
+
 def test_help_of_add_metrics():
     signature = inspect.signature(sqltrack_sync.Run.add_metrics)
     assert list(signature.parameters) == ["self", "metrics", "step", "progress", "updated"]

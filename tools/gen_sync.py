@@ -194,7 +194,9 @@ def rename(text: str | None) -> str | None:
     if text is None:
         return None
     for old, new in RENAMES.items():
-        text = text.replace(old + ".create(", new + "(").replace(old, new)
+        text = text.replace(old + ".create(", new + "(").replace(old + ".create``", new + "(...)``")
+        text = text.replace(old, new)
+    text = re.sub(r"\b([Aa])n (Client|Run)\b", r"\1 \2", text)  # "an AsyncRun" -> "a Run"
     text = text.replace("AsyncIterator", "Iterator")
     text = text.replace("async with ", "with ").replace("await ", "")
     return text.replace(" (async)", "")
@@ -336,7 +338,8 @@ def gen_entity_class(klass: Klass) -> str:
     out.append("")
     out.append("    @classmethod")
     out.append(f"    def _wrap(cls, client: Client, async_obj: _core.{klass.name}) -> {name}:")
-    out.append(f'        """A {name} around an existing {klass.name}."""')
+    article = "An" if name[0] in "AEIOU" else "A"
+    out.append(f'        """{article} {name} around an existing {klass.name}."""')
     out.append("        obj = cls.__new__(cls)")
     out.append("        obj._client = client")
     out.append("        obj._async = async_obj")
