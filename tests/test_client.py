@@ -299,6 +299,15 @@ async def test_executescript_inside_block_commits_with_block(client):
     assert await names(client) == ["with-script"]
 
 
+async def test_executescript_one_line_inside_block(client):
+    async with client:
+        await client.executescript(
+            "CREATE TABLE user_c (x TEXT); INSERT INTO user_c VALUES ('1;2'); "
+            "INSERT INTO user_c VALUES ('3');"
+        )
+    assert await client.execute("SELECT x FROM user_c ORDER BY x") == [("1;2",), ("3",)]
+
+
 async def test_executescript_inside_block_rolled_back(client):
     with pytest.raises(RuntimeError):
         async with client:

@@ -198,3 +198,36 @@ async def test_other_client_sees_declared_column(client_kwargs, tmp_path):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_script_statements_sharing_lines_and_semicolons_in_bodies(client, tmp_path):
+    """Statements on one line, semicolons in strings, comments and trigger/function bodies."""
+    if client.engine == "sqlite":
+        body = (
+            "CREATE TRIGGER user_audit AFTER INSERT ON user_s BEGIN "
+            "INSERT INTO user_audit_log VALUES (new.x || ';'); "
+            "INSERT INTO user_audit_log VALUES ('second; stmt'); END;\n"
+        )
+    else:
+        body = (
+            "CREATE FUNCTION user_audit_fn() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN INSERT INTO user_audit_log VALUES (NEW.x || ';'); "
+            "INSERT INTO user_audit_log VALUES ('second; stmt'); RETURN NEW; END $$;\n"
+            "CREATE TRIGGER user_audit AFTER INSERT ON user_s "
+            "FOR EACH ROW EXECUTE FUNCTION user_audit_fn();\n"
+        )
+    migration = script(
+        tmp_path,
+        "300_mixed.sql",
+        "CREATE TABLE user_s (x TEXT); CREATE TABLE user_audit_log (y TEXT);\n"
+        "-- a comment; with a semicolon\n"
+        "/* a block comment; also */ INSERT INTO user_s VALUES ('a;b');\n"
+        + body
+        + "INSERT INTO user_s VALUES ('c'); -- trailing comment",
+    )
+    assert await sqltrack.setup(client, [migration]) == ["300_mixed.sql"]
+    assert await client.execute("SELECT x FROM user_s ORDER BY x") == [("a;b",), ("c",)]
+    assert sorted(await client.execute("SELECT y FROM user_audit_log")) == [
+        ("c;",),
+        ("second; stmt",),
+    ]

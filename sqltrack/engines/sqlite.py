@@ -144,14 +144,15 @@ def _executescript(c: sqlite3.Connection, script: str, oneshot: bool) -> None:
 
 
 def _split_script(script: str) -> list[str]:
-    statements, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current)
-            current = ""
-    if current.strip():
-        statements.append(current)
+    # Split at each ';' that ends a complete statement (not one in a string, a
+    # comment or a trigger body), so statements sharing a line are split too.
+    statements, start = [], 0
+    for index, char in enumerate(script):
+        if char == ";" and sqlite3.complete_statement(script[start : index + 1]):
+            statements.append(script[start : index + 1])
+            start = index + 1
+    if script[start:].strip():
+        statements.append(script[start:])
     return statements
 
 
