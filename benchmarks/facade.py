@@ -52,6 +52,25 @@ DEFAULT_PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 NAMES = tuple(f"m{i}" for i in range(10))
 REPORT = Path(__file__).resolve().parent / "FACADE.md"
 TARGET = 1.2
+HEADER = """# Blocking facade overhead
+
+Written by `python benchmarks/facade.py` (one section per run, newest last).
+
+- **a**: a no-op coroutine through `sqltrack_sync._portal.call` (what every blocking
+  call pays on top of its work);
+- **b**: the least a thread round trip to the running loop can cost:
+  `loop.call_soon_threadsafe(future.set_result, None)` and `future.result()` on the
+  same loop thread (`_portal._get_loop()`); target a / b <= 1.2;
+- **anyio**: `BlockingPortal.call` of the same no-op, for comparison;
+- **c**: `run.add_metrics` with 10 float metrics per step through the blocking facade
+  (`c_sync`) and awaited with the async API in an event loop of the calling thread
+  (`c_async`); the difference is the facade's cost per call. Each facade call adds
+  two thread wake-ups (to the loop thread and back), so on a loaded machine the
+  difference grows with the scheduler's wake-up latency: read the load average.
+
+All cases run interleaved in one process; each sample is the mean of one round,
+the tables show medians over rounds, in microseconds.
+"""
 
 
 async def noop() -> None:
@@ -193,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report:
         with REPORT.open("a", encoding="utf-8") as out:
             if REPORT.stat().st_size == 0:
-                out.write("# Blocking facade overhead\n\nWritten by `python benchmarks/facade.py`"
-                          " (one section per run, newest last).\n")
+                out.write(HEADER)
             out.write("\n" + text)
     return 0
 

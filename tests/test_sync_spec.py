@@ -141,6 +141,32 @@ def test_client_cursor_snippet(api, client_kwargs):
     assert read(client_kwargs, "SELECT count(*) FROM experiments") == [(3,)]
 
 
+def test_client_settings_sources(api, client_kwargs, tmp_path, monkeypatch):
+    """``Client(config)`` takes a dict or a config file path; kwargs, SQLTRACK_DSN_* and
+    ./sqltrack.conf work as the spec says."""
+    lines = "".join(f"{key}={value}\n" for key, value in client_kwargs.items())
+    conf = tmp_path / "elsewhere.conf"
+    conf.write_text(lines)
+    (tmp_path / "sqltrack.conf").write_text(lines)  # the default file (cwd is tmp_path)
+    for env_name, env_value in client_kwargs.items():
+        monkeypatch.setenv(f"SQLTRACK_DSN_{env_name.upper()}", str(env_value))
+    clients = {
+        "dict": api.Client(dict(client_kwargs)),
+        "path": api.Client(conf),
+        "str path": api.Client(str(conf)),
+        "environment": api.Client(),
+        "kwargs": api.Client(**client_kwargs),
+    }
+    monkeypatch.delenv("SQLTRACK_DSN_ENGINE")
+    (tmp_path / "sqltrack.conf").write_text(f"engine={client_kwargs['engine']}\n")
+    clients["file + environment"] = api.Client()
+    for source, client in clients.items():
+        client.execute("INSERT INTO experiments (name) VALUES ('" + source + "')")
+        client.close()
+    names = sorted(n for (n,) in read(client_kwargs, "SELECT name FROM experiments"))
+    assert names == sorted(clients)
+
+
 def test_execute_many_and_script(sync_client, client_kwargs):
     p = placeholder(sync_client)
     sync_client.executemany(
