@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from . import analysis as analysis  # DataFrames; pandas / polars load only when used
 from .client import AsyncClient
 from .errors import (
     ClientClosed,

@@ -146,6 +146,12 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", metavar="NAME|ID", help="only runs of this experiment")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser("ui", help="serve a read-only web page of experiments, runs and "
+                       "metric curves (needs the ui extra)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any free)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sqltrack`` command."""
@@ -555,6 +561,26 @@ async def cmd_mark_stale(client: AsyncClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
+    """``ui``: serve the read-only web page until Ctrl-C."""
+    try:
+        from .ui import allowed_hosts, open_socket, serve, url_of
+    except ImportError as error:
+        raise CliError(str(error)) from None
+    await client._opened_engine()  # a bad database fails now, not on the first request
+    try:
+        sock = open_socket(args.host, args.port)
+    except OSError as error:
+        raise CliError(f"cannot listen on {args.host}:{args.port}: "
+                       f"{error.strerror or error}") from None
+    if "*" in allowed_hosts(args.host):
+        print(f"{PROG}: warning: {args.host} is not a loopback address: anyone who can reach "
+              "it can read every experiment (the page has no login)", file=sys.stderr)
+    print(f"sqltrack ui: {url_of(sock)} ({describe(client)}); Ctrl-C stops it", flush=True)
+    await serve(client, args.host, sock=sock)
+    return 0
+
+
 COMMANDS = {
     "setup": cmd_setup,
     "experiments": cmd_experiments,
@@ -562,6 +588,7 @@ COMMANDS = {
     "show": cmd_show,
     "export": cmd_export,
     "mark-stale": cmd_mark_stale,
+    "ui": cmd_ui,
 }
 
 

@@ -7,6 +7,11 @@ Every call runs the async core on one background event loop; see ``_portal``.
 
 from __future__ import annotations
 
+from sqltrack_sync.analysis import (
+    metrics_frame,
+    query_frame,
+    runs_frame,
+)
 from sqltrack_sync.client import (
     Client,
     Connection,
@@ -67,6 +72,8 @@ __all__ = [
     "experiment_set_name",
     "experiment_set_tags",
     "mark_stale_runs",
+    "metrics_frame",
+    "query_frame",
     "run_add_args",
     "run_add_env",
     "run_add_extras",
@@ -88,5 +95,6 @@ __all__ = [
     "run_set_status",
     "run_set_tags",
     "run_set_updated",
+    "runs_frame",
     "setup",
 ]

@@ -47,6 +47,7 @@ MODULES = {
     "runs.py": "runs.py",
     "schema/__init__.py": "schema.py",
     "maintenance.py": "maintenance.py",
+    "analysis.py": "analysis.py",
 }
 RENAMES = {"AsyncClient": "Client", "AsyncExperiment": "Experiment", "AsyncRun": "Run"}
 #: Sync classes: name -> generated module that defines it.

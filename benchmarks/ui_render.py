@@ -1,0 +1,148 @@
+"""How fast ``sqltrack ui`` pages render: a 1,000-run table and a 100,000-step run.
+
+    python benchmarks/ui_render.py [--runs 1000] [--steps 100000] [--rounds 5]
+
+Seeds a temporary SQLite database (one experiment of ``--runs`` runs with a few
+steps each, one run of ``--steps`` steps of two metrics), starts ``sqltrack ui``
+on a free port, and loads each page in headless Chromium (``/usr/bin/chromium``
+through ``/usr/bin/chromedriver``, the ``selenium`` package of the test extra).
+A page is rendered when its script has drawn everything (the runs table filled,
+every plotly chart drawn) and set ``<body data-rendered>``; the time reported is
+the page's own ``performance.now()`` at that moment, i.e. milliseconds from the
+start of navigation, server queries and downsampling included. The first load
+is cold (plotly.min.js not cached yet); the median is over the other rounds.
+The JSON API's own times (server only) are measured too, with httpx.
+Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+import sqltrack
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+async def seed(path: str, runs: int, steps: int) -> dict[str, int]:
+    """One experiment of ``runs`` short runs, one run of ``steps`` steps; their ids."""
+    client = sqltrack.AsyncClient(engine="sqlite", dbpath=path)
+    try:
+        async with client:
+            wide = await sqltrack.AsyncExperiment.create(client, name="many-runs")
+            for index in range(runs):
+                run = await wide.get_run()
+                await run.add_tags("even" if index % 2 == 0 else "odd")
+                for step in range(5):
+                    await run.add_metrics({"loss": 1 / (step + 1 + index % 7), "acc": step / 5},
+                                          step=step)
+            long = await sqltrack.AsyncExperiment.create(client, name="long-run")
+            run = await long.get_run()
+            await run.add_metrics({"loss": 2.0, "acc": 0.0}, step=0)
+            rows = [
+                (run.id, step, step / steps, 2 * math.exp(-step / 20_000) + 0.05 * math.sin(step),
+                 1 - math.exp(-step / 30_000))
+                for step in range(1, steps)
+            ]
+            await client.executemany(
+                "INSERT INTO metrics (run_id, step, progress, loss, acc) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        return {"experiment": wide.id, "run": run.id}
+    finally:
+        await client.close()
+
+
+def start_server(dbpath: str) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sqltrack", "--engine", "sqlite", "--dbpath", dbpath,
+         "ui", "--port", "0"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = process.stdout.readline()
+    match = re.search(r"http://\S+/", line)
+    if not match:
+        process.kill()
+        raise RuntimeError(f"sqltrack ui did not start: {line!r}")
+    return process, match.group(0).rstrip("/")
+
+
+def browser(profile: str):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def render_ms(driver, url: str) -> float:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.body.dataset.rendered === 'true'")
+    )
+    return driver.execute_script("return window.sqltrackRenderMs")
+
+
+def api_ms(url: str, rounds: int) -> float:
+    times = []
+    with httpx.Client(timeout=60) as http:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            http.get(url).raise_for_status()
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sqltrack-ui-bench-") as tmp:
+        dbpath = str(Path(tmp) / "bench.db")
+        start = time.perf_counter()
+        ids = asyncio.run(seed(dbpath, args.runs, args.steps))
+        print(f"seeded {args.runs} runs and a {args.steps}-step run "
+              f"in {time.perf_counter() - start:.1f} s")
+        process, base = start_server(dbpath)
+        driver = browser(str(Path(tmp) / "profile"))
+        try:
+            cases = [
+                (f"runs table, {args.runs} runs", f"/experiments/{ids['experiment']}",
+                 f"/api/experiments/{ids['experiment']}/runs"),
+                (f"run page, {args.steps} steps x 2 metrics", f"/runs/{ids['run']}",
+                 f"/api/runs/{ids['run']}/metrics?max_points=2000"),
+            ]
+            print(f"\n{'page':<36} {'cold ms':>8} {'warm ms':>8} {'API ms':>8}")
+            for name, page, api in cases:
+                loads = [render_ms(driver, base + page) for _ in range(args.rounds + 1)]
+                warm = statistics.median(loads[1:])
+                print(f"{name:<36} {loads[0]:>8.0f} {warm:>8.0f} "
+                      f"{api_ms(base + api, args.rounds):>8.0f}")
+        finally:
+            driver.quit()
+            process.terminate()
+            process.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""The ASGI app of ``sqltrack ui``: pages, a read-only JSON API and static files.
+
+One pooled AsyncClient serves every request; each request holds one of its
+connections for its few queries (``async with client``). Only GET (and HEAD)
+routes exist. Served on a loopback address, requests naming any other host are
+refused (no DNS rebinding); every response forbids framing, sniffing and
+scripts from anywhere but this server.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import json
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .. import queries
+from . import api, pages
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+
+STATIC = Path(__file__).resolve().parent / "static"
+#: Host names a loopback-bound server answers to.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def plotly_js() -> Path:
+    """The plotly.min.js bundled in the ``plotly`` package (the ``ui`` extra)."""
+    spec = importlib.util.find_spec("plotly")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        path = Path(location) / "package_data" / "plotly.min.js"
+        if path.is_file():
+            return path
+    raise ImportError(
+        "sqltrack ui draws charts with the plotly.min.js of the plotly package, which is "
+        "not installed: pip install 'sqltrack[ui]'"
+    )
+
+
+def allowed_hosts(bind_host: str) -> list[str]:
+    """Host names to answer: the loopback names when bound to loopback, else any."""
+    try:
+        loopback = ipaddress.ip_address(bind_host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = bind_host == "localhost"
+    return list(LOOPBACK_NAMES) if loopback else ["*"]
+
+
+class SecurityHeaders:
+    """ASGI middleware adding SECURITY_HEADERS to every HTTP response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """Compact JSON; datetimes as ISO text, NaN and infinity as null."""
+    text = json.dumps(queries.jsonable(data), ensure_ascii=False, separators=(",", ":"),
+                      default=str)
+    return Response(text, status_code=status, media_type="application/json",
+                    headers={"cache-control": "no-store"})
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if request.url.path.startswith("/api/"):
+        return json_response({"error": message}, status)
+    return HTMLResponse(pages.error_page(status, message), status_code=status)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(client: AsyncClient, hosts: Sequence[str] = LOOPBACK_NAMES) -> Starlette:
+    """The web app over ``client`` (left open: its owner closes it).
+
+    ``hosts`` are the Host header names answered (``["*"]``: any); see
+    ``allowed_hosts``.
+    """
+    plotly = plotly_js()
+
+    def with_client(handler: Callable[[Request], Awaitable[Response]]) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                async with client:
+                    return await handler(request)
+            except api.NotFound as error:
+                return _error(request, 404, str(error))
+            except api.BadRequest as error:
+                return _error(request, 400, str(error))
+
+        return endpoint
+
+    def path_id(request: Request) -> int:
+        return request.path_params["id"]
+
+    # -- JSON API --------------------------------------------------------------
+    async def api_experiments(request: Request) -> Response:
+        return json_response(await api.experiments(client))
+
+    async def api_experiment_runs(request: Request) -> Response:
+        status = api.parse_status(request.query_params.get("status"))
+        tags = [t for t in request.query_params.getlist("tag") if t]
+        return json_response(await api.experiment_runs(client, path_id(request), status, tags))
+
+    async def api_run(request: Request) -> Response:
+        return json_response(await api.run(client, path_id(request)))
+
+    async def api_run_metrics(request: Request) -> Response:
+        names = api.parse_names(request.query_params.get("names"))
+        points = api.parse_max_points(request.query_params.get("max_points"))
+        return json_response(await api.run_metrics(client, path_id(request), names, points))
+
+    async def api_compare(request: Request) -> Response:
+        params = request.query_params
+        run_ids = api.parse_ids(params.get("runs"))
+        points = api.parse_max_points(params.get("max_points"))
+        return json_response(await api.compare(client, run_ids, params.get("metric"), points))
+
+    # -- pages -----------------------------------------------------------------
+    async def home(request: Request) -> Response:
+        return HTMLResponse(pages.experiments_page())
+
+    async def experiment_page(request: Request) -> Response:
+        status = api.parse_status(request.query_params.get("status"))
+        tags = [t for t in request.query_params.getlist("tag") if t]
+        info = await api.experiment(client, path_id(request))
+        return HTMLResponse(pages.experiment_page(info["id"], info["name"], status, tags))
+
+    async def run_page(request: Request) -> Response:
+        rows = await client.query(
+            "SELECT e.id, e.name FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+            "WHERE r.id = %s",
+            [path_id(request)],
+        )
+        if not rows:
+            raise api.NotFound(f"run {path_id(request)} does not exist")
+        return HTMLResponse(pages.run_page(path_id(request), rows[0][0], rows[0][1]))
+
+    async def compare_page(request: Request) -> Response:
+        params = request.query_params
+        run_ids = api.parse_ids(params.get("runs"))
+        metric = params.get("metric") or ""
+        if not metric:
+            raise api.BadRequest("metric is required: the name of the metric to compare")
+        points = api.parse_max_points(params.get("max_points"))
+        return HTMLResponse(pages.compare_page(run_ids, metric, points))
+
+    async def plotly_file(request: Request) -> Response:
+        return FileResponse(plotly, media_type="text/javascript",
+                            headers={"cache-control": "public, max-age=86400"})
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        return _error(request, error.status_code, error.detail)
+
+    get = ["GET"]
+    routes = [
+        Route("/", with_client(home), methods=get),
+        Route("/experiments/{id:int}", with_client(experiment_page), methods=get),
+        Route("/runs/{id:int}", with_client(run_page), methods=get),
+        Route("/compare", with_client(compare_page), methods=get),
+        Route("/api/experiments", with_client(api_experiments), methods=get),
+        Route("/api/experiments/{id:int}/runs", with_client(api_experiment_runs), methods=get),
+        Route("/api/runs/{id:int}", with_client(api_run), methods=get),
+        Route("/api/runs/{id:int}/metrics", with_client(api_run_metrics), methods=get),
+        Route("/api/compare", with_client(api_compare), methods=get),
+        Route("/static/plotly.min.js", plotly_file, methods=get),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    middleware = [Middleware(SecurityHeaders)]
+    if "*" not in hosts:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts)))
+    return Starlette(routes=routes, middleware=middleware,
+                     exception_handlers={HTTPException: http_error})
+
+
+def open_socket(host: str = "127.0.0.1", port: int = 8080) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: any free port); OSError when taken."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """The page address of a bound socket: ``http://127.0.0.1:8080/``."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+async def serve(
+    client: AsyncClient,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    sock: socket.socket | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Serve the app with uvicorn until interrupted (Ctrl-C / SIGTERM).
+
+    ``sock``: an already bound socket (see ``open_socket``) instead of host and port.
+    """
+    import uvicorn
+
+    app = create_app(client, allowed_hosts(host))
+    sock = sock or open_socket(host, port)
+    config = uvicorn.Config(app, log_level=log_level, lifespan="off")
+    with sock:
+        await uvicorn.Server(config).serve(sockets=[sock])
