@@ -112,6 +112,18 @@ async def test_two_clients_open_fresh_database_concurrently(client_kwargs):
             await c.close()
 
 
+async def test_concurrent_blocks_in_tasks_all_commit(client):
+    async def writer(i):
+        async with client:
+            await client.query("INSERT INTO experiments (name) VALUES (%s)", [f"w{i}a"])
+            await asyncio.sleep(0)
+            async with client:
+                await client.query("INSERT INTO experiments (name) VALUES (%s)", [f"w{i}b"])
+
+    await asyncio.gather(*(writer(i) for i in range(6)))
+    assert await names(client) == sorted(f"w{i}{x}" for i in range(6) for x in "ab")
+
+
 # -- transactions -----------------------------------------------------------------------
 async def test_outermost_block_commits(client, client_kwargs):
     other = sqltrack.AsyncClient(**client_kwargs)

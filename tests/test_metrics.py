@@ -76,6 +76,14 @@ async def test_default_step_and_progress(client, run):
     assert await metric_rows(client, run.id, "final") == [(0, 0.0, 2.0)]
 
 
+async def test_step_and_progress_conversions(client, run):
+    await run.add_metrics({"v": 1.0}, step=2, progress=1)  # an int progress is a float
+    await run.add_metrics({"v": 2.0}, step=2**40, progress=Fraction(1, 2))
+    assert await metric_rows(client, run.id, "v") == [(2, 1.0, 1.0), (2**40, 0.5, 2.0)]
+    rows = await client.query("SELECT progress FROM metrics WHERE run_id = %s", [run.id])
+    assert all(type(r[0]) is float for r in rows)
+
+
 async def test_metrics_of_different_runs_are_separate(client, experiment, run):
     other = await experiment.get_run()
     await run.add_metrics({"loss": 1.0}, step=1)
