@@ -210,6 +210,20 @@ async def test_track_twice(client, run):
     assert (await run_row(client, run.id))[0] == "COMPLETED"
 
 
+async def test_track_restores_signal_handlers(client, run):
+    def handlers():
+        return signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    before = handlers()
+    async with run.track():
+        pass
+    with pytest.raises(RuntimeError):
+        async with run.track():
+            raise RuntimeError
+    assert handlers() == before
+    assert (await run_row(client, run.id))[0] == "FAILED"
+
+
 # -- signals, in a child process -----------------------------------------------------------
 CHILD = textwrap.dedent(
     """
