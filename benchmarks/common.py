@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import random
 import shutil
 import sqlite3
@@ -41,6 +42,16 @@ def insert_sql(placeholder: str) -> str:
     """The raw baseline's plain INSERT of one metrics row."""
     marks = ", ".join([placeholder] * len(COLUMNS))
     return f"INSERT INTO metrics ({', '.join(COLUMNS)}) VALUES ({marks})"
+
+
+def upsert_sql(placeholder: str) -> str:
+    """By hand, the metric write sqltrack does: upsert the row (the run's touch is separate)."""
+    marks = ", ".join([placeholder] * len(COLUMNS))
+    updates = ", ".join(f"{n} = excluded.{n}" for n in NAMES)
+    return (
+        f"INSERT INTO metrics ({', '.join(COLUMNS)}) VALUES ({marks}) "
+        f"ON CONFLICT (run_id, step, progress) DO UPDATE SET {updates}"
+    )
 
 
 def sync_facade() -> ModuleType | None:
@@ -76,6 +87,7 @@ class Env:
     )
     pg_schema: str = field(default_factory=lambda: "sqltrack_bench_" + uuid.uuid4().hex[:10])
     pg_error: str | None = None
+    load_at_start: float = field(default_factory=lambda: os.getloadavg()[0])
     experiment_ids: dict[str, int] = field(default_factory=dict)
 
     @property

@@ -65,7 +65,7 @@ def run_workloads(env: Env, only: set[str]) -> list[Section]:
     plan = (
         ("W1", lambda: w1_training.run(env, rounds)),
         ("W2", lambda: w2_writers.run(env, 3 if env.quick else 5)),
-        ("W3", lambda: w3_readback.run(env, rounds)),
+        ("W3", lambda: w3_readback.run(env, 3 if env.quick else 11)),
         ("W4", lambda: w4_startup.run(env, 5 if env.quick else 10)),
     )
     sections = []
@@ -88,7 +88,8 @@ def header(env: Env, started_at: float, seconds: float) -> str:
         f"Python {platform.python_version()}, sqltrack {sqltrack.__version__},"
         f" psycopg {psycopg.__version__}, SQLite {sqlite3.sqlite_version}, PostgreSQL {pg};"
         f" {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
-        " (shared machine: read ratios, not absolute times).",
+        f" (shared machine, load average {env.load_at_start:.1f} at start,"
+        f" {os.getloadavg()[0]:.1f} at end: read ratios, not absolute times).",
         "",
         "Every case runs in the same process as its raw-driver baseline, interleaved"
         " in rounds; values are medians over the rounds, ratio = case / baseline.",
