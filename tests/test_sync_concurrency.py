@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 import traceback
+import warnings
 from typing import Any
 
 import psycopg
@@ -189,7 +190,9 @@ def test_fork_child_uses_the_same_client(sync_client, client_kwargs):
         conn.execute("SELECT 1")
 
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():  # 3.12+: "multi-threaded process, fork() may deadlock"
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: report through the pipe, never return into pytest
         os.close(read_end)
         try:

@@ -180,7 +180,7 @@ class Child:
     """A script running in a child process, its stdout read line by line."""
 
     def __init__(self, tmp_path: Path, env: dict[str, str], script: str, **options) -> None:
-        path = tmp_path / "child.py"
+        path = tmp_path / f"child_{script}_{len(list(tmp_path.glob('child_*')))}.py"
         path.write_text(HEADS.get(script, "") + PRELUDE + SCRIPTS[script])
         env = {**env, "TEST_OPTIONS": json.dumps(options)}
         self.proc = subprocess.Popen(
@@ -193,7 +193,14 @@ class Child:
                          daemon=True).start()
         threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.append),
                          daemon=True).start()
-        self.run_id = int(self.line())
+        self._run_id: int | None = None
+
+    @property
+    def run_id(self) -> int:
+        """The id of the child's run (the first line it prints)."""
+        if self._run_id is None:
+            self._run_id = int(self.line())
+        return self._run_id
 
     @staticmethod
     def _pump(stream, put) -> None:
@@ -214,6 +221,7 @@ class Child:
         return line.strip()
 
     def expect(self, text: str) -> None:
+        assert self.run_id  # the first line is the run id
         line = self.line()
         assert line == text, f"expected {text!r}, got {line!r}; stderr: {self.stderr}"
 
@@ -241,25 +249,31 @@ def status_and_steps(kw, run_id: int) -> tuple[str, list[int]]:
 
 
 # -- track() --------------------------------------------------------------------
-@pytest.mark.parametrize("options, expected", [({}, "CANCELLED"), ({"terminated": "TIMEOUT"},
-                                                                   "TIMEOUT")])
-def test_sigterm_in_track(tmp_path, db_env, client_kwargs, options, expected):
-    child = Child(tmp_path, db_env, "track_wait", **options)
-    child.expect("ready")
-    child.signal(signal.SIGTERM)
-    assert child.wait() == 143, child.stderr
-    assert status_and_steps(client_kwargs, child.run_id) == (expected, list(range(STEPS)))
+def test_sigterm_in_track(tmp_path, db_env, client_kwargs):
+    children = {  # each child with its expected status, run at the same time
+        "CANCELLED": Child(tmp_path, db_env, "track_wait"),
+        "TIMEOUT": Child(tmp_path, db_env, "track_wait", terminated="TIMEOUT"),
+    }
+    for child in children.values():
+        child.expect("ready")
+        child.signal(signal.SIGTERM)
+    for expected, child in children.items():
+        assert child.wait() == 143, child.stderr
+        assert status_and_steps(client_kwargs, child.run_id) == (expected, list(range(STEPS)))
 
 
-@pytest.mark.parametrize("options, expected", [({}, "CANCELLED"), ({"interrupt": "PREEMPTED"},
-                                                                   "PREEMPTED")])
-def test_sigint_in_track(tmp_path, db_env, client_kwargs, options, expected):
-    child = Child(tmp_path, db_env, "track_wait", **options)
-    child.expect("ready")
-    child.signal(signal.SIGINT)
-    assert child.wait() == -signal.SIGINT, child.stderr  # Python's exit after Ctrl-C
-    assert "KeyboardInterrupt" in child.stderr
-    assert status_and_steps(client_kwargs, child.run_id) == (expected, list(range(STEPS)))
+def test_sigint_in_track(tmp_path, db_env, client_kwargs):
+    children = {
+        "CANCELLED": Child(tmp_path, db_env, "track_wait"),
+        "PREEMPTED": Child(tmp_path, db_env, "track_wait", interrupt="PREEMPTED"),
+    }
+    for child in children.values():
+        child.expect("ready")
+        child.signal(signal.SIGINT)
+    for expected, child in children.items():
+        assert child.wait() == -signal.SIGINT, child.stderr  # Python's exit after Ctrl-C
+        assert "KeyboardInterrupt" in child.stderr
+        assert status_and_steps(client_kwargs, child.run_id) == (expected, list(range(STEPS)))
 
 
 def test_exception_in_track(tmp_path, db_env, client_kwargs):
@@ -332,22 +346,19 @@ def test_forked_child_leaves_the_parents_run_open(tmp_path, db_env, client_kwarg
 
 
 # -- a second signal during clean-up ends the process -------------------------
-@pytest.mark.parametrize(
-    "script, signum",
-    [
-        ("track_slow_cleanup", signal.SIGTERM),
-        ("track_slow_cleanup", signal.SIGINT),
-        ("start_slow_cleanup", signal.SIGTERM),
-    ],
-)
-def test_second_signal_during_cleanup_ends_the_process(
-    tmp_path, db_env, client_kwargs, script, signum
-):
-    child = Child(tmp_path, db_env, script)
-    child.expect("ready")
-    child.signal(signum)
-    child.expect("stopping")  # the clean-up has begun, and hangs
-    child.signal(signum)
-    assert child.wait(ENDS_WITHIN) != 0
-    status, steps = status_and_steps(client_kwargs, child.run_id)
-    assert steps == list(range(STEPS))
+def test_second_signal_during_cleanup_ends_the_process(tmp_path, db_env, client_kwargs):
+    """The clean-up hangs (stopping a run takes minutes); a second signal ends the
+    process all the same: in track() (SIGTERM, Ctrl-C) and for a run.start() run."""
+    children = [
+        (Child(tmp_path, db_env, "track_slow_cleanup"), signal.SIGTERM),
+        (Child(tmp_path, db_env, "track_slow_cleanup"), signal.SIGINT),
+        (Child(tmp_path, db_env, "start_slow_cleanup"), signal.SIGTERM),
+    ]
+    for child, signum in children:
+        child.expect("ready")
+        child.signal(signum)
+        child.expect("stopping")  # the clean-up has begun, and hangs
+        child.signal(signum)
+    for child, _ in children:
+        assert child.wait(ENDS_WITHIN) != 0
+        assert status_and_steps(client_kwargs, child.run_id)[1] == list(range(STEPS))
