@@ -148,9 +148,11 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("ui", help="serve a read-only web page of experiments, runs and "
                        "metric curves (needs the ui extra)")
-    p.add_argument("--host", default="127.0.0.1",
+    # dest differs from the connection's --host / --port, which go before the command
+    p.add_argument("--host", dest="listen_host", metavar="HOST", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any free)")
+    p.add_argument("--port", dest="listen_port", metavar="PORT", type=int, default=8080,
+                   help="port to listen on (default: 8080; 0: any free port)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -568,16 +570,16 @@ async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
     except ImportError as error:
         raise CliError(str(error)) from None
     await client._opened_engine()  # a bad database fails now, not on the first request
+    host, port = args.listen_host, args.listen_port
     try:
-        sock = open_socket(args.host, args.port)
+        sock = open_socket(host, port)
     except OSError as error:
-        raise CliError(f"cannot listen on {args.host}:{args.port}: "
-                       f"{error.strerror or error}") from None
-    if "*" in allowed_hosts(args.host):
-        print(f"{PROG}: warning: {args.host} is not a loopback address: anyone who can reach "
+        raise CliError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    if "*" in allowed_hosts(host):
+        print(f"{PROG}: warning: {host} is not a loopback address: anyone who can reach "
               "it can read every experiment (the page has no login)", file=sys.stderr)
     print(f"sqltrack ui: {url_of(sock)} ({describe(client)}); Ctrl-C stops it", flush=True)
-    await serve(client, args.host, sock=sock)
+    await serve(client, host, sock=sock)
     return 0
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
+import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 import sqltrack
+from sqltrack import cli
 from sqltrack.ui import allowed_hosts, create_app
 from sqltrack.ui.downsample import downsample
 
@@ -250,6 +253,32 @@ async def test_static_files(client, http):
         assert response.status_code == 200 and kind in response.headers["content-type"]
     assert (await http.get("/static/../app.py")).status_code == 404
     assert (await http.get("/static/nothing.js")).status_code == 404
+
+
+# -- the command -------------------------------------------------------------
+async def test_cli_ui_reports_a_taken_port(client, client_kwargs, capsys):
+    await seed(client)  # the database exists
+    kwargs = dict(client_kwargs)
+    args = ["--engine", kwargs.pop("engine")]
+    args += ["--dbpath", kwargs.pop("dbpath")] if "dbpath" in kwargs else [
+        "--schema", kwargs.pop("schema"), *(f"-o{k}={v}" for k, v in kwargs.items())]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = await asyncio.to_thread(cli.main, [*args, "ui", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"sqltrack: error: cannot listen on 127.0.0.1:{port}: ")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_ui_options_leave_the_connection_alone():
+    args = cli.build_parser().parse_args(
+        ["--engine", "postgres", "--host", "db.example", "--port", "5433", "ui", "--port", "9000"]
+    )
+    assert cli.client_kwargs(args) == {"engine": "postgres", "host": "db.example", "port": "5433"}
+    assert (args.listen_host, args.listen_port) == ("127.0.0.1", 9000)
 
 
 # -- downsampling (no database) -----------------------------------------------

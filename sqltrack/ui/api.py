@@ -152,11 +152,12 @@ async def run_metrics(
             [run_id],
         )
         axis = _axis(rows)
-        x = 0 if axis == "step" else 1
+        xs = [row[0 if axis == "step" else 1] for row in rows]
         for index, name in enumerate(chosen, start=2):
-            pairs = [(row[x], row[index]) for row in rows if row[index] is not None]
-            if pairs or names is not None:  # by default, only the metrics the run has
-                curves[name] = _curve(pairs, kinds[name], max_points)
+            ys = [row[index] for row in rows]
+            curve = _curve(xs, ys, kinds[name], max_points)
+            if curve["total"] or names is not None:  # by default, the metrics the run has
+                curves[name] = curve
     return {"run_id": run_id, "x": axis, "max_points": max_points, "metrics": curves}
 
 
@@ -197,12 +198,11 @@ async def compare(
     axis = "progress" if axes == {"progress"} else "step"
     runs = []
     for run_id, rows in fetched.items():
-        x = 0 if axis == "step" else 1
-        pairs = [(row[x], row[2]) for row in rows]
+        xs = [row[0 if axis == "step" else 1] for row in rows]
         experiment_name, experiment_id, status = found[run_id]
         runs.append({"id": run_id, "experiment": experiment_name,
                      "experiment_id": experiment_id, "status": status,
-                     **_curve(pairs, kinds[metric], max_points)})
+                     **_curve(xs, [row[2] for row in rows], kinds[metric], max_points)})
     return {"metric": metric, "x": axis, "max_points": max_points, "runs": runs}
 
 
@@ -224,15 +224,17 @@ def _axis(rows: list[tuple]) -> str:
     return "step"
 
 
-def _curve(pairs: list[tuple[Any, Any]], kind: str | None, max_points: int) -> dict[str, Any]:
-    """``(x, value)`` pairs (values present) as a downsampled curve of finite numbers.
+def _curve(xs: list[Any], values: list[Any], kind: str | None, max_points: int) -> dict[str, Any]:
+    """A downsampled curve of the finite numbers in ``values`` (None: no value at that x).
 
     NaN and infinity have no point on a curve: they are left out and counted.
     """
-    xs = [x for x, _ in pairs]
-    ys = [value for _, value in pairs]
-    if kind == "bool":
-        ys = [int(value) for value in ys]
+    total = len(values)
+    if None in values:
+        present = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]
+        xs, values = [x for x, _ in present], [v for _, v in present]
+        total = len(values)
+    ys = [int(v) for v in values] if kind == "bool" else values
     if not _all_finite(ys):
         finite = [
             (x, y) for x, y in zip(xs, (queries.metric_value(v, kind) for v in ys), strict=True)
@@ -241,8 +243,8 @@ def _curve(pairs: list[tuple[Any, Any]], kind: str | None, max_points: int) -> d
         xs, ys = [x for x, _ in finite], [y for _, y in finite]
     kept = len(ys)
     xs, ys = downsample(xs, ys, max_points)
-    return {"x": xs, "y": ys, "points": len(ys), "total": len(pairs),
-            "non_finite": len(pairs) - kept, "downsampled": len(ys) < kept}
+    return {"x": xs, "y": ys, "points": len(ys), "total": total,
+            "non_finite": total - kept, "downsampled": len(ys) < kept}
 
 
 def _all_finite(values: list[Any]) -> bool:

@@ -194,7 +194,7 @@ def create_app(client: AsyncClient, hosts: Sequence[str] = LOOPBACK_NAMES) -> St
 
     get = ["GET"]
     routes = [
-        Route("/", with_client(home), methods=get),
+        Route("/", home, methods=get),
         Route("/experiments/{id:int}", with_client(experiment_page), methods=get),
         Route("/runs/{id:int}", with_client(run_page), methods=get),
         Route("/compare", with_client(compare_page), methods=get),
