@@ -79,7 +79,6 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-
 # -- queries ------------------------------------------------------------------
 async def metric_columns(client: AsyncClient) -> dict[str, str | None]:
     """Metric columns, name -> kind, sorted by name."""
