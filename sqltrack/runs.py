@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from . import signals
+from . import environment, signals
 from .args import detect_args
 from .buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS, MetricBuffer
 from .errors import ExperimentNotFound, RunNotFound
@@ -62,7 +62,9 @@ def _auto_args(args: Auto | Mapping | None) -> Mapping | None:
 
 
 def _auto_env(env: Auto | Mapping | None) -> Mapping | None:
-    return dict(os.environ) if isinstance(env, str) and env == "auto" else env
+    if isinstance(env, str) and env == "auto":
+        return environment.captured_environment(environment.MASK_RULE)
+    return env
 
 
 # -- arguments, environment, extras ------------------------------------------
@@ -92,7 +94,14 @@ async def run_set_args(
 
 
 async def run_add_env(client: AsyncClient, run_id: int, env: Auto | dict | None = "auto") -> None:
-    """Add environment variables to a run: ``'auto'`` means ``os.environ``, None does nothing."""
+    """Add environment variables to a run: ``'auto'`` means ``os.environ``, None does nothing.
+
+    ``'auto'`` masks credentials: the values of variables named like ``*PASSWORD*``,
+    ``*TOKEN*``, ``*SECRET*``, ``*API_KEY*`` ... and the passwords in URL/DSN values
+    become ``***``. Change or turn off the rule with
+    ``sqltrack.environment.MASK_RULE`` (see ``sqltrack.environment``); a dict is
+    stored as given.
+    """
     env = _auto_env(env)
     if env:
         await _merge_json(client, run_id, "env", env)
@@ -104,7 +113,11 @@ async def run_remove_env(client: AsyncClient, run_id: int, *env: str) -> None:
 
 
 async def run_set_env(client: AsyncClient, run_id: int, env: Auto | dict | None = "auto") -> None:
-    """Set the run environment: ``'auto'`` means ``os.environ``, None sets NULL."""
+    """Set the run environment: ``'auto'`` means ``os.environ``, None sets NULL.
+
+    ``'auto'`` masks credentials as ``run_add_env`` does (rule:
+    ``sqltrack.environment.MASK_RULE``); a dict is stored as given.
+    """
     await _set_json(client, run_id, "env", _auto_env(env))
 
 

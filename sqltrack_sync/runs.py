@@ -265,7 +265,14 @@ def run_set_args(client: Client, run_id: int, args: Auto | dict | None = 'auto')
 
 
 def run_add_env(client: Client, run_id: int, env: Auto | dict | None = 'auto') -> None:
-    """Add environment variables to a run: ``'auto'`` means ``os.environ``, None does nothing."""
+    """Add environment variables to a run: ``'auto'`` means ``os.environ``, None does nothing.
+
+    ``'auto'`` masks credentials: the values of variables named like ``*PASSWORD*``,
+    ``*TOKEN*``, ``*SECRET*``, ``*API_KEY*`` ... and the passwords in URL/DSN values
+    become ``***``. Change or turn off the rule with
+    ``sqltrack.environment.MASK_RULE`` (see ``sqltrack.environment``); a dict is
+    stored as given.
+    """
     return _portal.call(_core.run_add_env, _unwrap(client), run_id, env)
 
 
@@ -275,7 +282,11 @@ def run_remove_env(client: Client, run_id: int, *env: str) -> None:
 
 
 def run_set_env(client: Client, run_id: int, env: Auto | dict | None = 'auto') -> None:
-    """Set the run environment: ``'auto'`` means ``os.environ``, None sets NULL."""
+    """Set the run environment: ``'auto'`` means ``os.environ``, None sets NULL.
+
+    ``'auto'`` masks credentials as ``run_add_env`` does (rule:
+    ``sqltrack.environment.MASK_RULE``); a dict is stored as given.
+    """
     return _portal.call(_core.run_set_env, _unwrap(client), run_id, env)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from datetime import datetime, timedelta, timezone
 
@@ -12,6 +11,7 @@ from helpers import json_value
 
 import sqltrack
 from sqltrack import AsyncExperiment, AsyncRun
+from sqltrack.environment import captured_environment
 
 TZ_PLUS_2 = timezone(timedelta(hours=2))
 
@@ -267,11 +267,11 @@ async def test_env_auto(client, run, monkeypatch):
     monkeypatch.setenv("SQLTRACK_TEST_MARKER", "marker-value")
     await sqltrack.run_add_env(client, run.id)  # 'auto' is the default
     env = await json_column(client, run.id, "env")
-    assert env == dict(os.environ)
+    assert env == captured_environment()  # os.environ, credentials masked
     assert env["SQLTRACK_TEST_MARKER"] == "marker-value"
     await sqltrack.run_set_env(client, run.id, {"only": "this"})
     await sqltrack.run_set_env(client, run.id, "auto")
-    assert await json_column(client, run.id, "env") == dict(os.environ)
+    assert await json_column(client, run.id, "env") == captured_environment()
 
 
 async def test_run_object_env_methods(client, run, monkeypatch):
