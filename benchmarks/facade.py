@@ -4,9 +4,10 @@
     python benchmarks/facade.py [--pg-dsn DSN] [--rounds N] [--no-pg]
 
 All cases run in one process, in interleaved rounds (each round starts with a
-different case, so none always runs first); each sample is the mean time of
-one call within a round, and the table shows the median sample over rounds, in
-microseconds.
+different case, so none always runs first); within a round the no-op round trips
+(a, b, anyio) alternate in blocks of 50 calls, so they share the machine's load.
+Each sample is the mean time of one call within a round; the tables show the
+median sample over rounds, in microseconds.
 
 (a) ``_portal.call(noop)``: a no-op coroutine through the facade's portal.
 (b) the least a thread round trip to that running loop can cost:
@@ -68,8 +69,9 @@ Written by `python benchmarks/facade.py` (one section per run, newest last).
   two thread wake-ups (to the loop thread and back), so on a loaded machine the
   difference grows with the scheduler's wake-up latency: read the load average.
 
-All cases run interleaved in one process; each sample is the mean of one round,
-the tables show medians over rounds, in microseconds.
+All cases run interleaved in one process (the no-op round trips alternate in
+blocks of 50 calls); each sample is the mean of one round, the tables show
+medians over rounds, in microseconds.
 """
 
 
@@ -77,14 +79,30 @@ async def noop() -> None:
     return None
 
 
-def per_call(calls: int, one: Callable[[], object]) -> Callable[[], float]:
-    """A case: ``calls`` calls of ``one``; its sample is seconds per call."""
+def calls_case(one: Callable[[], object]) -> Callable[[int], float]:
+    """``n`` calls of ``one``: the seconds they took."""
 
-    def sample() -> float:
+    def timed(n: int) -> float:
         start = time.perf_counter()
-        for _ in range(calls):
+        for _ in range(n):
             one()
-        return (time.perf_counter() - start) / calls
+        return time.perf_counter() - start
+
+    return timed
+
+
+def round_trips(cases: dict[str, Callable[[int], float]], calls: int, block: int):
+    """One sample (seconds per call) of every round-trip case, finely interleaved:
+    blocks of ``block`` calls of each case in turn (rotated), ``calls`` calls in all,
+    so that each case sees the same machine load as the others."""
+
+    def sample() -> dict[str, float]:
+        names = list(cases)
+        totals = dict.fromkeys(names, 0.0)
+        for index in range(calls // block):
+            for name in names[index % len(names):] + names[:index % len(names)]:
+                totals[name] += cases[name](block)
+        return {name: total / (calls // block * block) for name, total in totals.items()}
 
     return sample
 
@@ -143,15 +161,19 @@ class Metrics:
         self.loop.close()
 
 
-def measure(cases: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
-    """Median sample of every case over interleaved rounds (rotated start)."""
+def measure(cases: dict[str, Callable[[], float | dict[str, float]]],
+            rounds: int) -> dict[str, float]:
+    """Median sample of every case over interleaved rounds (rotated start). A case may
+    return several named samples (a dict) at once."""
     names = list(cases)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[str, list[float]] = {}
     for round_ in range(rounds):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in order:
             gc.collect()
-            samples[name].append(cases[name]())
+            result = cases[name]()
+            for key, value in (result if isinstance(result, dict) else {name: result}).items():
+                samples.setdefault(key, []).append(value)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -167,15 +189,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-dsn", default=DEFAULT_PG_DSN, help="PostgreSQL libpq DSN")
     parser.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL cases")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
-    parser.add_argument("--calls", type=int, default=2000, help="no-op calls per round")
+    parser.add_argument("--calls", type=int, default=3000, help="no-op calls per round")
+    parser.add_argument("--block", type=int, default=50,
+                        help="no-op calls in a row before switching to the next case")
     parser.add_argument("--steps", type=int, default=200, help="add_metrics steps per round")
     parser.add_argument("--no-report", action="store_true", help=f"do not append to {REPORT}")
     args = parser.parse_args(argv)
 
     loop = _portal._get_loop()
-    cases: dict[str, Callable[[], float]] = {
-        "a: _portal.call(noop)": per_call(args.calls, lambda: _portal.call(noop)),
-        "b: bare round trip": per_call(args.calls, bare_round_trip(loop)),
+    trips: dict[str, Callable[[int], float]] = {
+        "a: _portal.call(noop)": calls_case(lambda: _portal.call(noop)),
+        "b: bare round trip": calls_case(bare_round_trip(loop)),
+    }
+    cases: dict[str, Callable[[], float | dict[str, float]]] = {
+        "round trips": round_trips(trips, args.calls, args.block),
     }
     tmp = tempfile.TemporaryDirectory(prefix="sqltrack-facade-")
     schema = "bench_facade_" + uuid.uuid4().hex[:10]
@@ -186,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     pg_error = None
     try:
         with anyio.from_thread.start_blocking_portal() as portal:
-            cases["anyio: BlockingPortal.call(noop)"] = per_call(
-                args.calls, lambda: portal.call(noop)
-            )
+            trips["anyio: BlockingPortal.call(noop)"] = calls_case(lambda: portal.call(noop))
             for engine, kwargs in engines.items():
                 try:
                     metrics = Metrics(engine, kwargs, args.steps)
@@ -229,7 +254,8 @@ def report(medians: dict[str, float], args, pg_error: str | None) -> str:
         f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
         f"{args.rounds} interleaved rounds, medians of per-call means "
-        f"({args.calls} no-op calls, {args.steps} add_metrics steps per round).",
+        f"({args.calls} no-op calls per case, interleaved in blocks of {args.block}, "
+        f"and {args.steps} add_metrics steps per case and round).",
         "",
         "| case | µs per call |",
         "|---|---:|",

@@ -1,10 +1,11 @@
 """The one background thread that runs sqltrack's event loop for the blocking API.
 
 Every blocking call hands a coroutine to this loop and waits for its result:
-one ``call_soon_threadsafe`` there, one ``Future`` wake-up back, which is the
-least a thread round trip can cost. (anyio's ``BlockingPortal.call`` does the
-same job with about twice the overhead, measured in ``benchmarks/``; this
-module keeps only what the facade needs.)
+one ``call_soon_threadsafe`` there, one lock release back, which is the least a
+thread round trip can cost (a ``concurrent.futures.Future`` round trip costs a
+bit more). anyio's ``BlockingPortal.call`` does the same job at several times
+the cost (``benchmarks/facade.py``, ``benchmarks/FACADE.md``); this module keeps
+only what the facade needs.
 
 * The thread starts on first use and is a daemon, so it never blocks exit.
 * Exceptions surface in the caller with their original type.
@@ -34,8 +35,9 @@ import threading
 import types
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager, contextmanager, suppress
+from threading import Lock as allocate_lock
+from threading import get_ident
 from typing import Any, TypeVar
 
 from sqltrack import signals
@@ -64,6 +66,7 @@ class _LoopThread:
         )
         self.thread.start()
         ready.wait()
+        self.ident = self.thread.ident
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
@@ -98,13 +101,39 @@ def _start_loop_thread() -> _LoopThread:
         return _loop_thread
 
 
-async def _owned(fn: Callable[..., Awaitable[T]], args: tuple, future: Future) -> None:
+class _Waiter:
+    """The outcome of one call, and the lock its caller waits on (released when done).
+
+    A bare lock is the cheapest cross-thread wake-up there is; a Future would add
+    a Condition, its waiter list and their allocations to every call.
+    """
+
+    __slots__ = ("lock", "result", "error")
+
+    def __init__(self) -> None:
+        self.lock = allocate_lock()
+        self.lock.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        """The result, or the exception raised (without a reference cycle)."""
+        error = self.error
+        if error is None:
+            return self.result
+        self.error = None
+        try:
+            raise error
+        finally:
+            error = None
+
+
+async def _owned(fn: Callable[..., Awaitable[T]], args: tuple, waiter: _Waiter) -> None:
     try:
-        result = await fn(*args)
+        waiter.result = await fn(*args)
     except BaseException as error:  # noqa: BLE001 - every outcome goes back to the caller
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+        waiter.error = error
+    waiter.lock.release()
 
 
 @types.coroutine
@@ -147,27 +176,24 @@ def _start_eagerly(loop: asyncio.AbstractEventLoop, coro: Any) -> None:
 
 
 def _start(
-    loop: asyncio.AbstractEventLoop, future: Future, owner: int, fn: Callable, args: tuple
+    loop: asyncio.AbstractEventLoop, waiter: _Waiter, owner: Any, fn: Callable, args: tuple
 ) -> None:
     connection_owner.set(owner)
-    _start_eagerly(loop, _owned(fn, args, future))
+    _start_eagerly(loop, _owned(fn, args, waiter))
 
 
 def call(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run ``await fn(*args)`` on the loop thread; block until it is done; return its value."""
     current = _loop_thread or _start_loop_thread()
-    if current.thread is threading.current_thread() or current.stopped:
+    ident = get_ident()
+    if ident == current.ident or current.stopped:
         raise _refused(current)
     loop = current.loop
-    future: Future = Future()
+    waiter = _Waiter()
     context = contextvars.copy_context()
-    loop.call_soon_threadsafe(
-        context.run, _start, loop, future, threading.get_ident(), fn, args
-    )
-    try:
-        return future.result()
-    finally:
-        del future  # no reference cycle through the traceback
+    loop.call_soon_threadsafe(context.run, _start, loop, waiter, ident, fn, args)
+    waiter.lock.acquire()
+    return waiter.outcome()
 
 
 def _refused(current: _LoopThread) -> RuntimeError:
@@ -186,13 +212,12 @@ def _refused(current: _LoopThread) -> RuntimeError:
 def _call_bounded(fn: Callable[..., Awaitable[T]], *args: Any, owner: Any, timeout: float) -> T:
     """``await fn(*args)`` on the loop as ``owner`` (of held connections); bounded wait."""
     loop = _get_loop()
-    future: Future = Future()
+    waiter = _Waiter()
     context = contextvars.copy_context()
-    loop.call_soon_threadsafe(context.run, _start, loop, future, owner, fn, args)
-    try:
-        return future.result(timeout)
-    finally:
-        del future
+    loop.call_soon_threadsafe(context.run, _start, loop, waiter, owner, fn, args)
+    if not waiter.lock.acquire(timeout=timeout):
+        raise TimeoutError(f"no result within {timeout} s")
+    return waiter.outcome()
 
 
 @contextmanager
