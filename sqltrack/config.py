@@ -8,11 +8,14 @@ the ``config`` argument (a dict, or a path as str/Path), else from the path in
 from __future__ import annotations
 
 import getpass
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .environment import mask_passwords
 
 ENGINES = ("postgres", "sqlite")
 ENV_PREFIX = "SQLTRACK_DSN_"
@@ -53,7 +56,12 @@ class Settings:
     buffer_max_rows: int = 0
 
     def __repr__(self) -> str:
-        shown = {k: ("***" if k in SECRET_KEYS else v) for k, v in self.params.items()}
+        # Passwords never show: the password keywords, nor one inside a URI or a DSN
+        # given as a value (libpq reads a whole connection string in ``dbname``).
+        shown = {
+            k: ("***" if k in SECRET_KEYS else mask_passwords(v) if isinstance(v, str) else v)
+            for k, v in self.params.items()
+        }
         return f"Settings(engine={self.engine!r}, params={shown!r}, schema={self.schema!r})"
 
 
@@ -112,12 +120,61 @@ def _flag(values: dict[str, Any], key: str) -> bool:
 def _number(values: dict[str, Any], key: str, kind: type) -> Any:
     raw = values.get(key, {**POOL_DEFAULTS, **BUFFER_DEFAULTS}[key])
     try:
+        if isinstance(raw, bool) or isinstance(raw, float) and kind is int and raw % 1:
+            raise TypeError  # True is not a pool size, 2.5 is not a row count
         number = kind(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"config value {key}={raw!r} is not a {kind.__name__}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"config value {key}={raw!r} is not a finite number")
     if number <= 0 and key not in ("pool_min_size", "buffer_max_rows") or number < 0:
         raise ValueError(f"config value {key}={raw!r} must be positive")
     return number
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _schema(raw: Any) -> str | None:
+    """The PostgreSQL schema name: any text up to 63 bytes; empty means the default."""
+    if raw is None or raw == "":
+        return None
+    raw = str(raw)
+    if not _encodes(raw):
+        raise ValueError(f"config value schema={raw!r} is not valid Unicode")
+    if "\x00" in raw or len(raw.encode("utf-8")) > 63:
+        raise ValueError(
+            f"config value schema={raw!r} is not a PostgreSQL name: "
+            "at most 63 bytes (UTF-8), no NUL character"
+        )
+    return raw
+
+
+def _expand_dbname(values: dict[str, Any]) -> dict[str, Any]:
+    """A connection string in ``dbname`` (URI or ``key=value``) becomes settings, as libpq
+    reads it there; the other settings win. (Sent as a database name instead, it would
+    fail and the server would echo it, password included, in its error.)"""
+    dbname = values.get("dbname")
+    if not isinstance(dbname, str) or not (
+        dbname.startswith(("postgresql://", "postgres://")) or "=" in dbname
+    ):
+        return values
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(dbname)
+    except Exception as error:  # noqa: BLE001 - shown, without its password
+        raise ValueError(
+            f"config value dbname={mask_passwords(dbname)!r} is not a connection string: "
+            f"{mask_passwords(str(error))}"
+        ) from None
+    rest = {k: v for k, v in values.items() if k != "dbname"}
+    return {**{k: str(v) for k, v in parts.items()}, **rest}
 
 
 def resolve(config: Mapping[str, Any] | str | os.PathLike | None = None, **kwargs: Any) -> Settings:
@@ -126,16 +183,20 @@ def resolve(config: Mapping[str, Any] | str | os.PathLike | None = None, **kwarg
     values.update(_env_values())
     values.update({k.lower(): v for k, v in kwargs.items() if v is not None})
 
-    engine = str(values.pop("engine", "postgres")).lower()
+    raw_engine = values.pop("engine", "postgres")
+    engine = str(raw_engine).lower()
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+        raise ValueError(f"unknown engine {raw_engine!r}: use one of {', '.join(ENGINES)}")
     options = {
         "pool_min_size": _number(values, "pool_min_size", int),
         "pool_max_size": _number(values, "pool_max_size", int),
         "pool_timeout": _number(values, "pool_timeout", float),
     }
     if options["pool_min_size"] > options["pool_max_size"]:
-        raise ValueError("config value pool_min_size must not exceed pool_max_size")
+        raise ValueError(
+            f"config value pool_min_size={values.get('pool_min_size')!r} must not exceed "
+            f"pool_max_size={values.get('pool_max_size', POOL_DEFAULTS['pool_max_size'])!r}"
+        )
     options["buffered"] = _flag(values, "buffered")
     options["flush_rows"] = _number(values, "flush_rows", int)
     options["flush_interval"] = _number(values, "flush_interval", float)
@@ -145,11 +206,17 @@ def resolve(config: Mapping[str, Any] | str | os.PathLike | None = None, **kwarg
 
     if engine == "sqlite":
         dbpath = os.fspath(values.get("dbpath", DEFAULT_SQLITE_PATH))
+        if not isinstance(dbpath, str) or "\x00" in dbpath or not _encodes(dbpath):
+            raise ValueError(
+                f"config value dbpath={dbpath!r} is not a file name SQLite can open "
+                "(no NUL character, valid UTF-8)"
+            )
         return Settings(engine, {"dbpath": dbpath}, **options)
 
     values.pop("dbpath", None)
-    schema = values.pop("schema", None)
+    values = _expand_dbname(values)
+    schema = _schema(values.pop("schema", None))
     params = {k: str(v) for k, v in values.items()}
     params.setdefault("user", os.environ.get("USER") or getpass.getuser())
     params.setdefault("dbname", params["user"])
-    return Settings(engine, params, schema=None if schema is None else str(schema), **options)
+    return Settings(engine, params, schema=schema, **options)

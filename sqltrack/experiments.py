@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import ExperimentNotFound
-from .values import check_int, check_text, dump_json_object, tags_object
+from .values import MAX_INDEXED_BYTES, check_int, check_text, dump_json_object, tags_object
 
 if TYPE_CHECKING:
     from .client import AsyncClient
@@ -25,7 +25,8 @@ async def _update_experiment(
 
 async def experiment_set_name(client: AsyncClient, experiment_id: int, name: str) -> None:
     """Set an experiment name (names are unique)."""
-    await _update_experiment(client, experiment_id, "name = %s", [check_text(name, "name")])
+    name = check_text(name, "name", max_bytes=MAX_INDEXED_BYTES)
+    await _update_experiment(client, experiment_id, "name = %s", [name])
 
 
 async def experiment_set_comment(
@@ -75,7 +76,7 @@ async def experiment_remove_link(
 async def _add_link(client, table: str, from_id, kind, to_id, not_found: type) -> None:
     from_id = check_int(from_id, "from_id")
     to_id = check_int(to_id, "to_id")
-    kind = check_text(kind, "link kind")
+    kind = check_text(kind, "link kind", max_bytes=MAX_INDEXED_BYTES)
     try:
         await client.query(
             f"INSERT INTO {table} (from_id, kind, to_id) VALUES (%s, %s, %s) "
@@ -126,7 +127,7 @@ class AsyncExperiment:
         if experiment_id is not None:
             experiment_id = check_int(experiment_id, "experiment_id")
         if name is not None:
-            name = check_text(name, "experiment name")
+            name = check_text(name, "experiment name", max_bytes=MAX_INDEXED_BYTES)
         if experiment_id is None:
             rows = await client.query(
                 "INSERT INTO experiments (name) VALUES (%s) "

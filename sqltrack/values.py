@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -27,6 +28,9 @@ STATUSES = (
     "SUSPENDED",
 )
 Auto = Literal["auto"]
+#: Longest text (UTF-8 bytes) in a uniquely indexed column (experiment names, link kinds):
+#: PostgreSQL's btree holds at most about 2700 bytes per entry.
+MAX_INDEXED_BYTES = 2000
 
 
 def check_status(status: Any) -> str:
@@ -72,8 +76,11 @@ def check_float(value: Any, what: str) -> float:
     return result
 
 
-def check_text(value: Any, what: str, *, allow_none: bool = False) -> str | None:
-    """A str that every engine stores exactly (no NUL, no lone surrogates)."""
+def check_text(
+    value: Any, what: str, *, allow_none: bool = False, max_bytes: int | None = None
+) -> str | None:
+    """A str that every engine stores exactly (no NUL, no lone surrogates, at most
+    ``max_bytes`` bytes in UTF-8 when given)."""
     if value is None and allow_none:
         return None
     if not isinstance(value, str):
@@ -81,9 +88,14 @@ def check_text(value: Any, what: str, *, allow_none: bool = False) -> str | None
     if "\x00" in value:
         raise ValueError(f"{what} {value!r} contains a NUL character, which cannot be stored")
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
         raise ValueError(f"{what} {value!r} is not valid Unicode (lone surrogate)") from None
+    if max_bytes is not None and size > max_bytes:
+        raise ValueError(
+            f"{what} {value[:60]!r}... is {size} bytes long (UTF-8); at most {max_bytes} "
+            "fit in the database index"
+        )
     return value
 
 
@@ -92,11 +104,42 @@ def dump_json_object(value: Any, what: str) -> str:
     if not isinstance(value, Mapping):
         raise TypeError(f"{what} must be a dict, not {value!r}")
     try:
-        text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{what} cannot be stored as JSON: {error}") from None
-    _check_json_strings(value, what)
+        try:
+            text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError) as error:
+            where, bad = _unstorable(value, what) or (what, value)
+            raise ValueError(
+                f"{what} cannot be stored as JSON: {error} ({where} = {bad!r})"
+            ) from None
+        _check_json_strings(value, what)
+    except RecursionError:
+        raise ValueError(
+            f"{what} is nested too deeply to be stored as JSON: {reprlib.repr(value)}"
+        ) from None
     return text
+
+
+def _unstorable(value: Any, where: str) -> tuple[str, Any] | None:
+    """The first part of ``value`` that JSON cannot hold, and where it is."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, value)
+    if value is None or isinstance(value, (str, int)):
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if key is not None and not isinstance(key, (str, int, float)):
+                return f"{where} key", key
+            found = _unstorable(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _unstorable(item, f"{where}[{index}]")
+            if found:
+                return found
+        return None
+    return where, value
 
 
 def _check_json_strings(value: Any, what: str) -> None:
