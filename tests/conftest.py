@@ -22,6 +22,53 @@ import sqltrack
 
 PG_DSN_ENV = "SQLTRACK_TEST_PG_DSN"
 ENGINES = ("sqlite", "postgres")
+#: Trials per case of the fault-injection tests (tests/test_faults_*.py), unless
+#: ``--fault-trials=N`` says otherwise.
+DEFAULT_FAULT_TRIALS = 20
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--fault-trials",
+        type=int,
+        default=DEFAULT_FAULT_TRIALS,
+        metavar="N",
+        help="trials per case of the fault-injection tests, e.g. "
+        "'pytest -m faults --fault-trials=100' (default %(default)s)",
+    )
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The figures of the fault-injection tests that ran (``faults.*`` user properties)."""
+    totals: dict[str, float] = {}
+    tests = failed = 0
+    seconds = 0.0
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if "faults" not in getattr(report, "keywords", ()):
+                continue
+            if report.when == "call":
+                tests += 1
+                failed += report.failed
+                seconds += report.duration
+            elif report.when == "teardown":  # holds every property the test recorded
+                for name, value in report.user_properties:
+                    if name.startswith("faults."):
+                        totals[name[7:]] = totals.get(name[7:], 0) + value
+    if tests:
+        figures = ", ".join(f"{name.replace('_', ' ')} {value:g}" for name, value in totals.items())
+        terminalreporter.write_sep("-", "fault-injection figures")
+        terminalreporter.write_line(f"{tests} tests ({failed} failed) in {seconds:.0f} s"
+                                    + (f": {figures}" if figures else ""))
+
+
+@pytest.fixture(scope="session")
+def fault_trials(request) -> int:
+    """How many times each fault-injection case is repeated (``--fault-trials``)."""
+    trials = request.config.getoption("--fault-trials")
+    if trials < 1:
+        raise pytest.UsageError("--fault-trials must be at least 1")
+    return trials
 
 
 def _start_embedded_postgres() -> tuple[str, Any]:
