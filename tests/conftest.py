@@ -45,13 +45,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
     seconds = 0.0
     for reports in terminalreporter.stats.values():
         for report in reports:
-            if "faults" not in getattr(report, "keywords", ()):
+            when = getattr(report, "when", None)  # deselected items are listed too
+            if when is None or "faults" not in report.keywords:
                 continue
-            if report.when == "call":
+            if when == "call":
                 tests += 1
                 failed += report.failed
                 seconds += report.duration
-            elif report.when == "teardown":  # holds every property the test recorded
+            elif when == "teardown":  # holds every property the test recorded
                 for name, value in report.user_properties:
                     if name.startswith("faults."):
                         totals[name[7:]] = totals.get(name[7:], 0) + value
