@@ -61,7 +61,7 @@ def run_workloads(env: Env, only: set[str]) -> list[Section]:
     import w3_readback
     import w4_startup
 
-    rounds = 3 if env.quick else 7
+    rounds = 3 if env.quick else 9
     plan = (
         ("W1", lambda: w1_training.run(env, rounds)),
         ("W2", lambda: w2_writers.run(env, 3 if env.quick else 5)),
