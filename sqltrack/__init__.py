@@ -19,7 +19,6 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from . import analysis as analysis  # DataFrames; pandas / polars load only when used
 from .client import AsyncClient
 from .errors import (
     ClientClosed,
@@ -149,4 +148,8 @@ def __getattr__(name: str) -> Any:
         import sqltrack_sync
 
         return getattr(sqltrack_sync, name)
+    if name == "analysis":  # DataFrame helpers: imported on first use, like pandas / polars
+        import importlib
+
+        return importlib.import_module("sqltrack.analysis")
     raise AttributeError(f"module 'sqltrack' has no attribute {name!r}")

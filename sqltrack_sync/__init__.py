@@ -7,11 +7,6 @@ Every call runs the async core on one background event loop; see ``_portal``.
 
 from __future__ import annotations
 
-from sqltrack_sync.analysis import (
-    metrics_frame,
-    query_frame,
-    runs_frame,
-)
 from sqltrack_sync.client import (
     Client,
     Connection,
@@ -98,3 +93,19 @@ __all__ = [
     "runs_frame",
     "setup",
 ]
+
+#: Imported on first access, so that importing sqltrack_sync stays light.
+_LAZY = {
+    "metrics_frame": "analysis",
+    "query_frame": "analysis",
+    "runs_frame": "analysis",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"sqltrack_sync.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'sqltrack_sync' has no attribute {name!r}")

@@ -49,6 +49,8 @@ MODULES = {
     "maintenance.py": "maintenance.py",
     "analysis.py": "analysis.py",
 }
+#: Generated modules whose names sqltrack_sync exposes lazily (DataFrame helpers).
+LAZY_MODULES = {"analysis"}
 RENAMES = {"AsyncClient": "Client", "AsyncExperiment": "Experiment", "AsyncRun": "Run"}
 #: Sync classes: name -> generated module that defines it.
 CLASS_HOME = {"Client": "client", "Experiment": "experiments", "Run": "runs"}
@@ -613,11 +615,25 @@ def generate() -> dict[Path, str]:
     init += "Every call runs the async core on one background event loop; see ``_portal``.\n"
     init += '"""\n\nfrom __future__ import annotations\n\n'
     names: list[str] = []
+    lazy: dict[str, str] = {}
     for module in sorted(exports):
+        names += exports[module]
+        if module in LAZY_MODULES:
+            lazy.update({name: module for name in exports[module]})
+            continue
         init += f"from sqltrack_sync.{module} import (\n"
         init += "".join(f"    {n},\n" for n in sorted(exports[module])) + ")\n"
-        names += exports[module]
     init += "\n__all__ = [\n" + "".join(f'    "{n}",\n' for n in sorted(names)) + "]\n"
+    if lazy:
+        init += "\n#: Imported on first access, so that importing sqltrack_sync stays light.\n"
+        init += "_LAZY = {\n" + "".join(f'    "{n}": "{m}",\n' for n, m in sorted(lazy.items()))
+        init += "}\n\n\n"
+        init += "def __getattr__(name: str):\n"
+        init += "    if name in _LAZY:\n"
+        init += "        import importlib\n\n"
+        init += '        module = importlib.import_module(f"sqltrack_sync.{_LAZY[name]}")\n'
+        init += "        return getattr(module, name)\n"
+        init += '    raise AttributeError(f"module \'sqltrack_sync\' has no attribute {name!r}")\n'
     files[OUT / "__init__.py"] = init
     return files
 
