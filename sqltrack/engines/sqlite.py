@@ -159,46 +159,25 @@ def _split_script(script: str) -> list[str]:
 def _write_metrics(
     c: sqlite3.Connection,
     upsert: str,
-    row: Sequence,
+    rows: Sequence[Sequence],
     touch: Sequence | None,
     oneshot: bool,
 ) -> None:
+    """Upsert metric rows (one or many), touch the run, commit when oneshot: one hop."""
     try:
-        c.execute(upsert, row)
+        if len(rows) == 1:
+            c.execute(upsert, rows[0])
+        else:
+            c.executemany(upsert, rows)
         if touch is not None:
             c.execute("UPDATE runs SET time_updated = ? WHERE id = ?", touch)
         if oneshot:
             c.commit()
-    except sqlite3.IntegrityError as error:
-        if oneshot:
-            c.rollback()
-        if "FOREIGN KEY" in str(error):
-            raise RunNotFound(row[0]) from None
-        raise
-    except BaseException:
+    except BaseException as error:
         if oneshot and c.in_transaction:
             c.rollback()
-        raise
-
-
-def _write_metrics_batch(
-    c: sqlite3.Connection, upsert: str, rows: list, touch: Sequence | None, oneshot: bool
-) -> None:
-    try:
-        c.executemany(upsert, rows)
-        if touch is not None:
-            c.execute("UPDATE runs SET time_updated = ? WHERE id = ?", touch)
-        if oneshot:
-            c.commit()
-    except sqlite3.IntegrityError as error:
-        if oneshot and c.in_transaction:
-            c.rollback()
-        if "FOREIGN KEY" in str(error):
+        if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error):
             raise RunNotFound(rows[0][0]) from None
-        raise
-    except BaseException:
-        if oneshot and c.in_transaction:
-            c.rollback()
         raise
 
 
@@ -379,7 +358,7 @@ class SqliteEngine(Engine):
         row = (run_id, step, progress,
                *[v if type(v) is float and v == v else value(v) for v in values])
         touch = None if updated is None else (self.timestamp(updated), run_id)
-        await _in_worker(conn, _write_metrics, _upsert_sql(names), row, touch, oneshot)
+        await _in_worker(conn, _write_metrics, _upsert_sql(names), (row,), touch, oneshot)
 
 
     async def write_metrics_batch(
@@ -388,7 +367,7 @@ class SqliteEngine(Engine):
         value = self.metric_value
         adapted = [(*row[:3], *map(value, row[3:])) for row in rows]
         touch = None if updated is None else (self.timestamp(updated), run_id)
-        await _in_worker(conn, _write_metrics_batch, _upsert_sql(names), adapted, touch, oneshot)
+        await _in_worker(conn, _write_metrics, _upsert_sql(names), adapted, touch, oneshot)
 
 
 @lru_cache(maxsize=1024)
