@@ -128,6 +128,17 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path) -> None:
+    """No sqltrack settings from the outside environment, and an empty working directory."""
+    for name in list(os.environ):
+        if name.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_")) or (
+            name == "SQLTRACK_CONFIG_PATH"
+        ):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request) -> str:
     return request.param

@@ -18,14 +18,7 @@ from sqltrack import cli
 
 HOURS_AGO = datetime.now(timezone.utc) - timedelta(hours=2)
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No connection settings from the outside, and an empty working directory."""
-    for name in list(os.environ):
-        if name.startswith("SQLTRACK_DSN_") or name == "SQLTRACK_CONFIG_PATH":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def conn_args(client_kwargs: dict[str, Any]) -> list[str]:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import sqlite3
 import threading
 import time
 import traceback
 import warnings
 from typing import Any
 
-import psycopg
 import pytest
+from helpers import read_raw
 
 import sqltrack
 import sqltrack_sync
@@ -21,14 +19,7 @@ from sqltrack_sync import _portal
 
 WAIT = 60.0  # generous bound for every wait on another thread or process
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No connection settings from the outside, and an empty working directory."""
-    for name in list(os.environ):
-        if name.startswith("SQLTRACK_DSN_") or name == "SQLTRACK_CONFIG_PATH":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture
@@ -38,18 +29,8 @@ def sync_client(client_kwargs):
     client.close()
 
 
-def read(kw: dict[str, Any], sql: str, params=()) -> list[tuple]:
-    """Rows of ``sql`` (``%s`` placeholders), read with the raw driver outside sqltrack."""
-    if kw["engine"] == "sqlite":
-        with contextlib.closing(sqlite3.connect(kw["dbpath"])) as conn:
-            return conn.execute(sql.replace("%s", "?"), params).fetchall()
-    conninfo = {k: v for k, v in kw.items() if k not in ("engine", "schema")}
-    with psycopg.connect(**conninfo, options=f"-c search_path={kw['schema']}") as conn:
-        return conn.execute(sql, params).fetchall()
-
-
 def steps_of(kw, run_id: int) -> list[int]:
-    return [s for (s,) in read(kw, "SELECT step FROM metrics WHERE run_id = %s ORDER BY step",
+    return [s for (s,) in read_raw(kw, "SELECT step FROM metrics WHERE run_id = %s ORDER BY step",
                                [run_id])]
 
 
@@ -96,7 +77,7 @@ def test_threads_log_to_their_own_runs_at_once(sync_client, client_kwargs):
 
     assert run_threads([log(run) for run in runs]) == []
     for run in runs:
-        rows = read(client_kwargs, "SELECT count(*), sum(loss), min(worker), max(worker) "
+        rows = read_raw(client_kwargs, "SELECT count(*), sum(loss), min(worker), max(worker) "
                                    "FROM metrics WHERE run_id = %s", [run.id])
         count, total, low, high = rows[0]
         assert (count, low, high) == (steps, run.id, run.id)
@@ -161,7 +142,7 @@ def test_writes_of_a_thread_block_commit_with_that_block(sync_client, client_kwa
         assert written.wait(WAIT)
         # another thread reads on its own connection: the block has not committed yet
         assert sync_client.execute("SELECT name FROM experiments") == []
-        assert read(client_kwargs, "SELECT name FROM experiments") == []
+        assert read_raw(client_kwargs, "SELECT name FROM experiments") == []
     finally:
         checked.set()
         thread.join(WAIT)
@@ -222,9 +203,9 @@ def test_fork_child_uses_the_same_client(sync_client, client_kwargs):
     with sync_client:
         assert sync_client.execute("SELECT count(*) FROM experiments") == [(2,)]
     assert steps_of(client_kwargs, run.id) == list(range(30))
-    whos = read(client_kwargs, "SELECT who, count(*) FROM metrics GROUP BY who ORDER BY who")
+    whos = read_raw(client_kwargs, "SELECT who, count(*) FROM metrics GROUP BY who ORDER BY who")
     assert whos == [("child", 10), ("parent", 20)]
-    assert read(client_kwargs, "SELECT tags FROM runs")[0][0] in ({"child": True},
+    assert read_raw(client_kwargs, "SELECT tags FROM runs")[0][0] in ({"child": True},
                                                                    '{"child": true}')
 
 
@@ -244,7 +225,7 @@ def test_blocking_calls_from_a_thread_running_an_event_loop(sync_client, client_
 
     assert asyncio.run(cell()) == run.id
     assert steps_of(client_kwargs, run.id) == list(range(5))
-    assert read(client_kwargs, "SELECT status FROM runs WHERE id = %s", [run.id]) == [
+    assert read_raw(client_kwargs, "SELECT status FROM runs WHERE id = %s", [run.id]) == [
         ("COMPLETED",)
     ]
 

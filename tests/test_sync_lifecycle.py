@@ -9,20 +9,17 @@ sent only then, so every step before them is acknowledged and must be there.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
+from helpers import read_raw
 
 import sqltrack
 
@@ -149,16 +146,6 @@ def db_env(client_kwargs) -> dict[str, str]:
     return env
 
 
-def read(kw: dict[str, Any], sql: str, params=()) -> list[tuple]:
-    """Rows of ``sql`` (``%s`` placeholders), read with the raw driver outside sqltrack."""
-    if kw["engine"] == "sqlite":
-        with contextlib.closing(sqlite3.connect(kw["dbpath"])) as conn:
-            return conn.execute(sql.replace("%s", "?"), params).fetchall()
-    conninfo = {k: v for k, v in kw.items() if k not in ("engine", "schema")}
-    with psycopg.connect(**conninfo, options=f"-c search_path={kw['schema']}") as conn:
-        return conn.execute(sql, params).fetchall()
-
-
 #: Lines placed before the prelude (before sqltrack is first used).
 HEADS = {
     "late_atexit": """
@@ -243,8 +230,8 @@ class Child:
 
 
 def status_and_steps(kw, run_id: int) -> tuple[str, list[int]]:
-    status = read(kw, "SELECT status FROM runs WHERE id = %s", [run_id])[0][0]
-    steps = read(kw, "SELECT step FROM metrics WHERE run_id = %s ORDER BY step", [run_id])
+    status = read_raw(kw, "SELECT status FROM runs WHERE id = %s", [run_id])[0][0]
+    steps = read_raw(kw, "SELECT step FROM metrics WHERE run_id = %s ORDER BY step", [run_id])
     return status, [s for (s,) in steps]
 
 
@@ -316,7 +303,7 @@ def test_sigterm_with_an_open_run_inside_a_block(tmp_path, db_env, client_kwargs
     child.signal(signal.SIGTERM)
     assert child.wait() == -signal.SIGTERM, child.stderr
     assert status_and_steps(client_kwargs, child.run_id) == ("CANCELLED", list(range(STEPS)))
-    assert read(client_kwargs, "SELECT name FROM experiments") == [("lifecycle",)]
+    assert read_raw(client_kwargs, "SELECT name FROM experiments") == [("lifecycle",)]
 
 
 def test_sigint_with_an_open_run(tmp_path, db_env, client_kwargs):

@@ -9,18 +9,14 @@ read back with the raw driver (sqlite3 / psycopg), outside sqltrack.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import inspect
 import json
-import os
-import sqlite3
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import psycopg
 import pytest
-from helpers import json_value
+from helpers import json_value, read_raw
 
 import sqltrack
 import sqltrack.experiments
@@ -30,16 +26,7 @@ import sqltrack_sync
 API_MODULES = ("sqltrack", "sqltrack_sync")
 WHEN = datetime(2024, 5, 17, 12, 30, 15, 250000, tzinfo=timezone.utc)
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    """No connection settings from the outside, and an empty working directory."""
-    for name in list(os.environ):
-        if name.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_")) or (
-            name == "SQLTRACK_CONFIG_PATH"
-        ):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.fixture(params=API_MODULES)
@@ -63,18 +50,8 @@ def sync_client(client_kwargs):
     client.close()
 
 
-def read(kw: dict[str, Any], sql: str, params=()) -> list[tuple]:
-    """Rows of ``sql`` (``%s`` placeholders), read with the raw driver outside sqltrack."""
-    if kw["engine"] == "sqlite":
-        with contextlib.closing(sqlite3.connect(kw["dbpath"])) as conn:
-            return conn.execute(sql.replace("%s", "?"), params).fetchall()
-    conninfo = {k: v for k, v in kw.items() if k not in ("engine", "schema")}
-    with psycopg.connect(**conninfo, options=f"-c search_path={kw['schema']}") as conn:
-        return conn.execute(sql, params).fetchall()
-
-
 def one(kw: dict[str, Any], sql: str, params=()) -> Any:
-    rows = read(kw, sql, params)
+    rows = read_raw(kw, sql, params)
     assert len(rows) == 1, rows
     return rows[0][0]
 
@@ -110,7 +87,7 @@ def test_execute_snippet(api, client_kwargs):
     client.execute("INSERT INTO experiments (name) VALUES ('from execute')")
     assert client.execute("SELECT name FROM experiments") == [("from execute",)]
     client.close()
-    assert read(client_kwargs, "SELECT name FROM experiments") == [("from execute",)]
+    assert read_raw(client_kwargs, "SELECT name FROM experiments") == [("from execute",)]
 
 
 def test_connection_and_cursor_snippet(api, client_kwargs):
@@ -124,7 +101,7 @@ def test_connection_and_cursor_snippet(api, client_kwargs):
         assert conn.execute("SELECT count(*) FROM experiments").fetchone() == (1,)
     client.close()
     # the outermost block committed
-    assert read(client_kwargs, "SELECT name FROM experiments") == [("with conn",)]
+    assert read_raw(client_kwargs, "SELECT name FROM experiments") == [("with conn",)]
 
 
 def test_client_cursor_snippet(api, client_kwargs):
@@ -138,7 +115,7 @@ def test_client_cursor_snippet(api, client_kwargs):
         cursor.execute("SELECT name FROM experiments ORDER BY name")
         assert [row[0] for row in cursor] == ["by cursor", "many 1", "many 2"]
     client.close()
-    assert read(client_kwargs, "SELECT count(*) FROM experiments") == [(3,)]
+    assert read_raw(client_kwargs, "SELECT count(*) FROM experiments") == [(3,)]
 
 
 def test_client_settings_sources(api, client_kwargs, tmp_path, monkeypatch):
@@ -163,7 +140,7 @@ def test_client_settings_sources(api, client_kwargs, tmp_path, monkeypatch):
     for source, client in clients.items():
         client.execute("INSERT INTO experiments (name) VALUES ('" + source + "')")
         client.close()
-    names = sorted(n for (n,) in read(client_kwargs, "SELECT name FROM experiments"))
+    names = sorted(n for (n,) in read_raw(client_kwargs, "SELECT name FROM experiments"))
     assert names == sorted(clients)
 
 
@@ -175,7 +152,7 @@ def test_execute_many_and_script(sync_client, client_kwargs):
     sync_client.executescript(
         "INSERT INTO experiments (name) VALUES ('d');\nINSERT INTO experiments (name) VALUES ('e');"
     )
-    names = read(client_kwargs, "SELECT name FROM experiments ORDER BY name")
+    names = read_raw(client_kwargs, "SELECT name FROM experiments ORDER BY name")
     assert [n for (n,) in names] == ["a", "b", "c", "d", "e"]
 
 
@@ -221,7 +198,7 @@ def test_block_rolls_back_on_exception_unless_committed(sync_client, client_kwar
     with sync_client:
         sync_client.execute(f"INSERT INTO experiments (name) VALUES ({p})", ["discarded"])
         sync_client.rollback()
-    assert read(client_kwargs, "SELECT name FROM experiments") == [("committed",)]
+    assert read_raw(client_kwargs, "SELECT name FROM experiments") == [("committed",)]
 
 
 def test_commit_and_rollback_need_a_connection(sync_client):
@@ -266,11 +243,11 @@ def test_experiment_methods(sync_client, client_kwargs):
     assert exp.set_tags("x") is exp
     assert experiment_column(kw, exp.id, "tags") == {"x": True}
     assert exp.add_link("derived", other.id) is exp
-    assert read(kw, "SELECT from_id, kind, to_id FROM experiment_links") == [
+    assert read_raw(kw, "SELECT from_id, kind, to_id FROM experiment_links") == [
         (exp.id, "derived", other.id)
     ]
     assert exp.remove_link("derived", other.id) is exp
-    assert read(kw, "SELECT * FROM experiment_links") == []
+    assert read_raw(kw, "SELECT * FROM experiment_links") == []
 
     run = exp.get_run()
     assert isinstance(run, sqltrack.Run) and run.experiment_id == exp.id
@@ -321,11 +298,11 @@ def test_run_json_methods(sync_client, client_kwargs, monkeypatch):
 
     other = sqltrack.Run(sync_client, exp.id)
     assert run.add_link("resumes", other.id) is run
-    assert read(kw, "SELECT from_id, kind, to_id FROM run_links") == [
+    assert read_raw(kw, "SELECT from_id, kind, to_id FROM run_links") == [
         (run.id, "resumes", other.id)
     ]
     assert run.remove_link("resumes", other.id) is run
-    assert read(kw, "SELECT * FROM run_links") == []
+    assert read_raw(kw, "SELECT * FROM run_links") == []
 
 
 def test_run_status_and_time_methods(sync_client, client_kwargs):
@@ -371,7 +348,7 @@ def test_run_add_metrics_and_track(sync_client, client_kwargs):
         run.add_metrics({"loss": 0.0}, progress=0.5, updated=WHEN)
         assert run_column(kw, run.id, "time_updated") == WHEN
     assert run_column(kw, run.id, "status") == "COMPLETED"
-    rows = read(kw, "SELECT step, progress, loss, top1 FROM metrics ORDER BY step, progress")
+    rows = read_raw(kw, "SELECT step, progress, loss, top1 FROM metrics ORDER BY step, progress")
     assert rows == [(0, 0.5, 0.0, None), (1, 0.0, 1.0, 1), (2, 0.0, 0.5, 2), (3, 0.0, 1 / 3, 3)]
 
     failing = sqltrack.Experiment(sync_client, name="metrics").get_run()
@@ -404,11 +381,11 @@ def test_experiment_functions(api, api_client, client_kwargs):
     api.experiment_set_tags(api_client, exp_id, "c")
     assert experiment_column(kw, exp_id, "tags") == {"c": True}
     api.experiment_add_link(api_client, exp_id, "follows", other_id)
-    assert read(kw, "SELECT from_id, kind, to_id FROM experiment_links") == [
+    assert read_raw(kw, "SELECT from_id, kind, to_id FROM experiment_links") == [
         (exp_id, "follows", other_id)
     ]
     api.experiment_remove_link(api_client, exp_id, "follows", other_id)
-    assert read(kw, "SELECT * FROM experiment_links") == []
+    assert read_raw(kw, "SELECT * FROM experiment_links") == []
 
 
 def test_run_functions(api, api_client, client_kwargs, monkeypatch):
@@ -466,13 +443,14 @@ def test_run_functions(api, api_client, client_kwargs, monkeypatch):
     assert run_column(kw, run_id, "time_updated") > WHEN + timedelta(seconds=2)
 
     api.run_add_link(api_client, run_id, "parent", other_id)
-    assert read(kw, "SELECT from_id, kind, to_id FROM run_links") == [(run_id, "parent", other_id)]
+    links = read_raw(kw, "SELECT from_id, kind, to_id FROM run_links")
+    assert links == [(run_id, "parent", other_id)]
     api.run_remove_link(api_client, run_id, "parent", other_id)
-    assert read(kw, "SELECT * FROM run_links") == []
+    assert read_raw(kw, "SELECT * FROM run_links") == []
 
     api.run_add_metrics(api_client, run_id, {"acc": 0.25}, step=7)
     api.run_add_metrics(api_client, run_id, {"acc": 0.5}, 8, 0.75)
-    assert read(kw, "SELECT step, progress, acc FROM metrics ORDER BY step") == [
+    assert read_raw(kw, "SELECT step, progress, acc FROM metrics ORDER BY step") == [
         (7, 0.0, 0.25), (8, 0.75, 0.5)
     ]
 
@@ -500,7 +478,7 @@ def test_setup(api, api_client, client_kwargs, tmp_path):
     assert api.setup(api_client, [str(script)]) == []
     run = api.Experiment(api_client, name="setup").get_run()
     run.add_metrics({"declared": 1.5}, step=1)
-    assert read(client_kwargs, "SELECT declared FROM metrics") == [(1.5,)]
+    assert read_raw(client_kwargs, "SELECT declared FROM metrics") == [(1.5,)]
 
 
 # -- mix-ups between the blocking and the async API ---------------------------
@@ -519,7 +497,7 @@ async def test_async_client_given_to_the_blocking_api(client, client_kwargs):
     run = await exp.get_run()
     await sqltrack.run_add_tags(client, run.id, "from async")
     assert run_column(client_kwargs, run.id, "tags") == {"from async": True}
-    assert read(client_kwargs, "SELECT name FROM experiments") == [("async",)]
+    assert read_raw(client_kwargs, "SELECT name FROM experiments") == [("async",)]
 
 
 def test_blocking_client_given_to_coroutines(sync_client, client_kwargs):
@@ -543,8 +521,8 @@ def test_blocking_client_given_to_coroutines(sync_client, client_kwargs):
     asyncio.run(attempts())
     assert run_column(client_kwargs, run.id, "status") == "PENDING"
     assert run_column(client_kwargs, run.id, "tags") is None
-    assert read(client_kwargs, "SELECT name FROM experiments") == [("mixup",)]
-    assert read(client_kwargs, "SELECT count(*) FROM runs") == [(1,)]
+    assert read_raw(client_kwargs, "SELECT name FROM experiments") == [("mixup",)]
+    assert read_raw(client_kwargs, "SELECT count(*) FROM runs") == [(1,)]
     with pytest.raises(TypeError, match="AsyncClient"):
         sync_client.metrics  # noqa: B018 - an AsyncClient attribute
 
