@@ -390,7 +390,7 @@ def export_format(requested: str | None, path: str) -> str:
         except ImportError:
             raise CliError(
                 "parquet export needs pyarrow, which is not installed: "
-                "pip install pyarrow (or use --format csv / jsonl)"
+                "pip install 'sqltrack[parquet]' (or use --format csv / jsonl)"
             ) from None
     return fmt
 

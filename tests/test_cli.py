@@ -338,7 +338,7 @@ def test_export_errors(run_cli, seeded, tmp_path, monkeypatch):
 
 
 def test_export_parquet(run_cli, seeded, tmp_path):
-    pq = pytest.importorskip("pyarrow.parquet", reason="parquet export needs pyarrow")
+    import pyarrow.parquet as pq  # the test extra installs it (sqltrack[parquet])
     target = tmp_path / "out.parquet"
     code, _, _ = run_cli("export", str(seeded["done"]), "--format", "parquet", "-o", str(target))
     assert code == 0
