@@ -147,10 +147,10 @@ def _schema(raw: Any) -> str | None:
     raw = str(raw)
     if not _encodes(raw):
         raise ValueError(f"config value schema={raw!r} is not valid Unicode")
-    if "\x00" in raw or len(raw.encode("utf-8")) > 63:
+    if "\x00" in raw or len(raw.encode("utf-8")) > 63 or raw.startswith("pg_"):
         raise ValueError(
-            f"config value schema={raw!r} is not a PostgreSQL name: "
-            "at most 63 bytes (UTF-8), no NUL character"
+            f"config value schema={raw!r} is not a PostgreSQL schema name: "
+            "at most 63 bytes (UTF-8), no NUL character, not starting with 'pg_'"
         )
     return raw
 

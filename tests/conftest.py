@@ -63,6 +63,16 @@ def pytest_terminal_summary(terminalreporter) -> None:
                                     + (f": {figures}" if figures else ""))
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """More fault trials, more time: the per-test timeout grows with ``--fault-trials``."""
+    scale = config.getoption("--fault-trials") / DEFAULT_FAULT_TRIALS
+    if scale > 1:
+        for item in items:
+            timeout = item.get_closest_marker("timeout")
+            if item.get_closest_marker("faults") and timeout is None:
+                item.add_marker(pytest.mark.timeout(300 * scale))
+
+
 @pytest.fixture(scope="session")
 def fault_trials(request) -> int:
     """How many times each fault-injection case is repeated (``--fault-trials``)."""

@@ -27,6 +27,7 @@ What a child prints on its stdout (a pipe to the runner), one line each, flushed
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import json
 import multiprocessing
@@ -194,6 +195,8 @@ class ChildTask:
         self.barrier = barrier
 
     def run(self) -> None:
+        # A child that hangs gets SIGUSR1 first: its threads' stacks go to stderr.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         random.seed(self.job.get("seed", 0) * 1000 + self.index)
         program = PROGRAMS[self.job["program"]]
         if self.barrier is None:
@@ -258,6 +261,10 @@ def run_job(job: dict) -> dict | ChildTask:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             hung = True
+            for child in children:
+                if child.open:
+                    _kill(child.pid, signal.SIGUSR1)  # stacks to stderr, then the end
+            time.sleep(1.0)
             for child in children:
                 if child.open:
                     _kill(child.pid, signal.SIGKILL)

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import queue
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -63,6 +64,7 @@ class _Runners:
                 env=clean_environ(),
                 text=True,
                 bufsize=1,
+                start_new_session=True,  # its own process group: killed with its children
             )
             for _ in range(workers)
         ]
@@ -81,9 +83,12 @@ class _Runners:
                     index, job = todo.get_nowait()
                 except queue.Empty:
                     return
-                process.stdin.write(json.dumps(job) + "\n")
-                process.stdin.flush()
-                line = process.stdout.readline()
+                try:
+                    process.stdin.write(json.dumps(job) + "\n")
+                    process.stdin.flush()
+                    line = process.stdout.readline()
+                except (OSError, ValueError):  # killed, see below
+                    line = ""
                 if not line:
                     broken.append(f"fault runner died ({process.poll()}): "
                                   f"{process.stderr.read()[-4000:]}")
@@ -95,18 +100,32 @@ class _Runners:
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if any(thread.is_alive() for thread in threads):
-            self.close()
+        finished = False
+        try:
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            finished = not any(thread.is_alive() for thread in threads)
+        finally:
+            if not finished or broken:  # also on a test timeout: no stale job may linger
+                broken.append("stopped")
+                self.kill()
+        if not finished:
             raise AssertionError(f"fault runners did not finish {len(jobs)} jobs in {timeout} s")
-        if broken:
-            self.close()
+        if broken and broken[0] != "stopped":
             raise AssertionError(broken[0])
         return results
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.processes)
+
+    def kill(self) -> None:
+        """End the runners and their children now (they are started afresh when needed)."""
+        for process in self.processes:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.kill()
+        for process in self.processes:
+            process.wait()
 
     def close(self) -> None:
         for process in self.processes:
@@ -123,7 +142,7 @@ class _Runners:
 _runners: _Runners | None = None
 
 
-def run_jobs(jobs: list[dict], timeout: float = 600.0) -> list[dict]:
+def run_jobs(jobs: list[dict], timeout: float | None = None) -> list[dict]:
     """Run ``jobs`` in the session's runner processes, WORKERS at once; results in order.
 
     Each job runs its own child process(es), see tests/fault_runner.py.
@@ -133,6 +152,8 @@ def run_jobs(jobs: list[dict], timeout: float = 600.0) -> list[dict]:
         _runners = _Runners(WORKERS)
     for number, job in enumerate(jobs):
         job.setdefault("seed", number)
+    if timeout is None:  # every job bounds itself; all of them, in turns, bound the whole
+        timeout = sum(job.get("timeout", 60.0) for job in jobs) / WORKERS + 60.0
     return _runners.run(jobs, timeout)
 
 

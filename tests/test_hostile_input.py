@@ -46,7 +46,7 @@ pytestmark = pytest.mark.faults
 PIECES = [
     "'", '"', "''", ";", "--", "/*", "*/", "\x00", "\\", "`", "%s", "%(x)s", "%", "?", "?1",
     ":name", "$1", "$$", "{}", "select", "SELECT", "drop table runs", "run_id", "step",
-    "progress", "metrics", "runs", "NULL", "true", " ", "\n", "\t", "\r", "é", "ß", "İ",
+    "progress", "metrics", "runs", "NULL", "true", "pg_", " ", "\n", "\t", "\r", "é", "ß", "İ",
     "\u212a", "🚀", "\ufeff", "\u202e", "\u0301", "\ud800", "\udc80", "\udfff", "x", "_", "0",
 ]
 ALNUM = string.ascii_letters + string.digits
