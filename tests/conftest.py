@@ -10,6 +10,7 @@ says how to provide one.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import uuid
 import warnings
@@ -21,6 +22,12 @@ import pytest
 import sqltrack
 
 PG_DSN_ENV = "SQLTRACK_TEST_PG_DSN"
+
+# A runner started in the background (``cmd &`` in a script, nohup) ignores SIGINT,
+# and child processes would inherit that, so the Ctrl-C tests could not interrupt
+# them. Give SIGINT its usual meaning here; exec'd children then start with it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 ENGINES = ("sqlite", "postgres")
 #: Trials per case of the fault-injection tests (tests/test_faults_*.py), unless
 #: ``--fault-trials=N`` says otherwise.
