@@ -156,25 +156,33 @@ def _schema(raw: Any) -> str | None:
 
 
 def _expand_dbname(values: dict[str, Any]) -> dict[str, Any]:
-    """A connection string in ``dbname`` (URI or ``key=value``) becomes settings, as libpq
-    reads it there; the other settings win. (Sent as a database name instead, it would
-    fail and the server would echo it, password included, in its error.)"""
-    dbname = values.get("dbname")
-    if not isinstance(dbname, str) or not (
-        dbname.startswith(("postgresql://", "postgres://")) or "=" in dbname
-    ):
-        return values
-    from psycopg.conninfo import conninfo_to_dict
+    """A connection string (URI or ``key=value``) becomes settings; the other settings win.
 
-    try:
-        parts = conninfo_to_dict(dbname)
-    except Exception as error:  # noqa: BLE001 - shown, without its password
-        raise ValueError(
-            f"config value dbname={mask_passwords(dbname)!r} is not a connection string: "
-            f"{mask_passwords(str(error))}"
-        ) from None
-    rest = {k: v for k, v in values.items() if k != "dbname"}
-    return {**{k: str(v) for k, v in parts.items()}, **rest}
+    libpq reads one in ``dbname``; ``conninfo`` and ``dsn`` take one too. (Sent as a
+    database name instead, it would fail and the server would echo it, password
+    included, in its error.)
+    """
+    for key in ("conninfo", "dsn", "dbname"):
+        text = values.get(key)
+        if key == "dbname" and not (
+            isinstance(text, str)
+            and (text.startswith(("postgresql://", "postgres://")) or "=" in text)
+        ):
+            continue
+        if text is None:
+            continue
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            parts = conninfo_to_dict(str(text))
+        except Exception as error:  # noqa: BLE001 - shown, without its password
+            raise ValueError(
+                f"config value {key}={mask_passwords(str(text))!r} is not a connection "
+                f"string: {mask_passwords(str(error))}"
+            ) from None
+        rest = {k: v for k, v in values.items() if k != key}
+        values = {**{k: str(v) for k, v in parts.items()}, **rest}
+    return values
 
 
 def resolve(config: Mapping[str, Any] | str | os.PathLike | None = None, **kwargs: Any) -> Settings:

@@ -195,6 +195,11 @@ class ChildTask:
         self.barrier = barrier
 
     def run(self) -> None:
+        # As a script started from a terminal, whatever the test run inherited (a shell
+        # starts background jobs with SIGINT ignored): Ctrl-C raises KeyboardInterrupt,
+        # SIGTERM has its default action.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # A child that hangs gets SIGUSR1 first: its threads' stacks go to stderr.
         faulthandler.register(signal.SIGUSR1, all_threads=True)
         random.seed(self.job.get("seed", 0) * 1000 + self.index)

@@ -2,9 +2,9 @@
 
 The password is given each way the settings allow: keyword argument,
 ``SQLTRACK_DSN_PASSWORD``, a config file (by path and by ``SQLTRACK_CONFIG_PATH``),
-and inside a connection URI in ``dbname`` (libpq reads one there). Failing
-connections go to a closed port on 127.0.0.1 and to a socket directory that does
-not exist; working ones go to the test server (it trusts, so any password works).
+and inside a connection URI in ``dbname`` (libpq reads one there) or ``conninfo``.
+Failing connections go to a closed port on 127.0.0.1 and to a socket directory
+that does not exist; working ones go to the test server (it trusts, so any password works).
 Everything printed or logged (DEBUG, every logger) is searched for the password.
 """
 
@@ -63,7 +63,7 @@ def settings_for(way: str, base: dict[str, str], tmp_path, monkeypatch) -> dict:
             return {"config": str(path), **kwargs}
         monkeypatch.setenv("SQLTRACK_CONFIG_PATH", str(path))
         return kwargs
-    assert way == "uri"
+    assert way in ("uri", "conninfo")
     user = urllib.parse.quote(base.get("user", "postgres"))
     host = base.get("host", "127.0.0.1")
     where = (f"{urllib.parse.quote(host, safe='')}" if host.startswith("/")
@@ -71,7 +71,7 @@ def settings_for(way: str, base: dict[str, str], tmp_path, monkeypatch) -> dict:
     dbname = base.get("dbname", "postgres")
     uri = f"postgresql://{user}:{urllib.parse.quote(SECRET, safe='')}@{where}/{dbname}"
     rest = {k: v for k, v in kwargs.items() if k not in ("host", "port", "user", "dbname")}
-    return {**rest, "dbname": uri}
+    return {**rest, ("dbname" if way == "uri" else "conninfo"): uri}
 
 
 def make_client(kwargs: dict, blocking: bool = False):
@@ -92,7 +92,7 @@ def cli_args(kwargs: dict) -> list[str]:
     return args
 
 
-WAYS = ["kwargs", "env", "config", "config-env", "uri"]
+WAYS = ["kwargs", "env", "config", "config-env", "uri", "conninfo"]
 
 
 @pytest.mark.parametrize("target", ["closed-port", "no-socket"])
