@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import ExperimentNotFound
-from .values import MAX_INDEXED_BYTES, check_int, check_text, dump_json_object, tags_object
+from .values import (
+    MAX_INDEXED_BYTES,
+    Names,
+    check_int,
+    check_text,
+    dump_json_object,
+    key_names,
+    tags_object,
+)
 
 if TYPE_CHECKING:
     from .client import AsyncClient
@@ -45,9 +53,9 @@ async def experiment_add_tags(client: AsyncClient, experiment_id: int, *tags: st
     )
 
 
-async def experiment_remove_tags(client: AsyncClient, experiment_id: int, *tags: str) -> None:
-    """Remove tags from an experiment."""
-    keys = client._engine.key_list_param(tags_object(tags))
+async def experiment_remove_tags(client: AsyncClient, experiment_id: int, *tags: Names) -> None:
+    """Remove tags from an experiment: tags, iterables of tags or dicts (their keys)."""
+    keys = client._engine.key_list_param(key_names(tags, "tag"))
     await _update_experiment(
         client, experiment_id, f"tags = {client._engine.json_remove('tags')}", [keys]
     )
@@ -178,8 +186,8 @@ class AsyncExperiment:
         await experiment_add_tags(self.client, self.id, *tags)
         return self
 
-    async def remove_tags(self, *tags: str) -> AsyncExperiment:
-        """Remove tags from the experiment."""
+    async def remove_tags(self, *tags: Names) -> AsyncExperiment:
+        """Remove tags from the experiment. See experiment_remove_tags()."""
         await experiment_remove_tags(self.client, self.id, *tags)
         return self
 

@@ -15,10 +15,12 @@ from .buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS, MetricBuffer
 from .errors import ExperimentNotFound, RunNotFound
 from .values import (
     Auto,
+    Names,
     check_int,
     check_status,
     check_text,
     dump_json_object,
+    key_names,
     resolve_time,
     tags_object,
 )
@@ -43,8 +45,8 @@ async def _merge_json(client: AsyncClient, run_id: int, column: str, value: Mapp
     await _update_run(client, run_id, f"{column} = {client._engine.json_merge(column)}", [patch])
 
 
-async def _remove_json(client: AsyncClient, run_id: int, column: str, keys: tuple) -> None:
-    names = [check_text(k, f"{column} name") for k in keys]
+async def _remove_json(client: AsyncClient, run_id: int, column: str, names: list[str]) -> None:
+    """Remove the keys ``names`` (already checked by ``key_names``) from a JSON column."""
     param = client._engine.key_list_param(names)
     await _update_run(client, run_id, f"{column} = {client._engine.json_remove(column)}", [param])
 
@@ -77,9 +79,22 @@ async def run_add_args(
         await _merge_json(client, run_id, "args", args)
 
 
-async def run_remove_args(client: AsyncClient, run_id: int, *args: str) -> None:
-    """Remove arguments (by name) from a run."""
-    await _remove_json(client, run_id, "args", args)
+def _detected_args() -> Mapping | None:
+    return _auto_args("auto")
+
+
+def _detected_env() -> Mapping | None:
+    return _auto_env("auto")
+
+
+async def run_remove_args(client: AsyncClient, run_id: int, *args: Names) -> None:
+    """Remove arguments from a run, by name: ``run_remove_args(client, id, "lr", "bs")``.
+
+    Each argument is a name, an iterable of names or a dict (its keys); ``'auto'``
+    means the names ``run_add_args`` would detect; None is nothing. A str is one
+    name, never its characters. A bad name raises before anything is changed.
+    """
+    await _remove_json(client, run_id, "args", key_names(args, "args name", _detected_args))
 
 
 async def run_set_args(
@@ -107,9 +122,13 @@ async def run_add_env(client: AsyncClient, run_id: int, env: Auto | dict | None 
         await _merge_json(client, run_id, "env", env)
 
 
-async def run_remove_env(client: AsyncClient, run_id: int, *env: str) -> None:
-    """Remove environment variables (by name) from a run."""
-    await _remove_json(client, run_id, "env", env)
+async def run_remove_env(client: AsyncClient, run_id: int, *env: Names) -> None:
+    """Remove environment variables from a run, by name (``"HOME"``, ``"HOME", "PATH"``).
+
+    Names are given as for ``run_remove_args``; ``'auto'`` means the names in
+    ``os.environ``.
+    """
+    await _remove_json(client, run_id, "env", key_names(env, "env name", _detected_env))
 
 
 async def run_set_env(client: AsyncClient, run_id: int, env: Auto | dict | None = "auto") -> None:
@@ -127,9 +146,9 @@ async def run_add_extras(client: AsyncClient, run_id: int, extras: dict | None =
         await _merge_json(client, run_id, "extras", extras)
 
 
-async def run_remove_extras(client: AsyncClient, run_id: int, *extras: str) -> None:
-    """Remove extras (by name) from a run."""
-    await _remove_json(client, run_id, "extras", extras)
+async def run_remove_extras(client: AsyncClient, run_id: int, *extras: Names) -> None:
+    """Remove extras from a run, by name: names, iterables of names or dicts (their keys)."""
+    await _remove_json(client, run_id, "extras", key_names(extras, "extras name"))
 
 
 async def run_set_extras(client: AsyncClient, run_id: int, extras: dict | None = None) -> None:
@@ -143,9 +162,9 @@ async def run_add_tags(client: AsyncClient, run_id: int, *tags: str) -> None:
     await _merge_json(client, run_id, "tags", tags_object(tags))
 
 
-async def run_remove_tags(client: AsyncClient, run_id: int, *tags: str) -> None:
-    """Remove tags from a run."""
-    await _remove_json(client, run_id, "tags", tags)
+async def run_remove_tags(client: AsyncClient, run_id: int, *tags: Names) -> None:
+    """Remove tags from a run: tags, iterables of tags or dicts (their keys)."""
+    await _remove_json(client, run_id, "tags", key_names(tags, "tag"))
 
 
 async def run_set_tags(client: AsyncClient, run_id: int, *tags: str) -> None:
@@ -430,7 +449,7 @@ class AsyncRun:
         await run_add_tags(self.client, self.id, *tags)
         return self
 
-    async def remove_tags(self, *tags: str) -> AsyncRun:
+    async def remove_tags(self, *tags: Names) -> AsyncRun:
         """Remove tags from the run. See run_remove_tags()."""
         await run_remove_tags(self.client, self.id, *tags)
         return self
@@ -445,11 +464,11 @@ class AsyncRun:
         await run_add_args(self.client, self.id, args)
         return self
 
-    async def remove_args(self, args: Auto | dict | None = "auto") -> AsyncRun:
-        """Remove parameters from the run: the detected ones (``'auto'``) or a dict's keys."""
-        args = _auto_args(args)
-        if args:
-            await run_remove_args(self.client, self.id, *args)
+    async def remove_args(self, args: Auto | Names = "auto", *more: Names) -> AsyncRun:
+        """Remove parameters from the run, by name: ``remove_args("lr")``,
+        ``remove_args("lr", "bs")``, a list of names, a dict (its keys) or ``'auto'``
+        (the detected ones, the default). See run_remove_args()."""
+        await run_remove_args(self.client, self.id, args, *more)
         return self
 
     async def set_args(self, args: Auto | dict | None = "auto") -> AsyncRun:
@@ -462,11 +481,10 @@ class AsyncRun:
         await run_add_env(self.client, self.id, env)
         return self
 
-    async def remove_env(self, env: Auto | dict | None = "auto") -> AsyncRun:
-        """Remove environment variables: those of ``os.environ`` (``'auto'``) or a dict's keys."""
-        env = _auto_env(env)
-        if env:
-            await run_remove_env(self.client, self.id, *env)
+    async def remove_env(self, env: Auto | Names = "auto", *more: Names) -> AsyncRun:
+        """Remove environment variables from the run, by name (``remove_env("HOME")``),
+        as remove_args() does; ``'auto'`` (the default): those in ``os.environ``."""
+        await run_remove_env(self.client, self.id, env, *more)
         return self
 
     async def set_env(self, env: Auto | dict | None = "auto") -> AsyncRun:
@@ -479,7 +497,7 @@ class AsyncRun:
         await run_add_extras(self.client, self.id, extras)
         return self
 
-    async def remove_extras(self, *extras: str) -> AsyncRun:
+    async def remove_extras(self, *extras: Names) -> AsyncRun:
         """Remove extras (by name) from the run. See run_remove_extras()."""
         await run_remove_extras(self.client, self.id, *extras)
         return self

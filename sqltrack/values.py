@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -157,3 +157,39 @@ def _check_json_strings(value: Any, what: str) -> None:
 def tags_object(tags: tuple[Any, ...], what: str = "tag") -> dict[str, bool]:
     """Tags as the stored JSON object ``{tag: true}``."""
     return {check_text(tag, what): True for tag in tags}
+
+
+#: What the ``remove_*`` calls take: names, iterables of names, dicts (their keys), None.
+Names = str | Iterable[str] | Mapping[str, Any] | None
+
+
+def key_names(
+    items: Iterable[Any], what: str, auto: Callable[[], Mapping | None] | None = None
+) -> list[str]:
+    """The key names that the arguments of a ``remove_*`` call mean, checked up front.
+
+    Each item is one name (a str is never split into characters), an iterable of
+    names, a dict (its keys) or None (nothing). With ``auto``, the str ``'auto'``
+    given directly means the keys ``auto()`` detects; inside an iterable it is the
+    name ``'auto'``. Anything else is a TypeError before the database is touched.
+    """
+    names: list[str] = []
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, str):
+            if auto is not None and item == "auto":
+                names.extend(key_names([auto()], what))
+            else:
+                names.append(_key_name(item, what))
+        elif isinstance(item, (bytes, bytearray)) or not isinstance(item, Iterable):
+            raise TypeError(f"{what} must be a str, an iterable of str or a dict, not {item!r}")
+        else:
+            names.extend(_key_name(name, what) for name in item)
+    return names
+
+
+def _key_name(name: Any, what: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, not {name!r}")
+    return check_text(name, what)  # type: ignore[return-value]

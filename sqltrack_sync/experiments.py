@@ -14,6 +14,9 @@ from sqltrack_sync import _portal
 from sqltrack_sync.client import Client, _unwrap
 from sqltrack_sync.runs import Run
 
+if TYPE_CHECKING:  # names used in annotations, as the async source has them
+    from sqltrack.values import Names
+
 
 
 class Experiment:
@@ -82,8 +85,8 @@ class Experiment:
         _portal.call(self._async.add_tags, *tags)
         return self
 
-    def remove_tags(self, *tags: str) -> Experiment:
-        """Remove tags from the experiment."""
+    def remove_tags(self, *tags: Names) -> Experiment:
+        """Remove tags from the experiment. See experiment_remove_tags()."""
         _portal.call(self._async.remove_tags, *tags)
         return self
 
@@ -118,8 +121,8 @@ def experiment_add_tags(client: Client, experiment_id: int, *tags: str) -> None:
     return _portal.call(_core.experiment_add_tags, _unwrap(client), experiment_id, *tags)
 
 
-def experiment_remove_tags(client: Client, experiment_id: int, *tags: str) -> None:
-    """Remove tags from an experiment."""
+def experiment_remove_tags(client: Client, experiment_id: int, *tags: Names) -> None:
+    """Remove tags from an experiment: tags, iterables of tags or dicts (their keys)."""
     return _portal.call(_core.experiment_remove_tags, _unwrap(client), experiment_id, *tags)
 
 

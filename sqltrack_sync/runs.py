@@ -16,7 +16,7 @@ from sqltrack_sync.client import Client, _unwrap
 if TYPE_CHECKING:  # names used in annotations, as the async source has them
     from collections.abc import AsyncIterator
     from datetime import datetime
-    from sqltrack.values import Auto
+    from sqltrack.values import Auto, Names
 
 
 
@@ -142,7 +142,7 @@ class Run:
         _portal.call(self._async.add_tags, *tags)
         return self
 
-    def remove_tags(self, *tags: str) -> Run:
+    def remove_tags(self, *tags: Names) -> Run:
         """Remove tags from the run. See run_remove_tags()."""
         _portal.call(self._async.remove_tags, *tags)
         return self
@@ -157,9 +157,12 @@ class Run:
         _portal.call(self._async.add_args, args)
         return self
 
-    def remove_args(self, args: Auto | dict | None = 'auto') -> Run:
-        """Remove parameters from the run: the detected ones (``'auto'``) or a dict's keys."""
-        _portal.call(self._async.remove_args, args)
+    def remove_args(self, args: Auto | Names = 'auto', *more: Names) -> Run:
+        """Remove parameters from the run, by name: ``remove_args("lr")``,
+        ``remove_args("lr", "bs")``, a list of names, a dict (its keys) or ``'auto'``
+        (the detected ones, the default). See run_remove_args().
+        """
+        _portal.call(self._async.remove_args, args, *more)
         return self
 
     def set_args(self, args: Auto | dict | None = 'auto') -> Run:
@@ -172,9 +175,11 @@ class Run:
         _portal.call(self._async.add_env, env)
         return self
 
-    def remove_env(self, env: Auto | dict | None = 'auto') -> Run:
-        """Remove environment variables: those of ``os.environ`` (``'auto'``) or a dict's keys."""
-        _portal.call(self._async.remove_env, env)
+    def remove_env(self, env: Auto | Names = 'auto', *more: Names) -> Run:
+        """Remove environment variables from the run, by name (``remove_env("HOME")``),
+        as remove_args() does; ``'auto'`` (the default): those in ``os.environ``.
+        """
+        _portal.call(self._async.remove_env, env, *more)
         return self
 
     def set_env(self, env: Auto | dict | None = 'auto') -> Run:
@@ -187,7 +192,7 @@ class Run:
         _portal.call(self._async.add_extras, extras)
         return self
 
-    def remove_extras(self, *extras: str) -> Run:
+    def remove_extras(self, *extras: Names) -> Run:
         """Remove extras (by name) from the run. See run_remove_extras()."""
         _portal.call(self._async.remove_extras, *extras)
         return self
@@ -252,8 +257,13 @@ def run_add_args(client: Client, run_id: int, args: Auto | dict | None = 'auto')
     return _portal.call(_core.run_add_args, _unwrap(client), run_id, args)
 
 
-def run_remove_args(client: Client, run_id: int, *args: str) -> None:
-    """Remove arguments (by name) from a run."""
+def run_remove_args(client: Client, run_id: int, *args: Names) -> None:
+    """Remove arguments from a run, by name: ``run_remove_args(client, id, "lr", "bs")``.
+
+    Each argument is a name, an iterable of names or a dict (its keys); ``'auto'``
+    means the names ``run_add_args`` would detect; None is nothing. A str is one
+    name, never its characters. A bad name raises before anything is changed.
+    """
     return _portal.call(_core.run_remove_args, _unwrap(client), run_id, *args)
 
 
@@ -276,8 +286,12 @@ def run_add_env(client: Client, run_id: int, env: Auto | dict | None = 'auto') -
     return _portal.call(_core.run_add_env, _unwrap(client), run_id, env)
 
 
-def run_remove_env(client: Client, run_id: int, *env: str) -> None:
-    """Remove environment variables (by name) from a run."""
+def run_remove_env(client: Client, run_id: int, *env: Names) -> None:
+    """Remove environment variables from a run, by name (``"HOME"``, ``"HOME", "PATH"``).
+
+    Names are given as for ``run_remove_args``; ``'auto'`` means the names in
+    ``os.environ``.
+    """
     return _portal.call(_core.run_remove_env, _unwrap(client), run_id, *env)
 
 
@@ -295,8 +309,8 @@ def run_add_extras(client: Client, run_id: int, extras: dict | None = None) -> N
     return _portal.call(_core.run_add_extras, _unwrap(client), run_id, extras)
 
 
-def run_remove_extras(client: Client, run_id: int, *extras: str) -> None:
-    """Remove extras (by name) from a run."""
+def run_remove_extras(client: Client, run_id: int, *extras: Names) -> None:
+    """Remove extras from a run, by name: names, iterables of names or dicts (their keys)."""
     return _portal.call(_core.run_remove_extras, _unwrap(client), run_id, *extras)
 
 
@@ -310,8 +324,8 @@ def run_add_tags(client: Client, run_id: int, *tags: str) -> None:
     return _portal.call(_core.run_add_tags, _unwrap(client), run_id, *tags)
 
 
-def run_remove_tags(client: Client, run_id: int, *tags: str) -> None:
-    """Remove tags from a run."""
+def run_remove_tags(client: Client, run_id: int, *tags: Names) -> None:
+    """Remove tags from a run: tags, iterables of tags or dicts (their keys)."""
     return _portal.call(_core.run_remove_tags, _unwrap(client), run_id, *tags)
 
 
