@@ -26,6 +26,7 @@ from .errors import (
     MetricTypeError,
     PoolTimeout,
     RunNotFound,
+    SchemaMissing,
     SqltrackError,
 )
 from .experiments import (
@@ -82,6 +83,7 @@ __all__ = [
     "PoolTimeout",
     "RunNotFound",
     "STATUSES",
+    "SchemaMissing",
     "SqltrackError",
     "Terminated",
     "experiment_add_link",

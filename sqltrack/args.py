@@ -11,12 +11,20 @@ The rule, applied to ``sys.argv[1:]``:
   accepted too; anything else stays a string. Non-finite numbers stay strings.
 * Words that belong to no option are listed in order under ``"_"``.
 * ``--`` ends option parsing: everything after it goes to ``"_"``.
+
+Launchers whose ``sys.argv`` is not the user's give ``{}`` (nothing is recorded):
+a Jupyter/IPython kernel (``ipykernel_launcher.py``, ``python -m ipykernel``,
+Colab's ``colab_kernel_launcher.py``, Spyder's ``spyder_kernels``), the
+``ipython`` shell, PyCharm's ``pydevconsole.py``, and any command line that
+passes a kernel connection file (``-f .../kernel-*.json``). See
+:func:`is_launcher`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -85,6 +93,52 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-def detect_args() -> dict[str, Any]:
-    """The arguments of the running script (see the module docstring for the rule)."""
-    return parse_args(sys.argv[1:])
+#: Program names (``sys.argv[0]`` without folder and ``.py``) of launchers whose
+#: arguments are their own, not the user's.
+LAUNCHERS = frozenset({
+    "ipykernel_launcher", "ipykernel", "colab_kernel_launcher", "spyder_kernels",
+    "ipython", "ipython3", "jupyter", "jupyter-lab", "jupyter-notebook", "pydevconsole",
+})
+
+
+def _program(argv0: str) -> str:
+    path = argv0.replace("\\", "/").rstrip("/")
+    parts = [p for p in path.split("/") if p]
+    name = parts[-1] if parts else ""
+    if name in ("__main__.py", "__main__") and len(parts) > 1:
+        # python -m package: argv[0] is .../package/__main__.py (or .../package/sub/__main__.py)
+        return next((p for p in reversed(parts[:-1]) if p in LAUNCHERS), parts[-2])
+    return os.path.splitext(name)[0]
+
+
+def _connection_file(argv: Sequence[str]) -> bool:
+    for i, token in enumerate(argv):
+        value = None
+        if token == "-f" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif token.startswith(("-f=", "--f=")):
+            value = token.partition("=")[2]
+        if value and os.path.basename(value).endswith(".json") and (
+            "kernel" in os.path.basename(value) or "jupyter" in value
+            or value.startswith(("/tmp/", os.path.join(os.sep, "tmp")))
+        ):
+            return True
+    return False
+
+
+def is_launcher(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` belongs to a kernel or shell launcher, not to the user's script."""
+    if not argv:
+        return False
+    return _program(argv[0]) in LAUNCHERS or _connection_file(argv[1:])
+
+
+def detect_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The arguments of the running script (see the module docstring for the rule).
+
+    ``{}`` inside a launcher whose arguments are not the user's (a Jupyter kernel).
+    """
+    argv = sys.argv if argv is None else argv
+    if is_launcher(argv):
+        return {}
+    return parse_args(argv[1:])

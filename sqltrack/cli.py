@@ -26,6 +26,8 @@ from typing import Any, TextIO
 from . import config as _config
 from . import queries
 from .client import AsyncClient
+from .environment import mask_passwords
+from .errors import SchemaMissing
 from .maintenance import mark_stale_runs
 from .queries import (  # noqa: F401 - re-exported: the CLI's helpers live in queries
     export_columns,
@@ -595,6 +597,17 @@ COMMANDS = {
 
 
 # -- connecting and running ---------------------------------------------------
+#: Commands that only read: they never create tables (only ``setup`` does).
+READ_ONLY = frozenset({"experiments", "runs", "show", "export", "ui"})
+#: How to point a command at another database (part of the "no tables" error).
+WHERE_HINT = (
+    "point sqltrack elsewhere with '--engine sqlite --dbpath FILE' or "
+    "'--host HOST --dbname NAME [--schema NAME]' before the command, "
+    "SQLTRACK_DSN_* variables (SQLTRACK_DSN_ENGINE, SQLTRACK_DSN_DBPATH, SQLTRACK_DSN_HOST, ...) "
+    "or a sqltrack.conf file; or create the tables here with 'sqltrack setup'"
+)
+
+
 def describe(client: AsyncClient) -> str:
     """Where the client connects, without secrets."""
     settings = client.settings
@@ -606,7 +619,29 @@ def describe(client: AsyncClient) -> str:
         if k in ("host", "port", "user", "dbname", "password")
     )
     schema = f" schema={settings.schema}" if settings.schema else ""
-    return f"postgres {shown}{schema}"
+    return mask_passwords(f"postgres {shown}{schema}")
+
+
+def target_line(client: AsyncClient) -> str:
+    """One line naming the database a command works on: engine, host/database or file, schema.
+
+    Defaults are spelled out (the file's absolute path, libpq's local socket, the
+    ``public`` schema) so a newcomer sees which database was picked for them.
+    """
+    settings = client.settings
+    if settings.engine == "sqlite":
+        path = settings.params["dbpath"]
+        shown = path if path == ":memory:" or path.startswith("file:") else str(
+            Path(path).absolute()
+        )
+        return f"{PROG}: database: sqlite file {shown}"
+    params = settings.params
+    host = params.get("host") or os.environ.get("PGHOST") or "local socket (default)"
+    port = params.get("port") or os.environ.get("PGPORT") or "5432"
+    schema = settings.schema or "public (default)"
+    text = (f"{PROG}: database: postgres host={host} port={port} "
+            f"user={params.get('user', '')} dbname={params.get('dbname', '')} schema={schema}")
+    return mask_passwords(text)
 
 
 def _check_sqlite_exists(client: AsyncClient) -> None:
@@ -614,9 +649,7 @@ def _check_sqlite_exists(client: AsyncClient) -> None:
     if path == ":memory:" or path.startswith("file:"):
         return
     if not Path(path).is_file():
-        raise CliError(
-            f"no SQLite database at {path!r}: pass --dbpath, or create one with 'sqltrack setup'"
-        )
+        raise CliError(f"no SQLite database at {str(Path(path).absolute())!r}: {WHERE_HINT}")
 
 
 async def _check_postgres(client: AsyncClient) -> None:
@@ -633,13 +666,28 @@ async def _check_postgres(client: AsyncClient) -> None:
 
 
 async def run_command(args: argparse.Namespace) -> int:
-    """Open a client for the command, run it, close the client."""
-    client = AsyncClient(args.config, **client_kwargs(args))
+    """Open a client for the command, run it, close the client.
+
+    The target database is named on stderr first. Only ``setup`` (and ``mark-stale``,
+    which writes) may create sqltrack's tables; read-only commands refuse a
+    database without them.
+    """
+    client = AsyncClient(
+        args.config, create_schema=args.command not in READ_ONLY, **client_kwargs(args)
+    )
+    print(target_line(client), file=sys.stderr, flush=True)
     try:
         if client.engine == "sqlite" and args.command != "setup":
             _check_sqlite_exists(client)
         if client.engine == "postgres":
             await _check_postgres(client)
+        if args.command in READ_ONLY:
+            try:
+                await client._opened_engine()
+            except SchemaMissing:
+                raise CliError(
+                    f"no sqltrack tables in {describe(client)}: {WHERE_HINT}"
+                ) from None
         return await COMMANDS[args.command](client, args)
     finally:
         await client.close()

@@ -65,14 +65,22 @@ class AsyncClient:
     ``sqltrack.buffering``; ``flush_rows``, ``flush_interval``, ``buffer_max_rows``).
 
     Nothing connects until first use; the base schema is created then if missing.
+    ``create_schema=False`` (read-only tools such as the ``sqltrack`` listings)
+    never creates tables: a database without them raises ``sqltrack.SchemaMissing``.
     Close the client with ``await client.close()`` when done.
     """
 
     def __init__(
-        self, config: Mapping[str, Any] | str | os.PathLike | None = None, **kwargs: Any
+        self,
+        config: Mapping[str, Any] | str | os.PathLike | None = None,
+        *,
+        create_schema: bool = True,
+        **kwargs: Any,
     ) -> None:
         self.settings = _config.resolve(config, **kwargs)
+        self.create_schema = create_schema
         self._engine: Engine = make_engine(self.settings)
+        self._engine.create_schema = create_schema
         self._held: dict[Any, _Held] = {}
         self._state = "unopened"
         self._open_lock: asyncio.Lock | None = None
@@ -89,6 +97,7 @@ class AsyncClient:
         """In a forked child: forget the parent's pool and connections, connect afresh."""
         _abandoned.append((self._engine, self._held))
         self._engine = make_engine(self.settings)
+        self._engine.create_schema = self.create_schema
         self._held = {}
         self._open_lock = None
         if self._state == "open":

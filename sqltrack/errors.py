@@ -30,6 +30,10 @@ class MetricTypeError(SqltrackError, TypeError):
     """A metric value does not fit the type of its existing column."""
 
 
+class SchemaMissing(SqltrackError, LookupError):
+    """The database has no sqltrack tables and the client may not create them."""
+
+
 class PoolTimeout(SqltrackError, TimeoutError):
     """No connection became free within the pool timeout."""
 

@@ -70,16 +70,36 @@ def metric_kind(name: str, value: Any) -> tuple[Any, str | None]:
         return int(value), "int"
     if isinstance(value, numbers.Real):
         return float(value), "float"
-    item = getattr(value, "item", None)  # 0-d numpy arrays and torch tensors
+    item = getattr(value, "item", None)  # one-element numpy arrays and torch tensors
     if callable(item):
         try:
-            return metric_kind(name, item())
-        except (TypeError, ValueError):
-            pass
+            scalar = item()
+        except Exception:  # noqa: BLE001 - torch: RuntimeError, numpy: ValueError
+            raise MetricTypeError(
+                f"metric {name!r}: a metric value is one scalar, not {_shape_text(value)} "
+                f"of type {type(value).__name__}; log one name per element, or reduce it "
+                "(.mean(), .sum())"
+            ) from None
+        if scalar is not value:
+            return metric_kind(name, scalar)
     raise MetricTypeError(
-        f"metric {name!r}: cannot store {value!r} of type {type(value).__name__}; "
-        "use bool, int, float, str or datetime"
+        f"metric {name!r}: cannot store {_shape_text(value)} of type {type(value).__name__}; "
+        "use one bool, int, float, str or datetime"
     )
+
+
+def _shape_text(value: Any) -> str:
+    """A short description of a value that is not a scalar (no import of numpy or torch)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        try:
+            return f"a value of shape {tuple(shape)}"
+        except TypeError:
+            pass
+    if isinstance(value, (list, tuple, set, dict)):
+        return f"a {type(value).__name__} of {len(value)} elements"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class PreparedRow(NamedTuple):

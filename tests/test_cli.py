@@ -49,13 +49,37 @@ def query(client_kwargs, sql: str, params=()) -> list[tuple]:
     return with_client(client_kwargs, lambda c: c.query(sql, params))
 
 
+TARGET_PREFIX = "sqltrack: database: "
+
+
+def split_target(err: str, client_kwargs: dict[str, Any] | None = None) -> tuple[str, str]:
+    """(the target line, the rest of stderr); asserts the line names the database."""
+    first, _, rest = err.partition("\n")
+    assert first.startswith(TARGET_PREFIX), err
+    if client_kwargs is not None:
+        where = (client_kwargs["dbpath"] if client_kwargs["engine"] == "sqlite"
+                 else f"schema={client_kwargs['schema']}")
+        assert where in first, first
+        assert f"{client_kwargs['engine']} " in first
+    assert TARGET_PREFIX not in rest, err
+    return first, rest
+
+
 @pytest.fixture
 def run_cli(client_kwargs, capsys):
-    """``run_cli(*args)`` -> (exit status, stdout, stderr) of the CLI on the test database."""
+    """``run_cli(*args)`` -> (exit status, stdout, stderr) of the CLI on the test database.
+
+    The line naming the target database, which every command prints first on
+    stderr, is checked (it names this database) and left out of the stderr returned.
+    """
 
     def run(*args: str, connect: bool = True) -> tuple[int, str, str]:
         code = cli.main([*(conn_args(client_kwargs) if connect else []), *args])
         out, err = capsys.readouterr()
+        if code == 2:  # a wrong command line: nothing connected, no target line
+            assert TARGET_PREFIX not in err, err
+            return code, out, err
+        _, err = split_target(err, client_kwargs if connect else None)
         return code, out, err
 
     return run
@@ -422,7 +446,9 @@ def test_missing_sqlite_database(capsys, tmp_path):
     code = cli.main(["--engine", "sqlite", "--dbpath", str(tmp_path / "typo.db"), "runs"])
     _, err = capsys.readouterr()
     assert code == 1
-    assert_one_line_error(err, "no SQLite database at", "typo.db")
+    target, err = split_target(err)
+    assert str(tmp_path / "typo.db") in target
+    assert_one_line_error(err, "no SQLite database at", "typo.db", "--dbpath")
     assert not (tmp_path / "typo.db").exists()
 
 
@@ -431,16 +457,20 @@ def test_bad_connection_masks_password(capsys, tmp_path):
             "--port", "1", "--user", "alice", "--dbname", "nowhere", "runs"]
     assert cli.main(args) == 1
     _, err = capsys.readouterr()
-    assert_one_line_error(err, "cannot connect", "port=1")
     assert "hunter2" not in err
+    target, err = split_target(err)
+    assert "host=127.0.0.1 port=1 user=alice dbname=nowhere" in target
+    assert_one_line_error(err, "cannot connect", "port=1")
     assert "password=***" in err
 
     conf = tmp_path / "secret.conf"
     conf.write_text("engine=postgres\nhost=127.0.0.1\nport=1\npassword=hunter2\n")
     assert cli.main(["--config", str(conf), "experiments"]) == 1
     _, err = capsys.readouterr()
-    assert_one_line_error(err, "cannot connect")
     assert "hunter2" not in err
+    target, err = split_target(err)
+    assert "host=127.0.0.1 port=1" in target
+    assert_one_line_error(err, "cannot connect")
 
 
 def test_mask():
@@ -476,7 +506,8 @@ def test_python_m_sqltrack(client_kwargs, seeded, tmp_path):
                             cwd=tmp_path, timeout=120)
     assert failed.returncode == 1
     assert failed.stdout == ""
-    assert_one_line_error(failed.stderr, "run 31337 does not exist")
+    _, err = split_target(failed.stderr, client_kwargs)
+    assert_one_line_error(err, "run 31337 does not exist")
 
     helped = subprocess.run([sys.executable, "-m", "sqltrack", "--help"], capture_output=True,
                             text=True, env=env, cwd=tmp_path, timeout=120)

@@ -267,8 +267,9 @@ async def test_cli_ui_reports_a_taken_port(client, client_kwargs, capsys):
         taken.listen()
         port = taken.getsockname()[1]
         code = await asyncio.to_thread(cli.main, [*args, "ui", "--port", str(port)])
-    err = capsys.readouterr().err
+    target, _, err = capsys.readouterr().err.partition("\n")
     assert code == 1
+    assert target.startswith("sqltrack: database: ")  # every command names its database first
     assert err.startswith(f"sqltrack: error: cannot listen on 127.0.0.1:{port}: ")
     assert len(err.strip().splitlines()) == 1
 

@@ -22,6 +22,8 @@ class Engine(ABC):
     """One database engine: pool of driver connections plus dialect pieces."""
 
     name: str
+    #: False: ``open`` raises SchemaMissing instead of creating the base schema.
+    create_schema: bool = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

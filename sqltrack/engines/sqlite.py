@@ -253,8 +253,11 @@ class SqliteEngine(Engine):
         conn = await self.acquire()
         try:
             await ensure_base_schema(self, conn)
-        finally:
+        except BaseException:
             await self.release(conn)
+            await self._pool.close()
+            raise
+        await self.release(conn)
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -56,6 +56,10 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> None:
             return
     except Exception:  # no migrations table yet: create everything below
         await engine.rollback(conn)
+    if not engine.create_schema:
+        from ..errors import SchemaMissing
+
+        raise SchemaMissing("no sqltrack tables in this database (and none were created)")
 
     async def create(conn: Any) -> None:
         await engine.executescript(conn, base_schema_sql(engine.name), oneshot=False)
