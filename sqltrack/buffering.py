@@ -5,8 +5,10 @@ Opt in per client (``AsyncClient(..., buffered=True)``) or per run
 (bad names and values raise right there, nothing is buffered) and appended to
 the run's buffer; a batch is written when ``flush_rows`` rows are waiting, every
 ``flush_interval`` seconds, and on ``flush()``, ``stop()``, the end of
-``track()`` (normal, exception, Ctrl-C, SIGTERM), ``client.close()`` and, with
-the blocking API, at interpreter exit.
+``track()`` (normal, exception, Ctrl-C, SIGTERM), ``client.close()`` and at
+interpreter exit (the blocking API's clients, and an AsyncClient never closed:
+see ``sqltrack.exits``). In a forked child, runs inherited from the parent write
+through (see ``AsyncClient._reset_after_fork``).
 
 Guarantees:
 * rows are written in the order they were logged; logging the same
@@ -148,9 +150,15 @@ class MetricBuffer:
         if error is not None:
             raise error
 
+    def rebind(self) -> None:
+        """Move to the running loop (at exit, when the loop the buffer was made on is gone)."""
+        self._loop = asyncio.get_running_loop()
+        self._flushing = asyncio.Lock()
+
     async def close(self) -> None:
         """Flush, stop the periodic flush and detach from the client; raise a pending error."""
-        self._timer.cancel()
+        if not self._timer.done() and not self._timer.get_loop().is_closed():
+            self._timer.cancel()
         self.run.client.buffers.discard(self)
         await self.flush()
 

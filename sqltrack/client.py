@@ -17,13 +17,14 @@ import contextvars
 import os
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import config as _config
 from .engines import make_engine
 from .engines.base import Engine
 from .errors import ClientClosed
+from .exits import silence_pending_tasks
 
 #: Who owns a held connection; the sync facade sets this to its calling thread,
 #: otherwise the current asyncio task is the owner.
@@ -42,6 +43,9 @@ _clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
 #: Engines abandoned in a forked child: kept alive so that no finalizer touches the
 #: parent's connections (their sockets and files are shared with the parent).
 _abandoned: list[Any] = []
+#: Clients opened and not closed yet: held so that one never closed is still
+#: finished at interpreter exit (``sqltrack.exits``), and for no other reason.
+_unclosed: set[AsyncClient] = set()
 
 
 @dataclass
@@ -91,6 +95,10 @@ class AsyncClient:
         from .metrics import MetricTable
 
         self.metrics = MetricTable(self)
+        #: The loop this client was opened on (at exit: is it still there?).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Driven by a blocking ``sqltrack.Client``, whose exit handling is the portal's.
+        self.blocking = False
         _clients.add(self)
 
     def _reset_after_fork(self) -> None:
@@ -102,6 +110,31 @@ class AsyncClient:
         self._open_lock = None
         if self._state == "open":
             self._state = "unopened"
+        silence_pending_tasks(self._loop)
+        self._loop = None
+        _unclosed.discard(self)
+        # Runs inherited from the parent write through in the child: a child often
+        # ends with no hook Python runs (multiprocessing workers end with os._exit or
+        # SIGTERM), so a row buffered there could be lost. The parent's buffered rows
+        # are the parent's to write; the child drops its copy of them.
+        for buffer in self.buffers:
+            buffer.run._buffer = None
+        _abandoned.append(self.buffers)
+        self.buffers = set()
+        if self.settings.buffered:
+            self.settings = replace(self.settings, buffered=False)
+
+    def _restart_engine(self) -> None:
+        """On a new loop (at exit, the client's own loop gone): forget the old engine
+        (it belongs to that loop) and connect afresh on first use."""
+        _abandoned.append(self._engine)
+        self._engine = make_engine(self.settings)
+        self._engine.create_schema = self.create_schema
+        self._held = {}
+        self._open_lock = None
+        self._state = "unopened"
+        for buffer in self.buffers:
+            buffer.rebind()
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self._state} {self.settings!r}>"
@@ -123,6 +156,8 @@ class AsyncClient:
             if self._state == "unopened":
                 await self._engine.open()
                 self._state = "open"
+                self._loop = asyncio.get_running_loop()
+                _unclosed.add(self)
         return await self._opened_engine()
 
     async def close(self) -> None:
@@ -136,6 +171,7 @@ class AsyncClient:
                 await buffer.close()
             except Exception as error:  # noqa: BLE001 - raised below, after closing
                 errors.append(error)
+        _unclosed.discard(self)
         if self._state == "open":
             self._state = "closed"
             await self._engine.close()

@@ -42,15 +42,14 @@ from typing import Any, TypeVar
 
 from sqltrack import signals
 from sqltrack.client import connection_owner
-from sqltrack.errors import ClientClosed
+from sqltrack.exits import EXIT_TIMEOUT, close_at_exit, exit_status, silence_pending_tasks
 from sqltrack.signals import sigterm_raises
 
 log = logging.getLogger("sqltrack")
 
 T = TypeVar("T")
 _EAGER_TASKS = sys.version_info >= (3, 12)
-#: Upper bound for each clean-up at interpreter exit, in seconds.
-EXIT_TIMEOUT = 30.0
+__all__ = ["EXIT_TIMEOUT", "call", "close_at_exit", "context", "exit_status", "register_cleanup"]
 
 
 class _LoopThread:
@@ -255,47 +254,49 @@ def _second_interrupt_ends_process(error: BaseException) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
-_exit_exception: list[type[BaseException]] = []
-
-
-def _record_uncaught(exc_type, exc, tb) -> None:
-    _exit_exception.append(exc_type)
-    _previous_excepthook(exc_type, exc, tb)
-
-
-_previous_excepthook = sys.excepthook
-sys.excepthook = _record_uncaught
-
-
-def exit_status(terminated: str) -> str:
-    """Status for a run still open at interpreter exit, from how the program ended."""
-    if signals.sigterm_received:
-        return terminated
-    if _exit_exception:
-        return "CANCELLED" if issubclass(_exit_exception[0], KeyboardInterrupt) else "FAILED"
-    return "COMPLETED"
-
-
 def register_cleanup(obj: Any) -> None:
     """At interpreter exit, ``await obj.aclose_at_exit()`` runs on the loop (weakly held).
 
     ``obj.async_client`` is the AsyncClient whose open runs SIGTERM and fork look at.
+    When ``obj`` is dropped (a notebook cell run again), its AsyncClient is closed
+    on the loop at once, or at exit if it still has open runs (``_dropped``).
     """
     _cleanups.add(obj)
+    obj.async_client.blocking = True
+    weakref.finalize(obj, _dropped, obj.async_client).atexit = False
     _install_sigterm_handler()
 
 
-async def close_at_exit(client: Any) -> None:
-    """Stop the runs ``client`` (an AsyncClient) has open, then close it; errors are logged."""
-    for run in list(client.open_runs.values()):
-        try:
-            await run.stop(exit_status(run.terminated_status))
-        except ClientClosed:
-            log.warning("sqltrack: run %s is left RUNNING: its client was closed before "
-                        "the run was stopped (call run.stop() before client.close())", run.id)
-        except Exception:  # noqa: BLE001 - the other runs and the pool come next
-            log.exception("sqltrack: could not stop run %s at exit", run.id)
-    await client.close()
+#: AsyncClients of dropped blocking clients with runs still open: finished at exit.
+_orphans: set[Any] = set()
+#: Closes of dropped clients under way on the loop (held so that none is lost).
+_closing: set[asyncio.Task] = set()
+
+
+def _dropped(client: Any) -> None:
+    """A blocking Client was garbage-collected: release its pool and connections now.
+
+    Runs in whichever thread the collection happened (the loop thread too), so it
+    only schedules the close. Open runs keep the client until exit, where they
+    get their exit status as every other open run does.
+    """
+    current = _loop_thread
+    if client.open_runs:
+        _orphans.add(client)
+    elif current is not None and not current.stopped and client._state != "closed":
+        with suppress(RuntimeError):  # the loop is closed: exit is past its clean-up
+            current.loop.call_soon_threadsafe(_close_dropped, current.loop, client)
+
+
+def _close_dropped(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    task = loop.create_task(close_at_exit(client))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _drain_closing() -> None:
+    while _closing:
+        await asyncio.gather(*_closing, return_exceptions=True)
 
 
 def _open_runs() -> list[Any]:
@@ -351,8 +352,10 @@ def _at_exit() -> None:
     current = _loop_thread
     if current is None:
         return
-    for obj in list(_cleanups):
-        future = asyncio.run_coroutine_threadsafe(obj.aclose_at_exit(), current.loop)
+    closes = [obj.aclose_at_exit() for obj in list(_cleanups)]
+    closes += [close_at_exit(client) for client in list(_orphans)]
+    for coro in [*closes, _drain_closing()]:
+        future = asyncio.run_coroutine_threadsafe(coro, current.loop)
         try:
             future.result(EXIT_TIMEOUT)
         except Exception:  # noqa: BLE001 - exit must go on; the error was logged by the loop
@@ -366,11 +369,18 @@ def _after_fork_in_child() -> None:
     The runs the parent has open stay the parent's: the child's exit must not stop them.
     """
     global _loop_thread, _lock
+    if _loop_thread is not None:  # its tasks can never finish here: drop them quietly
+        _abandoned_loops.append(_loop_thread)
+        silence_pending_tasks(_loop_thread.loop)
     _loop_thread = None
+    _orphans.clear()
     _lock = threading.Lock()
     for obj in list(_cleanups):
         obj.async_client.open_runs.clear()
 
+
+#: The parent's loop threads, in a forked child (kept: nothing of theirs is collected).
+_abandoned_loops: list[_LoopThread] = []
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 

@@ -1,0 +1,217 @@
+"""What each way a program ends does to its runs, rows and stderr (README: "What each
+exit path does"), on both engines.
+
+Every case is a script run as a child process with the connection settings in
+``SQLTRACK_DSN_*`` variables; the database is read back with the raw driver and
+the child's stderr must say nothing unexpected.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import read_raw
+
+import sqltrack
+
+ROOT = Path(__file__).resolve().parent.parent
+WAIT = 120.0
+ROWS = 20
+
+
+@pytest.fixture
+def env(client_kwargs) -> dict[str, str]:
+    """A child's environment: ``SQLTRACK_DSN_*`` for the test database, schema made."""
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_"))
+        and k != "SQLTRACK_CONFIG_PATH"
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    for key, value in client_kwargs.items():
+        env[f"SQLTRACK_DSN_{key.upper()}"] = str(value)
+    client = sqltrack.Client(**client_kwargs)
+    sqltrack.Experiment(client, name="exits")
+    client.close()
+    return env
+
+
+def run_script(tmp_path: Path, env: dict[str, str], script: str, **extra: str):
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(script))
+    proc = subprocess.run(
+        [sys.executable, str(path)], cwd=tmp_path, env={**env, **extra}, text=True,
+        capture_output=True, timeout=WAIT,
+    )
+    return proc
+
+
+def steps_and_status(kw, run_id: int) -> tuple[list[int], str]:
+    steps = read_raw(kw, "SELECT step FROM metrics WHERE run_id = %s ORDER BY step", [run_id])
+    status = read_raw(kw, "SELECT status FROM runs WHERE id = %s", [run_id])[0][0]
+    return [s for (s,) in steps], status
+
+
+# -- many blocking clients ------------------------------------------------------
+MANY_CLIENTS = """
+    import gc, os, sys, time
+    import sqltrack
+
+    def connections(client):
+        '''Server connections (PostgreSQL) or open files (SQLite) of this test's database.'''
+        if client.engine == "sqlite":
+            path = os.path.realpath(os.environ["SQLTRACK_DSN_DBPATH"])
+            fds = os.listdir("/proc/self/fd")
+            return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == path)
+        rows = client.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            [os.environ["SQLTRACK_DSN_APPLICATION_NAME"]])
+        return rows[0][0]
+
+    for i in range(50):  # a notebook cell run 50 times
+        client = sqltrack.Client()
+        run = sqltrack.Experiment(client, name="exits").get_run()
+        run.add_metrics({"loss": 1.0}, step=i)
+    del run
+    gc.collect()
+    keep = sqltrack.Client()  # a second database stays open to the end
+    for _ in range(200):  # dropped clients close in the background, promptly
+        if connections(keep) <= 8:  # at most two pools of 4 left
+            break
+        time.sleep(0.05)
+    print(connections(keep), flush=True)
+"""
+
+
+def test_many_clients_print_nothing_and_release_connections(tmp_path, env, client_kwargs):
+    """50 re-created clients: no 'Task was destroyed' (nor anything) on stderr, at
+    exit or on garbage collection; dropped clients release their connections."""
+    proc = run_script(tmp_path, env, MANY_CLIENTS, SQLTRACK_DSN_APPLICATION_NAME=tmp_path.name)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert int(proc.stdout) <= 8  # was 50 pools' worth
+    assert len(read_raw(client_kwargs, "SELECT run_id FROM metrics")) == 50
+
+
+# -- forked children with an inherited buffered client ----------------------------
+FORK = """
+    import multiprocessing, os, sys
+    import sqltrack
+
+    client = sqltrack.Client(buffered=True)
+    run = sqltrack.Experiment(client, name="exits").get_run()
+    run.start()
+    run.add_metrics({"loss": 1.0}, step=0)  # buffered in the parent, not yet written
+    how = os.environ["TEST_HOW"]
+
+    def log(step):
+        run.add_metrics({"loss": 0.5}, step=step)
+        return step
+
+    if how == "pool":
+        with multiprocessing.get_context("fork").Pool(4) as pool:
+            assert pool.map(log, range(1, @ROWS@ + 1)) == list(range(1, @ROWS@ + 1))
+    elif how == "process":
+        def many():
+            for step in range(1, @ROWS@ + 1):
+                log(step)
+        child = multiprocessing.get_context("fork").Process(target=many)
+        child.start()
+        child.join()
+        assert child.exitcode == 0
+    else:
+        pid = os.fork()
+        if pid == 0:
+            for step in range(1, @ROWS@ + 1):
+                log(step)
+            sys.exit(0) if how == "sys_exit" else os._exit(0)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    run.add_metrics({"loss": 1.0}, step=99)
+    print(run.id, flush=True)
+""".replace("@ROWS@", str(ROWS))
+
+
+@pytest.mark.parametrize("how", ["pool", "process", "sys_exit", "os_exit"])
+def test_forked_children_write_their_rows(tmp_path, env, client_kwargs, how):
+    """Rows a forked child logs through an inherited buffered client are written by
+    the child, however it ends; the parent's own rows are written once."""
+    proc = run_script(tmp_path, env, FORK, TEST_HOW=how)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    steps, status = steps_and_status(client_kwargs, int(proc.stdout))
+    assert steps == [0, *range(1, ROWS + 1), 99]
+    assert status == "COMPLETED"
+
+
+# -- a never-closed async client --------------------------------------------------
+NEVER_CLOSED = """
+    import asyncio, os
+    import sqltrack
+
+    async def main():
+        client = sqltrack.AsyncClient(buffered=True)
+        experiment = await sqltrack.AsyncExperiment.create(client, name="exits")
+        run = await experiment.get_run()
+        await run.start()
+        for step in range(100):
+            await run.add_metrics({"loss": 1.0}, step=step)
+        print(run.id, flush=True)
+        if os.environ["TEST_HOW"] == "raise":
+            raise ValueError("boom")
+
+    asyncio.run(main())  # no await client.close()
+"""
+
+
+@pytest.mark.parametrize(("how", "status"), [("normal", "COMPLETED"), ("raise", "FAILED")])
+def test_never_closed_async_client(tmp_path, env, client_kwargs, how, status):
+    """Its buffered rows are written at exit, its run gets the blocking API's exit
+    status, and one warning line names the client."""
+    proc = run_script(tmp_path, env, NEVER_CLOSED, TEST_HOW=how)
+    assert proc.returncode == (0 if how == "normal" else 1), proc.stderr
+    assert steps_and_status(client_kwargs, int(proc.stdout)) == (list(range(100)), status)
+    warnings = [line for line in proc.stderr.splitlines() if "never closed" in line]
+    assert len(warnings) == 1, proc.stderr
+    assert client_kwargs["engine"] in warnings[0]
+    assert "Task was destroyed" not in proc.stderr
+    if how == "normal":
+        assert proc.stderr.strip() == warnings[0]
+
+
+# -- sys.exit inside track() ----------------------------------------------------
+TRACK_EXIT = """
+    import os, sys
+    import sqltrack
+
+    client = sqltrack.Client()
+    run = sqltrack.Experiment(client, name="exits").get_run()
+    print(run.id, flush=True)
+    code = os.environ["TEST_CODE"]
+    with run.track():
+        run.add_metrics({"loss": 1.0}, step=0)
+        sys.exit(None if code == "None" else int(code))
+"""
+
+
+@pytest.mark.parametrize(("code", "status"),
+                         [("3", "FAILED"), ("0", "COMPLETED"), ("None", "COMPLETED")])
+def test_sys_exit_in_track(tmp_path, env, client_kwargs, code, status):
+    """sys.exit(n) in track(): a non-zero code is the ``exception`` status, 0/None ``normal``."""
+    proc = run_script(tmp_path, env, TRACK_EXIT, TEST_CODE=code)
+    assert proc.returncode == (0 if code == "None" else int(code)), proc.stderr
+    assert proc.stderr == ""
+    assert steps_and_status(client_kwargs, int(proc.stdout)) == ([0], status)
+
+
+@pytest.mark.parametrize(("code", "status"), [(3, "FAILED"), (0, "COMPLETED"), ("x", "FAILED")])
+async def test_sys_exit_in_async_track(run, code, status):
+    with pytest.raises(SystemExit):
+        async with run.track():
+            raise SystemExit(code)
+    rows = await run.client.query("SELECT status FROM runs WHERE id = %s", [run.id])
+    assert rows[0][0] == status
