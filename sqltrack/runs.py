@@ -398,6 +398,8 @@ class AsyncRun:
         how the block ended: ``normal``, ``exception`` (the exception is re-raised),
         ``interrupt`` (Ctrl-C; KeyboardInterrupt is re-raised) or ``terminated``
         (SIGTERM; the process then exits with status 143, see ``sqltrack.signals``).
+        ``sys.exit(n)`` in the block records ``exception`` for a non-zero ``n`` and
+        ``normal`` for 0 or None (README: "What each exit path does").
         """
         for status in (normal, exception, interrupt, terminated):
             check_status(status)

@@ -107,6 +107,8 @@ class Run:
         how the block ended: ``normal``, ``exception`` (the exception is re-raised),
         ``interrupt`` (Ctrl-C; KeyboardInterrupt is re-raised) or ``terminated``
         (SIGTERM; the process then exits with status 143, see ``sqltrack.signals``).
+        ``sys.exit(n)`` in the block records ``exception`` for a non-zero ``n`` and
+        ``normal`` for 0 or None (README: "What each exit path does").
         """
         manager = self._async.track(normal, exception, interrupt, terminated, started, updated)
         with _portal.context(manager):
