@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from . import sigterm  # noqa: F401 - sqltrack.sigterm after `import sqltrack`, as in 0.1.x
 from .client import AsyncClient
 from .errors import (
     ClientClosed,
