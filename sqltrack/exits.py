@@ -88,13 +88,18 @@ def _close_never_closed() -> None:
 
     Clients of the blocking API are the portal's (closed before this runs). A
     client whose loop still runs in another thread is finished there; otherwise
-    it gets a fresh engine, used on a loop of its own for the clean-up only.
+    it gets a fresh engine, used on a loop of its own for the clean-up only. A
+    client with no open run and no buffered row is only named in the warning.
     """
     from .client import _unclosed
 
     for client in list(_unclosed):
         if client.blocking or client._state != "open":
             continue
+        if not client.open_runs and not any(len(buffer) for buffer in client.buffers):
+            log.warning("sqltrack: %r was never closed (call 'await client.close()' "
+                        "when done)", client)
+            continue  # nothing to write: no connection at exit
         loop = client._loop
         try:
             if loop is not None and loop.is_running() and not loop.is_closed():

@@ -98,6 +98,30 @@ def test_many_clients_print_nothing_and_release_connections(tmp_path, env, clien
     assert len(read_raw(client_kwargs, "SELECT run_id FROM metrics")) == 50
 
 
+DROPPED_WITH_OPEN_RUN = """
+    import gc
+    import sqltrack
+
+    client = sqltrack.Client(buffered=True)
+    run = sqltrack.Experiment(client, name="exits").get_run()
+    run.start()
+    run.add_metrics({"loss": 1.0}, step=0)
+    print(run.id, flush=True)
+    del client, run  # a notebook cell run again: the old run was never stopped
+    gc.collect()
+    sqltrack.Client()
+"""
+
+
+def test_dropped_client_with_an_open_run(tmp_path, env, client_kwargs):
+    """A dropped client whose run is still open keeps it to the end: at exit the run
+    gets its exit status and its buffered rows are written, silently."""
+    proc = run_script(tmp_path, env, DROPPED_WITH_OPEN_RUN)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert steps_and_status(client_kwargs, int(proc.stdout)) == ([0], "COMPLETED")
+
+
 # -- forked children with an inherited buffered client ----------------------------
 FORK = """
     import multiprocessing, os, sys
@@ -163,17 +187,20 @@ NEVER_CLOSED = """
         print(run.id, flush=True)
         if os.environ["TEST_HOW"] == "raise":
             raise ValueError("boom")
+        if os.environ["TEST_HOW"] == "interrupt":
+            raise KeyboardInterrupt  # Ctrl-C
 
     asyncio.run(main())  # no await client.close()
 """
 
 
-@pytest.mark.parametrize(("how", "status"), [("normal", "COMPLETED"), ("raise", "FAILED")])
+@pytest.mark.parametrize(("how", "status"),
+                         [("normal", "COMPLETED"), ("raise", "FAILED"), ("interrupt", "CANCELLED")])
 def test_never_closed_async_client(tmp_path, env, client_kwargs, how, status):
     """Its buffered rows are written at exit, its run gets the blocking API's exit
     status, and one warning line names the client."""
     proc = run_script(tmp_path, env, NEVER_CLOSED, TEST_HOW=how)
-    assert proc.returncode == (0 if how == "normal" else 1), proc.stderr
+    assert (proc.returncode == 0) == (how == "normal"), proc.stderr
     assert steps_and_status(client_kwargs, int(proc.stdout)) == (list(range(100)), status)
     warnings = [line for line in proc.stderr.splitlines() if "never closed" in line]
     assert len(warnings) == 1, proc.stderr
