@@ -431,8 +431,10 @@ async def export(
 
 # -- commands -----------------------------------------------------------------
 async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
-    """``setup``: base schema, then each script once (one line per script)."""
-    await client._opened_engine()
+    """``setup``: base schema (created, upgraded or up to date), then each script once;
+    one line each."""
+    engine = await client._opened_engine()
+    print(engine.schema_outcome or "base schema up to date")
     for script in args.scripts:
         name = Path(script).name
         if not Path(script).is_file():

@@ -9,23 +9,33 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-#: Run statuses (Slurm's job states); the database enforces the same list.
+#: Run statuses: Slurm's 24 job states, as in sqltrack 0.1.x (enum ``runstatus``);
+#: the database enforces the same list.
 STATUSES = (
-    "PENDING",
-    "RUNNING",
-    "COMPLETED",
+    "BOOT_FAIL",
     "CANCELLED",
+    "CONFIGURING",
+    "COMPLETED",
+    "COMPLETING",
+    "DEADLINE",
     "FAILED",
-    "TIMEOUT",
-    "PREEMPTED",
     "NODE_FAIL",
     "OUT_OF_MEMORY",
-    "BOOT_FAIL",
-    "DEADLINE",
+    "PENDING",
+    "PREEMPTED",
+    "RESV_DEL_HOLD",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
     "REQUEUED",
     "RESIZING",
     "REVOKED",
+    "RUNNING",
+    "SIGNALING",
+    "SPECIAL_EXIT",
+    "STAGE_OUT",
+    "STOPPED",
     "SUSPENDED",
+    "TIMEOUT",
 )
 Auto = Literal["auto"]
 #: Longest text (UTF-8 bytes) in a uniquely indexed column (experiment names, link kinds):

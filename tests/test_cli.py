@@ -133,17 +133,18 @@ def test_setup_applies_scripts_once(run_cli, client_kwargs, tmp_path):
 
     code, out, err = run_cli("setup", str(first))
     assert (code, err) == (0, "")
-    assert out.splitlines()[0] == "applied  001_declare.sql"
+    assert out.splitlines()[:2] == ["created the sqltrack tables", "applied  001_declare.sql"]
     assert "schema ready" in out
 
     code, out, _ = run_cli("setup", str(first), str(second))
     assert code == 0
-    assert out.splitlines()[:2] == [
+    assert out.splitlines()[:3] == [
+        "base schema up to date",
         "skipped  001_declare.sql (applied before)",
         "applied  002_notes.sql",
     ]
-    names = query(client_kwargs, "SELECT name FROM sqltrack_migrations ORDER BY name")
-    assert [n for (n,) in names if not n.startswith("sqltrack:")] == [
+    names = query(client_kwargs, "SELECT name FROM applied_migrations ORDER BY name")
+    assert [n for (n,) in names if not n.startswith("sqltrack:") and n != "base.sql"] == [
         "001_declare.sql", "002_notes.sql",
     ]
     columns = with_client(client_kwargs, lambda c: c._run("metric_columns"))
@@ -153,7 +154,9 @@ def test_setup_applies_scripts_once(run_cli, client_kwargs, tmp_path):
 def test_setup_without_scripts_creates_base_schema(run_cli, client_kwargs):
     code, out, _ = run_cli("setup")
     assert code == 0
-    assert out.startswith("schema ready (")
+    lines = out.splitlines()
+    assert lines[0] == "created the sqltrack tables"
+    assert lines[1].startswith("schema ready (")
     assert query(client_kwargs, "SELECT COUNT(*) FROM runs") == [(0,)]
 
 
@@ -167,7 +170,7 @@ def test_setup_errors_are_one_line(run_cli, client_kwargs, tmp_path):
     code, _, err = run_cli("setup", str(broken))
     assert code == 1
     assert_one_line_error(err)
-    names = query(client_kwargs, "SELECT name FROM sqltrack_migrations WHERE name = %s",
+    names = query(client_kwargs, "SELECT name FROM applied_migrations WHERE name = %s",
                   ["003_broken.sql"])
     assert names == []
 

@@ -14,8 +14,16 @@ BASE_TABLES = {
     "runs",
     "run_links",
     "metrics",
-    "sqltrack_migrations",
+    "applied_migrations",
+    "system_metrics",
 }
+
+
+def own_marks(client: sqltrack.AsyncClient) -> list[tuple[str]]:
+    """sqltrack's own rows in applied_migrations of a fresh database (PostgreSQL: plus
+    0.1.x's ``base.sql``, so a 0.1.x ``setup`` skips its base script)."""
+    marks = ["sqltrack:base", "sqltrack:schema:2"]
+    return [(m,) for m in sorted(marks + (["base.sql"] if client.engine == "postgres" else []))]
 
 
 def ph(client: sqltrack.AsyncClient) -> str:
@@ -95,8 +103,8 @@ async def test_many_tasks_concurrently_on_fresh_client(client):
     """The first use opens the pool and creates the schema once, whoever comes first."""
     results = await asyncio.gather(*(client.execute("SELECT 1") for _ in range(10)))
     assert all(r == [(1,)] for r in results)
-    rows = await client.query("SELECT name FROM sqltrack_migrations")
-    assert rows == [("sqltrack:base",)]
+    rows = await client.query("SELECT name FROM applied_migrations ORDER BY name")
+    assert rows == own_marks(client)
 
 
 async def test_two_clients_open_fresh_database_concurrently(client_kwargs):
@@ -105,8 +113,8 @@ async def test_two_clients_open_fresh_database_concurrently(client_kwargs):
         results = await asyncio.gather(*(c.execute("SELECT 1") for c in clients))
         assert results == [[(1,)]] * 3
         assert BASE_TABLES <= await table_names(clients[0])
-        rows = await clients[1].query("SELECT name FROM sqltrack_migrations")
-        assert rows == [("sqltrack:base",)]
+        rows = await clients[1].query("SELECT name FROM applied_migrations ORDER BY name")
+        assert rows == own_marks(clients[1])
     finally:
         for c in clients:
             await c.close()
@@ -371,7 +379,8 @@ async def test_data_survives_close_and_new_client(client, client_kwargs):
 # -- base schema --------------------------------------------------------------------------
 async def test_base_schema_created_on_first_use(client):
     assert BASE_TABLES <= await table_names(client)
-    assert await client.query("SELECT name FROM sqltrack_migrations") == [("sqltrack:base",)]
+    rows = await client.query("SELECT name FROM applied_migrations ORDER BY name")
+    assert rows == own_marks(client)
 
 
 async def metrics_primary_key(client) -> list[str]:

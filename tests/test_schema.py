@@ -29,7 +29,8 @@ async def table_names(client) -> set[str]:
 
 async def applied(client) -> list[str]:
     rows = await client.query(
-        "SELECT name FROM sqltrack_migrations WHERE name <> %s ORDER BY name", ["sqltrack:base"]
+        "SELECT name FROM applied_migrations WHERE name NOT IN (%s, %s, %s) ORDER BY name",
+        ["sqltrack:base", "sqltrack:schema:2", "base.sql"],
     )
     return [r[0] for r in rows]
 

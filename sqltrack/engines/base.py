@@ -24,6 +24,8 @@ class Engine(ABC):
     name: str
     #: False: ``open`` raises SchemaMissing instead of creating the base schema.
     create_schema: bool = True
+    #: What opening did to the schema ("created ...", "upgraded ..."), None: nothing.
+    schema_outcome: str | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -1,7 +1,8 @@
 """Base schema per engine and the runner for users' migration scripts.
 
 Each script is applied once, in the order given, in its own transaction, and
-recorded by file name in ``sqltrack_migrations``. Processes that set up the same
+recorded by file name in ``applied_migrations`` (the table sqltrack 0.1.x uses,
+so neither version applies a script the other applied). Processes that set up the same
 database at the same moment take turns (an advisory lock on PostgreSQL, the
 write lock on SQLite), so each script still runs exactly once.
 """
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from ..client import AsyncClient
     from ..engines.base import Engine
 
-BASE_SCHEMA = "sqltrack:base"
 log = logging.getLogger("sqltrack.schema")
 T = TypeVar("T")
 
@@ -44,33 +44,49 @@ async def _with_schema_lock(engine: Engine, conn: Any, work: Callable[[Any], Awa
 
 async def _is_applied(engine: Engine, conn: Any, name: str) -> bool:
     rows = await engine.fetch(
-        conn, engine.sql("SELECT 1 FROM sqltrack_migrations WHERE name = %s"), [name], oneshot=False
+        conn, engine.sql("SELECT 1 FROM applied_migrations WHERE name = %s"), [name], oneshot=False
     )
     return bool(rows)
 
 
-async def ensure_base_schema(engine: Engine, conn: Any) -> None:
-    """Create the base tables when they are missing (one quick check when they exist)."""
+async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
+    """Create or upgrade the base tables when needed (one quick check when they are current).
+
+    A database made by sqltrack 0.1.x or by an earlier build is upgraded in place
+    (see ``schema/upgrade.py``). Returns what was done (None: nothing), also kept
+    as ``engine.schema_outcome`` for ``sqltrack setup`` to print.
+    """
+    from . import upgrade
+
     try:
-        if await _is_applied(engine, conn, BASE_SCHEMA):
-            return
-    except Exception:  # no migrations table yet: create everything below
+        if await _is_applied(engine, conn, upgrade.SCHEMA_MARK):
+            return None
+    except Exception:  # no migrations table yet: look closer below
         await engine.rollback(conn)
-    if not engine.create_schema:
+    state = await upgrade.detect(engine, conn)
+    await engine.rollback(conn)
+    if state in (upgrade.EMPTY, upgrade.PARTIAL) and not engine.create_schema:
         from ..errors import SchemaMissing
 
         raise SchemaMissing("no sqltrack tables in this database (and none were created)")
 
-    async def create(conn: Any) -> None:
-        await engine.executescript(conn, base_schema_sql(engine.name), oneshot=False)
-        await engine.fetch(
-            conn,
-            engine.sql("INSERT INTO sqltrack_migrations (name) VALUES (%s) ON CONFLICT DO NOTHING"),
-            [BASE_SCHEMA],
-            oneshot=False,
-        )
+    async def work(conn: Any) -> str | None:
+        # Again under the lock: another process may have done it meanwhile.
+        state = await upgrade.detect(engine, conn)
+        return await upgrade.upgrade(engine, conn, state, base_schema_sql(engine.name))
 
-    await _with_schema_lock(engine, conn, create)
+    if engine.name == "sqlite":  # the runs rebuild needs foreign keys off (not in a transaction)
+        await engine.fetch(conn, "PRAGMA foreign_keys = OFF", oneshot=False)
+    try:
+        outcome = await _with_schema_lock(engine, conn, work)
+    finally:
+        if engine.name == "sqlite":
+            await engine.rollback(conn)
+            await engine.fetch(conn, "PRAGMA foreign_keys = ON", oneshot=False)
+    engine.schema_outcome = outcome
+    if outcome:
+        log.info("%s", outcome)
+    return outcome
 
 
 async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike]) -> list[str]:
@@ -92,7 +108,7 @@ async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike]) -> li
             await engine.executescript(conn, text, oneshot=False)
             await engine.fetch(
                 conn,
-                engine.sql("INSERT INTO sqltrack_migrations (name) VALUES (%s)"),
+                engine.sql("INSERT INTO applied_migrations (name) VALUES (%s)"),
                 [name],
                 oneshot=False,
             )

@@ -1,6 +1,7 @@
 -- sqltrack base schema for SQLite (created on first use when missing).
 -- Timestamps are ISO 8601 text in UTC; JSON columns are text checked with json_valid.
-CREATE TABLE IF NOT EXISTS sqltrack_migrations (
+-- Named as in sqltrack 0.1.x (PostgreSQL), the record of applied scripts.
+CREATE TABLE IF NOT EXISTS applied_migrations (
     name TEXT PRIMARY KEY,
     time_applied TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))
 );
@@ -25,9 +26,10 @@ CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     experiment_id INTEGER NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
     status TEXT NOT NULL DEFAULT 'PENDING' CHECK (status IN (
-        'PENDING', 'RUNNING', 'COMPLETED', 'CANCELLED', 'FAILED', 'TIMEOUT',
-        'PREEMPTED', 'NODE_FAIL', 'OUT_OF_MEMORY', 'BOOT_FAIL', 'DEADLINE',
-        'REQUEUED', 'RESIZING', 'REVOKED', 'SUSPENDED')),
+        'BOOT_FAIL', 'CANCELLED', 'CONFIGURING', 'COMPLETED', 'COMPLETING', 'DEADLINE',
+        'FAILED', 'NODE_FAIL', 'OUT_OF_MEMORY', 'PENDING', 'PREEMPTED', 'RESV_DEL_HOLD',
+        'REQUEUE_FED', 'REQUEUE_HOLD', 'REQUEUED', 'RESIZING', 'REVOKED', 'RUNNING',
+        'SIGNALING', 'SPECIAL_EXIT', 'STAGE_OUT', 'STOPPED', 'SUSPENDED', 'TIMEOUT')),
     time_created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')),
     time_started TEXT,
     time_updated TEXT,
@@ -52,4 +54,12 @@ CREATE TABLE IF NOT EXISTS metrics (
     step INTEGER NOT NULL DEFAULT 0,
     progress REAL NOT NULL DEFAULT 0.0,
     PRIMARY KEY (run_id, step, progress)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS system_metrics (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    time TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, name, time)
 ) WITHOUT ROWID;
