@@ -7,6 +7,7 @@ Every call runs the async core on one background event loop; see ``_portal``.
 
 from __future__ import annotations
 
+from sqltrack import sigterm  # noqa: F401 - sqltrack_sync.sigterm, as in 0.1.x
 from sqltrack_sync.client import (
     Client,
     Connection,

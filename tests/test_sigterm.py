@@ -130,6 +130,12 @@ def own_sigterm_handler():
     sqltrack.signals.callbacks.update(saved)
 
 
+def test_blocking_facade_has_the_same_module():
+    import sqltrack_sync
+
+    assert sqltrack_sync.sigterm is sqltrack.sigterm
+
+
 def test_register_checks_and_replaces(own_sigterm_handler):
     """Keys keep their place when registered again; non-callables are refused."""
     calls: list[str] = []

@@ -614,6 +614,8 @@ def generate() -> dict[Path, str]:
     init = HEADER + '"""sqltrack_sync: the documented blocking API of sqltrack (generated).\n\n'
     init += "Every call runs the async core on one background event loop; see ``_portal``.\n"
     init += '"""\n\nfrom __future__ import annotations\n\n'
+    # not async, so not generated: the same module, reachable as in ``import sqltrack``
+    init += "from sqltrack import sigterm  # noqa: F401 - sqltrack_sync.sigterm, as in 0.1.x\n"
     names: list[str] = []
     lazy: dict[str, str] = {}
     for module in sorted(exports):
