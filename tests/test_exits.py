@@ -151,16 +151,18 @@ FORK = """
     else:
         pid = os.fork()
         if pid == 0:
+            if how == "own_buffer_sys_exit":
+                run.set_buffered()  # the child's own choice: written at its exit
             for step in range(1, @ROWS@ + 1):
                 log(step)
-            sys.exit(0) if how == "sys_exit" else os._exit(0)
+            os._exit(0) if how == "os_exit" else sys.exit(0)
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     run.add_metrics({"loss": 1.0}, step=99)
     print(run.id, flush=True)
 """.replace("@ROWS@", str(ROWS))
 
 
-@pytest.mark.parametrize("how", ["pool", "process", "sys_exit", "os_exit"])
+@pytest.mark.parametrize("how", ["pool", "process", "sys_exit", "os_exit", "own_buffer_sys_exit"])
 def test_forked_children_write_their_rows(tmp_path, env, client_kwargs, how):
     """Rows a forked child logs through an inherited buffered client are written by
     the child, however it ends; the parent's own rows are written once."""
