@@ -14,8 +14,11 @@ only what the facade needs.
 * After ``os.fork()`` the child gets a fresh loop and thread on first use; the
   parent's loop, pools and connections are left alone (see ``after_fork``).
 * At interpreter exit, registered clean-ups (flush and stop open runs, close
-  pools) run on the loop, each bounded in time, then the loop stops. Runs the
-  parent process left open are the parent's: a forked child never stops them.
+  pools) run on the loop, each bounded in time, then the loop stops; the status
+  comes from ``sqltrack.exits`` (shared with never-closed AsyncClients). Runs
+  the parent process left open are the parent's: a forked child never stops them.
+* A dropped ``Client`` (garbage-collected) closes its pool on the loop at once,
+  or at exit if it still has open runs: no pool task is ever left pending.
 * SIGTERM while runs are open outside ``track()`` (``run.start()``) records each
   run's ``terminated`` status, then takes the default action (see ``_on_sigterm``).
 * A second Ctrl-C or SIGTERM while a tracked block is being cleaned up ends the
