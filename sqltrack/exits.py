@@ -67,8 +67,9 @@ async def close_at_exit(client: Any) -> None:
 def silence_pending_tasks(loop: asyncio.AbstractEventLoop | None) -> None:
     """Tasks left pending on a loop nobody will run again (a closed ``asyncio.run``
     loop, the parent's loop in a forked child) are dropped without the
-    'Task was destroyed but it is pending!' line: nothing can finish them."""
-    if loop is None or loop.is_running():
+    'Task was destroyed but it is pending!' line: nothing can finish them.
+    (In a forked child the parent's loop still looks running: it is not, there.)"""
+    if loop is None:
         return
     for task in asyncio.all_tasks(loop):
         with suppress(AttributeError):
