@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 import pytest
-from helpers import json_value
+from helpers import json_value, read_raw
 
 import sqltrack
-from sqltrack.args import detect_args, parse_args, parse_value
+from sqltrack.args import detect_args, is_launcher, parse_args, parse_value
 
 
 # -- option forms ------------------------------------------------------------------------------
@@ -211,3 +211,50 @@ async def test_run_add_args_auto_without_args(client, run, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train.py"])
     await run.add_args("auto")
     assert await stored_args(client, run.id) is None
+
+
+# -- launchers whose argv is not the user's -------------------------------------------------------
+KERNEL_JSON = "/root/.local/share/jupyter/runtime/kernel-0f3e.json"
+
+
+@pytest.mark.parametrize("argv", [
+    ["/venv/lib/python3.11/site-packages/ipykernel_launcher.py", "-f", "/tmp/tmpa1b2c3.json"],
+    ["/venv/lib/python3.11/site-packages/ipykernel_launcher.py", "-f", KERNEL_JSON],
+    ["/venv/lib/python3.11/site-packages/ipykernel/__main__.py", "-f", KERNEL_JSON],
+    ["/usr/local/lib/python3.10/dist-packages/colab_kernel_launcher.py", "-f", KERNEL_JSON],
+    ["/venv/lib/python3.11/site-packages/spyder_kernels/console/__main__.py", "-f",
+     KERNEL_JSON],
+    ["/venv/bin/ipython", "--no-banner"],
+    ["/opt/pycharm/plugins/python/helpers/pydev/pydevconsole.py", "--mode=client",
+     "--port=41234"],
+    ["/opt/other/some_kernel.py", "--ip=127.0.0.1", "-f", KERNEL_JSON],
+    ["C:\\Python311\\Lib\\site-packages\\ipykernel_launcher.py", "-f", "C:\\x\\kernel-1.json"],
+], ids=["ipykernel-tmp", "ipykernel-runtime", "python-m-ipykernel", "colab", "spyder",
+        "ipython", "pycharm-console", "unknown-with-connection-file", "windows"])
+def test_launcher_argv_records_nothing(argv, monkeypatch):
+    assert is_launcher(argv)
+    monkeypatch.setattr(sys, "argv", argv)
+    assert detect_args() == {}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train.py", "--lr", "0.1"], {"lr": 0.1}),
+    (["train.py", "-f", "config.yaml"], {"f": "config.yaml"}),
+    (["train.py", "-f", "settings.json"], {"f": "settings.json"}),
+    (["/home/me/ipython_notes/train.py", "--epochs", "3"], {"epochs": 3}),
+    (["/home/me/proj/__main__.py", "--x", "1"], {"x": 1}),
+    (["-c", "--lr", "2"], {"lr": 2}),
+], ids=["script", "short-f-yaml", "short-f-json-in-cwd", "folder-named-like-launcher",
+        "python-m-own-package", "python-c"])
+def test_user_scripts_are_not_launchers(argv, expected):
+    assert not is_launcher(argv)
+    assert detect_args(argv) == expected
+
+
+async def test_run_add_args_auto_in_a_kernel_stores_nothing(client, run, client_kwargs,
+                                                            monkeypatch):
+    monkeypatch.setattr(sys, "argv", [
+        "/venv/lib/python3.11/site-packages/ipykernel_launcher.py", "-f", "/tmp/tmpx1.json"])
+    await run.add_args()
+    (stored,), = read_raw(client_kwargs, "SELECT args FROM runs WHERE id = %s", [run.id])
+    assert json_value(stored) in (None, {})
