@@ -1,0 +1,210 @@
+"""PyTorch Lightning: ``SqltrackLogger``, a ``lightning.pytorch.loggers.Logger``.
+
+    from sqltrack.integrations.lightning import SqltrackLogger
+
+    trainer = lightning.pytorch.Trainer(max_epochs=10, logger=SqltrackLogger(experiment="mnist"))
+
+This module needs the ``lightning`` package (``pip install 'sqltrack[lightning]'``);
+with only the older ``pytorch_lightning`` package installed it falls back to
+that. ``sqltrack.integrations.pytorch_lightning.SqltrackLogger`` is the same
+logger for ``pytorch_lightning.Trainer`` explicitly. Only what is installed is
+supported; neither is imported by ``import sqltrack``.
+
+What it records (rank zero only; the other ranks of a DDP job write nothing):
+
+- ``name`` is the experiment, ``version`` the run id (so Lightning's checkpoint
+  folder is ``<root>/<experiment>/<run id>/checkpoints``); the run is created and
+  set RUNNING when the trainer sets up;
+- ``log_hyperparams``: a dict, ``Namespace`` or nested config (OmegaConf,
+  dataclasses) becomes the run's ``args`` (JSON-safe);
+- ``log_metrics(metrics, step)``: ``add_metrics`` with ``step`` = Lightning's
+  global step and ``progress`` = step / the steps the whole fit will take
+  (``trainer.estimated_stepping_batches``, from max epochs / max steps; 0 when
+  unbounded); names mapped by ``sqltrack.integrations.names``, originals in the
+  run's ``extras["metric_names"]``; buffered (``buffered=False`` to write through),
+  flushed by ``finalize``; ``save()`` (called after every log) does nothing;
+- ``finalize(status)``: ``"success"`` -> COMPLETED, ``"failed"`` -> FAILED, or
+  CANCELLED for Ctrl-C, or ``terminated`` (default CANCELLED) for SIGTERM, and
+  ``"finished"`` (Lightning's Slurm auto-requeue) -> REQUEUED.
+
+SIGTERM during training (a cluster pre-empting the job) raises
+``sqltrack.Terminated`` in the training loop via ``sqltrack.sigterm`` (unless
+the program installed a SIGTERM handler of its own before the trainer set up);
+the run gets the ``terminated`` status and the process exits with status 143.
+``run_id="SLURM_JOB_ID"`` continues the same run when a requeued job starts again.
+``system_metrics=True`` (or an interval in seconds) samples the machine while
+training (``sqltrack.integrations.system``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import weakref
+from argparse import Namespace
+from collections.abc import Mapping
+from typing import Any
+
+from .common import IntegrationRun, ending_status
+
+#: Lightning's finalize() status -> the run status (``"failed"`` is refined by how it failed).
+STATUSES = {"success": "COMPLETED", "failed": "FAILED", "finished": "REQUEUED"}
+#: Frames looked at, from a logger method upwards, to find the Trainer that calls it.
+_FRAMES = 12
+
+
+def _find(cls: type) -> Any:
+    """The ``cls`` instance (a Trainer) of the calling frames: a ``trainer`` or ``self``
+    local, or a ``self.trainer`` (Lightning's connectors); None if none is found."""
+    frame = sys._getframe(2)
+    for _ in range(_FRAMES):
+        if frame is None:
+            return None
+        local = frame.f_locals
+        for candidate in (local.get("trainer"), local.get("self")):
+            if isinstance(candidate, cls):
+                return candidate
+        owner = local.get("self")
+        attributes = getattr(owner, "__dict__", None)
+        if isinstance(attributes, dict) and isinstance(attributes.get("trainer"), cls):
+            return attributes["trainer"]
+        frame = frame.f_back
+    return None
+
+
+def logger_class(namespace: str) -> type:
+    """The SqltrackLogger class for a Lightning namespace (``"lightning.pytorch"`` or
+    ``"pytorch_lightning"``): one implementation for both packages."""
+    pl = importlib.import_module(namespace)
+    base = importlib.import_module(f"{namespace}.loggers.logger")
+    rank_zero_only = importlib.import_module(f"{namespace}.utilities").rank_zero_only
+    trainer_class = pl.Trainer
+
+    class SqltrackLogger(base.Logger):
+        __doc__ = _LOGGER_DOC
+
+        def __init__(
+            self,
+            client: Any = None,
+            experiment: str | int = "lightning_logs",
+            run_id: int | str | None = None,
+            *,
+            buffered: bool = True,
+            system_metrics: bool | float = False,
+            terminated: str = "CANCELLED",
+            tags: tuple[str, ...] | list[str] = (),
+            comment: str | None = None,
+            **settings: Any,
+        ) -> None:
+            super().__init__()
+            self.tracked = IntegrationRun(
+                client, experiment, run_id, buffered=buffered, terminated=terminated,
+                system_metrics=system_metrics, tags=tags, comment=comment, settings=settings,
+            )
+            self.terminated = terminated
+            self._trainer: Any = None
+            self._steps: tuple[Any, float] | None = None
+
+        # -- what Lightning asks ----------------------------------------------------
+        @property
+        def name(self) -> str:
+            """The experiment (its name, or its id when given one)."""
+            return str(self.tracked.experiment_ref)
+
+        @property
+        def version(self) -> int | None:
+            """The run id (rank zero opens the run; other ranks know it only when given)."""
+            if rank_zero_only.rank == 0:
+                return self.experiment.id
+            ref = self.tracked.run_id_ref
+            return ref if isinstance(ref, int) else None
+
+        @property
+        @base.rank_zero_experiment
+        def experiment(self) -> Any:
+            """The ``sqltrack.Run`` (started on first use, not again after ``finalize``)."""
+            self._note_trainer()
+            return self.tracked.open() if self.tracked.stopped else self.tracked.start()
+
+        @rank_zero_only
+        def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+            self._note_trainer()
+            if isinstance(params, Namespace):
+                params = vars(params)
+            if not isinstance(params, Mapping):
+                params = {"hparams": params}
+            self.tracked.start()
+            self.tracked.add_args(params)
+
+        @rank_zero_only
+        def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+            trainer = self._note_trainer()
+            if step is None:
+                step = getattr(trainer, "global_step", 0)
+            self.tracked.start()
+            self.tracked.log(metrics, step, self._progress(trainer, step))
+
+        def save(self) -> None:
+            """Nothing to do: Lightning calls this after every log (rows are buffered)."""
+
+        @rank_zero_only
+        def finalize(self, status: str) -> None:
+            if not self.tracked.opened:
+                return
+            final = STATUSES.get(status, "COMPLETED")
+            if status == "failed":
+                final = ending_status(sys.exc_info()[1], "FAILED", "FAILED", "CANCELLED",
+                                      self.terminated)
+            self.tracked.stop(final)
+
+        # -- helpers ----------------------------------------------------------------
+        def _note_trainer(self) -> Any:
+            """The trainer driving this logger (found once in the calling frames)."""
+            trainer = self._trainer() if self._trainer is not None else None
+            if trainer is None:
+                trainer = _find(trainer_class)
+                if trainer is not None:
+                    self._trainer = weakref.ref(trainer)
+            return trainer
+
+        def _progress(self, trainer: Any, step: int) -> float:
+            """step / the optimizer steps of the whole fit; 0 when unknown or unbounded."""
+            if trainer is None:
+                return 0.0
+            if self._steps is None or self._steps[0] is not trainer:
+                if getattr(getattr(trainer, "state", None), "fn", None) != "fit":
+                    return 0.0
+                try:
+                    total = float(trainer.estimated_stepping_batches)
+                except Exception:  # noqa: BLE001 - no progress rather than no metrics
+                    total = math.inf
+                self._steps = (trainer, total)
+            total = self._steps[1]
+            return step / total if math.isfinite(total) and total > 0 else 0.0
+
+    SqltrackLogger.__module__ = f"sqltrack.integrations.{namespace.split('.')[0]}"
+    SqltrackLogger.__qualname__ = "SqltrackLogger"
+    return SqltrackLogger
+
+
+_LOGGER_DOC = """Log a Lightning Trainer's run to sqltrack (see the module docstring).
+
+``client``: a ``sqltrack.Client``, or None for one made from ``**settings`` and the
+usual chain (``SQLTRACK_DSN_*``, ``sqltrack.conf``). ``experiment``: name or id.
+``run_id``: None (a new run), an id, or an environment variable holding one
+(``"SLURM_JOB_ID"``). ``buffered``, ``system_metrics``, ``terminated`` (the status
+on SIGTERM), ``tags`` and ``comment`` as their names say.
+"""
+
+try:
+    SqltrackLogger = logger_class("lightning.pytorch")
+except ImportError:
+    try:
+        SqltrackLogger = logger_class("pytorch_lightning")
+    except ImportError:
+        raise ImportError(
+            "sqltrack.integrations.lightning needs Lightning: pip install 'sqltrack[lightning]'"
+        ) from None
+
+__all__ = ["STATUSES", "SqltrackLogger", "logger_class"]

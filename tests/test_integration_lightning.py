@@ -1,0 +1,173 @@
+"""SqltrackLogger with a real Lightning Trainer on CPU (tiny model, synthetic data)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import json_value, read_raw
+
+import sqltrack
+
+pl = pytest.importorskip("lightning.pytorch", reason="the test extra installs lightning")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "lightning_train.py"
+sys.path.insert(0, str(ROOT / "examples"))
+import lightning_train  # noqa: E402 - the example is the model under test
+
+
+def child_env(client_kwargs) -> dict[str, str]:
+    """A child's environment: SQLTRACK_DSN_* for the test database, nothing else of ours."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_"))}
+    env.pop("SQLTRACK_CONFIG_PATH", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update({f"SQLTRACK_DSN_{k.upper()}": str(v) for k, v in client_kwargs.items()})
+    return env
+
+
+def trainer(logger, tmp_path, epochs: int = 2):
+    return pl.Trainer(
+        max_epochs=epochs, logger=logger, log_every_n_steps=1, accelerator="cpu", devices=1,
+        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+        num_sanity_val_steps=0, default_root_dir=str(tmp_path),
+    )
+
+
+def the_run(client_kwargs, run_id):
+    return read_raw(client_kwargs, "SELECT status, args, extras, experiment_id FROM runs "
+                    "WHERE id = %s", [run_id])[0]
+
+
+def test_fit_two_epochs(client_kwargs, tmp_path):
+    from sqltrack.integrations.lightning import SqltrackLogger
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        logger = SqltrackLogger(client, experiment="lightning", tags=["tiny"])
+        trainer(logger, tmp_path).fit(lightning_train.Regression(lr=0.05),
+                                      lightning_train.data(32, 0), lightning_train.data(16, 1))
+        run_id = logger.version
+        assert logger.name == "lightning"
+    finally:
+        client.close()
+    status, args, extras, _ = the_run(client_kwargs, run_id)
+    assert status == "COMPLETED"
+    assert json_value(args) == {"lr": 0.05, "fail_at_step": -1, "step_sleep": 0.0}
+    assert json_value(extras)["metric_names"] == {
+        "train__loss_step": "train/loss_step", "train__loss_epoch": "train/loss_epoch",
+        "val__loss": "val/loss", "lr_SGD": "lr-SGD", "epoch": "epoch"}
+    rows = read_raw(client_kwargs, "SELECT step, progress, epoch, train__loss_step, val__loss, "
+                    "train__loss_epoch FROM metrics WHERE run_id = %s ORDER BY step", [run_id])
+    # 32 samples / batch 8 = 4 steps an epoch, 2 epochs: steps 0..7, progress step / 8
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (s, s / 8, float(s // 4)) for s in range(8)]
+    assert all(r[3] > 0 for r in rows)
+    assert [r[0] for r in rows if r[4] is not None] == [3, 7]  # validation each epoch end
+    assert [r[0] for r in rows if r[5] is not None] == [3, 7]
+    tags = read_raw(client_kwargs, "SELECT tags FROM runs WHERE id = %s", [run_id])[0][0]
+    assert json_value(tags) == {"tiny": True}
+
+
+def test_failing_training_is_failed(client_kwargs, tmp_path):
+    from sqltrack.integrations.lightning import SqltrackLogger
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        logger = SqltrackLogger(client, experiment="lightning")
+        with pytest.raises(RuntimeError, match="on purpose at step 5"):
+            trainer(logger, tmp_path).fit(lightning_train.Regression(fail_at_step=5),
+                                          lightning_train.data(32, 0))
+        run_id = logger.version
+    finally:
+        client.close()
+    assert the_run(client_kwargs, run_id)[0] == "FAILED"
+    steps = read_raw(client_kwargs, "SELECT step FROM metrics WHERE run_id = %s ORDER BY step",
+                     [run_id])
+    assert [s for (s,) in steps] == [0, 1, 2, 3, 4]  # everything logged before the failure
+
+
+def test_pytorch_lightning_namespace(client_kwargs, tmp_path):
+    """The logger for the ``pytorch_lightning`` package, with its own Trainer."""
+    ptl = pytest.importorskip("pytorch_lightning")
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sqltrack.integrations.pytorch_lightning import SqltrackLogger
+
+    class Tiny(ptl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.save_hyperparameters({"width": 2})
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train/loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        logger = SqltrackLogger(client, experiment="ptl")
+        ptl.Trainer(max_steps=3, logger=logger, log_every_n_steps=1, enable_progress_bar=False,
+                    enable_checkpointing=False, enable_model_summary=False,
+                    default_root_dir=str(tmp_path)).fit(
+            Tiny(), DataLoader(TensorDataset(torch.randn(16, 2)), batch_size=4))
+        run_id = logger.version
+    finally:
+        client.close()
+    status, args, _, _ = the_run(client_kwargs, run_id)
+    assert status == "COMPLETED" and json_value(args) == {"width": 2}
+    rows = read_raw(client_kwargs, "SELECT step, progress FROM metrics WHERE run_id = %s "
+                    "AND train__loss IS NOT NULL ORDER BY step", [run_id])
+    assert rows == [(0, 0.0), (1, 1 / 3), (2, 2 / 3)]
+
+
+def test_example_runs(client_kwargs):
+    """examples/lightning_train.py as a user runs it: settings from SQLTRACK_DSN_*."""
+    out = subprocess.run([sys.executable, str(EXAMPLE), "--epochs", "1"], env=child_env(
+        client_kwargs), capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    rows = read_raw(client_kwargs, "SELECT r.id, r.status FROM runs r JOIN experiments e "
+                    "ON e.id = r.experiment_id WHERE e.name = 'lightning-example'")
+    assert len(rows) == 1 and rows[0][1] == "COMPLETED"
+    assert f"run {rows[0][0]} of experiment 'lightning-example': done" in out.stdout
+
+
+def test_sigterm_mid_training(client_kwargs):
+    """SIGTERM while the Trainer trains (a pre-empted job): the run gets the
+    ``terminated`` status, its metrics are written, the process exits with 143."""
+    child = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "--epochs", "50", "--step-sleep", "0.05",
+         "--terminated", "PREEMPTED"],
+        env=child_env(client_kwargs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the child never logged 3 steps"
+            try:
+                rows = read_raw(client_kwargs, "SELECT COUNT(*) FROM metrics")
+            except Exception:  # noqa: BLE001 - the child has not made the tables yet
+                rows = [(0,)]
+            if rows[0][0] >= 3:
+                break
+            time.sleep(0.1)
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 143, err
+    status, _, _, _ = read_raw(client_kwargs, "SELECT status, args, extras, experiment_id "
+                               "FROM runs")[0]
+    assert status == "PREEMPTED"
+    assert read_raw(client_kwargs, "SELECT COUNT(*) FROM metrics")[0][0] >= 3
