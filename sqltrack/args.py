@@ -16,8 +16,8 @@ Launchers whose ``sys.argv`` is not the user's give ``{}`` (nothing is recorded)
 a Jupyter/IPython kernel (``ipykernel_launcher.py``, ``python -m ipykernel``,
 Colab's ``colab_kernel_launcher.py``, Spyder's ``spyder_kernels``), the
 ``ipython`` shell, PyCharm's ``pydevconsole.py``, and any command line that
-passes a kernel connection file (``-f .../kernel-*.json``). See
-:func:`is_launcher`.
+passes a Jupyter connection file (``-f kernel-*.json``, or a ``.json`` under a
+``jupyter/runtime/`` folder). See :func:`is_launcher`.
 """
 
 from __future__ import annotations
@@ -112,16 +112,16 @@ def _program(argv0: str) -> str:
 
 
 def _connection_file(argv: Sequence[str]) -> bool:
+    """Whether ``-f FILE`` names a Jupyter connection file (kernel-*.json, jupyter/runtime/)."""
     for i, token in enumerate(argv):
-        value = None
+        value = ""
         if token == "-f" and i + 1 < len(argv):
             value = argv[i + 1]
         elif token.startswith(("-f=", "--f=")):
             value = token.partition("=")[2]
-        if value and os.path.basename(value).endswith(".json") and (
-            "kernel" in os.path.basename(value) or "jupyter" in value
-            or value.startswith(("/tmp/", os.path.join(os.sep, "tmp")))
-        ):
+        path = value.replace("\\", "/")
+        name = os.path.basename(path)
+        if name.endswith(".json") and (name.startswith("kernel-") or "jupyter/runtime/" in path):
             return True
     return False
 

@@ -241,10 +241,12 @@ def test_launcher_argv_records_nothing(argv, monkeypatch):
     (["train.py", "--lr", "0.1"], {"lr": 0.1}),
     (["train.py", "-f", "config.yaml"], {"f": "config.yaml"}),
     (["train.py", "-f", "settings.json"], {"f": "settings.json"}),
+    (["train.py", "-f", "/tmp/tmpab12.json"], {"f": "/tmp/tmpab12.json"}),
     (["/home/me/ipython_notes/train.py", "--epochs", "3"], {"epochs": 3}),
     (["/home/me/proj/__main__.py", "--x", "1"], {"x": 1}),
     (["-c", "--lr", "2"], {"lr": 2}),
-], ids=["script", "short-f-yaml", "short-f-json-in-cwd", "folder-named-like-launcher",
+], ids=["script", "short-f-yaml", "short-f-json-in-cwd", "short-f-json-in-tmp",
+        "folder-named-like-launcher",
         "python-m-own-package", "python-c"])
 def test_user_scripts_are_not_launchers(argv, expected):
     assert not is_launcher(argv)
