@@ -2,9 +2,11 @@
 
 Connection options come before the command (``sqltrack --engine sqlite --dbpath
 runs.db runs``); any option not given falls back to ``SQLTRACK_DSN_*`` variables
-and the config file, exactly as for ``AsyncClient``. Errors print one line to
-stderr and exit with status 1 (2 for a wrong command line); passwords are never
-printed.
+and the config file, exactly as for ``AsyncClient``. Every command first names
+its database in one line on stderr; only ``setup`` and ``mark-stale`` create
+sqltrack's tables (the read-only commands refuse a database without them and say
+how to point them elsewhere). Errors print one line to stderr and exit with
+status 1 (2 for a wrong command line); passwords are never printed.
 """
 
 from __future__ import annotations
