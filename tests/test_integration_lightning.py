@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 from helpers import json_value, read_raw
+from integration_helpers import EXAMPLES, run_example, sigterm_after_rows
 
 import sqltrack
 
-pl = pytest.importorskip("lightning.pytorch", reason="the test extra installs lightning")
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "lightning_train.py"
-sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(EXAMPLES))
 import lightning_train  # noqa: E402 - the example is the model under test
-
-
-def child_env(client_kwargs) -> dict[str, str]:
-    """A child's environment: SQLTRACK_DSN_* for the test database, nothing else of ours."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_"))}
-    env.pop("SQLTRACK_CONFIG_PATH", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update({f"SQLTRACK_DSN_{k.upper()}": str(v) for k, v in client_kwargs.items()})
-    return env
 
 
 def trainer(logger, tmp_path, epochs: int = 2):
@@ -95,7 +78,7 @@ def test_failing_training_is_failed(client_kwargs, tmp_path):
 
 def test_pytorch_lightning_namespace(client_kwargs, tmp_path):
     """The logger for the ``pytorch_lightning`` package, with its own Trainer."""
-    ptl = pytest.importorskip("pytorch_lightning")
+    import pytorch_lightning as ptl
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -134,8 +117,7 @@ def test_pytorch_lightning_namespace(client_kwargs, tmp_path):
 
 def test_example_runs(client_kwargs):
     """examples/lightning_train.py as a user runs it: settings from SQLTRACK_DSN_*."""
-    out = subprocess.run([sys.executable, str(EXAMPLE), "--epochs", "1"], env=child_env(
-        client_kwargs), capture_output=True, text=True, timeout=240)
+    out = run_example("lightning_train.py", client_kwargs, "--epochs", "1")
     assert out.returncode == 0, out.stderr
     rows = read_raw(client_kwargs, "SELECT r.id, r.status FROM runs r JOIN experiments e "
                     "ON e.id = r.experiment_id WHERE e.name = 'lightning-example'")
@@ -146,28 +128,8 @@ def test_example_runs(client_kwargs):
 def test_sigterm_mid_training(client_kwargs):
     """SIGTERM while the Trainer trains (a pre-empted job): the run gets the
     ``terminated`` status, its metrics are written, the process exits with 143."""
-    child = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), "--epochs", "50", "--step-sleep", "0.05",
-         "--terminated", "PREEMPTED"],
-        env=child_env(client_kwargs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the child never logged 3 steps"
-            try:
-                rows = read_raw(client_kwargs, "SELECT COUNT(*) FROM metrics")
-            except Exception:  # noqa: BLE001 - the child has not made the tables yet
-                rows = [(0,)]
-            if rows[0][0] >= 3:
-                break
-            time.sleep(0.1)
-        child.send_signal(signal.SIGTERM)
-        _, err = child.communicate(timeout=120)
-    finally:
-        child.kill()
-    assert child.returncode == 143, err
-    status, _, _, _ = read_raw(client_kwargs, "SELECT status, args, extras, experiment_id "
-                               "FROM runs")[0]
-    assert status == "PREEMPTED"
+    status, err = sigterm_after_rows("lightning_train.py", client_kwargs, 3, "--epochs", "50",
+                                     "--step-sleep", "0.05", "--terminated", "PREEMPTED")
+    assert status == 143, err
+    assert read_raw(client_kwargs, "SELECT status FROM runs") == [("PREEMPTED",)]
     assert read_raw(client_kwargs, "SELECT COUNT(*) FROM metrics")[0][0] >= 3

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import enum
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,6 +105,33 @@ def metric_value(value: Any) -> bool | float | str | None:
     return float(value)
 
 
+#: Frames looked at, from the caller upwards, by find_in_stack.
+STACK_FRAMES = 16
+
+
+def find_in_stack(cls: type) -> Any:
+    """The ``cls`` instance (a framework's Trainer) among the calling frames: a
+    ``trainer`` or ``self`` local, or ``self.trainer`` (Lightning's connectors).
+
+    Loggers and callbacks are not handed their trainer; this finds it once, from
+    the trainer's own call into them. None when there is none.
+    """
+    frame = sys._getframe(1)
+    for _ in range(STACK_FRAMES):
+        if frame is None:
+            return None
+        local = frame.f_locals
+        owner = local.get("self")
+        for candidate in (local.get("trainer"), owner):
+            if isinstance(candidate, cls):
+                return candidate
+        attributes = getattr(owner, "__dict__", None)
+        if isinstance(attributes, dict) and isinstance(attributes.get("trainer"), cls):
+            return attributes["trainer"]
+        frame = frame.f_back
+    return None
+
+
 def ending_status(error: BaseException | None, normal: str, exception: str,
                   interrupt: str, terminated: str) -> str:
     """The run status for how training ended (None: normally), as ``track()`` decides."""
@@ -167,6 +195,12 @@ class IntegrationRun:
         self.started = False
         #: Stopped (and not started again since).
         self.stopped = False
+
+    @property
+    def run_id(self) -> int | None:
+        """The run's id once known (given as an int, or the run opened once)."""
+        ref = self.run_id_ref
+        return ref if isinstance(ref, int) and not isinstance(ref, bool) else None
 
     @property
     def opened(self) -> bool:

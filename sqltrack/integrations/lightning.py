@@ -46,31 +46,10 @@ from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
-from .common import IntegrationRun, ending_status
+from .common import IntegrationRun, ending_status, find_in_stack
 
 #: Lightning's finalize() status -> the run status (``"failed"`` is refined by how it failed).
 STATUSES = {"success": "COMPLETED", "failed": "FAILED", "finished": "REQUEUED"}
-#: Frames looked at, from a logger method upwards, to find the Trainer that calls it.
-_FRAMES = 12
-
-
-def _find(cls: type) -> Any:
-    """The ``cls`` instance (a Trainer) of the calling frames: a ``trainer`` or ``self``
-    local, or a ``self.trainer`` (Lightning's connectors); None if none is found."""
-    frame = sys._getframe(2)
-    for _ in range(_FRAMES):
-        if frame is None:
-            return None
-        local = frame.f_locals
-        for candidate in (local.get("trainer"), local.get("self")):
-            if isinstance(candidate, cls):
-                return candidate
-        owner = local.get("self")
-        attributes = getattr(owner, "__dict__", None)
-        if isinstance(attributes, dict) and isinstance(attributes.get("trainer"), cls):
-            return attributes["trainer"]
-        frame = frame.f_back
-    return None
 
 
 def logger_class(namespace: str) -> type:
@@ -115,10 +94,10 @@ def logger_class(namespace: str) -> type:
         @property
         def version(self) -> int | None:
             """The run id (rank zero opens the run; other ranks know it only when given)."""
-            if rank_zero_only.rank == 0:
+            known = self.tracked.run_id
+            if known is None and rank_zero_only.rank == 0:
                 return self.experiment.id
-            ref = self.tracked.run_id_ref
-            return ref if isinstance(ref, int) else None
+            return known
 
         @property
         @base.rank_zero_experiment
@@ -163,7 +142,7 @@ def logger_class(namespace: str) -> type:
             """The trainer driving this logger (found once in the calling frames)."""
             trainer = self._trainer() if self._trainer is not None else None
             if trainer is None:
-                trainer = _find(trainer_class)
+                trainer = find_in_stack(trainer_class)
                 if trainer is not None:
                     self._trainer = weakref.ref(trainer)
             return trainer
