@@ -511,6 +511,7 @@ REVIEWED = {
     "updates": "'<quoted> = EXCLUDED.<quoted>' from quoted metric names",
     "quoted": "a metric name passed through engine.quote_ident (sql.Identifier on PostgreSQL)",
     "names": "metric names passed through engine.quote_ident",
+    "status": "one of the constant values.STATUSES (schema upgrade adds missing enum values)",
     "counts": "COUNT(<quote_ident(name)>) for metric columns",
     "', '.join(selects)": "aggregates of quote_ident(name) metric columns",
     "', '.join(RUN_COLUMNS)": "a constant tuple of column names",

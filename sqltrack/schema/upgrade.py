@@ -108,15 +108,16 @@ async def _postgres_steps(engine: Engine, conn: Any) -> None:
         await _rows(engine, conn, "ALTER TABLE applied_migrations "
                     "ALTER COLUMN time_applied DROP NOT NULL")
     types = {r[0] for r in await _rows(
-        engine, conn, "SELECT typname FROM pg_type WHERE typnamespace = "
-        "current_schema()::regnamespace AND typname IN ('runstatus', 'run_status')")}
+        engine, conn, "SELECT typname FROM pg_type WHERE typnamespace = (SELECT oid FROM pg_namespace "
+        "WHERE nspname = current_schema()) AND typname IN ('runstatus', 'run_status')")}
     if "run_status" in types and "runstatus" not in types:
         await _rows(engine, conn, "ALTER TYPE run_status RENAME TO runstatus")
         types.add("runstatus")
     if "runstatus" in types:
         present = {r[0] for r in await _rows(
-            engine, conn, "SELECT enumlabel FROM pg_enum WHERE enumtypid = "
-            "(quote_ident(current_schema()) || '.runstatus')::regtype")}
+            engine, conn, "SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+            "JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = current_schema() AND t.typname = 'runstatus'")}
         # Allowed in a transaction since PostgreSQL 12; the new values are usable
         # after commit (nothing here uses them before).
         for status in STATUSES:
