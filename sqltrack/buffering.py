@@ -70,7 +70,7 @@ class MetricBuffer:
         self._flushing = asyncio.Lock()
         self._error: MetricWriteError | None = None
         self._timer = self._loop.create_task(self._flush_periodically())
-        run.client.buffers.add(self)
+        run.client.on_close(self)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -159,6 +159,6 @@ class MetricBuffer:
         """Flush, stop the periodic flush and detach from the client; raise a pending error."""
         if not self._timer.done() and not self._timer.get_loop().is_closed():
             self._timer.cancel()
-        self.run.client.buffers.discard(self)
+        self.run.client.hooks.discard(self)
         await self.flush()
 

@@ -25,6 +25,7 @@ from .engines import make_engine
 from .engines.base import Engine
 from .errors import ClientClosed
 from .exits import silence_pending_tasks
+from .hooks import ClientHooks, CloseHook
 
 #: Who owns a held connection; the sync facade sets this to its calling thread,
 #: otherwise the current asyncio task is the owner.
@@ -88,10 +89,9 @@ class AsyncClient:
         self._held: dict[Any, _Held] = {}
         self._state = "unopened"
         self._open_lock: asyncio.Lock | None = None
-        #: Runs started and not yet stopped, by id (the sync facade stops them at exit).
-        self.open_runs: dict[int, Any] = {}
-        #: Write-behind buffers of this client's runs, flushed by close().
-        self.buffers: set[Any] = set()
+        #: Close hooks (write-behind buffers, closed by close()) and open runs
+        #: (stopped with their exit status at interpreter exit).
+        self.hooks = ClientHooks()
         from .metrics import MetricTable
 
         self.metrics = MetricTable(self)
@@ -117,10 +117,10 @@ class AsyncClient:
         # ends with no hook Python runs (multiprocessing workers end with os._exit or
         # SIGTERM), so a row buffered there could be lost. The parent's buffered rows
         # are the parent's to write; the child drops its copy of them.
-        for buffer in self.buffers:
-            buffer.run._buffer = None
-        _abandoned.append(self.buffers)
-        self.buffers = set()
+        buffers = self.hooks.clear_hooks()
+        for buffer in buffers:
+            buffer.run._buffer = None  # type: ignore[attr-defined]
+        _abandoned.append(buffers)
         if self.settings.buffered:
             self.settings = replace(self.settings, buffered=False)
 
@@ -133,11 +133,15 @@ class AsyncClient:
         self._held = {}
         self._open_lock = None
         self._state = "unopened"
-        for buffer in self.buffers:
-            buffer.rebind()
+        for hook in self.hooks.close_hooks():
+            hook.rebind()
 
     def __repr__(self) -> str:
         return f"<AsyncClient {self._state} {self.settings!r}>"
+
+    def on_close(self, hook: CloseHook) -> None:
+        """``await hook.close()`` when this client closes (a run's metric buffer)."""
+        self.hooks.on_close(hook)
 
     @property
     def engine(self) -> str:
@@ -166,9 +170,9 @@ class AsyncClient:
         A buffered write that failed is raised here (after the pool is closed).
         """
         errors = []
-        for buffer in list(self.buffers):
+        for hook in self.hooks.close_hooks():
             try:
-                await buffer.close()
+                await hook.close()
             except Exception as error:  # noqa: BLE001 - raised below, after closing
                 errors.append(error)
         _unclosed.discard(self)

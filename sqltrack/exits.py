@@ -50,7 +50,7 @@ def exit_status(terminated: str) -> str:
 
 async def close_at_exit(client: Any) -> None:
     """Stop the runs ``client`` (an AsyncClient) has open, then close it; errors are logged."""
-    for run in list(client.open_runs.values()):
+    for run in client.hooks.open_runs():
         try:
             await run.stop(exit_status(run.terminated_status))
         except ClientClosed:
@@ -97,7 +97,7 @@ def _close_never_closed() -> None:
     for client in list(_unclosed):
         if client.blocking or client._state != "open":
             continue
-        if not client.open_runs and not any(len(buffer) for buffer in client.buffers):
+        if not client.hooks.open_runs() and not client.hooks.pending():
             log.warning("sqltrack: %r was never closed (call 'await client.close()' "
                         "when done)", client)
             continue  # nothing to write: no connection at exit

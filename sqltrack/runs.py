@@ -356,7 +356,7 @@ class AsyncRun:
                 assignments.append(f"{column} = %s")
                 params.append(self.client._engine.timestamp(value))
         await _update_run(self.client, self.id, ", ".join(assignments), params)
-        self.client.open_runs[self.id] = self
+        self.client.hooks.run_opened(self)
         return self
 
     async def stop(
@@ -379,7 +379,7 @@ class AsyncRun:
             assignments.append("time_updated = %s")
             params.append(self.client._engine.timestamp(value))
         await _update_run(self.client, self.id, ", ".join(assignments), params)
-        self.client.open_runs.pop(self.id, None)
+        self.client.hooks.run_stopped(self)
         if write_error is not None:
             raise write_error
         return self

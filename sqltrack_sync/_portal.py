@@ -284,7 +284,7 @@ def _dropped(client: Any) -> None:
     get their exit status as every other open run does.
     """
     current = _loop_thread
-    if client.open_runs:
+    if client.hooks.open_runs():
         _orphans.add(client)
     elif current is not None and not current.stopped and client._state != "closed":
         with suppress(RuntimeError):  # the loop is closed: exit is past its clean-up
@@ -303,7 +303,7 @@ async def _drain_closing() -> None:
 
 
 def _open_runs() -> list[Any]:
-    return [run for obj in list(_cleanups) for run in list(obj.async_client.open_runs.values())]
+    return [run for obj in list(_cleanups) for run in obj.async_client.hooks.open_runs()]
 
 
 #: The process that installed ``_on_sigterm`` (a forked child inherits the handler).
@@ -379,7 +379,7 @@ def _after_fork_in_child() -> None:
     _orphans.clear()
     _lock = threading.Lock()
     for obj in list(_cleanups):
-        obj.async_client.open_runs.clear()
+        obj.async_client.hooks.forget_runs()
 
 
 #: The parent's loop threads, in a forked child (kept: nothing of theirs is collected).

@@ -17,11 +17,12 @@ if TYPE_CHECKING:  # names used in annotations, as the async source has them
     from collections.abc import Mapping, Sequence
     from typing import Any
     from sqltrack.engines.base import Engine
+    from sqltrack.hooks import CloseHook
 
 
 #: Attributes that only an AsyncClient has: reaching for them means a mix-up.
 _ASYNC_ONLY = frozenset(
-    {"query", "metrics", "open_runs", "buffers", "_run", "_engine", "_opened_engine", "settings"}
+    {"query", "metrics", "hooks", "on_close", "_run", "_engine", "_opened_engine", "settings"}
 )
 
 
@@ -59,10 +60,18 @@ class Client:
     ``sqltrack.buffering``; ``flush_rows``, ``flush_interval``, ``buffer_max_rows``).
 
     Nothing connects until first use; the base schema is created then if missing.
+    ``create_schema=False`` (read-only tools such as the ``sqltrack`` listings)
+    never creates tables: a database without them raises ``sqltrack.SchemaMissing``.
     Close the client with ``client.close()`` when done.
     """
 
-    def __init__(self, config: Mapping[str, Any] | str | os.PathLike | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        config: Mapping[str, Any] | str | os.PathLike | None = None,
+        *,
+        create_schema: bool = True,
+        **kwargs: Any,
+    ):
         self._async = _core.AsyncClient(config, **kwargs)
         _portal.register_cleanup(self)
 

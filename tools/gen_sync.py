@@ -57,7 +57,7 @@ CLASS_HOME = {"Client": "client", "Experiment": "experiments", "Run": "runs"}
 #: AsyncClient attributes the blocking Client does not have (``query`` included: the
 #: core coroutines use it, so a Client given to one fails before any statement runs).
 ASYNC_ONLY = (
-    "query", "metrics", "open_runs", "buffers", "_run", "_engine", "_opened_engine", "settings"
+    "query", "metrics", "hooks", "on_close", "_run", "_engine", "_opened_engine", "settings"
 )
 DBAPI_CONNECTION_METHODS = ("commit", "rollback")
 DBAPI_CURSOR_METHODS = ("fetchone", "fetchmany", "fetchall", "close")
