@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 import sys
 
 import lightning.pytorch as pl
@@ -13,6 +15,15 @@ import sqltrack
 
 sys.path.insert(0, str(EXAMPLES))
 import lightning_train  # noqa: E402 - the example is the model under test
+
+
+@pytest.fixture(autouse=True)
+def restore_sigterm():
+    """A started logger makes SIGTERM raise sqltrack.Terminated; the test runner's
+    handler comes back afterwards."""
+    handler = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, handler)
 
 
 def trainer(logger, tmp_path, epochs: int = 2):
@@ -133,3 +144,60 @@ def test_sigterm_mid_training(client_kwargs):
     assert status == 143, err
     assert read_raw(client_kwargs, "SELECT status FROM runs") == [("PREEMPTED",)]
     assert read_raw(client_kwargs, "SELECT COUNT(*) FROM metrics")[0][0] >= 3
+
+
+@dataclasses.dataclass
+class Optim:
+    name: str = "sgd"
+    betas: tuple = (0.9, 0.99)
+
+
+class Configured(lightning_train.Regression):
+    """Hyperparameters given as a nested config."""
+
+    def __init__(self, optim: Optim, schedule: dict):
+        super().__init__()
+        self.save_hyperparameters()
+
+
+def test_nested_hyperparameters_and_requeue(client_kwargs, tmp_path, monkeypatch):
+    """Nested configs become JSON args; a requeued job (same SLURM_JOB_ID) continues
+    its run: the second fit writes into the first run."""
+    from sqltrack.integrations.lightning import SqltrackLogger
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        first = SqltrackLogger(client, experiment="requeue", run_id="SLURM_JOB_ID")
+        model = Configured(Optim(), {"warmup": 2, "decay": float("inf")})
+        trainer(first, tmp_path, epochs=1).fit(model, lightning_train.data(32, 0))
+        monkeypatch.setenv("SLURM_JOB_ID", str(first.version))
+        second = SqltrackLogger(client, experiment="requeue", run_id="SLURM_JOB_ID")
+        trainer(second, tmp_path, epochs=1).fit(model, lightning_train.data(32, 0))
+        assert second.version == first.version
+    finally:
+        client.close()
+    status, args, _, _ = the_run(client_kwargs, first.version)
+    assert status == "COMPLETED"
+    args = json_value(args)
+    assert args["optim"] == {"name": "sgd", "betas": [0.9, 0.99]}
+    assert args["schedule"] == {"warmup": 2, "decay": "inf"}
+    assert read_raw(client_kwargs, "SELECT COUNT(*) FROM runs") == [(1,)]
+
+
+def test_only_rank_zero_writes(client_kwargs, tmp_path, monkeypatch):
+    """On another rank of a DDP job the logger writes nothing (no run is made)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from sqltrack.integrations.lightning import SqltrackLogger
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        logger = SqltrackLogger(client, experiment="ranks")
+        monkeypatch.setattr(rank_zero_only, "rank", 1)
+        logger.log_hyperparams({"lr": 1})
+        logger.log_metrics({"loss": 1.0}, step=0)
+        logger.finalize("success")
+        assert logger.version is None
+        assert client.execute("SELECT COUNT(*) FROM runs") == [(0,)]
+    finally:
+        client.close()

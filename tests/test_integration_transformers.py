@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pytest
@@ -16,6 +17,15 @@ from transformers import Trainer  # noqa: E402
 
 sys.path.insert(0, str(EXAMPLES))
 import transformers_train as example  # noqa: E402 - the example is the model under test
+
+
+@pytest.fixture(autouse=True)
+def restore_sigterm():
+    """A started callback makes SIGTERM raise sqltrack.Terminated; the test runner's
+    handler comes back afterwards."""
+    handler = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, handler)
 
 
 def make_trainer(callback, tmp_path, fail_at_step: int = -1, epochs: float = 2) -> Trainer:
@@ -108,3 +118,18 @@ def test_sigterm_mid_training(client_kwargs):
     assert status == 143, err
     assert read_raw(client_kwargs, "SELECT status FROM runs") == [("PREEMPTED",)]
     assert read_raw(client_kwargs, "SELECT COUNT(*) FROM metrics")[0][0] >= 3
+
+
+def test_only_world_process_zero_writes(client_kwargs, tmp_path, monkeypatch):
+    from sqltrack.integrations.transformers import SqltrackCallback
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        callback = SqltrackCallback(client, experiment="hf")
+        trainer = make_trainer(callback, tmp_path, epochs=1)
+        monkeypatch.setattr(Trainer, "is_world_process_zero", lambda self: False)
+        trainer.train()
+        assert callback.run_id is None
+        assert client.execute("SELECT COUNT(*) FROM runs") == [(0,)]
+    finally:
+        client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 import pytest
 from helpers import json_value, read_raw
@@ -10,6 +11,15 @@ from integration_helpers import run_example, sigterm_after_rows
 
 import sqltrack
 import sqltrack.wandb as wandb
+
+
+@pytest.fixture(autouse=True)
+def restore_sigterm():
+    """A started run makes SIGTERM raise sqltrack.Terminated; the test runner's handler
+    comes back afterwards."""
+    handler = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, handler)
 
 
 @pytest.fixture
