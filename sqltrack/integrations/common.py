@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
+import importlib
 import math
 import sys
 from collections.abc import Mapping
@@ -61,9 +62,9 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     elif type(value).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf  # only when given one
+        omegaconf: Any = importlib.import_module("omegaconf")  # only when given one
 
-        value = OmegaConf.to_container(value, resolve=True)
+        value = omegaconf.OmegaConf.to_container(value, resolve=True)
     if isinstance(value, Mapping):
         return {_text(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -116,7 +117,7 @@ def find_in_stack(cls: type) -> Any:
     Loggers and callbacks are not handed their trainer; this finds it once, from
     the trainer's own call into them. None when there is none.
     """
-    frame = sys._getframe(1)
+    frame: Any = sys._getframe(1)
     for _ in range(STACK_FRAMES):
         if frame is None:
             return None

@@ -59,8 +59,9 @@ def logger_class(namespace: str) -> type:
     base = importlib.import_module(f"{namespace}.loggers.logger")
     rank_zero_only = importlib.import_module(f"{namespace}.utilities").rank_zero_only
     trainer_class = pl.Trainer
+    logger_base: Any = base.Logger
 
-    class SqltrackLogger(base.Logger):
+    class SqltrackLogger(logger_base):
         __doc__ = _LOGGER_DOC
 
         def __init__(

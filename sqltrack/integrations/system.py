@@ -27,6 +27,7 @@ warning; training goes on.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -63,7 +64,7 @@ class _Nvml:
         self.module: Any = None
         self.handles: list[Any] = []
         try:
-            import pynvml  # the nvidia-ml-py package
+            pynvml: Any = importlib.import_module("pynvml")  # the nvidia-ml-py package
 
             pynvml.nvmlInit()
             count = pynvml.nvmlDeviceGetCount()
@@ -97,13 +98,13 @@ class Sampler:
     """Reads the machine: :meth:`sample` returns ``{name: value}`` (see the module doc)."""
 
     def __init__(self) -> None:
-        try:
-            import psutil
-        except ImportError:
-            psutil = None
-        self.psutil = psutil
-        self.process = psutil.Process() if psutil is not None else None
+        psutil: Any = None
+        with suppress(ImportError):
+            psutil = importlib.import_module("psutil")
+        self.psutil: Any = psutil
+        self.process: Any = None
         if psutil is not None:  # the first cpu_percent() call only starts the count
+            self.process = psutil.Process()
             psutil.cpu_percent(interval=None)
             self.process.cpu_percent(interval=None)
         self.nvml = _Nvml()

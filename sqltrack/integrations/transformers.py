@@ -123,7 +123,7 @@ class SqltrackCallback(transformers.TrainerCallback):
             return
         if state.max_steps and state.max_steps > 0:
             progress = state.global_step / state.max_steps
-        elif state.epoch is not None and getattr(state, "num_train_epochs", 0):
+        elif state.epoch is not None and state.num_train_epochs:
             progress = state.epoch / state.num_train_epochs
         else:
             progress = 0.0

@@ -96,7 +96,9 @@ class Config(MutableMapping):
         if self._owner is not None and safe:
             self._owner.tracked.add_args(safe)
 
-    def update(self, other: Any = (), allow_val_change: bool | None = None, **kwargs: Any) -> None:
+    def update(  # type: ignore[override] # wandb's signature
+        self, other: Any = (), allow_val_change: bool | None = None, **kwargs: Any
+    ) -> None:
         if isinstance(other, argparse.Namespace):
             other = vars(other)
         self._write({**dict(other), **kwargs})
@@ -148,7 +150,7 @@ class Summary(MutableMapping):
         if self._owner is not None and self._items:
             self._owner.tracked.open().add_extras({"summary": json_safe(self._items)})
 
-    def update(self, other: Any = (), **kwargs: Any) -> None:
+    def update(self, other: Any = (), **kwargs: Any) -> None:  # type: ignore[override]
         self._items.update({**dict(other), **kwargs})
         self.write()
 
