@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import queries
-from .errors import ExperimentNotFound, RunNotFound
+from .errors import ExperimentNotFound
 from .frames import check_backend, make_frame
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ async def metrics_frame(
     if shape not in ("long", "wide"):
         raise ValueError(f"unknown shape {shape!r}: use 'wide' or 'long'")
     ids = [run_ids] if isinstance(run_ids, int) else list(dict.fromkeys(run_ids))
-    await _check_runs(client, ids)
+    await queries.check_runs(client, ids)
     columns = await _metric_kinds(client, ids, metrics)
     names = list(columns)
     data: dict[str, list[Any]] = {
@@ -209,19 +209,6 @@ def _expand(columns: dict[str, list[Any]], kinds: dict[str, str | None], name: s
     del kinds[name]
     if name == "tags":
         kinds.update({key: "bool" for key in keys})
-
-
-async def _check_runs(client: AsyncClient, run_ids: list[int]) -> None:
-    if not run_ids:
-        return
-    for run_id in run_ids:
-        if not isinstance(run_id, int) or isinstance(run_id, bool):
-            raise TypeError(f"run ids must be integers, not {run_id!r}")
-    marks = ", ".join(["%s"] * len(run_ids))
-    rows = await client.query(f"SELECT id FROM runs WHERE id IN ({marks})", run_ids)
-    missing = [r for r in run_ids if r not in {row[0] for row in rows}]
-    if missing:
-        raise RunNotFound(missing[0])
 
 
 async def _metric_kinds(

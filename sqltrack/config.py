@@ -228,3 +228,23 @@ def resolve(config: Mapping[str, Any] | str | os.PathLike | None = None, **kwarg
     params.setdefault("user", os.environ.get("USER") or getpass.getuser())
     params.setdefault("dbname", params["user"])
     return Settings(engine, params, schema=schema, **options)
+
+
+def secret_values(
+    config: Mapping[str, Any] | str | os.PathLike | None = None,
+    given: Mapping[str, Any] | None = None,
+) -> set[str]:
+    """Every password value the settings may hold: ``given``, ``SQLTRACK_DSN_*``, the file.
+
+    For masking known values in text (``environment.mask_passwords(text, secrets)``);
+    an unreadable config file contributes nothing.
+    """
+    sources: list[Mapping[str, Any]] = [given or {}, _env_values()]
+    try:
+        sources.append(_file_values(config))
+    except Exception:  # noqa: BLE001 - the settings report a bad file themselves
+        pass
+    return {
+        str(value) for source in sources for key, value in source.items()
+        if key in SECRET_KEYS and value
+    }

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 #: What a masked value (or password) becomes.
 MASKED = "***"
@@ -70,12 +70,19 @@ def is_secret_name(name: str) -> bool:
     return any(part in upper for part in SECRET_NAME_PARTS)
 
 
-def mask_passwords(text: str) -> str:
-    """``text`` with the passwords of URLs and ``key=value`` DSNs replaced by ``***``."""
+def mask_passwords(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with the passwords of URLs and ``key=value`` DSNs replaced by ``***``.
+
+    The one masking function of sqltrack (``env='auto'``, ``repr(settings)``, the
+    CLI's output and errors). ``secrets``: known password values, also replaced
+    wherever they appear (the CLI passes the ones its settings hold).
+    """
     if "=" in text:
         text = _KEY_PASSWORD.sub(lambda m: m.group(1) + MASKED, text)
     if "://" in text:
         text = _URL_PASSWORD.sub(lambda m: m.group(1) + MASKED + m.group(3), text)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASKED)
     return text
 
 

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from .errors import RunNotFound
+
 if TYPE_CHECKING:
     from .client import AsyncClient
 
@@ -251,3 +253,21 @@ async def metric_rows(
                 base + " AND (step > %s OR (step = %s AND progress > %s))" + order,
                 [run_id, step, step, progress],
             )
+
+
+async def check_runs(client: AsyncClient, run_ids: Sequence[int]) -> None:
+    """Raise RunNotFound for the first of ``run_ids`` not in the database (TypeError: not an id).
+
+    The one run check of the read side (DataFrames, export, the CLI).
+    """
+    for run_id in run_ids:
+        if not isinstance(run_id, int) or isinstance(run_id, bool):
+            raise TypeError(f"run ids must be integers, not {run_id!r}")
+    if not run_ids:
+        return
+    marks = ", ".join(["%s"] * len(run_ids))
+    rows = await client.query(f"SELECT id FROM runs WHERE id IN ({marks})", list(run_ids))
+    found = {row[0] for row in rows}
+    missing = [run_id for run_id in run_ids if run_id not in found]
+    if missing:
+        raise RunNotFound(missing[0])

@@ -1,0 +1,146 @@
+"""The ``sqltrack`` command: set up a database, list and inspect runs, export metrics.
+
+Connection options come before the command (``sqltrack --engine sqlite --dbpath
+runs.db runs``); any option not given falls back to ``SQLTRACK_DSN_*`` variables
+and the config file, exactly as for ``AsyncClient``. Every command first names
+its database in one line on stderr; only ``setup`` and ``mark-stale`` create
+sqltrack's tables (the read-only commands refuse a database without them and say
+how to point them elsewhere). Errors print one line to stderr and exit with
+status 1 (2 for a wrong command line); passwords are never printed.
+
+Modules: ``parser`` (command line), ``commands`` (one coroutine per command, the
+``COMMANDS`` registry), ``formatting`` (what is printed); exports are written by
+the library module ``sqltrack.export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..client import AsyncClient
+from ..environment import mask_passwords
+from ..errors import SchemaMissing
+from . import parser as _parser
+from .commands import COMMANDS, CliError, opened_engine
+from .formatting import PROG, describe, one_line, target_line
+from .parser import client_kwargs, parse_duration, secret_values
+
+#: The project's one masking function, under the name the CLI has always used.
+mask = mask_passwords
+
+__all__ = [
+    "COMMANDS", "CliError", "build_parser", "client_kwargs", "main", "mask", "parse_duration",
+    "run_command",
+]
+
+#: How to point a command at another database (part of the "no tables" error).
+WHERE_HINT = (
+    "point sqltrack elsewhere with '--engine sqlite --dbpath FILE' or "
+    "'--host HOST --dbname NAME [--schema NAME]' before the command, "
+    "SQLTRACK_DSN_* variables (SQLTRACK_DSN_ENGINE, SQLTRACK_DSN_DBPATH, SQLTRACK_DSN_HOST, ...) "
+    "or a sqltrack.conf file; or create the tables here with 'sqltrack setup'"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sqltrack`` command (every command in ``COMMANDS``)."""
+    return _parser.build_parser(COMMANDS.values())
+
+
+def _check_sqlite_exists(client: AsyncClient) -> None:
+    path = str(client.settings.params["dbpath"])
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    if not Path(path).is_file():
+        raise CliError(f"no SQLite database at {str(Path(path).absolute())!r}: {WHERE_HINT}")
+
+
+async def _check_postgres(client: AsyncClient) -> None:
+    """Connect once, directly, so a wrong setting fails at once with the server's reason."""
+    import psycopg
+
+    params = dict(client.settings.params)
+    params.setdefault("connect_timeout", "10")
+    try:
+        conn = await psycopg.AsyncConnection.connect(**params)
+    except psycopg.Error as error:
+        raise CliError(f"cannot connect to {describe(client)}: {one_line(error)}") from None
+    await conn.close()
+
+
+async def run_command(args: argparse.Namespace) -> int:
+    """Open a client for the command, run it, close the client.
+
+    The target database is named on stderr first. Only commands that are not
+    read-only (``setup``, and ``mark-stale``, which writes) may create sqltrack's
+    tables; read-only commands refuse a database without them.
+    """
+    command = COMMANDS[args.command]
+    client = AsyncClient(args.config, create_schema=not command.read_only, **client_kwargs(args))
+    print(target_line(client), file=sys.stderr, flush=True)
+    try:
+        if client.engine == "sqlite" and args.command != "setup":
+            _check_sqlite_exists(client)
+        if client.engine == "postgres":
+            await _check_postgres(client)
+        if command.read_only:
+            try:
+                await opened_engine(client)
+            except SchemaMissing:
+                raise CliError(
+                    f"no sqltrack tables in {describe(client)}: {WHERE_HINT}"
+                ) from None
+        return await command.run(client, args)
+    finally:
+        await client.close()
+
+
+def _quiet_driver_logs() -> None:
+    # psycopg_pool logs each failed connection attempt; the CLI reports one error itself.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sqltrack`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
+    _quiet_driver_logs()
+    try:
+        return asyncio.run(run_command(args))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (``sqltrack runs | head``)
+        _silence_stdout()
+        return 1
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {_error_text(error, args)}", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _error_text(error: Exception, args: argparse.Namespace) -> str:
+    """One masked line for an error; unexpected kinds name their type."""
+    text = one_line(error)
+    if not isinstance(error, (CliError, ValueError, LookupError, OSError)):
+        module = type(error).__module__.split(".")[0]
+        if module not in ("sqltrack", "psycopg", "psycopg_pool", "sqlite3"):
+            text = f"{type(error).__name__}: {text} (run with --debug for the traceback)"
+    return mask_passwords(text, secret_values(args))

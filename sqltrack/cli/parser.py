@@ -1,0 +1,128 @@
+"""The ``sqltrack`` command line: value types, connection options, one sub-parser per command.
+
+Commands are described by :class:`Command` (name, help, arguments, coroutine,
+read-only or not); ``build_parser`` adds one sub-parser for each, so a new
+command is one more entry in ``sqltrack.cli.commands.COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .. import config as _config
+from ..values import STATUSES
+from .formatting import PROG
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhdw]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    """A command without options of its own."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``sqltrack`` command: its sub-parser and the coroutine that runs it."""
+
+    name: str
+    help: str
+    run: Callable[[AsyncClient, argparse.Namespace], Awaitable[int]]
+    arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+    #: Read-only commands never create sqltrack's tables (they refuse a database without them).
+    read_only: bool = False
+
+
+# -- value types --------------------------------------------------------------
+def key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` as ``(key, value)``, the key stripped and lower-cased."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {key.strip()!r} without '='")
+    return key.strip().lower(), value
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``3600``, ``90s``, ``30m``, ``1.5h``, ``2d``, ``1w`` or ``1h30m``."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use seconds or units s/m/h/d/w, e.g. 3600, 30m, 1h30m"
+        )
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def status(text: str) -> str:
+    """A run status, upper-cased; one of ``sqltrack.values.STATUSES``."""
+    value = text.strip().upper()
+    if value not in STATUSES:
+        raise argparse.ArgumentTypeError(
+            f"unknown status {text!r}: use one of {', '.join(STATUSES)}"
+        )
+    return value
+
+
+def run_id(text: str) -> int:
+    """A run id (an integer)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"run id must be an integer, not {text!r}") from None
+
+
+# -- the parser ---------------------------------------------------------------
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """The options naming the database; they go before the command."""
+    group = parser.add_argument_group(
+        "connection (default: SQLTRACK_DSN_* environment, then the config file)"
+    )
+    group.add_argument("--engine", choices=_config.ENGINES, help="database engine")
+    group.add_argument("--dbpath", help="SQLite database file")
+    group.add_argument("--config", metavar="PATH", help="config file of key=value lines")
+    for name in ("host", "port", "user", "dbname"):
+        group.add_argument(f"--{name}", help=f"PostgreSQL {name}")
+    group.add_argument("--schema", help="PostgreSQL schema (search_path)")
+    group.add_argument(
+        "-o", "--option", dest="options", metavar="KEY=VALUE", type=key_value,
+        action="append", default=[], help="any libpq keyword or client setting (repeatable)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def build_parser(commands: Iterable[Command]) -> argparse.ArgumentParser:
+    """The argument parser of the ``sqltrack`` command, with a sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect and maintain a sqltrack database (PostgreSQL or SQLite).",
+        epilog="Connection options go before the command, e.g. "
+        "'sqltrack --engine sqlite --dbpath runs.db runs'.",
+    )
+    add_connection_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in commands:
+        command.arguments(sub.add_parser(command.name, help=command.help))
+    return parser
+
+
+def client_kwargs(args: argparse.Namespace) -> dict[str, str]:
+    """Keyword arguments for AsyncClient: only the connection options that were given."""
+    kwargs = {
+        name: getattr(args, name)
+        for name in ("engine", "dbpath", "host", "port", "user", "dbname", "schema")
+        if getattr(args, name) is not None
+    }
+    kwargs.update(dict(args.options))
+    return kwargs
+
+
+def secret_values(args: argparse.Namespace) -> set[str]:
+    """Every password the command's settings may hold (options, environment, config file)."""
+    return _config.secret_values(args.config, dict(args.options))
