@@ -24,13 +24,19 @@ DASH = "—"
 
 @dataclass(frozen=True)
 class Target:
-    """A goal for a ratio: ``ratio <= limit`` (``at_most``) or ``ratio >= limit``."""
+    """A goal: ``ratio <= limit`` (``at_most``) or ``ratio >= limit``.
+
+    With a ``unit`` the goal is on the case's own value (in that unit), not on a ratio:
+    ``Target(5, unit="ms")`` is "at most 5 ms".
+    """
 
     limit: float
     at_most: bool = True
+    unit: str | None = None
 
     def __str__(self) -> str:
-        return f"{'≤' if self.at_most else '≥'} {self.limit:g}x"
+        bound = f"{'≤' if self.at_most else '≥'} {self.limit:g}"
+        return f"{bound} {self.unit}" if self.unit else f"{bound}x"
 
     def met(self, ratio: float) -> bool:
         return ratio <= self.limit if self.at_most else ratio >= self.limit
@@ -123,7 +129,11 @@ def table_rows(
             continue
         value = values[case.name]
         if case.baseline is None:
-            rows.append(Row(case.name, fmt(value), "(baseline)"))
+            if case.target is not None and case.target.unit:
+                met = "yes" if case.target.met(value) else "**NO**"
+                rows.append(Row(case.name, fmt(value), DASH, DASH, str(case.target), met))
+            else:
+                rows.append(Row(case.name, fmt(value), "(baseline)"))
             continue
         rows.append(compare(case.name, value, fmt, case.baseline, values, case.target))
         rows.extend(compare(case.name, value, fmt, other, values, None) for other in case.also)
@@ -145,6 +155,26 @@ def compare(
     ratio = value / base
     met = DASH if target is None else ("yes" if target.met(ratio) else "**NO**")
     return Row(name, fmt(value), baseline, f"{ratio:.2f}x", str(target or DASH), met)
+
+
+def summary(sections: list[Section]) -> str:
+    """One table of every row that has a target: what it is, the figure, met or not."""
+    lines = ["## Targets", "",
+             "Every row below that has a target, from the tables that follow.", "",
+             "| workload | case | measured | target | met? |", "|---|---|---|---|---|"]
+    count = met = 0
+    for section in sections:
+        for row in section.rows:
+            if row.target == DASH:
+                continue
+            count += 1
+            met += row.met == "yes"
+            measured = row.ratio if row.ratio not in (DASH, NA) else row.value
+            against = f" of {row.baseline}" if row.ratio not in (DASH, NA) else ""
+            lines.append(f"| {section.title} | {row.case} | {measured}{against} | "
+                         f"{row.target} | {row.met} |")
+    lines += ["", f"{met} of {count} targets met.", ""]
+    return "\n".join(lines)
 
 
 def render(sections: list[Section]) -> str:

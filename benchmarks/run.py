@@ -1,6 +1,6 @@
 """sqltrack benchmarks, side by side with the raw drivers in the same process run.
 
-    python benchmarks/run.py [--quick] [--pg-dsn DSN] [--only W1,W2,W3,W4]
+    python benchmarks/run.py [--quick] [--pg-dsn DSN] [--only W1,W2,W3,W4,W5]
 
 Workloads (see each module's docstring):
 
@@ -10,7 +10,13 @@ Workloads (see each module's docstring):
   AsyncClient against a raw psycopg_pool, with the peak number of server connections;
 - W3 read back (``w3_readback.py``): 100 runs x 1,000 steps into Python rows and a
   pandas DataFrame, against the raw drivers' SELECT;
-- W4 start-up (``w4_startup.py``): whole-process times of imports and a one-step run.
+- W4 start-up (``w4_startup.py``): whole-process times of imports and a one-step run;
+- W5 many processes (``w5_processes.py``): 32 processes x 1 run on one SQLite file
+  against 32 raw sqlite3 processes, rows/s and "database is locked" errors.
+
+W1 also times every buffered ``add_metrics`` call alone (``w1_latency.py``: max and
+p99.99) and logs for long past what the database keeps up with. A "Targets" table
+at the top lists every target with met / not met.
 
 Each case runs in interleaved rounds with its baseline and the medians are reported,
 with ratio = case / baseline. The tables are printed and written to
@@ -32,13 +38,13 @@ from pathlib import Path
 
 import psycopg
 from common import DEFAULT_PG_DSN, Env
-from harness import Section, render
+from harness import Section, render, summary
 
 import sqltrack
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-WORKLOADS = ("W1", "W2", "W3", "W4")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,23 +62,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_workloads(env: Env, only: set[str]) -> list[Section]:
     """Run the selected workloads, in order, and return their tables."""
+    import w1_latency
     import w1_training
     import w2_writers
     import w3_readback
     import w4_startup
+    import w5_processes
 
     rounds = 3 if env.quick else 9
     plan = (
-        ("W1", lambda: w1_training.run(env, rounds)),
+        ("W1", lambda: [w1_training.run(env, rounds), w1_latency.run(env, 2 if env.quick else 3)]),
         ("W2", lambda: w2_writers.run(env, 3 if env.quick else 5)),
         ("W3", lambda: w3_readback.run(env, 3 if env.quick else 11)),
         ("W4", lambda: w4_startup.run(env, 5 if env.quick else 10)),
+        ("W5", lambda: w5_processes.run(env, 1 if env.quick else 3)),
     )
     sections = []
     for name, workload in plan:
         if name in only:
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            sections.append(workload())
+            result = workload()
+            sections.extend(result if isinstance(result, list) else [result])
     return sections
 
 
@@ -82,7 +92,7 @@ def header(env: Env, started_at: float, seconds: float) -> str:
     return "\n".join([
         "# sqltrack benchmark results",
         "",
-        f"Command: `python benchmarks/run.py{' --quick' if env.quick else ''}`"
+        f"Command: `python benchmarks/run.py{command_options()}`"
         f" ({time.strftime('%Y-%m-%d %H:%M', time.localtime(started_at))}, {seconds:.0f} s,"
         f" tree {git_state()}).",
         f"Python {platform.python_version()}, sqltrack {sqltrack.__version__},"
@@ -95,6 +105,11 @@ def header(env: Env, started_at: float, seconds: float) -> str:
         " in rounds; values are medians over the rounds, ratio = case / baseline.",
         "",
     ])
+
+
+def command_options() -> str:
+    """The options this run was started with, as typed."""
+    return "".join(" " + arg for arg in sys.argv[1:])
 
 
 def git_state() -> str:
@@ -123,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         if env.pg_error:
             print(f"warning: PostgreSQL cases are n/a: {env.pg_error}", file=sys.stderr)
         sections = run_workloads(env, only)
-        text = header(env, started_at, time.perf_counter() - started) + "\n" + render(sections)
+        elapsed = time.perf_counter() - started
+        text = header(env, started_at, elapsed) + "\n" + summary(sections) + "\n" + render(sections)
     finally:
         env.cleanup()
         loop.close()

@@ -124,7 +124,7 @@ def run(env: Env, rounds: int) -> Section:
     cases = [
         Case(RAW_CASE, functools.partial(raw_pool_writers, env, runs, rows), skip),
         Case(SQLTRACK_CASE, functools.partial(sqltrack_writers, env, runs, rows), skip,
-             baseline=RAW_CASE, target=Target(0.8, at_most=False)),
+             baseline=RAW_CASE, target=Target(0.9, at_most=False)),
     ]
     samples = measure(cases, rounds, env.loop)
     total = runs * steps
