@@ -134,3 +134,25 @@ def test_import_sqltrack_imports_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_integration_run_pickles_without_its_client(client_kwargs):
+    """Lightning's ddp_spawn pickles loggers: the copy opens its own client (from the
+    usual chain) and continues the same run."""
+    import pickle
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        tracked = IntegrationRun(client, "pickled", settings=client_kwargs)
+        tracked.start()
+        tracked.log({"a/b": 1.0}, step=0)
+        copy = pickle.loads(pickle.dumps(tracked))
+        assert copy.client is None and copy.run_id == tracked.run_id
+        copy.log({"a/b": 2.0}, step=1)
+        copy.stop("COMPLETED")  # and closes the client it made
+        tracked.stop("COMPLETED")
+    finally:
+        client.close()
+    assert read_raw(client_kwargs, "SELECT step, a__b FROM metrics ORDER BY step") == [
+        (0, 1.0), (1, 2.0)]
+    assert read_raw(client_kwargs, "SELECT status FROM runs") == [("COMPLETED",)]

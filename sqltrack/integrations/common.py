@@ -197,6 +197,14 @@ class IntegrationRun:
         #: Stopped (and not started again since).
         self.stopped = False
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (Lightning's ``ddp_spawn`` sends loggers to new processes): without
+        client and run, so the new process opens its own from the settings and the
+        usual chain, and continues the same run once it was opened."""
+        state = dict(self.__dict__)
+        state.update(given_client=None, client=None, run=None, started=False)
+        return state
+
     @property
     def run_id(self) -> int | None:
         """The run's id once known (given as an int, or the run opened once)."""
