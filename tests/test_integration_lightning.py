@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import signal
 import sys
 
@@ -49,6 +50,7 @@ def test_fit_two_epochs(client_kwargs, tmp_path):
                                       lightning_train.data(32, 0), lightning_train.data(16, 1))
         run_id = logger.version
         assert logger.name == "lightning"
+        assert pickle.loads(pickle.dumps(logger)).version == run_id  # ddp_spawn pickles it
     finally:
         client.close()
     status, args, extras, _ = the_run(client_kwargs, run_id)

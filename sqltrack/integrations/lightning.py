@@ -86,6 +86,12 @@ def logger_class(namespace: str) -> type:
             self._trainer: Any = None
             self._steps: tuple[Any, float] | None = None
 
+        def __getstate__(self) -> dict[str, Any]:
+            """Picklable (``ddp_spawn``): without the trainer reference (found again)."""
+            state = dict(self.__dict__)
+            state.update(_trainer=None, _steps=None)
+            return state
+
         # -- what Lightning asks ----------------------------------------------------
         @property
         def name(self) -> str:
