@@ -1,0 +1,125 @@
+"""Routes of the runs table with chosen columns, live curves, system metrics and the SQL page.
+
+``routes(client, wrap, json_response, sql_timeout)`` gives the app its routes;
+``wrap`` is the app's per-request handler wrapper (a client block, errors as 404/400).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from html import escape
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from . import api, curves, pages, readonly, summaries
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+SQL_EXAMPLE = "SELECT id, status, time_started FROM runs ORDER BY id DESC"
+
+
+def sql_page(query: str) -> str:
+    """``/sql``: a query box, its results as a table, a chart of two columns, CSV."""
+    api_url = "/api/sql?" + urlencode({"q": query}) if query.strip() else ""
+    body = (
+        "<h1>SQL</h1>\n"
+        '<p class="note">One read-only query (SELECT, WITH or VALUES) over the database; '
+        "it runs in a read-only transaction with a time limit.</p>\n"
+        '<form id="sql-form" class="sql" method="get" action="/sql">'
+        f'<textarea name="q" rows="6" aria-label="SQL query" spellcheck="false" '
+        f'placeholder="{escape(SQL_EXAMPLE)}">{escape(query)}</textarea>'
+        '<div class="buttons"><button type="submit">run</button> '
+        '<a id="sql-csv" hidden>download CSV</a></div></form>\n'
+        '<div id="sql-chart-controls" class="controls" hidden></div>\n'
+        '<div id="sql-chart" class="chart wide" hidden></div>\n'
+        '<p id="sql-meta" class="note"></p>\n'
+        '<div id="table" class="table-wrap"></div>'
+    )
+    return pages.page("SQL", "sql", body, api=api_url, crumbs=[("/sql", "SQL")], charts=True)
+
+
+def csv_text(result: readonly.Result) -> str:
+    """The rows as CSV (a header line, then one line per row)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(result.columns)
+    for row in result.rows:
+        writer.writerow(["" if v is None else v for v in row])
+    return out.getvalue()
+
+
+def routes(
+    client: AsyncClient,
+    wrap: Callable[[Handler], Handler],
+    json_response: Callable[[Any], Response],
+    sql_timeout: float = readonly.DEFAULT_TIMEOUT,
+) -> list[Route]:
+    """The routes (GET only) of these pages and their JSON API."""
+
+    def path_id(request: Request) -> int:
+        return request.path_params["id"]
+
+    async def table(request: Request) -> Response:
+        params = request.query_params
+        return json_response(await summaries.runs_table(
+            client, path_id(request), params.getlist("col"),
+            status=api.parse_status(params.get("status")),
+            tags=[t for t in params.getlist("tag") if t],
+            where=params.get("filter"), timeout=sql_timeout,
+        ))
+
+    async def run_curves(request: Request) -> Response:
+        params = request.query_params
+        return json_response(await curves.run_curves(
+            client, path_id(request), api.parse_names(params.get("names")),
+            api.parse_max_points(params.get("max_points")),
+            curves.parse_after(params.get("after_step"), params.get("after_progress")),
+        ))
+
+    async def system(request: Request) -> Response:
+        params = request.query_params
+        return json_response(await curves.system_metrics(
+            client, path_id(request), api.parse_max_points(params.get("max_points")),
+            params.get("after") or None,
+        ))
+
+    async def compare(request: Request) -> Response:
+        params = request.query_params
+        return json_response(await curves.compare_curves(
+            client, api.parse_ids(params.get("runs")), api.parse_names(params.get("metrics")),
+            api.parse_max_points(params.get("max_points")),
+            curves.parse_afters(params.get("after")),
+        ))
+
+    async def sql(request: Request) -> Response:
+        query = request.query_params.get("q") or ""
+        result = await readonly.run_query(client, query, timeout=sql_timeout)
+        if request.query_params.get("format") == "csv":
+            return Response(csv_text(result), media_type="text/csv; charset=utf-8", headers={
+                "content-disposition": 'attachment; filename="sqltrack-query.csv"',
+                "cache-control": "no-store",
+            })
+        return json_response({"columns": result.columns, "rows": result.rows,
+                              "truncated": result.truncated, "max_rows": readonly.MAX_ROWS})
+
+    async def sql_html(request: Request) -> Response:
+        return HTMLResponse(sql_page(request.query_params.get("q") or ""))
+
+    get = ["GET"]
+    return [
+        Route("/sql", sql_html, methods=get),
+        Route("/api/sql", wrap(sql), methods=get),
+        Route("/api/experiments/{id:int}/table", wrap(table), methods=get),
+        Route("/api/runs/{id:int}/curves", wrap(run_curves), methods=get),
+        Route("/api/runs/{id:int}/system", wrap(system), methods=get),
+        Route("/api/compare/curves", wrap(compare), methods=get),
+    ]

@@ -1,0 +1,258 @@
+"""Users' SQL on the web page, read only: the runs filter and the SQL page.
+
+What a user types is one SQL query (a SELECT; for the filter, a boolean
+expression placed inside our own SELECT), and nothing else can run through it:
+
+- text checks first, for a clear message: one statement (no ``;`` outside
+  quotes and comments), parentheses balanced, a query keyword first;
+- the SQL page's query runs as a subquery (``SELECT * FROM (...) AS q LIMIT n``),
+  so only a query parses there;
+- PostgreSQL: the statement runs in a transaction made ``READ ONLY`` with a
+  ``statement_timeout`` (``SET LOCAL``), sent with parameters (extended protocol),
+  so the server itself refuses more than one statement;
+- SQLite: on a connection of its own, opened read-only (``mode=ro``) with
+  ``PRAGMA query_only``, an authorizer that allows reading only, and a progress
+  handler that interrupts it at the deadline; sqlite3 runs one statement only.
+
+Every refusal is a :class:`QueryRefused` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from .api import BadRequest
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+
+#: Seconds a user's query may run before it is stopped.
+DEFAULT_TIMEOUT = 5.0
+#: Rows the SQL page shows (and puts in a CSV) at most.
+MAX_ROWS = 10_000
+QUERY_KEYWORDS = ("select", "with", "values")
+
+
+class QueryRefused(BadRequest):
+    """A user's SQL was refused or failed; the message is one line."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A piece of a statement typed by the user (placed as is, never as a parameter)."""
+
+    text: str
+
+
+@dataclass
+class Result:
+    """Column names and rows of a read-only query; ``truncated``: more rows existed."""
+
+    columns: list[str]
+    rows: list[tuple]
+    truncated: bool = False
+
+
+def one_line(message: object) -> str:
+    """A message on one line (whitespace runs collapsed), at most 300 characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# -- text checks -----------------------------------------------------------------
+_TOKEN = re.compile(
+    r"""(?P<skip>'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$)
+      |(?P<open>\()|(?P<close>\))|(?P<semi>;)|(?P<bad>'|"|/\*|\$[A-Za-z_]*\$)""",
+    re.S | re.X,
+)
+
+
+def check_text(text: str, what: str = "query") -> str:
+    """``text`` without trailing ``;``/space; QueryRefused if it is not one piece of SQL."""
+    body = text.strip()
+    while body.endswith(";"):
+        body = body[:-1].rstrip()
+    if not body:
+        raise QueryRefused(f"the {what} is empty")
+    depth = 0
+    for match in _TOKEN.finditer(body):
+        if match.group("semi"):
+            raise QueryRefused(f"only one statement is allowed: the {what} has a ';'")
+        if match.group("bad"):
+            raise QueryRefused(f"the {what} has an unclosed quote or comment")
+        if match.group("open"):
+            depth += 1
+        elif match.group("close"):
+            depth -= 1
+            if depth < 0:
+                raise QueryRefused(f"the {what} has a ')' without its '('")
+    if depth:
+        raise QueryRefused(f"the {what} has a '(' without its ')'")
+    return body
+
+
+def check_query(text: str) -> str:
+    """A SQL page query: one SELECT (or WITH ... SELECT, VALUES)."""
+    body = check_text(text)
+    first = _TOKEN.sub(" ", body).lstrip(" (").split(None, 1)
+    if not first or first[0].lower() not in QUERY_KEYWORDS:
+        word = first[0] if first else ""
+        raise QueryRefused(f"only queries can run here (SELECT, WITH, VALUES), not {word!r}")
+    return body
+
+
+# -- engine pieces (to move into sqltrack/engines/ as dialect methods) ------------
+def compose(engine: str, parts: Sequence[str | User]) -> str:
+    """One statement from our SQL (``%s`` placeholders) and the user's text.
+
+    PostgreSQL statements go to psycopg with parameters, so a ``%`` the user typed
+    is doubled; SQLite's placeholders become ``?`` in our parts only.
+    """
+    out = []
+    for part in parts:
+        if isinstance(part, User):
+            out.append(part.text.replace("%", "%%") if engine == "postgres" else part.text)
+        else:
+            out.append(part if engine == "postgres" else part.replace("%s", "?"))
+    return "".join(out)
+
+
+def json_keys(engine: str, column: str) -> str:
+    """A table expression of the top-level keys (column ``key``) of a JSON object column."""
+    if engine == "postgres":
+        return (f"jsonb_object_keys(CASE WHEN jsonb_typeof({column}) = 'object' "
+                f"THEN {column} ELSE '{{}}'::jsonb END) AS k(key)")
+    return (f"json_each(CASE WHEN json_type({column}) = 'object' "
+            f"THEN {column} ELSE '{{}}' END) AS k")
+
+
+# -- running -------------------------------------------------------------------
+async def fetch(
+    client: AsyncClient,
+    parts: Sequence[str | User],
+    params: Sequence[Any] = (),
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_rows: int | None = None,
+) -> Result:
+    """Rows of one statement made of ``parts``, read only, stopped after ``timeout`` s."""
+    engine = client.engine
+    sql = compose(engine, parts)
+    if engine == "postgres":
+        return await _postgres(client, sql, params, timeout, max_rows)
+    path = _sqlite_path(client)
+    return await asyncio.to_thread(_sqlite, path, sql, list(params), timeout, max_rows)
+
+
+async def run_query(
+    client: AsyncClient, text: str, *, timeout: float = DEFAULT_TIMEOUT, max_rows: int = MAX_ROWS
+) -> Result:
+    """The SQL page: any one SELECT, at most ``max_rows`` rows."""
+    body = check_query(text)
+    parts: list[str | User] = ["SELECT * FROM (\n", User(body), "\n) AS q LIMIT %s"]
+    return await fetch(client, parts, [max_rows + 1], timeout=timeout, max_rows=max_rows)
+
+
+def _timeout_message(timeout: float) -> str:
+    return f"the query was stopped after {timeout:g} s (the time limit of the page)"
+
+
+async def _postgres(
+    client: AsyncClient, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None
+) -> Result:
+    import psycopg
+
+    milliseconds = str(max(1, int(timeout * 1000)))
+    try:
+        async with client.cursor() as cursor:  # a transaction (reused when one is held)
+            await cursor.execute("SET TRANSACTION READ ONLY")
+            await cursor.execute("SELECT set_config('statement_timeout', %s, true)",
+                                 [milliseconds])
+            await cursor.execute(sql, list(params))
+            columns = [d.name for d in cursor.description or []]
+            rows = await (cursor.fetchall() if max_rows is None
+                          else cursor.fetchmany(max_rows + 1))
+            await cursor.execute("SELECT set_config('statement_timeout', '0', true)")
+    except psycopg.errors.QueryCanceled:
+        raise QueryRefused(_timeout_message(timeout)) from None
+    except psycopg.Error as error:
+        diag = getattr(error, "diag", None)
+        message = (diag.message_primary if diag is not None else None) or str(error)
+        raise QueryRefused(one_line(message)) from None
+    return _result(columns, rows, max_rows)
+
+
+def _result(columns: list[str], rows: list, max_rows: int | None) -> Result:
+    rows = [tuple(row) for row in rows]
+    if max_rows is not None and len(rows) > max_rows:
+        return Result(columns, rows[:max_rows], truncated=True)
+    return Result(columns, rows)
+
+
+def _sqlite_path(client: AsyncClient) -> str:
+    path = str(client.settings.params.get("dbpath", "sqltrack.db"))
+    if path == ":memory:" or "mode=memory" in path:
+        raise QueryRefused("an in-memory SQLite database cannot be read by a second connection")
+    return path
+
+
+def _sqlite_uri(path: str) -> str:
+    if path.startswith("file:"):
+        return path + ("&" if "?" in path else "?") + "mode=ro"
+    return "file:" + quote(os.path.abspath(path)) + "?mode=ro"
+
+
+#: What the authorizer lets a statement do: read tables, call functions, recurse.
+_ALLOWED = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                      sqlite3.SQLITE_RECURSIVE})
+_DENIED_FUNCTIONS = frozenset({"load_extension"})
+
+
+def _authorize(action: int, arg1: Any, arg2: Any, database: Any, trigger: Any) -> int:
+    if action not in _ALLOWED:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _sqlite(
+    path: str, sql: str, params: list[Any], timeout: float, max_rows: int | None
+) -> Result:
+    try:
+        conn = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=timeout,
+                               check_same_thread=False)
+    except sqlite3.Error as error:
+        raise QueryRefused(one_line(f"cannot open the database read-only: {error}")) from None
+    deadline = time.monotonic() + timeout
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.set_authorizer(_authorize)
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+        cursor = conn.execute(sql, params)
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall() if max_rows is None else cursor.fetchmany(max_rows + 1)
+    except sqlite3.OperationalError as error:
+        if str(error) == "interrupted":
+            raise QueryRefused(_timeout_message(timeout)) from None
+        raise QueryRefused(one_line(_sqlite_message(error))) from None
+    except (sqlite3.Error, sqlite3.Warning) as error:
+        raise QueryRefused(one_line(_sqlite_message(error))) from None
+    finally:
+        conn.close()
+    return _result(columns, rows, max_rows)
+
+
+def _sqlite_message(error: BaseException) -> str:
+    text = str(error)
+    if text == "not authorized":
+        return "not authorized: the page only reads (no writes, schema changes or pragmas)"
+    return text

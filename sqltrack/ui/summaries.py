@@ -1,0 +1,234 @@
+"""The runs table of an experiment with the columns a user chose, in one query per page.
+
+A column is named by a key:
+
+- ``args.<key>`` / ``extras.<key>``: a top-level key of the run's ``args`` / ``extras``;
+- ``tags``: the run's tags; ``comment``: its comment;
+- ``last.<metric>`` / ``min.<metric>`` / ``max.<metric>``: a metric's last value
+  (highest step, then progress), lowest or highest value in the run.
+
+The runs, their JSON and every chosen metric summary come from one SELECT (the
+last values as correlated subqueries on the metrics key, min and max from one
+grouped scan), whatever the number of runs. ``filter`` is the user's SQL boolean
+expression over the runs' columns; the whole SELECT then runs read-only (see
+``readonly``), as it does without a filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import queries
+from . import readonly
+from .api import PLOTTED_KINDS, BadRequest, experiment
+from .readonly import User
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+
+#: Columns a table may have at most, and those shown when none are chosen.
+MAX_COLUMNS = 40
+DEFAULT_METRICS = 20
+AGGREGATES = ("last", "min", "max")
+JSON_GROUPS = ("args", "extras")
+#: The ``extras`` key where integrations record ``{column: original metric name}``.
+METRIC_NAMES_KEY = "metric_names"
+
+
+def parse_columns(keys: Sequence[str], metrics: dict[str, str | None]) -> list[dict[str, Any]]:
+    """Column specs of ``keys`` (see the module doc); BadRequest for an unknown one."""
+    keys = list(dict.fromkeys(k.strip() for k in keys if k.strip()))
+    if len(keys) > MAX_COLUMNS:
+        raise BadRequest(f"at most {MAX_COLUMNS} columns at once, not {len(keys)}")
+    columns = []
+    for key in keys:
+        group, _, rest = key.partition(".")
+        if key in ("tags", "comment"):
+            columns.append({"key": key, "group": key, "name": key})
+        elif group in JSON_GROUPS and rest:
+            columns.append({"key": key, "group": group, "name": rest})
+        elif group in AGGREGATES and rest in metrics:
+            columns.append({"key": key, "group": group, "name": rest, "kind": metrics[rest]})
+        elif group in AGGREGATES:
+            raise BadRequest(f"unknown metric {rest!r} in column {key!r}")
+        else:
+            raise BadRequest(
+                f"unknown column {key!r}: use args.<key>, extras.<key>, tags, comment, "
+                "last.<metric>, min.<metric> or max.<metric>"
+            )
+    return columns
+
+
+def _last_sql(quoted: str) -> str:
+    return (f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = r.id AND m.{quoted} IS NOT NULL "
+            "ORDER BY m.step DESC, m.progress DESC LIMIT 1)")
+
+
+def _ordered(quoted: str, kind: str | None) -> str:
+    return f"CAST(m.{quoted} AS INTEGER)" if kind == "bool" else f"m.{quoted}"
+
+
+def build_sql(
+    columns: list[dict[str, Any]], quote: Any, status: str | None, where: str | None
+) -> tuple[list[str | User], list[Any]]:
+    """The one SELECT of the table: parts (see ``readonly.compose``) and parameters.
+
+    Parameters start with the experiment id twice (``%s`` marks ``EXP``).
+    """
+    selects = ["r.id", "r.status", "r.time_started", "r.time_updated", "r.tags", "r.comment",
+               "r.extras"]
+    if any(c["group"] == "args" for c in columns):
+        selects.append("r.args")
+    grouped = []
+    for column in columns:
+        if column["group"] == "last":
+            selects.append(_last_sql(quote(column["name"])))
+        elif column["group"] in ("min", "max"):
+            alias = f"a{len(grouped)}"
+            value = _ordered(quote(column["name"]), column.get("kind"))
+            grouped.append(f"{column['group'].upper()}({value}) AS {alias}")
+            selects.append(f"a.{alias}")
+    runs: list[str | User] = ["(SELECT * FROM runs WHERE experiment_id = %s"]
+    params: list[Any] = []
+    if status is not None:
+        runs.append(" AND status = %s")
+    if where:
+        runs += [" AND (\n", User(where), "\n)"]
+    runs.append(") r")
+    parts: list[str | User] = ["SELECT " + ", ".join(selects) + " FROM ", *runs]
+    if grouped:
+        parts.append(
+            " LEFT JOIN (SELECT m.run_id, " + ", ".join(grouped) + " FROM metrics m "
+            "WHERE m.run_id IN (SELECT id FROM runs WHERE experiment_id = %s) "
+            "GROUP BY m.run_id) a ON a.run_id = r.id"
+        )
+    parts.append(" ORDER BY r.id")
+    params = ["EXP", *([status] if status is not None else []), *(["EXP"] if grouped else [])]
+    return parts, params
+
+
+async def available(client: AsyncClient, experiment_id: int,
+                    metrics: dict[str, str | None]) -> dict[str, list[str]]:
+    """The keys of ``args`` / ``extras`` and the metrics with values in the experiment."""
+    engine = client.engine
+    union = " UNION ".join(
+        f"SELECT '{group}', k.key FROM runs r, {readonly.json_keys(engine, 'r.' + group)} "
+        "WHERE r.experiment_id = %s"
+        for group in JSON_GROUPS
+    )
+    found: dict[str, list[str]] = {group: [] for group in JSON_GROUPS}
+    for group, key in await client.query(union, [experiment_id] * len(JSON_GROUPS)):
+        found[group].append(key)
+    present: list[str] = []
+    if metrics:
+        quote = _quoter(client)
+        exists = ", ".join(
+            f"EXISTS (SELECT 1 FROM metrics m WHERE m.run_id IN "
+            f"(SELECT id FROM runs WHERE experiment_id = %s) AND m.{quote(n)} IS NOT NULL)"
+            for n in metrics
+        )
+        (row,) = await client.query(f"SELECT {exists}", [experiment_id] * len(metrics))
+        present = [name for name, has in zip(metrics, row, strict=True) if has]
+    return {**{g: sorted(keys) for g, keys in found.items()}, "metrics": present}
+
+
+def _quoter(client: AsyncClient) -> Any:
+    return lambda name: '"' + name.replace('"', '""') + '"'  # both engines quote alike
+
+
+async def runs_table(
+    client: AsyncClient,
+    experiment_id: int,
+    keys: Sequence[str] = (),
+    *,
+    status: str | None = None,
+    tags: Sequence[str] = (),
+    where: str | None = None,
+    timeout: float = readonly.DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
+    """The runs table: chosen columns (default: tags and each metric's last value)."""
+    info = await experiment(client, experiment_id)
+    metrics = await queries.metric_columns(client)
+    keys_found = await available(client, experiment_id, metrics)
+    if not [k for k in keys if k.strip()]:
+        keys = ["tags", *(f"last.{n}" for n in keys_found["metrics"][:DEFAULT_METRICS])]
+    columns = parse_columns(keys, metrics)
+    if where is not None:
+        where = readonly.check_text(where, "filter") if where.strip() else None
+    parts, params = build_sql(columns, _quoter(client), status, where)
+    params = [experiment_id if p == "EXP" else p for p in params]
+    result = await readonly.fetch(client, parts, params, timeout=timeout)
+    names: dict[str, str] = {}
+    runs = []
+    for row in result.rows:
+        record = _record(row, columns)
+        if set(tags) <= set(record["tags"]):
+            runs.append(record)
+            names.update(record.pop("metric_names"))
+        else:
+            record.pop("metric_names")
+    for column in columns:
+        column["label"] = _label(column, names)
+        column["numeric"] = column["group"] in AGGREGATES and (
+            column.get("kind") in PLOTTED_KINDS)
+    return {
+        "experiment": info,
+        "filters": {"status": status, "tags": list(tags), "filter": where or ""},
+        "available": keys_found,
+        "metric_names": {k: v for k, v in names.items() if k in metrics},
+        "plottable": [n for n in keys_found["metrics"] if metrics[n] in PLOTTED_KINDS],
+        "columns": columns,
+        "runs": runs,
+    }
+
+
+def _record(row: tuple, columns: list[dict[str, Any]]) -> dict[str, Any]:
+    run_id, status, started, updated, tags, comment, extras, *rest = row
+    extras = queries.json_column(extras)
+    extras = extras if isinstance(extras, dict) else {}
+    args: Any = {}
+    if any(c["group"] == "args" for c in columns):
+        args, *rest = rest
+        args = queries.json_column(args)
+        args = args if isinstance(args, dict) else {}
+    started, updated = queries.timestamp(started), queries.timestamp(updated)
+    tag_list = queries._tags(tags)
+    values = []
+    summaries = iter(rest)
+    for column in columns:
+        group = column["group"]
+        if group == "tags":
+            values.append(", ".join(tag_list))
+        elif group == "comment":
+            values.append(comment)
+        elif group == "args":
+            values.append(args.get(column["name"]))
+        elif group == "extras":
+            values.append(extras.get(column["name"]))
+        else:
+            value = next(summaries)
+            kind = column.get("kind")
+            values.append(queries.metric_value(value, "int" if (
+                kind == "bool" and group != "last") else kind))
+    name = extras.get("name")
+    mapping = extras.get(METRIC_NAMES_KEY)
+    return {
+        "id": run_id, "status": status, "started": started, "updated": updated,
+        "duration_seconds": None if started is None or updated is None
+        else (updated - started).total_seconds(),
+        "name": name if isinstance(name, str) else None, "tags": tag_list,
+        "values": values,
+        "metric_names": {str(k): str(v) for k, v in mapping.items()
+                         if isinstance(v, str)} if isinstance(mapping, dict) else {},
+    }
+
+
+def _label(column: dict[str, Any], names: dict[str, str]) -> str:
+    group, name = column["group"], column["name"]
+    if group in AGGREGATES:
+        shown = names.get(name, name)
+        return shown if group == "last" else f"{group} {shown}"
+    if group in JSON_GROUPS:
+        return f"{group}.{name}"
+    return group
