@@ -1,0 +1,753 @@
+"""Copy experiments, runs, metrics and links from one database to another (``sqltrack sync``).
+
+The use: log on a node without database access to a SQLite file, then bring the runs
+to the team's server with ``await sqltrack.sync(node_client, server_client)`` (or
+``sqltrack sync --from ... --to ...``). Any engine to any engine.
+
+What is copied: experiments, matched by name (created when missing); every run, with
+a new id on the target, and its status, times, comment, tags, args, env and extras;
+its metric rows (missing columns are created with the source's types); run and
+experiment links, with ids remapped. Nothing is ever deleted on the target.
+
+How a re-sync copies only what changed, and stays right when interrupted or run twice:
+
+* The source gets an identity on its first sync: a uuid in its table ``sync_source``.
+* The target keeps one row per source run in ``sync_runs``: the target run id, the
+  run's attributes as last copied (``synced``), a *digest* of the source's metric rows
+  up to a key ``(digest_step, digest_progress)`` taken before those rows were read, and
+  how far the copy of them got (``copied_step``, ``copied_progress``). ``sync_experiments``
+  keeps the same for experiments.
+* Next time the digest of the same key range is taken again. Equal: none of those rows
+  changed since they were read, so only rows after the copied key are read. Different
+  (a row upserted out of order, a value merged into an old step): every row of the run
+  is compared with the target and the differing ones are upserted.
+* Each page of rows is written in one target transaction that first checks and locks
+  the run's ``sync_runs`` row and moves the copied key: a sync killed at any moment
+  leaves a state the next one continues from, and two syncs of one run take turns.
+* Attributes: what changed on the source since the last sync is applied (JSON keys
+  added, changed and removed one by one), so what others changed on the target stays.
+
+The digest is each metric column's count of values and sum (numbers; lengths for text)
+over the range. A text or timestamp value overwritten in place by one of the same
+length, with ``updated=None``, is the one change it cannot see: ``full=True``
+(``sqltrack sync --full``) compares every row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import experiments as _experiments
+from . import queries
+from . import runs as _runs
+from .errors import DatabaseError, SqltrackError
+from .experiments import AsyncExperiment
+from .metrics import PreparedRow
+from .queries import json_column, metric_value, timestamp
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
+
+#: Metric rows read (and written) per transaction.
+PAGE_ROWS = 5_000
+#: Source and target ids per ``IN (...)`` list.
+_ID_CHUNK = 500
+
+_SOURCE_TABLES = (
+    "CREATE TABLE IF NOT EXISTS sync_source ("
+    "id INTEGER PRIMARY KEY CHECK (id = 1), source_key TEXT NOT NULL)",
+)
+_TARGET_TABLES = (
+    "CREATE TABLE IF NOT EXISTS sync_experiments ("
+    "source_key TEXT NOT NULL, source_experiment_id BIGINT NOT NULL, "
+    "target_experiment_id BIGINT NOT NULL REFERENCES experiments (id) ON DELETE CASCADE, "
+    "synced TEXT, PRIMARY KEY (source_key, source_experiment_id))",
+    "CREATE TABLE IF NOT EXISTS sync_runs ("
+    "source_key TEXT NOT NULL, source_run_id BIGINT NOT NULL, "
+    "target_run_id BIGINT NOT NULL REFERENCES runs (id) ON DELETE CASCADE, "
+    "digest_step BIGINT, digest_progress DOUBLE PRECISION, digest TEXT, "
+    "copied_step BIGINT, copied_progress DOUBLE PRECISION, synced TEXT, "
+    "PRIMARY KEY (source_key, source_run_id))",
+    "CREATE INDEX IF NOT EXISTS sync_runs_target_run_idx ON sync_runs (target_run_id)",
+    "CREATE INDEX IF NOT EXISTS sync_experiments_target_idx "
+    "ON sync_experiments (target_experiment_id)",
+)
+_RUN_COLUMNS = (
+    "id, experiment_id, status, time_created, time_started, time_updated, "
+    "comment, tags, args, env, extras"
+)
+_AFTER = "(step > %s OR (step = %s AND progress > %s))"
+_UP_TO = "(step < %s OR (step = %s AND progress <= %s))"
+_FROM = "(step > %s OR (step = %s AND progress >= %s))"
+_WHERE_RUN = "WHERE source_key = %s AND source_run_id = %s"
+#: Column alias of the digest query: no metric can have this name (it starts with a digit).
+_FLAG = "0old"
+
+Key = tuple[int, float]
+Action = Callable[[], Awaitable[Any]]
+
+
+class SyncError(SqltrackError):
+    """A sync cannot copy something (a metric column the target cannot get, ...)."""
+
+
+class _Superseded(Exception):
+    """Another sync of the same run moved its state: that sync carries on with it."""
+
+
+@dataclass
+class SyncProgress:
+    """Where a sync is: runs done of all, metric rows examined of all."""
+
+    runs_done: int
+    runs_total: int
+    rows_done: int
+    rows_total: int
+
+
+@dataclass
+class SyncSummary:
+    """What a sync copied (or, with ``dry_run``, would copy)."""
+
+    source_key: str | None = None
+    dry_run: bool = False
+    experiments_created: int = 0
+    experiments_updated: int = 0
+    runs_created: int = 0
+    runs_updated: int = 0
+    runs_unchanged: int = 0
+    metric_rows: int = 0
+    links_added: int = 0
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        verb = "would copy" if self.dry_run else "copied"
+        return (
+            f"{verb} {self.experiments_created} new and {self.experiments_updated} changed "
+            f"experiments, {self.runs_created} new and {self.runs_updated} changed runs "
+            f"({self.runs_unchanged} unchanged), {self.metric_rows} metric rows, "
+            f"{self.links_added} links in {self.seconds:.1f} s"
+        )
+
+
+async def sync(
+    source: AsyncClient,
+    target: AsyncClient,
+    *,
+    dry_run: bool = False,
+    full: bool = False,
+    progress: Callable[[SyncProgress], None] | None = None,
+) -> SyncSummary:
+    """Copy what is new or changed in ``source`` to ``target``; return a summary.
+
+    Experiments are matched by name, runs get new ids on the target (the mapping is
+    kept in the target's ``sync_runs``), metric columns are created with the source's
+    types, links are remapped. Syncing again copies only what changed since, also
+    while runs of the source are still logging; an interrupted sync is finished by
+    the next one, and syncs at the same moment (one source twice, or many sources
+    into one target) stay correct. ``dry_run``: count what would be copied, write
+    nothing (not even the source's identity). ``full``: compare every metric row
+    instead of trusting the digests. ``progress`` is called after each page of rows.
+    See ``sqltrack.transfer``.
+    """
+    return await _Sync(source, target, dry_run, full, progress).run()
+
+
+# -- helpers ------------------------------------------------------------------
+async def _ensure_tables(client: AsyncClient, statements: Sequence[str]) -> None:
+    """Create sync's own tables; a race with another process creating them is retried."""
+    for attempt in range(3):
+        try:
+            async with client:
+                for statement in statements:
+                    await client.query(statement)
+            return
+        except DatabaseError:
+            if attempt == 2:
+                raise
+
+
+async def _has_table(client: AsyncClient, table: str) -> bool:
+    try:
+        await client.query(f"SELECT 1 FROM {table} WHERE 1 = 0")
+    except DatabaseError:
+        return False
+    return True
+
+
+async def _source_key(client: AsyncClient, create: bool) -> str | None:
+    """The source's identity, made on its first sync (None: never synced, not made)."""
+    if create:
+        await _ensure_tables(client, _SOURCE_TABLES)
+        await client.query(
+            "INSERT INTO sync_source (id, source_key) VALUES (1, %s) ON CONFLICT DO NOTHING",
+            [uuid.uuid4().hex],
+        )
+    elif not await _has_table(client, "sync_source"):
+        return None
+    rows = await client.query("SELECT source_key FROM sync_source WHERE id = 1")
+    return rows[0][0] if rows else None
+
+
+def _iso(value: Any) -> str | None:
+    moment = timestamp(value)
+    return None if moment is None else moment.isoformat()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def _quote(client: AsyncClient, names: Sequence[str]) -> str:
+    return "".join(", " + client.dialect.quote_ident(name) for name in names)
+
+
+def _digest_parts(client: AsyncClient, columns: dict[str, str | None], flag: str) -> list[str]:
+    """Aggregates of the rows where ``flag`` is 1: row count, then per column count and sum."""
+
+    def when(expression: str) -> str:
+        return f"CASE WHEN {flag} = 1 THEN {expression} END"
+
+    parts = [f"COUNT({when('1')})"]
+    for name, kind in columns.items():
+        quoted = client.dialect.quote_ident(name)
+        parts.append(f"COUNT({when(quoted)})")
+        if kind in ("int", "float"):
+            parts.append(f"SUM({when(f'CAST({quoted} AS DOUBLE PRECISION)')})")
+        elif kind == "bool":
+            parts.append(f"SUM({when(f'CAST(CAST({quoted} AS INTEGER) AS DOUBLE PRECISION)')})")
+        elif kind == "str":
+            parts.append(f"SUM({when(f'LENGTH({quoted})')})")
+    return parts
+
+
+def _digest_text(values: Sequence[Any]) -> str:
+    return json.dumps([None if v is None else float(v) for v in values], allow_nan=True)
+
+
+def _json_actions(
+    old: Any, new: Any, first: bool, set_: Callable[[Any], Action],
+    add: Callable[[dict[str, Any]], Action], remove: Callable[[list[str]], Action],
+) -> list[Action]:
+    """What turns the target's JSON column into the source's: whole on a first copy, else
+    the keys the source added, changed or removed since the last sync."""
+    if not first and old == new:
+        return []
+    if first or not isinstance(old, dict) or not isinstance(new, dict):
+        return [] if first and new is None else [set_(new)]
+    actions = []
+    changed = {k: v for k, v in new.items() if k not in old or old[k] != v}
+    removed = [k for k in old if k not in new]
+    if changed:
+        actions.append(add(changed))
+    if removed:
+        actions.append(remove(removed))
+    return actions
+
+
+def _run_attributes(row: Sequence[Any]) -> dict[str, Any]:
+    _, _, status, created, started, updated, comment, tags, args, env, extras = row
+    return {
+        "status": status, "comment": comment, "created": _iso(created),
+        "started": _iso(started), "updated": _iso(updated), "tags": json_column(tags),
+        "args": json_column(args), "env": json_column(env), "extras": json_column(extras),
+    }
+
+
+def _run_actions(
+    client: AsyncClient, run_id: int, old: dict[str, Any] | None, new: dict[str, Any]
+) -> list[Action]:
+    """The calls that bring a target run's attributes to the source's (see _json_actions)."""
+    first = old is None
+    before = old or {}
+    actions: list[Action] = []
+
+    def call(function: Callable[..., Awaitable[Any]], *args: Any) -> Action:
+        return lambda: function(client, run_id, *args)
+
+    if first or before.get("status") != new["status"]:
+        actions.append(call(_runs.run_set_status, new["status"]))
+    if (first and new["comment"] is not None) or (not first and before.get("comment")
+                                                  != new["comment"]):
+        actions.append(call(_runs.run_set_comment, new["comment"]))
+    setters = {"created": _runs.run_set_created, "started": _runs.run_set_started,
+               "updated": _runs.run_set_updated}
+    for field_name, setter in setters.items():
+        value = new[field_name]
+        if value is not None and (first or before.get(field_name) != value):
+            actions.append(call(setter, timestamp(value)))
+    actions += _json_actions(
+        before.get("tags"), new["tags"], first,
+        lambda v: call(_runs.run_set_tags, *(v or {})),
+        lambda d: call(_runs.run_add_tags, *d),
+        lambda keys: call(_runs.run_remove_tags, keys),
+    )
+    functions = {
+        "args": (_runs.run_set_args, _runs.run_add_args, _runs.run_remove_args),
+        "env": (_runs.run_set_env, _runs.run_add_env, _runs.run_remove_env),
+        "extras": (_runs.run_set_extras, _runs.run_add_extras, _runs.run_remove_extras),
+    }
+    for name, (set_, add, remove) in functions.items():
+        actions += _json_actions(
+            before.get(name), new[name], first,
+            lambda v, f=set_: call(f, v),
+            lambda d, f=add: call(f, d),
+            lambda keys, f=remove: call(f, keys),
+        )
+    return actions
+
+
+# -- the sync -----------------------------------------------------------------
+class _Sync:
+    """One sync of a source into a target (state for the phases below)."""
+
+    def __init__(
+        self, source: AsyncClient, target: AsyncClient, dry_run: bool, full: bool,
+        progress: Callable[[SyncProgress], None] | None,
+    ) -> None:
+        self.src = source
+        self.dst = target
+        self.dry_run = dry_run
+        self.full = full
+        self.report = progress
+        self.summary = SyncSummary(dry_run=dry_run)
+        self.key: str | None = None
+        self.tables = False  # the target has sync's tables
+        self.experiments: dict[int, int | None] = {}
+        self.runs: dict[int, int | None] = {}
+        self.created: set[int] = set()  # source runs whose target run this sync made
+        self.rows_total = 0
+        self.rows_done = 0
+        self.runs_done = 0
+
+    async def run(self) -> SyncSummary:
+        started = time.monotonic()
+        self.key = await _source_key(self.src, create=not self.dry_run)
+        self.summary.source_key = self.key
+        if not self.dry_run:
+            await _ensure_tables(self.dst, _TARGET_TABLES)
+            self.tables = True
+        else:
+            self.tables = self.key is not None and await _has_table(self.dst, "sync_runs")
+        await self._sync_experiments()
+        source_runs = await self.src.query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id")
+        await self._map_runs(source_runs)
+        counts = await self.src.query("SELECT run_id, COUNT(*) FROM metrics GROUP BY run_id")
+        per_run = {run_id: count for run_id, count in counts}
+        self.rows_total = sum(per_run.values())
+        columns = await queries.metric_columns(self.src)
+        rows_before = 0
+        for row in source_runs:
+            await self._sync_run(row[0], columns)
+            self.runs_done += 1
+            rows_before += per_run.get(row[0], 0)
+            self.rows_done = rows_before
+            self._progress(len(source_runs))
+        await self._sync_links(len(source_runs))
+        self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    def _progress(self, runs_total: int) -> None:
+        if self.report is not None:
+            self.report(SyncProgress(self.runs_done, runs_total, self.rows_done, self.rows_total))
+
+    # -- experiments ----------------------------------------------------------
+    async def _sync_experiments(self) -> None:
+        rows = await self.src.query(
+            "SELECT id, name, time_created, comment, tags FROM experiments ORDER BY id"
+        )
+        known: dict[int, tuple[int, Any]] = {}
+        if self.tables:
+            for source_id, target_id, synced in await self.dst.query(
+                "SELECT source_experiment_id, target_experiment_id, synced FROM sync_experiments "
+                "WHERE source_key = %s", [self.key]
+            ):
+                known[source_id] = (target_id, synced)
+        for source_id, name, created, comment, tags in rows:
+            new = {"comment": comment, "tags": json_column(tags), "created": _iso(created)}
+            found = await self.dst.query("SELECT id FROM experiments WHERE name = %s", [name])
+            if self.dry_run:
+                target_id = found[0][0] if found else None
+                self.experiments[source_id] = target_id
+                if target_id is None:
+                    self.summary.experiments_created += 1
+                elif await self._experiment_actions(target_id, known.get(source_id), new):
+                    self.summary.experiments_updated += 1
+                continue
+            async with self.dst:
+                target_id = (await AsyncExperiment.create(self.dst, name=name)).id
+                actions = await self._experiment_actions(target_id, known.get(source_id), new)
+                for action in actions:
+                    await action()
+                await self.dst.query(
+                    "INSERT INTO sync_experiments (source_key, source_experiment_id, "
+                    "target_experiment_id, synced) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (source_key, source_experiment_id) DO UPDATE SET "
+                    "target_experiment_id = excluded.target_experiment_id, "
+                    "synced = excluded.synced",
+                    [self.key, source_id, target_id, json.dumps(new)],
+                )
+            self.experiments[source_id] = target_id
+            if not found:
+                self.summary.experiments_created += 1
+            elif actions:
+                self.summary.experiments_updated += 1
+
+    async def _experiment_actions(
+        self, target_id: int, known: tuple[int, Any] | None, new: dict[str, Any]
+    ) -> list[Action]:
+        """Comment and tags as for runs; an experiment that existed on the target before
+        its first sync keeps its comment and gets the source's tags added. time_created:
+        the earlier of the two."""
+        old = json.loads(known[1]) if known and known[0] == target_id and known[1] else None
+        ((comment, tags, created),) = await self.dst.query(
+            "SELECT comment, tags, time_created FROM experiments WHERE id = %s", [target_id]
+        )
+        tags = json_column(tags)
+        client, actions = self.dst, []
+        if old is None:
+            if new["comment"] is not None and comment is None:
+                actions.append(lambda: _experiments.experiment_set_comment(
+                    client, target_id, new["comment"]))
+            missing = [t for t in (new["tags"] or {}) if t not in (tags or {})]
+            if missing:
+                actions.append(lambda: _experiments.experiment_add_tags(
+                    client, target_id, *missing))
+        else:
+            if old.get("comment") != new["comment"]:
+                actions.append(lambda: _experiments.experiment_set_comment(
+                    client, target_id, new["comment"]))
+            actions += _json_actions(
+                old.get("tags"), new["tags"], False,
+                lambda v: lambda: _experiments.experiment_set_tags(client, target_id, *(v or {})),
+                lambda d: lambda: _experiments.experiment_add_tags(client, target_id, *d),
+                lambda keys: lambda: _experiments.experiment_remove_tags(
+                    client, target_id, keys),
+            )
+        source_created, target_created = timestamp(new["created"]), timestamp(created)
+        if source_created is not None and (target_created is None
+                                           or source_created < target_created):
+            actions.append(lambda: client.query(
+                "UPDATE experiments SET time_created = %s WHERE id = %s",
+                [client.dialect.timestamp(source_created), target_id]))
+        return actions
+
+    # -- runs -----------------------------------------------------------------
+    async def _map_runs(self, source_runs: list[tuple[Any, ...]]) -> None:
+        """Every source run gets its target run (created with its mapping row, atomically)."""
+        if self.tables:
+            for source_id, target_id in await self.dst.query(
+                "SELECT source_run_id, target_run_id FROM sync_runs WHERE source_key = %s",
+                [self.key],
+            ):
+                self.runs[source_id] = target_id
+        for row in source_runs:
+            source_id, experiment_id = row[0], row[1]
+            if source_id in self.runs:
+                continue
+            if self.dry_run:
+                self.summary.runs_created += 1
+                self.runs[source_id] = None
+                continue
+            self.runs[source_id] = await self._create_run(source_id,
+                                                          self.experiments[experiment_id])
+
+    async def _create_run(self, source_id: int, experiment_id: int | None) -> int:
+        try:
+            async with self.dst:
+                (created,) = await self.dst.query(
+                    "INSERT INTO runs (experiment_id) VALUES (%s) RETURNING id",
+                    [experiment_id], idempotent=False,
+                )
+                mapped = await self.dst.query(
+                    "INSERT INTO sync_runs (source_key, source_run_id, target_run_id) "
+                    "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING target_run_id",
+                    [self.key, source_id, created[0]],
+                )
+                if not mapped:
+                    raise _Superseded  # rolls the block back: no second run
+        except _Superseded:
+            # Another sync of this source mapped the run first: use its run.
+            rows = await self.dst.query(
+                f"SELECT target_run_id FROM sync_runs {_WHERE_RUN}", [self.key, source_id]
+            )
+            return int(rows[0][0])
+        self.created.add(source_id)
+        self.summary.runs_created += 1
+        return int(created[0])
+
+    async def _sync_run(self, source_id: int, columns: dict[str, str | None]) -> None:
+        target_id = self.runs[source_id]
+        try:
+            rows = await self._sync_metrics(source_id, target_id, columns)
+        except _Superseded:
+            rows = 0
+        self.summary.metric_rows += rows
+        changed = await self._sync_attributes(source_id, target_id)
+        if target_id is not None and source_id not in self.created:
+            if changed or rows:
+                self.summary.runs_updated += 1
+            else:
+                self.summary.runs_unchanged += 1
+
+    async def _sync_attributes(self, source_id: int, target_id: int | None) -> bool:
+        rows = await self.src.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = %s", [source_id])
+        if not rows:
+            return False
+        new = _run_attributes(rows[0])
+        if self.dry_run:
+            old = await self._synced(source_id) if target_id is not None else None
+            return bool(_run_actions(self.dst, 0, old, new))
+        assert target_id is not None
+        async with self.dst:
+            locked = await self.dst.query(
+                f"UPDATE sync_runs SET synced = synced {_WHERE_RUN} RETURNING synced",
+                [self.key, source_id],
+            )
+            if not locked:
+                return False  # the target run was deleted meanwhile
+            old = json.loads(locked[0][0]) if locked[0][0] else None
+            actions = _run_actions(self.dst, target_id, old, new)
+            for action in actions:
+                await action()
+            if old != new:
+                await self.dst.query(
+                    f"UPDATE sync_runs SET synced = %s {_WHERE_RUN}",
+                    [json.dumps(new), self.key, source_id],
+                )
+        return bool(actions)
+
+    async def _synced(self, source_id: int) -> dict[str, Any] | None:
+        rows = await self.dst.query(
+            f"SELECT synced FROM sync_runs {_WHERE_RUN}", [self.key, source_id]
+        )
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
+    # -- metrics --------------------------------------------------------------
+    async def _state(self, source_id: int) -> tuple[Any, ...] | None:
+        if not self.tables:
+            return None
+        rows = await self.dst.query(
+            "SELECT digest_step, digest_progress, digest, copied_step, copied_progress "
+            f"FROM sync_runs {_WHERE_RUN}", [self.key, source_id],
+        )
+        return tuple(rows[0]) if rows else None
+
+    async def _digests(
+        self, source_id: int, columns: dict[str, str | None], end: Key, old: Key | None
+    ) -> tuple[list[Any], list[Any]]:
+        """One statement (one snapshot): aggregates of the rows up to ``end`` and up to ``old``."""
+        flag = self.src.dialect.quote_ident(_FLAG)
+        flag_old = f"CASE WHEN {_UP_TO} THEN 1 ELSE 0 END" if old else "0"
+        params: list[Any] = [old[0], old[0], old[1]] if old else []
+        parts_end = _digest_parts(self.src, columns, "1")
+        parts_old = _digest_parts(self.src, columns, flag)
+        (row,) = await self.src.query(
+            f"SELECT {', '.join(parts_end + parts_old)} FROM (SELECT *, {flag_old} AS {flag} "
+            f"FROM metrics WHERE run_id = %s AND {_UP_TO}) AS r",
+            [*params, source_id, end[0], end[0], end[1]],
+        )
+        return list(row[: len(parts_end)]), list(row[len(parts_end):])
+
+    async def _sync_metrics(
+        self, source_id: int, target_id: int | None, columns: dict[str, str | None]
+    ) -> int:
+        """Copy the run's new and changed metric rows; return how many were (would be) written."""
+        last = await self.src.query(
+            "SELECT step, progress FROM metrics WHERE run_id = %s "
+            "ORDER BY step DESC, progress DESC LIMIT 1", [source_id],
+        )
+        if not last:
+            return 0
+        end: Key = (int(last[0][0]), float(last[0][1]))
+        state = await self._state(source_id)
+        old: Key | None = None
+        if state is not None and state[2] is not None:
+            old = (int(state[0]), float(state[1]))
+        end_aggregates, old_aggregates = await self._digests(source_id, columns, end, old)
+        digest = _digest_text(end_aggregates)
+        resume: Key | None = None
+        if state is not None and old is not None and not self.full and (
+            _digest_text(old_aggregates) == state[2] and state[3] is not None
+        ):
+            resume = min((int(state[3]), float(state[4])), old)
+        if resume == end:
+            return 0
+        counts = self._column_counts(columns, end_aggregates)
+        if target_id is None:  # dry run, new run: every row would be copied
+            return int(end_aggregates[0])
+        target_columns = await queries.metric_columns(self.dst)
+        names = [n for n in columns if counts[n] or n in target_columns]
+        if not self.dry_run:
+            await self._ensure_columns(names, columns, counts, target_columns)
+            resume = await self._start(source_id, state, end, digest, resume)
+        return await self._copy_rows(source_id, target_id, names, columns, end, digest, resume)
+
+    @staticmethod
+    def _column_counts(columns: dict[str, str | None], aggregates: list[Any]) -> dict[str, int]:
+        counts, index = {}, 1
+        for name, kind in columns.items():
+            counts[name] = int(aggregates[index] or 0)
+            index += 2 if kind in ("int", "float", "bool", "str") else 1
+        return counts
+
+    async def _ensure_columns(
+        self, names: list[str], columns: dict[str, str | None], counts: dict[str, int],
+        target_columns: dict[str, str | None],
+    ) -> None:
+        missing = [n for n in names if n not in target_columns and counts[n]]
+        untyped = [n for n in missing if columns[n] is None]
+        if untyped:
+            raise SyncError(
+                f"metric column(s) {', '.join(untyped)} of the source have a type sqltrack does "
+                "not manage; add them to the target's metrics table first (a migration script)"
+            )
+        if missing:
+            await self.dst.metrics.ensure_columns(PreparedRow(
+                tuple(missing), (None,) * len(missing), tuple(columns[n] for n in missing),
+                0, 0.0, None,
+            ))
+
+    async def _start(
+        self, source_id: int, before: tuple[Any, ...] | None, end: Key, digest: str,
+        resume: Key | None,
+    ) -> Key | None:
+        """Record the new digest (locking the run's state); where copying resumes."""
+        async with self.dst:
+            rows = await self.dst.query(
+                f"UPDATE sync_runs SET digest = digest {_WHERE_RUN} RETURNING digest_step, "
+                "digest_progress, digest, copied_step, copied_progress", [self.key, source_id],
+            )
+            if not rows:
+                raise _Superseded  # the target run was deleted meanwhile
+            if tuple(rows[0]) != before:
+                resume = None  # another sync moved the state since it was read: compare all
+            params = [end[0], end[1], digest, *(resume or (None, None)), self.key, source_id]
+            await self.dst.query(
+                "UPDATE sync_runs SET digest_step = %s, digest_progress = %s, digest = %s, "
+                f"copied_step = %s, copied_progress = %s {_WHERE_RUN}", params,
+            )
+        return resume
+
+    async def _copy_rows(
+        self, source_id: int, target_id: int, names: list[str], columns: dict[str, str | None],
+        end: Key, digest: str, after: Key | None,
+    ) -> int:
+        kinds = [columns[n] for n in names]
+        select = f"SELECT step, progress{_quote(self.src, names)} FROM metrics WHERE run_id = %s"
+        written = 0
+        while True:
+            where, params = f" AND {_UP_TO}", [source_id, end[0], end[0], end[1]]
+            if after is not None:
+                where += f" AND {_AFTER}"
+                params += [after[0], after[0], after[1]]
+            page = await self.src.query(
+                select + where + f" ORDER BY step, progress LIMIT {PAGE_ROWS}", params
+            )
+            if not page:
+                break
+            rows = {
+                (int(r[0]), float(r[1])): [metric_value(v, k) for v, k in zip(r[2:], kinds,
+                                                                               strict=True)]
+                for r in page
+            }
+            first, last = (int(page[0][0]), float(page[0][1])), (int(page[-1][0]),
+                                                                 float(page[-1][1]))
+            try:
+                written += await self._write_page(source_id, target_id, names, rows, first,
+                                                  last, end, digest)
+            except _Superseded:
+                break
+            self.rows_done += len(page)
+            self._progress(len(self.runs))
+            after = last
+            if len(page) < PAGE_ROWS:
+                break
+        return written
+
+    async def _write_page(
+        self, source_id: int, target_id: int, names: list[str], rows: dict[Key, list[Any]],
+        first: Key, last: Key, end: Key, digest: str,
+    ) -> int:
+        """Upsert the rows of a page that differ on the target, and move the copied key."""
+        if self.dry_run:
+            return len(await self._differing(target_id, names, rows, first, last))
+        async with self.dst:
+            moved = await self.dst.query(
+                "UPDATE sync_runs SET copied_step = %s, copied_progress = %s "
+                f"{_WHERE_RUN} AND digest = %s AND digest_step = %s AND digest_progress = %s "
+                "RETURNING target_run_id",
+                [last[0], last[1], self.key, source_id, digest, end[0], end[1]],
+            )
+            if not moved:
+                raise _Superseded
+            differing = await self._differing(target_id, names, rows, first, last)
+            prepared = [
+                self.dst.metrics.prepare(dict(zip(names, rows[key], strict=True)), key[0],
+                                         key[1], None)
+                for key in differing
+            ]
+            if prepared:
+                await self.dst.metrics.write_batch(target_id, prepared)
+        return len(differing)
+
+    async def _differing(
+        self, target_id: int, names: list[str], rows: dict[Key, list[Any]], first: Key,
+        last: Key,
+    ) -> list[Key]:
+        target_kinds = await queries.metric_columns(self.dst)
+        present = [n for n in names if n in target_kinds]
+        found = await self.dst.query(
+            f"SELECT step, progress{_quote(self.dst, present)} FROM metrics WHERE run_id = %s "
+            f"AND {_FROM} AND {_UP_TO}",
+            [target_id, first[0], first[0], first[1], last[0], last[0], last[1]],
+        )
+        have = {
+            (int(r[0]), float(r[1])): dict(zip(present, (metric_value(v, target_kinds[n])
+                                                         for v, n in zip(r[2:], present,
+                                                                         strict=True)),
+                                               strict=True))
+            for r in found
+        }
+        differing = []
+        for key, values in rows.items():
+            there = have.get(key)
+            if there is None or not all(
+                _same(value, there.get(name)) for name, value in zip(names, values, strict=True)
+            ):
+                differing.append(key)
+        return differing
+
+    # -- links ----------------------------------------------------------------
+    async def _sync_links(self, runs_total: int) -> None:
+        for table, mapping, add in (
+            ("experiment_links", self.experiments, _experiments.experiment_add_link),
+            ("run_links", self.runs, _runs.run_add_link),
+        ):
+            wanted = set()
+            for from_id, kind, to_id in await self.src.query(
+                f"SELECT from_id, kind, to_id FROM {table}"
+            ):
+                wanted.add((mapping.get(from_id), kind, mapping.get(to_id)))
+            ids = sorted({i for f, _, t in wanted for i in (f, t) if i is not None})
+            have = set()
+            for start in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[start: start + _ID_CHUNK]
+                marks = ", ".join(["%s"] * len(chunk))
+                have |= {tuple(r) for r in await self.dst.query(
+                    f"SELECT from_id, kind, to_id FROM {table} WHERE from_id IN ({marks})", chunk
+                )}
+            for link in sorted(wanted - have, key=str):
+                self.summary.links_added += 1
+                if not self.dry_run:
+                    await add(self.dst, *link)
