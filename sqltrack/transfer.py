@@ -143,6 +143,7 @@ async def sync(
     dry_run: bool = False,
     full: bool = False,
     progress: Callable[[SyncProgress], None] | None = None,
+    page_rows: int = PAGE_ROWS,
 ) -> SyncSummary:
     """Copy what is new or changed in ``source`` to ``target``; return a summary.
 
@@ -153,10 +154,13 @@ async def sync(
     the next one, and syncs at the same moment (one source twice, or many sources
     into one target) stay correct. ``dry_run``: count what would be copied, write
     nothing (not even the source's identity). ``full``: compare every metric row
-    instead of trusting the digests. ``progress`` is called after each page of rows.
+    instead of trusting the digests. ``progress`` is called after each page of rows;
+    ``page_rows`` metric rows are read and written per target transaction.
     See ``sqltrack.transfer``.
     """
-    return await _Sync(source, target, dry_run, full, progress).run()
+    if page_rows < 1:
+        raise ValueError(f"page_rows must be at least 1, not {page_rows!r}")
+    return await _Sync(source, target, dry_run, full, progress, page_rows).run()
 
 
 # -- helpers ------------------------------------------------------------------
@@ -313,8 +317,9 @@ class _Sync:
 
     def __init__(
         self, source: AsyncClient, target: AsyncClient, dry_run: bool, full: bool,
-        progress: Callable[[SyncProgress], None] | None,
+        progress: Callable[[SyncProgress], None] | None, page_rows: int = PAGE_ROWS,
     ) -> None:
+        self.page_rows = page_rows
         self.src = source
         self.dst = target
         self.dry_run = dry_run
@@ -652,7 +657,7 @@ class _Sync:
                 where += f" AND {_AFTER}"
                 params += [after[0], after[0], after[1]]
             page = await self.src.query(
-                select + where + f" ORDER BY step, progress LIMIT {PAGE_ROWS}", params
+                select + where + f" ORDER BY step, progress LIMIT {int(self.page_rows)}", params
             )
             if not page:
                 break
@@ -671,7 +676,7 @@ class _Sync:
             self.rows_done += len(page)
             self._progress(len(self.runs))
             after = last
-            if len(page) < PAGE_ROWS:
+            if len(page) < self.page_rows:
                 break
         return written
 
