@@ -14,6 +14,7 @@ steps, to send SIGTERM meanwhile: the run gets --terminated, exit status 143),
 import argparse
 import tempfile
 import time
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -28,32 +29,32 @@ class Regression(pl.LightningModule):
         self.save_hyperparameters()
         self.layer = torch.nn.Linear(4, 1)
 
-    def training_step(self, batch, batch_idx):
-        if self.global_step == self.hparams.fail_at_step:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.global_step == self.hparams["fail_at_step"]:
             raise RuntimeError(f"failing on purpose at step {self.global_step}")
-        time.sleep(self.hparams.step_sleep)
+        time.sleep(self.hparams["step_sleep"])
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.layer(x), y)
         self.log("train/loss", loss, on_step=True, on_epoch=True)
-        self.log("lr-SGD", self.hparams.lr, on_step=True, on_epoch=False)
+        self.log("lr-SGD", self.hparams["lr"], on_step=True, on_epoch=False)
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
         self.log("val/loss", torch.nn.functional.mse_loss(self.layer(x), y))
 
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
 
 
-def data(n: int, seed: int) -> DataLoader:
+def data(n: int, seed: int) -> DataLoader[tuple[torch.Tensor, ...]]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, generator=generator)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1
     return DataLoader(TensorDataset(x, y), batch_size=8)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=0.05)

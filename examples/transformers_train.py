@@ -15,6 +15,7 @@ import argparse
 import os
 import tempfile
 import time
+from typing import Any
 
 import torch
 from transformers import (
@@ -22,6 +23,8 @@ from transformers import (
     BertForSequenceClassification,
     Trainer,
     TrainerCallback,
+    TrainerControl,
+    TrainerState,
     TrainingArguments,
 )
 
@@ -30,7 +33,7 @@ from sqltrack.integrations.transformers import SqltrackCallback
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-class Synthetic(torch.utils.data.Dataset):
+class Synthetic(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     """Token sequences whose label is whether token 1 occurs in them."""
 
     def __init__(self, n: int, seed: int, length: int = 8) -> None:
@@ -42,7 +45,7 @@ class Synthetic(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]),
                 "labels": self.labels[i]}
 
@@ -53,7 +56,10 @@ class Pace(TrainerCallback):
     def __init__(self, sleep: float, fail_at_step: int) -> None:
         self.sleep, self.fail_at_step = sleep, fail_at_step
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
         if state.global_step == self.fail_at_step:
             raise RuntimeError(f"failing on purpose at step {state.global_step}")
         time.sleep(self.sleep)
@@ -63,7 +69,8 @@ def tiny_model() -> BertForSequenceClassification:
     torch.manual_seed(0)
     config = BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32,
-                        max_position_embeddings=16, num_labels=2)
+                        max_position_embeddings=16,
+                        num_labels=2)  # type: ignore[call-arg]  # a PretrainedConfig kwarg
     return BertForSequenceClassification(config)
 
 
@@ -76,7 +83,7 @@ def training_args(output_dir: str, epochs: float) -> TrainingArguments:
     )
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--fail-at-step", type=int, default=-1)

@@ -7,7 +7,8 @@ access), so the documented blocking API works as written.
 
 The functions (``run_add_tags``, ``setup``, ...) serve both: given an
 ``AsyncClient`` they return the coroutine to await; given a blocking ``Client``
-they do the work and return its result, as the spec documents::
+they do the work and return its result, as the spec documents (typed with
+``@overload`` for both in the generated ``sqltrack._dual``)::
 
     await sqltrack.run_add_tags(async_client, run_id, "best")
     sqltrack.run_add_tags(client, run_id, "best")
@@ -15,23 +16,10 @@ they do the work and return its result, as the spec documents::
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import sigterm  # noqa: F401 - sqltrack.sigterm after `import sqltrack`, as in 0.1.x
-from .client import AsyncClient
-from .errors import (
-    ClientClosed,
-    ExperimentNotFound,
-    MetricTypeError,
-    PoolTimeout,
-    RunNotFound,
-    SchemaMissing,
-    SqltrackError,
-)
-from .experiments import (
-    AsyncExperiment,
+from ._dual import (
     experiment_add_link,
     experiment_add_tags,
     experiment_remove_link,
@@ -39,10 +27,7 @@ from .experiments import (
     experiment_set_comment,
     experiment_set_name,
     experiment_set_tags,
-)
-from .maintenance import mark_stale_runs
-from .runs import (
-    AsyncRun,
+    mark_stale_runs,
     run_add_args,
     run_add_env,
     run_add_extras,
@@ -64,10 +49,25 @@ from .runs import (
     run_set_status,
     run_set_tags,
     run_set_updated,
+    setup,
 )
-from .schema import setup
+from .client import AsyncClient
+from .errors import (
+    ClientClosed,
+    ExperimentNotFound,
+    MetricTypeError,
+    PoolTimeout,
+    RunNotFound,
+    SchemaMissing,
+    SqltrackError,
+)
+from .experiments import AsyncExperiment
+from .runs import AsyncRun
 from .signals import Terminated
 from .values import STATUSES
+
+if TYPE_CHECKING:  # the blocking classes, for type checkers (imported lazily at run time)
+    from sqltrack_sync import Client, Experiment, Run
 
 __version__ = "0.2.0"
 
@@ -117,33 +117,10 @@ __all__ = [
     "run_set_tags",
     "run_set_updated",
     "setup",
-    *_SYNC_NAMES,
+    "Client",  # the three blocking classes (_SYNC_NAMES)
+    "Experiment",
+    "Run",
 ]
-
-
-def _serving_both(coroutine_function: Callable) -> Callable:
-    """The function for both clients: a coroutine for AsyncClient, blocking for Client."""
-    name = coroutine_function.__name__
-
-    @functools.wraps(coroutine_function)
-    def for_either_client(client, *args, **kwargs):
-        if isinstance(client, AsyncClient):
-            return coroutine_function(client, *args, **kwargs)
-        import sqltrack_sync
-
-        return getattr(sqltrack_sync, name)(client, *args, **kwargs)
-
-    return for_either_client
-
-
-_BOTH = [
-    n
-    for n in __all__
-    if n.startswith(("experiment_", "run_")) or n in ("setup", "mark_stale_runs")
-]
-for _name in _BOTH:
-    globals()[_name] = _serving_both(globals()[_name])
-del _name
 
 
 def __getattr__(name: str) -> Any:

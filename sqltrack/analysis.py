@@ -120,7 +120,7 @@ async def metrics_frame(
 async def query_frame(
     client: AsyncClient,
     sql: str,
-    parameters: Sequence | dict = (),
+    parameters: Sequence[Any] | dict[str, Any] = (),
     backend: str = "pandas",
 ) -> pandas.DataFrame | polars.DataFrame:
     """The result of any SQL query as a DataFrame (column names from the query).

@@ -24,6 +24,7 @@ from . import config as _config
 from .engines import make_engine
 from .engines.base import Engine
 from .errors import ClientClosed
+from .exits import install as install_exit_handling
 from .exits import silence_pending_tasks
 from .hooks import ClientHooks, CloseHook
 
@@ -77,7 +78,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        config: Mapping[str, Any] | str | os.PathLike | None = None,
+        config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
         *,
         create_schema: bool = True,
         **kwargs: Any,
@@ -162,6 +163,7 @@ class AsyncClient:
                 self._state = "open"
                 self._loop = asyncio.get_running_loop()
                 _unclosed.add(self)
+                install_exit_handling()
         return await self._opened_engine()
 
     async def close(self) -> None:

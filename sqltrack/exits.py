@@ -17,6 +17,7 @@ import atexit
 import logging
 import sys
 from contextlib import suppress
+from types import TracebackType
 from typing import Any
 
 from . import signals
@@ -28,15 +29,27 @@ log = logging.getLogger("sqltrack")
 EXIT_TIMEOUT = 30.0
 
 _exit_exception: list[type[BaseException]] = []
+_previous_excepthook = sys.excepthook
+_installed = False
 
 
-def _record_uncaught(exc_type, exc, tb) -> None:
+def _record_uncaught(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
     _exit_exception.append(exc_type)
     _previous_excepthook(exc_type, exc, tb)
 
 
-_previous_excepthook = sys.excepthook
-sys.excepthook = _record_uncaught
+def install() -> None:
+    """When the first client opens (not at import): note how the program ends
+    (``sys.excepthook``) and finish never-closed AsyncClients at exit. Idempotent."""
+    global _installed, _previous_excepthook
+    if _installed:
+        return
+    _installed = True
+    _previous_excepthook = sys.excepthook
+    sys.excepthook = _record_uncaught
+    atexit.register(_close_never_closed)
 
 
 def exit_status(terminated: str) -> str:
@@ -116,5 +129,3 @@ def _close_never_closed() -> None:
         except Exception:  # noqa: BLE001 - the next client still gets its turn
             log.exception("sqltrack: could not finish %r at exit", client)
 
-
-atexit.register(_close_never_closed)

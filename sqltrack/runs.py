@@ -7,9 +7,10 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import environment, signals
+from ._markers import sync_fast_path
 from .args import detect_args
 from .buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS, MetricBuffer
 from .errors import ExperimentNotFound, RunNotFound
@@ -71,7 +72,7 @@ def _auto_env(env: Auto | Mapping | None) -> Mapping | None:
 
 # -- arguments, environment, extras ------------------------------------------
 async def run_add_args(
-    client: AsyncClient, run_id: int, args: Auto | dict | None = "auto"
+    client: AsyncClient, run_id: int, args: Auto | dict[str, Any] | None = "auto"
 ) -> None:
     """Add arguments to a run: ``'auto'`` detects them (``sqltrack.args``); None: nothing."""
     args = _auto_args(args)
@@ -98,7 +99,7 @@ async def run_remove_args(client: AsyncClient, run_id: int, *args: Names) -> Non
 
 
 async def run_set_args(
-    client: AsyncClient, run_id: int, args: Auto | dict | None = "auto"
+    client: AsyncClient, run_id: int, args: Auto | dict[str, Any] | None = "auto"
 ) -> None:
     """Set run arguments: ``'auto'`` detects them (nothing is done when none are found);
     None sets NULL."""
@@ -108,7 +109,9 @@ async def run_set_args(
     await _set_json(client, run_id, "args", detected)
 
 
-async def run_add_env(client: AsyncClient, run_id: int, env: Auto | dict | None = "auto") -> None:
+async def run_add_env(
+    client: AsyncClient, run_id: int, env: Auto | dict[str, Any] | None = "auto"
+) -> None:
     """Add environment variables to a run: ``'auto'`` means ``os.environ``, None does nothing.
 
     ``'auto'`` masks credentials: the values of variables named like ``*PASSWORD*``,
@@ -131,7 +134,9 @@ async def run_remove_env(client: AsyncClient, run_id: int, *env: Names) -> None:
     await _remove_json(client, run_id, "env", key_names(env, "env name", _detected_env))
 
 
-async def run_set_env(client: AsyncClient, run_id: int, env: Auto | dict | None = "auto") -> None:
+async def run_set_env(
+    client: AsyncClient, run_id: int, env: Auto | dict[str, Any] | None = "auto"
+) -> None:
     """Set the run environment: ``'auto'`` means ``os.environ``, None sets NULL.
 
     ``'auto'`` masks credentials as ``run_add_env`` does (rule:
@@ -140,7 +145,9 @@ async def run_set_env(client: AsyncClient, run_id: int, env: Auto | dict | None 
     await _set_json(client, run_id, "env", _auto_env(env))
 
 
-async def run_add_extras(client: AsyncClient, run_id: int, extras: dict | None = None) -> None:
+async def run_add_extras(
+    client: AsyncClient, run_id: int, extras: dict[str, Any] | None = None
+) -> None:
     """Add extras (any JSON object) to a run; None does nothing."""
     if extras:
         await _merge_json(client, run_id, "extras", extras)
@@ -151,7 +158,9 @@ async def run_remove_extras(client: AsyncClient, run_id: int, *extras: Names) ->
     await _remove_json(client, run_id, "extras", key_names(extras, "extras name"))
 
 
-async def run_set_extras(client: AsyncClient, run_id: int, extras: dict | None = None) -> None:
+async def run_set_extras(
+    client: AsyncClient, run_id: int, extras: dict[str, Any] | None = None
+) -> None:
     """Set run extras; None sets NULL."""
     await _set_json(client, run_id, "extras", extras)
 
@@ -229,7 +238,7 @@ async def run_remove_link(client: AsyncClient, from_id: int, kind: str, to_id: i
 async def run_add_metrics(
     client: AsyncClient,
     run_id: int,
-    metrics: dict,
+    metrics: dict[str, Any],
     step: int = 0,
     progress: float = 0.0,
     updated: Auto | datetime | None = "auto",
@@ -461,7 +470,7 @@ class AsyncRun:
         await run_set_tags(self.client, self.id, *tags)
         return self
 
-    async def add_args(self, args: Auto | dict | None = "auto") -> AsyncRun:
+    async def add_args(self, args: Auto | dict[str, Any] | None = "auto") -> AsyncRun:
         """Add parameters to the run. See run_add_args()."""
         await run_add_args(self.client, self.id, args)
         return self
@@ -473,12 +482,12 @@ class AsyncRun:
         await run_remove_args(self.client, self.id, args, *more)
         return self
 
-    async def set_args(self, args: Auto | dict | None = "auto") -> AsyncRun:
+    async def set_args(self, args: Auto | dict[str, Any] | None = "auto") -> AsyncRun:
         """Set the run parameters. See run_set_args()."""
         await run_set_args(self.client, self.id, args)
         return self
 
-    async def add_env(self, env: Auto | dict | None = "auto") -> AsyncRun:
+    async def add_env(self, env: Auto | dict[str, Any] | None = "auto") -> AsyncRun:
         """Add environment variables to the run. See run_add_env()."""
         await run_add_env(self.client, self.id, env)
         return self
@@ -489,12 +498,12 @@ class AsyncRun:
         await run_remove_env(self.client, self.id, env, *more)
         return self
 
-    async def set_env(self, env: Auto | dict | None = "auto") -> AsyncRun:
+    async def set_env(self, env: Auto | dict[str, Any] | None = "auto") -> AsyncRun:
         """Set the run environment. See run_set_env()."""
         await run_set_env(self.client, self.id, env)
         return self
 
-    async def add_extras(self, extras: dict | None = None) -> AsyncRun:
+    async def add_extras(self, extras: dict[str, Any] | None = None) -> AsyncRun:
         """Add extras to the run. See run_add_extras()."""
         await run_add_extras(self.client, self.id, extras)
         return self
@@ -504,7 +513,7 @@ class AsyncRun:
         await run_remove_extras(self.client, self.id, *extras)
         return self
 
-    async def set_extras(self, extras: dict | None = None) -> AsyncRun:
+    async def set_extras(self, extras: dict[str, Any] | None = None) -> AsyncRun:
         """Set the run extras. See run_set_extras()."""
         await run_set_extras(self.client, self.id, extras)
         return self
@@ -519,9 +528,10 @@ class AsyncRun:
         await run_remove_link(self.client, self.id, kind, to_id)
         return self
 
+    @sync_fast_path("add_metrics_nowait")
     async def add_metrics(
         self,
-        metrics: dict,
+        metrics: dict[str, Any],
         step: int = 0,
         progress: float = 0.0,
         updated: Auto | datetime | None = "auto",
@@ -539,7 +549,7 @@ class AsyncRun:
 
     def add_metrics_nowait(
         self,
-        metrics: dict,
+        metrics: dict[str, Any],
         step: int = 0,
         progress: float = 0.0,
         updated: Auto | datetime | None = "auto",

@@ -5,7 +5,11 @@ and ``wandb.summary`` follow ``init()``. See its docstring for what is covered.
 """
 
 import sys
+from typing import TYPE_CHECKING
 
 from sqltrack.integrations import wandb as _wandb
+
+if TYPE_CHECKING:  # what type checkers see here is that module's API
+    from sqltrack.integrations.wandb import *  # noqa: F403
 
 sys.modules[__name__] = _wandb

@@ -7,12 +7,11 @@ Every call runs the async core on one background event loop; see ``_portal``.
 
 from __future__ import annotations
 
-from sqltrack import sigterm  # noqa: F401 - sqltrack_sync.sigterm, as in 0.1.x
-from sqltrack_sync.client import (
-    Client,
-    Connection,
-    Cursor,
-)
+from typing import Any
+
+from sqltrack import sigterm  # sqltrack_sync.sigterm, as in 0.1.x
+from sqltrack_sync._dbapi import Connection, Cursor
+from sqltrack_sync.client import Client
 from sqltrack_sync.experiments import (
     Experiment,
     experiment_add_link,
@@ -23,9 +22,7 @@ from sqltrack_sync.experiments import (
     experiment_set_name,
     experiment_set_tags,
 )
-from sqltrack_sync.maintenance import (
-    mark_stale_runs,
-)
+from sqltrack_sync.maintenance import mark_stale_runs
 from sqltrack_sync.runs import (
     Run,
     run_add_args,
@@ -50,9 +47,7 @@ from sqltrack_sync.runs import (
     run_set_tags,
     run_set_updated,
 )
-from sqltrack_sync.schema import (
-    setup,
-)
+from sqltrack_sync.schema import setup
 
 __all__ = [
     "Client",
@@ -93,17 +88,14 @@ __all__ = [
     "run_set_updated",
     "runs_frame",
     "setup",
+    "sigterm",
 ]
 
 #: Imported on first access, so that importing sqltrack_sync stays light.
-_LAZY = {
-    "metrics_frame": "analysis",
-    "query_frame": "analysis",
-    "runs_frame": "analysis",
-}
+_LAZY = {"metrics_frame": "analysis", "query_frame": "analysis", "runs_frame": "analysis"}
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

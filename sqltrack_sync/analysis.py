@@ -4,28 +4,26 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqltrack.analysis as _core
 from sqltrack_sync import _portal
-from sqltrack_sync.client import Client, _unwrap
+from sqltrack_sync._facade import unwrap
+from sqltrack_sync.client import Client
 
-if TYPE_CHECKING:  # names used in annotations, as the async source has them
+if TYPE_CHECKING:  # names used in annotations, as in the async source
     from collections.abc import Sequence
     from typing import Literal
+
     import pandas
     import polars
-
 
 
 def runs_frame(
     client: Client,
     experiment: int | str | None = None,
     expand_json: bool | list[str] = False,
-    backend: str = 'pandas',
+    backend: str = "pandas",
 ) -> pandas.DataFrame | polars.DataFrame:
     """The runs of an experiment (by id or name; None: every run) as a DataFrame.
 
@@ -37,15 +35,15 @@ def runs_frame(
     objects are flattened with dots), ``tags.best`` (True where the run has the
     tag, else False). ``backend`` is ``"pandas"`` or ``"polars"``.
     """
-    return _portal.call(_core.runs_frame, _unwrap(client), experiment, expand_json, backend)
+    return _portal.call(_core.runs_frame, unwrap(client), experiment, expand_json, backend)
 
 
 def metrics_frame(
     client: Client,
     run_ids: int | list[int],
     metrics: list[str] | None = None,
-    shape: Literal['long', 'wide'] = 'wide',
-    backend: str = 'pandas',
+    shape: Literal["long", "wide"] = "wide",
+    backend: str = "pandas",
 ) -> pandas.DataFrame | polars.DataFrame:
     """The metric rows of runs as a DataFrame.
 
@@ -57,14 +55,14 @@ def metrics_frame(
     given), then step and progress. Unknown runs raise RunNotFound, unknown
     metrics ValueError.
     """
-    return _portal.call(_core.metrics_frame, _unwrap(client), run_ids, metrics, shape, backend)
+    return _portal.call(_core.metrics_frame, unwrap(client), run_ids, metrics, shape, backend)
 
 
 def query_frame(
     client: Client,
     sql: str,
-    parameters: Sequence | dict = (),
-    backend: str = 'pandas',
+    parameters: Sequence[Any] | dict[str, Any] = (),
+    backend: str = "pandas",
 ) -> pandas.DataFrame | polars.DataFrame:
     """The result of any SQL query as a DataFrame (column names from the query).
 
@@ -72,4 +70,4 @@ def query_frame(
     PostgreSQL, ``?`` / ``:name`` on SQLite. Values come as the driver returns
     them (SQLite returns timestamps and JSON as text).
     """
-    return _portal.call(_core.query_frame, _unwrap(client), sql, parameters, backend)
+    return _portal.call(_core.query_frame, unwrap(client), sql, parameters, backend)

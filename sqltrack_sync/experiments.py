@@ -4,29 +4,31 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import sqltrack.experiments as _core
 from sqltrack_sync import _portal
-from sqltrack_sync.client import Client, _unwrap
+from sqltrack_sync._facade import Wrapper, unwrap
+from sqltrack_sync.client import Client
 from sqltrack_sync.runs import Run
 
-if TYPE_CHECKING:  # names used in annotations, as the async source has them
+if TYPE_CHECKING:  # names used in annotations, as in the async source
     from sqltrack.values import Names
 
 
-
-class Experiment:
+class Experiment(Wrapper):
     """An experiment. Make one with ``Experiment(client, ...)``.
 
     All methods except ``get_run`` return the experiment itself, for chaining:
     ``exp = (Experiment(client, name="x")).set_comment("nice")``.
     """
 
-    def __init__(self, client: Client, experiment_id: int | None = None, name: str | None = None):
+    _client: Client
+    _async: _core.AsyncExperiment
+
+    def __init__(
+        self, client: Client, experiment_id: int | None = None, name: str | None = None
+    ) -> None:
         """Get the experiment with this id and/or name, creating it when missing.
 
         With a name only, the experiment of that name (new or existing). With an id
@@ -36,33 +38,22 @@ class Experiment:
         """
         self._client = client
         self._async = _portal.call(
-            _core.AsyncExperiment.create,
-            _unwrap(client),
-            experiment_id,
-            name,
+            _core.AsyncExperiment.create, unwrap(client), experiment_id, name
         )
-
-    @classmethod
-    def _wrap(cls, client: Client, async_obj: _core.AsyncExperiment) -> Experiment:
-        """An Experiment around an existing AsyncExperiment."""
-        obj = cls.__new__(cls)
-        obj._client = client
-        obj._async = async_obj
-        return obj
-
-    def __repr__(self) -> str:
-        return repr(self._async).replace("AsyncExperiment", "Experiment")
 
     @property
     def client(self) -> Client:
+        """The experiment's ``client``."""
         return self._client
 
     @property
-    def id(self):
+    def id(self) -> int:
+        """The experiment's ``id``."""
         return self._async.id
 
     @property
-    def name(self):
+    def name(self) -> str:
+        """The experiment's ``name``."""
         return self._async.name
 
     def get_run(self, run_id: int | str | None = None) -> Run:
@@ -108,34 +99,34 @@ class Experiment:
 
 def experiment_set_name(client: Client, experiment_id: int, name: str) -> None:
     """Set an experiment name (names are unique)."""
-    return _portal.call(_core.experiment_set_name, _unwrap(client), experiment_id, name)
+    _portal.call(_core.experiment_set_name, unwrap(client), experiment_id, name)
 
 
 def experiment_set_comment(client: Client, experiment_id: int, comment: str | None) -> None:
     """Set an experiment comment (None clears it)."""
-    return _portal.call(_core.experiment_set_comment, _unwrap(client), experiment_id, comment)
+    _portal.call(_core.experiment_set_comment, unwrap(client), experiment_id, comment)
 
 
 def experiment_add_tags(client: Client, experiment_id: int, *tags: str) -> None:
     """Add tags to an experiment."""
-    return _portal.call(_core.experiment_add_tags, _unwrap(client), experiment_id, *tags)
+    _portal.call(_core.experiment_add_tags, unwrap(client), experiment_id, *tags)
 
 
 def experiment_remove_tags(client: Client, experiment_id: int, *tags: Names) -> None:
     """Remove tags from an experiment: tags, iterables of tags or dicts (their keys)."""
-    return _portal.call(_core.experiment_remove_tags, _unwrap(client), experiment_id, *tags)
+    _portal.call(_core.experiment_remove_tags, unwrap(client), experiment_id, *tags)
 
 
 def experiment_set_tags(client: Client, experiment_id: int, *tags: str) -> None:
     """Set tags of an experiment (replacing all of them)."""
-    return _portal.call(_core.experiment_set_tags, _unwrap(client), experiment_id, *tags)
+    _portal.call(_core.experiment_set_tags, unwrap(client), experiment_id, *tags)
 
 
 def experiment_add_link(client: Client, from_id: int, kind: str, to_id: int) -> None:
     """Add a link ``from_id --kind--> to_id`` between two experiments."""
-    return _portal.call(_core.experiment_add_link, _unwrap(client), from_id, kind, to_id)
+    _portal.call(_core.experiment_add_link, unwrap(client), from_id, kind, to_id)
 
 
 def experiment_remove_link(client: Client, from_id: int, kind: str, to_id: int) -> None:
     """Remove a link between two experiments."""
-    return _portal.call(_core.experiment_remove_link, _unwrap(client), from_id, kind, to_id)
+    _portal.call(_core.experiment_remove_link, unwrap(client), from_id, kind, to_id)

@@ -4,24 +4,21 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import sqltrack.maintenance as _core
 from sqltrack_sync import _portal
-from sqltrack_sync.client import Client, _unwrap
+from sqltrack_sync._facade import unwrap
+from sqltrack_sync.client import Client
 
-if TYPE_CHECKING:  # names used in annotations, as the async source has them
+if TYPE_CHECKING:  # names used in annotations, as in the async source
     from datetime import timedelta
-
 
 
 def mark_stale_runs(
     client: Client,
     older_than: timedelta | float,
-    status: str = 'NODE_FAIL',
+    status: str = "NODE_FAIL",
     experiment_id: int | None = None,
 ) -> list[int]:
     """Give ``status`` to RUNNING runs not updated for ``older_than``; return their ids.
@@ -31,4 +28,4 @@ def mark_stale_runs(
     at the same moment is not marked. ``time_updated`` is left as it was (the
     last sign of life). ``experiment_id`` limits the sweep to one experiment.
     """
-    return _portal.call(_core.mark_stale_runs, _unwrap(client), older_than, status, experiment_id)
+    return _portal.call(_core.mark_stale_runs, unwrap(client), older_than, status, experiment_id)

@@ -4,34 +4,34 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqltrack.runs as _core
-from sqltrack_sync import _portal
-from sqltrack_sync.client import Client, _unwrap
+from sqltrack.buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS
+from sqltrack_sync import _portal, _process
+from sqltrack_sync._facade import Wrapper, unwrap
+from sqltrack_sync.client import Client
 
-if TYPE_CHECKING:  # names used in annotations, as the async source has them
-    from collections.abc import AsyncIterator
+if TYPE_CHECKING:  # names used in annotations, as in the async source
     from datetime import datetime
+
     from sqltrack.values import Auto, Names
 
 
-
-class Run:
+class Run(Wrapper):
     """A run. Make one with ``Run(...)`` or ``exp.get_run()``.
 
     Every method returns the run itself, for chaining.
     """
 
+    _client: Client
+    _async: _core.AsyncRun
+
     def __init__(
-        self,
-        client: Client,
-        experiment_id: int | None = None,
-        run_id: int | str | None = None,
-    ):
+        self, client: Client, experiment_id: int | None = None, run_id: int | str | None = None
+    ) -> None:
         """Get or create a run.
 
         ``run_id`` None creates a run with an unused id in ``experiment_id``. A str
@@ -41,40 +41,33 @@ class Run:
         id, which needs ``experiment_id``.
         """
         self._client = client
-        self._async = _portal.call(_core.AsyncRun.create, _unwrap(client), experiment_id, run_id)
-
-    @classmethod
-    def _wrap(cls, client: Client, async_obj: _core.AsyncRun) -> Run:
-        """A Run around an existing AsyncRun."""
-        obj = cls.__new__(cls)
-        obj._client = client
-        obj._async = async_obj
-        return obj
-
-    def __repr__(self) -> str:
-        return repr(self._async).replace("AsyncRun", "Run")
+        self._async = _portal.call(_core.AsyncRun.create, unwrap(client), experiment_id, run_id)
 
     @property
     def client(self) -> Client:
+        """The run's ``client``."""
         return self._client
 
     @property
-    def id(self):
+    def id(self) -> int:
+        """The run's ``id``."""
         return self._async.id
 
     @property
-    def experiment_id(self):
+    def experiment_id(self) -> int:
+        """The run's ``experiment_id``."""
         return self._async.experiment_id
 
     @property
-    def terminated_status(self):
+    def terminated_status(self) -> str:
+        """The run's ``terminated_status``."""
         return self._async.terminated_status
 
     def start(
         self,
-        terminated: str = 'CANCELLED',
-        started: Auto | datetime | None = 'auto',
-        updated: Auto | datetime | None = 'auto',
+        terminated: str = "CANCELLED",
+        started: Auto | datetime | None = "auto",
+        updated: Auto | datetime | None = "auto",
     ) -> Run:
         """Set status RUNNING and time_started / time_updated (``'auto'``: now, None: leave).
 
@@ -84,7 +77,7 @@ class Run:
         _portal.call(self._async.start, terminated, started, updated)
         return self
 
-    def stop(self, status: str = 'COMPLETED', updated: Auto | datetime | None = 'auto') -> Run:
+    def stop(self, status: str = "COMPLETED", updated: Auto | datetime | None = "auto") -> Run:
         """Set the final status (default COMPLETED) and time_updated (``'auto'``: now).
 
         Buffered metrics are written first; a write error is raised after the status
@@ -96,12 +89,12 @@ class Run:
     @contextmanager
     def track(
         self,
-        normal: str = 'COMPLETED',
-        exception: str = 'FAILED',
-        interrupt: str = 'CANCELLED',
-        terminated: str = 'CANCELLED',
-        started: Auto | datetime | None = 'auto',
-        updated: Auto | datetime | None = 'auto',
+        normal: str = "COMPLETED",
+        exception: str = "FAILED",
+        interrupt: str = "CANCELLED",
+        terminated: str = "CANCELLED",
+        started: Auto | datetime | None = "auto",
+        updated: Auto | datetime | None = "auto",
     ) -> Iterator[Run]:
         """``with run.track():`` start the run, and stop it with a status that says
         how the block ended: ``normal``, ``exception`` (the exception is re-raised),
@@ -111,7 +104,7 @@ class Run:
         ``normal`` for 0 or None (README: "What each exit path does").
         """
         manager = self._async.track(normal, exception, interrupt, terminated, started, updated)
-        with _portal.context(manager):
+        with _process.context(manager):
             yield self
 
     def set_status(self, status: str) -> Run:
@@ -124,17 +117,17 @@ class Run:
         _portal.call(self._async.set_comment, comment)
         return self
 
-    def set_created(self, dt: Auto | datetime | None = 'auto') -> Run:
+    def set_created(self, dt: Auto | datetime | None = "auto") -> Run:
         """Set time_created. See run_set_created()."""
         _portal.call(self._async.set_created, dt)
         return self
 
-    def set_started(self, dt: Auto | datetime | None = 'auto') -> Run:
+    def set_started(self, dt: Auto | datetime | None = "auto") -> Run:
         """Set time_started. See run_set_started()."""
         _portal.call(self._async.set_started, dt)
         return self
 
-    def set_updated(self, dt: Auto | datetime | None = 'auto') -> Run:
+    def set_updated(self, dt: Auto | datetime | None = "auto") -> Run:
         """Set time_updated. See run_set_updated()."""
         _portal.call(self._async.set_updated, dt)
         return self
@@ -154,12 +147,12 @@ class Run:
         _portal.call(self._async.set_tags, *tags)
         return self
 
-    def add_args(self, args: Auto | dict | None = 'auto') -> Run:
+    def add_args(self, args: Auto | dict[str, Any] | None = "auto") -> Run:
         """Add parameters to the run. See run_add_args()."""
         _portal.call(self._async.add_args, args)
         return self
 
-    def remove_args(self, args: Auto | Names = 'auto', *more: Names) -> Run:
+    def remove_args(self, args: Auto | Names = "auto", *more: Names) -> Run:
         """Remove parameters from the run, by name: ``remove_args("lr")``,
         ``remove_args("lr", "bs")``, a list of names, a dict (its keys) or ``'auto'``
         (the detected ones, the default). See run_remove_args().
@@ -167,29 +160,29 @@ class Run:
         _portal.call(self._async.remove_args, args, *more)
         return self
 
-    def set_args(self, args: Auto | dict | None = 'auto') -> Run:
+    def set_args(self, args: Auto | dict[str, Any] | None = "auto") -> Run:
         """Set the run parameters. See run_set_args()."""
         _portal.call(self._async.set_args, args)
         return self
 
-    def add_env(self, env: Auto | dict | None = 'auto') -> Run:
+    def add_env(self, env: Auto | dict[str, Any] | None = "auto") -> Run:
         """Add environment variables to the run. See run_add_env()."""
         _portal.call(self._async.add_env, env)
         return self
 
-    def remove_env(self, env: Auto | Names = 'auto', *more: Names) -> Run:
+    def remove_env(self, env: Auto | Names = "auto", *more: Names) -> Run:
         """Remove environment variables from the run, by name (``remove_env("HOME")``),
         as remove_args() does; ``'auto'`` (the default): those in ``os.environ``.
         """
         _portal.call(self._async.remove_env, env, *more)
         return self
 
-    def set_env(self, env: Auto | dict | None = 'auto') -> Run:
+    def set_env(self, env: Auto | dict[str, Any] | None = "auto") -> Run:
         """Set the run environment. See run_set_env()."""
         _portal.call(self._async.set_env, env)
         return self
 
-    def add_extras(self, extras: dict | None = None) -> Run:
+    def add_extras(self, extras: dict[str, Any] | None = None) -> Run:
         """Add extras to the run. See run_add_extras()."""
         _portal.call(self._async.add_extras, extras)
         return self
@@ -199,7 +192,7 @@ class Run:
         _portal.call(self._async.remove_extras, *extras)
         return self
 
-    def set_extras(self, extras: dict | None = None) -> Run:
+    def set_extras(self, extras: dict[str, Any] | None = None) -> Run:
         """Set the run extras. See run_set_extras()."""
         _portal.call(self._async.set_extras, extras)
         return self
@@ -216,10 +209,10 @@ class Run:
 
     def add_metrics(
         self,
-        metrics: dict,
+        metrics: dict[str, Any],
         step: int = 0,
         progress: float = 0.0,
-        updated: Auto | datetime | None = 'auto',
+        updated: Auto | datetime | None = "auto",
     ) -> Run:
         """Add metrics to the run. See run_add_metrics().
 
@@ -233,8 +226,8 @@ class Run:
     def set_buffered(
         self,
         enabled: bool = True,
-        flush_rows: int = _core.DEFAULT_FLUSH_ROWS,
-        flush_interval: float = _core.DEFAULT_FLUSH_INTERVAL,
+        flush_rows: int = DEFAULT_FLUSH_ROWS,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_rows: int | None = None,
     ) -> Run:
         """Turn buffered (write-behind) metrics on or off for this run.
@@ -254,9 +247,9 @@ class Run:
         return self
 
 
-def run_add_args(client: Client, run_id: int, args: Auto | dict | None = 'auto') -> None:
+def run_add_args(client: Client, run_id: int, args: Auto | dict[str, Any] | None = "auto") -> None:
     """Add arguments to a run: ``'auto'`` detects them (``sqltrack.args``); None: nothing."""
-    return _portal.call(_core.run_add_args, _unwrap(client), run_id, args)
+    _portal.call(_core.run_add_args, unwrap(client), run_id, args)
 
 
 def run_remove_args(client: Client, run_id: int, *args: Names) -> None:
@@ -266,17 +259,17 @@ def run_remove_args(client: Client, run_id: int, *args: Names) -> None:
     means the names ``run_add_args`` would detect; None is nothing. A str is one
     name, never its characters. A bad name raises before anything is changed.
     """
-    return _portal.call(_core.run_remove_args, _unwrap(client), run_id, *args)
+    _portal.call(_core.run_remove_args, unwrap(client), run_id, *args)
 
 
-def run_set_args(client: Client, run_id: int, args: Auto | dict | None = 'auto') -> None:
+def run_set_args(client: Client, run_id: int, args: Auto | dict[str, Any] | None = "auto") -> None:
     """Set run arguments: ``'auto'`` detects them (nothing is done when none are found);
     None sets NULL.
     """
-    return _portal.call(_core.run_set_args, _unwrap(client), run_id, args)
+    _portal.call(_core.run_set_args, unwrap(client), run_id, args)
 
 
-def run_add_env(client: Client, run_id: int, env: Auto | dict | None = 'auto') -> None:
+def run_add_env(client: Client, run_id: int, env: Auto | dict[str, Any] | None = "auto") -> None:
     """Add environment variables to a run: ``'auto'`` means ``os.environ``, None does nothing.
 
     ``'auto'`` masks credentials: the values of variables named like ``*PASSWORD*``,
@@ -285,7 +278,7 @@ def run_add_env(client: Client, run_id: int, env: Auto | dict | None = 'auto') -
     ``sqltrack.environment.MASK_RULE`` (see ``sqltrack.environment``); a dict is
     stored as given.
     """
-    return _portal.call(_core.run_add_env, _unwrap(client), run_id, env)
+    _portal.call(_core.run_add_env, unwrap(client), run_id, env)
 
 
 def run_remove_env(client: Client, run_id: int, *env: Names) -> None:
@@ -294,90 +287,90 @@ def run_remove_env(client: Client, run_id: int, *env: Names) -> None:
     Names are given as for ``run_remove_args``; ``'auto'`` means the names in
     ``os.environ``.
     """
-    return _portal.call(_core.run_remove_env, _unwrap(client), run_id, *env)
+    _portal.call(_core.run_remove_env, unwrap(client), run_id, *env)
 
 
-def run_set_env(client: Client, run_id: int, env: Auto | dict | None = 'auto') -> None:
+def run_set_env(client: Client, run_id: int, env: Auto | dict[str, Any] | None = "auto") -> None:
     """Set the run environment: ``'auto'`` means ``os.environ``, None sets NULL.
 
     ``'auto'`` masks credentials as ``run_add_env`` does (rule:
     ``sqltrack.environment.MASK_RULE``); a dict is stored as given.
     """
-    return _portal.call(_core.run_set_env, _unwrap(client), run_id, env)
+    _portal.call(_core.run_set_env, unwrap(client), run_id, env)
 
 
-def run_add_extras(client: Client, run_id: int, extras: dict | None = None) -> None:
+def run_add_extras(client: Client, run_id: int, extras: dict[str, Any] | None = None) -> None:
     """Add extras (any JSON object) to a run; None does nothing."""
-    return _portal.call(_core.run_add_extras, _unwrap(client), run_id, extras)
+    _portal.call(_core.run_add_extras, unwrap(client), run_id, extras)
 
 
 def run_remove_extras(client: Client, run_id: int, *extras: Names) -> None:
     """Remove extras from a run, by name: names, iterables of names or dicts (their keys)."""
-    return _portal.call(_core.run_remove_extras, _unwrap(client), run_id, *extras)
+    _portal.call(_core.run_remove_extras, unwrap(client), run_id, *extras)
 
 
-def run_set_extras(client: Client, run_id: int, extras: dict | None = None) -> None:
+def run_set_extras(client: Client, run_id: int, extras: dict[str, Any] | None = None) -> None:
     """Set run extras; None sets NULL."""
-    return _portal.call(_core.run_set_extras, _unwrap(client), run_id, extras)
+    _portal.call(_core.run_set_extras, unwrap(client), run_id, extras)
 
 
 def run_add_tags(client: Client, run_id: int, *tags: str) -> None:
     """Add tags to a run."""
-    return _portal.call(_core.run_add_tags, _unwrap(client), run_id, *tags)
+    _portal.call(_core.run_add_tags, unwrap(client), run_id, *tags)
 
 
 def run_remove_tags(client: Client, run_id: int, *tags: Names) -> None:
     """Remove tags from a run: tags, iterables of tags or dicts (their keys)."""
-    return _portal.call(_core.run_remove_tags, _unwrap(client), run_id, *tags)
+    _portal.call(_core.run_remove_tags, unwrap(client), run_id, *tags)
 
 
 def run_set_tags(client: Client, run_id: int, *tags: str) -> None:
     """Set the tags of a run (replacing all of them)."""
-    return _portal.call(_core.run_set_tags, _unwrap(client), run_id, *tags)
+    _portal.call(_core.run_set_tags, unwrap(client), run_id, *tags)
 
 
 def run_set_comment(client: Client, run_id: int, comment: str | None) -> None:
     """Set the comment of a run (None clears it)."""
-    return _portal.call(_core.run_set_comment, _unwrap(client), run_id, comment)
+    _portal.call(_core.run_set_comment, unwrap(client), run_id, comment)
 
 
 def run_set_status(client: Client, run_id: int, status: str) -> None:
     """Set a run's status (one of ``sqltrack.STATUSES``; anything else is a ValueError)."""
-    return _portal.call(_core.run_set_status, _unwrap(client), run_id, status)
+    _portal.call(_core.run_set_status, unwrap(client), run_id, status)
 
 
-def run_set_created(client: Client, run_id: int, dt: Auto | datetime | None = 'auto') -> None:
+def run_set_created(client: Client, run_id: int, dt: Auto | datetime | None = "auto") -> None:
     """Set time_created: ``'auto'`` is now, an aware datetime is used, None does nothing."""
-    return _portal.call(_core.run_set_created, _unwrap(client), run_id, dt)
+    _portal.call(_core.run_set_created, unwrap(client), run_id, dt)
 
 
-def run_set_started(client: Client, run_id: int, dt: Auto | datetime | None = 'auto') -> None:
+def run_set_started(client: Client, run_id: int, dt: Auto | datetime | None = "auto") -> None:
     """Set time_started: ``'auto'`` is now, an aware datetime is used, None does nothing."""
-    return _portal.call(_core.run_set_started, _unwrap(client), run_id, dt)
+    _portal.call(_core.run_set_started, unwrap(client), run_id, dt)
 
 
-def run_set_updated(client: Client, run_id: int, dt: Auto | datetime | None = 'auto') -> None:
+def run_set_updated(client: Client, run_id: int, dt: Auto | datetime | None = "auto") -> None:
     """Set time_updated: ``'auto'`` is now, an aware datetime is used, None does nothing."""
-    return _portal.call(_core.run_set_updated, _unwrap(client), run_id, dt)
+    _portal.call(_core.run_set_updated, unwrap(client), run_id, dt)
 
 
 def run_add_link(client: Client, from_id: int, kind: str, to_id: int) -> None:
     """Add a link ``from_id --kind--> to_id`` between two runs."""
-    return _portal.call(_core.run_add_link, _unwrap(client), from_id, kind, to_id)
+    _portal.call(_core.run_add_link, unwrap(client), from_id, kind, to_id)
 
 
 def run_remove_link(client: Client, from_id: int, kind: str, to_id: int) -> None:
     """Remove a link between two runs."""
-    return _portal.call(_core.run_remove_link, _unwrap(client), from_id, kind, to_id)
+    _portal.call(_core.run_remove_link, unwrap(client), from_id, kind, to_id)
 
 
 def run_add_metrics(
     client: Client,
     run_id: int,
-    metrics: dict,
+    metrics: dict[str, Any],
     step: int = 0,
     progress: float = 0.0,
-    updated: Auto | datetime | None = 'auto',
+    updated: Auto | datetime | None = "auto",
 ) -> None:
     """Add metrics to a run: upsert the ``(run_id, step, progress)`` row.
 
@@ -386,20 +379,12 @@ def run_add_metrics(
     from its value (see ``sqltrack.metrics``). ``updated`` sets ``time_updated``
     in the same round trip (``'auto'``: now; None: leave it).
     """
-    return _portal.call(
-        _core.run_add_metrics,
-        _unwrap(client),
-        run_id,
-        metrics,
-        step,
-        progress,
-        updated,
-    )
+    _portal.call(_core.run_add_metrics, unwrap(client), run_id, metrics, step, progress, updated)
 
 
 def run_from_env(client: Client) -> Run:
     """The run named by ``SQLTRACK_EXPERIMENT_NAME`` and/or ``SQLTRACK_EXPERIMENT_ID``
     (at least one), and optionally ``SQLTRACK_RUN_ID`` (else a new run).
     """
-    result = _portal.call(_core.run_from_env, _unwrap(client))
+    result = _portal.call(_core.run_from_env, unwrap(client))
     return Run._wrap(client, result)

@@ -4,25 +4,22 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import sqltrack.schema as _core
 from sqltrack_sync import _portal
-from sqltrack_sync.client import Client, _unwrap
+from sqltrack_sync._facade import unwrap
+from sqltrack_sync.client import Client
 
-if TYPE_CHECKING:  # names used in annotations, as the async source has them
+if TYPE_CHECKING:  # names used in annotations, as in the async source
     import os
     from collections.abc import Iterable
 
 
-
-def setup(client: Client, scripts: Iterable[str | os.PathLike]) -> list[str]:
+def setup(client: Client, scripts: Iterable[str | os.PathLike[str]]) -> list[str]:
     """Apply migration scripts in order, each exactly once; return the names applied now.
 
     A script is identified by its file name; one that was applied before is skipped.
     A failing script is rolled back and raises, leaving the scripts before it applied.
     """
-    return _portal.call(_core.setup, _unwrap(client), scripts)
+    return _portal.call(_core.setup, unwrap(client), scripts)

@@ -89,7 +89,7 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
     return outcome
 
 
-async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike]) -> list[str]:
+async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike[str]]) -> list[str]:
     """Apply migration scripts in order, each exactly once; return the names applied now.
 
     A script is identified by its file name; one that was applied before is skipped.
