@@ -331,6 +331,7 @@ class _Sync:
         self.experiments: dict[int, int | None] = {}
         self.runs: dict[int, int | None] = {}
         self.created: set[int] = set()  # source runs whose target run this sync made
+        self.target_columns: dict[str, str | None] | None = None
         self.rows_total = 0
         self.rows_done = 0
         self.runs_done = 0
@@ -339,6 +340,9 @@ class _Sync:
         started = time.monotonic()
         self.key = await _source_key(self.src, create=not self.dry_run)
         self.summary.source_key = self.key
+        if self.key is not None and await _source_key(self.dst, create=False) == self.key:
+            raise SyncError("the source and the target are the same database: give another "
+                            "target (a copy of the file keeps its identity too)")
         if not self.dry_run:
             await _ensure_tables(self.dst, _TARGET_TABLES)
             self.tables = True
@@ -591,12 +595,19 @@ class _Sync:
         counts = self._column_counts(columns, end_aggregates)
         if target_id is None:  # dry run, new run: every row would be copied
             return int(end_aggregates[0])
-        target_columns = await queries.metric_columns(self.dst)
+        target_columns = await self._target_columns()
         names = [n for n in columns if counts[n] or n in target_columns]
         if not self.dry_run:
             await self._ensure_columns(names, columns, counts, target_columns)
             resume = await self._start(source_id, state, end, digest, resume)
         return await self._copy_rows(source_id, target_id, names, columns, end, digest, resume)
+
+    async def _target_columns(self) -> dict[str, str | None]:
+        """The target's metric columns (cached; only this sync's new columns change them
+        in ways it cares about)."""
+        if self.target_columns is None:
+            self.target_columns = await queries.metric_columns(self.dst)
+        return self.target_columns
 
     @staticmethod
     def _column_counts(columns: dict[str, str | None], aggregates: list[Any]) -> dict[str, int]:
@@ -622,6 +633,7 @@ class _Sync:
                 tuple(missing), (None,) * len(missing), tuple(columns[n] for n in missing),
                 0, 0.0, None,
             ))
+            self.target_columns = None
 
     async def _start(
         self, source_id: int, before: tuple[Any, ...] | None, end: Key, digest: str,
@@ -710,7 +722,7 @@ class _Sync:
         self, target_id: int, names: list[str], rows: dict[Key, list[Any]], first: Key,
         last: Key,
     ) -> list[Key]:
-        target_kinds = await queries.metric_columns(self.dst)
+        target_kinds = await self._target_columns()
         present = [n for n in names if n in target_kinds]
         found = await self.dst.query(
             f"SELECT step, progress{_quote(self.dst, present)} FROM metrics WHERE run_id = %s "

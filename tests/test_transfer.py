@@ -21,6 +21,7 @@ from helpers import read_raw
 from transfer_helpers import differences, fill_metrics, metric_row_count, populate, run_map
 
 import sqltrack
+import sqltrack.transfer
 from sqltrack.transfer import SyncProgress, sync
 
 PAIRS = [("sqlite", "sqlite"), ("sqlite", "postgres"), ("postgres", "sqlite"),
@@ -120,26 +121,28 @@ async def test_sync_while_the_source_run_is_still_logging(database, target_engin
         run = await experiment.get_run()
         await run.start()
         done = asyncio.Event()
+        started = [0]
 
         async def log() -> None:
             for step in range(3000):
                 await run.add_metrics({"loss": 1.0 / (step + 1), "seen": step}, step=step)
                 if step % 100 == 0:
                     await run.add_metrics({"val": step / 3000}, step=step // 2)  # older rows
-                    await asyncio.sleep(0)
+                    while started[0] < step // 600:  # each 600 steps: another sync under way
+                        await asyncio.sleep(0.001)
             await run.stop()
             done.set()
 
         task = asyncio.create_task(log())
-        syncs = 0
         while not done.is_set():
+            started[0] += 1
             await _sync(source_kw, target_kw)
-            syncs += 1
         await task
     finally:
         await client.close()
     await _sync(source_kw, target_kw)
-    assert syncs >= 2
+    syncs = started[0]
+    assert syncs >= 4  # the logger waited for them
     assert differences(source_kw, target_kw) == []
 
 
@@ -226,3 +229,11 @@ async def test_the_comparison_sees_every_kind_of_difference(database):
             conn.execute(change.format(run=target[1]))
         assert differences(source_kw, copy), change
         os.remove(copy["dbpath"])
+
+
+async def test_a_database_is_never_synced_into_itself(database):
+    kw = database("sqlite")
+    await _filled(kw, runs=1)
+    with pytest.raises(sqltrack.transfer.SyncError, match="same database"):
+        await _sync(kw, dict(kw))
+    assert read_raw(kw, "SELECT COUNT(*) FROM runs") == [(1,)]
