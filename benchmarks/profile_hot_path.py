@@ -7,7 +7,7 @@ The write-through path is peeled one layer at a time, each layer timed alone on
 the same 10-float rows (interleaved rounds, medians in µs per step):
 
 1. ``run.add_metrics(...)``: the whole call;
-2. ``client._run("write_metrics", ...)``: without argument checks and type inference;
+2. ``client.statements.write_metrics(...)``: without argument checks and type inference;
 3. ``engine.write_metrics(conn, ...)`` on a held connection: without the pool;
 4. the driver alone running sqltrack's statements (SQLite: in the calling thread,
    so without the worker-thread hop; PostgreSQL: ``AsyncConnection.execute``);
@@ -85,13 +85,13 @@ async def layer_add_metrics(env: Env, engine: str, rows: list[tuple]) -> tuple[f
 
 
 async def layer_client_run(env: Env, engine: str, rows: list[tuple]) -> tuple[float, float]:
-    """2. ``client._run("write_metrics", ...)``: no checks, no type inference."""
+    """2. ``client.statements.write_metrics(...)``: no checks, no type inference."""
     client, run = await open_run(env, engine)
     try:
         with Clock() as clock:
             for step, row in enumerate(rows, 1):
                 now = datetime.now(timezone.utc)
-                await client._run("write_metrics", NAMES, run.id, step, 0.0, row, now)
+                await client.statements.write_metrics(NAMES, run.id, step, 0.0, row, now)
         return clock.times
     finally:
         await client.close()
@@ -106,7 +106,7 @@ async def layer_engine(env: Env, engine: str, rows: list[tuple]) -> tuple[float,
         with Clock() as clock:
             for step, row in enumerate(rows, 1):
                 now = datetime.now(timezone.utc)
-                await core.write_metrics(conn, NAMES, run.id, step, 0.0, row, now, oneshot=True)
+                await core.write_metrics(conn, NAMES, run.id, step, 0.0, row, now)
         return clock.times
     finally:
         await core.release(conn)
@@ -205,7 +205,7 @@ def pg_plain_sync(env: Env, rows: list[tuple]) -> tuple[float, float]:
 LAYERS = {
     "sqlite": [
         ("1 run.add_metrics", functools.partial(layer_add_metrics, engine="sqlite")),
-        ("2 client._run(write_metrics)", functools.partial(layer_client_run, engine="sqlite")),
+        ("2 statements.write_metrics", functools.partial(layer_client_run, engine="sqlite")),
         ("3 engine.write_metrics, held conn", functools.partial(layer_engine, engine="sqlite")),
         ("4 same SQL by sqlite3, no thread hop", sqlite_same_sql_inline),
         ("  aiosqlite bare hop (no-op)", aiosqlite_hop),
@@ -213,7 +213,7 @@ LAYERS = {
     ],
     "postgres": [
         ("1 run.add_metrics", functools.partial(layer_add_metrics, engine="postgres")),
-        ("2 client._run(write_metrics)", functools.partial(layer_client_run, engine="postgres")),
+        ("2 statements.write_metrics", functools.partial(layer_client_run, engine="postgres")),
         ("3 engine.write_metrics, held conn", functools.partial(layer_engine, engine="postgres")),
         ("4 same SQL, psycopg async", pg_same_sql_async),
         ("5a plain INSERT, psycopg async", pg_plain_async),
@@ -285,10 +285,10 @@ async def python_costs(env: Env, engine: str, calls: int, rounds: int) -> list[t
     parts = {
         "run.add_metrics (whole call)": lambda i: run.add_metrics(metrics, step=i),
         "metrics.prepare (checks)": prepare,
-        "client._run(write_metrics)": lambda i: client._run(
-            "write_metrics", NAMES, run.id, i, 0.0, values, now),
+        "client.statements.write_metrics": lambda i: client.statements.write_metrics(
+            NAMES, run.id, i, 0.0, values, now),
         "engine.write_metrics, held conn": lambda i: core.write_metrics(
-            conn, NAMES, run.id, i, 0.0, values, now, oneshot=True),
+            conn, NAMES, run.id, i, 0.0, values, now),
         "engine.acquire + release (pool)": acquire_release,
     }
     if not hasattr(client.metrics, "prepare"):

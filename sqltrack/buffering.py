@@ -30,7 +30,7 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from .errors import SqltrackError
+from .errors import MetricWriteError
 from .metrics import PreparedRow
 from .values import Auto
 
@@ -41,8 +41,7 @@ DEFAULT_FLUSH_ROWS = 1000
 DEFAULT_FLUSH_INTERVAL = 1.0
 
 
-class MetricWriteError(SqltrackError):
-    """Buffered metric rows could not be written (the cause is chained)."""
+__all__ = ["MetricBuffer", "MetricWriteError"]  # MetricWriteError: from sqltrack.errors
 
 
 class MetricBuffer:

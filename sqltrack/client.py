@@ -16,14 +16,15 @@ import asyncio
 import contextvars
 import os
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 from . import config as _config
 from .engines import make_engine
-from .engines.base import Engine
-from .errors import ClientClosed
+from .engines.base import Connection, Dialect, Engine
+from .errors import ClientClosed, ConnectionLost
 from .exits import install as install_exit_handling
 from .exits import silence_pending_tasks
 from .hooks import ClientHooks, CloseHook
@@ -48,6 +49,9 @@ _abandoned: list[Any] = []
 #: Clients opened and not closed yet: held so that one never closed is still
 #: finished at interpreter exit (``sqltrack.exits``), and for no other reason.
 _unclosed: set[AsyncClient] = set()
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -95,7 +99,9 @@ class AsyncClient:
         self.hooks = ClientHooks()
         from .metrics import MetricTable
 
-        self.metrics = MetricTable(self)
+        #: Typed engine statements for sqltrack's own modules (metrics, schema, facade).
+        self.statements = Statements(self)
+        self.metrics = MetricTable(self.statements)
         #: The loop this client was opened on (at exit: is it still there?).
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Driven by a blocking ``sqltrack.Client``, whose exit handling is the portal's.
@@ -149,7 +155,36 @@ class AsyncClient:
         """Name of the engine: ``"postgres"`` or ``"sqlite"``."""
         return self._engine.name
 
+    @property
+    def dialect(self) -> Dialect:
+        """The engine's SQL dialect: quoting, JSON pieces, parameter values (no I/O)."""
+        return self._engine.dialect
+
+    @property
+    def schema_outcome(self) -> str | None:
+        """What opening did to the schema ("created the sqltrack tables", ...); None: nothing."""
+        return self._engine.schema_outcome
+
     # -- lifecycle ------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect now and set the base schema up (otherwise done on first use).
+
+        A wrong setting, or ``SchemaMissing`` with ``create_schema=False``, raises here.
+        """
+        await self._opened_engine()
+
+    async def _open_engine(self, engine: Engine) -> None:
+        """Open the engine's pool, then create or upgrade the base schema on one connection."""
+        from .schema import ensure_base_schema
+
+        await engine.open()
+        try:
+            async with engine.setup_connection() as conn:
+                await ensure_base_schema(engine, conn)
+        except BaseException:
+            await engine.close()
+            raise
+
     async def _opened_engine(self) -> Engine:
         if self._state == "open":
             return self._engine
@@ -159,7 +194,7 @@ class AsyncClient:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if self._state == "unopened":
-                await self._engine.open()
+                await self._open_engine(self._engine)
                 self._state = "open"
                 self._loop = asyncio.get_running_loop()
                 _unclosed.add(self)
@@ -228,59 +263,62 @@ class AsyncClient:
         """``async with client.cursor() as cursor``: a driver cursor inside a client block."""
         return _CursorContext(self)
 
-    async def _run(self, method: str, *args: Any, retry: bool = False) -> Any:
-        """Run one engine statement on the held connection, or on a borrowed one.
+    async def _run(
+        self, op: Callable[..., Awaitable[T]], *args: Any, retry: bool = False
+    ) -> T:
+        """``await op(engine, conn, *args)`` on the held connection, or on a borrowed one.
 
         ``retry``: the statement is idempotent, so when the server connection was
         lost (a restart, a failover), it runs once more on a fresh connection; the
         wait for one is bounded by ``pool_timeout``. Inside a block it never retries:
         the block's transaction is gone with its connection.
         """
-        # Hot path (every add_metrics): no extra coroutine once open, no owner lookup
-        # while no task holds a connection.
         engine = self._engine if self._state == "open" else await self._opened_engine()
         if self._held:
             held = self._held.get(_current_owner())
             if held is not None:
-                return await getattr(engine, method)(held.conn, *args, oneshot=False)
+                return await op(engine, held.conn, *args)
         conn = await engine.acquire()
         try:
-            return await getattr(engine, method)(conn, *args, oneshot=True)
-        except Exception as error:
-            if not (retry and engine.lost_connection(error, conn)):
+            return await op(engine, conn, *args)
+        except ConnectionLost:
+            if not retry:
                 raise
         finally:
             await engine.release(conn)
         await engine.recover()
         conn = await engine.acquire()
         try:
-            return await getattr(engine, method)(conn, *args, oneshot=True)
+            return await op(engine, conn, *args)
         finally:
             await engine.release(conn)
 
     async def query(
-        self, sql: str, parameters: Sequence = (), *, idempotent: bool = True
-    ) -> list[tuple]:
+        self, sql: str, parameters: Sequence[Any] = (), *, idempotent: bool = True
+    ) -> list[tuple[Any, ...]]:
         """Run one of sqltrack's own statements (``%s`` placeholders on every engine).
 
         ``idempotent`` statements are retried once if the server connection was lost.
         """
-        return await self._run("fetch", self._engine.sql(sql), parameters, retry=idempotent)
+        return await self._run(_fetch, self._engine.dialect.sql(sql), parameters, retry=idempotent)
 
-    async def execute(self, sql: str, parameters: Sequence | Mapping = ()) -> list[tuple]:
+    async def execute(
+        self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         """Execute one statement (driver placeholders) and return its rows, if any.
 
-        Outside a block the statement is committed at once.
+        Outside a block the statement is committed at once. Errors are sqltrack's
+        (``sqltrack.errors``: UniqueViolation, ForeignKeyViolation, DatabaseError, ...).
         """
-        return await self._run("fetch", sql, parameters)
+        return await self._run(_fetch, sql, parameters)
 
-    async def executemany(self, sql: str, seq_of_parameters: Sequence) -> None:
+    async def executemany(self, sql: str, seq_of_parameters: Sequence[Any]) -> None:
         """Execute one statement for every parameter row."""
-        await self._run("executemany", sql, list(seq_of_parameters))
+        await self._run(_executemany, sql, list(seq_of_parameters))
 
     async def executescript(self, sql_script: str) -> None:
         """Execute several ``;``-separated statements without parameters."""
-        await self._run("executescript", sql_script)
+        await self._run(_executescript, sql_script)
 
     async def commit(self) -> None:
         """Commit the held connection; RuntimeError when the task holds none."""
@@ -291,11 +329,92 @@ class AsyncClient:
         await self._engine.rollback(self._require_held())
         self.metrics.forget_columns()  # metric columns added since the last commit are gone
 
-    def _require_held(self) -> Any:
+    def _require_held(self) -> Connection:
         conn = self.held_connection()
         if conn is None:
             raise RuntimeError("not connected: call this inside 'async with client:'")
         return conn
+
+
+class Statements:
+    """Typed engine statements for the modules below and beside the client.
+
+    ``MetricTable`` (metric columns, the metric write), ``schema.setup`` (the schema
+    lock) and the blocking facade (driver cursors) call these instead of reaching
+    into the client's engine. Each runs on the connection the current task holds
+    in an ``async with client`` block, else on a pooled one.
+    """
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def metric_columns(self) -> dict[str, str | None]:
+        """The metrics table's metric columns: name -> kind (None: a type not checked)."""
+        return await self._client._run(_metric_columns)
+
+    async def add_metric_column(self, name: str, kind: str) -> None:
+        """Add a metric column of a kind (``bool``, ``int``, ``float``, ``str``, ``datetime``)."""
+        await self._client._run(_add_metric_column, name, kind)
+
+    async def write_metrics(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
+    ) -> None:
+        """Upsert one checked metrics row (the hot path; retried once on a lost connection)."""
+        # Inlined _run: every add_metrics comes here, so no extra coroutine once open
+        # and no owner lookup while no task holds a connection.
+        client = self._client
+        engine = client._engine if client._state == "open" else await client._opened_engine()
+        if client._held:
+            held = client._held.get(_current_owner())
+            if held is not None:
+                return await engine.write_metrics(
+                    held.conn, names, run_id, step, progress, values, updated
+                )
+        conn = await engine.acquire()
+        try:
+            return await engine.write_metrics(conn, names, run_id, step, progress, values, updated)
+        except ConnectionLost:
+            pass
+        finally:
+            await engine.release(conn)
+        await engine.recover()
+        conn = await engine.acquire()
+        try:
+            await engine.write_metrics(conn, names, run_id, step, progress, values, updated)
+        finally:
+            await engine.release(conn)
+
+    async def write_metrics_batch(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        rows: list[tuple[Any, ...]],
+        updated: datetime | None,
+    ) -> None:
+        """Upsert many ``(run_id, step, progress, *values)`` rows (retried once when lost)."""
+        await self._client._run(_write_metrics_batch, names, run_id, rows, updated, retry=True)
+
+    async def with_schema_lock(self, work: Callable[[Engine, Connection], Awaitable[T]]) -> T:
+        """``await work(engine, conn)`` on a connection of its own, in one transaction
+        holding the schema lock (one process at a time: migrations, schema changes)."""
+        from .schema import with_schema_lock
+
+        engine = await self._client._opened_engine()
+        conn = await engine.acquire()
+        try:
+            return await with_schema_lock(engine, conn, work)
+        finally:
+            await engine.release(conn)
+
+    async def driver_cursor(self, conn: Connection) -> Any:
+        """A driver cursor of ``conn`` (the connection of an ``async with client`` block)."""
+        return await self._client._engine.cursor(conn)
 
 
 class _CursorContext:
@@ -306,7 +425,7 @@ class _CursorContext:
     async def __aenter__(self) -> Any:
         conn = await self._client.__aenter__()
         try:
-            self._cursor = await self._client._engine.cursor(conn)
+            self._cursor = await self._client.statements.driver_cursor(conn)
         except BaseException as error:
             await self._client.__aexit__(type(error), error, None)
             raise
@@ -318,6 +437,30 @@ class _CursorContext:
         finally:
             await self._client.__aexit__(exc_type, exc, tb)
 
+
+
+def _fetch(engine: Engine, conn: Connection, sql: str, params: Any) -> Awaitable[list[Any]]:
+    return engine.fetch(conn, sql, params)
+
+
+def _executemany(engine: Engine, conn: Connection, sql: str, rows: Any) -> Awaitable[None]:
+    return engine.executemany(conn, sql, rows)
+
+
+def _executescript(engine: Engine, conn: Connection, script: str) -> Awaitable[None]:
+    return engine.executescript(conn, script)
+
+
+def _metric_columns(engine: Engine, conn: Connection) -> Awaitable[dict[str, str | None]]:
+    return engine.metric_columns(conn)
+
+
+def _add_metric_column(engine: Engine, conn: Connection, name: str, kind: str) -> Awaitable[None]:
+    return engine.add_metric_column(conn, name, kind)
+
+
+def _write_metrics_batch(engine: Engine, conn: Connection, *args: Any) -> Awaitable[None]:
+    return engine.write_metrics_batch(conn, *args)
 
 
 def _reset_clients_after_fork() -> None:

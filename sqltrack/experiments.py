@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import ExperimentNotFound
+from .errors import ExperimentNotFound, ForeignKeyViolation
 from .values import (
     MAX_INDEXED_BYTES,
     Names,
@@ -49,15 +49,15 @@ async def experiment_add_tags(client: AsyncClient, experiment_id: int, *tags: st
     """Add tags to an experiment."""
     patch = dump_json_object(tags_object(tags), "tags")
     await _update_experiment(
-        client, experiment_id, f"tags = {client._engine.json_merge('tags')}", [patch]
+        client, experiment_id, f"tags = {client.dialect.json_merge('tags')}", [patch]
     )
 
 
 async def experiment_remove_tags(client: AsyncClient, experiment_id: int, *tags: Names) -> None:
     """Remove tags from an experiment: tags, iterables of tags or dicts (their keys)."""
-    keys = client._engine.key_list_param(key_names(tags, "tag"))
+    keys = client.dialect.key_list_param(key_names(tags, "tag"))
     await _update_experiment(
-        client, experiment_id, f"tags = {client._engine.json_remove('tags')}", [keys]
+        client, experiment_id, f"tags = {client.dialect.json_remove('tags')}", [keys]
     )
 
 
@@ -65,7 +65,7 @@ async def experiment_set_tags(client: AsyncClient, experiment_id: int, *tags: st
     """Set tags of an experiment (replacing all of them)."""
     value = dump_json_object(tags_object(tags), "tags")
     await _update_experiment(
-        client, experiment_id, f"tags = {client._engine.json_param()}", [value]
+        client, experiment_id, f"tags = {client.dialect.json_param()}", [value]
     )
 
 
@@ -91,10 +91,8 @@ async def _add_link(client, table: str, from_id, kind, to_id, not_found: type) -
             "ON CONFLICT DO NOTHING",
             [from_id, kind, to_id],
         )
-    except Exception as error:
-        if client._engine.is_foreign_key_error(error):
-            raise not_found(f"{from_id} or {to_id}") from None
-        raise
+    except ForeignKeyViolation:
+        raise not_found(f"{from_id} or {to_id}") from None
 
 
 async def _remove_link(client, table: str, from_id, kind, to_id) -> None:

@@ -51,7 +51,7 @@ async def mark_stale_runs(
         "UPDATE runs SET status = %s WHERE status = %s "
         "AND COALESCE(time_updated, time_started, time_created) < %s"
     )
-    params: list = [status, "RUNNING", client._engine.timestamp(cutoff)]
+    params: list = [status, "RUNNING", client.dialect.timestamp(cutoff)]
     if experiment_id is not None:
         sql += " AND experiment_id = %s"
         params.append(check_int(experiment_id, "experiment_id"))

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from .errors import MetricTypeError
 from .values import Auto, check_float, check_int, check_text, resolve_time
-
-if TYPE_CHECKING:
-    from .client import AsyncClient
 
 MAX_NAME_LENGTH = 63
 RESERVED_NAMES = frozenset({"run_id", "step", "progress"})
@@ -113,10 +110,36 @@ class PreparedRow(NamedTuple):
     updated: datetime | None
 
 
+class MetricStore(Protocol):
+    """Where metric rows go: the statements MetricTable needs (``AsyncClient`` has them)."""
+
+    async def metric_columns(self) -> dict[str, str | None]: ...
+
+    async def add_metric_column(self, name: str, kind: str) -> None: ...
+
+    async def write_metrics(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
+    ) -> None: ...
+
+    async def write_metrics_batch(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        rows: list[tuple[Any, ...]],
+        updated: datetime | None,
+    ) -> None: ...
+
+
 class MetricTable:
     """The metric columns of one client's database, cached, and the metric write."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: MetricStore) -> None:
         self.client = client
         self._columns: dict[str, str | None] | None = None
 
@@ -125,8 +148,8 @@ class MetricTable:
         self._columns = None
 
     async def _refresh(self) -> dict[str, str | None]:
-        self._columns = await self.client._run("metric_columns")
-        return self._columns
+        self._columns = columns = await self.client.metric_columns()
+        return columns
 
     def prepare(
         self,
@@ -183,7 +206,7 @@ class MetricTable:
                     "log a first real value so its type is known"
                 )
         for name, kind in missing:
-            await self.client._run("add_metric_column", name, kind)
+            await self.client.add_metric_column(name, kind)
         columns = await self._refresh()
         for name, _ in missing:
             if name not in columns:  # SQLite: column names are case-insensitive
@@ -206,15 +229,8 @@ class MetricTable:
         run_id = check_int(run_id, "run_id")
         row = self.prepare(metrics, step, progress, updated)
         await self.ensure_columns(row)
-        await self.client._run(
-            "write_metrics",
-            row.names,
-            run_id,
-            row.step,
-            row.progress,
-            row.values,
-            row.updated,
-            retry=True,
+        await self.client.write_metrics(
+            row.names, run_id, row.step, row.progress, row.values, row.updated
         )
 
     async def write_batch(self, run_id: int, rows: list[PreparedRow]) -> None:
@@ -226,7 +242,7 @@ class MetricTable:
         for row in rows:
             await self.ensure_columns(row)
         updated = max((r.updated for r in rows if r.updated is not None), default=None)
-        groups: list[tuple[tuple[str, ...], dict]] = []
+        groups: list[tuple[tuple[str, ...], dict[tuple[int, float], tuple[Any, ...]]]] = []
         for row in rows:
             if not groups or groups[-1][0] != row.names:
                 groups.append((row.names, {}))
@@ -235,12 +251,15 @@ class MetricTable:
         # after a lost connection; applied in order, they give the same end state.
         for index, (names, by_key) in enumerate(groups):
             touch = updated if index == len(groups) - 1 else None
-            await self.client._run(
-                "write_metrics_batch", names, run_id, list(by_key.values()), touch, retry=True
-            )
+            await self.client.write_metrics_batch(names, run_id, list(by_key.values()), touch)
 
     @staticmethod
-    def _check_fit(columns, names, values, kinds) -> None:
+    def _check_fit(
+        columns: Mapping[str, str | None],
+        names: Sequence[str],
+        values: Sequence[Any],
+        kinds: Sequence[str | None],
+    ) -> None:
         for name, value, kind in zip(names, values, kinds, strict=True):
             column_kind = columns.get(name)
             if kind is None or column_kind is None:

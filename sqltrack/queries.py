@@ -84,7 +84,7 @@ def jsonable(value: Any) -> Any:
 # -- queries ------------------------------------------------------------------
 async def metric_columns(client: AsyncClient) -> dict[str, str | None]:
     """Metric columns, name -> kind, sorted by name."""
-    columns = await client._run("metric_columns")
+    columns = await client.statements.metric_columns()
     return dict(sorted(columns.items()))
 
 
@@ -126,7 +126,7 @@ async def list_runs(
 ) -> list[dict[str, Any]]:
     """Runs (oldest first) with the latest value of each metric in ``metrics``."""
     metrics = metrics or {}
-    selects = [_latest_sql(client._engine.quote_ident(name)) for name in metrics]
+    selects = [_latest_sql(client.dialect.quote_ident(name)) for name in metrics]
     sql = (
         "SELECT r.id, e.name, r.status, r.time_started, r.time_updated, r.tags"
         + "".join(", " + s for s in selects)
@@ -203,7 +203,7 @@ async def metric_summary(client: AsyncClient, run_id: int) -> list[dict[str, Any
         return []
     selects = [
         s for name, kind in columns.items()
-        for s in _aggregates(client._engine.quote_ident(name), kind)
+        for s in _aggregates(client.dialect.quote_ident(name), kind)
     ]
     sql = f"SELECT {', '.join(selects)} FROM metrics WHERE run_id = %s"
     (row,) = await client.query(sql, [run_id] * len(columns) + [run_id])
@@ -223,7 +223,7 @@ async def export_columns(client: AsyncClient, run_ids: Sequence[int]) -> dict[st
     columns = await metric_columns(client)
     if not columns:
         return {}
-    counts = ", ".join(f"COUNT({client._engine.quote_ident(n)})" for n in columns)
+    counts = ", ".join(f"COUNT({client.dialect.quote_ident(n)})" for n in columns)
     marks = ", ".join(["%s"] * len(run_ids))
     (row,) = await client.query(
         f"SELECT {counts} FROM metrics WHERE run_id IN ({marks})", list(run_ids)
@@ -238,7 +238,7 @@ async def metric_rows(
 
     Keyset pagination over the primary key keeps memory bounded on both engines.
     """
-    names = "".join(", " + client._engine.quote_ident(n) for n in columns)
+    names = "".join(", " + client.dialect.quote_ident(n) for n in columns)
     base = f"SELECT run_id, step, progress{names} FROM metrics WHERE run_id = %s"
     order = f" ORDER BY step, progress LIMIT {METRIC_PAGE}"
     kinds = ["int", "int", "float", *columns.values()]

@@ -13,7 +13,7 @@ from . import environment, signals
 from ._markers import sync_fast_path
 from .args import detect_args
 from .buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS, MetricBuffer
-from .errors import ExperimentNotFound, RunNotFound
+from .errors import ExperimentNotFound, ForeignKeyViolation, RunNotFound
 from .values import (
     Auto,
     Names,
@@ -43,13 +43,13 @@ async def _update_run(client: AsyncClient, run_id: int, assignment: str, params:
 
 async def _merge_json(client: AsyncClient, run_id: int, column: str, value: Mapping) -> None:
     patch = dump_json_object(value, column)
-    await _update_run(client, run_id, f"{column} = {client._engine.json_merge(column)}", [patch])
+    await _update_run(client, run_id, f"{column} = {client.dialect.json_merge(column)}", [patch])
 
 
 async def _remove_json(client: AsyncClient, run_id: int, column: str, names: list[str]) -> None:
     """Remove the keys ``names`` (already checked by ``key_names``) from a JSON column."""
-    param = client._engine.key_list_param(names)
-    await _update_run(client, run_id, f"{column} = {client._engine.json_remove(column)}", [param])
+    param = client.dialect.key_list_param(names)
+    await _update_run(client, run_id, f"{column} = {client.dialect.json_remove(column)}", [param])
 
 
 async def _set_json(client: AsyncClient, run_id: int, column: str, value: Mapping | None) -> None:
@@ -57,7 +57,7 @@ async def _set_json(client: AsyncClient, run_id: int, column: str, value: Mappin
         await _update_run(client, run_id, f"{column} = NULL", [])
         return
     text = dump_json_object(value, column)
-    await _update_run(client, run_id, f"{column} = {client._engine.json_param()}", [text])
+    await _update_run(client, run_id, f"{column} = {client.dialect.json_param()}", [text])
 
 
 def _auto_args(args: Auto | Mapping | None) -> Mapping | None:
@@ -195,7 +195,7 @@ async def run_set_status(client: AsyncClient, run_id: int, status: str) -> None:
 async def _set_time(client: AsyncClient, run_id: int, column: str, dt) -> None:
     value = resolve_time(dt, column)
     if value is not None:
-        param = client._engine.timestamp(value)
+        param = client.dialect.timestamp(value)
         await _update_run(client, run_id, f"{column} = %s", [param])
 
 
@@ -319,10 +319,8 @@ class AsyncRun:
                     [experiment_id],
                     idempotent=False,  # a retry could make a second run
                 )
-            except Exception as error:
-                if client._engine.is_foreign_key_error(error):
-                    raise ExperimentNotFound(experiment_id) from None
-                raise
+            except ForeignKeyViolation:
+                raise ExperimentNotFound(experiment_id) from None
             return cls._made(client, rows[0][0], experiment_id)
         if experiment_id is None:
             rows = await client.query("SELECT experiment_id FROM runs WHERE id = %s", [run_id])
@@ -335,10 +333,8 @@ class AsyncRun:
                 "ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING experiment_id",
                 [run_id, experiment_id],
             )
-        except Exception as error:
-            if client._engine.is_foreign_key_error(error):
-                raise ExperimentNotFound(experiment_id) from None
-            raise
+        except ForeignKeyViolation:
+            raise ExperimentNotFound(experiment_id) from None
         if rows[0][0] != experiment_id:
             raise ValueError(
                 f"run {run_id} belongs to experiment {rows[0][0]}, not {experiment_id}"
@@ -363,7 +359,7 @@ class AsyncRun:
             value = resolve_time(dt, column)
             if value is not None:
                 assignments.append(f"{column} = %s")
-                params.append(self.client._engine.timestamp(value))
+                params.append(self.client.dialect.timestamp(value))
         await _update_run(self.client, self.id, ", ".join(assignments), params)
         self.client.hooks.run_opened(self)
         return self
@@ -386,7 +382,7 @@ class AsyncRun:
         value = resolve_time(updated, "updated")
         if value is not None:
             assignments.append("time_updated = %s")
-            params.append(self.client._engine.timestamp(value))
+            params.append(self.client.dialect.timestamp(value))
         await _update_run(self.client, self.id, ", ".join(assignments), params)
         self.client.hooks.run_stopped(self)
         if write_error is not None:

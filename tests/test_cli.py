@@ -147,7 +147,7 @@ def test_setup_applies_scripts_once(run_cli, client_kwargs, tmp_path):
     assert [n for (n,) in names if not n.startswith("sqltrack:") and n != "base.sql"] == [
         "001_declare.sql", "002_notes.sql",
     ]
-    columns = with_client(client_kwargs, lambda c: c._run("metric_columns"))
+    columns = with_client(client_kwargs, lambda c: c.statements.metric_columns())
     assert columns["declared_score"] == "int"
 
 
@@ -318,7 +318,7 @@ def test_export_csv_and_jsonl(run_cli, seeded, tmp_path):
 
 async def _many_rows(client, run_id: int, count: int) -> None:
     await client.metrics.write(run_id, {"loss": 0.0}, 0, 0.0, None)
-    sql = client._engine.sql("INSERT INTO metrics (run_id, step, progress, loss) "
+    sql = client.dialect.sql("INSERT INTO metrics (run_id, step, progress, loss) "
                              "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING")
     # Three rows per step (progress differs), so pages split inside a step.
     rows = [(run_id, i // 3, (i % 3) / 3, float(i)) for i in range(count)]

@@ -518,6 +518,7 @@ REVIEWED = {
     "placeholder(1)": "a placeholder",
     "placeholder(2)": "a placeholder",
     "self.quote_ident(name)": "a metric name validated by check_metric_name, then quoted",
+    "self.dialect.quote_ident(name)": "a metric name validated by check_metric_name, quoted",
     "_KIND_TYPES[kind]": "a column type from a fixed table",
     "assignment": "'<column> = %s' built by sqltrack from fixed column names and placeholders",
     "table": "a fixed table name ('run_links' / 'experiment_links') chosen by sqltrack",
@@ -596,7 +597,7 @@ def test_metric_names_reach_sql_quoted_after_validation():
     assert "sql.Identifier(n).as_string() for n in names" in postgres
     assert 'sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])' in postgres
     assert """['"' + n.replace('"', '""') + '"' for n in names]""" in sqlite
-    assert "ADD COLUMN {self.quote_ident(name)}" in sqlite
+    assert "ADD COLUMN {self.dialect.quote_ident(name)}" in sqlite
     assert "check_metric_name(name)" in metrics
     with pytest.raises(ValueError, match="DROP TABLE"):
         sqltrack.metrics.check_metric_name('x"; DROP TABLE runs; --')

@@ -66,7 +66,7 @@ async def main():
     client = sqltrack.AsyncClient(**json.loads(sys.argv[1]))
     try:
         await client.execute("SELECT 1")
-        print(json.dumps(client._engine.schema_outcome))
+        print(json.dumps(client.schema_outcome))
     finally:
         await client.close()
 
@@ -152,7 +152,7 @@ async def open_client(kw: dict[str, Any]) -> tuple[sqltrack.AsyncClient, str | N
     """A client of ``kw``, opened; and what opening did to the schema."""
     client = sqltrack.AsyncClient(**kw)
     await client.execute("SELECT 1")
-    return client, client._engine.schema_outcome
+    return client, client.schema_outcome
 
 
 # -- sqltrack 0.1.4 -> this library ------------------------------------------------

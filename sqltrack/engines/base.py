@@ -1,14 +1,27 @@
-"""What every engine provides: a connection pool and the SQL dialect differences.
+"""What every engine provides, in two parts: a pure ``Dialect`` and the I/O ``Engine``.
 
-Everything above this layer (client, experiments, runs, metrics) writes SQL once,
-with ``%s`` placeholders, and asks the engine for the few pieces that differ.
+Everything above this layer (schema, metrics, client, experiments, runs) writes
+SQL once, with ``%s`` placeholders, and asks the dialect for the few pieces that
+differ. The engine owns the pool, the connections, transactions, statements and
+the metric write (the hot path). Nothing here imports anything above
+``errors``, ``values`` and ``config``.
+
+Block or not: a connection taken for a user block (``begin_block`` ..
+``end_block``) keeps its statements in the block's transaction; any other
+connection commits each statement at once. The engine knows which is which
+(``in_block``), so no method takes an "oneshot" flag.
+
+Errors: every driver error raised by a statement is translated here into the
+``sqltrack.errors`` tree (the driver's exception is the ``__cause__``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -17,89 +30,27 @@ from ..config import Settings
 #: Python kinds a metric column can hold; ``None`` means "declared by the user, not checked".
 METRIC_KINDS = ("bool", "int", "float", "str", "datetime")
 
+#: A driver connection (psycopg.AsyncConnection or aiosqlite.Connection).
+Connection = Any
+#: One row of parameters for a statement.
+Params = Sequence[Any]
 
-class Engine(ABC):
-    """One database engine: pool of driver connections plus dialect pieces."""
+
+class Dialect(ABC):
+    """The SQL differences of one engine: pure functions of their arguments, no I/O."""
 
     name: str
-    #: False: ``open`` raises SchemaMissing instead of creating the base schema.
-    create_schema: bool = True
-    #: What opening did to the schema ("created ...", "upgraded ..."), None: nothing.
-    schema_outcome: str | None = None
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    # -- pool -----------------------------------------------------------------
-    @abstractmethod
-    async def open(self) -> None:
-        """Create the pool and make sure the base schema exists."""
-
-    @abstractmethod
-    async def close(self) -> None:
-        """Close every connection of the pool."""
-
-    @abstractmethod
-    async def acquire(self) -> Any:
-        """Take a driver connection from the pool (bounded wait, then an error)."""
-
-    @abstractmethod
-    async def release(self, conn: Any) -> None:
-        """Give a connection back to the pool, idle."""
-
-    def lost_connection(self, error: BaseException, conn: Any) -> bool:
-        """Whether ``error`` means the server connection is gone (worth one retry)."""
-        return False
-
-    async def recover(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
-        """After a lost connection: drop the pool's dead connections."""
-
-    @abstractmethod
-    async def begin_block(self, conn: Any) -> None:
-        """Prepare a connection for a user transaction block (``async with client``)."""
-
-    @abstractmethod
-    async def end_block(self, conn: Any, commit: bool) -> None:
-        """Commit or roll back the block's transaction and make the connection idle."""
-
-    @abstractmethod
-    async def commit(self, conn: Any) -> None: ...
-
-    @abstractmethod
-    async def rollback(self, conn: Any) -> None: ...
-
-    # -- statements -----------------------------------------------------------
-    @abstractmethod
-    async def cursor(self, conn: Any) -> Any:
-        """A driver cursor of ``conn`` (``async with`` it, or close it)."""
-
-    @abstractmethod
-    async def fetch(self, conn: Any, sql: str, params: Sequence = (), *, oneshot: bool) -> list:
-        """Run one statement and return its rows (``[]`` when it returns none).
-
-        ``oneshot`` means no transaction is open around it: the engine commits it
-        with as few round trips as it can.
-        """
-
-    @abstractmethod
-    async def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence], *, oneshot: bool):
-        """Run one statement for each parameter row."""
-
-    @abstractmethod
-    async def executescript(self, conn: Any, script: str, *, oneshot: bool) -> None:
-        """Run several ``;``-separated statements without parameters."""
-
-    # -- dialect --------------------------------------------------------------
     def sql(self, query: str) -> str:
-        """Our own SQL is written with ``%s`` placeholders; engines translate it.
+        """Our own SQL is written with ``%s`` placeholders; dialects translate it.
 
         Never applied to users' SQL, which uses the driver's placeholders as written.
         """
         return query
 
-    @abstractmethod
     def quote_ident(self, name: str) -> str:
-        """Quote a validated identifier for this engine."""
+        """Quote an identifier (double quotes, doubled inside: the same on both engines)."""
+        return '"' + name.replace('"', '""') + '"'
 
     @abstractmethod
     def json_param(self) -> str:
@@ -119,8 +70,6 @@ class Engine(ABC):
 
     def dump_json(self, value: Any) -> Any:
         """The parameter value for a JSON column."""
-        import json
-
         return json.dumps(value, allow_nan=True)
 
     def timestamp(self, value: datetime) -> Any:
@@ -128,60 +77,140 @@ class Engine(ABC):
         return value
 
     @abstractmethod
-    def is_foreign_key_error(self, error: BaseException) -> bool:
-        """Whether a statement failed on a foreign key (a referenced row is missing)."""
-
-    @abstractmethod
     def metric_column_type(self, kind: str) -> str:
         """Column type for a new metric column of a Python kind (see METRIC_KINDS)."""
 
+    def metric_value(self, value: Any) -> Any:
+        """The parameter value for a metric (dialects override for what they cannot store)."""
+        return value
+
+
+class Engine(ABC):
+    """One database engine: the pool of driver connections and every statement run on them."""
+
+    name: str
+    dialect: Dialect
+    #: False: the schema set-up raises SchemaMissing instead of creating the base schema.
+    create_schema: bool = True
+    #: What opening did to the schema ("created ...", "upgraded ..."), None: nothing.
+    schema_outcome: str | None = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # -- pool -----------------------------------------------------------------
     @abstractmethod
-    async def metric_columns(self, conn: Any, *, oneshot: bool) -> dict[str, str | None]:
+    async def open(self) -> None:
+        """Create the pool (a wrong setting fails here). The client sets the schema up next."""
+
+    @asynccontextmanager
+    async def setup_connection(self) -> AsyncIterator[Connection]:
+        """The connection the schema set-up runs on right after ``open`` (idle, not in a block)."""
+        conn = await self.acquire()
+        try:
+            yield conn
+        finally:
+            await self.release(conn)
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close every connection of the pool."""
+
+    @abstractmethod
+    async def acquire(self) -> Connection:
+        """Take a driver connection from the pool (bounded wait, then PoolTimeout)."""
+
+    @abstractmethod
+    async def release(self, conn: Connection) -> None:
+        """Give a connection back to the pool, idle (a block still open is rolled back)."""
+
+    async def recover(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """After ConnectionLost: drop the pool's dead connections."""
+
+    # -- transactions ---------------------------------------------------------
+    @abstractmethod
+    async def begin_block(self, conn: Connection) -> None:
+        """Make ``conn`` hold a transaction until ``end_block`` (``async with client``)."""
+
+    @abstractmethod
+    async def end_block(self, conn: Connection, commit: bool) -> None:
+        """Commit or roll back the block's transaction; each statement commits at once again."""
+
+    @abstractmethod
+    def in_block(self, conn: Connection) -> bool:
+        """Whether ``conn`` is between ``begin_block`` and ``end_block``."""
+
+    @abstractmethod
+    async def commit(self, conn: Connection) -> None:
+        """Commit what the connection's block did so far (the block goes on)."""
+
+    @abstractmethod
+    async def rollback(self, conn: Connection) -> None:
+        """Roll back what the connection's block did since its last commit."""
+
+    @abstractmethod
+    async def lock_schema(self, conn: Connection) -> None:
+        """In a block: take the schema lock (until the block ends), so one process
+        at a time creates or migrates the schema."""
+
+    # -- statements -----------------------------------------------------------
+    @abstractmethod
+    async def cursor(self, conn: Connection) -> Any:
+        """A driver cursor of ``conn`` (``async with`` it, or close it)."""
+
+    @abstractmethod
+    async def fetch(self, conn: Connection, sql: str, params: Any = ()) -> list[Any]:
+        """Run one statement and return its rows (``[]`` when it returns none)."""
+
+    @abstractmethod
+    async def executemany(self, conn: Connection, sql: str, rows: Sequence[Any]) -> None:
+        """Run one statement for each parameter row."""
+
+    @abstractmethod
+    async def executescript(self, conn: Connection, script: str) -> None:
+        """Run several ``;``-separated statements without parameters."""
+
+    # -- metrics --------------------------------------------------------------
+    @abstractmethod
+    async def metric_columns(self, conn: Connection) -> dict[str, str | None]:
         """Existing metric columns: name -> kind (None for types we do not check)."""
 
     @abstractmethod
-    async def add_metric_column(self, conn: Any, name: str, kind: str, *, oneshot: bool) -> None:
+    async def add_metric_column(self, conn: Connection, name: str, kind: str) -> None:
         """Add a metric column; succeed when another process added it at the same moment."""
 
     @abstractmethod
     async def write_metrics(
         self,
-        conn: Any,
+        conn: Connection,
         names: tuple[str, ...],
         run_id: int,
         step: int,
         progress: float,
         values: Sequence[Any],
         updated: datetime | None,
-        *,
-        oneshot: bool,
     ) -> None:
         """Upsert one metrics row and set ``runs.time_updated`` (unless ``updated`` is None).
 
         Costs one round trip (PostgreSQL) or one hop into the worker thread (SQLite).
-        Raises LookupError when the run does not exist.
+        Raises RunNotFound when the run does not exist.
         """
 
     @abstractmethod
     async def write_metrics_batch(
         self,
-        conn: Any,
+        conn: Connection,
         names: tuple[str, ...],
         run_id: int,
-        rows: list[tuple],
+        rows: list[tuple[Any, ...]],
         updated: datetime | None,
-        *,
-        oneshot: bool,
     ) -> None:
         """Upsert many ``(run_id, step, progress, *values)`` rows with unique keys.
 
         Sets ``runs.time_updated`` once (unless ``updated`` is None).
         """
 
-    def metric_value(self, value: Any) -> Any:
-        """The parameter value for a metric (engines override for what they cannot store)."""
-        return value
-
 
 def is_nan(value: Any) -> bool:
+    """Whether ``value`` is a float NaN."""
     return isinstance(value, float) and math.isnan(value)

@@ -7,24 +7,32 @@ client``) switches its connection to a transaction for the block's duration.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, nullcontext
+from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 import psycopg
 import psycopg_pool
 from psycopg import errors, sql
 
-from ..errors import PoolTimeout, RunNotFound
+from ..config import Settings
+from ..errors import (
+    ConnectionLost,
+    DatabaseError,
+    ForeignKeyViolation,
+    IntegrityError,
+    PoolTimeout,
+    RunNotFound,
+    UniqueViolation,
+)
 from .base import Engine
+from .dialects import POSTGRES_TYPES as _KIND_TYPES
+from .dialects import PostgresDialect
 
-_KIND_TYPES = {
-    "bool": "boolean",
-    "int": "bigint",
-    "float": "double precision",
-    "str": "text",
-    "datetime": "timestamp with time zone",
-}
+Conn = psycopg.AsyncConnection[Any]
+
 _TYPE_KINDS = {
     "boolean": "bool",
     "bigint": "int",
@@ -38,14 +46,38 @@ _TYPE_KINDS = {
 }
 
 
+def translate(error: psycopg.Error, conn: Conn | None = None) -> DatabaseError:
+    """sqltrack's error for a psycopg error (raise it ``from error``).
+
+    An OperationalError is a lost connection when there is no connection yet
+    (connecting failed) or the connection is closed or broken.
+    """
+    kind: type[DatabaseError] = DatabaseError
+    if isinstance(error, errors.UniqueViolation):
+        kind = UniqueViolation
+    elif isinstance(error, errors.ForeignKeyViolation):
+        kind = ForeignKeyViolation
+    elif isinstance(error, psycopg.IntegrityError):
+        kind = IntegrityError
+    elif isinstance(error, psycopg.OperationalError) and (
+        conn is None or conn.closed or conn.broken
+    ):
+        kind = ConnectionLost
+    translated = kind(str(error))
+    translated.sqlstate = error.sqlstate
+    return translated
+
+
 class PostgresEngine(Engine):
     name = "postgres"
+    dialect = PostgresDialect()
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
+        self._first: Conn | None = None
 
-    async def _configure(self, conn: psycopg.AsyncConnection) -> None:
+    async def _configure(self, conn: Conn) -> None:
         schema = self.settings.schema
         if schema:
             await conn.execute(
@@ -55,18 +87,21 @@ class PostgresEngine(Engine):
     async def open(self) -> None:
         # One direct connection first: a wrong host, database or password fails now
         # with the server's reason (a pool would retry quietly until its timeout).
+        # It is kept for the schema set-up (setup_connection), then closed.
         s = self.settings
-        from ..schema import ensure_base_schema
-
         timeout = str(int(max(1, s.pool_timeout)))
-        conn = await psycopg.AsyncConnection.connect(
-            **{"connect_timeout": timeout, **s.params}, autocommit=True
-        )
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                **{"connect_timeout": timeout, **s.params}, autocommit=True
+            )
+        except psycopg.Error as error:
+            raise translate(error) from error
         try:
             await self._configure(conn)
-            await ensure_base_schema(self, conn)
-        finally:
+        except psycopg.Error as error:
             await conn.close()
+            raise translate(error, conn) from error
+        self._first = conn
         self._pool = psycopg_pool.AsyncConnectionPool(
             kwargs={**s.params, "autocommit": True},
             min_size=s.pool_min_size,
@@ -78,121 +113,156 @@ class PostgresEngine(Engine):
         )
         await self._pool.open(wait=False)
 
+    @asynccontextmanager
+    async def setup_connection(self) -> AsyncIterator[Conn]:
+        """The direct connection ``open`` made (then closed), else one from the pool."""
+        conn, self._first = self._first, None
+        if conn is None:
+            async with super().setup_connection() as pooled:
+                yield pooled
+            return
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
     async def close(self) -> None:
+        if self._first is not None:
+            await self._first.close()
+            self._first = None
         if self._pool is not None:
             await self._pool.close()
 
-    async def acquire(self) -> psycopg.AsyncConnection:
+    def _opened_pool(self) -> psycopg_pool.AsyncConnectionPool[Conn]:
+        if self._pool is None:
+            raise RuntimeError("the engine is not open")
+        return self._pool
+
+    async def acquire(self) -> Conn:
         try:
-            return await self._pool.getconn()
+            return await self._opened_pool().getconn()
         except psycopg_pool.PoolTimeout as error:
             raise PoolTimeout(
                 f"no PostgreSQL connection became free within {self.settings.pool_timeout} s "
                 f"(raise pool_max_size or pool_timeout): {error}"
             ) from None
+        except psycopg.Error as error:
+            raise translate(error) from error
 
-    async def release(self, conn: psycopg.AsyncConnection) -> None:
-        await self._pool.putconn(conn)
-
-    def lost_connection(self, error: BaseException, conn: psycopg.AsyncConnection) -> bool:
-        return isinstance(error, psycopg.OperationalError) and (conn.closed or conn.broken)
+    async def release(self, conn: Conn) -> None:
+        await self._opened_pool().putconn(conn)
 
     async def recover(self) -> None:
         # Idle connections died with the server too: check them all (dropping the
         # dead) instead of failing on each of them in turn.
-        await self._pool.check()
+        await self._opened_pool().check()
 
-    async def begin_block(self, conn: psycopg.AsyncConnection) -> None:
-        await conn.set_autocommit(False)
+    async def begin_block(self, conn: Conn) -> None:
+        try:
+            await conn.set_autocommit(False)
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
 
-    async def end_block(self, conn: psycopg.AsyncConnection, commit: bool) -> None:
+    async def end_block(self, conn: Conn, commit: bool) -> None:
         try:
             if commit:
                 await conn.commit()
             else:
                 await conn.rollback()
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
         finally:
             if not conn.closed:
                 await conn.set_autocommit(True)
 
-    async def commit(self, conn: psycopg.AsyncConnection) -> None:
-        await conn.commit()
+    def in_block(self, conn: Conn) -> bool:
+        # Pooled connections sit in autocommit mode; a block turns it off.
+        return not conn.autocommit
 
-    async def rollback(self, conn: psycopg.AsyncConnection) -> None:
-        await conn.rollback()
+    async def commit(self, conn: Conn) -> None:
+        try:
+            await conn.commit()
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
 
-    async def cursor(self, conn: psycopg.AsyncConnection) -> psycopg.AsyncCursor:
+    async def rollback(self, conn: Conn) -> None:
+        try:
+            await conn.rollback()
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
+
+    async def cursor(self, conn: Conn) -> psycopg.AsyncCursor[Any]:
         return conn.cursor()
 
-    async def fetch(self, conn, query: str, params: Sequence = (), *, oneshot: bool) -> list:
-        cursor = await conn.execute(query, params or None)
-        return await cursor.fetchall() if cursor.description else []
+    async def fetch(self, conn: Conn, query: str, params: Any = ()) -> list[Any]:
+        try:
+            cursor = await conn.execute(query, params or None)
+            return await cursor.fetchall() if cursor.description else []
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
 
-    async def executemany(self, conn, query: str, rows, *, oneshot: bool) -> None:
-        async with conn.cursor() as cursor:
-            await cursor.executemany(query, rows)
+    async def executemany(self, conn: Conn, query: str, rows: Sequence[Any]) -> None:
+        try:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(query, rows)
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
 
-    async def executescript(self, conn, script: str, *, oneshot: bool) -> None:
+    async def executescript(self, conn: Conn, script: str) -> None:
         # Without parameters psycopg sends the simple query protocol: many statements at once.
-        await conn.execute(script)
+        try:
+            await conn.execute(script)  # type: ignore[arg-type] - a script, not a literal
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
 
-    async def lock_schema(self, conn) -> None:
+    async def lock_schema(self, conn: Conn) -> None:
         """Serialize schema creation and migrations between processes (until commit)."""
-        # Lock first: CREATE SCHEMA IF NOT EXISTS is not safe against a concurrent twin.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sqltrack.schema'))")
-        schema = self.settings.schema
-        if schema:
-            await conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-            )
-
-    def quote_ident(self, name: str) -> str:
-        return sql.Identifier(name).as_string()
-
-    def json_param(self) -> str:
-        return "%s::jsonb"
-
-    def json_merge(self, column: str) -> str:
-        return f"COALESCE({column}, '{{}}'::jsonb) || %s::jsonb"
-
-    def json_remove(self, column: str) -> str:
-        return f"{column} - %s::text[]"
-
-    def key_list_param(self, keys: Sequence[str]) -> list[str]:
-        return list(keys)
+        try:
+            # Lock first: CREATE SCHEMA IF NOT EXISTS is not safe against a concurrent twin.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sqltrack.schema'))")
+            schema = self.settings.schema
+            if schema:
+                await conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
 
     async def write_metrics_batch(
-        self, conn, names, run_id, rows, updated, *, oneshot: bool
+        self,
+        conn: Conn,
+        names: tuple[str, ...],
+        run_id: int,
+        rows: list[tuple[Any, ...]],
+        updated: datetime | None,
     ) -> None:
         per_statement = max(1, MAX_PARAMETERS // (3 + len(names)) - 1)
         chunks = [rows[i : i + per_statement] for i in range(0, len(rows), per_statement)]
-        async with nullcontext() if (not oneshot or len(chunks) == 1) else conn.transaction():
-            for index, chunk in enumerate(chunks):
-                touch = updated is not None and index == len(chunks) - 1
-                params = [value for row in chunk for value in row]
-                if touch:
-                    params = [updated, run_id, *params]
-                # $n placeholders and a raw cursor: psycopg need not parse a long query.
-                cursor = psycopg.AsyncRawCursor(conn)
-                try:
-                    await cursor.execute(_upsert_rows_sql(names, touch, len(chunk)), params)
-                except errors.ForeignKeyViolation:
-                    raise RunNotFound(run_id) from None
-                finally:
-                    await cursor.close()
+        # Outside a block, several statements go in one transaction of their own.
+        one = len(chunks) == 1 or not conn.autocommit
+        try:
+            async with nullcontext() if one else conn.transaction():
+                for index, chunk in enumerate(chunks):
+                    touch = updated is not None and index == len(chunks) - 1
+                    params = [value for row in chunk for value in row]
+                    if touch:
+                        params = [updated, run_id, *params]
+                    # $n placeholders and a raw cursor: psycopg need not parse a long query.
+                    cursor = psycopg.AsyncRawCursor(conn)
+                    try:
+                        await cursor.execute(_upsert_rows_sql(names, touch, len(chunk)), params)
+                    finally:
+                        await cursor.close()
+        except errors.ForeignKeyViolation:
+            raise RunNotFound(run_id) from None
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
 
-    def is_foreign_key_error(self, error: BaseException) -> bool:
-        return isinstance(error, errors.ForeignKeyViolation)
-
-    def metric_column_type(self, kind: str) -> str:
-        return _KIND_TYPES[kind]
-
-    async def metric_columns(self, conn, *, oneshot: bool) -> dict[str, str | None]:
+    async def metric_columns(self, conn: Conn) -> dict[str, str | None]:
         rows = await self.fetch(
             conn,
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = current_schema() AND table_name = 'metrics'",
-            oneshot=oneshot,
         )
         return {
             name: _TYPE_KINDS.get(data_type)
@@ -200,32 +270,43 @@ class PostgresEngine(Engine):
             if name not in ("run_id", "step", "progress")
         }
 
-    async def add_metric_column(self, conn, name: str, kind: str, *, oneshot: bool) -> None:
+    async def add_metric_column(self, conn: Conn, name: str, kind: str) -> None:
         statement = sql.SQL("ALTER TABLE metrics ADD COLUMN IF NOT EXISTS {} {}").format(
-            sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])
+            sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])  # type: ignore[arg-type]
         )
         for _ in range(5):
             try:
                 # A savepoint when inside a user block, so a lost race does not abort it.
-                async with nullcontext() if oneshot else conn.transaction():
+                async with nullcontext() if conn.autocommit else conn.transaction():
                     await conn.execute(statement)
                 return
             except (errors.DuplicateColumn, errors.UniqueViolation):
                 return
             except errors.DeadlockDetected:
                 continue
+            except psycopg.Error as error:
+                raise translate(error, conn) from error
 
     async def write_metrics(
-        self, conn, names, run_id, step, progress, values, updated, *, oneshot: bool
+        self,
+        conn: Conn,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
     ) -> None:
         if updated is None:
-            params = (run_id, step, progress, *values)
+            params: tuple[Any, ...] = (run_id, step, progress, *values)
         else:
             params = (updated, run_id, run_id, step, progress, *values)
         try:
             await conn.execute(_upsert_sql(names, updated is not None), params)
         except errors.ForeignKeyViolation:
             raise RunNotFound(run_id) from None
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
 
 
 #: PostgreSQL takes at most 65535 parameters per statement.
@@ -243,7 +324,9 @@ def _upsert_rows_sql(names: tuple[str, ...], touch_run: bool, nrows: int) -> byt
     return _upsert_text(names, touch_run, nrows, lambda number: f"${number}")
 
 
-def _upsert_text(names, touch_run: bool, nrows: int, placeholder) -> bytes:
+def _upsert_text(
+    names: tuple[str, ...], touch_run: bool, nrows: int, placeholder: Callable[[int], str]
+) -> bytes:
     quoted = [sql.Identifier(n).as_string() for n in names]
     columns = ", ".join(["run_id", "step", "progress", *quoted])
     width = 3 + len(names)

@@ -12,30 +12,34 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
-from ..errors import PoolTimeout, RunNotFound
-from . import base
+from ..config import Settings
+from ..errors import (
+    DatabaseError,
+    ForeignKeyViolation,
+    IntegrityError,
+    PoolTimeout,
+    RunNotFound,
+    UniqueViolation,
+)
 from .base import Engine
+from .dialects import SQLITE_TYPES as _KIND_TYPES
+from .dialects import SqliteDialect
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS = 60.0
 _PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
-_KIND_TYPES = {
-    "bool": "BOOLEAN",
-    "int": "INTEGER",
-    "float": "REAL",
-    "str": "TEXT",
-    "datetime": "TIMESTAMP",
-}
 _TYPE_KINDS = {
     "BOOLEAN": "bool",
     "BOOL": "bool",
@@ -100,43 +104,59 @@ def _connect_worker(conn: sqlite3.Connection) -> None:
     conn.create_function("sqltrack_json_remove", 2, _json_remove, deterministic=True)
 
 
-def _in_worker(conn: aiosqlite.Connection, fn: Callable, *args: Any):
+def translate(error: sqlite3.Error) -> DatabaseError:
+    """sqltrack's error for a sqlite3 error (raise it ``from error``)."""
+    text = str(error)
+    kind: type[DatabaseError] = DatabaseError
+    if isinstance(error, sqlite3.IntegrityError):
+        if text.startswith("UNIQUE constraint failed"):
+            kind = UniqueViolation
+        elif text.startswith("FOREIGN KEY constraint failed"):
+            kind = ForeignKeyViolation
+        else:
+            kind = IntegrityError
+    return kind(text)
+
+
+def _in_worker(
+    conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any
+) -> Awaitable[T]:
     """Run ``fn(sqlite3_connection, *args)`` in the connection's thread: one hop.
 
     aiosqlite queues every call to its worker thread; a whole operation (statements
     plus commit) as one queued function costs one hop instead of one per statement.
     """
-    return conn._execute(fn, conn._conn, *args)
+    return conn._execute(fn, conn._conn, *args)  # type: ignore[no-any-return]
 
 
-def _fetch(c: sqlite3.Connection, sql: str, params: Sequence, oneshot: bool) -> list:
+def _fetch(c: sqlite3.Connection, sql: str, params: Any, autocommit: bool) -> list[Any]:
     try:
         cursor = c.execute(sql, params)
         rows = cursor.fetchall() if cursor.description else []
-        if oneshot and c.in_transaction:
+        if autocommit and c.in_transaction:
             c.commit()
         return rows
     except BaseException:
-        if oneshot and c.in_transaction:
+        if autocommit and c.in_transaction:
             c.rollback()
         raise
 
 
-def _executemany(c: sqlite3.Connection, sql: str, rows: Sequence, oneshot: bool) -> None:
+def _executemany(c: sqlite3.Connection, sql: str, rows: Sequence[Any], autocommit: bool) -> None:
     try:
         c.executemany(sql, rows)
-        if oneshot and c.in_transaction:
+        if autocommit and c.in_transaction:
             c.commit()
     except BaseException:
-        if oneshot and c.in_transaction:
+        if autocommit and c.in_transaction:
             c.rollback()
         raise
 
 
-def _executescript(c: sqlite3.Connection, script: str, oneshot: bool) -> None:
+def _executescript(c: sqlite3.Connection, script: str, autocommit: bool) -> None:
     # sqlite3's executescript commits a pending transaction first; inside a user
     # block we run the statements one by one so they stay in the block's transaction.
-    if oneshot:
+    if autocommit:
         c.executescript(script)
         return
     for statement in _split_script(script):
@@ -146,7 +166,8 @@ def _executescript(c: sqlite3.Connection, script: str, oneshot: bool) -> None:
 def _split_script(script: str) -> list[str]:
     # Split at each ';' that ends a complete statement (not one in a string, a
     # comment or a trigger body), so statements sharing a line are split too.
-    statements, start = [], 0
+    statements: list[str] = []
+    start = 0
     for index, char in enumerate(script):
         if char == ";" and sqlite3.complete_statement(script[start : index + 1]):
             statements.append(script[start : index + 1])
@@ -159,11 +180,11 @@ def _split_script(script: str) -> list[str]:
 def _write_metrics(
     c: sqlite3.Connection,
     upsert: str,
-    rows: Sequence[Sequence],
-    touch: Sequence | None,
-    oneshot: bool,
+    rows: Sequence[Sequence[Any]],
+    touch: Sequence[Any] | None,
+    autocommit: bool,
 ) -> None:
-    """Upsert metric rows (one or many), touch the run, commit when oneshot: one hop."""
+    """Upsert metric rows (one or many), touch the run, commit unless in a block: one hop."""
     try:
         if len(rows) == 1:
             c.execute(upsert, rows[0])
@@ -171,10 +192,10 @@ def _write_metrics(
             c.executemany(upsert, rows)
         if touch is not None:
             c.execute("UPDATE runs SET time_updated = ? WHERE id = ?", touch)
-        if oneshot:
+        if autocommit:
             c.commit()
     except BaseException as error:
-        if oneshot and c.in_transaction:
+        if autocommit and c.in_transaction:
             c.rollback()
         if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error):
             raise RunNotFound(rows[0][0]) from None
@@ -184,7 +205,12 @@ def _write_metrics(
 class _Pool:
     """At most ``max_size`` aiosqlite connections, made on demand, reused idle-first."""
 
-    def __init__(self, factory: Callable, max_size: int, timeout: float) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Awaitable[aiosqlite.Connection]],
+        max_size: int,
+        timeout: float,
+    ) -> None:
         self._factory = factory
         self._idle: list[aiosqlite.Connection] = []
         self._all: list[aiosqlite.Connection] = []
@@ -224,11 +250,14 @@ class _Pool:
 
 class SqliteEngine(Engine):
     name = "sqlite"
+    dialect = SqliteDialect()
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.path = settings.params["dbpath"]
+        self.path: str = settings.params["dbpath"]
         self._pool: _Pool | None = None
+        #: Connections in a user block (their statements wait for end_block's commit).
+        self._blocks: set[aiosqlite.Connection] = set()
 
     async def _new_connection(self) -> aiosqlite.Connection:
         conn = aiosqlite.connect(
@@ -239,8 +268,11 @@ class SqliteEngine(Engine):
         )
         # A forgotten connection must not keep the interpreter from exiting.
         conn._thread.daemon = True
-        await conn
-        await _in_worker(conn, _connect_worker)
+        try:
+            await conn
+            await _in_worker(conn, _connect_worker)
+        except sqlite3.Error as error:
+            raise translate(error) from error
         return conn
 
     async def open(self) -> None:
@@ -248,40 +280,48 @@ class SqliteEngine(Engine):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         s = self.settings
         self._pool = _Pool(self._new_connection, s.pool_max_size, s.pool_timeout)
-        from ..schema import ensure_base_schema
-
-        conn = await self.acquire()
-        try:
-            await ensure_base_schema(self, conn)
-        except BaseException:
-            await self.release(conn)
-            await self._pool.close()
-            raise
-        await self.release(conn)
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
 
+    def _opened_pool(self) -> _Pool:
+        if self._pool is None:
+            raise RuntimeError("the engine is not open")
+        return self._pool
+
     async def acquire(self) -> aiosqlite.Connection:
-        return await self._pool.acquire()
+        return await self._opened_pool().acquire()
 
     async def release(self, conn: aiosqlite.Connection) -> None:
-        if conn.in_transaction:
-            await conn.rollback()
-        self._pool.release(conn)
+        self._blocks.discard(conn)
+        try:
+            if conn.in_transaction:
+                await conn.rollback()
+        finally:
+            self._opened_pool().release(conn)
 
     async def begin_block(self, conn: aiosqlite.Connection) -> None:
-        return None
+        self._blocks.add(conn)
 
     async def end_block(self, conn: aiosqlite.Connection, commit: bool) -> None:
-        if commit:
-            await conn.commit()
-        else:
-            await conn.rollback()
+        self._blocks.discard(conn)
+        try:
+            if commit:
+                await conn.commit()
+            else:
+                await conn.rollback()
+        except sqlite3.Error as error:
+            raise translate(error) from error
+
+    def in_block(self, conn: aiosqlite.Connection) -> bool:
+        return conn in self._blocks
 
     async def commit(self, conn: aiosqlite.Connection) -> None:
-        await conn.commit()
+        try:
+            await conn.commit()
+        except sqlite3.Error as error:
+            raise translate(error) from error
 
     async def rollback(self, conn: aiosqlite.Connection) -> None:
         await conn.rollback()
@@ -289,93 +329,88 @@ class SqliteEngine(Engine):
     async def cursor(self, conn: aiosqlite.Connection) -> aiosqlite.Cursor:
         return await conn.cursor()
 
-    async def fetch(self, conn, sql: str, params: Sequence = (), *, oneshot: bool) -> list:
-        return await _in_worker(conn, _fetch, sql, params, oneshot)
+    async def fetch(self, conn: aiosqlite.Connection, sql: str, params: Any = ()) -> list[Any]:
+        try:
+            return await _in_worker(conn, _fetch, sql, params, conn not in self._blocks)
+        except sqlite3.Error as error:
+            raise translate(error) from error
 
-    async def executemany(self, conn, sql: str, rows, *, oneshot: bool) -> None:
-        await _in_worker(conn, _executemany, sql, rows, oneshot)
+    async def executemany(
+        self, conn: aiosqlite.Connection, sql: str, rows: Sequence[Any]
+    ) -> None:
+        try:
+            await _in_worker(conn, _executemany, sql, rows, conn not in self._blocks)
+        except sqlite3.Error as error:
+            raise translate(error) from error
 
-    async def executescript(self, conn, script: str, *, oneshot: bool) -> None:
-        await _in_worker(conn, _executescript, script, oneshot)
+    async def executescript(self, conn: aiosqlite.Connection, script: str) -> None:
+        try:
+            await _in_worker(conn, _executescript, script, conn not in self._blocks)
+        except sqlite3.Error as error:
+            raise translate(error) from error
 
-    async def lock_schema(self, conn) -> None:
+    async def lock_schema(self, conn: aiosqlite.Connection) -> None:
         """Take the write lock, so one process at a time creates or migrates the schema."""
-        await _in_worker(conn, lambda c: c.execute("BEGIN IMMEDIATE"))
+        try:
+            await _in_worker(conn, lambda c: c.execute("BEGIN IMMEDIATE"))
+        except sqlite3.Error as error:
+            raise translate(error) from error
 
-    def sql(self, query: str) -> str:
-        return _to_qmark(query)
-
-    def quote_ident(self, name: str) -> str:
-        return '"' + name.replace('"', '""') + '"'
-
-    def json_param(self) -> str:
-        return "%s"
-
-    def json_merge(self, column: str) -> str:
-        return f"sqltrack_json_merge({column}, %s)"
-
-    def json_remove(self, column: str) -> str:
-        return f"sqltrack_json_remove({column}, %s)"
-
-    def key_list_param(self, keys: Sequence[str]) -> str:
-        return json.dumps(list(keys))
-
-    def timestamp(self, value: datetime) -> str:
-        return value.astimezone(timezone.utc).isoformat()
-
-    def metric_value(self, value: Any) -> Any:
-        if isinstance(value, datetime):
-            return self.timestamp(value)
-        # SQLite stores a NaN REAL as NULL; the text 'NaN' keeps it (float('NaN') reads it back).
-        if base.is_nan(value):
-            return "NaN"
-        return value
-
-    def is_foreign_key_error(self, error: BaseException) -> bool:
-        return isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error)
-
-    def metric_column_type(self, kind: str) -> str:
-        return _KIND_TYPES[kind]
-
-    async def metric_columns(self, conn, *, oneshot: bool) -> dict[str, str | None]:
-        rows = await self.fetch(conn, "PRAGMA table_info(metrics)", oneshot=oneshot)
+    async def metric_columns(self, conn: aiosqlite.Connection) -> dict[str, str | None]:
+        rows = await self.fetch(conn, "PRAGMA table_info(metrics)")
         return {
             name: _TYPE_KINDS.get(str(declared).upper())
             for _, name, declared, *_ in rows
             if name not in ("run_id", "step", "progress")
         }
 
-    async def add_metric_column(self, conn, name: str, kind: str, *, oneshot: bool) -> None:
-        sql = f"ALTER TABLE metrics ADD COLUMN {self.quote_ident(name)} {_KIND_TYPES[kind]}"
+    async def add_metric_column(self, conn: aiosqlite.Connection, name: str, kind: str) -> None:
+        sql = f"ALTER TABLE metrics ADD COLUMN {self.dialect.quote_ident(name)} {_KIND_TYPES[kind]}"
         try:
-            await self.fetch(conn, sql, oneshot=oneshot)
+            await _in_worker(conn, _fetch, sql, (), conn not in self._blocks)
         except sqlite3.OperationalError as error:
             if "duplicate column name" not in str(error):
-                raise
+                raise translate(error) from error
+        except sqlite3.Error as error:
+            raise translate(error) from error
 
     async def write_metrics(
-        self, conn, names, run_id, step, progress, values, updated, *, oneshot: bool
+        self,
+        conn: aiosqlite.Connection,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
     ) -> None:
         # A plain non-NaN float (the usual metric) needs no adaptation: skip the call.
-        value = self.metric_value
+        value = self.dialect.metric_value
         row = (run_id, step, progress,
                *[v if type(v) is float and v == v else value(v) for v in values])
-        touch = None if updated is None else (self.timestamp(updated), run_id)
-        await _in_worker(conn, _write_metrics, _upsert_sql(names), (row,), touch, oneshot)
-
+        touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+        try:
+            await _in_worker(conn, _write_metrics, _upsert_sql(names), (row,), touch,
+                             conn not in self._blocks)
+        except sqlite3.Error as error:
+            raise translate(error) from error
 
     async def write_metrics_batch(
-        self, conn, names, run_id, rows, updated, *, oneshot: bool
+        self,
+        conn: aiosqlite.Connection,
+        names: tuple[str, ...],
+        run_id: int,
+        rows: list[tuple[Any, ...]],
+        updated: datetime | None,
     ) -> None:
-        value = self.metric_value
+        value = self.dialect.metric_value
         adapted = [(*row[:3], *map(value, row[3:])) for row in rows]
-        touch = None if updated is None else (self.timestamp(updated), run_id)
-        await _in_worker(conn, _write_metrics, _upsert_sql(names), adapted, touch, oneshot)
-
-
-@lru_cache(maxsize=1024)
-def _to_qmark(query: str) -> str:
-    return query.replace("%s", "?")
+        touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+        try:
+            await _in_worker(conn, _write_metrics, _upsert_sql(names), adapted, touch,
+                             conn not in self._blocks)
+        except sqlite3.Error as error:
+            raise translate(error) from error
 
 
 @lru_cache(maxsize=4096)

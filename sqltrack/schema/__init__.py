@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import DatabaseError, SchemaMissing
+
 if TYPE_CHECKING:
     from ..client import AsyncClient
     from ..engines.base import Engine
@@ -30,12 +32,15 @@ def base_schema_sql(engine_name: str) -> str:
     return resources.files(__name__).joinpath(f"{engine_name}.sql").read_text(encoding="utf-8")
 
 
-async def _with_schema_lock(engine: Engine, conn: Any, work: Callable[[Any], Awaitable[T]]) -> T:
+async def with_schema_lock(
+    engine: Engine, conn: Any, work: Callable[[Engine, Any], Awaitable[T]]
+) -> T:
+    """``await work(engine, conn)`` in one block of ``conn`` holding the schema lock."""
     await engine.begin_block(conn)
     done = False
     try:
         await engine.lock_schema(conn)
-        result = await work(conn)
+        result = await work(engine, conn)
         done = True
         return result
     finally:
@@ -43,10 +48,8 @@ async def _with_schema_lock(engine: Engine, conn: Any, work: Callable[[Any], Awa
 
 
 async def _is_applied(engine: Engine, conn: Any, name: str) -> bool:
-    rows = await engine.fetch(
-        conn, engine.sql("SELECT 1 FROM applied_migrations WHERE name = %s"), [name], oneshot=False
-    )
-    return bool(rows)
+    sql = engine.dialect.sql("SELECT 1 FROM applied_migrations WHERE name = %s")
+    return bool(await engine.fetch(conn, sql, [name]))
 
 
 async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
@@ -61,28 +64,25 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
     try:
         if await _is_applied(engine, conn, upgrade.SCHEMA_MARK):
             return None
-    except Exception:  # no migrations table yet: look closer below
-        await engine.rollback(conn)
+    except DatabaseError:  # no migrations table yet: look closer below
+        pass
     state = await upgrade.detect(engine, conn)
-    await engine.rollback(conn)
     if state in (upgrade.EMPTY, upgrade.PARTIAL) and not engine.create_schema:
-        from ..errors import SchemaMissing
-
         raise SchemaMissing("no sqltrack tables in this database (and none were created)")
 
-    async def work(conn: Any) -> str | None:
+    async def work(engine: Engine, conn: Any) -> str | None:
         # Again under the lock: another process may have done it meanwhile.
         state = await upgrade.detect(engine, conn)
         return await upgrade.upgrade(engine, conn, state, base_schema_sql(engine.name))
 
     if engine.name == "sqlite":  # the runs rebuild needs foreign keys off (not in a transaction)
-        await engine.fetch(conn, "PRAGMA foreign_keys = OFF", oneshot=False)
+        await engine.fetch(conn, "PRAGMA foreign_keys = OFF")
     try:
-        outcome = await _with_schema_lock(engine, conn, work)
+        outcome = await with_schema_lock(engine, conn, work)
     finally:
         if engine.name == "sqlite":
             await engine.rollback(conn)
-            await engine.fetch(conn, "PRAGMA foreign_keys = ON", oneshot=False)
+            await engine.fetch(conn, "PRAGMA foreign_keys = ON")
     engine.schema_outcome = outcome
     if outcome:
         log.info("%s", outcome)
@@ -95,30 +95,22 @@ async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike[str]]) 
     A script is identified by its file name; one that was applied before is skipped.
     A failing script is rolled back and raises, leaving the scripts before it applied.
     """
-    engine = await client._opened_engine()
+    await client.open()
     applied: list[str] = []
     for script in scripts:
         path = Path(script)
         name = path.name
         text = path.read_text(encoding="utf-8")
 
-        async def apply(conn: Any, name: str = name, text: str = text) -> bool:
+        async def apply(engine: Engine, conn: Any, name: str = name, text: str = text) -> bool:
             if await _is_applied(engine, conn, name):
                 return False
-            await engine.executescript(conn, text, oneshot=False)
-            await engine.fetch(
-                conn,
-                engine.sql("INSERT INTO applied_migrations (name) VALUES (%s)"),
-                [name],
-                oneshot=False,
-            )
+            await engine.executescript(conn, text)
+            insert = engine.dialect.sql("INSERT INTO applied_migrations (name) VALUES (%s)")
+            await engine.fetch(conn, insert, [name])
             return True
 
-        conn = await engine.acquire()
-        try:
-            done = await _with_schema_lock(engine, conn, apply)
-        finally:
-            await engine.release(conn)
+        done = await client.statements.with_schema_lock(apply)
         if done:
             client.metrics.forget_columns()
             log.info("applied %s", name)

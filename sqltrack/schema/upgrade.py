@@ -31,8 +31,8 @@ EARLY_MIGRATIONS = "sqltrack_migrations"
 EMPTY, CURRENT, V01, EARLY, PARTIAL = "empty", "current", "0.1.x", "early", "partial"
 
 
-async def _rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list:
-    return await engine.fetch(conn, engine.sql(sql), list(params), oneshot=False)
+async def _rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list[Any]:
+    return await engine.fetch(conn, engine.dialect.sql(sql), list(params))
 
 
 async def _tables(engine: Engine, conn: Any) -> set[str]:
@@ -70,7 +70,7 @@ async def upgrade(engine: Engine, conn: Any, state: str, base_sql: str) -> str |
         await _sqlite_steps(engine, conn)
     else:
         await _postgres_steps(engine, conn)
-    await engine.executescript(conn, base_sql, oneshot=False)
+    await engine.executescript(conn, base_sql)
     marks = [BASE_MARK, SCHEMA_MARK] + ([V01_BASE] if engine.name == "postgres" else [])
     for mark in marks:
         await _rows(engine, conn, "INSERT INTO applied_migrations (name) VALUES (%s) "
@@ -108,8 +108,9 @@ async def _postgres_steps(engine: Engine, conn: Any) -> None:
         await _rows(engine, conn, "ALTER TABLE applied_migrations "
                     "ALTER COLUMN time_applied DROP NOT NULL")
     types = {r[0] for r in await _rows(
-        engine, conn, "SELECT typname FROM pg_type WHERE typnamespace = (SELECT oid FROM pg_namespace "
-        "WHERE nspname = current_schema()) AND typname IN ('runstatus', 'run_status')")}
+        engine, conn, "SELECT typname FROM pg_type WHERE typnamespace = "
+        "(SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+        "AND typname IN ('runstatus', 'run_status')")}
     if "run_status" in types and "runstatus" not in types:
         await _rows(engine, conn, "ALTER TYPE run_status RENAME TO runstatus")
         types.add("runstatus")

@@ -145,7 +145,7 @@ async def run_metrics(
     curves: dict[str, Any] = {}
     axis = "step"
     if chosen:
-        quoted = ", ".join(client._engine.quote_ident(n) for n in chosen)
+        quoted = ", ".join(client.dialect.quote_ident(n) for n in chosen)
         rows = await client.query(
             f"SELECT step, progress, {quoted} FROM metrics WHERE run_id = %s "
             "ORDER BY step, progress",
@@ -185,7 +185,7 @@ async def compare(
     missing = [r for r in run_ids if r not in found]
     if missing:
         raise NotFound(f"run {missing[0]} does not exist")
-    quoted = client._engine.quote_ident(metric)
+    quoted = client.dialect.quote_ident(metric)
     fetched = {}
     for run_id in run_ids:
         fetched[run_id] = await client.query(
