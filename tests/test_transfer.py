@@ -12,6 +12,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -237,3 +238,48 @@ async def test_a_database_is_never_synced_into_itself(database):
     with pytest.raises(sqltrack.transfer.SyncError, match="same database"):
         await _sync(kw, dict(kw))
     assert read_raw(kw, "SELECT COUNT(*) FROM runs") == [(1,)]
+
+
+async def test_experiment_already_on_the_target_keeps_its_comment(database):
+    source_kw, target_kw = database("sqlite"), database("postgres")
+    await _filled(source_kw, runs=1)  # made first: its time_created is the earlier
+    target = sqltrack.AsyncClient(**target_kw)
+    try:
+        experiment = await sqltrack.AsyncExperiment.create(target, name="mnist")
+        await experiment.set_comment("the server's words")
+        await experiment.add_tags("server")
+    finally:
+        await target.close()
+    summary = await _sync(source_kw, target_kw)
+    ((comment, tags, created),) = read_raw(
+        target_kw, "SELECT comment, tags, time_created FROM experiments WHERE name = 'mnist'")
+    assert comment == "the server's words"
+    assert set(tags) == {"server", "vision", "small"}
+    ((source_created,),) = read_raw(
+        source_kw, "SELECT time_created FROM experiments WHERE name = 'mnist'")
+    assert created == datetime.fromisoformat(source_created)  # the earlier of the two
+    assert (summary.experiments_created, summary.experiments_updated) == (2, 1)
+
+
+async def test_a_run_deleted_on_the_target_is_copied_again(database):
+    source_kw, target_kw = database("sqlite"), database("sqlite")
+    await _filled(source_kw, runs=2)
+    await _sync(source_kw, target_kw)
+    gone = run_map(source_kw, target_kw)[1]
+    with sqlite3.connect(target_kw["dbpath"]) as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("DELETE FROM runs WHERE id = ?", [gone])
+    summary = await _sync(source_kw, target_kw)
+    assert (summary.runs_created, summary.runs_unchanged) == (1, 1)
+    assert differences(source_kw, target_kw) == []
+
+
+@pytest.mark.parametrize("target_engine", ["sqlite", "postgres"])
+async def test_a_column_of_a_type_sqltrack_does_not_manage(database, target_engine):
+    source_kw, target_kw = database("sqlite"), database(target_engine)
+    ids = await _filled(source_kw, runs=1)
+    with sqlite3.connect(source_kw["dbpath"]) as conn:
+        conn.execute("ALTER TABLE metrics ADD COLUMN weights BLOB")
+        conn.execute("UPDATE metrics SET weights = x'00ff' WHERE run_id = ? AND step = 1", ids)
+    with pytest.raises(sqltrack.transfer.SyncError, match="weights"):
+        await _sync(source_kw, target_kw)
