@@ -283,3 +283,38 @@ async def test_a_column_of_a_type_sqltrack_does_not_manage(database, target_engi
         conn.execute("UPDATE metrics SET weights = x'00ff' WHERE run_id = ? AND step = 1", ids)
     with pytest.raises(sqltrack.transfer.SyncError, match="weights"):
         await _sync(source_kw, target_kw)
+
+
+@pytest.mark.parametrize("target_engine", ["sqlite", "postgres"])
+async def test_two_syncs_at_once_while_the_source_logs(database, target_engine):
+    source_kw, target_kw = database("sqlite"), database(target_engine)
+    client = sqltrack.AsyncClient(**source_kw)
+    try:
+        experiment = await sqltrack.AsyncExperiment.create(client, name="live")
+        runs = [await experiment.get_run() for _ in range(2)]
+        done = asyncio.Event()
+
+        async def log() -> None:
+            for step in range(1500):
+                for number, run in enumerate(runs):
+                    await run.add_metrics({"loss": step + number / 10}, step=step, updated=None)
+                    if step % 50 == 7:  # out of order: a value merged into an older row
+                        await run.add_metrics({"val": float(step)}, step=step // 3, updated=None)
+                if step % 100 == 0:
+                    await asyncio.sleep(0.01)
+            done.set()
+
+        async def keep_syncing() -> int:
+            count = 0
+            while not done.is_set():
+                await _sync(source_kw, target_kw, page_rows=97)
+                count += 1
+            return count
+
+        results = await asyncio.gather(log(), keep_syncing(), keep_syncing())
+    finally:
+        await client.close()
+    await _sync(source_kw, target_kw)
+    assert min(results[1:]) >= 2, results  # each overlapped the logging more than once
+    assert differences(source_kw, target_kw) == []
+    assert read_raw(target_kw, "SELECT COUNT(*) FROM runs") == [(2,)]
