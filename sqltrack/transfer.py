@@ -302,13 +302,16 @@ def _run_actions(
         "extras": (_runs.run_set_extras, _runs.run_add_extras, _runs.run_remove_extras),
     }
     for name, (set_, add, remove) in functions.items():
-        actions += _json_actions(
-            before.get(name), new[name], first,
-            lambda v, f=set_: call(f, v),
-            lambda d, f=add: call(f, d),
-            lambda keys, f=remove: call(f, keys),
-        )
+        actions += _json_actions(before.get(name), new[name], first, _bound(call, set_),
+                                 _bound(call, add), _bound(call, remove))
     return actions
+
+
+def _bound(
+    call: Callable[..., Action], function: Callable[..., Awaitable[Any]]
+) -> Callable[[Any], Action]:
+    """``value -> call(function, value)``: one action factory per setter."""
+    return lambda value: call(function, value)
 
 
 # -- the sync -----------------------------------------------------------------
@@ -423,7 +426,7 @@ class _Sync:
             "SELECT comment, tags, time_created FROM experiments WHERE id = %s", [target_id]
         )
         tags = json_column(tags)
-        client, actions = self.dst, []
+        client, actions = self.dst, list[Action]()
         if old is None:
             if new["comment"] is not None and comment is None:
                 actions.append(lambda: _experiments.experiment_set_comment(
@@ -764,7 +767,8 @@ class _Sync:
                 have |= {tuple(r) for r in await self.dst.query(
                     f"SELECT from_id, kind, to_id FROM {table} WHERE from_id IN ({marks})", chunk
                 )}
-            for link in sorted(wanted - have, key=str):
+            for from_id, kind, to_id in sorted(wanted - have, key=str):
                 self.summary.links_added += 1
                 if not self.dry_run:
-                    await add(self.dst, *link)
+                    assert from_id is not None and to_id is not None  # every id is mapped
+                    await add(self.dst, from_id, kind, to_id)
