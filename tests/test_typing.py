@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TYPING = Path(__file__).resolve().parent / "typing"
 #: Files whose mypy errors this test owns (the public surface and its users).
 OWNED = ("sqltrack_sync/", "sqltrack/__init__.py", "sqltrack/_dual.py", "sqltrack/hooks.py",
+         "sqltrack/_markers.py", "sqltrack/wandb.py",
          "examples/", "tests/typing/")
 MARK = re.compile(r"  # E: ([a-z-]+)$")
 ERROR = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+):(?:\d+:)? error: .*\[(?P<code>[a-z-]+)\]$")
@@ -77,3 +78,18 @@ def test_regular_install_ships_py_typed(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("sqltrack-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"sqltrack/py.typed", "sqltrack_sync/py.typed", "sqltrack/_dual.py"} <= names
+
+
+def test_dual_functions_show_both_clients_at_run_time() -> None:
+    """``help()`` / ``inspect.signature`` name both clients (no wrapper hiding the Client)."""
+    import inspect
+
+    import sqltrack
+    from sqltrack import _dual
+
+    for name in ("run_add_tags", "mark_stale_runs", "setup", "experiment_set_name"):
+        function = getattr(sqltrack, name)
+        assert function is getattr(_dual, name)
+        client = inspect.signature(function).parameters["client"]
+        assert client.annotation == "AsyncClient | Client"
+        assert not hasattr(function, "__wrapped__")
