@@ -124,7 +124,7 @@ def export_format(requested: str | None, path: str | os.PathLike[str]) -> Format
     if requested is None:
         fmt: Format = _BY_SUFFIX.get(Path(path).suffix.lower(), "csv")
     elif requested in FORMATS:
-        fmt = requested  # type: ignore[assignment]  # checked just above
+        fmt = requested
     else:
         raise ValueError(f"unknown export format {requested!r}: use one of {', '.join(FORMATS)}")
     if fmt == "parquet":

@@ -62,6 +62,7 @@ __all__ = [
     "experiment_set_comment",
     "experiment_set_name",
     "experiment_set_tags",
+    "export_runs",
     "mark_stale_runs",
     "metrics_frame",
     "query_frame",
@@ -92,7 +93,12 @@ __all__ = [
 ]
 
 #: Imported on first access, so that importing sqltrack_sync stays light.
-_LAZY = {"metrics_frame": "analysis", "query_frame": "analysis", "runs_frame": "analysis"}
+_LAZY = {
+    "export_runs": "export",
+    "metrics_frame": "analysis",
+    "query_frame": "analysis",
+    "runs_frame": "analysis",
+}
 
 
 def __getattr__(name: str) -> Any:

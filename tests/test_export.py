@@ -73,3 +73,22 @@ def test_export_format_from_extension():
     assert export.export_format(None, "a.parquet") == "parquet"
     assert export.export_format(None, "a.txt") == "csv"
     assert export.export_format("csv", "a.parquet") == "csv"
+
+
+def test_blocking_twin(client_kwargs, tmp_path):
+    """``sqltrack_sync.export_runs`` (generated) runs the same export for a blocking Client."""
+    import sqltrack
+    import sqltrack_sync
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        run = sqltrack.Experiment(client, name="blocking-export").get_run()
+        for step in range(2):
+            run.add_metrics({"loss": float(step)}, step=step)
+        target = tmp_path / "b.jsonl"
+        assert sqltrack_sync.export_runs(client, [run.id], target) == 2
+        assert [json.loads(line)["loss"] for line in target.read_text().splitlines()] == [0.0, 1.0]
+        with pytest.raises(RunNotFound):
+            sqltrack_sync.export.export_runs(client, [run.id + 1000], tmp_path / "c.csv")
+    finally:
+        client.close()

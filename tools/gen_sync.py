@@ -56,10 +56,11 @@ MODULES = {
     "schema/__init__.py": "schema.py",
     "maintenance.py": "maintenance.py",
     "analysis.py": "analysis.py",
+    "export.py": "export.py",
 }
-#: Generated modules whose names sqltrack_sync exposes lazily (DataFrame helpers);
+#: Generated modules whose names sqltrack_sync exposes lazily (DataFrame helpers, export);
 #: their functions are not in sqltrack's dual-mode set either.
-LAZY_MODULES = {"analysis"}
+LAZY_MODULES = {"analysis", "export"}
 RENAMES = {"AsyncClient": "Client", "AsyncExperiment": "Experiment", "AsyncRun": "Run"}
 #: Sync classes: name -> generated module that defines it.
 CLASS_HOME = {"Client": "client", "Experiment": "experiments", "Run": "runs"}

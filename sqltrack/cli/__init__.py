@@ -27,7 +27,7 @@ from ..client import AsyncClient
 from ..environment import mask_passwords
 from ..errors import SchemaMissing
 from . import parser as _parser
-from .commands import COMMANDS, CliError, opened_engine
+from .commands import COMMANDS, CliError
 from .formatting import PROG, describe, one_line, target_line
 from .parser import client_kwargs, parse_duration, secret_values
 
@@ -91,7 +91,7 @@ async def run_command(args: argparse.Namespace) -> int:
             await _check_postgres(client)
         if command.read_only:
             try:
-                await opened_engine(client)
+                await client.open()
             except SchemaMissing:
                 raise CliError(
                     f"no sqltrack tables in {describe(client)}: {WHERE_HINT}"

@@ -31,7 +31,6 @@ from .parser import Command, parse_duration, run_id, status
 
 if TYPE_CHECKING:
     from ..client import AsyncClient
-    from ..engines.base import Engine
 
 
 class CliError(Exception):
@@ -40,11 +39,6 @@ class CliError(Exception):
 
 def _no_run(run_id: int) -> CliError:
     return CliError(f"run {run_id} does not exist (see 'sqltrack runs')")
-
-
-async def opened_engine(client: AsyncClient) -> Engine:
-    """The client's engine, opened (a bad database or missing tables fail here)."""
-    return await client._opened_engine()
 
 
 async def resolve_experiment(client: AsyncClient, ref: str) -> int:
@@ -72,8 +66,8 @@ def _setup_arguments(p: argparse.ArgumentParser) -> None:
 async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
     """``setup``: base schema (created, upgraded or up to date), then each script once;
     one line each."""
-    engine = await opened_engine(client)
-    print(engine.schema_outcome or "base schema up to date")
+    await client.open()
+    print(client.schema_outcome or "base schema up to date")
     for script in args.scripts:
         name = Path(script).name
         if not Path(script).is_file():
@@ -217,7 +211,7 @@ async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
         from ..ui import allowed_hosts, open_socket, serve, url_of
     except ImportError as error:
         raise CliError(str(error)) from None
-    await opened_engine(client)  # a bad database fails now, not on the first request
+    await client.open()  # a bad database fails now, not on the first request
     host, port = args.listen_host, args.listen_port
     try:
         sock = open_socket(host, port)
