@@ -1,4 +1,4 @@
-"""Routes of the runs table with chosen columns, live curves, system metrics and the SQL page.
+"""Routes of the runs table with chosen columns, compare and live curves, system metrics, SQL page.
 
 ``routes(client, wrap, json_response, sql_timeout)`` gives the app its routes;
 ``wrap`` is the app's per-request handler wrapper (a client block, errors as 404/400).
@@ -45,6 +45,20 @@ def sql_page(query: str) -> str:
         '<div id="table" class="table-wrap"></div>'
     )
     return pages.page("SQL", "sql", body, api=api_url, crumbs=[("/sql", "SQL")], charts=True)
+
+
+def compare_page(run_ids: list[int], metrics: list[str] | None) -> str:
+    """``/compare``: one chart per metric (``metrics``, default every one), runs overlaid."""
+    shown = ", ".join(metrics) if metrics else "every metric"
+    body = (
+        f"<h1>{escape(shown)} <small>in runs {escape(', '.join(map(str, run_ids)))}</small>"
+        "</h1>\n"
+        '<div id="chart" class="charts"><p class="note">loading…</p></div>\n'
+        '<div id="table" class="table-wrap"></div>'
+    )
+    query = urlencode({"runs": ",".join(map(str, run_ids)), "metrics": ",".join(metrics or [])})
+    return pages.page(f"compare {shown}", "compare", body, api=f"/api/compare/curves?{query}",
+                      charts=True)
 
 
 def csv_text(result: readonly.Result) -> str:
@@ -111,12 +125,21 @@ def routes(
         return json_response({"columns": result.columns, "rows": result.rows,
                               "truncated": result.truncated, "max_rows": readonly.MAX_ROWS})
 
+    async def compare_html(request: Request) -> Response:
+        params = request.query_params
+        run_ids = api.parse_ids(params.get("runs"))
+        if len(run_ids) > curves.MAX_RUNS:
+            raise api.BadRequest(f"overlay at most {curves.MAX_RUNS} runs at once")
+        metrics = api.parse_names(params.get("metrics") or params.get("metric"))
+        return HTMLResponse(compare_page(run_ids, metrics or None))
+
     async def sql_html(request: Request) -> Response:
         return HTMLResponse(sql_page(request.query_params.get("q") or ""))
 
     get = ["GET"]
     return [
         Route("/sql", sql_html, methods=get),
+        Route("/compare", wrap(compare_html), methods=get),
         Route("/api/sql", wrap(sql), methods=get),
         Route("/api/experiments/{id:int}/table", wrap(table), methods=get),
         Route("/api/runs/{id:int}/curves", wrap(run_curves), methods=get),

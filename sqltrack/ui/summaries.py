@@ -147,12 +147,13 @@ async def runs_table(
     where: str | None = None,
     timeout: float = readonly.DEFAULT_TIMEOUT,
 ) -> dict[str, Any]:
-    """The runs table: chosen columns (default: tags and each metric's last value)."""
+    """The runs table: chosen columns (default: tags and each numeric metric's last value)."""
     info = await experiment(client, experiment_id)
     metrics = await queries.metric_columns(client)
     keys_found = await available(client, experiment_id, metrics)
     if not [k for k in keys if k.strip()]:
-        keys = ["tags", *(f"last.{n}" for n in keys_found["metrics"][:DEFAULT_METRICS])]
+        plotted = [n for n in keys_found["metrics"] if metrics[n] in PLOTTED_KINDS]
+        keys = ["tags", *(f"last.{n}" for n in plotted[:DEFAULT_METRICS])]
     columns = parse_columns(keys, metrics)
     if where is not None:
         where = readonly.check_text(where, "filter") if where.strip() else None
@@ -174,6 +175,7 @@ async def runs_table(
             column.get("kind") in PLOTTED_KINDS)
     return {
         "experiment": info,
+        "engine": client.engine,
         "filters": {"status": status, "tags": list(tags), "filter": where or ""},
         "available": keys_found,
         "metric_names": {k: v for k, v in names.items() if k in metrics},

@@ -34,7 +34,11 @@ function showError(target, error) {
 function plotlyReady() {
   return new Promise((resolve, reject) => {
     if (window.Plotly) { resolve(window.Plotly); return; }
-    const script = document.getElementById("plotly-js");
+    let script = document.getElementById("plotly-js");
+    if (!script) { // a page without charts of its own (the runs table's plots)
+      script = el("script", { id: "plotly-js", src: "/static/plotly.min.js", async: "" });
+      document.head.append(script);
+    }
     script.addEventListener("load", () => resolve(window.Plotly));
     script.addEventListener("error", () => reject(new Error("could not load /static/plotly.min.js")));
   });
@@ -87,15 +91,17 @@ function statusCell(status) {
 }
 
 // -- sortable tables -------------------------------------------------------------
-// columns: [{label, sort: row => value, cell: row => Node|string, num: bool}]
+// columns: [{key, label, sort: row => value, cell: row => Node|string, num: bool}]
+// options.sort = {key, order: "ascending"|"descending"}; options.onSort(key, order)
 const isMissing = (value) => value === null || value === undefined || value === "";
 
 function compareValues(a, b) {
   if (typeof a === "number" && typeof b === "number") return a - b;
+  if (typeof a === "boolean" && typeof b === "boolean") return a - b;
   return String(a).localeCompare(String(b), undefined, { numeric: true });
 }
 
-function sortableTable(columns, rows) {
+function sortableTable(columns, rows, options = {}) {
   const entries = rows.map((row) => {
     const tr = el("tr");
     for (const column of columns) {
@@ -106,28 +112,178 @@ function sortableTable(columns, rows) {
     return { row, tr };
   });
   const tbody = el("tbody", {}, entries.map((e) => e.tr));
-  const headers = columns.map((column, index) => {
+  const sortBy = (column, th, ascending) => {
+    for (const other of thead.querySelectorAll("th")) other.setAttribute("aria-sort", "none");
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    const sign = ascending ? 1 : -1;
+    entries.sort((x, y) => {
+      const a = column.sort(x.row);
+      const b = column.sort(y.row);
+      if (isMissing(a) || isMissing(b)) return isMissing(a) - isMissing(b); // missing last
+      return sign * compareValues(a, b);
+    });
+    tbody.append(...entries.map((e) => e.tr));
+  };
+  const headers = columns.map((column) => {
     const button = el("button", { type: "button", text: column.label });
     const th = el("th", { scope: "col", "aria-sort": "none" }, [button]);
+    if (column.key) th.dataset.key = column.key;
     if (column.num) th.className = "num";
     if (!column.sort) { button.disabled = true; return th; }
     button.addEventListener("click", () => {
       const ascending = th.getAttribute("aria-sort") !== "ascending";
-      for (const other of thead.querySelectorAll("th")) other.setAttribute("aria-sort", "none");
-      th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
-      const sign = ascending ? 1 : -1;
-      entries.sort((x, y) => {
-        const a = column.sort(x.row);
-        const b = column.sort(y.row);
-        if (isMissing(a) || isMissing(b)) return isMissing(a) - isMissing(b); // missing last
-        return sign * compareValues(a, b);
-      });
-      tbody.append(...entries.map((e) => e.tr));
+      sortBy(column, th, ascending);
+      if (options.onSort) options.onSort(column.key, ascending ? "ascending" : "descending");
     });
     return th;
   });
   const thead = el("thead", {}, [el("tr", {}, headers)]);
+  const wanted = options.sort ? columns.findIndex((c) => c.key && c.key === options.sort.key) : -1;
+  if (wanted >= 0 && columns[wanted].sort) {
+    sortBy(columns[wanted], headers[wanted], options.sort.order !== "descending");
+  }
   return el("table", { class: "sortable" }, [thead, tbody]);
+}
+
+// -- charts --------------------------------------------------------------------
+const PLOT_CONFIG = { responsive: true, displaylogo: false };
+const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+  "#7f7f7f", "#bcbd22", "#17becf"];
+const AXIS_TITLES = { step: "step", progress: "progress", time: "wall time" };
+
+function layout(title, xTitle, extra = {}) {
+  return {
+    title: { text: plotlyText(title), font: { size: 14 } },
+    margin: { l: 56, r: 16, t: 40, b: 40 },
+    xaxis: { title: { text: plotlyText(xTitle) } },
+    font: { family: "system-ui, sans-serif", size: 12 },
+    ...extra,
+  };
+}
+
+// Exponential moving average, debiased at the start (as TensorBoard draws it).
+function ema(values, weight) {
+  if (!weight) return values;
+  let last = 0;
+  return values.map((value, index) => {
+    last = last * weight + (1 - weight) * value;
+    return last / (1 - weight ** (index + 1));
+  });
+}
+
+function pointsNote(curve) {
+  const shown = curve.points.toLocaleString();
+  const total = (curve.total - curve.non_finite).toLocaleString();
+  let text = curve.downsampled ? `${shown} of ${total} points (min and max of each bucket kept)`
+    : `${shown} points`;
+  if (curve.non_finite) text += `, ${curve.non_finite} NaN/inf left out`;
+  return text;
+}
+
+// The chart controls (x axis, log scale, smoothing) shared by every chart of a page.
+function chartControls(axes, onChange) {
+  const state = { x: axes[0], log: false, smoothing: 0 };
+  const params = new URLSearchParams(location.search);
+  if (axes.includes(params.get("x"))) state.x = params.get("x");
+  state.log = params.get("log") === "1";
+  const wanted = Number(params.get("smoothing"));
+  if (wanted >= 0 && wanted < 1) state.smoothing = wanted;
+  const remember = () => {
+    const url = new URL(location.href);
+    url.searchParams.set("x", state.x);
+    url.searchParams.set("log", state.log ? "1" : "0");
+    url.searchParams.set("smoothing", String(state.smoothing));
+    history.replaceState(null, "", url);
+  };
+  const axis = el("select", { id: "x-axis", "aria-label": "x axis" }, axes.map((name) => {
+    const option = el("option", { text: AXIS_TITLES[name] || name });
+    option.value = name;
+    option.selected = name === state.x;
+    return option;
+  }));
+  axis.addEventListener("change", () => { state.x = axis.value; remember(); onChange(); });
+  const log = el("input", { type: "checkbox", id: "log-scale" });
+  log.checked = state.log;
+  log.addEventListener("change", () => { state.log = log.checked; remember(); onChange(); });
+  const slider = el("input", { type: "range", id: "smoothing", min: "0", max: "0.99",
+    step: "0.01", "aria-label": "smoothing" });
+  slider.value = String(state.smoothing);
+  const shown = el("output", { id: "smoothing-value", text: state.smoothing.toFixed(2) });
+  slider.addEventListener("input", () => {
+    state.smoothing = Number(slider.value);
+    shown.textContent = state.smoothing.toFixed(2);
+    remember();
+    onChange();
+  });
+  const bar = el("div", { class: "controls", id: "chart-controls" }, [
+    el("label", {}, ["x axis ", axis]),
+    el("label", {}, [log, " log scale"]),
+    el("label", {}, ["smoothing ", slider, " ", shown]),
+  ]);
+  return { bar, state };
+}
+
+// Traces of one series: the raw line (faint once smoothed) and its EMA.
+function seriesTraces(series, state, color, name, showLegend) {
+  const x = series.x[state.x] || series.x.step;
+  const raw = {
+    x, y: series.y, type: "scatter", mode: "lines", name: plotlyText(name),
+    line: { color, width: 1.5 }, legendgroup: name, showlegend: showLegend && !state.smoothing,
+    hovertemplate: `${plotlyText(name)}: %{y}<extra></extra>`,
+  };
+  if (!state.smoothing) return [raw];
+  raw.opacity = 0.25;
+  raw.hoverinfo = "skip";
+  delete raw.hovertemplate;
+  return [raw, {
+    x, y: ema(series.y, state.smoothing), type: "scatter", mode: "lines",
+    name: plotlyText(name), line: { color, width: 2 }, legendgroup: name,
+    showlegend: showLegend, hovertemplate: `${plotlyText(name)}: %{y}<extra></extra>`,
+  }];
+}
+
+// A series kept in the page: its points on every axis, so a new point is appended.
+function newSeries(curve) {
+  return { x: { step: [...curve.step], progress: [...curve.progress], time: [...(curve.time || [])] },
+    y: [...curve.y], curve };
+}
+
+function appendSeries(series, curve) {
+  series.x.step.push(...curve.step);
+  series.x.progress.push(...curve.progress);
+  if (curve.time) series.x.time.push(...curve.time);
+  series.y.push(...curve.y);
+  series.curve = { ...series.curve, points: series.y.length,
+    total: series.curve.total + curve.total, non_finite: series.curve.non_finite + curve.non_finite };
+}
+
+// One figure per metric: { name -> {plot, caption, series: [{key, label, series}]} }
+function drawFigure(Plotly, figure, title, state) {
+  const traces = figure.series.flatMap((s, index) =>
+    seriesTraces(s.series, state, COLORS[index % COLORS.length], s.label, figure.series.length > 1));
+  const extra = {
+    yaxis: { type: state.log ? "log" : "linear" },
+    xaxis: { title: { text: AXIS_TITLES[state.x] }, type: state.x === "time" ? "date" : "linear" },
+    hovermode: "x",
+    showlegend: figure.series.length > 1,
+  };
+  return Plotly.react(figure.plot, traces, layout(title, AXIS_TITLES[state.x], extra), PLOT_CONFIG);
+}
+
+function pollSeconds() {
+  const wanted = Number(new URLSearchParams(location.search).get("poll"));
+  return wanted >= 0.2 ? wanted : 3;
+}
+
+function liveNote(text, live) {
+  let note = document.getElementById("live");
+  if (!note) {
+    note = el("p", { id: "live", class: "note live" });
+    document.querySelector("main h1").after(note);
+  }
+  note.textContent = text;
+  note.dataset.state = live ? "polling" : "ended";
+  note.hidden = false;
 }
 
 // -- pages ---------------------------------------------------------------------
@@ -150,10 +306,81 @@ async function experimentsPage(api) {
   rendered();
 }
 
-async function experimentPage(api) {
+const MAX_COMPARE = 20;
+const FILTER_EXAMPLES = {
+  postgres: "args->>'lr' = '0.1' AND status = 'COMPLETED'",
+  sqlite: "json_extract(args, '$.lr') = 0.1 AND status = 'COMPLETED'",
+};
+
+function runLabel(run) {
+  return run.name ? `${run.name} (${run.id})` : `run ${run.id}`;
+}
+
+// The filter box and the column picker, added to the page's status/tag form.
+function tableForm(data) {
+  const form = document.querySelector("form.filters");
+  const params = new URLSearchParams(location.search);
+  const chosen = new Set(data.columns.map((c) => c.key));
+  const filter = el("textarea", { name: "filter", id: "filter", rows: "2", spellcheck: "false",
+    "aria-label": "SQL filter", placeholder: FILTER_EXAMPLES[data.engine] || "" });
+  filter.value = data.filters.filter || "";
+  const box = (key, text) => {
+    const input = el("input", { type: "checkbox", name: "col", value: key });
+    input.checked = chosen.has(key);
+    return el("label", { class: "pick" }, [input, " ", text]);
+  };
+  const groups = [
+    ["run", [box("tags", "tags"), box("comment", "comment")]],
+    ["args", data.available.args.map((k) => box(`args.${k}`, k))],
+    ["extras", data.available.extras.map((k) => box(`extras.${k}`, k))],
+    ...["last", "min", "max"].map((agg) => [`metric ${agg}`, data.available.metrics.map(
+      (m) => box(`${agg}.${m}`, data.metric_names[m] || m))]),
+  ].filter(([, boxes]) => boxes.length);
+  const picker = el("details", { id: "columns", class: "columns-picker" }, [
+    el("summary", { text: `columns (${data.columns.length} shown)` }),
+    ...groups.map(([title, boxes]) => el("fieldset", {}, [el("legend", { text: title }), ...boxes])),
+  ]);
+  for (const name of ["sort", "order"]) {
+    if (params.get(name)) form.append(el("input", { type: "hidden", name, value: params.get(name) }));
+  }
+  const button = form.querySelector("button[type=submit]");
+  button.textContent = "apply";
+  form.prepend(el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
+  form.append(picker);
+  // Enter applies the filter (Shift+Enter: a new line).
+  filter.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); form.requestSubmit(); }
+  });
+}
+
+function tableApi() {
+  const match = location.pathname.match(/^\/experiments\/(\d+)/);
+  const params = new URLSearchParams(location.search);
+  params.delete("sort");
+  params.delete("order");
+  return { id: match[1], url: `/api/experiments/${match[1]}/table?${params}` };
+}
+
+async function experimentPage() {
   const target = document.getElementById("table");
-  const data = await getJSON(api);
-  const filters = [data.filters.status, ...data.filters.tags].filter(Boolean);
+  const { id, url } = tableApi();
+  let data;
+  try {
+    data = await getJSON(url);
+  } catch (error) {
+    // A refused filter: say why on one line, keep the form to correct it.
+    const form = document.querySelector("form.filters");
+    const params = new URLSearchParams(location.search);
+    const filter = el("textarea", { name: "filter", id: "filter", rows: "2", "aria-label": "SQL filter" });
+    filter.value = params.get("filter") || "";
+    for (const key of params.getAll("col")) form.append(el("input", { type: "hidden", name: "col", value: key }));
+    form.prepend(el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
+    target.replaceChildren(el("p", { class: "error", id: "filter-error", text: error.message }));
+    document.body.dataset.rendered = "error";
+    return;
+  }
+  tableForm(data);
+  const filters = [data.filters.status, ...data.filters.tags, data.filters.filter].filter(Boolean);
   document.getElementById("meta").textContent = `${data.runs.length} run` +
     `${data.runs.length === 1 ? "" : "s"}${filters.length ? ` (filtered: ${filters.join(", ")})` : ""}` +
     `${data.experiment.comment ? ` · ${data.experiment.comment}` : ""}`;
@@ -168,20 +395,39 @@ async function experimentPage(api) {
     box.addEventListener("change", () => (box.checked ? selected.add(run.id) : selected.delete(run.id)));
     return box;
   };
+  const hasNames = data.runs.some((r) => r.name);
   const columns = [
     { label: "", cell: select },
-    { label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
-    { label: "status", sort: (r) => r.status, cell: (r) => statusCell(r.status) },
-    { label: "started", sort: (r) => r.started, cell: (r) => fmtTime(r.started) },
-    { label: "updated", sort: (r) => r.updated, cell: (r) => fmtTime(r.updated) },
-    { label: "duration", sort: (r) => r.duration_seconds, cell: (r) => fmtDuration(r.duration_seconds), num: true },
-    { label: "tags", sort: (r) => r.tags.join(", "), cell: (r) => r.tags.join(", ") },
-    ...data.metrics.map((name) => ({
-      label: name, sort: (r) => r.metrics[name], cell: (r) => fmtValue(r.metrics[name]), num: true,
+    { key: "id", label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
+    ...(hasNames ? [{ key: "name", label: "name", sort: (r) => r.name, cell: (r) => r.name ?? "" }] : []),
+    { key: "status", label: "status", sort: (r) => r.status, cell: (r) => statusCell(r.status) },
+    { key: "started", label: "started", sort: (r) => r.started, cell: (r) => fmtTime(r.started) },
+    { key: "updated", label: "updated", sort: (r) => r.updated, cell: (r) => fmtTime(r.updated) },
+    { key: "duration", label: "duration", sort: (r) => r.duration_seconds,
+      cell: (r) => fmtDuration(r.duration_seconds), num: true },
+    ...data.columns.map((column, index) => ({
+      key: column.key, label: column.label, num: column.numeric,
+      sort: (r) => r.values[index], cell: (r) => fmtValue(r.values[index]),
     })),
   ];
-  target.replaceChildren(sortableTable(columns, data.runs));
+  const params = new URLSearchParams(location.search);
+  const remember = (key, order) => {
+    const address = new URL(location.href);
+    address.searchParams.set("sort", key);
+    address.searchParams.set("order", order);
+    history.replaceState(null, "", address);
+    for (const name of ["sort", "order"]) {
+      const input = document.querySelector(`form.filters input[name=${name}]`) ||
+        document.querySelector("form.filters").appendChild(el("input", { type: "hidden", name }));
+      input.value = name === "sort" ? key : order;
+    }
+  };
+  target.replaceChildren(sortableTable(columns, data.runs, {
+    sort: params.get("sort") ? { key: params.get("sort"), order: params.get("order") } : null,
+    onSort: remember,
+  }));
   setUpCompare(data, selected);
+  await hyperParameters(data, id);
   rendered();
 }
 
@@ -189,22 +435,175 @@ function setUpCompare(data, selected) {
   const form = document.getElementById("compare");
   if (!data.plottable.length) return;
   const metric = form.elements.metric;
-  metric.replaceChildren(...data.plottable.map((name) => {
-    const option = el("option", { text: name });
+  const every = el("option", { text: "every metric" });
+  every.value = "";
+  metric.replaceChildren(every, ...data.plottable.map((name) => {
+    const option = el("option", { text: data.metric_names[name] || name });
     option.value = name;
     return option;
   }));
-  form.addEventListener("submit", () => {
-    const ids = selected.size ? [...selected] : data.runs.slice(0, 50).map((r) => r.id);
+  metric.name = "metrics";
+  const note = el("span", { class: "note", id: "compare-note" });
+  form.append(note);
+  form.addEventListener("submit", (event) => {
+    const ids = selected.size ? [...selected] : data.runs.slice(0, MAX_COMPARE).map((r) => r.id);
+    if (ids.length > MAX_COMPARE) {
+      event.preventDefault();
+      note.textContent = `select at most ${MAX_COMPARE} runs`;
+      return;
+    }
     form.elements.runs.value = ids.join(",");
+    if (!metric.value) metric.disabled = true; // every metric: no parameter
   });
   form.hidden = false;
+}
+
+// -- hyper-parameters ------------------------------------------------------------
+function dimension(label, values) {
+  const present = values.filter((v) => !isMissing(v));
+  const numeric = present.every((v) => typeof v === "number" || typeof v === "boolean");
+  if (numeric && present.length === values.length) {
+    return { label, values: values.map(Number) };
+  }
+  const texts = values.map((v) => (isMissing(v) ? "(none)" : fmtValue(v)));
+  const levels = [...new Set(texts)].sort((a, b) => compareValues(a, b));
+  return {
+    label, values: texts.map((t) => levels.indexOf(t)), ticktext: levels,
+  };
+}
+
+// Parallel coordinates in SVG (no WebGL needed): one vertical axis per dimension,
+// one line per run coloured by the metric (the last axis). Text only as text nodes.
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, children = []) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  node.append(...children);
+  return node;
+}
+
+const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+function viridis(t) {
+  const at = Math.min(Math.max(t, 0), 1) * (VIRIDIS.length - 1);
+  const i = Math.min(Math.floor(at), VIRIDIS.length - 2);
+  const f = at - i;
+  const [a, b] = [VIRIDIS[i], VIRIDIS[i + 1]];
+  return `rgb(${a.map((v, k) => Math.round(v + (b[k] - v) * f)).join(",")})`;
+}
+
+function parallelCoordinates(dims, colour, labels) {
+  const width = 1200;
+  const height = 380;
+  const top = 56;
+  const bottom = 30;
+  const left = 110;
+  const step = dims.length > 1 ? (width - 2 * left) / (dims.length - 1) : 0;
+  const scales = dims.map((d) => {
+    const lo = d.ticktext ? 0 : Math.min(...d.values);
+    const hi = d.ticktext ? Math.max(d.ticktext.length - 1, 1) : Math.max(...d.values);
+    // Values spanning decades (learning rates) on a log axis.
+    const log = !d.ticktext && lo > 0 && hi / lo >= 100;
+    const f = log ? Math.log10 : (v) => v;
+    const span = f(hi) - f(lo) || 1;
+    return (v) => height - bottom - ((f(v) - f(lo)) / span) * (height - top - bottom);
+  });
+  const low = Math.min(...colour);
+  const high = Math.max(...colour);
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "parcoords",
+    role: "img", "aria-label": "parallel coordinates" });
+  const lines = svg("g", { class: "lines" });
+  colour.forEach((c, run) => {
+    const points = dims.map((d, i) => `${left + i * step},${scales[i](d.values[run]).toFixed(1)}`);
+    const line = svg("polyline", { points: points.join(" "), fill: "none", "stroke-width": 2,
+      stroke: viridis(high > low ? (c - low) / (high - low) : 0.5), opacity: 0.85 },
+    [svg("title", {}, [`${labels[run]}: ${fmtValue(c)}`])]);
+    lines.append(line);
+  });
+  root.append(lines);
+  dims.forEach((d, i) => {
+    const x = left + i * step;
+    const axis = svg("g", { class: "axis" }, [
+      svg("line", { x1: x, x2: x, y1: top, y2: height - bottom, stroke: "#444" }),
+      svg("text", { x, y: top - 22, "text-anchor": "middle", class: "axis-title" },
+        [d.label.length > 30 ? `${d.label.slice(0, 29)}…` : d.label]),
+    ]);
+    const ticks = d.ticktext ? d.ticktext.map((t, k) => [k, t])
+      : [[Math.min(...d.values), fmtValue(Math.min(...d.values))],
+        [Math.max(...d.values), fmtValue(Math.max(...d.values))]];
+    for (const [value, text] of ticks) {
+      axis.append(svg("text", { x: x - 6, y: scales[i](value) + 4, "text-anchor": "end",
+        class: "tick" }, [String(text).slice(0, 24)]));
+    }
+    root.append(axis);
+  });
+  return root;
+}
+
+async function hyperParameters(data, experimentId) {
+  if (!data.available.args.length || !data.plottable.length) return;
+  const section = el("section", { id: "hparams" }, [el("h2", { text: "Hyper-parameters" })]);
+  document.querySelector("main").append(section);
+  const option = (value, text) => { const o = el("option", { text }); o.value = value; return o; };
+  const metric = el("select", { id: "hp-metric", "aria-label": "metric" },
+    data.plottable.map((m) => option(m, data.metric_names[m] || m)));
+  const agg = el("select", { id: "hp-agg", "aria-label": "summary" },
+    ["last", "min", "max"].map((a) => option(a, a)));
+  const arg = el("select", { id: "hp-arg", "aria-label": "argument" },
+    data.available.args.map((a) => option(a, a)));
+  const wanted = new URLSearchParams(location.search);
+  for (const [control, name] of [[metric, "hp_metric"], [agg, "hp_agg"], [arg, "hp_arg"]]) {
+    const value = wanted.get(name);
+    if (value && [...control.options].some((o) => o.value === value)) control.value = value;
+    control.addEventListener("change", () => {
+      const address = new URL(location.href);
+      address.searchParams.set(name, control.value);
+      history.replaceState(null, "", address);
+    });
+  }
+  const parcoords = el("div", { id: "parcoords", class: "parcoords-wrap" });
+  const scatter = el("div", { id: "scatter", class: "chart" });
+  const note = el("p", { class: "note", id: "hp-note" });
+  section.append(el("div", { class: "controls" }, [
+    el("label", {}, ["metric ", metric]), el("label", {}, [" ", agg]),
+    el("label", {}, ["scatter: argument ", arg]),
+  ]), note, parcoords, scatter);
+  const Plotly = await plotlyReady();
+  const args = data.available.args.slice(0, 39);
+  const draw = async () => {
+    const params = new URLSearchParams(tableApi().url.split("?")[1]);
+    params.delete("col");
+    for (const a of args) params.append("col", `args.${a}`);
+    params.append("col", `${agg.value}.${metric.value}`);
+    const table = await getJSON(`/api/experiments/${experimentId}/table?${params}`);
+    const last = table.columns.length - 1;
+    const runs = table.runs.filter((r) => typeof r.values[last] === "number" ||
+      typeof r.values[last] === "boolean");
+    const metricLabel = table.columns[last].label;
+    note.textContent = `${runs.length} of ${table.runs.length} runs have a ${metricLabel}`;
+    const dims = args.map((a, i) => dimension(a, runs.map((r) => r.values[i])))
+      .filter((d) => d.values.length && !d.values.every((v) => v === d.values[0] && d.ticktext));
+    const ys = runs.map((r) => Number(r.values[last]));
+    dims.push({ label: metricLabel, values: ys });
+    parcoords.replaceChildren(parallelCoordinates(dims, ys, runs.map(runLabel)));
+    const at = args.indexOf(arg.value);
+    await Plotly.react(scatter, [{
+      x: runs.map((r) => (typeof r.values[at] === "object" && r.values[at] !== null
+        ? JSON.stringify(r.values[at]) : r.values[at])),
+      y: ys, type: "scatter", mode: "markers", text: runs.map((r) => plotlyText(runLabel(r))),
+      hovertemplate: "%{text}: %{x} → %{y}<extra></extra>", marker: { size: 9, color: COLORS[0] },
+    }], layout(`${metricLabel} against ${arg.value}`, arg.value), PLOT_CONFIG);
+    section.dataset.drawn = String(runs.length);
+  };
+  for (const control of [metric, agg, arg]) {
+    control.addEventListener("change", () => draw().catch((error) => showError(note, error)));
+  }
+  await draw();
 }
 
 function details(run) {
   const rows = [
     ["experiment", link(`/experiments/${run.experiment_id}`, run.experiment)],
-    ["status", statusCell(run.status)],
+    ["status", el("span", { id: "run-status" }, [statusCell(run.status)])],
     ["created", fmtTime(run.created)], ["started", fmtTime(run.started)],
     ["updated", fmtTime(run.updated)], ["duration", fmtDuration(run.duration_seconds)],
     ["comment", run.comment ?? ""], ["tags", run.tags.join(", ")],
@@ -220,86 +619,258 @@ function details(run) {
   return el("dl", { class: "details" }, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, [v])]));
 }
 
-const PLOT_CONFIG = { responsive: true, displaylogo: false };
-
-function layout(title, xTitle, extra = {}) {
-  return {
-    title: { text: plotlyText(title), font: { size: 14 } },
-    margin: { l: 56, r: 16, t: 40, b: 40 },
-    xaxis: { title: { text: xTitle } },
-    font: { family: "system-ui, sans-serif", size: 12 },
-    ...extra,
-  };
-}
-
-function pointsNote(curve) {
-  const shown = curve.points.toLocaleString();
-  const total = (curve.total - curve.non_finite).toLocaleString();
-  let text = curve.downsampled ? `${shown} of ${total} points (min and max of each bucket kept)`
-    : `${shown} points`;
-  if (curve.non_finite) text += `, ${curve.non_finite} NaN/inf left out`;
-  return text;
-}
-
-async function runPage(api) {
-  const curves = getJSON(`${api}/metrics?max_points=2000`); // both requests at once
-  curves.catch(() => {}); // reported below, when awaited
-  const run = await getJSON(api);
-  document.getElementById("details").replaceChildren(details(run));
-  const summary = document.getElementById("summary");
-  if (!run.metrics.length) {
-    summary.replaceChildren(el("p", { class: "note", text: "No metrics yet." }));
-    rendered();
-    return;
-  }
-  summary.replaceChildren(sortableTable([
-    { label: "metric", sort: (m) => m.metric, cell: (m) => m.metric },
+function summaryTable(run, labels) {
+  if (!run.metrics.length) return el("p", { class: "note", text: "No metrics yet." });
+  return sortableTable([
+    { label: "metric", sort: (m) => labels[m.metric] || m.metric, cell: (m) => labels[m.metric] || m.metric },
     { label: "count", sort: (m) => m.count, cell: (m) => m.count, num: true },
     { label: "min", sort: (m) => m.min, cell: (m) => fmtValue(m.min), num: true },
     { label: "max", sort: (m) => m.max, cell: (m) => fmtValue(m.max), num: true },
     { label: "last", sort: (m) => m.last, cell: (m) => fmtValue(m.last), num: true },
-  ], run.metrics));
-  const charts = document.getElementById("charts");
+  ], run.metrics);
+}
+
+// Figures of curves, one per metric, each with one series per run; live updates append.
+class CurveCharts {
+  constructor(container, axes, labelOf) {
+    this.container = container;
+    this.figures = new Map();
+    this.labelOf = labelOf;
+    this.controls = chartControls(axes, () => this.redraw());
+    container.before(this.controls.bar);
+  }
+
+  add(metric, key, label, curve) {
+    let figure = this.figures.get(metric);
+    if (!figure) {
+      const plot = el("div", { class: "chart", "data-metric": metric });
+      const caption = el("figcaption");
+      this.container.append(el("figure", {}, [plot, caption]));
+      figure = { plot, caption, series: [] };
+      this.figures.set(metric, figure);
+    }
+    const existing = figure.series.find((s) => s.key === key);
+    if (existing) appendSeries(existing.series, curve);
+    else figure.series.push({ key, label, series: newSeries(curve) });
+    const single = figure.series.length === 1 ? figure.series[0].series.curve : null;
+    figure.caption.textContent = single ? pointsNote(single)
+      : `${figure.series.length} runs`;
+  }
+
+  async redraw(only = null) {
+    const Plotly = await plotlyReady();
+    const drawing = [];
+    for (const [metric, figure] of this.figures) {
+      if (!only || only.has(metric)) {
+        drawing.push(drawFigure(Plotly, figure, this.labelOf(metric), this.controls.state));
+      }
+    }
+    await Promise.all(drawing);
+    document.body.dataset.redraws = String(Number(document.body.dataset.redraws || 0) + 1);
+  }
+}
+
+async function runPage(api) {
+  const curvesUrl = `${api}/curves?max_points=2000`;
+  const curves = getJSON(curvesUrl); // every request at once
+  const system = getJSON(`${api}/system?max_points=2000`);
+  curves.catch(() => {});
+  system.catch(() => {}); // reported below, when awaited
+  const run = await getJSON(api);
+  document.getElementById("details").replaceChildren(details(run));
   const data = await curves;
-  const entries = Object.entries(data.metrics);
-  const Plotly = entries.length ? await plotlyReady() : null;
-  const drawn = entries.map(([name, curve]) => {
-    const plot = el("div", { class: "chart" });
-    charts.append(el("figure", {}, [plot, el("figcaption", { text: pointsNote(curve) })]));
-    const trace = { x: curve.x, y: curve.y, type: "scatter", mode: "lines", name: plotlyText(name) };
-    return Plotly.newPlot(plot, [trace], layout(name, data.x), PLOT_CONFIG);
-  });
-  await Promise.all(drawn);
+  const labels = data.labels;
+  document.getElementById("summary").replaceChildren(summaryTable(run, labels));
+  const charts = new CurveCharts(document.getElementById("charts"), data.axes,
+    (m) => labels[m] || m);
+  for (const [name, curve] of Object.entries(data.metrics)) charts.add(name, "run", labels[name] || name, curve);
+  if (charts.figures.size) await charts.redraw();
+  const machine = await systemCharts(await system);
+  rendered();
+  if (data.live) await followRun(api, data, charts, machine);
+}
+
+async function systemCharts(data) {
+  const names = Object.keys(data.metrics);
+  if (!names.length) return null;
+  const section = el("section", { id: "system" }, [el("h2", { text: "System" })]);
+  const grid = el("div", { class: "charts" });
+  section.append(grid);
+  document.getElementById("charts").after(section);
+  const Plotly = await plotlyReady();
+  const plots = new Map();
+  const draw = (name) => Plotly.react(plots.get(name).plot, [{
+    x: plots.get(name).x, y: plots.get(name).y, type: "scatter", mode: "lines",
+    name: plotlyText(name), line: { color: COLORS[2] },
+  }], layout(name, "wall time", { xaxis: { type: "date", title: { text: "wall time" } } }),
+  PLOT_CONFIG);
+  const add = async (name, curve) => {
+    if (!plots.has(name)) {
+      const plot = el("div", { class: "chart", "data-system": name });
+      grid.append(el("figure", {}, [plot]));
+      plots.set(name, { plot, x: [], y: [] });
+    }
+    plots.get(name).x.push(...curve.time);
+    plots.get(name).y.push(...curve.y);
+    await draw(name);
+  };
+  await Promise.all(names.map((name) => add(name, data.metrics[name])));
+  return { add, last: data.last };
+}
+
+async function followRun(api, first, charts, machine) {
+  let last = first.last;
+  let systemLast = machine ? machine.last : null;
+  const seconds = pollSeconds();
+  liveNote(`live: new points every ${seconds} s`, true);
+  const tick = async () => {
+    const params = new URLSearchParams({ max_points: "2000" });
+    if (last) { params.set("after_step", last.step); params.set("after_progress", last.progress); }
+    const data = await getJSON(`${api}/curves?${params}`);
+    last = data.last || last;
+    const changed = new Set();
+    for (const [name, curve] of Object.entries(data.metrics)) {
+      if (curve.y.length || !charts.figures.has(name)) {
+        if (!curve.total && !charts.figures.has(name)) continue;
+        charts.add(name, "run", data.labels[name] || name, curve);
+        changed.add(name);
+      }
+    }
+    if (changed.size) await charts.redraw(changed);
+    const sys = await getJSON(`${api}/system?max_points=2000${systemLast ? `&after=${encodeURIComponent(systemLast)}` : ""}`);
+    systemLast = sys.last || systemLast;
+    if (Object.keys(sys.metrics).length) {
+      if (!machine) machine = await systemCharts(sys);
+      else for (const [name, curve] of Object.entries(sys.metrics)) await machine.add(name, curve);
+    }
+    if (!data.live) {
+      document.getElementById("run-status").replaceChildren(statusCell(data.status));
+      liveNote(`the run is ${data.status}: no more polling`, false);
+      return;
+    }
+    setTimeout(() => tick().catch(stopped), seconds * 1000);
+  };
+  const stopped = (error) => liveNote(`live updates stopped: ${error.message}`, false);
+  setTimeout(() => tick().catch(stopped), seconds * 1000);
+}
+
+async function comparePage() {
+  const params = new URLSearchParams(location.search);
+  const runs = params.get("runs") || "";
+  const metrics = params.get("metrics") || params.get("metric") || "";
+  const query = new URLSearchParams({ runs, max_points: params.get("max_points") || "2000" });
+  if (metrics) query.set("metrics", metrics);
+  const api = `/api/compare/curves?${query}`;
+  const data = await getJSON(api);
+  const labels = data.labels;
+  const container = document.getElementById("chart");
+  container.className = "charts";
+  container.replaceChildren();
+  const charts = new CurveCharts(container, data.axes, (m) => labels[m] || m);
+  const byId = new Map(data.runs.map((r) => [String(r.id), r]));
+  const add = (payload) => {
+    for (const [name, perRun] of Object.entries(payload.metrics)) {
+      for (const [id, curve] of Object.entries(perRun)) {
+        if (curve.total || charts.figures.has(name)) charts.add(name, id, runLabel(byId.get(id)), curve);
+      }
+    }
+  };
+  add(data);
+  await charts.redraw();
+  document.getElementById("table").replaceChildren(sortableTable([
+    { label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
+    { label: "name", sort: (r) => r.name, cell: (r) => r.name ?? "" },
+    { label: "experiment", sort: (r) => r.experiment, cell: (r) => link(`/experiments/${r.experiment_id}`, r.experiment) },
+    { label: "status", sort: (r) => r.status, cell: (r) => el("span", { "data-run-status": r.id }, [statusCell(r.status)]) },
+  ], data.runs));
+  rendered();
+  if (!data.runs.some((r) => r.live)) return;
+  const last = new Map(data.runs.map((r) => [r.id, r.last]));
+  let live = data.runs.filter((r) => r.live).map((r) => r.id);
+  const seconds = pollSeconds();
+  liveNote(`live: new points every ${seconds} s`, true);
+  const tick = async () => {
+    const after = live.filter((id) => last.get(id)).map((id) => `${id}:${last.get(id).step}:${last.get(id).progress}`);
+    const q = new URLSearchParams({ runs: live.join(","), max_points: "2000" });
+    q.set("metrics", [...charts.figures.keys()].join(",") || metrics);
+    if (!q.get("metrics")) q.delete("metrics");
+    if (after.length) q.set("after", after.join(","));
+    const update = await getJSON(`/api/compare/curves?${q}`);
+    add(update);
+    await charts.redraw();
+    for (const run of update.runs) {
+      if (run.last) last.set(run.id, run.last);
+      const cell = document.querySelector(`[data-run-status="${run.id}"]`);
+      if (cell) cell.replaceChildren(statusCell(run.status));
+    }
+    live = update.runs.filter((r) => r.live).map((r) => r.id);
+    if (!live.length) { liveNote("every run has ended: no more polling", false); return; }
+    setTimeout(() => tick().catch(stopped), seconds * 1000);
+  };
+  const stopped = (error) => liveNote(`live updates stopped: ${error.message}`, false);
+  setTimeout(() => tick().catch(stopped), seconds * 1000);
+}
+
+// -- SQL page --------------------------------------------------------------------
+async function sqlPage(api) {
+  const target = document.getElementById("table");
+  if (!api) { rendered(); return; }
+  const csv = document.getElementById("sql-csv");
+  let data;
+  try {
+    data = await getJSON(api);
+  } catch (error) {
+    target.replaceChildren(el("p", { class: "error", id: "sql-error", text: error.message }));
+    document.body.dataset.rendered = "error";
+    return;
+  }
+  csv.href = `${api}&format=csv`;
+  csv.setAttribute("download", "sqltrack-query.csv");
+  csv.hidden = false;
+  document.getElementById("sql-meta").textContent = `${data.rows.length} row` +
+    `${data.rows.length === 1 ? "" : "s"}${data.truncated ? ` (only the first ${data.max_rows})` : ""}`;
+  const columns = data.columns.map((name, index) => ({
+    label: name, sort: (row) => row[index], cell: (row) => fmtValue(row[index]),
+    num: data.rows.some((row) => typeof row[index] === "number"),
+  }));
+  target.replaceChildren(sortableTable(columns, data.rows));
+  if (data.columns.length >= 2 && data.rows.length) await sqlChart(data);
   rendered();
 }
 
-async function comparePage(api) {
-  const data = await getJSON(api);
+async function sqlChart(data) {
+  const controls = document.getElementById("sql-chart-controls");
+  const chart = document.getElementById("sql-chart");
+  const option = (i) => { const o = el("option", { text: data.columns[i] }); o.value = String(i); return o; };
+  const numeric = data.columns.map((_, i) => data.rows.some((r) => typeof r[i] === "number"));
+  const firstY = numeric.findIndex((n, i) => n && i > 0);
+  const x = el("select", { id: "sql-x", "aria-label": "x column" }, data.columns.map((_, i) => option(i)));
+  const y = el("select", { id: "sql-y", "aria-label": "y column" }, data.columns.map((_, i) => option(i)));
+  y.value = String(firstY > 0 ? firstY : 1);
+  const mode = el("select", { id: "sql-mode", "aria-label": "chart kind" },
+    ["markers", "lines"].map((m) => { const o = el("option", { text: m }); o.value = m; return o; }));
+  controls.replaceChildren(el("label", {}, ["x ", x]), el("label", {}, ["y ", y]),
+    el("label", {}, [" ", mode]));
+  controls.hidden = false;
+  chart.hidden = false;
   const Plotly = await plotlyReady();
-  const chart = document.getElementById("chart");
-  chart.replaceChildren();
-  const traces = data.runs.map((run) => ({
-    x: run.x, y: run.y, type: "scatter", mode: "lines", name: `run ${run.id}`,
-    hovertemplate: `run ${run.id} (${plotlyText(run.experiment)}): %{y}<extra></extra>`,
-  }));
-  await Plotly.newPlot(chart, traces, layout(data.metric, data.x, { hovermode: "x" }), PLOT_CONFIG);
-  const last = (run) => (run.y.length ? run.y[run.y.length - 1] : null);
-  const low = (run) => (run.y.length ? Math.min(...run.y) : null);
-  const high = (run) => (run.y.length ? Math.max(...run.y) : null);
-  document.getElementById("table").replaceChildren(sortableTable([
-    { label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
-    { label: "experiment", sort: (r) => r.experiment, cell: (r) => link(`/experiments/${r.experiment_id}`, r.experiment) },
-    { label: "status", sort: (r) => r.status, cell: (r) => statusCell(r.status) },
-    { label: "min", sort: low, cell: (r) => fmtValue(low(r)), num: true },
-    { label: "max", sort: high, cell: (r) => fmtValue(high(r)), num: true },
-    { label: "last", sort: last, cell: (r) => fmtValue(last(r)), num: true },
-    { label: "points", sort: (r) => r.total, cell: pointsNote },
-  ], data.runs));
-  rendered();
+  const draw = () => {
+    const xi = Number(x.value);
+    const yi = Number(y.value);
+    const value = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : v);
+    return Plotly.react(chart, [{
+      x: data.rows.map((r) => value(r[xi])), y: data.rows.map((r) => value(r[yi])),
+      type: "scatter", mode: mode.value, marker: { color: COLORS[0] },
+    }], layout(`${data.columns[yi]} against ${data.columns[xi]}`, data.columns[xi],
+      { yaxis: { title: { text: plotlyText(data.columns[yi]) } } }), PLOT_CONFIG);
+  };
+  for (const control of [x, y, mode]) control.addEventListener("change", draw);
+  await draw();
 }
 
 const PAGES = {
   experiments: experimentsPage, experiment: experimentPage, run: runPage, compare: comparePage,
+  sql: sqlPage,
 };
 
 const page = PAGES[document.body.dataset.page];
