@@ -26,7 +26,7 @@ from .engines import make_engine
 from .engines.base import Connection, Dialect, Engine
 from .errors import ClientClosed, ConnectionLost
 from .exits import install as install_exit_handling
-from .exits import silence_pending_tasks
+from .exits import silence_pending_tasks, unclosed
 from .hooks import ClientHooks, CloseHook
 
 #: Who owns a held connection; the sync facade sets this to its calling thread,
@@ -46,9 +46,8 @@ _clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
 #: Engines abandoned in a forked child: kept alive so that no finalizer touches the
 #: parent's connections (their sockets and files are shared with the parent).
 _abandoned: list[Any] = []
-#: Clients opened and not closed yet: held so that one never closed is still
-#: finished at interpreter exit (``sqltrack.exits``), and for no other reason.
-_unclosed: set[AsyncClient] = set()
+#: Clients opened and not closed yet (see ``sqltrack.exits``).
+_unclosed = unclosed
 
 
 T = TypeVar("T")

@@ -28,6 +28,11 @@ log = logging.getLogger("sqltrack")
 #: Upper bound for each clean-up at interpreter exit, in seconds.
 EXIT_TIMEOUT = 30.0
 
+#: AsyncClients opened and not closed yet (the client adds and discards itself):
+#: held so that one never closed is still finished at interpreter exit, and for
+#: no other reason.
+unclosed: set[Any] = set()
+
 _exit_exception: list[type[BaseException]] = []
 _previous_excepthook = sys.excepthook
 _installed = False
@@ -105,9 +110,7 @@ def _close_never_closed() -> None:
     it gets a fresh engine, used on a loop of its own for the clean-up only. A
     client with no open run and no buffered row is only named in the warning.
     """
-    from .client import _unclosed
-
-    for client in list(_unclosed):
+    for client in list(unclosed):
         if client.blocking or client._state != "open":
             continue
         if not client.hooks.open_runs() and not client.hooks.pending():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import ExperimentNotFound, ForeignKeyViolation
+from .errors import ExperimentNotFound
+from .records import add_link, experiment_row, remove_link
 from .values import (
     MAX_INDEXED_BYTES,
     Names,
@@ -71,35 +72,14 @@ async def experiment_set_tags(client: AsyncClient, experiment_id: int, *tags: st
 
 async def experiment_add_link(client: AsyncClient, from_id: int, kind: str, to_id: int) -> None:
     """Add a link ``from_id --kind--> to_id`` between two experiments."""
-    await _add_link(client, "experiment_links", from_id, kind, to_id, ExperimentNotFound)
+    await add_link(client, "experiment_links", from_id, kind, to_id, ExperimentNotFound)
 
 
 async def experiment_remove_link(
     client: AsyncClient, from_id: int, kind: str, to_id: int
 ) -> None:
     """Remove a link between two experiments."""
-    await _remove_link(client, "experiment_links", from_id, kind, to_id)
-
-
-async def _add_link(client, table: str, from_id, kind, to_id, not_found: type) -> None:
-    from_id = check_int(from_id, "from_id")
-    to_id = check_int(to_id, "to_id")
-    kind = check_text(kind, "link kind", max_bytes=MAX_INDEXED_BYTES)
-    try:
-        await client.query(
-            f"INSERT INTO {table} (from_id, kind, to_id) VALUES (%s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            [from_id, kind, to_id],
-        )
-    except ForeignKeyViolation:
-        raise not_found(f"{from_id} or {to_id}") from None
-
-
-async def _remove_link(client, table: str, from_id, kind, to_id) -> None:
-    await client.query(
-        f"DELETE FROM {table} WHERE from_id = %s AND kind = %s AND to_id = %s",
-        [check_int(from_id, "from_id"), check_text(kind, "link kind"), check_int(to_id, "to_id")],
-    )
+    await remove_link(client, "experiment_links", from_id, kind, to_id)
 
 
 class AsyncExperiment:
@@ -128,38 +108,7 @@ class AsyncExperiment:
         they must agree: an id that has another name, or a name used by another
         id, is a ValueError.
         """
-        if experiment_id is None and name is None:
-            raise ValueError("give an experiment_id, a name, or both")
-        if experiment_id is not None:
-            experiment_id = check_int(experiment_id, "experiment_id")
-        if name is not None:
-            name = check_text(name, "experiment name", max_bytes=MAX_INDEXED_BYTES)
-        if experiment_id is None:
-            rows = await client.query(
-                "INSERT INTO experiments (name) VALUES (%s) "
-                "ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
-                [name],
-            )
-            return cls(client, rows[0][0], name)
-        if name is None:
-            rows = await client.query("SELECT name FROM experiments WHERE id = %s", [experiment_id])
-            if not rows:
-                raise ExperimentNotFound(experiment_id)
-            return cls(client, experiment_id, rows[0][0])
-        async with client:
-            await client.query(
-                "INSERT INTO experiments (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                [experiment_id, name],
-            )
-            rows = await client.query(
-                "SELECT id, name FROM experiments WHERE id = %s OR name = %s",
-                [experiment_id, name],
-            )
-        if [tuple(r) for r in rows] != [(experiment_id, name)]:
-            found = ", ".join(f"id {i} is named {n!r}" for i, n in rows)
-            raise ValueError(
-                f"experiment id {experiment_id} and name {name!r} do not match: {found}"
-            )
+        experiment_id, name = await experiment_row(client, experiment_id, name)
         return cls(client, experiment_id, name)
 
     async def get_run(self, run_id: int | str | None = None) -> AsyncRun:

@@ -14,6 +14,7 @@ from ._markers import sync_fast_path
 from .args import detect_args
 from .buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS, MetricBuffer
 from .errors import ExperimentNotFound, ForeignKeyViolation, RunNotFound
+from .records import add_link, experiment_row, remove_link
 from .values import (
     Auto,
     Names,
@@ -223,16 +224,12 @@ async def run_set_updated(
 # -- links, metrics -----------------------------------------------------------
 async def run_add_link(client: AsyncClient, from_id: int, kind: str, to_id: int) -> None:
     """Add a link ``from_id --kind--> to_id`` between two runs."""
-    from .experiments import _add_link
-
-    await _add_link(client, "run_links", from_id, kind, to_id, RunNotFound)
+    await add_link(client, "run_links", from_id, kind, to_id, RunNotFound)
 
 
 async def run_remove_link(client: AsyncClient, from_id: int, kind: str, to_id: int) -> None:
     """Remove a link between two runs."""
-    from .experiments import _remove_link
-
-    await _remove_link(client, "run_links", from_id, kind, to_id)
+    await remove_link(client, "run_links", from_id, kind, to_id)
 
 
 async def run_add_metrics(
@@ -613,8 +610,6 @@ def _ending(
 async def run_from_env(client: AsyncClient) -> AsyncRun:
     """The run named by ``SQLTRACK_EXPERIMENT_NAME`` and/or ``SQLTRACK_EXPERIMENT_ID``
     (at least one), and optionally ``SQLTRACK_RUN_ID`` (else a new run)."""
-    from .experiments import AsyncExperiment
-
     name = os.environ.get("SQLTRACK_EXPERIMENT_NAME") or None
     experiment_id = os.environ.get("SQLTRACK_EXPERIMENT_ID") or None
     if name is None and experiment_id is None:
@@ -623,6 +618,6 @@ async def run_from_env(client: AsyncClient) -> AsyncRun:
         exp_id = None if experiment_id is None else int(experiment_id)
     except ValueError:
         raise ValueError(f"SQLTRACK_EXPERIMENT_ID={experiment_id!r} is not an integer") from None
-    experiment = await AsyncExperiment.create(client, exp_id, name)
-    return await experiment.get_run("SQLTRACK_RUN_ID")
+    exp_id, _ = await experiment_row(client, exp_id, name)
+    return await AsyncRun.create(client, exp_id, "SQLTRACK_RUN_ID")
 
