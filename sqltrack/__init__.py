@@ -54,12 +54,18 @@ from ._dual import (
 from .client import AsyncClient
 from .errors import (
     ClientClosed,
+    ConnectionLost,
+    DatabaseError,
     ExperimentNotFound,
+    ForeignKeyViolation,
+    IntegrityError,
     MetricTypeError,
+    MetricWriteError,
     PoolTimeout,
     RunNotFound,
     SchemaMissing,
     SqltrackError,
+    UniqueViolation,
 )
 from .experiments import AsyncExperiment
 from .runs import AsyncRun
@@ -79,13 +85,19 @@ __all__ = [
     "AsyncExperiment",
     "AsyncRun",
     "ClientClosed",
+    "ConnectionLost",
+    "DatabaseError",
     "ExperimentNotFound",
+    "ForeignKeyViolation",
+    "IntegrityError",
     "MetricTypeError",
+    "MetricWriteError",
     "PoolTimeout",
     "RunNotFound",
     "STATUSES",
     "SchemaMissing",
     "SqltrackError",
+    "UniqueViolation",
     "Terminated",
     "experiment_add_link",
     "experiment_add_tags",

@@ -162,7 +162,7 @@ async def test_exception_rolls_back_block(client):
 
 
 async def test_sql_error_in_block_rolls_back_and_client_recovers(client):
-    with pytest.raises(Exception):  # noqa: B017 - driver-specific error class
+    with pytest.raises(sqltrack.errors.DatabaseError):
         async with client:
             await client.query("INSERT INTO experiments (name) VALUES (%s)", ["gone"])
             await client.execute("SELECT * FROM no_such_table")
@@ -176,7 +176,7 @@ async def test_sql_error_in_block_rolls_back_and_client_recovers(client):
 
 async def test_failed_oneshot_statement_leaves_nothing_and_client_recovers(client):
     await client.query("INSERT INTO experiments (name) VALUES (%s)", ["unique"])
-    with pytest.raises(Exception):  # noqa: B017 - driver-specific IntegrityError
+    with pytest.raises(sqltrack.errors.UniqueViolation):
         await client.query("INSERT INTO experiments (name) VALUES (%s)", ["unique"])
     for _ in range(5):  # every pooled connection still works
         assert await client.execute("SELECT 1") == [(1,)]
@@ -403,7 +403,7 @@ async def test_metrics_primary_key(client):
     p = ph(client)
     await client.execute(f"INSERT INTO metrics (run_id, step, progress) VALUES ({p}, 1, 0.5)",
                          [run.id])
-    with pytest.raises(Exception):  # noqa: B017 - driver-specific IntegrityError
+    with pytest.raises(sqltrack.errors.UniqueViolation):
         await client.execute(
             f"INSERT INTO metrics (run_id, step, progress) VALUES ({p}, 1, 0.5)", [run.id]
         )
@@ -466,7 +466,7 @@ async def test_delete_run_cascades(client):
 
 async def test_run_needs_existing_experiment_fk(client):
     p = ph(client)
-    with pytest.raises(Exception):  # noqa: B017 - driver-specific IntegrityError
+    with pytest.raises(sqltrack.errors.ForeignKeyViolation):
         await client.execute(f"INSERT INTO runs (experiment_id) VALUES ({p})", [987654])
     assert await client.query("SELECT id FROM runs") == []
 
@@ -474,7 +474,8 @@ async def test_run_needs_existing_experiment_fk(client):
 async def test_status_is_checked_by_database(client):
     exp = await sqltrack.AsyncExperiment.create(client, name="st")
     run = await exp.get_run()
-    with pytest.raises(Exception):  # noqa: B017 - driver-specific error
+    # PostgreSQL: not a value of the enum; SQLite: the CHECK constraint.
+    with pytest.raises(sqltrack.errors.DatabaseError):
         await client.query("UPDATE runs SET status = %s WHERE id = %s", ["BOGUS", run.id])
     assert await client.query("SELECT status FROM runs WHERE id = %s", [run.id]) == [
         ("PENDING",)

@@ -130,7 +130,7 @@ async def test_set_name(client, experiment):
 
 async def test_set_name_to_taken_name_raises_and_changes_nothing(client, experiment):
     other = await AsyncExperiment.create(client, name="taken")
-    with pytest.raises(Exception):  # noqa: B017 - driver-specific IntegrityError
+    with pytest.raises(sqltrack.errors.UniqueViolation):
         await experiment.set_name("taken")
     assert await experiment_rows(client) == [
         (experiment.id, "test-experiment", None),

@@ -121,7 +121,7 @@ def test_failing_connection_never_shows_the_password(
     blocking = make_client(dict(kwargs), blocking=True)
     assert_hidden(repr(blocking), "repr(Client)")
     for attempt in (lambda: asyncio.run(fail()), lambda: blocking.execute("SELECT 1")):
-        with pytest.raises(Exception) as caught:  # noqa: B017, PT011 - any error, read below
+        with pytest.raises(sqltrack.errors.ConnectionLost) as caught:
             attempt()
         shown = "".join(traceback.format_exception(caught.value))
         assert_hidden(shown, "the exception and its traceback")
@@ -161,7 +161,7 @@ def test_working_connection_never_shows_the_password(
         stored = client.execute("SELECT env::text FROM runs WHERE id = %s", [run.id])
         assert_hidden(stored[0][0], "the stored environment")
         assert_hidden(repr(client), "repr(Client)")
-        with pytest.raises(Exception) as caught:  # noqa: B017, PT011
+        with pytest.raises(sqltrack.errors.DatabaseError) as caught:
             client.execute("SELECT no_such_column FROM runs")
         assert_hidden("".join(traceback.format_exception(caught.value)), "a query error")
     finally:

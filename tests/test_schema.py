@@ -100,7 +100,7 @@ async def test_failing_script_rolled_back_earlier_kept(client, tmp_path):
         "INSERT INTO no_such_table VALUES (1);\n",
     )
     later = script(tmp_path, "003_later.sql", "CREATE TABLE user_later (x INTEGER);")
-    with pytest.raises(Exception) as info:  # noqa: B017 - driver-specific error
+    with pytest.raises(sqltrack.errors.DatabaseError) as info:
         await sqltrack.setup(client, [good, bad, later])
     assert "no_such_table" in str(info.value)
     tables = await table_names(client)

@@ -22,6 +22,7 @@ import aiosqlite
 
 from ..config import Settings
 from ..errors import (
+    ConnectionLost,
     DatabaseError,
     ForeignKeyViolation,
     IntegrityError,
@@ -272,7 +273,9 @@ class SqliteEngine(Engine):
             await conn
             await _in_worker(conn, _connect_worker)
         except sqlite3.Error as error:
-            raise translate(error) from error
+            # The file cannot be opened: the one way a SQLite "connection" fails.
+            text = f"cannot open the SQLite database {self.path!r}: {error}"
+            raise ConnectionLost(text) from error
         return conn
 
     async def open(self) -> None:
