@@ -242,13 +242,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def git_state() -> str:
+    """The measured tree's commit (``-dirty`` with uncommitted changes), or "unknown"."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE,
+                             capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def report(args, labels, samples, skipped, load_start, started) -> str:
     medians = {c: statistics.median(v) for c, v in samples.items() if v and c not in skipped}
     command = "python benchmarks/peers.py" + "".join(" " + a for a in sys.argv[1:])
     lines = [
         "# sqltrack and its peers, side by side (W1)", "",
         f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, "
-        f"{time.time() - started:.0f} s). Python {platform.python_version()}, "
+        f"{time.time() - started:.0f} s, tree {git_state()}). Python {platform.python_version()}, "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs (shared machine, "
         f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end: read "
         "ratios, not absolute times).", "",

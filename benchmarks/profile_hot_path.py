@@ -6,6 +6,8 @@
 The write-through path is peeled one layer at a time, each layer timed alone on
 the same 10-float rows (interleaved rounds, medians in µs per step):
 
+0. the blocking API's ``run.add_metrics(...)`` (on SQLite it writes in the calling
+   thread, on its own connection: no event loop, no worker thread);
 1. ``run.add_metrics(...)``: the whole call;
 2. ``client.statements.write_metrics(...)``: without argument checks and type inference;
 3. ``engine.write_metrics(conn, ...)`` on a held connection: without the pool;
@@ -123,7 +125,8 @@ def sqlite_same_sql_inline(env: Env, rows: list[tuple]) -> tuple[float, float]:
         with Clock() as clock:
             for step, row in enumerate(rows, 1):
                 touch = (datetime.now(timezone.utc).isoformat(), run_id)
-                sqlite_engine._write_metrics(conn, upsert, (run_id, step, 0.0, *row), touch, True)
+                sqlite_engine._write_metrics(conn, upsert, ((run_id, step, 0.0, *row),), touch,
+                                             True)
         return clock.times
     finally:
         conn.close()
@@ -202,8 +205,26 @@ def pg_plain_sync(env: Env, rows: list[tuple]) -> tuple[float, float]:
         return clock.times
 
 
+def layer_blocking(env: Env, engine: str, rows: list[tuple]) -> tuple[float, float]:
+    """0. the blocking API's ``run.add_metrics`` (write-through), from this thread."""
+    import sqltrack_sync
+
+    steps = [dict(zip(NAMES, row, strict=True)) for row in rows]
+    client = sqltrack_sync.Client(**env.client_kwargs(engine))
+    try:
+        run = sqltrack_sync.Experiment(client, name="bench-profile").get_run()
+        run.add_metrics(steps[0], step=0)
+        with Clock() as clock:
+            for step, metrics in enumerate(steps, 1):
+                run.add_metrics(metrics, step=step)
+        return clock.times
+    finally:
+        client.close()
+
+
 LAYERS = {
     "sqlite": [
+        ("0 blocking API run.add_metrics", functools.partial(layer_blocking, engine="sqlite")),
         ("1 run.add_metrics", functools.partial(layer_add_metrics, engine="sqlite")),
         ("2 statements.write_metrics", functools.partial(layer_client_run, engine="sqlite")),
         ("3 engine.write_metrics, held conn", functools.partial(layer_engine, engine="sqlite")),
@@ -212,6 +233,8 @@ LAYERS = {
         ("5 sqlite3 plain INSERT+COMMIT", sqlite_plain_insert),
     ],
     "postgres": [
+        ("0 blocking API run.add_metrics",
+         functools.partial(layer_blocking, engine="postgres")),
         ("1 run.add_metrics", functools.partial(layer_add_metrics, engine="postgres")),
         ("2 statements.write_metrics", functools.partial(layer_client_run, engine="postgres")),
         ("3 engine.write_metrics, held conn", functools.partial(layer_engine, engine="postgres")),
@@ -231,6 +254,7 @@ def layer_table(env: Env, engine: str, steps: int, rounds: int) -> str:
         for name, function in LAYERS[engine]
     ]
     samples = measure(cases, rounds, env.loop)
+    cases = [c for c in cases if samples.get(c.name)]  # a failed layer is left out
     per_step = [
         [median([s[kind] for s in samples[c.name]]) / steps * 1e6 for kind in (0, 1)]
         for c in cases
