@@ -69,11 +69,11 @@ def run_workloads(env: Env, only: set[str]) -> list[Section]:
     import w4_startup
     import w5_processes
 
-    rounds = 3 if env.quick else 9
+    rounds = 3 if env.quick else 7
     plan = (
         ("W1", lambda: [w1_training.run(env, rounds), w1_latency.run(env, 2 if env.quick else 3)]),
         ("W2", lambda: w2_writers.run(env, 3 if env.quick else 5)),
-        ("W3", lambda: w3_readback.run(env, 3 if env.quick else 11)),
+        ("W3", lambda: w3_readback.run(env, 3 if env.quick else 7)),
         ("W4", lambda: w4_startup.run(env, 5 if env.quick else 10)),
         ("W5", lambda: w5_processes.run(env, 1 if env.quick else 3)),
     )
@@ -81,7 +81,9 @@ def run_workloads(env: Env, only: set[str]) -> list[Section]:
     for name, workload in plan:
         if name in only:
             print(f"running {name} ...", file=sys.stderr, flush=True)
+            began = time.perf_counter()
             result = workload()
+            print(f"{name}: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
             sections.extend(result if isinstance(result, list) else [result])
     return sections
 
