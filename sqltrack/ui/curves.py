@@ -242,13 +242,13 @@ async def system_metrics(
         params.append(after)
     rows = await client.query(sql + " ORDER BY name, time", params)
     series: dict[str, tuple[list[Any], list[float]]] = {}
-    last: str | None = None
+    last: str | None = None  # the latest time, as the database wrote it (for ``after``)
+    latest: datetime | None = None
     for name, stamp, value in rows:
-        if isinstance(stamp, str):
-            raw = stamp
-        else:
-            raw = stamp.isoformat() if isinstance(stamp, datetime) else str(stamp)
-        last = raw if last is None or queries.timestamp(raw) > queries.timestamp(last) else last
+        moment = queries.timestamp(stamp)
+        if moment is not None and (latest is None or moment > latest):
+            latest = moment
+            last = stamp if isinstance(stamp, str) else moment.isoformat()
         if value is None or not math.isfinite(value):
             continue
         xs, ys = series.setdefault(name, ([], []))

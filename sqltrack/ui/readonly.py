@@ -8,8 +8,8 @@ expression placed inside our own SELECT), and nothing else can run through it:
 - the SQL page's query runs as a subquery (``SELECT * FROM (...) AS q LIMIT n``),
   so only a query parses there;
 - PostgreSQL: the statement runs in a transaction made ``READ ONLY`` with a
-  ``statement_timeout`` (``SET LOCAL``), sent with parameters (extended protocol),
-  so the server itself refuses more than one statement;
+  ``statement_timeout`` (``SET LOCAL``), sent in pipeline mode (the extended
+  protocol), so the server itself refuses more than one statement;
 - SQLite: on a connection of its own, opened read-only (``mode=ro``) with
   ``PRAGMA query_only``, an authorizer that allows reading only, and a progress
   handler that interrupts it at the deadline; sqlite3 runs one statement only.
@@ -57,7 +57,7 @@ class Result:
     """Column names and rows of a read-only query; ``truncated``: more rows existed."""
 
     columns: list[str]
-    rows: list[tuple]
+    rows: list[tuple[Any, ...]]
     truncated: bool = False
 
 
@@ -176,10 +176,13 @@ async def _postgres(
             await cursor.execute("SET TRANSACTION READ ONLY")
             await cursor.execute("SELECT set_config('statement_timeout', %s, true)",
                                  [milliseconds])
-            await cursor.execute(sql, list(params))
+            # Pipeline mode sends the extended protocol even without parameters:
+            # the server then refuses a text of more than one statement.
+            async with cursor.connection.pipeline():
+                await cursor.execute(sql, list(params))
+                rows = await (cursor.fetchall() if max_rows is None
+                              else cursor.fetchmany(max_rows + 1))
             columns = [d.name for d in cursor.description or []]
-            rows = await (cursor.fetchall() if max_rows is None
-                          else cursor.fetchmany(max_rows + 1))
             await cursor.execute("SELECT set_config('statement_timeout', '0', true)")
     except psycopg.errors.QueryCanceled:
         raise QueryRefused(_timeout_message(timeout)) from None
@@ -190,7 +193,7 @@ async def _postgres(
     return _result(columns, rows, max_rows)
 
 
-def _result(columns: list[str], rows: list, max_rows: int | None) -> Result:
+def _result(columns: list[str], rows: list[Any], max_rows: int | None) -> Result:
     rows = [tuple(row) for row in rows]
     if max_rows is not None and len(rows) > max_rows:
         return Result(columns, rows[:max_rows], truncated=True)

@@ -41,7 +41,7 @@ def parse_columns(keys: Sequence[str], metrics: dict[str, str | None]) -> list[d
     keys = list(dict.fromkeys(k.strip() for k in keys if k.strip()))
     if len(keys) > MAX_COLUMNS:
         raise BadRequest(f"at most {MAX_COLUMNS} columns at once, not {len(keys)}")
-    columns = []
+    columns: list[dict[str, Any]] = []
     for key in keys:
         group, _, rest = key.partition(".")
         if key in ("tags", "comment"):
@@ -80,7 +80,7 @@ def build_sql(
                "r.extras"]
     if any(c["group"] == "args" for c in columns):
         selects.append("r.args")
-    grouped = []
+    grouped: list[str] = []
     for column in columns:
         if column["group"] == "last":
             selects.append(_last_sql(quote(column["name"])))
@@ -196,7 +196,7 @@ def _record(row: tuple, columns: list[dict[str, Any]]) -> dict[str, Any]:
         args = args if isinstance(args, dict) else {}
     started, updated = queries.timestamp(started), queries.timestamp(updated)
     tag_list = queries._tags(tags)
-    values = []
+    values: list[Any] = []
     summaries = iter(rest)
     for column in columns:
         group = column["group"]

@@ -427,8 +427,10 @@ async function experimentPage() {
     onSort: remember,
   }));
   setUpCompare(data, selected);
-  await hyperParameters(data, id);
-  rendered();
+  rendered(); // the table is there; the hyper-parameter plots follow (data-drawn)
+  await hyperParameters(data, id).catch((error) => {
+    document.querySelector("main").append(el("p", { class: "error", text: error.message }));
+  });
 }
 
 function setUpCompare(data, selected) {
@@ -567,7 +569,6 @@ async function hyperParameters(data, experimentId) {
     el("label", {}, ["metric ", metric]), el("label", {}, [" ", agg]),
     el("label", {}, ["scatter: argument ", arg]),
   ]), note, parcoords, scatter);
-  const Plotly = await plotlyReady();
   const args = data.available.args.slice(0, 39);
   const draw = async () => {
     const params = new URLSearchParams(tableApi().url.split("?")[1]);
@@ -586,6 +587,7 @@ async function hyperParameters(data, experimentId) {
     dims.push({ label: metricLabel, values: ys });
     parcoords.replaceChildren(parallelCoordinates(dims, ys, runs.map(runLabel)));
     const at = args.indexOf(arg.value);
+    const Plotly = await plotlyReady();
     await Plotly.react(scatter, [{
       x: runs.map((r) => (typeof r.values[at] === "object" && r.values[at] !== null
         ? JSON.stringify(r.values[at]) : r.values[at])),
