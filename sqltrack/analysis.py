@@ -170,7 +170,7 @@ async def _experiment_id(client: AsyncClient, experiment: int | str) -> int:
         raise TypeError(f"experiment must be an id or a name, not {experiment!r}")
     if found is None:
         raise ExperimentNotFound(experiment)
-    return found
+    return int(found)
 
 
 def _run_value(value: Any, kind: str | None) -> Any:
@@ -229,7 +229,7 @@ async def _metric_kinds(
 
 def _common_kind(kinds: Any) -> str | None:
     """The type of a long frame's value column: one kind, floats for numbers, else mixed."""
-    distinct = set(kinds)
+    distinct: set[str | None] = set(kinds)
     if len(distinct) == 1:
         return distinct.pop()
     if distinct <= {"int", "float"}:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import MetricWriteError
 from .metrics import PreparedRow
@@ -77,7 +77,7 @@ class MetricBuffer:
     # -- producers ----------------------------------------------------------------
     def put(
         self,
-        metrics: dict,
+        metrics: dict[str, Any],
         step: int = 0,
         progress: float = 0.0,
         updated: Auto | datetime | None = "auto",
@@ -96,7 +96,7 @@ class MetricBuffer:
 
     async def add(
         self,
-        metrics: dict,
+        metrics: dict[str, Any],
         step: int = 0,
         progress: float = 0.0,
         updated: Auto | datetime | None = "auto",

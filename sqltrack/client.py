@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from types import TracebackType
 from typing import Any, TypeVar
 
 from . import config as _config
@@ -236,7 +237,12 @@ class AsyncClient:
         self._held[owner] = _Held(conn)
         return conn
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         owner = _current_owner()
         held = self._held[owner]
         held.depth -= 1
@@ -430,7 +436,12 @@ class _CursorContext:
             raise
         return self._cursor
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         try:
             await self._cursor.close()
         finally:

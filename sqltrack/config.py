@@ -65,7 +65,7 @@ class Settings:
         return f"Settings(engine={self.engine!r}, params={shown!r}, schema={self.schema!r})"
 
 
-def read_config_file(path: str | os.PathLike) -> dict[str, str]:
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """Parse a ``key=value`` config file; a line without ``=`` is a ValueError naming it."""
     values: dict[str, str] = {}
     text = Path(path).read_text(encoding="utf-8")
@@ -84,7 +84,7 @@ def read_config_file(path: str | os.PathLike) -> dict[str, str]:
     return values
 
 
-def _file_values(config: Mapping[str, Any] | str | os.PathLike | None) -> dict[str, Any]:
+def _file_values(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return {str(k).lower(): v for k, v in config.items()}
     if config is not None:
@@ -144,15 +144,15 @@ def _schema(raw: Any) -> str | None:
     """The PostgreSQL schema name: any text up to 63 bytes; empty means the default."""
     if raw is None or raw == "":
         return None
-    raw = str(raw)
-    if not _encodes(raw):
-        raise ValueError(f"config value schema={raw!r} is not valid Unicode")
-    if "\x00" in raw or len(raw.encode("utf-8")) > 63 or raw.startswith("pg_"):
+    text = str(raw)
+    if not _encodes(text):
+        raise ValueError(f"config value schema={text!r} is not valid Unicode")
+    if "\x00" in text or len(text.encode("utf-8")) > 63 or text.startswith("pg_"):
         raise ValueError(
-            f"config value schema={raw!r} is not a PostgreSQL schema name: "
+            f"config value schema={text!r} is not a PostgreSQL schema name: "
             "at most 63 bytes (UTF-8), no NUL character, not starting with 'pg_'"
         )
-    return raw
+    return text
 
 
 def _expand_dbname(values: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +185,9 @@ def _expand_dbname(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def resolve(config: Mapping[str, Any] | str | os.PathLike | None = None, **kwargs: Any) -> Settings:
+def resolve(
+    config: Mapping[str, Any] | str | os.PathLike[str] | None = None, **kwargs: Any
+) -> Settings:
     """Merge file, environment and keyword settings (in rising priority) into Settings."""
     values: dict[str, Any] = _file_values(config)
     values.update(_env_values())
@@ -231,7 +233,7 @@ def resolve(config: Mapping[str, Any] | str | os.PathLike | None = None, **kwarg
 
 
 def secret_values(
-    config: Mapping[str, Any] | str | os.PathLike | None = None,
+    config: Mapping[str, Any] | str | os.PathLike[str] | None = None,
     given: Mapping[str, Any] | None = None,
 ) -> set[str]:
     """Every password value the settings may hold: ``given``, ``SQLTRACK_DSN_*``, the file.

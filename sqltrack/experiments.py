@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ExperimentNotFound
 from .records import add_link, experiment_row, remove_link
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 async def _update_experiment(
-    client: AsyncClient, experiment_id: int, assignment: str, params: list
+    client: AsyncClient, experiment_id: int, assignment: str, params: list[Any]
 ) -> None:
     experiment_id = check_int(experiment_id, "experiment_id")
     rows = await client.query(

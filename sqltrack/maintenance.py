@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .values import check_int, check_status
 
@@ -51,7 +51,7 @@ async def mark_stale_runs(
         "UPDATE runs SET status = %s WHERE status = %s "
         "AND COALESCE(time_updated, time_started, time_created) < %s"
     )
-    params: list = [status, "RUNNING", client.dialect.timestamp(cutoff)]
+    params: list[Any] = [status, "RUNNING", client.dialect.timestamp(cutoff)]
     if experiment_id is not None:
         sql += " AND experiment_id = %s"
         params.append(check_int(experiment_id, "experiment_id"))

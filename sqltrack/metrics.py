@@ -199,13 +199,15 @@ class MetricTable:
         missing = [(n, k) for n, k in zip(row.names, row.kinds, strict=True) if n not in columns]
         if not missing:
             return
+        new: list[tuple[str, str]] = []
         for name, kind in missing:
             if kind is None:
                 raise ValueError(
                     f"metric {name!r} has no column yet and its value is None: "
                     "log a first real value so its type is known"
                 )
-        for name, kind in missing:
+            new.append((name, kind))
+        for name, kind in new:
             await self.client.add_metric_column(name, kind)
         columns = await self._refresh()
         for name, _ in missing:

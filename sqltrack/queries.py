@@ -38,9 +38,8 @@ def timestamp(value: Any) -> datetime | None:
             return None
     if not isinstance(value, datetime):
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    moment: datetime = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
 
 
 def metric_value(value: Any, kind: str | None) -> Any:
@@ -233,7 +232,7 @@ async def export_columns(client: AsyncClient, run_ids: Sequence[int]) -> dict[st
 
 async def metric_rows(
     client: AsyncClient, run_ids: Sequence[int], columns: dict[str, str | None]
-) -> AsyncIterator[list[tuple]]:
+) -> AsyncIterator[list[tuple[Any, ...]]]:
     """Pages of metric rows ``(run_id, step, progress, *columns)``, in key order.
 
     Keyset pagination over the primary key keeps memory bounded on both engines.

@@ -35,7 +35,7 @@ async def experiment_row(
             "ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id",
             [name],
         )
-        return rows[0][0], name
+        return int(rows[0][0]), str(name)
     if name is None:
         rows = await client.query("SELECT name FROM experiments WHERE id = %s", [experiment_id])
         if not rows:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 JSON_COLUMNS = ("tags", "args", "env", "extras")
 
 
-async def _update_run(client: AsyncClient, run_id: int, assignment: str, params: list) -> None:
+async def _update_run(client: AsyncClient, run_id: int, assignment: str, params: list[Any]) -> None:
     run_id = check_int(run_id, "run_id")
     rows = await client.query(
         f"UPDATE runs SET {assignment} WHERE id = %s RETURNING id", [*params, run_id]
@@ -42,7 +42,9 @@ async def _update_run(client: AsyncClient, run_id: int, assignment: str, params:
         raise RunNotFound(run_id)
 
 
-async def _merge_json(client: AsyncClient, run_id: int, column: str, value: Mapping) -> None:
+async def _merge_json(
+    client: AsyncClient, run_id: int, column: str, value: Mapping[str, Any]
+) -> None:
     patch = dump_json_object(value, column)
     await _update_run(client, run_id, f"{column} = {client.dialect.json_merge(column)}", [patch])
 
@@ -53,7 +55,9 @@ async def _remove_json(client: AsyncClient, run_id: int, column: str, names: lis
     await _update_run(client, run_id, f"{column} = {client.dialect.json_remove(column)}", [param])
 
 
-async def _set_json(client: AsyncClient, run_id: int, column: str, value: Mapping | None) -> None:
+async def _set_json(
+    client: AsyncClient, run_id: int, column: str, value: Mapping[str, Any] | None
+) -> None:
     if value is None:
         await _update_run(client, run_id, f"{column} = NULL", [])
         return
@@ -61,11 +65,11 @@ async def _set_json(client: AsyncClient, run_id: int, column: str, value: Mappin
     await _update_run(client, run_id, f"{column} = {client.dialect.json_param()}", [text])
 
 
-def _auto_args(args: Auto | Mapping | None) -> Mapping | None:
+def _auto_args(args: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return detect_args() if isinstance(args, str) and args == "auto" else args
 
 
-def _auto_env(env: Auto | Mapping | None) -> Mapping | None:
+def _auto_env(env: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     if isinstance(env, str) and env == "auto":
         return environment.captured_environment(environment.MASK_RULE)
     return env
@@ -76,16 +80,16 @@ async def run_add_args(
     client: AsyncClient, run_id: int, args: Auto | dict[str, Any] | None = "auto"
 ) -> None:
     """Add arguments to a run: ``'auto'`` detects them (``sqltrack.args``); None: nothing."""
-    args = _auto_args(args)
-    if args:
-        await _merge_json(client, run_id, "args", args)
+    detected = _auto_args(args)
+    if detected:
+        await _merge_json(client, run_id, "args", detected)
 
 
-def _detected_args() -> Mapping | None:
+def _detected_args() -> Mapping[str, Any] | None:
     return _auto_args("auto")
 
 
-def _detected_env() -> Mapping | None:
+def _detected_env() -> Mapping[str, Any] | None:
     return _auto_env("auto")
 
 
@@ -121,9 +125,9 @@ async def run_add_env(
     ``sqltrack.environment.MASK_RULE`` (see ``sqltrack.environment``); a dict is
     stored as given.
     """
-    env = _auto_env(env)
-    if env:
-        await _merge_json(client, run_id, "env", env)
+    captured = _auto_env(env)
+    if captured:
+        await _merge_json(client, run_id, "env", captured)
 
 
 async def run_remove_env(client: AsyncClient, run_id: int, *env: Names) -> None:
@@ -193,7 +197,7 @@ async def run_set_status(client: AsyncClient, run_id: int, status: str) -> None:
     await _update_run(client, run_id, "status = %s", [check_status(status)])
 
 
-async def _set_time(client: AsyncClient, run_id: int, column: str, dt) -> None:
+async def _set_time(client: AsyncClient, run_id: int, column: str, dt: Any) -> None:
     value = resolve_time(dt, column)
     if value is not None:
         param = client.dialect.timestamp(value)

@@ -20,6 +20,8 @@ import signal
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
 #: Set when a SIGTERM was turned into Terminated in this process.
@@ -103,7 +105,7 @@ def sigterm_raises() -> Iterator[None]:
         return
     previous = signal.getsignal(signal.SIGTERM)
 
-    def on_sigterm_in_block(signum, frame):
+    def on_sigterm_in_block(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         run_callbacks()
         raise Terminated()
@@ -116,7 +118,7 @@ def sigterm_raises() -> Iterator[None]:
 
 
 @contextmanager
-def signals_cancel_task(task: asyncio.Task | None, received: list[str]) -> Iterator[None]:
+def signals_cancel_task(task: asyncio.Task[Any] | None, received: list[str]) -> Iterator[None]:
     """While active, SIGTERM / SIGINT cancel ``task`` and are noted in ``received``.
 
     For an event loop in the main thread: the signal becomes a cancellation of the
@@ -127,7 +129,7 @@ def signals_cancel_task(task: asyncio.Task | None, received: list[str]) -> Itera
         yield
         return
     loop = asyncio.get_running_loop()
-    installed: list[tuple[int, object]] = []
+    installed: list[tuple[int, Callable[[int, FrameType | None], Any] | int | None]] = []
 
     def on_signal(signum: int, name: str) -> None:
         received.append(name)
@@ -146,7 +148,7 @@ def signals_cancel_task(task: asyncio.Task | None, received: list[str]) -> Itera
     try:
         yield
     finally:
-        for signum, previous in installed:
-            loop.remove_signal_handler(signum)
-            if previous is not None:
-                signal.signal(signum, previous)
+        for number, handler in installed:
+            loop.remove_signal_handler(number)
+            if handler is not None:
+                signal.signal(number, handler)

@@ -31,7 +31,7 @@ the callbacks or the clean-up run ends the process at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from . import signals
 
@@ -44,7 +44,7 @@ F = TypeVar("F", bound=Callable[[], object])
 def register(key: F) -> F: ...
 @overload
 def register(key: Hashable, func: Callable[[], object]) -> Callable[[], object]: ...
-def register(key, func=None):
+def register(key: Any, func: Callable[[], object] | None = None) -> Callable[[], object]:
     """Run ``func()`` on SIGTERM (see the module docstring); ``register(func)`` also works."""
     if func is None:
         if not callable(key):

@@ -7,7 +7,7 @@ import math
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 #: Run statuses: Slurm's 24 job states, as in sqltrack 0.1.x (enum ``runstatus``);
 #: the database enforces the same list.
@@ -86,6 +86,14 @@ def check_float(value: Any, what: str) -> float:
     return result
 
 
+@overload
+def check_text(
+    value: Any, what: str, *, allow_none: Literal[False] = False, max_bytes: int | None = None
+) -> str: ...
+@overload
+def check_text(
+    value: Any, what: str, *, allow_none: bool, max_bytes: int | None = None
+) -> str | None: ...
 def check_text(
     value: Any, what: str, *, allow_none: bool = False, max_bytes: int | None = None
 ) -> str | None:
@@ -174,7 +182,7 @@ Names = str | Iterable[str] | Mapping[str, Any] | None
 
 
 def key_names(
-    items: Iterable[Any], what: str, auto: Callable[[], Mapping | None] | None = None
+    items: Iterable[Any], what: str, auto: Callable[[], Mapping[str, Any] | None] | None = None
 ) -> list[str]:
     """The key names that the arguments of a ``remove_*`` call mean, checked up front.
 
@@ -202,4 +210,4 @@ def key_names(
 def _key_name(name: Any, what: str) -> str:
     if not isinstance(name, str):
         raise TypeError(f"{what} must be a str, not {name!r}")
-    return check_text(name, what)  # type: ignore[return-value]
+    return check_text(name, what)

@@ -211,7 +211,7 @@ class PostgresEngine(Engine):
     async def executescript(self, conn: Conn, script: str) -> None:
         # Without parameters psycopg sends the simple query protocol: many statements at once.
         try:
-            await conn.execute(script)  # type: ignore[arg-type] - a script, not a literal
+            await conn.execute(script)
         except psycopg.Error as error:
             raise translate(error, conn) from error
 
@@ -272,7 +272,7 @@ class PostgresEngine(Engine):
 
     async def add_metric_column(self, conn: Conn, name: str, kind: str) -> None:
         statement = sql.SQL("ALTER TABLE metrics ADD COLUMN IF NOT EXISTS {} {}").format(
-            sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])  # type: ignore[arg-type]
+            sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])
         )
         for _ in range(5):
             try:

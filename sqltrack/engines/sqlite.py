@@ -127,7 +127,7 @@ def _in_worker(
     aiosqlite queues every call to its worker thread; a whole operation (statements
     plus commit) as one queued function costs one hop instead of one per statement.
     """
-    return conn._execute(fn, conn._conn, *args)  # type: ignore[no-any-return]
+    return conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
 
 
 def _fetch(c: sqlite3.Connection, sql: str, params: Any, autocommit: bool) -> list[Any]:

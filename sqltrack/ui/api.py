@@ -217,7 +217,7 @@ def _chosen(plottable: list[str], names: list[str] | None) -> list[str]:
     return names
 
 
-def _axis(rows: list[tuple]) -> str:
+def _axis(rows: list[tuple[Any, ...]]) -> str:
     """``step``, unless every row has the same step and progress tells them apart."""
     if len(rows) > 1 and rows[0][0] == rows[-1][0] and rows[0][1] != rows[-1][1]:
         return "progress"

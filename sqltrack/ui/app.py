@@ -82,7 +82,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        async def send_with_headers(message: dict) -> None:
+        async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS.items():
@@ -130,7 +130,7 @@ def create_app(client: AsyncClient, hosts: Sequence[str] = LOOPBACK_NAMES) -> St
         return endpoint
 
     def path_id(request: Request) -> int:
-        return request.path_params["id"]
+        return int(request.path_params["id"])
 
     # -- JSON API --------------------------------------------------------------
     async def api_experiments(request: Request) -> Response:

@@ -80,7 +80,7 @@ def routes(
     """The routes (GET only) of these pages and their JSON API."""
 
     def path_id(request: Request) -> int:
-        return request.path_params["id"]
+        return int(request.path_params["id"])
 
     async def table(request: Request) -> Response:
         params = request.query_params
