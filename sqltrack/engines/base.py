@@ -76,6 +76,15 @@ class Dialect(ABC):
         """The parameter value for a timestamp column."""
         return value
 
+    def user_text(self, text: str) -> str:
+        """A user's SQL text placed into a statement that also takes our parameters."""
+        return text
+
+    @abstractmethod
+    def json_object_keys(self, column: str) -> str:
+        """A table expression ``k`` of the top-level keys (column ``key``) of a JSON object
+        column (no rows for a value that is not an object)."""
+
     @abstractmethod
     def metric_column_type(self, kind: str) -> str:
         """Column type for a new metric column of a Python kind (see METRIC_KINDS)."""

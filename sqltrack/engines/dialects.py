@@ -50,6 +50,10 @@ class SqliteDialect(Dialect):
     def timestamp(self, value: datetime) -> str:
         return value.astimezone(timezone.utc).isoformat()
 
+    def json_object_keys(self, column: str) -> str:
+        return (f"json_each(CASE WHEN json_type({column}) = 'object' "
+                f"THEN {column} ELSE '{{}}' END) AS k")
+
     def metric_column_type(self, kind: str) -> str:
         return SQLITE_TYPES[kind]
 
@@ -78,6 +82,14 @@ class PostgresDialect(Dialect):
 
     def key_list_param(self, keys: Sequence[str]) -> list[str]:
         return list(keys)
+
+    def user_text(self, text: str) -> str:
+        # psycopg reads %s / %(name)s placeholders in the whole statement: a user's % is doubled.
+        return text.replace("%", "%%")
+
+    def json_object_keys(self, column: str) -> str:
+        return (f"jsonb_object_keys(CASE WHEN jsonb_typeof({column}) = 'object' "
+                f"THEN {column} ELSE '{{}}'::jsonb END) AS k(key)")
 
     def metric_column_type(self, kind: str) -> str:
         return POSTGRES_TYPES[kind]

@@ -33,6 +33,7 @@ from .api import BadRequest
 
 if TYPE_CHECKING:
     from ..client import AsyncClient
+    from ..engines.base import Dialect
 
 #: Seconds a user's query may run before it is stopped.
 DEFAULT_TIMEOUT = 5.0
@@ -109,29 +110,13 @@ def check_query(text: str) -> str:
     return body
 
 
-# -- engine pieces (to move into sqltrack/engines/ as dialect methods) ------------
-def compose(engine: str, parts: Sequence[str | User]) -> str:
-    """One statement from our SQL (``%s`` placeholders) and the user's text.
-
-    PostgreSQL statements go to psycopg with parameters, so a ``%`` the user typed
-    is doubled; SQLite's placeholders become ``?`` in our parts only.
-    """
-    out = []
-    for part in parts:
-        if isinstance(part, User):
-            out.append(part.text.replace("%", "%%") if engine == "postgres" else part.text)
-        else:
-            out.append(part if engine == "postgres" else part.replace("%s", "?"))
-    return "".join(out)
-
-
-def json_keys(engine: str, column: str) -> str:
-    """A table expression of the top-level keys (column ``key``) of a JSON object column."""
-    if engine == "postgres":
-        return (f"jsonb_object_keys(CASE WHEN jsonb_typeof({column}) = 'object' "
-                f"THEN {column} ELSE '{{}}'::jsonb END) AS k(key)")
-    return (f"json_each(CASE WHEN json_type({column}) = 'object' "
-            f"THEN {column} ELSE '{{}}' END) AS k")
+def compose(dialect: Dialect, parts: Sequence[str | User]) -> str:
+    """One statement from our SQL (``%s`` placeholders, translated by the dialect) and
+    the user's text (escaped by the dialect: PostgreSQL doubles a ``%``)."""
+    return "".join(
+        dialect.user_text(part.text) if isinstance(part, User) else dialect.sql(part)
+        for part in parts
+    )
 
 
 # -- running -------------------------------------------------------------------
@@ -144,9 +129,8 @@ async def fetch(
     max_rows: int | None = None,
 ) -> Result:
     """Rows of one statement made of ``parts``, read only, stopped after ``timeout`` s."""
-    engine = client.engine
-    sql = compose(engine, parts)
-    if engine == "postgres":
+    sql = compose(client.dialect, parts)
+    if client.engine == "postgres":
         return await _postgres(client, sql, params, timeout, max_rows)
     path = _sqlite_path(client)
     return await asyncio.to_thread(_sqlite, path, sql, list(params), timeout, max_rows)

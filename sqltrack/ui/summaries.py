@@ -111,9 +111,9 @@ def build_sql(
 async def available(client: AsyncClient, experiment_id: int,
                     metrics: dict[str, str | None]) -> dict[str, list[str]]:
     """The keys of ``args`` / ``extras`` and the metrics with values in the experiment."""
-    engine = client.engine
+    dialect = client.dialect
     union = " UNION ".join(
-        f"SELECT '{group}', k.key FROM runs r, {readonly.json_keys(engine, 'r.' + group)} "
+        f"SELECT '{group}', k.key FROM runs r, {dialect.json_object_keys('r.' + group)} "
         "WHERE r.experiment_id = %s"
         for group in JSON_GROUPS
     )
