@@ -73,14 +73,21 @@ def time_column(kinds: dict[str, str | None]) -> str | None:
     return None
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _after_sql(after: After) -> tuple[str, list[Any]]:
     if after is None:
         return "", []
     return " AND (step > %s OR (step = %s AND progress > %s))", [after[0], after[0], after[1]]
+
+
+async def _rows(client: AsyncClient, run_id: int, columns: list[str], after: After) -> list:
+    """Rows ``(step, progress, *columns)`` of a run after the key ``after``, in key order."""
+    extra, params = _after_sql(after)
+    names = ", ".join(map(client.dialect.quote_ident, columns))
+    return await client.query(
+        f"SELECT step, progress, {names} FROM metrics WHERE run_id = %s{extra} "
+        "ORDER BY step, progress",
+        [run_id, *params],
+    )
 
 
 def curve(rows: list[tuple], index: int, kind: str | None, max_points: int,
@@ -151,13 +158,7 @@ async def run_curves(
     metrics: dict[str, Any] = {}
     rows: list[tuple] = []
     if chosen:
-        extra, params = _after_sql(after)
-        selected = [*([clock] if clock else []), *chosen]
-        rows = await client.query(
-            f"SELECT step, progress, {', '.join(map(_quote, selected))} FROM metrics "
-            f"WHERE run_id = %s{extra} ORDER BY step, progress",
-            [run_id, *params],
-        )
+        rows = await _rows(client, run_id, [*([clock] if clock else []), *chosen], after)
         first = 3 if clock else 2
         for offset, name in enumerate(chosen):
             line = curve(rows, first + offset, kinds[name], max_points, clock is not None)
@@ -208,13 +209,7 @@ async def compare_curves(
         after = afters.get(run_id)
         rows: list[tuple] = []
         if chosen:
-            extra, params = _after_sql(after)
-            selected = [*([clock] if clock else []), *chosen]
-            rows = await client.query(
-                f"SELECT step, progress, {', '.join(map(_quote, selected))} FROM metrics "
-                f"WHERE run_id = %s{extra} ORDER BY step, progress",
-                [run_id, *params],
-            )
+            rows = await _rows(client, run_id, [*([clock] if clock else []), *chosen], after)
         first = 3 if clock else 2
         for offset, name in enumerate(chosen):
             curves[name][str(run_id)] = curve(rows, first + offset, kinds[name], max_points,

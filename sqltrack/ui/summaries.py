@@ -122,7 +122,7 @@ async def available(client: AsyncClient, experiment_id: int,
         found[group].append(key)
     present: list[str] = []
     if metrics:
-        quote = _quoter(client)
+        quote = client.dialect.quote_ident
         exists = ", ".join(
             f"EXISTS (SELECT 1 FROM metrics m WHERE m.run_id IN "
             f"(SELECT id FROM runs WHERE experiment_id = %s) AND m.{quote(n)} IS NOT NULL)"
@@ -131,10 +131,6 @@ async def available(client: AsyncClient, experiment_id: int,
         (row,) = await client.query(f"SELECT {exists}", [experiment_id] * len(metrics))
         present = [name for name, has in zip(metrics, row, strict=True) if has]
     return {**{g: sorted(keys) for g, keys in found.items()}, "metrics": present}
-
-
-def _quoter(client: AsyncClient) -> Any:
-    return lambda name: '"' + name.replace('"', '""') + '"'  # both engines quote alike
 
 
 async def runs_table(
@@ -157,7 +153,7 @@ async def runs_table(
     columns = parse_columns(keys, metrics)
     if where is not None:
         where = readonly.check_text(where, "filter") if where.strip() else None
-    parts, params = build_sql(columns, _quoter(client), status, where)
+    parts, params = build_sql(columns, client.dialect.quote_ident, status, where)
     params = [experiment_id if p == "EXP" else p for p in params]
     result = await readonly.fetch(client, parts, params, timeout=timeout)
     names: dict[str, str] = {}
