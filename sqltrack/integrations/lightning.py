@@ -43,7 +43,7 @@ import math
 import sys
 import weakref
 from argparse import Namespace
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .common import IntegrationRun, ending_status, find_in_stack
@@ -57,11 +57,14 @@ def logger_class(namespace: str) -> type:
     ``"pytorch_lightning"``): one implementation for both packages."""
     pl = importlib.import_module(namespace)
     base = importlib.import_module(f"{namespace}.loggers.logger")
-    rank_zero_only = importlib.import_module(f"{namespace}.utilities").rank_zero_only
+    rank_zero_only: Any = importlib.import_module(f"{namespace}.utilities").rank_zero_only
+    rank_zero_experiment: Callable[[Callable[..., Any]], Callable[..., Any]] = (
+        base.rank_zero_experiment)
+    only_rank_zero: Callable[[Callable[..., Any]], Callable[..., Any]] = rank_zero_only
     trainer_class = pl.Trainer
     logger_base: Any = base.Logger
 
-    class SqltrackLogger(logger_base):
+    class SqltrackLogger(logger_base):  # type: ignore[misc] # Lightning's class, found at run time
         __doc__ = _LOGGER_DOC
 
         def __init__(
@@ -103,17 +106,17 @@ def logger_class(namespace: str) -> type:
             """The run id (rank zero opens the run; other ranks know it only when given)."""
             known = self.tracked.run_id
             if known is None and rank_zero_only.rank == 0:
-                return self.experiment.id
+                return int(self.experiment.id)
             return known
 
         @property
-        @base.rank_zero_experiment
+        @rank_zero_experiment
         def experiment(self) -> Any:
             """The ``sqltrack.Run`` (started on first use, not again after ``finalize``)."""
             self._note_trainer()
             return self.tracked.open() if self.tracked.stopped else self.tracked.start()
 
-        @rank_zero_only
+        @only_rank_zero
         def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
             self._note_trainer()
             if isinstance(params, Namespace):
@@ -123,7 +126,7 @@ def logger_class(namespace: str) -> type:
             self.tracked.start()
             self.tracked.add_args(params)
 
-        @rank_zero_only
+        @only_rank_zero
         def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
             trainer = self._note_trainer()
             if step is None:
@@ -134,7 +137,7 @@ def logger_class(namespace: str) -> type:
         def save(self) -> None:
             """Nothing to do: Lightning calls this after every log (rows are buffered)."""
 
-        @rank_zero_only
+        @only_rank_zero
         def finalize(self, status: str) -> None:
             if not self.tracked.opened:
                 return

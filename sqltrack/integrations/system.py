@@ -167,7 +167,7 @@ class SystemMetrics:
         self.run_id = run_id
         self.interval = interval_of(interval) or DEFAULT_INTERVAL
         self.sampler = sampler or Sampler()
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.samples = 0
 

@@ -102,13 +102,14 @@ class SqltrackCallback(transformers.TrainerCallback):
         setattr(train_tracked, _WRAPPED, self)
         trainer.train = train_tracked
 
-    def on_init_end(self, args, state, control, **kwargs):
+    def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         trainer = find_in_stack(transformers.Trainer)
         if trainer is not None:
             self.watch(trainer)
 
     # -- the run ------------------------------------------------------------------
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
+                       **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
         self.tracked.start()
@@ -118,7 +119,8 @@ class SqltrackCallback(transformers.TrainerCallback):
             recorded["model_config"] = config.to_dict()
         self.tracked.add_args(recorded)
 
-    def on_log(self, args, state, control, logs: Mapping[str, Any] | None = None, **kwargs):
+    def on_log(self, args: Any, state: Any, control: Any,
+               logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
         if state.max_steps and state.max_steps > 0:
@@ -129,7 +131,7 @@ class SqltrackCallback(transformers.TrainerCallback):
             progress = 0.0
         self.tracked.log(logs, state.global_step, progress)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero and self.tracked.started:
             self.tracked.stop("COMPLETED")
 

@@ -83,7 +83,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class Config(MutableMapping):
+class Config(MutableMapping[str, Any]):
     """``wandb.config``: the run's args, as attributes and items."""
 
     def __init__(self, owner: Run | None = None) -> None:
@@ -139,7 +139,7 @@ class Config(MutableMapping):
         return f"Config({self._items!r})"
 
 
-class Summary(MutableMapping):
+class Summary(MutableMapping[str, Any]):
     """``wandb.summary``: last logged values plus yours, kept in ``extras["summary"]``."""
 
     def __init__(self, owner: Run | None = None) -> None:
