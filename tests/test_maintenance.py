@@ -101,6 +101,12 @@ async def test_bad_arguments_change_nothing(client, experiment, older_than, stat
 
 
 def test_exported_from_package():
-    # sqltrack's functions serve both clients: the coroutine is wrapped, not copied.
-    assert sqltrack.mark_stale_runs.__wrapped__ is mark_stale_runs
+    # sqltrack's functions serve both clients: given an AsyncClient they hand back the
+    # core coroutine itself (forwarded, not copied).
+    client = sqltrack.AsyncClient(engine="sqlite", dbpath=":memory:")
+    coroutine = sqltrack.mark_stale_runs(client, 3600)
+    try:
+        assert coroutine.cr_code is mark_stale_runs.__code__
+    finally:
+        coroutine.close()
     assert "mark_stale_runs" in sqltrack.__all__
