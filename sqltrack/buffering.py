@@ -14,8 +14,14 @@ Guarantees:
 * rows are written in the order they were logged; logging the same
   ``(step, progress)`` twice gives the same result as write-through (the later
   values win, other columns are kept);
-* the buffer is bounded (``max_rows``, default 10 x ``flush_rows``): a call that
-  finds it full waits for a flush instead of growing memory;
+* ``add_metrics`` does not wait for the database: when ``flush_rows`` rows are
+  waiting, the flusher swaps them out under the buffer's lock and writes them
+  while the producer fills a new batch (an async producer lets the event loop
+  run once per call while a batch waits to be taken, so a loop that awaits
+  nothing but ``add_metrics`` does not starve the flusher);
+* the buffer is bounded (``max_rows``, default 100 x ``flush_rows``): only a
+  producer that outruns the database for that long finds it full, and that call
+  waits for a flush instead of growing memory (back-pressure);
 * a failed batch write is never swallowed: it raises :class:`MetricWriteError`
   from the next ``add_metrics``, ``flush()`` or ``stop()`` of the run.
 
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
 
 DEFAULT_FLUSH_ROWS = 1000
 DEFAULT_FLUSH_INTERVAL = 1.0
+#: The default bound of a buffer, in batches: ``max_rows = 100 x flush_rows``.
+DEFAULT_MAX_ROWS_FACTOR = 100
 
 
 __all__ = ["MetricBuffer", "MetricWriteError"]  # MetricWriteError: from sqltrack.errors
@@ -59,7 +67,7 @@ class MetricBuffer:
         self.run = run
         self.flush_rows = int(flush_rows)
         self.flush_interval = float(flush_interval)
-        self.max_rows = int(max_rows) if max_rows else 10 * self.flush_rows
+        self.max_rows = int(max_rows) if max_rows else DEFAULT_MAX_ROWS_FACTOR * self.flush_rows
         if self.max_rows < self.flush_rows:
             raise ValueError("max_rows must be >= flush_rows")
         self._table = run.client.metrics
@@ -68,6 +76,8 @@ class MetricBuffer:
         self._loop = asyncio.get_running_loop()
         self._flushing = asyncio.Lock()
         self._error: MetricWriteError | None = None
+        #: A flush was asked for and has not taken the rows yet (one request at a time).
+        self._flush_requested = False
         self._timer = self._loop.create_task(self._flush_periodically())
         run.client.on_close(self)
 
@@ -90,7 +100,8 @@ class MetricBuffer:
                 return False
             self._rows.append(row)
             waiting = len(self._rows)
-        if waiting == self.flush_rows:
+        if waiting >= self.flush_rows and not self._flush_requested:
+            self._flush_requested = True
             self._request_flush()
         return True
 
@@ -101,9 +112,15 @@ class MetricBuffer:
         progress: float = 0.0,
         updated: Auto | datetime | None = "auto",
     ) -> None:
-        """Buffer one row; when the buffer is full, wait for a flush first."""
+        """Buffer one row; when the buffer is full, wait for a flush first.
+
+        While a batch waits to be taken, let the loop run once (``sleep(0)``): the
+        flusher takes the batch and drives its write between this task's calls.
+        """
         while not self.put(metrics, step, progress, updated):
             await self.flush()
+        if len(self._rows) >= self.flush_rows:
+            await asyncio.sleep(0)
 
     def _request_flush(self) -> None:
         try:
@@ -125,7 +142,8 @@ class MetricBuffer:
         async with self._flushing:
             while True:
                 with self._lock:
-                    rows, self._rows = self._rows[: self.max_rows], self._rows[self.max_rows :]
+                    rows, self._rows = self._rows, []  # the batch handover: O(1)
+                    self._flush_requested = False
                 if not rows:
                     return
                 try:
@@ -153,6 +171,7 @@ class MetricBuffer:
         """Move to the running loop (at exit, when the loop the buffer was made on is gone)."""
         self._loop = asyncio.get_running_loop()
         self._flushing = asyncio.Lock()
+        self._flush_requested = False
 
     async def close(self) -> None:
         """Flush, stop the periodic flush and detach from the client; raise a pending error."""

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from . import config as _config
 from .engines import make_engine
-from .engines.base import Connection, Dialect, Engine
+from .engines.base import BatchRow, Connection, Dialect, Engine
 from .errors import ClientClosed, ConnectionLost
 from .exits import install as install_exit_handling
 from .exits import silence_pending_tasks, unclosed
@@ -399,10 +399,10 @@ class Statements:
         self,
         names: tuple[str, ...],
         run_id: int,
-        rows: list[tuple[Any, ...]],
+        rows: Sequence[BatchRow],
         updated: datetime | None,
     ) -> None:
-        """Upsert many ``(run_id, step, progress, *values)`` rows (retried once when lost)."""
+        """Upsert many checked rows of one name set (retried once when lost)."""
         await self._client._run(_write_metrics_batch, names, run_id, rows, updated, retry=True)
 
     async def with_schema_lock(self, work: Callable[[Engine, Connection], Awaitable[T]]) -> T:

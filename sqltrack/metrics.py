@@ -131,7 +131,7 @@ class MetricStore(Protocol):
         self,
         names: tuple[str, ...],
         run_id: int,
-        rows: list[tuple[Any, ...]],
+        rows: Sequence[PreparedRow],
         updated: datetime | None,
     ) -> None: ...
 
@@ -239,21 +239,26 @@ class MetricTable:
         """Write prepared rows in order: one statement (or hop) per run of equal names.
 
         Within such a group the last row of a ``(step, progress)`` wins, as it
-        would with one upsert per row; across groups, upserts merge columns.
+        would with one upsert per row; across groups, upserts merge columns. The
+        rows go to the engine as they are: it builds their parameters once.
         """
+        checked: set[tuple[str, ...]] = set()
+        groups: list[list[PreparedRow]] = []
+        names: tuple[str, ...] | None = None
         for row in rows:
-            await self.ensure_columns(row)
+            if row.names != names:
+                names = row.names
+                groups.append([])
+                if names not in checked:
+                    checked.add(names)
+                    await self.ensure_columns(row)
+            groups[-1].append(row)
         updated = max((r.updated for r in rows if r.updated is not None), default=None)
-        groups: list[tuple[tuple[str, ...], dict[tuple[int, float], tuple[Any, ...]]]] = []
-        for row in rows:
-            if not groups or groups[-1][0] != row.names:
-                groups.append((row.names, {}))
-            groups[-1][1][(row.step, row.progress)] = (run_id, row.step, row.progress, *row.values)
         # Each group is one idempotent statement (or hop), so each may be retried
         # after a lost connection; applied in order, they give the same end state.
-        for index, (names, by_key) in enumerate(groups):
+        for index, group in enumerate(groups):
             touch = updated if index == len(groups) - 1 else None
-            await self.client.write_metrics_batch(names, run_id, list(by_key.values()), touch)
+            await self.client.write_metrics_batch(group[0].names, run_id, group, touch)
 
     @staticmethod
     def _check_fit(

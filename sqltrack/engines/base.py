@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import Settings
 
@@ -34,6 +34,19 @@ METRIC_KINDS = ("bool", "int", "float", "str", "datetime")
 Connection = Any
 #: One row of parameters for a statement.
 Params = Sequence[Any]
+
+
+class BatchRow(Protocol):
+    """One checked metrics row of a batch (``sqltrack.metrics.PreparedRow`` is one)."""
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def progress(self) -> float: ...
+
+    @property
+    def values(self) -> tuple[Any, ...]: ...
 
 
 class Dialect(ABC):
@@ -211,12 +224,14 @@ class Engine(ABC):
         conn: Connection,
         names: tuple[str, ...],
         run_id: int,
-        rows: list[tuple[Any, ...]],
+        rows: Sequence[BatchRow],
         updated: datetime | None,
     ) -> None:
-        """Upsert many ``(run_id, step, progress, *values)`` rows with unique keys.
+        """Upsert many checked rows of one name set, in order (a repeated key: the later wins).
 
-        Sets ``runs.time_updated`` once (unless ``updated`` is None).
+        The engine builds each row's parameters once, in one pass, the fastest way
+        its driver takes them. Sets ``runs.time_updated`` once (unless ``updated``
+        is None).
         """
 
 

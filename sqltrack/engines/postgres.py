@@ -7,6 +7,7 @@ client``) switches its connection to a transaction for the block's duration.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from datetime import datetime
@@ -27,7 +28,7 @@ from ..errors import (
     RunNotFound,
     UniqueViolation,
 )
-from .base import Engine
+from .base import BatchRow, Engine
 from .dialects import POSTGRES_TYPES as _KIND_TYPES
 from .dialects import PostgresDialect
 
@@ -233,9 +234,47 @@ class PostgresEngine(Engine):
         conn: Conn,
         names: tuple[str, ...],
         run_id: int,
+        rows: Sequence[BatchRow],
+        updated: datetime | None,
+    ) -> None:
+        """COPY the rows in, in one transaction with the run's touch; upsert on a conflict.
+
+        New steps (the usual batch) go in by COPY, the fastest way into a table. A
+        ``(step, progress)`` already stored, or repeated in the batch, makes the
+        COPY fail on the primary key; then that transaction (a savepoint inside a
+        user block) is rolled back and the rows are upserted by multi-row
+        statements instead (the later row of a repeated key wins). COPY uses no
+        prepared statement, so this is safe behind a transaction pooler.
+        """
+        try:
+            async with conn.transaction():
+                async with conn.cursor() as cursor:
+                    async with cursor.copy(_copy_sql(names)) as copy:
+                        for number, row in enumerate(rows, 1):
+                            await copy.write_row((run_id, row.step, row.progress, *row.values))
+                            if not number % COPY_YIELD_ROWS:
+                                await asyncio.sleep(0)  # a producer on this loop goes on
+                    if updated is not None:
+                        await cursor.execute(_TOUCH, (updated, run_id))
+            return
+        except errors.UniqueViolation:
+            pass
+        except errors.ForeignKeyViolation:
+            raise RunNotFound(run_id) from None
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
+        by_key = {(r.step, r.progress): (run_id, r.step, r.progress, *r.values) for r in rows}
+        await self._upsert_batch(conn, names, run_id, list(by_key.values()), updated)
+
+    async def _upsert_batch(
+        self,
+        conn: Conn,
+        names: tuple[str, ...],
+        run_id: int,
         rows: list[tuple[Any, ...]],
         updated: datetime | None,
     ) -> None:
+        """Multi-row upserts of parameter rows with unique keys (the COPY's fallback)."""
         per_statement = max(1, MAX_PARAMETERS // (3 + len(names)) - 1)
         chunks = [rows[i : i + per_statement] for i in range(0, len(rows), per_statement)]
         # Outside a block, several statements go in one transaction of their own.
@@ -311,6 +350,18 @@ class PostgresEngine(Engine):
 
 #: PostgreSQL takes at most 65535 parameters per statement.
 MAX_PARAMETERS = 65535
+#: A batch COPY lets the event loop run after this many rows, so an async producer
+#: on the same loop does not wait for a whole batch to be formatted.
+COPY_YIELD_ROWS = 256
+_TOUCH = "UPDATE runs SET time_updated = %s WHERE id = %s"
+
+
+@lru_cache(maxsize=4096)
+def _copy_sql(names: tuple[str, ...]) -> bytes:
+    """``COPY metrics (run_id, step, progress, <names>) FROM STDIN`` (text format)."""
+    quoted = [sql.Identifier(n).as_string() for n in names]
+    columns = ", ".join(["run_id", "step", "progress", *quoted])
+    return f"COPY metrics ({columns}) FROM STDIN".encode()
 
 
 @lru_cache(maxsize=4096)

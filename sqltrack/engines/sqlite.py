@@ -30,7 +30,7 @@ from ..errors import (
     RunNotFound,
     UniqueViolation,
 )
-from .base import Engine
+from .base import BatchRow, Engine
 from .dialects import SQLITE_TYPES as _KIND_TYPES
 from .dialects import SqliteDialect
 
@@ -201,6 +201,44 @@ def _write_metrics(
         if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error):
             raise RunNotFound(rows[0][0]) from None
         raise
+
+
+def _batch_params(
+    run_id: int, rows: Sequence[BatchRow], adapt: Callable[[Any], Any]
+) -> list[tuple[Any, ...]]:
+    """The parameters of a batch, each row built once; only a row holding a value
+    SQLite cannot take as it is (NaN, a datetime) goes through ``adapt``."""
+    params: list[tuple[Any, ...]] = []
+    append = params.append
+    for row in rows:
+        values = row.values
+        try:
+            total = sum(values)
+            plain = total == total  # False for a NaN (and inf - inf: adapted, harmless)
+        except TypeError:  # a str, None or datetime value
+            plain = False
+        if plain:
+            append((run_id, row.step, row.progress, *values))
+        else:
+            append((run_id, row.step, row.progress, *map(adapt, values)))
+    return params
+
+
+def _write_batch(
+    c: sqlite3.Connection,
+    upsert: str,
+    run_id: int,
+    rows: Sequence[BatchRow],
+    adapt: Callable[[Any], Any],
+    touch: Sequence[Any] | None,
+    autocommit: bool,
+) -> None:
+    """A batch as one executemany of one statement in one transaction: one hop.
+
+    The parameters are built here, in the worker thread, not on the event loop;
+    a ``(step, progress)`` repeated in the batch is upserted twice, the later wins.
+    """
+    _write_metrics(c, upsert, _batch_params(run_id, rows, adapt), touch, autocommit)
 
 
 class _Pool:
@@ -403,15 +441,13 @@ class SqliteEngine(Engine):
         conn: aiosqlite.Connection,
         names: tuple[str, ...],
         run_id: int,
-        rows: list[tuple[Any, ...]],
+        rows: Sequence[BatchRow],
         updated: datetime | None,
     ) -> None:
-        value = self.dialect.metric_value
-        adapted = [(*row[:3], *map(value, row[3:])) for row in rows]
         touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
         try:
-            await _in_worker(conn, _write_metrics, _upsert_sql(names), adapted, touch,
-                             conn not in self._blocks)
+            await _in_worker(conn, _write_batch, _upsert_sql(names), run_id, rows,
+                             self.dialect.metric_value, touch, conn not in self._blocks)
         except sqlite3.Error as error:
             raise translate(error) from error
 
