@@ -395,6 +395,30 @@ class Statements:
         finally:
             await engine.release(conn)
 
+    def write_metrics_blocking(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
+    ) -> bool:
+        """``write_metrics`` in the calling thread when it can be done there; False if not.
+
+        It can when the engine has blocking writes (SQLite), the client is open, no
+        thread holds a ``with client`` block (its statements belong to that block)
+        and the calling thread runs no event loop (which must never block).
+        """
+        client = self._client
+        engine = client._engine
+        if not engine.blocking_writes or client._state != "open" or client._held:
+            return False
+        if asyncio._get_running_loop() is not None:
+            return False
+        engine.write_metrics_blocking(names, run_id, step, progress, values, updated)
+        return True
+
     async def write_metrics_batch(
         self,
         names: tuple[str, ...],

@@ -135,6 +135,16 @@ class MetricStore(Protocol):
         updated: datetime | None,
     ) -> None: ...
 
+    def write_metrics_blocking(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
+    ) -> bool: ...
+
 
 class MetricTable:
     """The metric columns of one client's database, cached, and the metric write."""
@@ -232,6 +242,29 @@ class MetricTable:
         row = self.prepare(metrics, step, progress, updated)
         await self.ensure_columns(row)
         await self.client.write_metrics(
+            row.names, run_id, row.step, row.progress, row.values, row.updated
+        )
+
+    def write_blocking(
+        self,
+        run_id: int,
+        metrics: Mapping[str, Any],
+        step: int = 0,
+        progress: float = 0.0,
+        updated: Auto | datetime | None = "auto",
+    ) -> bool:
+        """``write`` in the calling thread, without the event loop, when it can be done there.
+
+        False, having written nothing, when a metric has no column yet (``write``
+        creates it) or the store cannot write from this thread (see
+        ``Statements.write_metrics_blocking``). Bad names or values raise here.
+        """
+        columns = self._columns
+        if columns is None or any(name not in columns for name in metrics):
+            return False
+        run_id = check_int(run_id, "run_id")
+        row = self.prepare(metrics, step, progress, updated)
+        return self.client.write_metrics_blocking(
             row.names, run_id, row.step, row.progress, row.values, row.updated
         )
 

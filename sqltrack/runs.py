@@ -551,14 +551,19 @@ class AsyncRun:
         progress: float = 0.0,
         updated: Auto | datetime | None = "auto",
     ) -> bool:
-        """Buffered mode, from any thread: buffer the row without waiting.
+        """``add_metrics`` in the calling thread, without the event loop, when it can.
 
-        Returns False (having done nothing) when the run is not buffered or the
-        buffer is full; call ``add_metrics`` then. The blocking API uses this so
-        that a buffered ``add_metrics`` does not cross threads.
+        Buffered: the row is buffered (False when the buffer is full). Write-through
+        on SQLite, from a thread that runs no event loop: the row is written and
+        committed on that thread's own connection (False when a metric has no
+        column yet or a thread holds a ``with client`` block). False means nothing
+        was done: call ``add_metrics`` then. The blocking API calls this first, so
+        its ``add_metrics`` does not cross threads.
         """
         buffer = self._buffer
-        return buffer is not None and buffer.put(metrics, step, progress, updated)
+        if buffer is not None:
+            return buffer.put(metrics, step, progress, updated)
+        return self.client.metrics.write_blocking(self.id, metrics, step, progress, updated)
 
     async def set_buffered(
         self,
@@ -571,7 +576,7 @@ class AsyncRun:
 
         On: ``add_metrics`` returns at once; rows are written in batches of
         ``flush_rows``, every ``flush_interval`` seconds, and on flush / stop /
-        the end of ``track()``; at most ``max_rows`` (default 10 x flush_rows) wait
+        the end of ``track()``; at most ``max_rows`` (default 100 x flush_rows) wait
         in memory. Off: what is buffered is written, then each call writes through.
         See ``sqltrack.buffering``.
         """

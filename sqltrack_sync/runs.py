@@ -234,7 +234,7 @@ class Run(Wrapper):
 
         On: ``add_metrics`` returns at once; rows are written in batches of
         ``flush_rows``, every ``flush_interval`` seconds, and on flush / stop /
-        the end of ``track()``; at most ``max_rows`` (default 10 x flush_rows) wait
+        the end of ``track()``; at most ``max_rows`` (default 100 x flush_rows) wait
         in memory. Off: what is buffered is written, then each call writes through.
         See ``sqltrack.buffering``.
         """

@@ -218,6 +218,21 @@ class Engine(ABC):
         Raises RunNotFound when the run does not exist.
         """
 
+    #: Whether ``write_metrics_blocking`` works (from any thread that runs no event loop).
+    blocking_writes: bool = False
+
+    def write_metrics_blocking(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
+    ) -> None:
+        """``write_metrics`` in the calling thread, committed (engines with ``blocking_writes``)."""
+        raise NotImplementedError
+
     @abstractmethod
     async def write_metrics_batch(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -297,6 +298,9 @@ class SqliteEngine(Engine):
         self._pool: _Pool | None = None
         #: Connections in a user block (their statements wait for end_block's commit).
         self._blocks: set[aiosqlite.Connection] = set()
+        #: Each calling thread's own sqlite3 connection (``write_metrics_blocking``).
+        self._direct = threading.local()
+        self._direct_conns: list[sqlite3.Connection] = []
 
     async def _new_connection(self) -> aiosqlite.Connection:
         conn = aiosqlite.connect(
@@ -323,8 +327,46 @@ class SqliteEngine(Engine):
         self._pool = _Pool(self._new_connection, s.pool_max_size, s.pool_timeout)
 
     async def close(self) -> None:
+        conns, self._direct_conns = self._direct_conns, []
+        self._direct = threading.local()
+        for direct in conns:
+            direct.close()
         if self._pool is not None:
             await self._pool.close()
+
+    blocking_writes = True
+
+    def write_metrics_blocking(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
+    ) -> None:
+        """``write_metrics`` in the calling thread, on that thread's own connection.
+
+        No event loop and no worker thread on the way: the blocking API's
+        write-through ``add_metrics`` costs the SQL and little else. The connection
+        is set up like the pool's (WAL, busy timeout, ``BEGIN IMMEDIATE``) and each
+        call commits, so concurrent writers wait for the lock as the pool's do.
+        """
+        conn = getattr(self._direct, "conn", None)
+        try:
+            if conn is None:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
+                                       isolation_level="IMMEDIATE", check_same_thread=False)
+                _connect_worker(conn)
+                self._direct.conn = conn
+                self._direct_conns.append(conn)
+            value = self.dialect.metric_value
+            row = (run_id, step, progress,
+                   *[v if type(v) is float and v == v else value(v) for v in values])
+            touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+            _write_metrics(conn, _upsert_sql(names), (row,), touch, True)
+        except sqlite3.Error as error:
+            raise translate(error) from error
 
     def _opened_pool(self) -> _Pool:
         if self._pool is None:
