@@ -152,12 +152,17 @@ class MetricTable:
     def __init__(self, client: MetricStore) -> None:
         self.client = client
         self._columns: dict[str, str | None] | None = None
+        #: (names, kinds) of the last call of bool, int and float values that passed every check:
+        #: a call with the same names and kinds needs no check again (see ``prepare``).
+        self._checked: tuple[tuple[str, ...], tuple[str | None, ...]] | None = None
 
     def forget_columns(self) -> None:
         """Drop the column cache (after migrations changed the table)."""
         self._columns = None
+        self._checked = None
 
     async def _refresh(self) -> dict[str, str | None]:
+        self._checked = None
         self._columns = columns = await self.client.metric_columns()
         return columns
 
@@ -183,6 +188,14 @@ class MetricTable:
             updated = datetime.now(timezone.utc)
         else:
             updated = resolve_time(updated, "updated")
+        # Fast path (a training loop logs the same names with the same types every
+        # step): the names and the kinds of their values, found by C-level loops,
+        # equal those of a call that passed every check against the same columns.
+        names = tuple(metrics)
+        values_now = tuple(metrics.values())
+        kinds_now = tuple(map(_KIND_OF_TYPE.get, map(type, values_now)))
+        if self._checked == (names, kinds_now):
+            return PreparedRow(names, values_now, kinds_now, step, progress, updated)
         columns = self._columns or {}
         values = []
         kinds = []
@@ -197,7 +210,11 @@ class MetricTable:
                 check_metric_name(name)
             elif kind is not None and column_kind is not None and column_kind not in _FITS[kind]:
                 self._check_fit(columns, (name,), (value,), (kind,))
-        return PreparedRow(tuple(metrics), tuple(values), tuple(kinds), step, progress, updated)
+        row = PreparedRow(names, tuple(values), tuple(kinds), step, progress, updated)
+        plain = None not in kinds_now and "str" not in kinds_now  # bool, int, float only
+        if plain and row.kinds == kinds_now and self._columns is not None:
+            self._checked = (names, kinds_now)  # the same names and kinds pass again
+        return row
 
     async def ensure_columns(self, row: PreparedRow) -> None:
         """Create the missing metric columns of a row; check its values fit the columns."""
