@@ -381,6 +381,10 @@ class Statements:
                 return await engine.write_metrics(
                     held.conn, names, run_id, step, progress, values, updated
                 )
+        elif engine.inline_writes and engine.write_metrics_inline(
+            names, run_id, step, progress, values, updated
+        ):
+            return None  # SQLite, lock free: written on this thread, no hop
         conn = await engine.acquire()
         try:
             return await engine.write_metrics(conn, names, run_id, step, progress, values, updated)

@@ -218,6 +218,21 @@ class Engine(ABC):
         Raises RunNotFound when the run does not exist.
         """
 
+    #: Whether ``write_metrics_inline`` may write on the event loop's thread.
+    inline_writes: bool = False
+
+    def write_metrics_inline(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
+    ) -> bool:
+        """``write_metrics`` on the loop's thread when it cannot block; False: not done."""
+        return False
+
     #: Whether ``write_metrics_blocking`` works (from any thread that runs no event loop).
     blocking_writes: bool = False
 

@@ -242,6 +242,23 @@ def _write_batch(
     _write_metrics(c, upsert, _batch_params(run_id, rows, adapt), touch, autocommit)
 
 
+#: One inline metric write in this many goes through the pool (see write_metrics_inline).
+INLINE_CHECKPOINT_EVERY = 500
+
+
+def _open_inline(c: sqlite3.Connection, path: str) -> sqlite3.Connection:
+    """The loop's inline connection (made in a worker thread: WAL set-up may wait)."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level="IMMEDIATE",
+                           check_same_thread=False)
+    try:
+        _connect_worker(conn)
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class _Pool:
     """At most ``max_size`` aiosqlite connections, made on demand, reused idle-first."""
 
@@ -298,6 +315,9 @@ class SqliteEngine(Engine):
         self._pool: _Pool | None = None
         #: Connections in a user block (their statements wait for end_block's commit).
         self._blocks: set[aiosqlite.Connection] = set()
+        #: The event loop thread's own connection (``write_metrics_inline``).
+        self._inline: sqlite3.Connection | None = None
+        self._inline_count = 0
         #: Each calling thread's own sqlite3 connection (``write_metrics_blocking``).
         self._direct = threading.local()
         self._direct_conns: list[sqlite3.Connection] = []
@@ -331,6 +351,9 @@ class SqliteEngine(Engine):
         self._direct = threading.local()
         for direct in conns:
             direct.close()
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
         if self._pool is not None:
             await self._pool.close()
 
@@ -472,11 +495,55 @@ class SqliteEngine(Engine):
         row = (run_id, step, progress,
                *[v if type(v) is float and v == v else value(v) for v in values])
         touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+        autocommit = conn not in self._blocks
         try:
-            await _in_worker(conn, _write_metrics, _upsert_sql(names), (row,), touch,
-                             conn not in self._blocks)
+            await _in_worker(conn, _write_metrics, _upsert_sql(names), (row,), touch, autocommit)
+            if autocommit and self._inline is None:
+                self._inline = await _in_worker(conn, _open_inline, self.path)
         except sqlite3.Error as error:
             raise translate(error) from error
+
+    # -- the async hot path without the worker-thread hop ---------------------------
+    inline_writes = True
+
+    def write_metrics_inline(
+        self,
+        names: tuple[str, ...],
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
+    ) -> bool:
+        """``write_metrics`` on the event loop's thread, when that cannot block it; False if not.
+
+        The inline connection has no busy timeout: when another connection holds
+        the write lock, BEGIN IMMEDIATE fails at once, nothing is written and the
+        caller takes the worker-thread path (which waits for the lock). It never
+        checkpoints the WAL (that fsyncs): every ``INLINE_CHECKPOINT_EVERY``-th
+        call goes through a pooled connection instead, whose commit checkpoints
+        in its worker thread when the WAL is long. Not open until a first pooled
+        write made it (False until then).
+        """
+        conn = self._inline
+        if conn is None:
+            return False
+        self._inline_count += 1
+        if not self._inline_count % INLINE_CHECKPOINT_EVERY:
+            return False
+        value = self.dialect.metric_value
+        row = (run_id, step, progress,
+               *[v if type(v) is float and v == v else value(v) for v in values])
+        touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+        try:
+            _write_metrics(conn, _upsert_sql(names), (row,), touch, True)
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                return False
+            raise translate(error) from error
+        except sqlite3.Error as error:
+            raise translate(error) from error
+        return True
 
     async def write_metrics_batch(
         self,
