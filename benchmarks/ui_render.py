@@ -1,13 +1,17 @@
-"""How fast ``sqltrack ui`` pages render: a 1,000-run table and a 100,000-step run.
+"""How fast ``sqltrack ui`` pages render: 1,000-run tables, a 100,000-step run, a live page.
 
     python benchmarks/ui_render.py [--runs 1000] [--steps 100000] [--rounds 5]
 
-Seeds a temporary SQLite database (one experiment of ``--runs`` runs with a few
-steps each, one run of ``--steps`` steps of two metrics), starts ``sqltrack ui``
+Seeds a temporary SQLite database (one experiment of ``--runs`` runs with eight
+args and four metrics of a few steps each, one RUNNING run of ``--steps`` steps
+of two metrics), starts ``sqltrack ui``
 on a free port, and loads each page in headless Chromium (``/usr/bin/chromium``
 through ``/usr/bin/chromedriver``, the ``selenium`` package of the test extra).
 A page is rendered when its script has drawn everything (the runs table filled,
-every plotly chart drawn) and set ``<body data-rendered>``; the time reported is
+every plotly chart drawn) and set ``<body data-rendered>``; the runs table is
+timed with its default columns and with 20 chosen ones (eight args, last/min/max
+of four metrics), and the long run's page is live (it polls for new points, and
+the poll's own request, new points only, is timed too); the time reported is
 the page's own ``performance.now()`` at that moment, i.e. milliseconds from the
 start of navigation, server queries and downsampling included. The first load
 is cold (plotly.min.js not cached yet); the median is over the other rounds.
@@ -41,14 +45,21 @@ async def seed(path: str, runs: int, steps: int) -> dict[str, int]:
     try:
         async with client:
             wide = await sqltrack.AsyncExperiment.create(client, name="many-runs")
+            await (await wide.get_run()).add_metrics(
+                {"loss": 1.0, "acc": 0.0, "lr_now": 0.1, "grad_norm": 1.0}, step=0)
+            rows = []
             for index in range(runs):
                 run = await wide.get_run()
                 await run.add_tags("even" if index % 2 == 0 else "odd")
-                for step in range(5):
-                    await run.add_metrics({"loss": 1 / (step + 1 + index % 7), "acc": step / 5},
-                                          step=step)
+                await run.set_args({f"arg{k}": (index * (k + 3)) % 17 / 10 for k in range(8)})
+                rows += [(run.id, step, 0.0, 1 / (step + 1 + index % 7), step / 5,
+                          0.1 / (step + 1), (index % 11) / (step + 1)) for step in range(5)]
+            await client.executemany(
+                "INSERT INTO metrics (run_id, step, progress, loss, acc, lr_now, grad_norm) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             long = await sqltrack.AsyncExperiment.create(client, name="long-run")
             run = await long.get_run()
+            await run.set_status("RUNNING")  # its page polls for new points
             await run.add_metrics({"loss": 2.0, "acc": 0.0}, step=0)
             rows = [
                 (run.id, step, step / steps, 2 * math.exp(-step / 20_000) + 0.05 * math.sin(step),
@@ -126,14 +137,28 @@ def main() -> None:
         process, base = start_server(dbpath)
         driver = browser(str(Path(tmp) / "profile"))
         try:
+            chosen = "&".join(
+                [f"col=args.arg{k}" for k in range(8)]
+                + [f"col={agg}.{m}" for m in ("loss", "acc", "lr_now", "grad_norm")
+                   for agg in ("last", "min", "max")])
+            table = f"/experiments/{ids['experiment']}"
+            run = f"/runs/{ids['run']}"
+            last = args.steps - 1
             cases = [
-                (f"runs table, {args.runs} runs", f"/experiments/{ids['experiment']}",
-                 f"/api/experiments/{ids['experiment']}/runs"),
-                (f"run page, {args.steps} steps x 2 metrics", f"/runs/{ids['run']}",
-                 f"/api/runs/{ids['run']}/metrics?max_points=2000"),
+                (f"runs table, {args.runs} runs", table,
+                 f"/api{table}/table"),
+                (f"runs table, {args.runs} x 20 columns", f"{table}?{chosen}",
+                 f"/api{table}/table?{chosen}"),
+                (f"live run page, {args.steps} steps", f"{run}?poll=60",
+                 f"/api{run}/curves?max_points=2000"),
+                ("  its poll (new points only)", None,
+                 f"/api{run}/curves?max_points=2000&after_step={last}&after_progress=1"),
             ]
             print(f"\n{'page':<36} {'cold ms':>8} {'warm ms':>8} {'API ms':>8}")
             for name, page, api in cases:
+                if page is None:
+                    print(f"{name:<36} {'':>8} {'':>8} {api_ms(base + api, args.rounds):>8.1f}")
+                    continue
                 loads = [render_ms(driver, base + page) for _ in range(args.rounds + 1)]
                 warm = statistics.median(loads[1:])
                 print(f"{name:<36} {loads[0]:>8.0f} {warm:>8.0f} "

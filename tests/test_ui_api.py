@@ -221,7 +221,7 @@ async def test_pages_and_errors(client, http):
         experiment.text)
     for path, status in [
         ("/experiments/987654", 404), ("/runs/987654", 404), ("/nowhere", 404),
-        (f"/experiments/{ids['resnet']}?status=bogus", 400), ("/compare?runs=1", 400),
+        (f"/experiments/{ids['resnet']}?status=bogus", 400), ("/compare?metric=loss", 400),
     ]:
         response = await http.get(path)
         assert response.status_code == status, path

@@ -3,9 +3,8 @@
 Needs ``/usr/bin/chromium`` and ``/usr/bin/chromedriver`` (Debian's ``chromium``
 and ``chromium-driver``). When they are missing the test installs them with
 apt-get (as root), and otherwise fails saying how to install them: it never skips.
-The run page's screenshot is saved in the test's tmp_path; with
-``SQLTRACK_UPDATE_SCREENSHOT=1`` also as ``docs/screenshot.png`` (the README's
-picture), so a test run never changes the work tree by itself.
+The run page's screenshot is saved in the test's tmp_path (the README's pictures
+come from tests/test_ui_browser_features.py).
 """
 
 from __future__ import annotations
@@ -21,14 +20,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 import sqltrack
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
 HOSTILE = "<script>alert(1)</script>"
 WAIT = 30
 
@@ -218,9 +215,6 @@ def test_pages_in_headless_chromium(served, driver, tmp_path):
     assert "<b>not bold</b>" in driver.find_element("css selector", "#details").text
     WebDriverWait(driver, WAIT).until(lambda b: drawn_traces(b, "#charts") == 2)
     driver.save_screenshot(str(tmp_path / "run.png"))
-    if os.environ.get("SQLTRACK_UPDATE_SCREENSHOT") == "1":
-        SCREENSHOT.parent.mkdir(exist_ok=True)
-        driver.save_screenshot(str(SCREENSHOT))
     assert (tmp_path / "run.png").stat().st_size > 10_000
     no_console_errors(driver)  # CSP, scripts and resources all fine
 
@@ -233,6 +227,7 @@ def test_pages_in_headless_chromium(served, driver, tmp_path):
     WebDriverWait(driver, WAIT).until(lambda b: "/compare?" in b.current_url)
     wait_rendered(driver)
     assert f"runs={ids['best']}%2C{ids['other']}" in driver.current_url
-    WebDriverWait(driver, WAIT).until(lambda b: drawn_traces(b, "#chart") == 2)
+    # one chart per metric (two), each with both runs overlaid
+    WebDriverWait(driver, WAIT).until(lambda b: drawn_traces(b, "#chart") == 4)
     driver.save_screenshot(str(tmp_path / "compare.png"))
     no_console_errors(driver)

@@ -1,9 +1,12 @@
 """``sqltrack ui``: a small read-only web page over a sqltrack database.
 
-Experiments, runs tables (sortable, filtered by status and tag), run pages with
-their metric curves, and one metric of several runs overlaid; charts are drawn
-in the browser by the plotly.js that the ``plotly`` package bundles, so pages
-work offline. Needs the ``ui`` extra: ``pip install 'sqltrack[ui]'``.
+Experiments; runs tables with the columns you choose (args, extras, tags, a
+metric's last/min/max), sortable, filtered by status, tag and a SQL expression,
+with hyper-parameter plots; run pages with their metric and system-metric
+curves (live while the run is RUNNING); metrics of several runs overlaid; a
+read-only SQL page (``readonly`` keeps users' SQL to one read-only query).
+Charts are drawn in the browser by the plotly.js that the ``plotly`` package
+bundles, so pages work offline. Needs the ``ui`` extra: ``pip install 'sqltrack[ui]'``.
 
     app = create_app(client)           # an ASGI app over one AsyncClient
     await serve(client, "127.0.0.1", 8080)

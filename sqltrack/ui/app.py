@@ -28,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import queries
-from . import api, pages
+from . import api, features, pages, readonly
 
 if TYPE_CHECKING:
     from ..client import AsyncClient
@@ -109,11 +109,15 @@ def _error(request: Request, status: int, message: str) -> Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(client: AsyncClient, hosts: Sequence[str] = LOOPBACK_NAMES) -> Starlette:
+def create_app(
+    client: AsyncClient, hosts: Sequence[str] = LOOPBACK_NAMES,
+    sql_timeout: float = readonly.DEFAULT_TIMEOUT,
+) -> Starlette:
     """The web app over ``client`` (left open: its owner closes it).
 
     ``hosts`` are the Host header names answered (``["*"]``: any); see
-    ``allowed_hosts``.
+    ``allowed_hosts``. ``sql_timeout``: seconds a user's SQL (the runs filter,
+    the SQL page) may run.
     """
     plotly = plotly_js()
 
@@ -175,15 +179,6 @@ def create_app(client: AsyncClient, hosts: Sequence[str] = LOOPBACK_NAMES) -> St
             raise api.NotFound(f"run {path_id(request)} does not exist")
         return HTMLResponse(pages.run_page(path_id(request), rows[0][0], rows[0][1]))
 
-    async def compare_page(request: Request) -> Response:
-        params = request.query_params
-        run_ids = api.parse_ids(params.get("runs"))
-        metric = params.get("metric") or ""
-        if not metric:
-            raise api.BadRequest("metric is required: the name of the metric to compare")
-        points = api.parse_max_points(params.get("max_points"))
-        return HTMLResponse(pages.compare_page(run_ids, metric, points))
-
     async def plotly_file(request: Request) -> Response:
         return FileResponse(plotly, media_type="text/javascript",
                             headers={"cache-control": "public, max-age=86400"})
@@ -197,12 +192,12 @@ def create_app(client: AsyncClient, hosts: Sequence[str] = LOOPBACK_NAMES) -> St
         Route("/", home, methods=get),
         Route("/experiments/{id:int}", with_client(experiment_page), methods=get),
         Route("/runs/{id:int}", with_client(run_page), methods=get),
-        Route("/compare", with_client(compare_page), methods=get),
         Route("/api/experiments", with_client(api_experiments), methods=get),
         Route("/api/experiments/{id:int}/runs", with_client(api_experiment_runs), methods=get),
         Route("/api/runs/{id:int}", with_client(api_run), methods=get),
         Route("/api/runs/{id:int}/metrics", with_client(api_run_metrics), methods=get),
         Route("/api/compare", with_client(api_compare), methods=get),
+        *features.routes(client, with_client, json_response, sql_timeout),
         Route("/static/plotly.min.js", plotly_file, methods=get),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

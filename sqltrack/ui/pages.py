@@ -42,7 +42,7 @@ def page(
         "</head>\n"
         f'<body data-page="{escape(kind)}" data-api="{escape(api)}">\n'
         f'<header><nav class="crumbs">{_crumbs(crumbs)}</nav>'
-        '<span class="brand">sqltrack</span></header>\n'
+        '<span class="brand"><a href="/sql">SQL</a> · sqltrack</span></header>\n'
         f"<main>\n{body}\n</main>\n</body>\n</html>\n"
     )
 
@@ -104,19 +104,6 @@ def run_page(run_id: int, experiment_id: int, experiment: str) -> str:
                 crumbs=[(f"/experiments/{int(experiment_id)}", experiment),
                         (f"/runs/{int(run_id)}", f"run {int(run_id)}")],
                 charts=True)
-
-
-def compare_page(run_ids: Sequence[int], metric: str, max_points: int) -> str:
-    """``/compare``: one metric of several runs in one chart."""
-    query = urlencode({"runs": ",".join(str(int(r)) for r in run_ids), "metric": metric,
-                       "max_points": max_points})
-    body = (
-        f"<h1>{escape(metric)} <small>in runs {escape(', '.join(map(str, run_ids)))}</small>"
-        "</h1>\n"
-        '<div id="chart" class="chart wide"><p class="note">loading…</p></div>\n'
-        '<div id="table" class="table-wrap"></div>'
-    )
-    return page(f"compare {metric}", "compare", body, api=f"/api/compare?{query}", charts=True)
 
 
 def error_page(status: int, message: str) -> str:
