@@ -99,6 +99,14 @@ class Dialect(ABC):
         column (no rows for a value that is not an object)."""
 
     @abstractmethod
+    def read_only_setup(self, timeout: float) -> list[tuple[str, list[Any]]]:
+        """Statements (with parameters) that make what follows read-only (users' SQL).
+
+        PostgreSQL: the current transaction, each statement stopped after ``timeout``
+        s; SQLite: the connection (its deadline is a progress handler, not SQL).
+        """
+
+    @abstractmethod
     def metric_column_type(self, kind: str) -> str:
         """Column type for a new metric column of a Python kind (see METRIC_KINDS)."""
 

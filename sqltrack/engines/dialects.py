@@ -54,6 +54,9 @@ class SqliteDialect(Dialect):
         return (f"json_each(CASE WHEN json_type({column}) = 'object' "
                 f"THEN {column} ELSE '{{}}' END) AS k")
 
+    def read_only_setup(self, timeout: float) -> list[tuple[str, list[Any]]]:
+        return [("PRAGMA query_only = ON", [])]
+
     def metric_column_type(self, kind: str) -> str:
         return SQLITE_TYPES[kind]
 
@@ -90,6 +93,11 @@ class PostgresDialect(Dialect):
     def json_object_keys(self, column: str) -> str:
         return (f"jsonb_object_keys(CASE WHEN jsonb_typeof({column}) = 'object' "
                 f"THEN {column} ELSE '{{}}'::jsonb END) AS k(key)")
+
+    def read_only_setup(self, timeout: float) -> list[tuple[str, list[Any]]]:
+        milliseconds = str(max(1, int(timeout * 1000)))
+        return [("SET TRANSACTION READ ONLY", []),
+                ("SELECT set_config('statement_timeout', %s, true)", [milliseconds])]
 
     def metric_column_type(self, kind: str) -> str:
         return POSTGRES_TYPES[kind]

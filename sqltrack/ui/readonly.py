@@ -132,8 +132,11 @@ async def fetch(
     sql = compose(client.dialect, parts)
     if client.engine == "postgres":
         return await _postgres(client, sql, params, timeout, max_rows)
+    # SQLite: query_only is a connection setting and the pool's connections write,
+    # so users' SQL gets a read-only connection of its own.
+    setup = client.dialect.read_only_setup(timeout)
     path = _sqlite_path(client)
-    return await asyncio.to_thread(_sqlite, path, sql, list(params), timeout, max_rows)
+    return await asyncio.to_thread(_sqlite, path, setup, sql, list(params), timeout, max_rows)
 
 
 async def run_query(
@@ -154,12 +157,10 @@ async def _postgres(
 ) -> Result:
     import psycopg
 
-    milliseconds = str(max(1, int(timeout * 1000)))
     try:
         async with client.cursor() as cursor:  # a transaction (reused when one is held)
-            await cursor.execute("SET TRANSACTION READ ONLY")
-            await cursor.execute("SELECT set_config('statement_timeout', %s, true)",
-                                 [milliseconds])
+            for statement, values in client.dialect.read_only_setup(timeout):
+                await cursor.execute(statement, values)
             # Pipeline mode sends the extended protocol even without parameters:
             # the server then refuses a text of more than one statement.
             async with cursor.connection.pipeline():
@@ -212,7 +213,8 @@ def _authorize(action: int, arg1: Any, arg2: Any, database: Any, trigger: Any) -
 
 
 def _sqlite(
-    path: str, sql: str, params: list[Any], timeout: float, max_rows: int | None
+    path: str, setup: list[tuple[str, list[Any]]], sql: str, params: list[Any],
+    timeout: float, max_rows: int | None,
 ) -> Result:
     try:
         conn = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=timeout,
@@ -221,7 +223,8 @@ def _sqlite(
         raise QueryRefused(one_line(f"cannot open the database read-only: {error}")) from None
     deadline = time.monotonic() + timeout
     try:
-        conn.execute("PRAGMA query_only = ON")
+        for statement, values in setup:
+            conn.execute(statement, values)
         conn.set_authorizer(_authorize)
         conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
         cursor = conn.execute(sql, params)
