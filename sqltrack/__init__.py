@@ -50,6 +50,7 @@ from ._dual import (
     run_set_tags,
     run_set_updated,
     setup,
+    sync,
 )
 from .client import AsyncClient
 from .errors import (
@@ -129,6 +130,7 @@ __all__ = [
     "run_set_tags",
     "run_set_updated",
     "setup",
+    "sync",
     "Client",  # the three blocking classes (_SYNC_NAMES)
     "Experiment",
     "Run",

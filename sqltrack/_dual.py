@@ -14,14 +14,16 @@ import sqltrack.experiments as _experiments
 import sqltrack.maintenance as _maintenance
 import sqltrack.runs as _runs
 import sqltrack.schema as _schema
+import sqltrack.transfer as _transfer
 from sqltrack.client import AsyncClient
 
 if TYPE_CHECKING:  # names used in annotations, as in the async source
     import os
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from datetime import datetime, timedelta
 
     from sqltrack.runs import AsyncRun
+    from sqltrack.transfer import SyncProgress, SyncSummary
     from sqltrack.values import Auto, Names
     from sqltrack_sync import Client, Run
 
@@ -625,3 +627,60 @@ def mark_stale_runs(
     from sqltrack_sync import maintenance as blocking
 
     return blocking.mark_stale_runs(client, older_than, status, experiment_id)
+
+
+@overload
+def sync(
+    source: AsyncClient,
+    target: AsyncClient,
+    *,
+    dry_run: bool = False,
+    full: bool = False,
+    progress: Callable[[SyncProgress], None] | None = None,
+    page_rows: int = _transfer.PAGE_ROWS,
+) -> Coroutine[Any, Any, SyncSummary]: ...
+@overload
+def sync(
+    source: Client,
+    target: Client,
+    *,
+    dry_run: bool = False,
+    full: bool = False,
+    progress: Callable[[SyncProgress], None] | None = None,
+    page_rows: int = _transfer.PAGE_ROWS,
+) -> SyncSummary: ...
+def sync(
+    source: AsyncClient | Client,
+    target: AsyncClient | Client,
+    *,
+    dry_run: bool = False,
+    full: bool = False,
+    progress: Callable[[SyncProgress], None] | None = None,
+    page_rows: int = _transfer.PAGE_ROWS,
+) -> Coroutine[Any, Any, SyncSummary] | SyncSummary:
+    """Copy what is new or changed in ``source`` to ``target``; return a summary.
+
+    Experiments are matched by name, runs get new ids on the target (the mapping is
+    kept in the target's ``sync_runs``), metric columns are created with the source's
+    types, links are remapped. Syncing again copies only what changed since, also
+    while runs of the source are still logging; an interrupted sync is finished by
+    the next one, and syncs at the same moment (one source twice, or many sources
+    into one target) stay correct. ``dry_run``: count what would be copied, write
+    nothing (not even the source's identity). ``full``: compare every metric row
+    instead of trusting the digests. ``progress`` is called after each page of rows;
+    ``page_rows`` metric rows are read and written per target transaction.
+    See ``sqltrack.transfer``.
+    """
+    if isinstance(source, AsyncClient):
+        if not isinstance(target, AsyncClient):
+            raise TypeError("target must be an AsyncClient, as source is")
+        return _transfer.sync(
+            source, target, dry_run=dry_run, full=full, progress=progress, page_rows=page_rows
+        )
+    if isinstance(target, AsyncClient):
+        raise TypeError("target must be a blocking Client, as source is")
+    from sqltrack_sync import transfer as blocking
+
+    return blocking.sync(
+        source, target, dry_run=dry_run, full=full, progress=progress, page_rows=page_rows
+    )

@@ -48,6 +48,7 @@ from sqltrack_sync.runs import (
     run_set_updated,
 )
 from sqltrack_sync.schema import setup
+from sqltrack_sync.transfer import sync
 
 __all__ = [
     "Client",
@@ -90,6 +91,7 @@ __all__ = [
     "runs_frame",
     "setup",
     "sigterm",
+    "sync",
 ]
 
 #: Imported on first access, so that importing sqltrack_sync stays light.

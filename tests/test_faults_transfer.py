@@ -1,7 +1,7 @@
 """``sqltrack sync`` killed (SIGKILL) mid-way and run again, and syncs at the same moment.
 
 A SQLite source (runs with every kind of attribute, metrics and links) is synced by
-child processes into a fresh target per trial (SQLite file or PostgreSQL schema):
+``sqltrack sync`` processes into a fresh target per trial (SQLite file or PostgreSQL schema):
 
 * killed: the child is sent SIGKILL when the target holds a random share of the rows
   (or at a random moment after its start, a quarter of the trials), plus up to 5 ms;
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -40,28 +41,17 @@ import sqltrack
 pytestmark = pytest.mark.faults
 
 PAGE_ROWS = 100  # small pages: many transactions for a kill to land in
-CHILD = """
-import asyncio, json, sys
-import sqltrack
-from sqltrack.transfer import sync
 
-async def main():
-    source = sqltrack.AsyncClient(**json.loads(sys.argv[1]))
-    target = sqltrack.AsyncClient(**json.loads(sys.argv[2]))
-    try:
-        summary = await sync(source, target, page_rows=int(sys.argv[3]))
-    finally:
-        await source.close()
-        await target.close()
-    print(json.dumps(vars(summary)))
 
-asyncio.run(main())
-"""
+def _settings(kw: dict[str, Any]) -> str:
+    return " ".join(f"{k}={shlex.quote(str(v))}" for k, v in kw.items())
 
 
 def sync_command(source_kw: dict[str, Any], target_kw: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-c", CHILD, json.dumps(source_kw), json.dumps(target_kw),
-            str(PAGE_ROWS)]
+    """``sqltrack sync`` as a user runs it, printing its summary as JSON."""
+    return [sys.executable, "-m", "sqltrack", "sync", "--from", _settings(source_kw),
+            "--to", _settings(target_kw), "--page-rows", str(PAGE_ROWS), "--json",
+            "--no-progress"]
 
 
 def start_sync(source_kw: dict[str, Any], target_kw: dict[str, Any]) -> subprocess.Popen:

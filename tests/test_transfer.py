@@ -7,8 +7,10 @@ by row with the raw drivers after id remapping (``transfer_helpers.differences``
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
+import shlex
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +25,9 @@ from transfer_helpers import differences, fill_metrics, metric_row_count, popula
 
 import sqltrack
 import sqltrack.transfer
+import sqltrack_sync
+from sqltrack.cli import main
+from sqltrack.cli.transfer import ProgressBar
 from sqltrack.transfer import SyncProgress, sync
 
 PAIRS = [("sqlite", "sqlite"), ("sqlite", "postgres"), ("postgres", "sqlite"),
@@ -293,6 +298,7 @@ async def test_two_syncs_at_once_while_the_source_logs(database, target_engine):
         experiment = await sqltrack.AsyncExperiment.create(client, name="live")
         runs = [await experiment.get_run() for _ in range(2)]
         done = asyncio.Event()
+        started = [0, 0]  # syncs begun by each of the two syncing tasks
 
         async def log() -> None:
             for step in range(1500):
@@ -300,21 +306,91 @@ async def test_two_syncs_at_once_while_the_source_logs(database, target_engine):
                     await run.add_metrics({"loss": step + number / 10}, step=step, updated=None)
                     if step % 50 == 7:  # out of order: a value merged into an older row
                         await run.add_metrics({"val": float(step)}, step=step // 3, updated=None)
-                if step % 100 == 0:
-                    await asyncio.sleep(0.01)
+                while min(started) < step // 300:  # both syncs keep overlapping the logging
+                    await asyncio.sleep(0.001)
             done.set()
 
-        async def keep_syncing() -> int:
-            count = 0
+        async def keep_syncing(me: int) -> int:
             while not done.is_set():
+                started[me] += 1
                 await _sync(source_kw, target_kw, page_rows=97)
-                count += 1
-            return count
+            return started[me]
 
-        results = await asyncio.gather(log(), keep_syncing(), keep_syncing())
+        results = await asyncio.gather(log(), keep_syncing(0), keep_syncing(1))
     finally:
         await client.close()
     await _sync(source_kw, target_kw)
-    assert min(results[1:]) >= 2, results  # each overlapped the logging more than once
+    assert min(results[1:]) >= 4, results  # the logger waited for them
     assert differences(source_kw, target_kw) == []
     assert read_raw(target_kw, "SELECT COUNT(*) FROM runs") == [(2,)]
+
+
+# -- the command and the blocking twin ---------------------------------------------
+def _settings(kw: dict[str, Any]) -> str:
+    """``--from`` / ``--to`` text for client keyword arguments."""
+    return " ".join(f"{k}={shlex.quote(str(v))}" for k, v in kw.items())
+
+
+@pytest.mark.parametrize(("source_engine", "target_engine"), PAIRS[:3])
+def test_sqltrack_sync_command(database, source_engine, target_engine, capsys, clean_env):
+    source_kw, target_kw = database(source_engine), database(target_engine)
+    asyncio.run(_filled(source_kw, runs=2))
+    argv = ["sync", "--from", _settings(source_kw), "--to", _settings(target_kw)]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "would copy 3 new and 0 changed experiments, 2 new" in capsys.readouterr().out
+    assert read_raw(target_kw, "SELECT COUNT(*) FROM runs") == [(0,)]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "copied 3 new and 0 changed experiments, 2 new and 0 changed runs" in out
+    assert "sqltrack: sync from: " in err and "sqltrack: sync to: " in err
+    assert differences(source_kw, target_kw) == []
+    assert main([*argv, "--json", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["runs_unchanged"], summary["metric_rows"]) == (2, 0)
+
+
+def test_sqltrack_sync_from_a_file_into_the_usual_database(database, capsys, clean_env):
+    source_kw, target_kw = database("sqlite"), database("sqlite")
+    asyncio.run(_filled(source_kw, runs=1))
+    argv = ["--engine", "sqlite", "--dbpath", target_kw["dbpath"], "sync", "--from",
+            source_kw["dbpath"], "--page-rows", "7"]
+    assert main(argv) == 0
+    assert differences(source_kw, target_kw) == []
+    capsys.readouterr()
+    assert main(["sync", "--from", "missing.db", "--to", target_kw["dbpath"]]) == 1
+    assert "'missing.db' is no file" in capsys.readouterr().err
+    assert main(["--engine", "sqlite", "--dbpath", target_kw["dbpath"], "sync"]) == 1
+    assert "sync needs --from SOURCE" in capsys.readouterr().err
+
+
+def test_progress_bar_on_a_terminal_and_in_a_log():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen, log = Terminal(), io.StringIO()
+    for out in (screen, log):
+        bar = ProgressBar(out, interval=0.0)
+        bar(SyncProgress(1, 4, 250, 1000))
+        bar(SyncProgress(4, 4, 1000, 1000))
+        bar.close()
+    assert screen.getvalue().startswith("\rsqltrack sync: [#######.......")
+    assert screen.getvalue().endswith("100% 1,000/1,000 rows, run 4/4\n")
+    assert log.getvalue().splitlines()[0].endswith(" 25% 250/1,000 rows, run 1/4")
+
+
+@pytest.mark.parametrize("target_engine", ["sqlite", "postgres"])
+def test_blocking_sync(database, target_engine):
+    source_kw, target_kw = database("sqlite"), database(target_engine)
+    asyncio.run(_filled(source_kw, runs=2))
+    source, target = sqltrack.Client(**source_kw), sqltrack.Client(**target_kw)
+    try:
+        summary = sqltrack.sync(source, target)  # the dual function, given blocking clients
+        again = sqltrack_sync.sync(source, target, dry_run=True)
+        with pytest.raises(TypeError, match="target must be a blocking Client"):
+            sqltrack.sync(source, sqltrack.AsyncClient(**target_kw))
+    finally:
+        source.close()
+        target.close()
+    assert (summary.runs_created, again.runs_unchanged, again.metric_rows) == (2, 2, 0)
+    assert differences(source_kw, target_kw) == []

@@ -55,6 +55,7 @@ MODULES = {
     "runs.py": "runs.py",
     "schema/__init__.py": "schema.py",
     "maintenance.py": "maintenance.py",
+    "transfer.py": "transfer.py",
     "analysis.py": "analysis.py",
     "export.py": "export.py",
 }
@@ -316,6 +317,8 @@ class Names:
         for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", annotation):
             if name in module.imports and name not in RENAMES and name not in TOP_NAMES:
                 self.typing.add(module.imports[name])
+            elif name in module.defined and name not in RENAMES:  # e.g. a result dataclass
+                self.typing.add(f"from {module.dotted} import {name}")
 
 
 def param_src(p: Param, annotation: str | None, default: str | None) -> str:
@@ -344,8 +347,8 @@ def signature(
         if annotation is not None:
             names.annotation(module, annotation)
             annotation = rename_type(annotation) if sync else annotation
-        if i == 0 and first is not None:
-            annotation = first
+        if first is not None and (i == 0 or p.annotation == "AsyncClient"):
+            annotation = first  # every client parameter (sync() takes two)
         default = None if p.default is None else names.default(module, p.default)
         parts.append(param_src(p, annotation, default))
     if any(p.kind == "kwonly" for p in params) and not any(p.kind == "vararg" for p in params):
@@ -628,6 +631,14 @@ def gen_dual(sources: list[tuple[str, Module]]) -> str:
             sync_returns = rename_type(returns)
             first = func.params[0].name
             call = f"{func.name}({arguments(func.params, False)})"
+            # Further client parameters (sync's target) must be the same kind of client.
+            others = [p.name for p in func.params[1:] if p.annotation == "AsyncClient"]
+            same_async = [line for other in others for line in (
+                f"    if not isinstance({other}, AsyncClient):",
+                f'        raise TypeError("{other} must be an AsyncClient, as {first} is")')]
+            same_blocking = [line for other in others for line in (
+                f"if isinstance({other}, AsyncClient):",
+                f'    raise TypeError("{other} must be a blocking Client, as {first} is")')]
             blocks.append([
                 "@overload",
                 signature(func.name, func.params, async_returns, module, names, sync=False)
@@ -639,7 +650,9 @@ def gen_dual(sources: list[tuple[str, Module]]) -> str:
                           names, sync=False, first="AsyncClient | Client"),
                 *indent(docstring(func.doc, sync=False) + [
                     f"if isinstance({first}, AsyncClient):",
+                    *same_async,
                     f"    return {alias}.{func.name}({arguments(func.params, False)})",
+                    *same_blocking,
                     f"from sqltrack_sync import {name} as blocking",
                     "",
                     *_blocking_call(returns, f"blocking.{call}"),

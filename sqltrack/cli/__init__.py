@@ -21,12 +21,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ..client import AsyncClient
 from ..environment import mask_passwords
 from ..errors import SchemaMissing
 from . import parser as _parser
+from .checks import WHERE_HINT, check_database
 from .commands import COMMANDS, CliError
 from .formatting import PROG, describe, one_line, target_line
 from .parser import client_kwargs, parse_duration, secret_values
@@ -39,39 +39,9 @@ __all__ = [
     "run_command",
 ]
 
-#: How to point a command at another database (part of the "no tables" error).
-WHERE_HINT = (
-    "point sqltrack elsewhere with '--engine sqlite --dbpath FILE' or "
-    "'--host HOST --dbname NAME [--schema NAME]' before the command, "
-    "SQLTRACK_DSN_* variables (SQLTRACK_DSN_ENGINE, SQLTRACK_DSN_DBPATH, SQLTRACK_DSN_HOST, ...) "
-    "or a sqltrack.conf file; or create the tables here with 'sqltrack setup'"
-)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sqltrack`` command (every command in ``COMMANDS``)."""
     return _parser.build_parser(COMMANDS.values())
-
-
-def _check_sqlite_exists(client: AsyncClient) -> None:
-    path = str(client.settings.params["dbpath"])
-    if path == ":memory:" or path.startswith("file:"):
-        return
-    if not Path(path).is_file():
-        raise CliError(f"no SQLite database at {str(Path(path).absolute())!r}: {WHERE_HINT}")
-
-
-async def _check_postgres(client: AsyncClient) -> None:
-    """Connect once, directly, so a wrong setting fails at once with the server's reason."""
-    import psycopg
-
-    params = dict(client.settings.params)
-    params.setdefault("connect_timeout", "10")
-    try:
-        conn = await psycopg.AsyncConnection.connect(**params)
-    except psycopg.Error as error:
-        raise CliError(f"cannot connect to {describe(client)}: {one_line(error)}") from None
-    await conn.close()
 
 
 async def run_command(args: argparse.Namespace) -> int:
@@ -83,12 +53,14 @@ async def run_command(args: argparse.Namespace) -> int:
     """
     command = COMMANDS[args.command]
     client = AsyncClient(args.config, create_schema=not command.read_only, **client_kwargs(args))
+    if command.connects_itself:
+        try:
+            return await command.run(client, args)
+        finally:
+            await client.close()
     print(target_line(client), file=sys.stderr, flush=True)
     try:
-        if client.engine == "sqlite" and args.command != "setup":
-            _check_sqlite_exists(client)
-        if client.engine == "postgres":
-            await _check_postgres(client)
+        await check_database(client, must_exist=args.command != "setup")
         if command.read_only:
             try:
                 await client.open()

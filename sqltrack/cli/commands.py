@@ -19,6 +19,7 @@ from .. import queries
 from ..errors import RunNotFound
 from ..maintenance import mark_stale_runs
 from ..schema import setup as _setup
+from .checks import CliError
 from .formatting import (
     PROG,
     describe,
@@ -28,13 +29,10 @@ from .formatting import (
     table,
 )
 from .parser import Command, parse_duration, run_id, status
+from .transfer import cmd_sync, sync_arguments
 
 if TYPE_CHECKING:
     from ..client import AsyncClient
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 1."""
 
 
 def _no_run(run_id: int) -> CliError:
@@ -241,5 +239,8 @@ COMMANDS: dict[str, Command] = {
                 "updating (killed processes)", cmd_mark_stale, _mark_stale_arguments),
         Command("ui", "serve a read-only web page of experiments, runs and metric curves "
                 "(needs the ui extra)", cmd_ui, _ui_arguments, read_only=True),
+        Command("sync", "copy new and changed experiments, runs, metrics and links from "
+                "--from into --to (default: this database)", cmd_sync, sync_arguments,
+                connects_itself=True),
     )
 }

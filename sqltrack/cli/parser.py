@@ -38,6 +38,9 @@ class Command:
     arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
     #: Read-only commands never create sqltrack's tables (they refuse a database without them).
     read_only: bool = False
+    #: The command names and checks its own databases (``sync``: ``--from``, ``--to``); the
+    #: client of the connection options is its default, not yet connected.
+    connects_itself: bool = False
 
 
 # -- value types --------------------------------------------------------------

@@ -23,15 +23,13 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from ..client import AsyncClient
 from ..transfer import PAGE_ROWS, SyncProgress, sync
+from .checks import check_database
 from .formatting import PROG, target_line
 from .parser import key_value
-
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -118,14 +116,11 @@ class ProgressBar:
             self.out.flush()
 
 
-async def cmd_sync(
-    client: AsyncClient, args: argparse.Namespace,
-    check: Callable[[AsyncClient, bool], Awaitable[None]],
-) -> int:
+async def cmd_sync(client: AsyncClient, args: argparse.Namespace) -> int:
     """``sync``: copy ``--from`` into ``--to`` (default: ``client``); print the summary.
 
-    ``check(client, must_exist)`` fails at once, with the reason, on a database that
-    does not answer (or a SQLite source file that is not there).
+    Both databases are named on stderr, then checked: one that does not answer (or a
+    SQLite source file that is not there) fails at once, with the reason.
     """
     if args.source is None:
         raise SettingsError("sync needs --from SOURCE (the database to copy from)")
@@ -138,8 +133,8 @@ async def cmd_sync(
         print(target_line(source).replace(": database:", ": sync from:", 1), file=sys.stderr)
         print(target_line(target).replace(": database:", ": sync to:", 1), file=sys.stderr,
               flush=True)
-        await check(source, True)
-        await check(target, False)
+        await check_database(source, must_exist=True)
+        await check_database(target, must_exist=False)
         summary = await sync(source, target, dry_run=args.dry_run, full=args.full,
                              progress=bar, page_rows=args.page_rows)
     finally:
