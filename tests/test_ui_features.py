@@ -169,6 +169,13 @@ async def test_sql_page_query_table_and_csv(client, http):
     assert "&lt;script&gt;" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert (await http.post("/api/sql", params={"q": "SELECT 1"})).status_code == 405
+    for path in ("/api/sql?q=SELECT+1", f"/api/experiments/{ids['experiment']}/table",
+                 f"/api/runs/{ids['run0']}/curves", "/sql", f"/compare?runs={ids['run0']}"):
+        assert (await http.get(path, headers={"host": "evil.example"})).status_code == 400, path
+        response = await http.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["x-frame-options"] == "DENY", path
+        assert "script-src 'self'" in response.headers["content-security-policy"], path
 
 
 WRITES = {
