@@ -12,7 +12,9 @@ Without ``--to`` the target is the database the connection options before the
 command name (``sqltrack --host db.lab sync --from node.db``), then ``SQLTRACK_DSN_*``
 and the config file, as for every command. The copy itself is
 ``sqltrack.transfer.sync``; this module parses, connects, draws the progress bar on
-stderr and prints the summary.
+stderr and prints the summary. Another mode of the same command (the replay of a
+local spool, ``--spool PATH``) adds its option in ``sync_arguments`` and its branch at
+the top of ``cmd_sync``, before ``--from`` is required.
 """
 
 from __future__ import annotations
