@@ -21,7 +21,7 @@ Guarantees:
   nothing but ``add_metrics`` does not starve the flusher);
 * the buffer is bounded (``max_rows``, default 100 x ``flush_rows``): only a
   producer that outruns the database for that long finds it full, and that call
-  waits for a flush instead of growing memory (back-pressure);
+  waits until one batch is written instead of growing memory (back-pressure);
 * a failed batch write is never swallowed: it raises :class:`MetricWriteError`
   from the next ``add_metrics``, ``flush()`` or ``stop()`` of the run.
 
@@ -47,6 +47,8 @@ DEFAULT_FLUSH_ROWS = 1000
 DEFAULT_FLUSH_INTERVAL = 1.0
 #: The default bound of a buffer, in batches: ``max_rows = 100 x flush_rows``.
 DEFAULT_MAX_ROWS_FACTOR = 100
+#: A batch write takes at most max(flush_rows, this many) rows.
+MAX_BATCH_ROWS = 1000
 
 
 __all__ = ["MetricBuffer", "MetricWriteError"]  # MetricWriteError: from sqltrack.errors
@@ -118,7 +120,8 @@ class MetricBuffer:
         flusher takes the batch and drives its write between this task's calls.
         """
         while not self.put(metrics, step, progress, updated):
-            await self.flush()
+            await self._flush_quietly(until_room=True)  # back-pressure: one batch, not all
+            self._raise_pending_error()
         if len(self._rows) >= self.flush_rows:
             await asyncio.sleep(0)
 
@@ -138,11 +141,25 @@ class MetricBuffer:
         await self._flush_quietly()
         self._raise_pending_error()
 
-    async def _flush_quietly(self) -> None:
-        async with self._flushing:
-            while True:
+    async def _flush_quietly(self, until_room: bool = False) -> None:
+        """Write the buffered rows, a batch at a time (``until_room``: until one row fits).
+
+        A batch is at most ``max(flush_rows, 1000)`` rows and the flush lock is held
+        per batch (taken and written under it, so batches go out in order), so a
+        producer that found the buffer full waits for about one batch, not for the
+        whole backlog.
+        """
+        while True:
+            async with self._flushing:
                 with self._lock:
-                    rows, self._rows = self._rows, []  # the batch handover: O(1)
+                    if until_room and len(self._rows) < self.max_rows:
+                        return
+                    size = max(self.flush_rows, MAX_BATCH_ROWS)
+                    if len(self._rows) <= size:
+                        rows, self._rows = self._rows, []  # the batch handover: O(1)
+                    else:
+                        rows = self._rows[:size]
+                        del self._rows[:size]
                     self._flush_requested = False
                 if not rows:
                     return

@@ -8,6 +8,7 @@ datetimes, text, None), and an async producer that awaits nothing but
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import datetime, timedelta, timezone
 
@@ -160,3 +161,25 @@ def test_blocking_api_buffered_rows(client_kwargs, clean_env) -> None:
         ]
     finally:
         client.close()
+
+
+async def test_full_buffer_waits_and_loses_nothing(client, client_kwargs) -> None:
+    """The database is locked while the producer fills the buffer: the call that finds
+    it full waits (back-pressure) and, once the lock is gone, every row is written."""
+    from test_write_through_async import lock_held
+
+    run = await (await sqltrack.AsyncExperiment.create(client, name="full")).get_run()
+    await run.add_metrics({"loss": 0.0}, step=0)
+    await run.set_buffered(flush_rows=5, flush_interval=60, max_rows=20)
+    with lock_held(client_kwargs, run.id):
+        for step in range(1, 26):  # the first batch (5 rows) waits for the lock, 20 wait here
+            await run.add_metrics({"loss": float(step)}, step=step)
+        waiting = asyncio.ensure_future(run.add_metrics({"loss": 26.0}, step=26))
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        assert not waiting.done()  # the buffer is full: this call waits
+    await asyncio.wait_for(waiting, 60)
+    for step in range(27, 60):
+        await run.add_metrics({"loss": float(step)}, step=step)
+    await run.flush()
+    assert stored(client_kwargs, run.id, "loss") == [(s, 0.0, float(s)) for s in range(60)]
