@@ -65,6 +65,7 @@ from .errors import (
     PoolTimeout,
     RunNotFound,
     SchemaMissing,
+    ServerUnreachable,
     SqltrackError,
     UniqueViolation,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "RunNotFound",
     "STATUSES",
     "SchemaMissing",
+    "ServerUnreachable",
     "SqltrackError",
     "UniqueViolation",
     "Terminated",

@@ -21,9 +21,22 @@ Guarantees:
   nothing but ``add_metrics`` does not starve the flusher);
 * the buffer is bounded (``max_rows``, default 100 x ``flush_rows``): only a
   producer that outruns the database for that long finds it full, and that call
-  waits until one batch is written instead of growing memory (back-pressure);
-* a failed batch write is never swallowed: it raises :class:`MetricWriteError`
-  from the next ``add_metrics``, ``flush()`` or ``stop()`` of the run.
+  waits until one batch is written instead of growing memory (back-pressure;
+  during an outage the rows go to the spool instead);
+* a server that does not answer loses nothing: a failed batch goes back to the
+  head of the buffer, in order, and is tried again with a growing pause (0.1 s
+  up to 2 s); newer rows queue behind it. With a spool (``sqltrack.spool``; on
+  unless ``spool=off``), once the server has not answered for ``spool_after``
+  seconds the rows move to the spool file at full speed instead of waiting in
+  memory; the spool is replayed, in order, before newer rows as soon as the
+  server answers. ``flush()``, ``stop()`` and ``close()`` during an outage move
+  what is buffered to the spool (the final status too, see ``AsyncRun.stop``);
+  ``close()`` says where in one line on stderr. Without a spool, ``flush()``
+  tries for ``retry_window`` seconds, then raises :class:`MetricWriteError`
+  naming the server (the rows stay buffered for a later flush);
+* a batch the database refuses (a run deleted meanwhile, a value that no longer
+  fits its column) is never swallowed: it raises :class:`MetricWriteError` from
+  the next ``add_metrics``, ``flush()`` or ``stop()`` of the run.
 
 The buffer is thread-safe: the blocking API hands rows over from the calling
 thread without waiting for the event loop.
@@ -33,11 +46,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import MetricWriteError
 from .metrics import PreparedRow
+from .spool import Spool, is_outage, offload, warn
 from .values import Auto
 
 if TYPE_CHECKING:
@@ -49,9 +64,16 @@ DEFAULT_FLUSH_INTERVAL = 1.0
 DEFAULT_MAX_ROWS_FACTOR = 100
 #: A batch write takes at most max(flush_rows, this many) rows.
 MAX_BATCH_ROWS = 1000
+#: First and longest pause between two tries of a server that did not answer (seconds).
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 2.0
 
 
 __all__ = ["MetricBuffer", "MetricWriteError"]  # MetricWriteError: from sqltrack.errors
+
+
+class _SpoolBusy(Exception):
+    """Another process is replaying the spool that holds this run's older rows."""
 
 
 class MetricBuffer:
@@ -72,6 +94,20 @@ class MetricBuffer:
         self.max_rows = int(max_rows) if max_rows else DEFAULT_MAX_ROWS_FACTOR * self.flush_rows
         if self.max_rows < self.flush_rows:
             raise ValueError("max_rows must be >= flush_rows")
+        settings = run.client.settings
+        #: Where rows go while the server is away (None: nowhere, they wait in memory).
+        self.spool: Spool | None = run.client.spool
+        self.spool_after = float(settings.spool_after)
+        self.retry_window = float(settings.retry_window)
+        #: One try of the server (a replay included) waits at most this long.
+        self.attempt_timeout = min(settings.pool_timeout, max(2.0, self.spool_after))
+        #: Outage state: since when the server has not answered, when to try next.
+        self._down_since: float | None = None
+        self._next_try = 0.0
+        self._backoff = BACKOFF_FIRST
+        #: Entries of this run sit in the spool (older than every row in memory).
+        self.spooled = False
+        self.spooled_rows = 0
         self._table = run.client.metrics
         self._rows: list[PreparedRow] = []
         self._lock = threading.Lock()
@@ -85,6 +121,11 @@ class MetricBuffer:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    @property
+    def down(self) -> bool:
+        """The server did not answer the last try."""
+        return self._down_since is not None
 
     # -- producers ----------------------------------------------------------------
     def put(
@@ -120,7 +161,7 @@ class MetricBuffer:
         flusher takes the batch and drives its write between this task's calls.
         """
         while not self.put(metrics, step, progress, updated):
-            await self._flush_quietly(until_room=True)  # back-pressure: one batch, not all
+            await self._write("room")  # back-pressure: one batch, not all
             self._raise_pending_error()
         if len(self._rows) >= self.flush_rows:
             await asyncio.sleep(0)
@@ -131,53 +172,180 @@ class MetricBuffer:
         except RuntimeError:
             in_loop = False
         if in_loop:
-            self._loop.create_task(self._flush_quietly())
+            self._loop.create_task(self._write("tick"))
         else:
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._flush_quietly()))
+            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._write("tick")))
 
     # -- writing ------------------------------------------------------------------
     async def flush(self) -> None:
-        """Write every row buffered so far; raise a write error not yet reported."""
-        await self._flush_quietly()
+        """Write every row buffered so far (to the spool when the server is away);
+        raise a write error not yet reported."""
+        await self._write("flush")
         self._raise_pending_error()
 
-    async def _flush_quietly(self, until_room: bool = False) -> None:
-        """Write the buffered rows, a batch at a time (``until_room``: until one row fits).
+    async def _write(self, mode: str) -> None:
+        """``tick``: one try when one is due; ``flush``: until written or spooled (or,
+        without a spool, the retry window is over); ``room`` the same until one row
+        fits; ``close`` as ``flush``, with one try even during a known outage.
 
-        A batch is at most ``max(flush_rows, 1000)`` rows and the flush lock is held
-        per batch (taken and written under it, so batches go out in order), so a
-        producer that found the buffer full waits for about one batch, not for the
-        whole backlog.
+        The flush lock is held per step (a replay of the spool, one batch, a spill),
+        so batches go out in order and a producer that found the buffer full waits
+        for about one batch, not for the whole backlog.
         """
+        started = time.monotonic()
+        wait = self.attempt_timeout / 2 if mode != "tick" else 0.0
         while True:
             async with self._flushing:
-                with self._lock:
-                    if until_room and len(self._rows) < self.max_rows:
+                if mode != "close" and self.down and time.monotonic() < self._next_try:
+                    if self.spool is not None and (mode != "tick" or self._past_bound()):
+                        await self._spill()  # a known outage: no wait for it
                         return
-                    size = max(self.flush_rows, MAX_BATCH_ROWS)
-                    if len(self._rows) <= size:
-                        rows, self._rows = self._rows, []  # the batch handover: O(1)
-                    else:
-                        rows = self._rows[:size]
-                        del self._rows[:size]
-                    self._flush_requested = False
-                if not rows:
-                    return
+                    if mode == "tick":
+                        return
                 try:
-                    await self._table.write_batch(self.run.id, rows)
-                except Exception as error:  # noqa: BLE001 - kept and raised to the user
-                    failure = MetricWriteError(
-                        f"{len(rows)} buffered metric rows of run {self.run.id} "
-                        f"(steps {rows[0].step}..{rows[-1].step}) were not written: {error}"
-                    )
-                    failure.__cause__ = error
-                    self._error = self._error or failure
+                    more = await self._write_step(wait, until_room=mode == "room")
+                except Exception as error:
+                    if not isinstance(error, _SpoolBusy) and not is_outage(error):
+                        raise
+                    self.note_down(error)
+                    if self.spool is not None and (mode != "tick" or self._past_bound()
+                                                   or len(self._rows) >= self.max_rows):
+                        await self._spill()
+                        return
+                    if mode == "tick":
+                        return
+                    if time.monotonic() - started >= self.retry_window:
+                        raise self._unreachable(error) from error
+                else:
+                    self._down_since = None
+                    self._backoff = BACKOFF_FIRST
+                    if not more:
+                        return
+                    continue
+            await asyncio.sleep(self._backoff)  # outside the lock: others may spill
+
+    async def _write_step(self, wait: float, until_room: bool = False) -> bool:
+        """One step, oldest first: the spool's entries while it holds some of this run
+        (waiting up to ``wait`` s for another process replaying it), else one batch of
+        at most ``max(flush_rows, 1000)`` buffered rows. False: nothing left to do
+        (``until_room``: a row fits again)."""
+        if self.spooled:
+            assert self.spool is not None
+            # Each try is bounded: a server out of the network may not answer at all.
+            # Cut short, a write is simply done again (replay and upserts are idempotent).
+            result = await asyncio.wait_for(self.spool.replay(self.run.client, wait),
+                                            self.attempt_timeout + wait)
+            if result.errors:
+                self._refused(MetricWriteError(
+                    f"{result.refused} spooled entries of {self.spool.path} were refused "
+                    f"and kept there: {'; '.join(result.errors[:3])}"))
+            if await offload(self.spool.pending, self.run.id):
+                raise _SpoolBusy()
+            self.spooled = False
+            return True
+        with self._lock:
+            if until_room and len(self._rows) < self.max_rows:
+                return False
+            size = max(self.flush_rows, MAX_BATCH_ROWS)
+            if len(self._rows) <= size:
+                rows, self._rows = self._rows, []  # the batch handover: O(1)
+            else:
+                rows = self._rows[:size]
+                del self._rows[:size]
+            self._flush_requested = False
+        if not rows:
+            return False
+        try:  # the rows were taken above, in this task: no wait before the handover
+            await asyncio.wait_for(self._table.write_batch(self.run.id, rows),
+                                   self.attempt_timeout)
+        except BaseException as error:
+            if isinstance(error, Exception) and not is_outage(error):
+                failure = MetricWriteError(
+                    f"{len(rows)} buffered metric rows of run {self.run.id} "
+                    f"(steps {rows[0].step}..{rows[-1].step}) were not written: {error}"
+                )
+                failure.__cause__ = error
+                self._refused(failure)
+                return True
+            with self._lock:  # not written (or not known to be): back at the head
+                self._rows[:0] = rows
+            raise
+        return True
+
+    async def _spill(self) -> None:
+        """Move every buffered row to the spool, in order (fast: a local file)."""
+        assert self.spool is not None
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._flush_requested = False
+        if not rows:
+            return
+        try:
+            await offload(self.spool.append_rows, self.run.id, rows)
+        except Exception as error:  # noqa: BLE001 - the rows go back, the error is reported
+            with self._lock:
+                self._rows[:0] = rows
+            failure = MetricWriteError(
+                f"the spool {self.spool.path} does not take the {len(rows)} buffered "
+                f"rows of run {self.run.id} (they stay buffered): {error}"
+            )
+            failure.__cause__ = error
+            self._refused(failure)
+            return
+        self.spooled = True
+        self.spooled_rows += len(rows)
+
+    async def spool_run_update(self, status: str | None = None, started: datetime | None = None,
+                               updated: datetime | None = None,
+                               experiment_id: int | None = None) -> None:
+        """Keep a run update (creation, start or stop) in the spool, after the run's rows."""
+        assert self.spool is not None
+        await offload(self.spool.append_run_update, self.run.id, status, started,
+                                updated, experiment_id)
+        self.spooled = True
+
+    def takes_run_update(self, error: BaseException | None = None) -> bool:
+        """Whether a run update goes to the spool: this run's rows wait there, the
+        server is known to be away, or ``error`` says it is."""
+        if self.spool is None:
+            return False
+        if error is not None:
+            return is_outage(error)
+        return self.spooled or self.down
+
+    def note_down(self, error: BaseException) -> None:
+        """The server did not answer (here or in a run update): wait before trying again."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            self._backoff = BACKOFF_FIRST
+        else:
+            self._backoff = min(2 * self._backoff, BACKOFF_MAX)
+        self._next_try = now + self._backoff
+
+    def _past_bound(self) -> bool:
+        return self._down_since is not None and (
+            time.monotonic() - self._down_since >= self.spool_after
+        )
+
+    def _unreachable(self, error: BaseException) -> MetricWriteError:
+        with self._lock:
+            rows = list(self._rows)
+        steps = f" (steps {rows[0].step}..{rows[-1].step})" if rows else ""
+        return MetricWriteError(
+            f"{len(rows)} buffered metric rows of run {self.run.id}{steps} are not written "
+            f"yet: the server did not answer for {self.retry_window:g} s ({error}); they stay "
+            "buffered, flush() again later (or configure a spool)"
+        )
+
+    def _refused(self, failure: MetricWriteError) -> None:
+        self._error = self._error or failure
 
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval)
-            if self._rows:
-                await self._flush_quietly()
+            if self._rows or self.spooled:
+                await self._write("tick")
 
     def _raise_pending_error(self) -> None:
         error, self._error = self._error, None
@@ -189,11 +357,23 @@ class MetricBuffer:
         self._loop = asyncio.get_running_loop()
         self._flushing = asyncio.Lock()
         self._flush_requested = False
+        if self.spool is not None:
+            self.spool.rebind()
 
     async def close(self) -> None:
-        """Flush, stop the periodic flush and detach from the client; raise a pending error."""
+        """Flush, stop the periodic flush and detach from the client; raise a pending error.
+
+        Rows left in the spool (the server still away) are named in one line on stderr.
+        """
         if not self._timer.done() and not self._timer.get_loop().is_closed():
             self._timer.cancel()
         self.run.client.hooks.discard(self)
-        await self.flush()
-
+        try:
+            await self._write("close")
+            self._raise_pending_error()
+        finally:
+            if self.spooled and self.spool is not None:
+                warn(f"the server did not answer: {self.spooled_rows} metric rows of run "
+                     f"{self.run.id} (and its status) wait in the spool {self.spool.path}; "
+                     "the next client of this server replays them, or run: sqltrack sync "
+                     f"--spool {self.spool.path}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 from . import config as _config
 from .engines import make_engine
 from .engines.base import BatchRow, Connection, Dialect, Engine
-from .errors import ClientClosed, ConnectionLost
+from .errors import ClientClosed, ConnectionLost, PoolTimeout, ServerUnreachable
 from .exits import install as install_exit_handling
 from .exits import silence_pending_tasks, unclosed
 from .hooks import ClientHooks, CloseHook
@@ -102,6 +103,13 @@ class AsyncClient:
         #: Typed engine statements for sqltrack's own modules (metrics, schema, facade).
         self.statements = Statements(self)
         self.metrics = MetricTable(self.statements)
+        from .spool import Spool
+
+        #: Where buffered rows wait while the server is away (None: ``spool=off``).
+        self.spool: Spool | None = (
+            None if self.settings.spool is None
+            else Spool.for_settings(self.settings, self.settings.spool or None)
+        )
         #: The loop this client was opened on (at exit: is it still there?).
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Driven by a blocking ``sqltrack.Client``, whose exit handling is the portal's.
@@ -156,6 +164,12 @@ class AsyncClient:
         return self._engine.name
 
     @property
+    def pooled(self) -> bool:
+        """Whether a transaction pooler (PgBouncer) sits between client and server
+        (configured with ``pooler=...`` or detected on opening)."""
+        return bool(getattr(self._engine, "pooled", False))
+
+    @property
     def dialect(self) -> Dialect:
         """The engine's SQL dialect: quoting, JSON pieces, parameter values (no I/O)."""
         return self._engine.dialect
@@ -199,7 +213,23 @@ class AsyncClient:
                 self._loop = asyncio.get_running_loop()
                 _unclosed.add(self)
                 install_exit_handling()
+                await self._replay_spool()
         return await self._opened_engine()
+
+    async def _replay_spool(self) -> None:
+        """What an earlier client of this server left in the spool goes first."""
+        spool = self.spool
+        if spool is None or not spool.exists():
+            return
+        from .spool import is_outage, offload
+
+        if not await offload(spool.pending):
+            return
+        try:
+            await spool.replay(self)
+        except Exception as error:
+            if not is_outage(error):
+                raise  # the entries stay; a buffered run retries them
 
     async def close(self) -> None:
         """Flush buffered metrics, close every pooled connection; the client is done then.
@@ -283,20 +313,55 @@ class AsyncClient:
             held = self._held.get(_current_owner())
             if held is not None:
                 return await op(engine, held.conn, *args)
-        conn = await engine.acquire()
         try:
-            return await op(engine, conn, *args)
-        except ConnectionLost:
+            conn = await engine.acquire()
+        except ConnectionLost as error:
             if not retry:
                 raise
-        finally:
-            await engine.release(conn)
-        await engine.recover()
-        conn = await engine.acquire()
+            return await self._retry(engine, op, args, error)
         try:
             return await op(engine, conn, *args)
+        except ConnectionLost as error:
+            if not retry:
+                raise
+            lost = error
         finally:
             await engine.release(conn)
+        return await self._retry(engine, op, args, lost)
+
+    async def _retry(
+        self, engine: Engine, op: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+        error: ConnectionLost,
+    ) -> T:
+        """An idempotent statement whose connection was lost: again, on a fresh
+        connection, with a growing pause, until ``retry_window`` seconds are over;
+        then one ServerUnreachable naming the server (never a hang)."""
+        window = self.settings.retry_window
+        deadline = time.monotonic() + window
+        pause = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServerUnreachable(
+                    f"{engine.server_name()} did not answer for {window:g} s (retry_window); "
+                    f"the statement was not committed: {error}"
+                ) from error
+            try:
+                await engine.recover()
+                conn = await engine.acquire(timeout=remaining)
+                try:
+                    return await op(engine, conn, *args)
+                finally:
+                    await engine.release(conn)
+            except ConnectionLost as again:
+                error = again
+            except PoolTimeout:
+                # The pool has not reconnected yet (the server answers again): once
+                # more while the window lasts; a pool simply full is raised as such.
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(2 * pause, 1.0)
 
     async def query(
         self, sql: str, parameters: Sequence[Any] = (), *, idempotent: bool = True
@@ -355,11 +420,11 @@ class Statements:
 
     async def metric_columns(self) -> dict[str, str | None]:
         """The metrics table's metric columns: name -> kind (None: a type not checked)."""
-        return await self._client._run(_metric_columns)
+        return await self._client._run(_metric_columns, retry=True)
 
     async def add_metric_column(self, name: str, kind: str) -> None:
         """Add a metric column of a kind (``bool``, ``int``, ``float``, ``str``, ``datetime``)."""
-        await self._client._run(_add_metric_column, name, kind)
+        await self._client._run(_add_metric_column, name, kind, retry=True)  # IF NOT EXISTS
 
     async def write_metrics(
         self,
@@ -370,7 +435,8 @@ class Statements:
         values: Sequence[Any],
         updated: datetime | None,
     ) -> None:
-        """Upsert one checked metrics row (the hot path; retried once on a lost connection)."""
+        """Upsert one checked metrics row (the hot path; on a lost connection, retried
+        within ``retry_window``)."""
         # Inlined _run: every add_metrics comes here, so no extra coroutine once open
         # and no owner lookup while no task holds a connection.
         client = self._client
@@ -385,19 +451,18 @@ class Statements:
             names, run_id, step, progress, values, updated
         ):
             return None  # SQLite, lock free: written on this thread, no hop
-        conn = await engine.acquire()
+        args = (names, run_id, step, progress, values, updated)
         try:
-            return await engine.write_metrics(conn, names, run_id, step, progress, values, updated)
-        except ConnectionLost:
-            pass
+            conn = await engine.acquire()
+        except ConnectionLost as error:
+            return await client._retry(engine, _write_metrics, args, error)
+        try:
+            return await engine.write_metrics(conn, *args)
+        except ConnectionLost as error:
+            lost = error
         finally:
             await engine.release(conn)
-        await engine.recover()
-        conn = await engine.acquire()
-        try:
-            await engine.write_metrics(conn, names, run_id, step, progress, values, updated)
-        finally:
-            await engine.release(conn)
+        await client._retry(engine, _write_metrics, args, lost)
 
     def write_metrics_blocking(
         self,
@@ -495,6 +560,10 @@ def _metric_columns(engine: Engine, conn: Connection) -> Awaitable[dict[str, str
 
 def _add_metric_column(engine: Engine, conn: Connection, name: str, kind: str) -> Awaitable[None]:
     return engine.add_metric_column(conn, name, kind)
+
+
+def _write_metrics(engine: Engine, conn: Connection, *args: Any) -> Awaitable[None]:
+    return engine.write_metrics(conn, *args)
 
 
 def _write_metrics_batch(engine: Engine, conn: Connection, *args: Any) -> Awaitable[None]:

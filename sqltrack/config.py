@@ -35,6 +35,16 @@ BUFFER_DEFAULTS: dict[str, float] = {
     "flush_interval": 1.0,
     "buffer_max_rows": 0,
 }
+#: Outages (see sqltrack.buffering and sqltrack.spool): seconds a buffered run waits for a
+#: server that does not answer before its rows go to the spool; seconds a write-through
+#: call keeps trying such a server before it raises ServerUnreachable.
+OUTAGE_DEFAULTS: dict[str, float] = {
+    "spool_after": 5.0,
+    "retry_window": 30.0,
+}
+#: ``pooler``: "auto" detects a pooler between client and server; "transaction" (or
+#: "session", "statement") says there is one; "none" says there is none.
+POOLERS = ("auto", "none", "transaction", "session", "statement")
 #: libpq keywords whose values must never be shown.
 SECRET_KEYS = frozenset({"password", "sslpassword"})
 
@@ -54,6 +64,12 @@ class Settings:
     flush_rows: int = 1000
     flush_interval: float = 1.0
     buffer_max_rows: int = 0
+    #: The spool file of buffered rows while the server is away (None: no spool;
+    #: "" the default file, see sqltrack.spool).
+    spool: str | None = ""
+    spool_after: float = 5.0
+    retry_window: float = 30.0
+    pooler: str = "auto"
 
     def __repr__(self) -> str:
         # Passwords never show: the password keywords, nor one inside a URI or a DSN
@@ -118,7 +134,7 @@ def _flag(values: dict[str, Any], key: str) -> bool:
 
 
 def _number(values: dict[str, Any], key: str, kind: type) -> Any:
-    raw = values.get(key, {**POOL_DEFAULTS, **BUFFER_DEFAULTS}[key])
+    raw = values.get(key, {**POOL_DEFAULTS, **BUFFER_DEFAULTS, **OUTAGE_DEFAULTS}[key])
     try:
         if isinstance(raw, bool) or isinstance(raw, float) and kind is int and raw % 1:
             raise TypeError  # True is not a pool size, 2.5 is not a row count
@@ -130,6 +146,29 @@ def _number(values: dict[str, Any], key: str, kind: type) -> Any:
     if number <= 0 and key not in ("pool_min_size", "buffer_max_rows") or number < 0:
         raise ValueError(f"config value {key}={raw!r} must be positive")
     return number
+
+
+def _spool(raw: Any) -> str | None:
+    """``spool``: a file path, ``""`` / ``auto`` for the default file, ``off`` for none."""
+    if raw is None or raw is True:
+        return ""
+    if raw is False:
+        return None
+    text = os.fspath(raw) if isinstance(raw, os.PathLike) else str(raw)
+    if text.strip().lower() in ("off", "false", "no", "none", "0"):
+        return None
+    if text.strip().lower() in ("", "auto", "on", "true", "yes", "1"):
+        return ""
+    if "\x00" in text or not _encodes(text):
+        raise ValueError(f"config value spool={raw!r} is not a file name (no NUL, valid UTF-8)")
+    return text
+
+
+def _pooler(raw: Any) -> str:
+    text = str(raw).strip().lower() or "auto"
+    if text not in POOLERS:
+        raise ValueError(f"config value pooler={raw!r}: use one of {', '.join(POOLERS)}")
+    return text
 
 
 def _encodes(text: str) -> bool:
@@ -211,7 +250,11 @@ def resolve(
     options["flush_rows"] = _number(values, "flush_rows", int)
     options["flush_interval"] = _number(values, "flush_interval", float)
     options["buffer_max_rows"] = _number(values, "buffer_max_rows", int)
-    for key in (*POOL_DEFAULTS, *BUFFER_DEFAULTS):
+    options["spool_after"] = _number(values, "spool_after", float)
+    options["retry_window"] = _number(values, "retry_window", float)
+    options["spool"] = _spool(values.pop("spool", ""))
+    options["pooler"] = _pooler(values.pop("pooler", "auto"))
+    for key in (*POOL_DEFAULTS, *BUFFER_DEFAULTS, *OUTAGE_DEFAULTS):
         values.pop(key, None)
 
     if engine == "sqlite":

@@ -8,6 +8,7 @@
     │   │   ├── UniqueViolation       a unique key (a taken experiment name, a metrics row key)
     │   │   └── ForeignKeyViolation   a referenced row is missing
     │   └── ConnectionLost        the server connection failed or broke (connect, restart, failover)
+    │       └── ServerUnreachable     the server did not answer for a while (an outage), named
     ├── PoolTimeout (TimeoutError)         no pooled connection became free in time
     ├── MetricWriteError                   buffered metric rows could not be written
     ├── RunNotFound (LookupError)          the run id does not exist
@@ -52,6 +53,15 @@ class ForeignKeyViolation(IntegrityError):
 
 class ConnectionLost(DatabaseError):
     """The server connection failed or broke; an idempotent statement may be retried."""
+
+
+class ServerUnreachable(ConnectionLost):
+    """The server did not answer (stopped, restarting, out of the network) for a while.
+
+    Raised instead of a pool timeout when the pool waited because no connection
+    to the server could be made, and by a write-through call once its
+    ``retry_window`` is over: the message names the server and the last reason.
+    """
 
 
 class RunNotFound(SqltrackError, LookupError):

@@ -13,7 +13,7 @@ from . import environment, signals
 from ._markers import sync_fast_path
 from .args import detect_args
 from .buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS, MetricBuffer
-from .errors import ExperimentNotFound, ForeignKeyViolation, RunNotFound
+from .errors import ConnectionLost, ExperimentNotFound, ForeignKeyViolation, RunNotFound
 from .records import add_link, experiment_row, remove_link
 from .values import (
     Auto,
@@ -336,11 +336,43 @@ class AsyncRun:
             )
         except ForeignKeyViolation:
             raise ExperimentNotFound(experiment_id) from None
+        except ConnectionLost as error:
+            return await cls._offline(client, run_id, experiment_id, error)
         if rows[0][0] != experiment_id:
             raise ValueError(
                 f"run {run_id} belongs to experiment {rows[0][0]}, not {experiment_id}"
             )
         return cls._made(client, run_id, experiment_id)
+
+    @classmethod
+    async def _offline(
+        cls, client: AsyncClient, run_id: int, experiment_id: int, error: ConnectionLost
+    ) -> AsyncRun:
+        """The server is away and both ids are known: a buffered client with a spool
+        makes the run there (created on the server when the spool is replayed)."""
+        if client.spool is None or not client.settings.buffered:
+            raise error
+        run = cls._made(client, run_id, experiment_id)
+        assert run._buffer is not None
+        run._buffer.note_down(error)
+        await run._buffer.spool_run_update(experiment_id=experiment_id)
+        return run
+
+    async def _update(self, assignments: list[str], params: list[Any], status: str,
+                      started: datetime | None = None, updated: datetime | None = None) -> None:
+        """Set the run's status and times; while its server is away, a buffered run
+        with a spool keeps the update there, after its rows."""
+        buffer = self._buffer
+        if buffer is not None and buffer.takes_run_update():
+            await buffer.spool_run_update(status, started, updated)
+            return
+        try:
+            await _update_run(self.client, self.id, ", ".join(assignments), params)
+        except ConnectionLost as error:
+            if buffer is None or not buffer.takes_run_update(error):
+                raise
+            buffer.note_down(error)
+            await buffer.spool_run_update(status, started, updated)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(
@@ -356,12 +388,14 @@ class AsyncRun:
         """
         self.terminated_status = check_status(terminated)
         assignments, params = ["status = %s"], ["RUNNING"]
+        times = []
         for column, dt in (("time_started", started), ("time_updated", updated)):
             value = resolve_time(dt, column)
+            times.append(value)
             if value is not None:
                 assignments.append(f"{column} = %s")
                 params.append(self.client.dialect.timestamp(value))
-        await _update_run(self.client, self.id, ", ".join(assignments), params)
+        await self._update(assignments, params, "RUNNING", *times)
         self.client.hooks.run_opened(self)
         return self
 
@@ -371,7 +405,8 @@ class AsyncRun:
         """Set the final status (default COMPLETED) and time_updated (``'auto'``: now).
 
         Buffered metrics are written first; a write error is raised after the status
-        is set.
+        is set. While the server is away, a buffered run with a spool keeps the status
+        in the spool, after its rows (see ``sqltrack.spool``).
         """
         assignments, params = ["status = %s"], [check_status(status)]
         write_error = None
@@ -384,7 +419,7 @@ class AsyncRun:
         if value is not None:
             assignments.append("time_updated = %s")
             params.append(self.client.dialect.timestamp(value))
-        await _update_run(self.client, self.id, ", ".join(assignments), params)
+        await self._update(assignments, params, params[0], None, value)
         self.client.hooks.run_stopped(self)
         if write_error is not None:
             raise write_error

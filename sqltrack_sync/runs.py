@@ -81,7 +81,8 @@ class Run(Wrapper):
         """Set the final status (default COMPLETED) and time_updated (``'auto'``: now).
 
         Buffered metrics are written first; a write error is raised after the status
-        is set.
+        is set. While the server is away, a buffered run with a spool keeps the status
+        in the spool, after its rows (see ``sqltrack.spool``).
         """
         _portal.call(self._async.stop, status, updated)
         return self

@@ -32,6 +32,12 @@ ENGINES = ("sqlite", "postgres")
 #: Trials per case of the fault-injection tests (tests/test_faults_*.py), unless
 #: ``--fault-trials=N`` says otherwise.
 DEFAULT_FAULT_TRIALS = 20
+#: Seconds the server is stopped in tests/test_faults_outage.py (``--fault-outage=30``
+#: is the issue's figure; the default keeps CI short).
+DEFAULT_FAULT_OUTAGE = 5.0
+
+# Spools (sqltrack.spool) of the tests go to a folder of this session, not ~/.cache.
+os.environ.setdefault("SQLTRACK_SPOOL_DIR", tempfile.mkdtemp(prefix="sqltrack-test-spool-"))
 
 
 def pytest_addoption(parser) -> None:
@@ -42,6 +48,14 @@ def pytest_addoption(parser) -> None:
         metavar="N",
         help="trials per case of the fault-injection tests, e.g. "
         "'pytest -m faults --fault-trials=100' (default %(default)s)",
+    )
+    parser.addoption(
+        "--fault-outage",
+        type=float,
+        default=DEFAULT_FAULT_OUTAGE,
+        metavar="SECONDS",
+        help="how long tests/test_faults_outage.py stops the server, e.g. "
+        "'pytest -m faults --fault-outage=30' (default %(default)s)",
     )
 
 

@@ -523,6 +523,7 @@ REVIEWED = {
     "assignment": "'<column> = %s' built by sqltrack from fixed column names and placeholders",
     "table": "a fixed table name ('run_links' / 'experiment_links') chosen by sqltrack",
     "METRIC_PAGE": "an int constant",
+    "prefix": "'' or, behind a pooler, sql.Identifier(schema).as_string() + '.'",
 }
 #: SQL text extended with '+': what may be on the other side.
 REVIEWED_CONCAT = {

@@ -31,7 +31,8 @@ from ..client import AsyncClient
 from ..transfer import PAGE_ROWS, SyncProgress, sync
 from .checks import check_database
 from .formatting import PROG, target_line
-from .parser import key_value
+from .parser import client_kwargs, key_value
+from .spool import cmd_sync_spool
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
@@ -75,6 +76,10 @@ def sync_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="target", metavar="TARGET",
                    help="the database to copy to, given as for --from (default: the "
                    "connection options before the command, SQLTRACK_DSN_*, the config file)")
+    p.add_argument("--spool", metavar="PATH",
+                   help="instead of --from: replay a spool file (rows and statuses that "
+                   "buffered runs kept while their server did not answer); without --to "
+                   "or connection options, each server in it gets its own entries")
     p.add_argument("--dry-run", action="store_true",
                    help="count what would be copied; write nothing, anywhere")
     p.add_argument("--full", action="store_true",
@@ -124,6 +129,16 @@ async def cmd_sync(client: AsyncClient, args: argparse.Namespace) -> int:
     Both databases are named on stderr, then checked: one that does not answer (or a
     SQLite source file that is not there) fails at once, with the reason.
     """
+    if args.spool is not None:
+        if args.source is not None:
+            raise SettingsError("sync takes --from SOURCE or --spool PATH, not both")
+        target = (client_for(args.target, create_schema=True) if args.target is not None
+                  else client if client_kwargs(args) else None)
+        try:
+            return await cmd_sync_spool(target, args)
+        finally:
+            if target is not None and target is not client:
+                await target.close()
     if args.source is None:
         raise SettingsError("sync needs --from SOURCE (the database to copy from)")
     if args.page_rows < 1:

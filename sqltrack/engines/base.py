@@ -147,8 +147,16 @@ class Engine(ABC):
         """Close every connection of the pool."""
 
     @abstractmethod
-    async def acquire(self) -> Connection:
-        """Take a driver connection from the pool (bounded wait, then PoolTimeout)."""
+    async def acquire(self, timeout: float | None = None) -> Connection:
+        """Take a driver connection from the pool (bounded wait, then PoolTimeout).
+
+        ``timeout`` shortens the pool's own ``pool_timeout`` for this wait. A server
+        that cannot be reached raises ServerUnreachable instead of PoolTimeout.
+        """
+
+    def server_name(self) -> str:
+        """The server (or file) in words, for errors: no password."""
+        return f"the {self.name} database"
 
     @abstractmethod
     async def release(self, conn: Connection) -> None:

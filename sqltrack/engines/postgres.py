@@ -3,13 +3,23 @@
 Pooled connections sit in autocommit mode, so a lone statement (the common
 ``add_metrics``) costs exactly one round trip. A user block (``async with
 client``) switches its connection to a transaction for the block's duration.
+
+Behind a transaction pooler (PgBouncer in ``pool_mode = transaction``), each
+transaction may run on another server connection, so nothing may rest on the
+session: with ``pooler=transaction`` (or detected on opening, see
+``_detect_pooler``) no statement is prepared on the server
+(``prepare_threshold=None``), the ``schema`` is not set once per connection but
+inside every transaction (the one-row upsert names it; every other statement
+outside a block runs in a transaction of its own that starts with ``SET LOCAL
+search_path``; a block, and the COPY of a batch, set it after ``BEGIN``), and
+the only advisory lock (schema set-up) is transaction-scoped.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, nullcontext, suppress
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -26,6 +36,7 @@ from ..errors import (
     IntegrityError,
     PoolTimeout,
     RunNotFound,
+    ServerUnreachable,
     UniqueViolation,
 )
 from .base import BatchRow, Engine
@@ -77,10 +88,17 @@ class PostgresEngine(Engine):
         super().__init__(settings)
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
         self._first: Conn | None = None
+        #: A transaction pooler sits between us and the server (set, or found on opening).
+        self.pooled = settings.pooler not in ("auto", "none")
+        #: Behind a pooler with a schema: the start of every transaction of ours.
+        self._set_local: bytes | None = None
+        self._local = b""
+        #: Behind a pooler with a schema: ``"schema".`` before the tables of the upserts.
+        self._prefix = ""
 
     async def _configure(self, conn: Conn) -> None:
         schema = self.settings.schema
-        if schema:
+        if schema and not self.pooled:  # behind a pooler: per transaction (_scoped)
             await conn.execute(
                 "SELECT set_config('search_path', quote_ident(%s), false)", [schema]
             )
@@ -95,24 +113,89 @@ class PostgresEngine(Engine):
             conn = await psycopg.AsyncConnection.connect(
                 **{"connect_timeout": timeout, **s.params}, autocommit=True
             )
+            if self.pooled:
+                conn.prepare_threshold = None
         except psycopg.Error as error:
             raise translate(error) from error
         try:
+            if s.pooler == "auto" and await self._detect_pooler(conn):
+                self.pooled = True
+                conn.prepare_threshold = None
+            if self.pooled and s.schema:
+                local = sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(s.schema))
+                self._local = local.as_bytes()
+                self._set_local = b"BEGIN; " + self._local
+                self._prefix = sql.Identifier(s.schema).as_string() + "."
             await self._configure(conn)
         except psycopg.Error as error:
             await conn.close()
             raise translate(error, conn) from error
         self._first = conn
+        extra: dict[str, Any] = {"prepare_threshold": None} if self.pooled else {}
         self._pool = psycopg_pool.AsyncConnectionPool(
-            kwargs={**s.params, "autocommit": True},
+            kwargs={**s.params, "autocommit": True, **extra},
             min_size=s.pool_min_size,
             max_size=s.pool_max_size,
             timeout=s.pool_timeout,
+            # A server back after an outage is found within seconds: the pool's
+            # reconnection (backoff 1, 2, 4 ... s) gives up soon, and the next request
+            # starts a fresh one.
+            reconnect_timeout=max(1.0, min(s.pool_timeout, 3.0)),
             configure=self._configure,
             open=False,
             name="sqltrack",
         )
         await self._pool.open(wait=False)
+
+    @staticmethod
+    async def _detect_pooler(conn: Conn) -> bool:
+        """Whether a pooler answers for the server: it hands the client a backend key of
+        its own (PgBouncer, pgcat, Odyssey, Supavisor do), so the process id announced
+        on connecting is not the server's ``pg_backend_pid()``. Any port, any name."""
+        cursor = await conn.execute("SELECT pg_backend_pid()")
+        row = await cursor.fetchone()
+        return row is not None and row[0] != conn.info.backend_pid
+
+    @asynccontextmanager
+    async def _scoped(self, conn: Conn) -> AsyncIterator[None]:
+        """Behind a pooler with a schema, outside a block: the statement(s) in a
+        transaction of their own that sets the schema first (one round trip more
+        each way); otherwise nothing."""
+        if self._set_local is None or not conn.autocommit:
+            yield
+            return
+        await conn.execute(self._set_local)
+        try:
+            yield
+        except BaseException:
+            if not conn.closed and not conn.broken:
+                with suppress(psycopg.Error):
+                    await conn.execute(b"ROLLBACK")
+            raise
+        await conn.execute(b"COMMIT")
+
+    async def _local_schema(self, conn: Conn) -> None:
+        """In a block behind a pooler: the schema for the transaction just begun."""
+        if self._set_local is not None:
+            await conn.execute(self._local)
+
+    def server_name(self) -> str:
+        p = self.settings.params
+        host = p.get("host") or p.get("hostaddr") or "localhost"
+        return (f"the PostgreSQL server {host}:{p.get('port', '5432')} "
+                f"(database {p.get('dbname')!r}, user {p.get('user')!r})")
+
+    async def _unreachable(self) -> str | None:
+        """Why no connection to the server can be made now (None: it can)."""
+        timeout = str(int(max(1, min(5, self.settings.pool_timeout))))
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                **{**self.settings.params, "connect_timeout": timeout}, autocommit=True
+            )
+        except psycopg.Error as error:
+            return str(error).strip() or type(error).__name__
+        await conn.close()
+        return None
 
     @asynccontextmanager
     async def setup_connection(self) -> AsyncIterator[Conn]:
@@ -139,10 +222,18 @@ class PostgresEngine(Engine):
             raise RuntimeError("the engine is not open")
         return self._pool
 
-    async def acquire(self) -> Conn:
+    async def acquire(self, timeout: float | None = None) -> Conn:
         try:
-            return await self._opened_pool().getconn()
+            return await self._opened_pool().getconn(timeout)
         except psycopg_pool.PoolTimeout as error:
+            # A pool waits as long for a free connection as for a server that does
+            # not answer: say which it was.
+            reason = await self._unreachable()
+            if reason is not None:
+                raise ServerUnreachable(
+                    f"{self.server_name()} is unreachable (no connection could be made "
+                    f"within {timeout or self.settings.pool_timeout:g} s): {reason}"
+                ) from None
             raise PoolTimeout(
                 f"no PostgreSQL connection became free within {self.settings.pool_timeout} s "
                 f"(raise pool_max_size or pool_timeout): {error}"
@@ -161,6 +252,7 @@ class PostgresEngine(Engine):
     async def begin_block(self, conn: Conn) -> None:
         try:
             await conn.set_autocommit(False)
+            await self._local_schema(conn)
         except psycopg.Error as error:
             raise translate(error, conn) from error
 
@@ -183,12 +275,14 @@ class PostgresEngine(Engine):
     async def commit(self, conn: Conn) -> None:
         try:
             await conn.commit()
+            await self._local_schema(conn)  # the block goes on in a new transaction
         except psycopg.Error as error:
             raise translate(error, conn) from error
 
     async def rollback(self, conn: Conn) -> None:
         try:
             await conn.rollback()
+            await self._local_schema(conn)
         except psycopg.Error as error:
             raise translate(error, conn) from error
 
@@ -197,14 +291,15 @@ class PostgresEngine(Engine):
 
     async def fetch(self, conn: Conn, query: str, params: Any = ()) -> list[Any]:
         try:
-            cursor = await conn.execute(query, params or None)
-            return await cursor.fetchall() if cursor.description else []
+            async with self._scoped(conn):
+                cursor = await conn.execute(query, params or None)
+                return await cursor.fetchall() if cursor.description else []
         except psycopg.Error as error:
             raise translate(error, conn) from error
 
     async def executemany(self, conn: Conn, query: str, rows: Sequence[Any]) -> None:
         try:
-            async with conn.cursor() as cursor:
+            async with self._scoped(conn), conn.cursor() as cursor:
                 await cursor.executemany(query, rows)
         except psycopg.Error as error:
             raise translate(error, conn) from error
@@ -212,7 +307,8 @@ class PostgresEngine(Engine):
     async def executescript(self, conn: Conn, script: str) -> None:
         # Without parameters psycopg sends the simple query protocol: many statements at once.
         try:
-            await conn.execute(script)
+            async with self._scoped(conn):
+                await conn.execute(script)
         except psycopg.Error as error:
             raise translate(error, conn) from error
 
@@ -248,6 +344,7 @@ class PostgresEngine(Engine):
         """
         try:
             async with conn.transaction():
+                await self._local_schema(conn)  # behind a pooler: the schema, here too
                 async with conn.cursor() as cursor:
                     async with cursor.copy(_copy_sql(names)) as copy:
                         for number, row in enumerate(rows, 1):
@@ -289,7 +386,9 @@ class PostgresEngine(Engine):
                     # $n placeholders and a raw cursor: psycopg need not parse a long query.
                     cursor = psycopg.AsyncRawCursor(conn)
                     try:
-                        await cursor.execute(_upsert_rows_sql(names, touch, len(chunk)), params)
+                        await cursor.execute(
+                            _upsert_rows_sql(names, touch, len(chunk), self._prefix), params
+                        )
                     finally:
                         await cursor.close()
         except errors.ForeignKeyViolation:
@@ -316,7 +415,9 @@ class PostgresEngine(Engine):
         for _ in range(5):
             try:
                 # A savepoint when inside a user block, so a lost race does not abort it.
-                async with nullcontext() if conn.autocommit else conn.transaction():
+                async with self._scoped(conn), (
+                    nullcontext() if conn.autocommit else conn.transaction()
+                ):
                     await conn.execute(statement)
                 return
             except (errors.DuplicateColumn, errors.UniqueViolation):
@@ -341,7 +442,7 @@ class PostgresEngine(Engine):
         else:
             params = (updated, run_id, run_id, step, progress, *values)
         try:
-            await conn.execute(_upsert_sql(names, updated is not None), params)
+            await conn.execute(_upsert_sql(names, updated is not None, self._prefix), params)
         except errors.ForeignKeyViolation:
             raise RunNotFound(run_id) from None
         except psycopg.Error as error:
@@ -365,18 +466,27 @@ def _copy_sql(names: tuple[str, ...]) -> bytes:
 
 
 @lru_cache(maxsize=4096)
-def _upsert_sql(names: tuple[str, ...], touch_run: bool) -> bytes:
-    """The one-row upsert, with psycopg's ``%s`` placeholders (cached, then prepared)."""
-    return _upsert_text(names, touch_run, 1, lambda number: "%s")
+def _upsert_sql(names: tuple[str, ...], touch_run: bool, prefix: str = "") -> bytes:
+    """The one-row upsert, with psycopg's ``%s`` placeholders (cached, then prepared).
+
+    ``prefix`` (``"schema".``) names the schema of the tables (behind a pooler).
+    """
+    return _upsert_text(names, touch_run, 1, lambda number: "%s", prefix)
 
 
-def _upsert_rows_sql(names: tuple[str, ...], touch_run: bool, nrows: int) -> bytes:
+def _upsert_rows_sql(
+    names: tuple[str, ...], touch_run: bool, nrows: int, prefix: str = ""
+) -> bytes:
     """The upsert of ``nrows`` rows, with PostgreSQL's own ``$n`` placeholders."""
-    return _upsert_text(names, touch_run, nrows, lambda number: f"${number}")
+    return _upsert_text(names, touch_run, nrows, lambda number: f"${number}", prefix)
 
 
 def _upsert_text(
-    names: tuple[str, ...], touch_run: bool, nrows: int, placeholder: Callable[[int], str]
+    names: tuple[str, ...],
+    touch_run: bool,
+    nrows: int,
+    placeholder: Callable[[int], str],
+    prefix: str = "",
 ) -> bytes:
     quoted = [sql.Identifier(n).as_string() for n in names]
     columns = ", ".join(["run_id", "step", "progress", *quoted])
@@ -386,7 +496,7 @@ def _upsert_text(
     values = ", ".join(
         "(" + ", ".join(marks[start : start + width]) + ")" for start in range(0, len(marks), width)
     )
-    query = f"INSERT INTO metrics ({columns}) VALUES {values} "
+    query = f"INSERT INTO {prefix}metrics ({columns}) VALUES {values} "
     if names:
         updates = ", ".join(f"{q} = EXCLUDED.{q}" for q in quoted)
         query += f"ON CONFLICT (run_id, step, progress) DO UPDATE SET {updates}"
@@ -394,7 +504,7 @@ def _upsert_text(
         query += "ON CONFLICT DO NOTHING"
     if touch_run:
         query = (
-            f"WITH touched AS (UPDATE runs SET time_updated = {placeholder(1)} "
+            f"WITH touched AS (UPDATE {prefix}runs SET time_updated = {placeholder(1)} "
             f"WHERE id = {placeholder(2)}) " + query
         )
     return query.encode()

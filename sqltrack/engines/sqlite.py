@@ -396,8 +396,12 @@ class SqliteEngine(Engine):
             raise RuntimeError("the engine is not open")
         return self._pool
 
-    async def acquire(self) -> aiosqlite.Connection:
+    async def acquire(self, timeout: float | None = None) -> aiosqlite.Connection:
+        # A local file: a wait is for a free connection only (pool_timeout).
         return await self._opened_pool().acquire()
+
+    def server_name(self) -> str:
+        return f"the SQLite database {self.settings.params['dbpath']!r}"
 
     async def release(self, conn: aiosqlite.Connection) -> None:
         self._blocks.discard(conn)
