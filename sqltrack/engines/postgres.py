@@ -18,6 +18,7 @@ the only advisory lock (schema set-up) is transaction-scoped.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext, suppress
 from datetime import datetime
@@ -44,6 +45,12 @@ from .dialects import POSTGRES_TYPES as _KIND_TYPES
 from .dialects import PostgresDialect
 
 Conn = psycopg.AsyncConnection[Any]
+
+# The pool logs every failed connection attempt; during an outage that is a line per
+# attempt on the stderr of a script with no logging set up. sqltrack reports an
+# outage itself (ServerUnreachable, the spool's one line at exit); a program that
+# sets logging up still gets the pool's records (they propagate as before).
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 _TYPE_KINDS = {
     "boolean": "bool",
