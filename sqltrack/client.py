@@ -74,6 +74,11 @@ class AsyncClient:
     ``pool_min_size`` (1), ``pool_max_size`` (4), ``pool_timeout`` seconds (30).
     ``buffered=True`` makes every run's ``add_metrics`` write-behind (see
     ``sqltrack.buffering``; ``flush_rows``, ``flush_interval``, ``buffer_max_rows``).
+    Outages: ``spool`` (a file path, default ``spool-<host>.db`` in
+    ``~/.cache/sqltrack``; ``off``: none) and ``spool_after`` (5 s) for buffered
+    rows, see ``sqltrack.spool``; ``retry_window`` (30 s) bounds how long a
+    write-through call tries a server that does not answer. ``pooler``: ``auto``
+    (detect PgBouncer and the like), ``transaction``, or ``none``.
 
     Nothing connects until first use; the base schema is created then if missing.
     ``create_schema=False`` (read-only tools such as the ``sqltrack`` listings)
