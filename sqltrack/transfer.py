@@ -672,7 +672,7 @@ class _Sync:
                 where += f" AND {_AFTER}"
                 params += [after[0], after[0], after[1]]
             page = await self.src.query(
-                select + where + f" ORDER BY step, progress LIMIT {int(self.page_rows)}", params
+                select + where + " ORDER BY step, progress LIMIT %s", [*params, self.page_rows]
             )
             if not page:
                 break

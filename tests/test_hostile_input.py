@@ -524,12 +524,44 @@ REVIEWED = {
     "table": "a fixed table name ('run_links' / 'experiment_links') chosen by sqltrack",
     "METRIC_PAGE": "an int constant",
     "prefix": "'' or, behind a pooler, sql.Identifier(schema).as_string() + '.'",
+    "_RUN_COLUMNS": "transfer: a constant string of the runs table's column names",
+    "_WHERE_RUN": "transfer: constant 'WHERE source_key = %s AND source_run_id = %s'",
+    "_UP_TO": "transfer: a constant key range of %s placeholders",
+    "_FROM": "transfer: a constant key range of %s placeholders",
+    "flag": "transfer: dialect.quote_ident of the constant alias _FLAG ('0old')",
+    "flag_old": "transfer: '0' or a constant CASE over _UP_TO (placeholders)",
+    "', '.join(parts_end + parts_old)":
+        "transfer: _digest_parts, COUNT/SUM over quote_ident(metric column of the source's "
+        "schema) and the quoted constant flag",
+    "_quote(self.src, names)":
+        "transfer: ', ' + quote_ident(name) for metric columns read from the source's schema",
+    "_quote(self.dst, present)":
+        "transfer: ', ' + quote_ident(name) for those metric columns present on the target",
+    "extra": "ui.curves: '' or a constant key range of %s placeholders (_after_sql)",
+    "group": "ui.summaries: 'args' or 'extras', from the constant JSON_GROUPS",
+    "dialect.json_object_keys('r.' + group)":
+        "ui.summaries: the dialect's key set of the column r.args / r.extras (constants)",
+    "quote(n)": "ui.summaries: quote_ident of a metric column name read from the schema",
+    "exists": "ui.summaries: EXISTS over quote(n) metric columns, %s placeholders",
+    "escape(SQL_EXAMPLE)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
+    "escape(query)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
+    "word": "ui.readonly: the text of a QueryRefused error message, never run as SQL",
 }
 #: SQL text extended with '+': what may be on the other side.
 REVIEWED_CONCAT = {
     "sql": "SQL text built above from reviewed pieces",
     "query": "SQL text built above from reviewed pieces",
     "''.join((', ' + s for s in selects))": "latest values of quote_ident(name) metric columns",
+    "select": "transfer._copy_rows: SELECT step, progress + _quote(...) built just above",
+    "where": "transfer._copy_rows: ' AND ' + the constants _UP_TO / _AFTER (placeholders)",
+    "_INSERT": "integrations.system: the constant INSERT INTO system_metrics ... VALUES",
+    "', '.join([_ROW] * len(values))": "integrations.system: rows of the constant '(%s, ...)'",
+    "', '.join(selects)":
+        "ui.summaries: fixed r.* columns, last/min/max of quote_ident(metric column) "
+        "(names checked against the schema's metric columns), a.<a{n}> aliases",
+    "', '.join(grouped)":
+        "ui.summaries: MIN/MAX (the constant AGGREGATES) of quote_ident(metric column) "
+        "AS a<n>",
 }
 
 

@@ -110,6 +110,14 @@ def metric_value(value: Any) -> bool | float | str | None:
 STACK_FRAMES = 16
 
 
+def own_query(client: Any, sql: str, parameters: list[Any]) -> list[tuple[Any, ...]]:
+    """Run one of sqltrack's own statements (``%s`` placeholders) on a blocking Client.
+
+    Values go in ``parameters``, never in the SQL text (the dialect picks the placeholder).
+    """
+    return list(client.execute(client.async_client.dialect.sql(sql), parameters))
+
+
 def find_in_stack(cls: type) -> Any:
     """The ``cls`` instance (a framework's Trainer) among the calling frames: a
     ``trainer`` or ``self`` local, or ``self.trainer`` (Lightning's connectors).
@@ -228,7 +236,7 @@ class IntegrationRun:
         else:
             experiment = sqltrack.Experiment(client, name=str(ref))
         run = experiment.get_run(self.run_id_ref)
-        rows = client.execute(f"SELECT extras FROM runs WHERE id = {int(run.id)}")
+        rows = own_query(client, "SELECT extras FROM runs WHERE id = %s", [int(run.id)])
         self.names = MetricNames(known_names(rows[0][0] if rows else None))
         if self.tags:
             run.add_tags(*self.tags)

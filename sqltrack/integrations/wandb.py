@@ -61,7 +61,7 @@ import os
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
-from .common import IntegrationRun, json_safe, metric_value
+from .common import IntegrationRun, json_safe, metric_value, own_query
 
 log_ = logging.getLogger("sqltrack")
 
@@ -359,8 +359,8 @@ def _check_resume(client: Any, resume: str, given: Any, ref: int | str | None) -
     if isinstance(ref, str):
         text = os.environ.get(ref, "").strip()
         ref = int(text) if text.isdigit() else None
-    exists = ref is not None and bool(client.execute(
-        f"SELECT 1 FROM runs WHERE id = {int(ref)}"))
+    exists = ref is not None and bool(
+        own_query(client, "SELECT 1 FROM runs WHERE id = %s", [int(ref)]))
     if resume == "must" and not exists:
         raise ValueError(f"resume='must': there is no run {given!r} to resume (id=)")
     if resume == "never" and exists:
