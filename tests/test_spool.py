@@ -4,11 +4,14 @@ Both engines as targets; the spool itself is always a SQLite file. Checked: ever
 kind of value comes back as logged, replay is in order (the later value of a
 ``(step, progress)`` wins, columns merge), replaying twice changes nothing, an
 entry the target refuses is kept with its error, two targets in one file stay
-apart. (Outages themselves: tests/test_faults_outage.py.)
+apart, and ``sqltrack sync --spool PATH`` replays into the targets the file names
+or into the database given (``--dry-run`` writes nothing). (Outages themselves:
+tests/test_faults_outage.py.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
 from datetime import datetime, timezone
@@ -94,3 +97,63 @@ async def test_two_targets_share_a_file_and_stay_apart(client, run, tmp_path):
 async def test_run_update_of_a_missing_run_is_refused(client):
     with pytest.raises(sqltrack.RunNotFound):
         await apply_run_update(client, 424242, {"status": "COMPLETED"})
+
+
+def test_sqltrack_sync_spool_replays_into_each_target_or_the_one_given(
+    client_kwargs, tmp_path, capsys, clean_env
+):
+    """``sqltrack sync --spool PATH``: its own targets, ``--dry-run``, connection options."""
+    from sqltrack import cli
+    from sqltrack.config import resolve
+
+    async def new_run() -> int:
+        client = sqltrack.AsyncClient(**client_kwargs)
+        try:
+            experiment = await sqltrack.AsyncExperiment.create(client, name="cli")
+            return (await experiment.get_run()).id
+        finally:
+            await client.close()
+
+    async def stored(run_id: int) -> tuple[list[tuple], str]:
+        client = sqltrack.AsyncClient(**client_kwargs)
+        try:
+            rows = await client.query("SELECT step, loss FROM metrics WHERE run_id = %s "
+                                      "ORDER BY step", [run_id])
+            status = await client.query("SELECT status FROM runs WHERE id = %s", [run_id])
+            return [tuple(r) for r in rows], status[0][0]
+        finally:
+            await client.close()
+
+    run_id = asyncio.run(new_run())
+    path = tmp_path / "spool.db"
+    spool = Spool.for_settings(resolve(**client_kwargs), path)
+    spool.append_rows(run_id, [row(["loss"], [float(s)], ["float"], s) for s in range(3)])
+    spool.append_run_update(run_id, status="COMPLETED", time_updated=WHEN)
+    spool.close()
+    assert cli.main(["sync", "--spool", str(path), "--dry-run"]) == 0
+    assert "4 spooled entries" in capsys.readouterr().out
+    async def untouched() -> list[tuple]:
+        client = sqltrack.AsyncClient(**client_kwargs)
+        try:
+            return await client.query("SELECT (SELECT count(*) FROM metrics), status FROM "
+                                      "runs WHERE id = %s", [run_id])
+        finally:
+            await client.close()
+
+    assert [tuple(r) for r in asyncio.run(untouched())] == [(0, "PENDING")]  # a dry run
+    assert cli.main(["sync", "--spool", str(path)]) == 0  # the target the spool names
+    out = capsys.readouterr().out
+    assert "3 metric rows and 1 run updates" in out and "0 left" in out, out
+    assert asyncio.run(stored(run_id)) == ([(0, 0.0), (1, 1.0), (2, 2.0)], "COMPLETED")
+    spool.append_rows(run_id, [row(["loss"], [9.0], ["float"], 3)])
+    spool.close()
+    options = (["--engine", "sqlite", "--dbpath", client_kwargs["dbpath"]]
+               if client_kwargs["engine"] == "sqlite" else
+               ["--engine", "postgres", "--schema", client_kwargs["schema"],
+                *[f"-o{k}={v}" for k, v in client_kwargs.items() if k not in ("engine",
+                                                                              "schema")]])
+    assert cli.main([*options, "sync", "--spool", str(path)]) == 0  # the database given
+    assert asyncio.run(stored(run_id))[0][-1] == (3, 9.0)
+    capsys.readouterr()
+    assert cli.main(["sync", "--spool", str(path), "--from", "x.db"]) != 0
+    assert "not both" in capsys.readouterr().err
