@@ -116,6 +116,8 @@ class MetricBuffer:
         self._error: MetricWriteError | None = None
         #: A flush was asked for and has not taken the rows yet (one request at a time).
         self._flush_requested = False
+        #: Flush tasks in flight: asyncio holds tasks weakly, these keep them to the end.
+        self._tasks: set[asyncio.Task[None]] = set()
         self._timer = self._loop.create_task(self._flush_periodically())
         run.client.on_close(self)
 
@@ -172,9 +174,15 @@ class MetricBuffer:
         except RuntimeError:
             in_loop = False
         if in_loop:
-            self._loop.create_task(self._write("tick"))
+            self._start_tick()
         else:
-            self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._write("tick")))
+            self._loop.call_soon_threadsafe(self._start_tick)
+
+    def _start_tick(self) -> None:
+        """A ``tick`` write as a task referenced until done (never collected mid-flight)."""
+        task = self._loop.create_task(self._write("tick"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- writing ------------------------------------------------------------------
     async def flush(self) -> None:
