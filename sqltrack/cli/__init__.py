@@ -26,8 +26,8 @@ from ..client import AsyncClient
 from ..environment import mask_passwords
 from ..errors import SchemaMissing
 from . import parser as _parser
-from .checks import WHERE_HINT, check_database
-from .commands import COMMANDS, CliError
+from .checks import WHERE_HINT, CliError, check_database
+from .commands import COMMANDS
 from .formatting import PROG, describe, one_line, target_line
 from .parser import client_kwargs, parse_duration, secret_values
 

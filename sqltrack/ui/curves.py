@@ -79,7 +79,9 @@ def _after_sql(after: After) -> tuple[str, list[Any]]:
     return " AND (step > %s OR (step = %s AND progress > %s))", [after[0], after[0], after[1]]
 
 
-async def _rows(client: AsyncClient, run_id: int, columns: list[str], after: After) -> list:
+async def _rows(
+    client: AsyncClient, run_id: int, columns: list[str], after: After
+) -> list[tuple[Any, ...]]:
     """Rows ``(step, progress, *columns)`` of a run after the key ``after``, in key order."""
     extra, params = _after_sql(after)
     names = ", ".join(map(client.dialect.quote_ident, columns))
@@ -90,7 +92,7 @@ async def _rows(client: AsyncClient, run_id: int, columns: list[str], after: Aft
     )
 
 
-def curve(rows: list[tuple], index: int, kind: str | None, max_points: int,
+def curve(rows: list[tuple[Any, ...]], index: int, kind: str | None, max_points: int,
           has_time: bool) -> dict[str, Any]:
     """One metric's curve from rows ``(step, progress, [time], *values)``."""
     total = 0
@@ -117,7 +119,7 @@ def curve(rows: list[tuple], index: int, kind: str | None, max_points: int,
     return out
 
 
-def _last_key(rows: list[tuple], after: After) -> dict[str, Any] | None:
+def _last_key(rows: list[tuple[Any, ...]], after: After) -> dict[str, Any] | None:
     if rows:
         return {"step": rows[-1][0], "progress": rows[-1][1]}
     return None if after is None else {"step": after[0], "progress": after[1]}
@@ -156,7 +158,7 @@ async def run_curves(
     chosen = numeric if names is None else names
     clock = time_column(kinds)
     metrics: dict[str, Any] = {}
-    rows: list[tuple] = []
+    rows: list[tuple[Any, ...]] = []
     if chosen:
         rows = await _rows(client, run_id, [*([clock] if clock else []), *chosen], after)
         first = 3 if clock else 2
@@ -207,7 +209,7 @@ async def compare_curves(
         _, status, extras, experiment, experiment_id = info[run_id]
         labels.update(_labels(extras))
         after = afters.get(run_id)
-        rows: list[tuple] = []
+        rows: list[tuple[Any, ...]] = []
         if chosen:
             rows = await _rows(client, run_id, [*([clock] if clock else []), *chosen], after)
         first = 3 if clock else 2

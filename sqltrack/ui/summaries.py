@@ -181,7 +181,7 @@ async def runs_table(
     }
 
 
-def _record(row: tuple, columns: list[dict[str, Any]]) -> dict[str, Any]:
+def _record(row: tuple[Any, ...], columns: list[dict[str, Any]]) -> dict[str, Any]:
     run_id, status, started, updated, tags, comment, extras, *rest = row
     extras = queries.json_column(extras)
     extras = extras if isinstance(extras, dict) else {}
@@ -229,4 +229,4 @@ def _label(column: dict[str, Any], names: dict[str, str]) -> str:
         return shown if group == "last" else f"{group} {shown}"
     if group in JSON_GROUPS:
         return f"{group}.{name}"
-    return group
+    return str(group)
