@@ -101,6 +101,8 @@ def test_resume_continues_the_run(client, client_kwargs, monkeypatch):
     wandb.finish()
     with pytest.raises(ValueError, match="no run '999'"):
         wandb.init(project="resume", id="999", resume="must", client=client)
+    with pytest.raises(ValueError, match="no run '99999999999999999999'"):  # beyond bigint
+        wandb.init(project="resume", id="99999999999999999999", resume="must", client=client)
     with pytest.raises(ValueError, match="exists already"):
         wandb.init(project="resume", id=first.id, resume="never", client=client)
     monkeypatch.setenv("SLURM_JOB_ID", str(first.id))

@@ -359,7 +359,8 @@ def _check_resume(client: Any, resume: str, given: Any, ref: int | str | None) -
     if isinstance(ref, str):
         text = os.environ.get(ref, "").strip()
         ref = int(text) if text.isdigit() else None
-    exists = ref is not None and bool(
+    # Run ids are BIGINT: a larger number names no run (SQLite could not even bind it).
+    exists = ref is not None and -(2**63) <= ref < 2**63 and bool(
         own_query(client, "SELECT 1 FROM runs WHERE id = %s", [int(ref)]))
     if resume == "must" and not exists:
         raise ValueError(f"resume='must': there is no run {given!r} to resume (id=)")
