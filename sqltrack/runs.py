@@ -29,6 +29,7 @@ from .values import (
 
 if TYPE_CHECKING:
     from .client import AsyncClient
+    from .integrations.system import SystemMetrics
 
 JSON_COLUMNS = ("tags", "args", "env", "extras")
 
@@ -281,6 +282,7 @@ class AsyncRun:
         self.experiment_id = experiment_id
         self.terminated_status = "CANCELLED"
         self._buffer: MetricBuffer | None = None
+        self._system: SystemMetrics | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncRun id={self.id} experiment_id={self.experiment_id}>"
@@ -380,12 +382,18 @@ class AsyncRun:
         terminated: str = "CANCELLED",
         started: Auto | datetime | None = "auto",
         updated: Auto | datetime | None = "auto",
+        system_metrics: bool | float = False,
     ) -> AsyncRun:
         """Set status RUNNING and time_started / time_updated (``'auto'``: now, None: leave).
 
         ``terminated`` is the status to record if SIGTERM ends the process while
         the run is open (``track()`` records it; the sync facade does at exit).
+        ``system_metrics`` (True, or seconds between samples) samples the machine
+        until the run stops (``sqltrack.integrations.system``).
         """
+        from .integrations import system
+
+        interval = system.interval_of(system_metrics)
         self.terminated_status = check_status(terminated)
         assignments, params = ["status = %s"], ["RUNNING"]
         times = []
@@ -397,6 +405,8 @@ class AsyncRun:
                 params.append(self.client.dialect.timestamp(value))
         await self._update(assignments, params, "RUNNING", *times)
         self.client.hooks.run_opened(self)
+        if interval is not None and self._system is None:
+            self._system = system.SystemMetrics(self.client, self.id, interval).start()
         return self
 
     async def stop(
@@ -409,6 +419,9 @@ class AsyncRun:
         in the spool, after its rows (see ``sqltrack.spool``).
         """
         assignments, params = ["status = %s"], [check_status(status)]
+        if self._system is not None:
+            sampler, self._system = self._system, None
+            await sampler.stop()
         write_error = None
         if self._buffer is not None:
             try:
@@ -434,6 +447,7 @@ class AsyncRun:
         terminated: str = "CANCELLED",
         started: Auto | datetime | None = "auto",
         updated: Auto | datetime | None = "auto",
+        system_metrics: bool | float = False,
     ) -> AsyncIterator[AsyncRun]:
         """``async with run.track():`` start the run, and stop it with a status that says
         how the block ended: ``normal``, ``exception`` (the exception is re-raised),
@@ -441,10 +455,12 @@ class AsyncRun:
         (SIGTERM; the process then exits with status 143, see ``sqltrack.signals``).
         ``sys.exit(n)`` in the block records ``exception`` for a non-zero ``n`` and
         ``normal`` for 0 or None (README: "What each exit path does").
+        ``system_metrics`` (True, or seconds between samples) samples the machine
+        while the block runs (``sqltrack.integrations.system``).
         """
         for status in (normal, exception, interrupt, terminated):
             check_status(status)
-        await self.start(terminated, started, updated)
+        await self.start(terminated, started, updated, system_metrics)
         received: list[str] = []
         task = asyncio.current_task()
         try:

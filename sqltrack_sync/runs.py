@@ -68,13 +68,16 @@ class Run(Wrapper):
         terminated: str = "CANCELLED",
         started: Auto | datetime | None = "auto",
         updated: Auto | datetime | None = "auto",
+        system_metrics: bool | float = False,
     ) -> Run:
         """Set status RUNNING and time_started / time_updated (``'auto'``: now, None: leave).
 
         ``terminated`` is the status to record if SIGTERM ends the process while
         the run is open (``track()`` records it; the sync facade does at exit).
+        ``system_metrics`` (True, or seconds between samples) samples the machine
+        until the run stops (``sqltrack.integrations.system``).
         """
-        _portal.call(self._async.start, terminated, started, updated)
+        _portal.call(self._async.start, terminated, started, updated, system_metrics)
         return self
 
     def stop(self, status: str = "COMPLETED", updated: Auto | datetime | None = "auto") -> Run:
@@ -96,6 +99,7 @@ class Run(Wrapper):
         terminated: str = "CANCELLED",
         started: Auto | datetime | None = "auto",
         updated: Auto | datetime | None = "auto",
+        system_metrics: bool | float = False,
     ) -> Iterator[Run]:
         """``with run.track():`` start the run, and stop it with a status that says
         how the block ended: ``normal``, ``exception`` (the exception is re-raised),
@@ -103,8 +107,12 @@ class Run(Wrapper):
         (SIGTERM; the process then exits with status 143, see ``sqltrack.signals``).
         ``sys.exit(n)`` in the block records ``exception`` for a non-zero ``n`` and
         ``normal`` for 0 or None (README: "What each exit path does").
+        ``system_metrics`` (True, or seconds between samples) samples the machine
+        while the block runs (``sqltrack.integrations.system``).
         """
-        manager = self._async.track(normal, exception, interrupt, terminated, started, updated)
+        manager = self._async.track(
+            normal, exception, interrupt, terminated, started, updated, system_metrics
+        )
         with _process.context(manager):
             yield self
 
