@@ -67,7 +67,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     for reports in terminalreporter.stats.values():
         for report in reports:
             when = getattr(report, "when", None)  # deselected items are listed too
-            if when is None or "faults" not in report.keywords:
+            if when is None or "faults" not in getattr(report, "keywords", ()):
                 continue
             if when == "call":
                 tests += 1
