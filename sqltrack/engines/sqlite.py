@@ -357,6 +357,24 @@ class SqliteEngine(Engine):
         if self._pool is not None:
             await self._pool.close()
 
+    def _row_and_touch(
+        self,
+        run_id: int,
+        step: int,
+        progress: float,
+        values: Sequence[Any],
+        updated: datetime | None,
+    ) -> tuple[tuple[Any, ...], tuple[Any, int] | None]:
+        """The metrics row's parameters and the ``runs.time_updated`` touch (None: none).
+
+        A plain non-NaN float (the usual metric) needs no adaptation: the call is skipped.
+        """
+        value = self.dialect.metric_value
+        row = (run_id, step, progress,
+               *[v if type(v) is float and v == v else value(v) for v in values])
+        touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+        return row, touch
+
     blocking_writes = True
 
     def write_metrics_blocking(
@@ -383,10 +401,7 @@ class SqliteEngine(Engine):
                 _connect_worker(conn)
                 self._direct.conn = conn
                 self._direct_conns.append(conn)
-            value = self.dialect.metric_value
-            row = (run_id, step, progress,
-                   *[v if type(v) is float and v == v else value(v) for v in values])
-            touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+            row, touch = self._row_and_touch(run_id, step, progress, values, updated)
             _write_metrics(conn, _upsert_sql(names), (row,), touch, True)
         except sqlite3.Error as error:
             raise translate(error) from error
@@ -494,11 +509,7 @@ class SqliteEngine(Engine):
         values: Sequence[Any],
         updated: datetime | None,
     ) -> None:
-        # A plain non-NaN float (the usual metric) needs no adaptation: skip the call.
-        value = self.dialect.metric_value
-        row = (run_id, step, progress,
-               *[v if type(v) is float and v == v else value(v) for v in values])
-        touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+        row, touch = self._row_and_touch(run_id, step, progress, values, updated)
         autocommit = conn not in self._blocks
         try:
             await _in_worker(conn, _write_metrics, _upsert_sql(names), (row,), touch, autocommit)
@@ -535,10 +546,7 @@ class SqliteEngine(Engine):
         self._inline_count += 1
         if not self._inline_count % INLINE_CHECKPOINT_EVERY:
             return False
-        value = self.dialect.metric_value
-        row = (run_id, step, progress,
-               *[v if type(v) is float and v == v else value(v) for v in values])
-        touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+        row, touch = self._row_and_touch(run_id, step, progress, values, updated)
         try:
             _write_metrics(conn, _upsert_sql(names), (row,), touch, True)
         except sqlite3.OperationalError as error:
