@@ -9,8 +9,9 @@ processes using the blocking or the async API. Checked:
   the rows went through the spool and the spool is empty afterwards, every run
   COMPLETED (the one that ended during the outage too: its status waited in the
   spool and another process replayed it), a one-line warning names the spool;
-  the p99 ``add_metrics`` latency during the outage is under 1 ms (the issue's
-  promise, the one timing checked; measured 0.08-0.2 ms on 2 shared cores).
+  the p99 ``add_metrics`` latency during the outage is recorded and printed (the
+  issue's promise is under 1 ms; measured 0.06-0.2 ms on 2 shared cores; not
+  asserted, as tests assert no timings).
   The outage lasts ``--fault-outage`` seconds (default 5; the issue's 30 s:
   ``pytest -m faults --fault-outage=30``);
 * **server down for the whole job**: the job finishes (exit 0), the spool stays
@@ -270,8 +271,9 @@ def test_buffered_runs_survive_a_server_outage(server, outage_seconds, tmp_path,
     assert spool.exists(), "the outage never reached the spool"
     assert spool_pending(spool) == 0, "rows left in the spool after the server came back"
     assert all(n > 100 for _, n, _ in latencies), latencies
-    # The promise (training never waits on the outage); measured 0.08-0.2 ms.
-    assert worst < 0.001, f"p99 add_metrics latency {worst * 1000:.3f} ms during the outage"
+    # The promise (training never waits on the outage, p99 < 1 ms; measured
+    # 0.06-0.2 ms) is recorded and printed with the fault figures, not asserted: tests
+    # never assert timings (a loaded machine must not fail CI).
 
 
 def test_server_down_for_the_whole_job_then_sqltrack_sync_spool(server, tmp_path,
