@@ -12,47 +12,19 @@ they do the work and return its result, as the spec documents (typed with
 
     await sqltrack.run_add_tags(async_client, run_id, "best")
     sqltrack.run_add_tags(client, run_id, "best")
+
+``import sqltrack`` loads only the error classes; every other public name (and
+the ``sigterm`` and ``analysis`` modules) is imported on first access through
+the module ``__getattr__`` below, so a program that only imports sqltrack, or
+runs on SQLite, does not pay for asyncio, the PostgreSQL driver, the spool or
+``sqltrack sync``. Type checkers see the names imported under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import sigterm  # noqa: F401 - sqltrack.sigterm after `import sqltrack`, as in 0.1.x
-from ._dual import (
-    experiment_add_link,
-    experiment_add_tags,
-    experiment_remove_link,
-    experiment_remove_tags,
-    experiment_set_comment,
-    experiment_set_name,
-    experiment_set_tags,
-    mark_stale_runs,
-    run_add_args,
-    run_add_env,
-    run_add_extras,
-    run_add_link,
-    run_add_metrics,
-    run_add_tags,
-    run_from_env,
-    run_remove_args,
-    run_remove_env,
-    run_remove_extras,
-    run_remove_link,
-    run_remove_tags,
-    run_set_args,
-    run_set_comment,
-    run_set_created,
-    run_set_env,
-    run_set_extras,
-    run_set_started,
-    run_set_status,
-    run_set_tags,
-    run_set_updated,
-    setup,
-    sync,
-)
-from .client import AsyncClient
 from .errors import (
     ClientClosed,
     ConnectionLost,
@@ -69,18 +41,52 @@ from .errors import (
     SqltrackError,
     UniqueViolation,
 )
-from .experiments import AsyncExperiment
-from .runs import AsyncRun
-from .signals import Terminated
-from .values import STATUSES
 
-if TYPE_CHECKING:  # the blocking classes, for type checkers (imported lazily at run time)
+if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from sqltrack_sync import Client, Experiment, Run
 
-__version__ = "0.2.0"
+    from . import analysis as analysis
+    from . import sigterm as sigterm
+    from ._dual import (
+        experiment_add_link,
+        experiment_add_tags,
+        experiment_remove_link,
+        experiment_remove_tags,
+        experiment_set_comment,
+        experiment_set_name,
+        experiment_set_tags,
+        mark_stale_runs,
+        run_add_args,
+        run_add_env,
+        run_add_extras,
+        run_add_link,
+        run_add_metrics,
+        run_add_tags,
+        run_from_env,
+        run_remove_args,
+        run_remove_env,
+        run_remove_extras,
+        run_remove_link,
+        run_remove_tags,
+        run_set_args,
+        run_set_comment,
+        run_set_created,
+        run_set_env,
+        run_set_extras,
+        run_set_started,
+        run_set_status,
+        run_set_tags,
+        run_set_updated,
+        setup,
+        sync,
+    )
+    from .client import AsyncClient
+    from .experiments import AsyncExperiment
+    from .runs import AsyncRun
+    from .signals import Terminated
+    from .values import STATUSES
 
-#: Names served by the generated blocking facade, imported on first access.
-_SYNC_NAMES = ("Client", "Experiment", "Run")
+__version__ = "0.2.0"
 
 __all__ = [
     "AsyncClient",
@@ -138,14 +144,71 @@ __all__ = [
     "Run",
 ]
 
+#: Public name -> the module that defines it, imported on first access (PEP 562).
+_LAZY: dict[str, str] = {
+    "AsyncClient": "sqltrack.client",
+    "AsyncExperiment": "sqltrack.experiments",
+    "AsyncRun": "sqltrack.runs",
+    "STATUSES": "sqltrack.values",
+    "Terminated": "sqltrack.signals",
+    # the three blocking classes of the generated facade
+    "Client": "sqltrack_sync",
+    "Experiment": "sqltrack_sync",
+    "Run": "sqltrack_sync",
+    **dict.fromkeys((
+        "experiment_add_link",
+        "experiment_add_tags",
+        "experiment_remove_link",
+        "experiment_remove_tags",
+        "experiment_set_comment",
+        "experiment_set_name",
+        "experiment_set_tags",
+        "mark_stale_runs",
+        "run_add_args",
+        "run_add_env",
+        "run_add_extras",
+        "run_add_link",
+        "run_add_metrics",
+        "run_add_tags",
+        "run_from_env",
+        "run_remove_args",
+        "run_remove_env",
+        "run_remove_extras",
+        "run_remove_link",
+        "run_remove_tags",
+        "run_set_args",
+        "run_set_comment",
+        "run_set_created",
+        "run_set_env",
+        "run_set_extras",
+        "run_set_started",
+        "run_set_status",
+        "run_set_tags",
+        "run_set_updated",
+        "setup",
+        "sync",
+    ), "sqltrack._dual"),
+}
+#: Submodules listed by ``dir()``: ``sqltrack.sigterm`` (as in 0.1.x) and
+#: ``sqltrack.analysis`` (DataFrame helpers, like pandas / polars). Any submodule is
+#: reachable as an attribute after ``import sqltrack`` (imported on first access).
+_SUBMODULES = ("analysis", "sigterm")
+
 
 def __getattr__(name: str) -> Any:
-    if name in _SYNC_NAMES:
-        import sqltrack_sync
-
-        return getattr(sqltrack_sync, name)
-    if name == "analysis":  # DataFrame helpers: imported on first use, like pandas / polars
-        import importlib
-
-        return importlib.import_module("sqltrack.analysis")
+    home = _LAZY.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+        globals()[name] = value  # later lookups find it without __getattr__
+        return value
+    if not name.startswith("__"):
+        try:
+            return importlib.import_module(f"sqltrack.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"sqltrack.{name}":
+                raise
     raise AttributeError(f"module 'sqltrack' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})

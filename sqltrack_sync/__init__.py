@@ -3,52 +3,58 @@
 """sqltrack_sync: the documented blocking API of sqltrack (generated).
 
 Every call runs the async core on one background event loop; see ``_portal``.
+Each name is imported on first access (``__getattr__``), so that importing
+sqltrack_sync stays light; type checkers see the imports under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from sqltrack import sigterm  # sqltrack_sync.sigterm, as in 0.1.x
-from sqltrack_sync._dbapi import Connection, Cursor
-from sqltrack_sync.client import Client
-from sqltrack_sync.experiments import (
-    Experiment,
-    experiment_add_link,
-    experiment_add_tags,
-    experiment_remove_link,
-    experiment_remove_tags,
-    experiment_set_comment,
-    experiment_set_name,
-    experiment_set_tags,
-)
-from sqltrack_sync.maintenance import mark_stale_runs
-from sqltrack_sync.runs import (
-    Run,
-    run_add_args,
-    run_add_env,
-    run_add_extras,
-    run_add_link,
-    run_add_metrics,
-    run_add_tags,
-    run_from_env,
-    run_remove_args,
-    run_remove_env,
-    run_remove_extras,
-    run_remove_link,
-    run_remove_tags,
-    run_set_args,
-    run_set_comment,
-    run_set_created,
-    run_set_env,
-    run_set_extras,
-    run_set_started,
-    run_set_status,
-    run_set_tags,
-    run_set_updated,
-)
-from sqltrack_sync.schema import setup
-from sqltrack_sync.transfer import sync
+if TYPE_CHECKING:  # the lazily imported names, for type checkers
+    from sqltrack import sigterm
+    from sqltrack_sync._dbapi import Connection, Cursor
+    from sqltrack_sync.analysis import metrics_frame, query_frame, runs_frame
+    from sqltrack_sync.client import Client
+    from sqltrack_sync.experiments import (
+        Experiment,
+        experiment_add_link,
+        experiment_add_tags,
+        experiment_remove_link,
+        experiment_remove_tags,
+        experiment_set_comment,
+        experiment_set_name,
+        experiment_set_tags,
+    )
+    from sqltrack_sync.export import export_runs
+    from sqltrack_sync.maintenance import mark_stale_runs
+    from sqltrack_sync.runs import (
+        Run,
+        run_add_args,
+        run_add_env,
+        run_add_extras,
+        run_add_link,
+        run_add_metrics,
+        run_add_tags,
+        run_from_env,
+        run_remove_args,
+        run_remove_env,
+        run_remove_extras,
+        run_remove_link,
+        run_remove_tags,
+        run_set_args,
+        run_set_comment,
+        run_set_created,
+        run_set_env,
+        run_set_extras,
+        run_set_started,
+        run_set_status,
+        run_set_tags,
+        run_set_updated,
+    )
+    from sqltrack_sync.schema import setup
+    from sqltrack_sync.transfer import sync
 
 __all__ = [
     "Client",
@@ -94,19 +100,66 @@ __all__ = [
     "sync",
 ]
 
-#: Imported on first access, so that importing sqltrack_sync stays light.
+#: Public name -> the module that defines it, imported on first access.
 _LAZY = {
-    "export_runs": "export",
-    "metrics_frame": "analysis",
-    "query_frame": "analysis",
-    "runs_frame": "analysis",
+    "Client": "sqltrack_sync.client",
+    "Connection": "sqltrack_sync._dbapi",
+    "Cursor": "sqltrack_sync._dbapi",
+    "Experiment": "sqltrack_sync.experiments",
+    "Run": "sqltrack_sync.runs",
+    "experiment_add_link": "sqltrack_sync.experiments",
+    "experiment_add_tags": "sqltrack_sync.experiments",
+    "experiment_remove_link": "sqltrack_sync.experiments",
+    "experiment_remove_tags": "sqltrack_sync.experiments",
+    "experiment_set_comment": "sqltrack_sync.experiments",
+    "experiment_set_name": "sqltrack_sync.experiments",
+    "experiment_set_tags": "sqltrack_sync.experiments",
+    "export_runs": "sqltrack_sync.export",
+    "mark_stale_runs": "sqltrack_sync.maintenance",
+    "metrics_frame": "sqltrack_sync.analysis",
+    "query_frame": "sqltrack_sync.analysis",
+    "run_add_args": "sqltrack_sync.runs",
+    "run_add_env": "sqltrack_sync.runs",
+    "run_add_extras": "sqltrack_sync.runs",
+    "run_add_link": "sqltrack_sync.runs",
+    "run_add_metrics": "sqltrack_sync.runs",
+    "run_add_tags": "sqltrack_sync.runs",
+    "run_from_env": "sqltrack_sync.runs",
+    "run_remove_args": "sqltrack_sync.runs",
+    "run_remove_env": "sqltrack_sync.runs",
+    "run_remove_extras": "sqltrack_sync.runs",
+    "run_remove_link": "sqltrack_sync.runs",
+    "run_remove_tags": "sqltrack_sync.runs",
+    "run_set_args": "sqltrack_sync.runs",
+    "run_set_comment": "sqltrack_sync.runs",
+    "run_set_created": "sqltrack_sync.runs",
+    "run_set_env": "sqltrack_sync.runs",
+    "run_set_extras": "sqltrack_sync.runs",
+    "run_set_started": "sqltrack_sync.runs",
+    "run_set_status": "sqltrack_sync.runs",
+    "run_set_tags": "sqltrack_sync.runs",
+    "run_set_updated": "sqltrack_sync.runs",
+    "runs_frame": "sqltrack_sync.analysis",
+    "setup": "sqltrack_sync.schema",
+    "sigterm": "sqltrack",
+    "sync": "sqltrack_sync.transfer",
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f"sqltrack_sync.{_LAZY[name]}")
-        return getattr(module, name)
+    home = _LAZY.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(home), name)
+        globals()[name] = value  # later lookups find it without __getattr__
+        return value
+    if not name.startswith("__"):  # a submodule: sqltrack_sync.runs, ...
+        try:
+            return importlib.import_module(f"sqltrack_sync.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"sqltrack_sync.{name}":
+                raise
     raise AttributeError(f"module 'sqltrack_sync' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

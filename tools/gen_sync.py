@@ -59,8 +59,8 @@ MODULES = {
     "analysis.py": "analysis.py",
     "export.py": "export.py",
 }
-#: Generated modules whose names sqltrack_sync exposes lazily (DataFrame helpers, export);
-#: their functions are not in sqltrack's dual-mode set either.
+#: Generated modules outside sqltrack's dual-mode set (DataFrame helpers, export): their
+#: functions are sqltrack_sync's only (every sqltrack_sync name is imported lazily).
 LAZY_MODULES = {"analysis", "export"}
 RENAMES = {"AsyncClient": "Client", "AsyncExperiment": "Experiment", "AsyncRun": "Run"}
 #: Sync classes: name -> generated module that defines it.
@@ -569,39 +569,61 @@ def generate() -> dict[Path, str]:
 
 
 def gen_sync_init(exports: dict[str, list[str]]) -> str:
+    """sqltrack_sync/__init__.py: every public name imported on first access (PEP 562).
+
+    ``import sqltrack_sync`` then costs next to nothing; ``sqltrack_sync.Client`` imports
+    the client (and the async core it needs), ``sqltrack_sync.sync`` the transfer code.
+    Type checkers see the same names imported under ``TYPE_CHECKING``.
+    """
+    # not async, so not generated: the same module, reachable as in ``import sqltrack``
+    homes: dict[str, str] = {"sigterm": "sqltrack"}
+    typing_lines = ["from sqltrack import sigterm"]
+    for module in sorted(exports):
+        homes.update({name: f"sqltrack_sync.{module}" for name in exports[module]})
+        typing_lines.append(
+            f"from sqltrack_sync.{module} import "
+            + ", ".join(sorted(exports[module])))
     lines = [
         HEADER.rstrip("\n"),
         '"""sqltrack_sync: the documented blocking API of sqltrack (generated).',
         "",
         "Every call runs the async core on one background event loop; see ``_portal``.",
+        "Each name is imported on first access (``__getattr__``), so that importing",
+        "sqltrack_sync stays light; type checkers see the imports under ``TYPE_CHECKING``.",
         '"""',
         "",
         "from __future__ import annotations",
         "",
-        "from typing import Any",
+        "import importlib",
+        "from typing import TYPE_CHECKING, Any",
         "",
-        # not async, so not generated: the same module, reachable as in ``import sqltrack``
-        "from sqltrack import sigterm  # sqltrack_sync.sigterm, as in 0.1.x",
+        "if TYPE_CHECKING:  # the lazily imported names, for type checkers",
+        *[f"    {line}" for line in typing_lines],
+        "",
+        f"__all__ = {sorted(homes)!r}",
+        "",
+        "#: Public name -> the module that defines it, imported on first access.",
+        f"_LAZY = {dict(sorted(homes.items()))!r}",
+        "",
+        "",
+        "def __getattr__(name: str) -> Any:",
+        "    home = _LAZY.get(name)",
+        "    if home is not None:",
+        "        value = getattr(importlib.import_module(home), name)",
+        "        globals()[name] = value  # later lookups find it without __getattr__",
+        "        return value",
+        '    if not name.startswith("__"):  # a submodule: sqltrack_sync.runs, ...',
+        "        try:",
+        '            return importlib.import_module(f"sqltrack_sync.{name}")',
+        "        except ModuleNotFoundError as error:",
+        '            if error.name != f"sqltrack_sync.{name}":',
+        "                raise",
+        "    raise AttributeError(f\"module 'sqltrack_sync' has no attribute {name!r}\")",
+        "",
+        "",
+        "def __dir__() -> list[str]:",
+        "    return sorted({*globals(), *_LAZY})",
     ]
-    names: list[str] = ["sigterm"]
-    lazy: dict[str, str] = {}
-    for module in sorted(exports):
-        names += exports[module]
-        if module in LAZY_MODULES:
-            lazy.update({name: module for name in exports[module]})
-            continue
-        lines.append(f"from sqltrack_sync.{module} import {', '.join(sorted(exports[module]))}")
-    lines += ["", f"__all__ = {sorted(names)!r}"]
-    if lazy:
-        lines += ["", "#: Imported on first access, so that importing sqltrack_sync stays light.",
-                  f"_LAZY = {dict(sorted(lazy.items()))!r}", "", "",
-                  "def __getattr__(name: str) -> Any:",
-                  "    if name in _LAZY:",
-                  "        import importlib",
-                  "",
-                  '        module = importlib.import_module(f"sqltrack_sync.{_LAZY[name]}")',
-                  "        return getattr(module, name)",
-                  "    raise AttributeError(f\"module 'sqltrack_sync' has no attribute {name!r}\")"]
     return "\n".join(lines) + "\n"
 
 
