@@ -14,7 +14,6 @@ import sqltrack.experiments as _experiments
 import sqltrack.maintenance as _maintenance
 import sqltrack.runs as _runs
 import sqltrack.schema as _schema
-import sqltrack.transfer as _transfer
 from sqltrack.client import AsyncClient
 
 if TYPE_CHECKING:  # names used in annotations, as in the async source
@@ -637,7 +636,7 @@ def sync(
     dry_run: bool = False,
     full: bool = False,
     progress: Callable[[SyncProgress], None] | None = None,
-    page_rows: int = _transfer.PAGE_ROWS,
+    page_rows: int = 5000,
 ) -> Coroutine[Any, Any, SyncSummary]: ...
 @overload
 def sync(
@@ -647,7 +646,7 @@ def sync(
     dry_run: bool = False,
     full: bool = False,
     progress: Callable[[SyncProgress], None] | None = None,
-    page_rows: int = _transfer.PAGE_ROWS,
+    page_rows: int = 5000,
 ) -> SyncSummary: ...
 def sync(
     source: AsyncClient | Client,
@@ -656,7 +655,7 @@ def sync(
     dry_run: bool = False,
     full: bool = False,
     progress: Callable[[SyncProgress], None] | None = None,
-    page_rows: int = _transfer.PAGE_ROWS,
+    page_rows: int = 5000,
 ) -> Coroutine[Any, Any, SyncSummary] | SyncSummary:
     """Copy what is new or changed in ``source`` to ``target``; return a summary.
 
@@ -674,6 +673,8 @@ def sync(
     if isinstance(source, AsyncClient):
         if not isinstance(target, AsyncClient):
             raise TypeError("target must be an AsyncClient, as source is")
+        import sqltrack.transfer as _transfer
+
         return _transfer.sync(
             source, target, dry_run=dry_run, full=full, progress=progress, page_rows=page_rows
         )

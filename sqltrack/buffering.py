@@ -50,6 +50,8 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .config import DEFAULT_FLUSH_INTERVAL as DEFAULT_FLUSH_INTERVAL
+from .config import DEFAULT_FLUSH_ROWS as DEFAULT_FLUSH_ROWS
 from .errors import MetricWriteError
 from .metrics import PreparedRow
 from .spool import Spool, is_outage, offload, warn
@@ -58,8 +60,6 @@ from .values import Auto
 if TYPE_CHECKING:
     from .runs import AsyncRun
 
-DEFAULT_FLUSH_ROWS = 1000
-DEFAULT_FLUSH_INTERVAL = 1.0
 #: The default bound of a buffer, in batches: ``max_rows = 100 x flush_rows``.
 DEFAULT_MAX_ROWS_FACTOR = 100
 #: A batch write takes at most max(flush_rows, this many) rows.

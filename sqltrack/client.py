@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import config as _config
 from .engines import make_engine
@@ -30,6 +31,9 @@ from .errors import ClientClosed, ConnectionLost, PoolTimeout, ServerUnreachable
 from .exits import install as install_exit_handling
 from .exits import silence_pending_tasks, unclosed
 from .hooks import ClientHooks, CloseHook
+
+if TYPE_CHECKING:
+    from .spool import Spool
 
 #: Who owns a held connection; the sync facade sets this to its calling thread,
 #: otherwise the current asyncio task is the owner.
@@ -43,6 +47,8 @@ def _current_owner() -> Any:
     return owner if owner is not None else asyncio.current_task()
 
 
+#: Guards the first use of a client's spool (AsyncClient.spool).
+_spool_lock = threading.Lock()
 #: Clients of this process, reset in a forked child (see AsyncClient._reset_after_fork).
 _clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
 #: Engines abandoned in a forked child: kept alive so that no finalizer touches the
@@ -108,13 +114,9 @@ class AsyncClient:
         #: Typed engine statements for sqltrack's own modules (metrics, schema, facade).
         self.statements = Statements(self)
         self.metrics = MetricTable(self.statements)
-        from .spool import Spool
-
-        #: Where buffered rows wait while the server is away (None: ``spool=off``).
-        self.spool: Spool | None = (
-            None if self.settings.spool is None
-            else Spool.for_settings(self.settings, self.settings.spool or None)
-        )
+        #: The ``spool`` property's Spool, made on first use (sqltrack.spool is for
+        #: buffered runs and replays: a write-through client never imports it).
+        self._spool: Spool | None = None
         #: The loop this client was opened on (at exit: is it still there?).
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Driven by a blocking ``sqltrack.Client``, whose exit handling is the portal's.
@@ -180,6 +182,17 @@ class AsyncClient:
         return self._engine.dialect
 
     @property
+    def spool(self) -> Spool | None:
+        """Where buffered rows wait while the server is away (None: ``spool=off``)."""
+        if self._spool is None and self.settings.spool is not None:
+            with _spool_lock:  # one Spool per client, whichever thread asks first
+                if self._spool is None:
+                    from .spool import Spool
+
+                    self._spool = Spool.for_settings(self.settings, self.settings.spool or None)
+        return self._spool
+
+    @property
     def schema_outcome(self) -> str | None:
         """What opening did to the schema ("created the sqltrack tables", ...); None: nothing."""
         return self._engine.schema_outcome
@@ -223,9 +236,11 @@ class AsyncClient:
 
     async def _replay_spool(self) -> None:
         """What an earlier client of this server left in the spool goes first."""
-        spool = self.spool
-        if spool is None or not spool.exists():
+        path = _config.spool_file(self.settings)
+        if path is None or not os.path.exists(path):  # the usual case: no spool file
             return
+        spool = self.spool
+        assert spool is not None
         from .spool import is_outage, offload
 
         if not await offload(spool.pending):

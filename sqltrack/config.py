@@ -7,12 +7,10 @@ the ``config`` argument (a dict, or a path as str/Path), else from the path in
 
 from __future__ import annotations
 
-import getpass
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .environment import mask_passwords
@@ -29,10 +27,14 @@ POOL_DEFAULTS: dict[str, float] = {
     "pool_max_size": 4,
     "pool_timeout": 30.0,
 }
+#: A buffer's batch size and seconds between flushes (``run.buffered()``, ``buffered=True``);
+#: here, not in sqltrack.buffering, so that a write-through run never imports the buffer.
+DEFAULT_FLUSH_ROWS = 1000
+DEFAULT_FLUSH_INTERVAL = 1.0
 #: Buffered (write-behind) metrics for every run of the client; see sqltrack.buffering.
 BUFFER_DEFAULTS: dict[str, float] = {
-    "flush_rows": 1000,
-    "flush_interval": 1.0,
+    "flush_rows": DEFAULT_FLUSH_ROWS,
+    "flush_interval": DEFAULT_FLUSH_INTERVAL,
     "buffer_max_rows": 0,
 }
 #: Outages (see sqltrack.buffering and sqltrack.spool): seconds a buffered run waits for a
@@ -49,6 +51,31 @@ POOLERS = ("auto", "none", "transaction", "session", "statement")
 SECRET_KEYS = frozenset({"password", "sslpassword"})
 
 
+#: The folder of the default spool file (see sqltrack.spool).
+SPOOL_DIR_ENV = "SQLTRACK_SPOOL_DIR"
+
+
+def default_spool_file() -> str:
+    """``spool-<host>.db`` in ``$SQLTRACK_SPOOL_DIR``, ``$XDG_CACHE_HOME/sqltrack`` or
+    ``~/.cache/sqltrack`` (here, so that a client finds it without importing sqltrack.spool)."""
+    import socket
+
+    directory = os.environ.get(SPOOL_DIR_ENV)
+    if not directory:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+            os.path.expanduser("~"), ".cache"
+        )
+        directory = os.path.join(cache, "sqltrack")
+    return os.path.join(directory, f"spool-{socket.gethostname() or 'localhost'}.db")
+
+
+def spool_file(settings: Settings) -> str | None:
+    """The absolute path of a client's spool file (None: ``spool=off``)."""
+    if settings.spool is None:
+        return None
+    return os.path.abspath(os.path.expanduser(settings.spool or default_spool_file()))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved client settings: the engine, its connection parameters and pool bounds."""
@@ -61,8 +88,8 @@ class Settings:
     pool_timeout: float = 30.0
     schema: str | None = None
     buffered: bool = False
-    flush_rows: int = 1000
-    flush_interval: float = 1.0
+    flush_rows: int = DEFAULT_FLUSH_ROWS
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL
     buffer_max_rows: int = 0
     #: The spool file of buffered rows while the server is away (None: no spool;
     #: "" the default file, see sqltrack.spool).
@@ -84,7 +111,8 @@ class Settings:
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """Parse a ``key=value`` config file; a line without ``=`` is a ValueError naming it."""
     values: dict[str, str] = {}
-    text = Path(path).read_text(encoding="utf-8")
+    with open(path, encoding="utf-8") as file:
+        text = file.read()
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -108,7 +136,7 @@ def _file_values(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> d
     env_path = os.environ.get(CONFIG_PATH_ENV)
     if env_path:
         return read_config_file(env_path)
-    if Path(DEFAULT_CONFIG_FILE).is_file():
+    if os.path.isfile(DEFAULT_CONFIG_FILE):
         return read_config_file(DEFAULT_CONFIG_FILE)
     return {}
 
@@ -270,7 +298,10 @@ def resolve(
     values = _expand_dbname(values)
     schema = _schema(values.pop("schema", None))
     params = {k: str(v) for k, v in values.items()}
-    params.setdefault("user", os.environ.get("USER") or getpass.getuser())
+    if "user" not in params:
+        import getpass  # only for PostgreSQL without a user: keeps SQLite start-up light
+
+        params["user"] = os.environ.get("USER") or getpass.getuser()
     params.setdefault("dbname", params["user"])
     return Settings(engine, params, schema=schema, **options)
 

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import environment, signals
 from ._markers import sync_fast_path
-from .args import detect_args
-from .buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS, MetricBuffer
+from .config import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS
 from .errors import ConnectionLost, ExperimentNotFound, ForeignKeyViolation, RunNotFound
 from .records import add_link, experiment_row, remove_link
 from .values import (
@@ -28,6 +27,7 @@ from .values import (
 )
 
 if TYPE_CHECKING:
+    from .buffering import MetricBuffer
     from .client import AsyncClient
     from .integrations.system import SystemMetrics
 
@@ -67,7 +67,11 @@ async def _set_json(
 
 
 def _auto_args(args: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    return detect_args() if isinstance(args, str) and args == "auto" else args
+    if isinstance(args, str) and args == "auto":
+        from .args import detect_args
+
+        return detect_args()
+    return args
 
 
 def _auto_env(env: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -291,7 +295,9 @@ class AsyncRun:
     def _made(cls, client: AsyncClient, run_id: int, experiment_id: int) -> AsyncRun:
         run = cls(client, run_id, experiment_id)
         s = client.settings
-        if s.buffered:
+        if s.buffered:  # sqltrack.buffering only for buffered runs (start-up of the rest)
+            from .buffering import MetricBuffer
+
             run._buffer = MetricBuffer(run, s.flush_rows, s.flush_interval, s.buffer_max_rows)
         return run
 
@@ -352,7 +358,7 @@ class AsyncRun:
     ) -> AsyncRun:
         """The server is away and both ids are known: a buffered client with a spool
         makes the run there (created on the server when the spool is replayed)."""
-        if client.spool is None or not client.settings.buffered:
+        if not client.settings.buffered or client.spool is None:
             raise error
         run = cls._made(client, run_id, experiment_id)
         assert run._buffer is not None
@@ -635,6 +641,8 @@ class AsyncRun:
             buffer, self._buffer = self._buffer, None
             await buffer.close()
         if enabled:
+            from .buffering import MetricBuffer
+
             self._buffer = MetricBuffer(self, flush_rows, flush_interval, max_rows)
         return self
 

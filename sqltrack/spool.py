@@ -42,7 +42,6 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
 import sqlite3
 import sys
 import threading
@@ -53,6 +52,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .config import default_spool_file
 from .errors import ConnectionLost, PoolTimeout, RunNotFound, SqltrackError
 from .metrics import PreparedRow
 
@@ -61,7 +61,6 @@ if TYPE_CHECKING:
     from .config import Settings
 
 T = TypeVar("T")
-SPOOL_DIR_ENV = "SQLTRACK_SPOOL_DIR"
 #: Entries read and written per step of a replay.
 REPLAY_BATCH = 5000
 #: Keys never stored with a target's settings.
@@ -93,13 +92,7 @@ PRAGMA user_version = 1;
 def default_spool_path() -> Path:
     """``spool-<host>.db`` in ``$SQLTRACK_SPOOL_DIR``, ``$XDG_CACHE_HOME/sqltrack`` or
     ``~/.cache/sqltrack``."""
-    directory = os.environ.get(SPOOL_DIR_ENV)
-    if not directory:
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-            os.path.expanduser("~"), ".cache"
-        )
-        directory = os.path.join(cache, "sqltrack")
-    return Path(directory) / f"spool-{socket.gethostname() or 'localhost'}.db"
+    return Path(default_spool_file())
 
 
 def target_key(settings: Settings) -> str:

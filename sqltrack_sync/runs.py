@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import sqltrack.runs as _core
-from sqltrack.buffering import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS
+from sqltrack.config import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS
 from sqltrack_sync import _portal, _process
 from sqltrack_sync._facade import Wrapper, unwrap
 from sqltrack_sync.client import Client

@@ -62,6 +62,9 @@ MODULES = {
 #: Generated modules outside sqltrack's dual-mode set (DataFrame helpers, export): their
 #: functions are sqltrack_sync's only (every sqltrack_sync name is imported lazily).
 LAZY_MODULES = {"analysis", "export"}
+#: Core modules that sqltrack/_dual.py imports inside its functions, not at the top:
+#: ``sqltrack.sync`` (copying runs between databases) costs more than all the rest.
+DUAL_LAZY = {"transfer"}
 RENAMES = {"AsyncClient": "Client", "AsyncExperiment": "Experiment", "AsyncRun": "Run"}
 #: Sync classes: name -> generated module that defines it.
 CLASS_HOME = {"Client": "client", "Experiment": "experiments", "Run": "runs"}
@@ -127,6 +130,8 @@ class Module:
     runtime: set[str]
     #: names the module defines itself (functions, classes, constants)
     defined: set[str]
+    #: module-level constants with a literal value: name -> its source
+    constants: dict[str, str] = field(default_factory=dict)
 
 
 def _src(node: ast.AST | None) -> str | None:
@@ -208,6 +213,19 @@ def _defined(tree: ast.Module) -> set[str]:
     return names
 
 
+def _constants(tree: ast.Module) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            try:
+                ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            found[node.targets[0].id] = ast.unparse(node.value)
+    return found
+
+
 def _takes_client(func: Func) -> bool:
     return bool(func.params) and "AsyncClient" in (func.params[0].annotation or "")
 
@@ -240,7 +258,8 @@ def read_module(path: Path) -> Module:
             klass = Klass(node.name, ast.get_docstring(node), methods, attributes, properties)
             classes.append(klass)
     imports, runtime = _imports(tree, package)
-    return Module(path, dotted, functions, classes, imports, runtime, _defined(tree))
+    return Module(path, dotted, functions, classes, imports, runtime, _defined(tree),
+                  _constants(tree))
 
 
 def _assigned_attributes(init: ast.FunctionDef, func: Func) -> list[tuple[str, str]]:
@@ -291,8 +310,11 @@ def rename_type(text: str) -> str:
 class Names:
     """Imports a generated module needs: the names its defaults and annotations use."""
 
-    def __init__(self, core_alias: str) -> None:
+    def __init__(self, core_alias: str, inline: bool = False) -> None:
         self.core_alias = core_alias
+        #: The module is not imported at the top (DUAL_LAZY): a default naming one of
+        #: its literal constants gets the literal.
+        self.inline = inline
         self.runtime: set[str] = set()
         self.typing: set[str] = set()
 
@@ -305,7 +327,12 @@ class Names:
                 if node.id in module.runtime:
                     self.runtime.add(module.imports[node.id])
                     return node
+                if self.inline and node.id in module.constants:
+                    return ast.parse(module.constants[node.id], mode="eval").body
                 if node.id in module.defined:
+                    if self.inline:
+                        raise SystemExit(f"{module.path}: default {node.id!r} is no literal "
+                                         "constant (the module is imported lazily)")
                     return ast.Attribute(ast.Name(self.core_alias), node.id, ast.Load())
                 if hasattr(builtins, node.id):
                     return node
@@ -645,8 +672,10 @@ def gen_dual(sources: list[tuple[str, Module]]) -> str:
     typing_lines |= {f"from sqltrack_sync import {cls}" for cls in CLASS_HOME}
     for name, module in sources:
         alias = "_" + name
-        imports.append(f"import {module.dotted} as {alias}")
-        names = Names(alias)
+        lazy = name in DUAL_LAZY
+        if not lazy:
+            imports.append(f"import {module.dotted} as {alias}")
+        names = Names(alias, inline=lazy)
         for func in module.functions:
             returns = func.returns or "None"
             async_returns = f"Coroutine[Any, Any, {returns}]"
@@ -673,6 +702,7 @@ def gen_dual(sources: list[tuple[str, Module]]) -> str:
                 *indent(docstring(func.doc, sync=False) + [
                     f"if isinstance({first}, AsyncClient):",
                     *same_async,
+                    *([f"    import {module.dotted} as {alias}", ""] if lazy else []),
                     f"    return {alias}.{func.name}({arguments(func.params, False)})",
                     *same_blocking,
                     f"from sqltrack_sync import {name} as blocking",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import DatabaseError, SchemaMissing
@@ -27,9 +26,11 @@ T = TypeVar("T")
 
 def base_schema_sql(engine_name: str) -> str:
     """The base schema script of an engine (``postgres`` or ``sqlite``)."""
-    from importlib import resources  # only when a schema is created: keeps import light
-
-    return resources.files(__name__).joinpath(f"{engine_name}.sql").read_text(encoding="utf-8")
+    # The package's loader reads the file next to this module (importlib.resources, with
+    # tempfile, shutil and zipfile behind it, would cost more than the schema's creation).
+    path = os.path.join(os.path.dirname(__file__), f"{engine_name}.sql")
+    loader: Any = __spec__.loader  # a file or zip loader: both have get_data
+    return str(loader.get_data(path).decode("utf-8"))
 
 
 async def with_schema_lock(
@@ -97,6 +98,8 @@ async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike[str]]) 
     """
     await client.open()
     applied: list[str] = []
+    from pathlib import Path
+
     for script in scripts:
         path = Path(script)
         name = path.name
