@@ -137,15 +137,25 @@ class MetricBuffer:
         progress: float = 0.0,
         updated: Auto | datetime | None = "auto",
     ) -> bool:
-        """Buffer one row, from any thread, without I/O; False when the buffer is full."""
-        self._raise_pending_error()
+        """Buffer one row, from any thread, without I/O; False when the buffer is full.
+
+        The hot path of buffered mode: the checks (``MetricTable.prepare``) and one
+        append under the lock; the row's parameters are built by the batch write.
+        """
+        if self._error is not None:
+            self._raise_pending_error()
         row = self._table.prepare(metrics, step, progress, updated)
-        with self._lock:
-            if len(self._rows) >= self.max_rows:
+        lock = self._lock
+        lock.acquire()  # cheaper than ``with`` (no __enter__/__exit__ lookups)
+        try:
+            rows = self._rows
+            waiting = len(rows)
+            if waiting >= self.max_rows:
                 return False
-            self._rows.append(row)
-            waiting = len(self._rows)
-        if waiting >= self.flush_rows and not self._flush_requested:
+            rows.append(row)
+        finally:
+            lock.release()
+        if waiting >= self.flush_rows - 1 and not self._flush_requested:
             self._flush_requested = True
             self._request_flush()
         return True

@@ -13,6 +13,7 @@ import numbers
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 from .errors import MetricTypeError
@@ -22,6 +23,13 @@ MAX_NAME_LENGTH = 63
 RESERVED_NAMES = frozenset({"run_id", "step", "progress"})
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MISSING = object()
+_UTC = timezone.utc
+#: A PreparedRow from one tuple of its fields, without NamedTuple's Python ``__new__``.
+_new_row = tuple.__new__
+_NAMES = attrgetter("names")
+#: names, value types, kinds of a call that passed every check (``MetricTable._checked``).
+_Checked = tuple[tuple[str, ...], tuple[type, ...], tuple["str | None", ...]]
+_UPDATED = attrgetter("updated")
 _KIND_OF_TYPE = {float: "float", int: "int", bool: "bool", str: "str"}
 #: Which existing column kinds accept a value of a given kind.
 _FITS = {
@@ -152,9 +160,10 @@ class MetricTable:
     def __init__(self, client: MetricStore) -> None:
         self.client = client
         self._columns: dict[str, str | None] | None = None
-        #: (names, kinds) of the last call of bool, int and float values that passed every check:
-        #: a call with the same names and kinds needs no check again (see ``prepare``).
-        self._checked: tuple[tuple[str, ...], tuple[str | None, ...]] | None = None
+        #: (names, value types, kinds) of the last call of bool, int and float values that
+        #: passed every check: a call with the same names and types needs no check again
+        #: (see ``prepare``); its row shares these names and kinds tuples.
+        self._checked: _Checked | None = None
 
     def forget_columns(self) -> None:
         """Drop the column cache (after migrations changed the table)."""
@@ -178,24 +187,29 @@ class MetricTable:
         This is the hot path of every add_metrics: one pass over the values, with
         the column cache deciding whether a name still needs validation.
         """
-        if not isinstance(metrics, Mapping):
+        if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise TypeError(f"metrics must be a dict of name -> value, not {metrics!r}")
         if type(step) is not int:
             step = check_int(step, "step")
         if type(progress) is not float or progress != progress:
             progress = check_float(progress, "progress")
         if type(updated) is str and updated == "auto":
-            updated = datetime.now(timezone.utc)
+            updated = datetime.now(_UTC)
         else:
             updated = resolve_time(updated, "updated")
         # Fast path (a training loop logs the same names with the same types every
-        # step): the names and the kinds of their values, found by C-level loops,
-        # equal those of a call that passed every check against the same columns.
+        # step): the names and the exact types of their values, found by C-level
+        # loops, equal those of a call that passed every check against the same
+        # columns. The row shares that call's names and kinds tuples (the batch write
+        # groups rows by identity) and is made without NamedTuple's Python __new__.
         names = tuple(metrics)
         values_now = tuple(metrics.values())
-        kinds_now = tuple(map(_KIND_OF_TYPE.get, map(type, values_now)))
-        if self._checked == (names, kinds_now):
-            return PreparedRow(names, values_now, kinds_now, step, progress, updated)
+        types_now = tuple(map(type, values_now))
+        checked = self._checked
+        if checked is not None and checked[1] == types_now and checked[0] == names:
+            return _new_row(PreparedRow, (checked[0], values_now, checked[2], step, progress,
+                                          updated))
+        kinds_now = tuple(map(_KIND_OF_TYPE.get, types_now))
         columns = self._columns or {}
         values = []
         kinds = []
@@ -213,7 +227,7 @@ class MetricTable:
         row = PreparedRow(names, tuple(values), tuple(kinds), step, progress, updated)
         plain = None not in kinds_now and "str" not in kinds_now  # bool, int, float only
         if plain and row.kinds == kinds_now and self._columns is not None:
-            self._checked = (names, kinds_now)  # the same names and kinds pass again
+            self._checked = (names, types_now, row.kinds)  # the same names and types pass again
         return row
 
     async def ensure_columns(self, row: PreparedRow) -> None:
@@ -292,18 +306,28 @@ class MetricTable:
         would with one upsert per row; across groups, upserts merge columns. The
         rows go to the engine as they are: it builds their parameters once.
         """
-        checked: set[tuple[str, ...]] = set()
-        groups: list[list[PreparedRow]] = []
-        names: tuple[str, ...] | None = None
-        for row in rows:
-            if row.names != names:
-                names = row.names
-                groups.append([])
-                if names not in checked:
-                    checked.add(names)
-                    await self.ensure_columns(row)
-            groups[-1].append(row)
-        updated = max((r.updated for r in rows if r.updated is not None), default=None)
+        if not rows:
+            return
+        groups: list[list[PreparedRow]]
+        if list(map(_NAMES, rows)).count(rows[0].names) == len(rows):
+            # The usual batch (one name set; the fast path of ``prepare`` even shares
+            # the names tuple, so ``count`` compares by identity): no loop per row.
+            await self.ensure_columns(rows[0])
+            groups = [rows]
+        else:
+            checked: set[tuple[str, ...]] = set()
+            groups = []
+            names: tuple[str, ...] | None = None
+            for row in rows:
+                if row.names != names:
+                    names = row.names
+                    groups.append([])
+                    if names not in checked:
+                        checked.add(names)
+                        await self.ensure_columns(row)
+                groups[-1].append(row)
+        # Datetimes are never false: filter(None) drops the rows without a touch.
+        updated = max(filter(None, map(_UPDATED, rows)), default=None)
         # Each group is one idempotent statement (or hop), so each may be retried
         # after a lost connection; applied in order, they give the same end state.
         for index, group in enumerate(groups):

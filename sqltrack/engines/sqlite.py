@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
+from itertools import chain, repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -204,42 +206,98 @@ def _write_metrics(
         raise
 
 
+#: Rows per statement of a batch write: one multi-row upsert takes this many rows (fewer
+#: when that would pass SQLite's limit on parameters); the rest go by smaller statements.
+BATCH_STATEMENT_ROWS = 100
+#: SQLite's limit on the parameters of one statement when the driver cannot tell it
+#: (Python 3.10: no ``Connection.getlimit``): the default of SQLite before 3.32.
+DEFAULT_VARIABLE_LIMIT = 999
+_VARIABLE_LIMIT = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)
+_STEP = attrgetter("step")
+_PROGRESS = attrgetter("progress")
+_VALUES = attrgetter("values")
+
+
+def _adapted(values: tuple[Any, ...], adapt: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """A row's values as SQLite takes them: only a row holding a NaN, a datetime, text
+    or None goes through ``adapt`` (one ``sum()`` tells)."""
+    try:
+        total = sum(values)
+        if total == total:  # False for a NaN (and inf - inf: adapted, harmless)
+            return values
+    except TypeError:  # a str, None or datetime value
+        pass
+    return tuple(map(adapt, values))
+
+
 def _batch_params(
     run_id: int, rows: Sequence[BatchRow], adapt: Callable[[Any], Any]
-) -> list[tuple[Any, ...]]:
-    """The parameters of a batch, each row built once; only a row holding a value
-    SQLite cannot take as it is (NaN, a datetime) goes through ``adapt``."""
-    params: list[tuple[Any, ...]] = []
-    append = params.append
-    for row in rows:
-        values = row.values
-        try:
-            total = sum(values)
-            plain = total == total  # False for a NaN (and inf - inf: adapted, harmless)
-        except TypeError:  # a str, None or datetime value
-            plain = False
-        if plain:
-            append((run_id, row.step, row.progress, *values))
-        else:
-            append((run_id, row.step, row.progress, *map(adapt, values)))
-    return params
+) -> list[Any]:
+    """The parameters of a batch, flat: ``run_id, step, progress, *values`` per row.
+
+    Built by C-level loops (``map``, ``chain``); one ``sum()`` over every value tells
+    whether the batch holds a value SQLite cannot take as it is (NaN, datetime, text,
+    None); only then is each row looked at, and only such a row adapted.
+    """
+    values: Sequence[tuple[Any, ...]] = list(map(_VALUES, rows))
+    try:
+        total = sum(chain.from_iterable(values))
+        plain = total == total
+    except TypeError:
+        plain = False
+    if not plain:
+        values = [_adapted(v, adapt) for v in values]
+    heads = zip(repeat(run_id), map(_STEP, rows), map(_PROGRESS, rows))
+    return list(chain.from_iterable(map(tuple.__add__, heads, values)))
 
 
 def _write_batch(
     c: sqlite3.Connection,
-    upsert: str,
+    names: tuple[str, ...],
     run_id: int,
     rows: Sequence[BatchRow],
     adapt: Callable[[Any], Any],
     touch: Sequence[Any] | None,
     autocommit: bool,
 ) -> None:
-    """A batch as one executemany of one statement in one transaction: one hop.
+    """A batch in one transaction, as multi-row upserts of ``BATCH_STATEMENT_ROWS`` rows
+    (then of a tenth of that, then of one row for the rest): one hop.
 
-    The parameters are built here, in the worker thread, not on the event loop;
-    a ``(step, progress)`` repeated in the batch is upserted twice, the later wins.
+    The parameters are built here, in the worker thread, not on the event loop. A
+    multi-row statement binds all its parameters at once and runs without the GIL
+    (about half the time of one ``executemany`` row by row); each statement size is
+    one text, so sqlite3's statement cache prepares it once per connection. A
+    ``(step, progress)`` repeated in the batch is upserted twice, in order: the later
+    values win, as with one upsert per row.
     """
-    _write_metrics(c, upsert, _batch_params(run_id, rows, adapt), touch, autocommit)
+    width = 3 + len(names)
+    getlimit = getattr(c, "getlimit", None)  # Python 3.11+
+    limit = int(getlimit(_VARIABLE_LIMIT)) if getlimit is not None else DEFAULT_VARIABLE_LIMIT
+    size = max(1, min(BATCH_STATEMENT_ROWS, limit // width))
+    params = _batch_params(run_id, rows, adapt)
+    try:
+        start = 0
+        left = len(rows)
+        while left:
+            count = left // size
+            if count:
+                step = size * width
+                end = start + count * step
+                c.executemany(_upsert_sql(names, size),
+                              [params[i:i + step] for i in range(start, end, step)])
+                start = end
+                left -= count * size
+            size = max(1, size // 10)
+        if touch is not None:
+            c.execute("UPDATE runs SET time_updated = ? WHERE id = ?", touch)
+        if autocommit:
+            c.commit()
+    except BaseException as error:
+        if autocommit and c.in_transaction:
+            c.rollback()
+        if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error):
+            raise RunNotFound(run_id) from None
+        raise
 
 
 #: One inline metric write in this many goes through the pool (see write_metrics_inline).
@@ -567,21 +625,22 @@ class SqliteEngine(Engine):
     ) -> None:
         touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
         try:
-            await _in_worker(conn, _write_batch, _upsert_sql(names), run_id, rows,
+            await _in_worker(conn, _write_batch, names, run_id, rows,
                              self.dialect.metric_value, touch, conn not in self._blocks)
         except sqlite3.Error as error:
             raise translate(error) from error
 
 
 @lru_cache(maxsize=4096)
-def _upsert_sql(names: tuple[str, ...]) -> str:
+def _upsert_sql(names: tuple[str, ...], rows: int = 1) -> str:
+    """The upsert of ``rows`` metrics rows with these metric columns (one text per size)."""
     quoted = ['"' + n.replace('"', '""') + '"' for n in names]
     columns = ", ".join(["run_id", "step", "progress", *quoted])
-    marks = ", ".join("?" * (3 + len(names)))
+    marks = ", ".join(["(" + ", ".join("?" * (3 + len(names))) + ")"] * rows)
     if not names:
-        return f"INSERT INTO metrics ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        return f"INSERT INTO metrics ({columns}) VALUES {marks} ON CONFLICT DO NOTHING"
     updates = ", ".join(f"{q} = excluded.{q}" for q in quoted)
     return (
-        f"INSERT INTO metrics ({columns}) VALUES ({marks}) "
+        f"INSERT INTO metrics ({columns}) VALUES {marks} "
         f"ON CONFLICT (run_id, step, progress) DO UPDATE SET {updates}"
     )
