@@ -13,12 +13,20 @@ inside every transaction (the one-row upsert names it; every other statement
 outside a block runs in a transaction of its own that starts with ``SET LOCAL
 search_path``; a block, and the COPY of a batch, set it after ``BEGIN``), and
 the only advisory lock (schema set-up) is transaction-scoped.
+
+The connection released last is taken first (``_warm``): psycopg_pool hands out
+its idle connections oldest first, so one writer alternating between two server
+backends finds each of them cold (measured: ~20 % of a write-through step).
+Only one connection rests outside the pool that way, never while a task waits for
+the pool, and it goes back through the pool at least every ``WARM_SECONDS`` so
+the pool's lifetime rules still apply to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext, suppress
 from datetime import datetime
@@ -45,6 +53,10 @@ from .dialects import POSTGRES_TYPES as _KIND_TYPES
 from .dialects import PostgresDialect
 
 Conn = psycopg.AsyncConnection[Any]
+
+#: The warm connection goes back through the pool at least this often (seconds).
+WARM_SECONDS = 30.0
+_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 # The pool logs every failed connection attempt; during an outage that is a line per
 # attempt on the stderr of a script with no logging set up. sqltrack reports an
@@ -102,6 +114,13 @@ class PostgresEngine(Engine):
         self._local = b""
         #: Behind a pooler with a schema: ``"schema".`` before the tables of the upserts.
         self._prefix = ""
+        #: The idle connection released last, reused first (see the module docstring),
+        #: and until when it may stay out of the pool.
+        self._warm: Conn | None = None
+        self._warm_conn: Conn | None = None
+        self._warm_until = 0.0
+        #: Tasks waiting in the pool's getconn (the warm connection is theirs first).
+        self._waiting = 0
 
     async def _configure(self, conn: Conn) -> None:
         schema = self.settings.schema
@@ -222,7 +241,14 @@ class PostgresEngine(Engine):
             await self._first.close()
             self._first = None
         if self._pool is not None:
+            await self._return_warm()
             await self._pool.close()
+
+    async def _return_warm(self) -> None:
+        """Hand the warm connection back to the pool."""
+        conn, self._warm = self._warm, None
+        if conn is not None and self._pool is not None:
+            await self._pool.putconn(conn)
 
     def _opened_pool(self) -> psycopg_pool.AsyncConnectionPool[Conn]:
         if self._pool is None:
@@ -230,6 +256,14 @@ class PostgresEngine(Engine):
         return self._pool
 
     async def acquire(self, timeout: float | None = None) -> Conn:
+        conn = self._warm
+        if conn is not None:
+            self._warm = None
+            if time.monotonic() < self._warm_until:
+                return conn
+            self._warm_conn = None  # its turn through the pool; a new time out after
+            await self._opened_pool().putconn(conn)
+        self._waiting += 1
         try:
             return await self._opened_pool().getconn(timeout)
         except psycopg_pool.PoolTimeout as error:
@@ -247,13 +281,28 @@ class PostgresEngine(Engine):
             ) from None
         except psycopg.Error as error:
             raise translate(error) from error
+        finally:
+            self._waiting -= 1
 
     async def release(self, conn: Conn) -> None:
+        if (
+            self._warm is None
+            and not self._waiting
+            and conn.pgconn.transaction_status == _IDLE
+            and not conn.closed
+            and conn.autocommit
+        ):
+            if conn is not self._warm_conn:  # new from the pool: its time out starts now
+                self._warm_conn = conn
+                self._warm_until = time.monotonic() + WARM_SECONDS
+            self._warm = conn
+            return
         await self._opened_pool().putconn(conn)
 
     async def recover(self) -> None:
         # Idle connections died with the server too: check them all (dropping the
         # dead) instead of failing on each of them in turn.
+        await self._return_warm()
         await self._opened_pool().check()
 
     async def begin_block(self, conn: Conn) -> None:
