@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .environment import mask_passwords
-
 ENGINES = ("postgres", "sqlite")
 ENV_PREFIX = "SQLTRACK_DSN_"
 CONFIG_PATH_ENV = "SQLTRACK_CONFIG_PATH"
@@ -101,6 +99,8 @@ class Settings:
     def __repr__(self) -> str:
         # Passwords never show: the password keywords, nor one inside a URI or a DSN
         # given as a value (libpq reads a whole connection string in ``dbname``).
+        from .environment import mask_passwords  # here: its patterns cost at start-up
+
         shown = {
             k: ("***" if k in SECRET_KEYS else mask_passwords(v) if isinstance(v, str) else v)
             for k, v in self.params.items()
@@ -243,6 +243,8 @@ def _expand_dbname(values: dict[str, Any]) -> dict[str, Any]:
         try:
             parts = conninfo_to_dict(str(text))
         except Exception as error:  # noqa: BLE001 - shown, without its password
+            from .environment import mask_passwords
+
             raise ValueError(
                 f"config value {key}={mask_passwords(str(text))!r} is not a connection "
                 f"string: {mask_passwords(str(error))}"

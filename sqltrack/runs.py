@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import environment, signals
+from . import signals
 from ._markers import sync_fast_path
 from .config import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS
 from .errors import ConnectionLost, ExperimentNotFound, ForeignKeyViolation, RunNotFound
@@ -76,6 +76,8 @@ def _auto_args(args: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | Non
 
 def _auto_env(env: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     if isinstance(env, str) and env == "auto":
+        from . import environment
+
         return environment.captured_environment(environment.MASK_RULE)
     return env
 

@@ -57,24 +57,29 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
     """Create or upgrade the base tables when needed (one quick check when they are current).
 
     A database made by sqltrack 0.1.x or by an earlier build is upgraded in place
-    (see ``schema/upgrade.py``). Returns what was done (None: nothing), also kept
-    as ``engine.schema_outcome`` for ``sqltrack setup`` to print.
+    (see ``schema/upgrade.py``, imported only then; ``schema/state.py`` tells the kind
+    of database and creates the tables in an empty one). Returns what was done
+    (None: nothing), also kept as ``engine.schema_outcome`` for ``sqltrack setup`` to print.
     """
-    from . import upgrade
+    from . import state
 
     try:
-        if await _is_applied(engine, conn, upgrade.SCHEMA_MARK):
+        if await _is_applied(engine, conn, state.SCHEMA_MARK):
             return None
     except DatabaseError:  # no migrations table yet: look closer below
         pass
-    state = await upgrade.detect(engine, conn)
-    if state in (upgrade.EMPTY, upgrade.PARTIAL) and not engine.create_schema:
+    found = await state.detect(engine, conn)
+    if found in (state.EMPTY, state.PARTIAL) and not engine.create_schema:
         raise SchemaMissing("no sqltrack tables in this database (and none were created)")
 
     async def work(engine: Engine, conn: Any) -> str | None:
         # Again under the lock: another process may have done it meanwhile.
-        state = await upgrade.detect(engine, conn)
-        return await upgrade.upgrade(engine, conn, state, base_schema_sql(engine.name))
+        found = await state.detect(engine, conn)
+        if found == state.EMPTY:  # a new database: nothing to upgrade
+            return await state.create(engine, conn, base_schema_sql(engine.name))
+        from . import upgrade
+
+        return await upgrade.upgrade(engine, conn, found, base_schema_sql(engine.name))
 
     if engine.name == "sqlite":  # the runs rebuild needs foreign keys off (not in a transaction)
         await engine.fetch(conn, "PRAGMA foreign_keys = OFF")

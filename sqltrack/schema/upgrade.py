@@ -15,51 +15,21 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..values import STATUSES
+from .state import (
+    CURRENT,
+    EARLY,
+    EARLY_MIGRATIONS,
+    EMPTY,
+    MIGRATIONS,
+    PARTIAL,
+    V01,
+    record_marks,
+)
+from .state import rows as _rows
+from .state import tables as _tables
 
 if TYPE_CHECKING:
     from ..engines.base import Engine
-
-#: Recorded when a database has the schema of this version (the fast check on open).
-SCHEMA_MARK = "sqltrack:schema:2"
-#: Recorded when the base schema was created or adopted (also by earlier builds).
-BASE_MARK = "sqltrack:base"
-#: sqltrack 0.1.x runs its ``base.sql`` unless this name is recorded.
-V01_BASE = "base.sql"
-MIGRATIONS = "applied_migrations"
-EARLY_MIGRATIONS = "sqltrack_migrations"
-
-EMPTY, CURRENT, V01, EARLY, PARTIAL = "empty", "current", "0.1.x", "early", "partial"
-
-
-async def _rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list[Any]:
-    return await engine.fetch(conn, engine.dialect.sql(sql), list(params))
-
-
-async def _tables(engine: Engine, conn: Any) -> set[str]:
-    names = (MIGRATIONS, EARLY_MIGRATIONS, "runs")
-    if engine.name == "sqlite":
-        rows = await _rows(
-            engine, conn, "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
-            "(%s, %s, %s)", names)
-        return {r[0] for r in rows}
-    rows = await _rows(engine, conn, "SELECT n FROM unnest(%s::text[]) AS n "
-                       "WHERE to_regclass(quote_ident(n)) IS NOT NULL", [list(names)])
-    return {r[0] for r in rows}
-
-
-async def detect(engine: Engine, conn: Any) -> str:
-    """Which kind of database this is: empty, current, 0.1.x, early (a build before) or partial."""
-    tables = await _tables(engine, conn)
-    if EARLY_MIGRATIONS in tables:
-        return EARLY
-    if MIGRATIONS not in tables:
-        return PARTIAL if "runs" in tables else EMPTY
-    marks = {r[0] for r in await _rows(
-        engine, conn, "SELECT name FROM applied_migrations WHERE name IN (%s, %s)",
-        [SCHEMA_MARK, BASE_MARK])}
-    if SCHEMA_MARK in marks:
-        return CURRENT
-    return PARTIAL if BASE_MARK in marks else V01
 
 
 async def upgrade(engine: Engine, conn: Any, state: str, base_sql: str) -> str | None:
@@ -71,10 +41,7 @@ async def upgrade(engine: Engine, conn: Any, state: str, base_sql: str) -> str |
     else:
         await _postgres_steps(engine, conn)
     await engine.executescript(conn, base_sql)
-    marks = [BASE_MARK, SCHEMA_MARK] + ([V01_BASE] if engine.name == "postgres" else [])
-    for mark in marks:
-        await _rows(engine, conn, "INSERT INTO applied_migrations (name) VALUES (%s) "
-                    "ON CONFLICT DO NOTHING", [mark])
+    await record_marks(engine, conn)
     return {
         EMPTY: "created the sqltrack tables",
         V01: "upgraded a sqltrack 0.1.x database (added runs.extras, system_metrics, "

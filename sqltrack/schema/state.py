@@ -1,0 +1,71 @@
+"""What kind of database this is, and the creation of the base schema in an empty one.
+
+The recorded marks and the detection are all that opening a database needs when
+its schema is current or absent; ``schema/upgrade.py`` (the steps that bring an
+older database up to date) is imported only when one is met.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..engines.base import Engine
+
+#: Recorded when a database has the schema of this version (the fast check on open).
+SCHEMA_MARK = "sqltrack:schema:2"
+#: Recorded when the base schema was created or adopted (also by earlier builds).
+BASE_MARK = "sqltrack:base"
+#: sqltrack 0.1.x runs its ``base.sql`` unless this name is recorded.
+V01_BASE = "base.sql"
+MIGRATIONS = "applied_migrations"
+EARLY_MIGRATIONS = "sqltrack_migrations"
+
+EMPTY, CURRENT, V01, EARLY, PARTIAL = "empty", "current", "0.1.x", "early", "partial"
+
+
+async def rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list[Any]:
+    return await engine.fetch(conn, engine.dialect.sql(sql), list(params))
+
+
+async def tables(engine: Engine, conn: Any) -> set[str]:
+    names = (MIGRATIONS, EARLY_MIGRATIONS, "runs")
+    if engine.name == "sqlite":
+        found = await rows(
+            engine, conn, "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
+            "(%s, %s, %s)", names)
+        return {r[0] for r in found}
+    found = await rows(engine, conn, "SELECT n FROM unnest(%s::text[]) AS n "
+                       "WHERE to_regclass(quote_ident(n)) IS NOT NULL", [list(names)])
+    return {r[0] for r in found}
+
+
+async def detect(engine: Engine, conn: Any) -> str:
+    """Which kind of database this is: empty, current, 0.1.x, early (a build before) or partial."""
+    present = await tables(engine, conn)
+    if EARLY_MIGRATIONS in present:
+        return EARLY
+    if MIGRATIONS not in present:
+        return PARTIAL if "runs" in present else EMPTY
+    marks = {r[0] for r in await rows(
+        engine, conn, "SELECT name FROM applied_migrations WHERE name IN (%s, %s)",
+        [SCHEMA_MARK, BASE_MARK])}
+    if SCHEMA_MARK in marks:
+        return CURRENT
+    return PARTIAL if BASE_MARK in marks else V01
+
+
+async def record_marks(engine: Engine, conn: Any) -> None:
+    """Record that the database has the current base schema (and, on PostgreSQL, that
+    sqltrack 0.1.x must not run its own ``base.sql``)."""
+    marks = [BASE_MARK, SCHEMA_MARK] + ([V01_BASE] if engine.name == "postgres" else [])
+    for mark in marks:
+        await rows(engine, conn, "INSERT INTO applied_migrations (name) VALUES (%s) "
+                   "ON CONFLICT DO NOTHING", [mark])
+
+
+async def create(engine: Engine, conn: Any, base_sql: str) -> str:
+    """The base schema in an empty database (the caller holds the schema lock)."""
+    await engine.executescript(conn, base_sql)
+    await record_marks(engine, conn)
+    return "created the sqltrack tables"
