@@ -59,9 +59,9 @@ async def record_marks(engine: Engine, conn: Any) -> None:
     """Record that the database has the current base schema (and, on PostgreSQL, that
     sqltrack 0.1.x must not run its own ``base.sql``)."""
     marks = [BASE_MARK, SCHEMA_MARK] + ([V01_BASE] if engine.name == "postgres" else [])
-    for mark in marks:
-        await rows(engine, conn, "INSERT INTO applied_migrations (name) VALUES (%s) "
-                   "ON CONFLICT DO NOTHING", [mark])
+    values = ", ".join(["(%s)"] * len(marks))
+    await rows(engine, conn, f"INSERT INTO applied_migrations (name) VALUES {values} "
+               "ON CONFLICT DO NOTHING", marks)
 
 
 async def create(engine: Engine, conn: Any, base_sql: str) -> str:
