@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from .config import DEFAULT_FLUSH_INTERVAL as DEFAULT_FLUSH_INTERVAL
 from .config import DEFAULT_FLUSH_ROWS as DEFAULT_FLUSH_ROWS
 from .errors import MetricWriteError
-from .metrics import PreparedRow
+from .metrics import RowFields, as_row, as_rows
 from .spool import Spool, is_outage, offload, warn
 from .values import Auto
 
@@ -70,6 +70,11 @@ BACKOFF_MAX = 2.0
 
 
 __all__ = ["MetricBuffer", "MetricWriteError"]  # MetricWriteError: from sqltrack.errors
+
+
+def _steps(rows: list[RowFields]) -> str:
+    """``first..last`` step of flat rows (``MetricTable.prepare_fields``)."""
+    return f"{as_row(rows[0]).step}..{as_row(rows[-1]).step}"
 
 
 class _SpoolBusy(Exception):
@@ -109,7 +114,8 @@ class MetricBuffer:
         self.spooled = False
         self.spooled_rows = 0
         self._table = run.client.metrics
-        self._rows: list[PreparedRow] = []
+        #: Waiting rows, oldest first, as plain tuples (``MetricTable.prepare_fields``).
+        self._rows: list[RowFields] = []
         self._lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
         self._flushing = asyncio.Lock()
@@ -144,7 +150,7 @@ class MetricBuffer:
         """
         if self._error is not None:
             self._raise_pending_error()
-        row = self._table.prepare(metrics, step, progress, updated)
+        row = self._table.prepare_fields(metrics, step, progress, updated)
         lock = self._lock
         lock.acquire()  # cheaper than ``with`` (no __enter__/__exit__ lookups)
         try:
@@ -266,27 +272,27 @@ class MetricBuffer:
                 return False
             size = max(self.flush_rows, MAX_BATCH_ROWS)
             if len(self._rows) <= size:
-                rows, self._rows = self._rows, []  # the batch handover: O(1)
+                taken, self._rows = self._rows, []  # the batch handover: O(1)
             else:
-                rows = self._rows[:size]
+                taken = self._rows[:size]
                 del self._rows[:size]
             self._flush_requested = False
-        if not rows:
+        if not taken:
             return False
         try:  # the rows were taken above, in this task: no wait before the handover
-            await asyncio.wait_for(self._table.write_batch(self.run.id, rows),
+            await asyncio.wait_for(self._table.write_batch(self.run.id, taken),
                                    self.attempt_timeout)
         except BaseException as error:
             if isinstance(error, Exception) and not is_outage(error):
                 failure = MetricWriteError(
-                    f"{len(rows)} buffered metric rows of run {self.run.id} "
-                    f"(steps {rows[0].step}..{rows[-1].step}) were not written: {error}"
+                    f"{len(taken)} buffered metric rows of run {self.run.id} "
+                    f"(steps {_steps(taken)}) were not written: {error}"
                 )
                 failure.__cause__ = error
                 self._refused(failure)
                 return True
             with self._lock:  # not written (or not known to be): back at the head
-                self._rows[:0] = rows
+                self._rows[:0] = taken
             raise
         return True
 
@@ -294,15 +300,16 @@ class MetricBuffer:
         """Move every buffered row to the spool, in order (fast: a local file)."""
         assert self.spool is not None
         with self._lock:
-            rows, self._rows = self._rows, []
+            taken, self._rows = self._rows, []
             self._flush_requested = False
-        if not rows:
+        if not taken:
             return
+        rows = as_rows(taken)
         try:
             await offload(self.spool.append_rows, self.run.id, rows)
         except Exception as error:  # noqa: BLE001 - the rows go back, the error is reported
             with self._lock:
-                self._rows[:0] = rows
+                self._rows[:0] = taken
             failure = MetricWriteError(
                 f"the spool {self.spool.path} does not take the {len(rows)} buffered "
                 f"rows of run {self.run.id} (they stay buffered): {error}"
@@ -349,7 +356,7 @@ class MetricBuffer:
     def _unreachable(self, error: BaseException) -> MetricWriteError:
         with self._lock:
             rows = list(self._rows)
-        steps = f" (steps {rows[0].step}..{rows[-1].step})" if rows else ""
+        steps = f" (steps {_steps(rows)})" if rows else ""
         return MetricWriteError(
             f"{len(rows)} buffered metric rows of run {self.run.id}{steps} are not written "
             f"yet: the server did not answer for {self.retry_window:g} s ({error}); they stay "

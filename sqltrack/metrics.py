@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from operator import attrgetter
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 from .errors import MetricTypeError
@@ -25,11 +25,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MISSING = object()
 _UTC = timezone.utc
 #: A PreparedRow from one tuple of its fields, without NamedTuple's Python ``__new__``.
-_new_row = tuple.__new__
-_NAMES = attrgetter("names")
+_FIRST = itemgetter(0)
+_UPDATED = itemgetter(2)
 #: names, value types, kinds of a call that passed every check (``MetricTable._checked``).
 _Checked = tuple[tuple[str, ...], tuple[type, ...], tuple["str | None", ...]]
-_UPDATED = attrgetter("updated")
 _KIND_OF_TYPE = {float: "float", int: "int", bool: "bool", str: "str"}
 #: Which existing column kinds accept a value of a given kind.
 _FITS = {
@@ -118,6 +117,27 @@ class PreparedRow(NamedTuple):
     updated: datetime | None
 
 
+#: A checked row as buffers and batch writes hold it: one flat plain tuple
+#: ``(names, kinds, updated, step, progress, *values)`` (``engines.base.BatchRow``;
+#: see ``MetricTable.prepare_fields`` for why flat and plain).
+RowFields = tuple[Any, ...]
+
+
+def as_row(fields: RowFields) -> PreparedRow:
+    """The PreparedRow of a flat row."""
+    return PreparedRow(fields[0], fields[5:], fields[1], fields[3], fields[4], fields[2])
+
+
+def as_rows(rows: Iterable[RowFields]) -> list[PreparedRow]:
+    """The PreparedRows of flat rows."""
+    return list(map(as_row, rows))
+
+
+def flat_row(row: PreparedRow) -> RowFields:
+    """The flat row of a PreparedRow."""
+    return (row.names, row.kinds, row.updated, row.step, row.progress, *row.values)
+
+
 class MetricStore(Protocol):
     """Where metric rows go: the statements MetricTable needs (``AsyncClient`` has them)."""
 
@@ -139,7 +159,7 @@ class MetricStore(Protocol):
         self,
         names: tuple[str, ...],
         run_id: int,
-        rows: Sequence[PreparedRow],
+        rows: Sequence[RowFields],
         updated: datetime | None,
     ) -> None: ...
 
@@ -182,10 +202,24 @@ class MetricTable:
         progress: float = 0.0,
         updated: Auto | datetime | None = "auto",
     ) -> PreparedRow:
-        """Check one add_metrics call without I/O; raise before anything is written.
+        """Check one add_metrics call without I/O; raise before anything is written."""
+        return as_row(self.prepare_fields(metrics, step, progress, updated))
+
+    def prepare_fields(
+        self,
+        metrics: Mapping[str, Any],
+        step: int = 0,
+        progress: float = 0.0,
+        updated: Auto | datetime | None = "auto",
+    ) -> RowFields:
+        """``prepare``, the row flat: ``(names, kinds, updated, step, progress, *values)``.
 
         This is the hot path of every add_metrics: one pass over the values, with
-        the column cache deciding whether a name still needs validation.
+        the column cache deciding whether a name still needs validation. A flat
+        plain tuple of untracked objects (no values tuple inside, no NamedTuple)
+        leaves the garbage collector's lists at its first collection, so rows
+        waiting in a buffer are neither traversed again nor promoted to the old
+        generation, whose full collections would stall the producer for many ms.
         """
         if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise TypeError(f"metrics must be a dict of name -> value, not {metrics!r}")
@@ -201,14 +235,13 @@ class MetricTable:
         # step): the names and the exact types of their values, found by C-level
         # loops, equal those of a call that passed every check against the same
         # columns. The row shares that call's names and kinds tuples (the batch write
-        # groups rows by identity) and is made without NamedTuple's Python __new__.
+        # groups rows by identity).
         names = tuple(metrics)
         values_now = tuple(metrics.values())
         types_now = tuple(map(type, values_now))
         checked = self._checked
         if checked is not None and checked[1] == types_now and checked[0] == names:
-            return _new_row(PreparedRow, (checked[0], values_now, checked[2], step, progress,
-                                          updated))
+            return (checked[0], checked[2], updated, step, progress) + values_now
         kinds_now = tuple(map(_KIND_OF_TYPE.get, types_now))
         columns = self._columns or {}
         values = []
@@ -224,11 +257,11 @@ class MetricTable:
                 check_metric_name(name)
             elif kind is not None and column_kind is not None and column_kind not in _FITS[kind]:
                 self._check_fit(columns, (name,), (value,), (kind,))
-        row = PreparedRow(names, tuple(values), tuple(kinds), step, progress, updated)
+        kinds_row = tuple(kinds)
         plain = None not in kinds_now and "str" not in kinds_now  # bool, int, float only
-        if plain and row.kinds == kinds_now and self._columns is not None:
-            self._checked = (names, types_now, row.kinds)  # the same names and types pass again
-        return row
+        if plain and kinds_row == kinds_now and self._columns is not None:
+            self._checked = (names, types_now, kinds_row)  # the same names and types pass again
+        return (names, kinds_row, updated, step, progress, *values)
 
     async def ensure_columns(self, row: PreparedRow) -> None:
         """Create the missing metric columns of a row; check its values fit the columns."""
@@ -299,8 +332,9 @@ class MetricTable:
             row.names, run_id, row.step, row.progress, row.values, row.updated
         )
 
-    async def write_batch(self, run_id: int, rows: list[PreparedRow]) -> None:
-        """Write prepared rows in order: one statement (or hop) per run of equal names.
+    async def write_batch(self, run_id: int, rows: Sequence[RowFields]) -> None:
+        """Write flat rows (``prepare_fields``) in order: one statement (or hop) per run
+        of equal names.
 
         Within such a group the last row of a ``(step, progress)`` wins, as it
         would with one upsert per row; across groups, upserts merge columns. The
@@ -308,31 +342,33 @@ class MetricTable:
         """
         if not rows:
             return
-        groups: list[list[PreparedRow]]
-        if list(map(_NAMES, rows)).count(rows[0].names) == len(rows):
-            # The usual batch (one name set; the fast path of ``prepare`` even shares
-            # the names tuple, so ``count`` compares by identity): no loop per row.
-            await self.ensure_columns(rows[0])
+        groups: list[Sequence[RowFields]]
+        if list(map(_FIRST, rows)).count(rows[0][0]) == len(rows):
+            # The usual batch (one name set; the fast path of ``prepare_fields`` even
+            # shares the names tuple, so ``count`` compares by identity): no loop per row.
+            await self.ensure_columns(as_row(rows[0]))
             groups = [rows]
         else:
             checked: set[tuple[str, ...]] = set()
             groups = []
+            group: list[RowFields] = []
             names: tuple[str, ...] | None = None
             for row in rows:
-                if row.names != names:
-                    names = row.names
-                    groups.append([])
+                if row[0] != names:
+                    names = row[0]
+                    group = []
+                    groups.append(group)
                     if names not in checked:
                         checked.add(names)
-                        await self.ensure_columns(row)
-                groups[-1].append(row)
+                        await self.ensure_columns(as_row(row))
+                group.append(row)
         # Datetimes are never false: filter(None) drops the rows without a touch.
         updated = max(filter(None, map(_UPDATED, rows)), default=None)
         # Each group is one idempotent statement (or hop), so each may be retried
         # after a lost connection; applied in order, they give the same end state.
-        for index, group in enumerate(groups):
+        for index, group_rows in enumerate(groups):
             touch = updated if index == len(groups) - 1 else None
-            await self.client.write_metrics_batch(group[0].names, run_id, group, touch)
+            await self.client.write_metrics_batch(group_rows[0][0], run_id, group_rows, touch)
 
     @staticmethod
     def _check_fit(

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import default_spool_file
 from .errors import ConnectionLost, PoolTimeout, RunNotFound, SqltrackError
-from .metrics import PreparedRow
+from .metrics import PreparedRow, flat_row
 
 if TYPE_CHECKING:
     from .client import AsyncClient
@@ -425,7 +425,8 @@ def _groups(entries: list[Entry]) -> Iterator[list[Entry]]:
 async def _write(client: AsyncClient, group: list[Entry]) -> None:
     run_id = group[0].run_id
     if group[0].row is not None:
-        await client.metrics.write_batch(run_id, [e.row for e in group if e.row is not None])
+        await client.metrics.write_batch(
+            run_id, [flat_row(e.row) for e in group if e.row is not None])
         return
     for entry in group:
         await apply_run_update(client, run_id, entry.update or {})

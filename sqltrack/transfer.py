@@ -713,8 +713,8 @@ class _Sync:
                 raise _Superseded
             differing = await self._differing(target_id, names, rows, first, last)
             prepared = [
-                self.dst.metrics.prepare(dict(zip(names, rows[key], strict=True)), key[0],
-                                         key[1], None)
+                self.dst.metrics.prepare_fields(dict(zip(names, rows[key], strict=True)),
+                                                key[0], key[1], None)
                 for key in differing
             ]
             if prepared:

@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from ..config import Settings
 
@@ -36,17 +36,14 @@ Connection = Any
 Params = Sequence[Any]
 
 
-class BatchRow(Protocol):
-    """One checked metrics row of a batch (``sqltrack.metrics.PreparedRow`` is one)."""
-
-    @property
-    def step(self) -> int: ...
-
-    @property
-    def progress(self) -> float: ...
-
-    @property
-    def values(self) -> tuple[Any, ...]: ...
+#: One checked metrics row of a batch, flat: ``(names, kinds, updated, step, progress,
+#: *values)`` (``sqltrack.metrics.RowFields``). A plain tuple of untracked objects, so
+#: rows waiting in a buffer or in flight leave the garbage collector at its first pass
+#: (a NamedTuple, or a tuple holding a values tuple, would be traversed and promoted).
+BatchRow = tuple[Any, ...]
+#: Where the engine's part of a BatchRow starts: ``row[BATCH_KEY:]`` is
+#: ``(step, progress, *values)``, the row's parameters after the run id.
+BATCH_KEY = 3
 
 
 class Dialect(ABC):

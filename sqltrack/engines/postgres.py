@@ -48,7 +48,7 @@ from ..errors import (
     ServerUnreachable,
     UniqueViolation,
 )
-from .base import BatchRow, Engine
+from .base import BATCH_KEY, BatchRow, Engine
 from .dialects import POSTGRES_TYPES as _KIND_TYPES
 from .dialects import PostgresDialect
 
@@ -404,7 +404,7 @@ class PostgresEngine(Engine):
                 async with conn.cursor() as cursor:
                     async with cursor.copy(_copy_sql(names)) as copy:
                         for number, row in enumerate(rows, 1):
-                            await copy.write_row((run_id, row.step, row.progress, *row.values))
+                            await copy.write_row((run_id, *row[BATCH_KEY:]))
                             if not number % COPY_YIELD_ROWS:
                                 await asyncio.sleep(0)  # a producer on this loop goes on
                     if updated is not None:
@@ -416,7 +416,7 @@ class PostgresEngine(Engine):
             raise RunNotFound(run_id) from None
         except psycopg.Error as error:
             raise translate(error, conn) from error
-        by_key = {(r.step, r.progress): (run_id, r.step, r.progress, *r.values) for r in rows}
+        by_key = {r[BATCH_KEY:BATCH_KEY + 2]: (run_id, *r[BATCH_KEY:]) for r in rows}
         await self._upsert_batch(conn, names, run_id, list(by_key.values()), updated)
 
     async def _upsert_batch(

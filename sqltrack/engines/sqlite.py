@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain, repeat
-from operator import attrgetter
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ from ..errors import (
     RunNotFound,
     UniqueViolation,
 )
-from .base import BatchRow, Engine
+from .base import BATCH_KEY, BatchRow, Engine
 from .dialects import SQLITE_TYPES as _KIND_TYPES
 from .dialects import SqliteDialect
 
@@ -213,21 +213,19 @@ BATCH_STATEMENT_ROWS = 100
 #: (Python 3.10: no ``Connection.getlimit``): the default of SQLite before 3.32.
 DEFAULT_VARIABLE_LIMIT = 999
 _VARIABLE_LIMIT = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)
-_STEP = attrgetter("step")
-_PROGRESS = attrgetter("progress")
-_VALUES = attrgetter("values")
+_KEY_AND_VALUES = itemgetter(slice(BATCH_KEY, None))
 
 
-def _adapted(values: tuple[Any, ...], adapt: Callable[[Any], Any]) -> tuple[Any, ...]:
-    """A row's values as SQLite takes them: only a row holding a NaN, a datetime, text
-    or None goes through ``adapt`` (one ``sum()`` tells)."""
+def _adapted(params: tuple[Any, ...], adapt: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """A row's ``(step, progress, *values)`` as SQLite takes them: only a row holding a
+    NaN, a datetime, text or None goes through ``adapt`` (one ``sum()`` tells)."""
     try:
-        total = sum(values)
+        total = sum(params)
         if total == total:  # False for a NaN (and inf - inf: adapted, harmless)
-            return values
+            return params
     except TypeError:  # a str, None or datetime value
         pass
-    return tuple(map(adapt, values))
+    return params[:2] + tuple(map(adapt, params[2:]))
 
 
 def _batch_params(
@@ -235,20 +233,19 @@ def _batch_params(
 ) -> list[Any]:
     """The parameters of a batch, flat: ``run_id, step, progress, *values`` per row.
 
-    Built by C-level loops (``map``, ``chain``); one ``sum()`` over every value tells
+    Built by C-level loops (``map``, ``chain``); one ``sum()`` over every row tells
     whether the batch holds a value SQLite cannot take as it is (NaN, datetime, text,
     None); only then is each row looked at, and only such a row adapted.
     """
-    values: Sequence[tuple[Any, ...]] = list(map(_VALUES, rows))
+    tails: Sequence[tuple[Any, ...]] = list(map(_KEY_AND_VALUES, rows))
     try:
-        total = sum(chain.from_iterable(values))
+        total = sum(chain.from_iterable(tails))
         plain = total == total
     except TypeError:
         plain = False
     if not plain:
-        values = [_adapted(v, adapt) for v in values]
-    heads = zip(repeat(run_id), map(_STEP, rows), map(_PROGRESS, rows))
-    return list(chain.from_iterable(map(tuple.__add__, heads, values)))
+        tails = [_adapted(t, adapt) for t in tails]
+    return list(chain.from_iterable(map(tuple.__add__, repeat((run_id,)), tails)))
 
 
 def _write_batch(
