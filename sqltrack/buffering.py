@@ -181,8 +181,12 @@ class MetricBuffer:
         while not self.put(metrics, step, progress, updated):
             await self._write("room")  # back-pressure: one batch, not all
             self._raise_pending_error()
-        if len(self._rows) >= self.flush_rows:
+        if self.batch_waiting():
             await asyncio.sleep(0)
+
+    def batch_waiting(self) -> bool:
+        """``flush_rows`` rows or more wait (an async producer then lets the loop run once)."""
+        return len(self._rows) >= self.flush_rows
 
     def _request_flush(self) -> None:
         try:

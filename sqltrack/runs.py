@@ -599,8 +599,10 @@ class AsyncRun:
         buffer = self._buffer
         if buffer is None:
             await self.client.metrics.write(self.id, metrics, step, progress, updated)
-        else:
-            await buffer.add(metrics, step, progress, updated)
+        elif not buffer.put(metrics, step, progress, updated):
+            await buffer.add(metrics, step, progress, updated)  # full: waits for room first
+        elif buffer.batch_waiting():
+            await asyncio.sleep(0)  # the flusher takes the batch between this task's calls
         return self
 
     def add_metrics_nowait(
