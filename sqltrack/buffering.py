@@ -145,7 +145,7 @@ class MetricBuffer:
     ) -> bool:
         """Buffer one row, from any thread, without I/O; False when the buffer is full.
 
-        The hot path of buffered mode: the checks (``MetricTable.prepare``) and one
+        The hot path of buffered mode: the checks (``MetricTable.prepare_fields``) and one
         append under the lock; the row's parameters are built by the batch write.
         """
         if self._error is not None:
