@@ -211,11 +211,50 @@ def _install() -> None:
     atexit.register(_at_exit)
 
 
+#: Per forking thread: whether ``_before_fork`` blocked SIGTERM (to unblock it after).
+_fork_mask = threading.local()
+
+
+def _before_fork() -> None:
+    """SIGTERM waits over the fork in the forking thread (so the child inherits it
+    blocked) until the child has its default action back: one arriving in between
+    would reach the inherited handler, which Python then drops ("ignored due to race
+    condition"), and the child would live on (``_after_fork_in_child``)."""
+    _fork_mask.blocked = False
+    if _sigterm_pid == os.getpid() and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _fork_mask.blocked = signal.SIGTERM not in previous
+
+
+def _unblock_sigterm() -> None:
+    if getattr(_fork_mask, "blocked", False):
+        _fork_mask.blocked = False
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 def _after_fork_in_child() -> None:
-    """The runs the parent has open stay the parent's: the child's exit must not stop them."""
+    """The runs the parent has open stay the parent's: the child's exit must not stop them.
+
+    The child also gets SIGTERM's default action back from the inherited ``_on_sigterm``
+    (which has no runs to stop there): a Python handler runs only when the main thread
+    gets to it, and a worker's main thread that just entered a blocking wait (a
+    ``multiprocessing`` Pool worker taking its queue's lock) never does, so
+    ``Pool.terminate()`` waited for it forever. A Client the child makes installs it again.
+    A SIGTERM that came during the fork was held back (``_before_fork``) and ends the
+    child now.
+    """
+    global _sigterm_pid
     _orphans.clear()
     for obj in list(_cleanups):
         obj.async_client.hooks.forget_runs()
+    if _sigterm_pid is not None:
+        _sigterm_pid = None
+        with suppress(ValueError, OSError):  # pragma: no cover - not the main interpreter
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _unblock_sigterm()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_unblock_sigterm, after_in_child=_after_fork_in_child
+)

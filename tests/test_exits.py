@@ -22,6 +22,7 @@ import sqltrack
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 120.0
 ROWS = 20
+POOL_ROUNDS = 25
 
 
 @pytest.fixture
@@ -172,6 +173,84 @@ def test_forked_children_write_their_rows(tmp_path, env, client_kwargs, how):
     steps, status = steps_and_status(client_kwargs, int(proc.stdout))
     assert steps == [0, *range(1, ROWS + 1), 99]
     assert status == "COMPLETED"
+
+
+POOL_ROUNDS_SCRIPT = """
+    import multiprocessing
+    import sqltrack
+
+    client = sqltrack.Client(buffered=True)
+    run = sqltrack.Experiment(client, name="exits").get_run()
+    run.start()
+    run.add_metrics({"loss": 1.0}, step=0)
+
+    def log(step):
+        run.add_metrics({"loss": 0.5}, step=step)
+        return step
+
+    for round in range(@ROUNDS@):  # each 'with' ends in terminate(): SIGTERM to the workers
+        with multiprocessing.get_context("fork").Pool(4) as pool:
+            steps = range(1 + round * 4, 5 + round * 4)
+            assert pool.map(log, steps) == list(steps)
+    print(run.id, flush=True)
+""".replace("@ROUNDS@", str(POOL_ROUNDS))
+
+
+def test_pool_terminate_ends_its_workers(tmp_path, env, client_kwargs):
+    """A fork Pool's terminate() (its ``with`` block's end) ends every worker, round
+    after round: a worker holding the handler inherited from the parent once missed
+    the SIGTERM when it came as its main thread entered its queue's lock, and the
+    parent waited for it forever (about one round in twenty)."""
+    proc = run_script(tmp_path, env, POOL_ROUNDS_SCRIPT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    steps, status = steps_and_status(client_kwargs, int(proc.stdout))
+    assert steps == list(range(POOL_ROUNDS * 4 + 1))
+    assert status == "COMPLETED"
+
+
+SIGTERM_FORKED = """
+    import os, signal, sys, threading, time
+    import sqltrack
+
+    client = sqltrack.Client()
+    run = sqltrack.Experiment(client, name="exits").get_run()
+    run.start()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        run.add_metrics({"loss": 0.5}, step=1)  # the child's own loop thread runs now
+        # The signal reaches a thread other than the main one (as it may when it
+        # comes just as the main thread enters a lock): the main thread never sees it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        os.write(write, b"x")
+        threading.Event().wait()
+        os._exit(0)
+    os.read(read, 1)
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(600):  # a bound for a hang, not a timing
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        sys.exit("the forked child outlived SIGTERM")
+    print(os.waitstatus_to_exitcode(status), run.id, flush=True)
+    run.add_metrics({"loss": 1.0}, step=2)
+"""
+
+
+def test_sigterm_ends_a_forked_child(tmp_path, env, client_kwargs):
+    """SIGTERM ends a forked child whichever of its threads it reaches (the default
+    action: the parent's handler has no runs to stop there); the parent's run is the
+    parent's, stopped at its exit with its rows."""
+    proc = run_script(tmp_path, env, SIGTERM_FORKED)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    code, run_id = proc.stdout.split()
+    assert int(code) == -15
+    assert steps_and_status(client_kwargs, int(run_id)) == ([1, 2], "COMPLETED")
 
 
 # -- a never-closed async client --------------------------------------------------
