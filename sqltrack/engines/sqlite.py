@@ -299,6 +299,9 @@ def _write_batch(
 
 #: One inline metric write in this many goes through the pool (see write_metrics_inline).
 INLINE_CHECKPOINT_EVERY = 500
+#: After this many buffered rows written inline, a batch goes through the pool
+#: (see ``SqliteEngine.write_metrics_batch``).
+INLINE_BATCH_CHECKPOINT_ROWS = 4000
 
 
 def _open_inline(c: sqlite3.Connection, path: str) -> sqlite3.Connection:
@@ -373,6 +376,7 @@ class SqliteEngine(Engine):
         #: The event loop thread's own connection (``write_metrics_inline``).
         self._inline: sqlite3.Connection | None = None
         self._inline_count = 0
+        self._inline_rows = 0
         #: Each calling thread's own sqlite3 connection (``write_metrics_blocking``).
         self._direct = threading.local()
         self._direct_conns: list[sqlite3.Connection] = []
@@ -620,10 +624,37 @@ class SqliteEngine(Engine):
         rows: Sequence[BatchRow],
         updated: datetime | None,
     ) -> None:
+        """A batch in one transaction (see ``_write_batch``), on the event loop's inline
+        connection when that cannot wait (as ``write_metrics_inline``), else in the
+        connection's worker thread.
+
+        Inline saves the two thread wake-ups of the worker path (what a loaded
+        machine delays most) for the statements' own time on the loop (about 1 ms per
+        1000 rows, without the GIL while a statement runs). A held write lock fails
+        ``BEGIN IMMEDIATE`` at once, nothing is written, and the batch takes the worker
+        path, which waits for the lock. After ``INLINE_BATCH_CHECKPOINT_ROWS`` rows
+        inline, a batch goes through the pool, whose commit checkpoints the WAL.
+        """
         touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
+        autocommit = conn not in self._blocks
+        adapt = self.dialect.metric_value
+        inline = self._inline
+        if autocommit and inline is not None and self._inline_rows < INLINE_BATCH_CHECKPOINT_ROWS:
+            try:
+                _write_batch(inline, names, run_id, rows, adapt, touch, True)
+                self._inline_rows += len(rows)
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise translate(error) from error
+            except sqlite3.Error as error:
+                raise translate(error) from error
         try:
-            await _in_worker(conn, _write_batch, names, run_id, rows,
-                             self.dialect.metric_value, touch, conn not in self._blocks)
+            await _in_worker(conn, _write_batch, names, run_id, rows, adapt, touch, autocommit)
+            if autocommit:
+                self._inline_rows = 0
+                if self._inline is None:
+                    self._inline = await _in_worker(conn, _open_inline, self.path)
         except sqlite3.Error as error:
             raise translate(error) from error
 
