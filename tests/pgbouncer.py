@@ -120,13 +120,18 @@ def start_pgbouncer(
         entry = pwd.getpwnam(runs_as)
         for path in (directory, config, directory / "users.txt"):
             os.chown(path, entry.pw_uid, entry.pw_gid)
-    process = subprocess.Popen(
-        [binary, str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        user=runs_as,
-        start_new_session=True,
-    )
+    # Its output goes to a file, never to a pipe: PgBouncer writes a line per client
+    # connection to stderr too, and once a pipe nobody reads is full (64 KiB) it blocks
+    # in write(), with every client's traffic stalled behind it (seen as writer
+    # processes hanging mid-transaction in the 100-writer test).
+    with open(directory / "pgbouncer.out", "wb") as output_file:
+        process = subprocess.Popen(
+            [binary, str(config)],
+            stdout=output_file,
+            stderr=subprocess.STDOUT,
+            user=runs_as,
+            start_new_session=True,
+        )
     bouncer = PgBouncer(
         process,
         port,
@@ -138,7 +143,7 @@ def start_pgbouncer(
     deadline = time.monotonic() + 20
     while True:
         if process.poll() is not None:
-            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            output = (directory / "pgbouncer.out").read_text(errors="replace")
             log = bouncer.log
             bouncer.stop()
             raise RuntimeError(f"pgbouncer exited with {process.returncode}: {output}{log}")
