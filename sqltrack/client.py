@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import config as _config
+from .combining import WriteCombiner, touches
 from .engines import make_engine
 from .engines.base import BatchRow, Connection, Dialect, Engine
 from .errors import ClientClosed, ConnectionLost, PoolTimeout, ServerUnreachable
@@ -130,6 +131,7 @@ class AsyncClient:
         self._engine.create_schema = self.create_schema
         self._held = {}
         self._open_lock = None
+        self.statements.reset_combiner()  # the parent's waiting calls are not ours
         if self._state == "open":
             self._state = "unopened"
         silence_pending_tasks(self._loop)
@@ -437,6 +439,16 @@ class Statements:
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
+        self._combiner: WriteCombiner | None = None
+        self.reset_combiner()
+
+    def reset_combiner(self) -> None:
+        """A new write combiner (see ``sqltrack.combining``) for the client's engine."""
+        client = self._client
+        self._combiner = (
+            WriteCombiner(client.settings.pool_max_size)
+            if client._engine.combines_writes else None
+        )
 
     async def metric_columns(self) -> dict[str, str | None]:
         """The metrics table's metric columns: name -> kind (None: a type not checked)."""
@@ -472,17 +484,56 @@ class Statements:
         ):
             return None  # SQLite, lock free: written on this thread, no hop
         args = (names, run_id, step, progress, values, updated)
+        combiner = self._combiner
+        if combiner is None:
+            return await self._write_row(engine, args, None)
+        if not combiner.full():
+            combiner.begin()
+        elif await combiner.wait(names, (run_id, step, progress, *values), updated):
+            return None  # written, with other calls' rows, by another call
+        try:
+            await self._write_row(engine, args, combiner)
+        finally:
+            combiner.done()
+
+    async def _write_row(
+        self, engine: Engine, args: tuple[Any, ...], combiner: WriteCombiner | None
+    ) -> None:
+        """One row on a pooled connection; then, on the same connection, the rows that
+        queued in the combiner meanwhile."""
+        client = self._client
         try:
             conn = await engine.acquire()
         except ConnectionLost as error:
             return await client._retry(engine, _write_metrics, args, error)
         try:
-            return await engine.write_metrics(conn, *args)
+            await engine.write_metrics(conn, *args)
+            if combiner is not None and combiner.waiting:
+                await self._write_waiting(engine, conn, combiner)
+            return None
         except ConnectionLost as error:
             lost = error
         finally:
             await engine.release(conn)
         await client._retry(engine, _write_metrics, args, lost)
+
+    @staticmethod
+    async def _write_waiting(engine: Engine, conn: Connection, combiner: WriteCombiner) -> None:
+        """The combiner's waiting rows, one statement per set of names; a statement that
+        fails hands its rows (and those not tried yet) back to their own calls."""
+        groups = combiner.take(engine.combined_rows_limit)
+        for index, group in enumerate(groups):
+            try:
+                await engine.write_metrics_combined(
+                    conn, group[0].names, [entry.row for entry in group], touches(group)
+                )
+            except BaseException as error:
+                for entry in (e for g in groups[index:] for e in g):
+                    combiner.write_alone(entry)
+                if isinstance(error, Exception):
+                    return  # each call writes alone and meets its own error
+                raise
+            combiner.resolve(group)
 
     def write_metrics_blocking(
         self,

@@ -107,6 +107,50 @@ async def test_clients_sharing_a_server_connection_keep_their_schemas(server):
             drop_schemas(server, *schemas)
 
 
+async def test_combined_writes_keep_their_schemas(server):
+    """Concurrent runs of one client, more than its pool (``sqltrack.combining``): the
+    combined statements name the client's schema, prepare nothing on the server, and
+    every row lands in its own schema."""
+    schemas = [f"pgb_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    with running_pgbouncer(server, pool_size=2) as bouncer:
+        clients = [
+            sqltrack.AsyncClient(engine="postgres", **bouncer.params, schema=schema,
+                                 pool_max_size=2)
+            for schema in schemas
+        ]
+        try:
+            runs = []
+            for client, schema in zip(clients, schemas, strict=True):
+                experiment = await sqltrack.AsyncExperiment.create(client, name=schema)
+                for _ in range(12):
+                    run = await experiment.get_run()
+                    await run.add_metrics(metrics_of(0), step=0)
+                    runs.append(run)
+
+            async def log(run: sqltrack.AsyncRun) -> None:
+                for step in range(1, 11):
+                    await run.add_metrics(metrics_of(step), step=step)
+
+            await asyncio.wait_for(asyncio.gather(*(log(run) for run in runs)), 120)
+        finally:
+            for client in clients:
+                await client.close()
+        with direct(server) as conn:
+            prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+        try:
+            for schema in schemas:
+                with direct(server, schema) as conn:
+                    rows, transactions = conn.execute(
+                        "SELECT count(*), count(DISTINCT xmin::text) FROM metrics WHERE step > 0"
+                    ).fetchone()
+                    owners = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+                assert rows == 12 * 10 and owners == 12, (schema, rows, owners)
+                assert transactions < rows, (schema, transactions)  # rows were combined
+            assert prepared == (0,), "a statement prepared on this session's server connection"
+        finally:
+            drop_schemas(server, *schemas)
+
+
 async def test_a_pooler_is_detected_and_can_be_configured(server):
     schema = f"pgb_{uuid.uuid4().hex[:8]}"
     with running_pgbouncer(server, pool_size=2) as bouncer:

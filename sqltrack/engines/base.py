@@ -231,6 +231,25 @@ class Engine(ABC):
         Raises RunNotFound when the run does not exist.
         """
 
+    #: Whether concurrent ``write_metrics`` calls are combined (``sqltrack.combining``).
+    combines_writes: bool = False
+
+    def combined_rows_limit(self, names: tuple[str, ...]) -> int:
+        """How many rows of these metric names one combined statement takes."""
+        return 1
+
+    async def write_metrics_combined(
+        self,
+        conn: Connection,
+        names: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        touches: Sequence[tuple[int, datetime]],
+    ) -> None:
+        """Upsert rows of several runs, ``(run_id, step, progress, *values)`` with unique
+        keys, and set ``time_updated`` of each ``(run_id, time)`` in ``touches``: one
+        statement, committed (engines with ``combines_writes``)."""
+        raise NotImplementedError
+
     #: Whether ``write_metrics_inline`` may write on the event loop's thread.
     inline_writes: bool = False
 

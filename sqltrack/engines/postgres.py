@@ -483,6 +483,33 @@ class PostgresEngine(Engine):
             except psycopg.Error as error:
                 raise translate(error, conn) from error
 
+    combines_writes = True
+
+    def combined_rows_limit(self, names: tuple[str, ...]) -> int:
+        # Each row takes 3 + len(names) parameters and may touch a run (2 more).
+        return max(1, min(COMBINED_ROWS, MAX_PARAMETERS // (5 + len(names))))
+
+    async def write_metrics_combined(
+        self,
+        conn: Conn,
+        names: tuple[str, ...],
+        rows: Sequence[tuple[Any, ...]],
+        touches: Sequence[tuple[int, datetime]],
+    ) -> None:
+        params = [value for pair in touches for value in pair]
+        params += [value for row in rows for value in row]
+        # The tables are named with their schema behind a pooler (as the one-row upsert),
+        # $n placeholders and a raw cursor: psycopg need not parse a long query.
+        cursor = psycopg.AsyncRawCursor(conn)
+        try:
+            await cursor.execute(
+                _combined_sql(names, len(touches), len(rows), self._prefix), params
+            )
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
+        finally:
+            await cursor.close()
+
     async def write_metrics(
         self,
         conn: Conn,
@@ -505,8 +532,25 @@ class PostgresEngine(Engine):
             raise translate(error, conn) from error
 
 
+def _combined_sql(names: tuple[str, ...], nruns: int, nrows: int, prefix: str = "") -> bytes:
+    """The upsert of ``nrows`` rows of several runs that also sets ``time_updated`` of
+    ``nruns`` runs (``$n`` placeholders: the ``(id, time)`` pairs, then the rows)."""
+    offset = 2 * nruns
+    upsert = _upsert_text(names, False, nrows, lambda number: f"${number + offset}", prefix)
+    if not nruns:
+        return upsert
+    pairs = ", ".join(f"(${2 * i + 1}::bigint, ${2 * i + 2}::timestamptz)" for i in range(nruns))
+    touch = (
+        f"WITH touched AS (UPDATE {prefix}runs AS r SET time_updated = u.t "
+        f"FROM (VALUES {pairs}) AS u (id, t) WHERE r.id = u.id) "
+    )
+    return touch.encode() + upsert
+
+
 #: PostgreSQL takes at most 65535 parameters per statement.
 MAX_PARAMETERS = 65535
+#: A combined write (``sqltrack.combining``) takes at most this many waiting rows.
+COMBINED_ROWS = 500
 #: A batch COPY lets the event loop run after this many rows, so an async producer
 #: on the same loop does not wait for a whole batch to be formatted.
 COPY_YIELD_ROWS = 256
