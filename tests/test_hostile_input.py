@@ -508,6 +508,7 @@ REVIEWED = {
     "marks": "placeholders only ('%s' / '?' / '$n' joined by commas)",
     "values": "rows of placeholders (postgres _upsert_text)",
     "pairs": "'($n::bigint, $n::timestamptz)' placeholder pairs (postgres _combined_sql)",
+    "binary_format": "the constant ' (FORMAT BINARY)' or nothing (postgres _copy_sql)",
     "columns": "fixed column names and metric names quoted by sql.Identifier / quote_ident",
     "updates": "'<quoted> = EXCLUDED.<quoted>' from quoted metric names",
     "quoted": "a metric name passed through engine.quote_ident (sql.Identifier on PostgreSQL)",

@@ -54,6 +54,14 @@ from .dialects import PostgresDialect
 
 Conn = psycopg.AsyncConnection[Any]
 
+#: Column types a buffered batch may COPY in binary: psycopg's binary dumpers take the
+#: Python values sqltrack accepts for them exactly, or raise (an int past 64 bits).
+#: Not ``integer``, ``smallint`` or ``real``: their binary dumpers narrow a value that
+#: does not fit without a word (2**40 into ``integer`` is stored as 0), where the
+#: server refuses it; those columns (a 0.1.x user's migrations) get the text COPY.
+_BINARY_TYPES = frozenset(
+    {"bigint", "double precision", "boolean", "text", "timestamp with time zone"}
+)
 #: The warm connection goes back through the pool at least this often (seconds).
 WARM_SECONDS = 30.0
 _IDLE = psycopg.pq.TransactionStatus.IDLE
@@ -121,6 +129,8 @@ class PostgresEngine(Engine):
         self._warm_until = 0.0
         #: Tasks waiting in the pool's getconn (the warm connection is theirs first).
         self._waiting = 0
+        #: The metrics table's column types, as last read by ``metric_columns``.
+        self._column_types: dict[str, str] = {}
 
     async def _configure(self, conn: Conn) -> None:
         schema = self.settings.schema
@@ -398,11 +408,14 @@ class PostgresEngine(Engine):
         statements instead (the later row of a repeated key wins). COPY uses no
         prepared statement, so this is safe behind a transaction pooler.
         """
+        types = self._copy_types(names)
         try:
             async with conn.transaction():
                 await self._local_schema(conn)  # behind a pooler: the schema, here too
                 async with conn.cursor() as cursor:
-                    async with cursor.copy(_copy_sql(names)) as copy:
+                    async with cursor.copy(_copy_sql(names, types is not None)) as copy:
+                        if types is not None:
+                            copy.set_types(types)
                         for number, row in enumerate(rows, 1):
                             await copy.write_row((run_id, *row[BATCH_KEY:]))
                             if not number % COPY_YIELD_ROWS:
@@ -414,6 +427,14 @@ class PostgresEngine(Engine):
             pass
         except errors.ForeignKeyViolation:
             raise RunNotFound(run_id) from None
+        except (psycopg.DataError, psycopg.ProgrammingError, OverflowError) as error:
+            if types is None:
+                if isinstance(error, OverflowError):
+                    raise
+                raise translate(error, conn) from error
+            # A value the binary form cannot take as its column's type (or a column
+            # changed meanwhile): the types are read again, the upsert says what is wrong.
+            self._column_types = {}
         except psycopg.Error as error:
             raise translate(error, conn) from error
         by_key = {r[BATCH_KEY:BATCH_KEY + 2]: (run_id, *r[BATCH_KEY:]) for r in rows}
@@ -452,12 +473,25 @@ class PostgresEngine(Engine):
         except psycopg.Error as error:
             raise translate(error, conn) from error
 
+    def _copy_types(self, names: tuple[str, ...]) -> list[str] | None:
+        """The column types of a binary COPY of these metrics (None: use text COPY, a
+        column's type is not known or has no safe binary form here)."""
+        known = self._column_types
+        try:
+            types = [known["run_id"], known["step"], known["progress"]]
+            types += [known[name] for name in names]
+        except KeyError:
+            return None
+        return types if all(t in _BINARY_TYPES for t in types) else None
+
     async def metric_columns(self, conn: Conn) -> dict[str, str | None]:
         rows = await self.fetch(
             conn,
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = current_schema() AND table_name = 'metrics'",
         )
+        # Also the exact types for the binary COPY of buffered batches.
+        self._column_types = dict(rows)
         return {
             name: _TYPE_KINDS.get(data_type)
             for name, data_type in rows
@@ -558,11 +592,13 @@ _TOUCH = "UPDATE runs SET time_updated = %s WHERE id = %s"
 
 
 @lru_cache(maxsize=4096)
-def _copy_sql(names: tuple[str, ...]) -> bytes:
-    """``COPY metrics (run_id, step, progress, <names>) FROM STDIN`` (text format)."""
+def _copy_sql(names: tuple[str, ...], binary: bool = False) -> bytes:
+    """``COPY metrics (run_id, step, progress, <names>) FROM STDIN`` (text, or binary:
+    about a quarter of the client's CPU per row, no float formatting)."""
     quoted = [sql.Identifier(n).as_string() for n in names]
     columns = ", ".join(["run_id", "step", "progress", *quoted])
-    return f"COPY metrics ({columns}) FROM STDIN".encode()
+    binary_format = " (FORMAT BINARY)" if binary else ""
+    return f"COPY metrics ({columns}) FROM STDIN{binary_format}".encode()
 
 
 @lru_cache(maxsize=4096)
