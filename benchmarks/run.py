@@ -75,7 +75,7 @@ def run_workloads(env: Env, only: set[str]) -> list[Section]:
         ("W2", lambda: w2_writers.run(env, 3 if env.quick else 5)),
         ("W3", lambda: w3_readback.run(env, 3 if env.quick else 7)),
         ("W4", lambda: w4_startup.run(env, 5 if env.quick else 10)),
-        ("W5", lambda: w5_processes.run(env, 1 if env.quick else 3)),
+        ("W5", lambda: w5_processes.run(env, 1 if env.quick else 7)),
     )
     sections = []
     for name, workload in plan:
