@@ -505,6 +505,8 @@ class Statements:
         try:
             conn = await engine.acquire()
         except ConnectionLost as error:
+            if combiner is not None:
+                combiner.write_all_alone()
             return await client._retry(engine, _write_metrics, args, error)
         try:
             await engine.write_metrics(conn, *args)
@@ -515,6 +517,10 @@ class Statements:
             lost = error
         finally:
             await engine.release(conn)
+        if combiner is not None:
+            # The server went away: every waiting call retries on its own, within its
+            # own retry_window, instead of queueing behind this call's retries.
+            combiner.write_all_alone()
         await client._retry(engine, _write_metrics, args, lost)
 
     @staticmethod

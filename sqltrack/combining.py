@@ -9,8 +9,10 @@ call still returns only when its own row is committed, so write-through keeps it
 promise. Whatever stops a combined statement (a run deleted meanwhile, a lost
 connection, a cancelled writer) hands each of its rows back to its own call,
 which then writes alone and raises its own error, as it would have without
-combining. Engines opt in with ``Engine.combines_writes`` (PostgreSQL: many
-writers of one process share a pool; a SQLite file takes one writer at a time).
+combining; a writer that loses the server hands back every waiting row, so during
+an outage each call retries within its own ``retry_window``, all at once.
+Engines opt in with ``Engine.combines_writes`` (PostgreSQL: many writers of one
+process share a pool; a SQLite file takes one writer at a time).
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ class WriteCombiner:
         if not entry.future.done():
             self.writing += 1
             entry.future.set_result(WRITE_ALONE)
+
+    def write_all_alone(self) -> None:
+        """Hand every waiting row back to its call (the server went away: each call
+        then retries on its own, as it would have without combining)."""
+        waiting, self.waiting = self.waiting, []
+        for entry in waiting:
+            self.write_alone(entry)
 
     def take(self, limit_of: Any) -> list[list[Waiting]]:
         """Every waiting row, grouped by metric names in order of arrival, each group

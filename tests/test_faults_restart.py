@@ -213,3 +213,35 @@ async def test_pool_recovers_from_server_restarts(own_server, fault_trials, reco
         for step, start, end, error in direct.calls[-60:]:
             print(f"direct {step} {start - t0:.3f} {end - t0:.3f} {error!r}")
     assert not failures, "\n".join(failures[:10])
+
+
+async def test_waiting_writes_retry_on_their_own_while_the_server_is_away(own_server):
+    """Write combining during an outage: the writer that loses the server hands every
+    waiting row back, so each call retries within its own retry_window at once (and
+    fails with ServerUnreachable), instead of queueing behind the first one's retries."""
+    uri, server = own_server
+    params = pg_params(uri)
+    kw = {"engine": "postgres", **params, "schema": "combined_outage", "pool_max_size": 1,
+          "pool_timeout": 2.0, "retry_window": 4.0}
+    client = sqltrack.AsyncClient(**kw)
+    try:
+        experiment = await sqltrack.AsyncExperiment.create(client, name="outage")
+        runs = [await experiment.get_run() for _ in range(6)]
+        for run in runs:
+            await run.add_metrics(metrics_of(0), step=0)
+        pg_ctl(server, "-m", "fast", "stop")
+        try:
+            tasks = [asyncio.ensure_future(run.add_metrics(metrics_of(1), step=1))
+                     for run in runs]
+            await asyncio.sleep(1.0)  # the first writer has lost the server by now
+            combiner = client.statements._combiner
+            assert combiner is not None and combiner.waiting == [], "rows still queued"
+            results = await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), 120)
+            assert all(isinstance(r, sqltrack.ServerUnreachable) for r in results), results
+        finally:
+            pg_ctl(server, "-o", '-h ""', "-o", f"-k {params['host']}", "-l",
+                   str(server.log), "start")
+        await runs[0].add_metrics(metrics_of(2), step=2)  # the client goes on afterwards
+    finally:
+        await client.close()
