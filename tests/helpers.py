@@ -4,10 +4,37 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env(client_kwargs: dict[str, Any], experiment: str) -> dict[str, str]:
+    """A child process's environment: ``SQLTRACK_DSN_*`` for the test database.
+
+    Settings from outside are dropped, the repo is on ``PYTHONPATH``, and the schema
+    and ``experiment`` exist before the child starts (a quicker child).
+    """
+    import sqltrack
+
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_"))
+        and k != "SQLTRACK_CONFIG_PATH"
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    for key, value in client_kwargs.items():
+        env[f"SQLTRACK_DSN_{key.upper()}"] = str(value)
+    client = sqltrack.Client(**client_kwargs)
+    sqltrack.Experiment(client, name=experiment)
+    client.close()
+    return env
+
 
 #: Client settings that are not libpq keywords.
 _CLIENT_ONLY = ("engine", "schema", "buffered", "buffer_max_rows")

@@ -8,16 +8,13 @@ the child's stderr must say nothing unexpected.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import read_raw
-
-import sqltrack
+from helpers import child_env, read_raw
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 120.0
@@ -28,18 +25,7 @@ POOL_ROUNDS = 25
 @pytest.fixture
 def env(client_kwargs) -> dict[str, str]:
     """A child's environment: ``SQLTRACK_DSN_*`` for the test database, schema made."""
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_"))
-        and k != "SQLTRACK_CONFIG_PATH"
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    for key, value in client_kwargs.items():
-        env[f"SQLTRACK_DSN_{key.upper()}"] = str(value)
-    client = sqltrack.Client(**client_kwargs)
-    sqltrack.Experiment(client, name="exits")
-    client.close()
-    return env
+    return child_env(client_kwargs, "exits")
 
 
 def run_script(tmp_path: Path, env: dict[str, str], script: str, **extra: str):

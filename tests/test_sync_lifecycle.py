@@ -10,7 +10,6 @@ sent only then, so every step before them is acknowledged and must be there.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -19,9 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import read_raw
-
-import sqltrack
+from helpers import child_env, read_raw
 
 WAIT = 60.0  # generous bound for every wait on the child
 #: A process told to end by a second signal must be gone well within this (a clean-up
@@ -131,19 +128,7 @@ run.add_metrics({"loss": 0.0}, step=101)
 @pytest.fixture
 def db_env(client_kwargs) -> dict[str, str]:
     """The environment of a child process: ``SQLTRACK_DSN_*`` for the test database."""
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_"))
-        and k != "SQLTRACK_CONFIG_PATH"
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    for key, value in client_kwargs.items():
-        env[f"SQLTRACK_DSN_{key.upper()}"] = str(value)
-    # the schema and the experiment exist before the child starts (a quicker child)
-    client = sqltrack.Client(**client_kwargs)
-    sqltrack.Experiment(client, name="lifecycle")
-    client.close()
-    return env
+    return child_env(client_kwargs, "lifecycle")
 
 
 #: Lines placed before the prelude (before sqltrack is first used).

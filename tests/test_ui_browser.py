@@ -20,6 +20,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,17 +125,17 @@ def served(tmp_path) -> Iterator[tuple[str, dict[str, int]]]:
             process.wait()
 
 
-@pytest.fixture
-def driver(browser_binaries, tmp_path):
+def chromium(user_data_dir: Path, window: str, *flags: str) -> Iterator[Any]:
+    """A headless Chromium driven by chromedriver (browser log kept), quit afterwards."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu",
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", *flags,
                  "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}",
-                 "--window-size=1280,800", "--force-device-scale-factor=1"):
+                 "--no-first-run", f"--user-data-dir={user_data_dir}",
+                 f"--window-size={window}", "--force-device-scale-factor=1"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -142,6 +144,11 @@ def driver(browser_binaries, tmp_path):
         yield browser
     finally:
         browser.quit()
+
+
+@pytest.fixture
+def driver(browser_binaries, tmp_path):
+    yield from chromium(tmp_path / "chromium", "1280,800")
 
 
 # -- helpers ------------------------------------------------------------------

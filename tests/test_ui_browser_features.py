@@ -26,10 +26,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from test_ui_browser import (  # noqa: F401 - browser_binaries is a fixture
-    CHROMEDRIVER,
-    CHROMIUM,
     WAIT,
     browser_binaries,
+    chromium,
     no_console_errors,
 )
 
@@ -120,23 +119,8 @@ def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, int], str]]:
 
 @pytest.fixture(scope="module")
 def driver(browser_binaries, tmp_path_factory):  # noqa: F811 - the imported fixture
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-                 "--window-size=1280,900", "--force-device-scale-factor=1"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    browser.set_page_load_timeout(WAIT)
-    try:
-        yield browser
-    finally:
-        browser.quit()
+    yield from chromium(tmp_path_factory.mktemp("chromium"), "1280,900",
+                        "--enable-unsafe-swiftshader")
 
 
 # -- helpers ------------------------------------------------------------------
