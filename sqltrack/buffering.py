@@ -151,16 +151,15 @@ class MetricBuffer:
         if self._error is not None:
             self._raise_pending_error()
         row = self._table.prepare_fields(metrics, step, progress, updated)
-        lock = self._lock
-        lock.acquire()  # cheaper than ``with`` (no __enter__/__exit__ lookups)
-        try:
+        # ``with``, not acquire() then try: a signal handler (Ctrl-C's KeyboardInterrupt)
+        # runs after a call returns, so between acquire() and the try it would leave the
+        # lock held and the flusher (the loop thread) waiting on it for ever.
+        with self._lock:
             rows = self._rows
             waiting = len(rows)
             if waiting >= self.max_rows:
                 return False
             rows.append(row)
-        finally:
-            lock.release()
         if waiting >= self.flush_rows - 1 and not self._flush_requested:
             self._flush_requested = True
             self._request_flush()
