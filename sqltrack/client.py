@@ -501,27 +501,25 @@ class Statements:
     ) -> None:
         """One row on a pooled connection; then, on the same connection, the rows that
         queued in the combiner meanwhile."""
-        client = self._client
         try:
             conn = await engine.acquire()
         except ConnectionLost as error:
-            if combiner is not None:
-                combiner.write_all_alone()
-            return await client._retry(engine, _write_metrics, args, error)
-        try:
-            await engine.write_metrics(conn, *args)
-            if combiner is not None and combiner.waiting:
-                await self._write_waiting(engine, conn, combiner)
-            return None
-        except ConnectionLost as error:
             lost = error
-        finally:
-            await engine.release(conn)
+        else:
+            try:
+                await engine.write_metrics(conn, *args)
+                if combiner is not None and combiner.waiting:
+                    await self._write_waiting(engine, conn, combiner)
+                return None
+            except ConnectionLost as error:
+                lost = error
+            finally:
+                await engine.release(conn)
         if combiner is not None:
             # The server went away: every waiting call retries on its own, within its
             # own retry_window, instead of queueing behind this call's retries.
             combiner.write_all_alone()
-        await client._retry(engine, _write_metrics, args, lost)
+        await self._client._retry(engine, _write_metrics, args, lost)
 
     @staticmethod
     async def _write_waiting(engine: Engine, conn: Connection, combiner: WriteCombiner) -> None:

@@ -18,6 +18,7 @@ process share a pool; a SQLite file takes one writer at a time).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -95,7 +96,7 @@ class WriteCombiner:
         for entry in waiting:
             self.write_alone(entry)
 
-    def take(self, limit_of: Any) -> list[list[Waiting]]:
+    def take(self, limit_of: Callable[[tuple[str, ...]], int]) -> list[list[Waiting]]:
         """Every waiting row, grouped by metric names in order of arrival, each group
         cut to ``limit_of(names)`` rows and holding one row per (run, step, progress);
         rows left over stay queued for the next writer."""

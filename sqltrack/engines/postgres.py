@@ -460,14 +460,9 @@ class PostgresEngine(Engine):
                     params = [value for row in chunk for value in row]
                     if touch:
                         params = [updated, run_id, *params]
-                    # $n placeholders and a raw cursor: psycopg need not parse a long query.
-                    cursor = psycopg.AsyncRawCursor(conn)
-                    try:
-                        await cursor.execute(
-                            _upsert_rows_sql(names, touch, len(chunk), self._prefix), params
-                        )
-                    finally:
-                        await cursor.close()
+                    await _execute_raw(
+                        conn, _upsert_rows_sql(names, touch, len(chunk), self._prefix), params
+                    )
         except errors.ForeignKeyViolation:
             raise RunNotFound(run_id) from None
         except psycopg.Error as error:
@@ -532,17 +527,13 @@ class PostgresEngine(Engine):
     ) -> None:
         params = [value for pair in touches for value in pair]
         params += [value for row in rows for value in row]
-        # The tables are named with their schema behind a pooler (as the one-row upsert),
-        # $n placeholders and a raw cursor: psycopg need not parse a long query.
-        cursor = psycopg.AsyncRawCursor(conn)
+        # The tables are named with their schema behind a pooler (as the one-row upsert).
         try:
-            await cursor.execute(
-                _combined_sql(names, len(touches), len(rows), self._prefix), params
+            await _execute_raw(
+                conn, _combined_sql(names, len(touches), len(rows), self._prefix), params
             )
         except psycopg.Error as error:
             raise translate(error, conn) from error
-        finally:
-            await cursor.close()
 
     async def write_metrics(
         self,
@@ -564,6 +555,16 @@ class PostgresEngine(Engine):
             raise RunNotFound(run_id) from None
         except psycopg.Error as error:
             raise translate(error, conn) from error
+
+
+async def _execute_raw(conn: Conn, query: bytes, params: Sequence[Any]) -> None:
+    """One statement with PostgreSQL's own ``$n`` placeholders, on a raw cursor: psycopg
+    need not parse a long multi-row query for ``%s``."""
+    cursor = psycopg.AsyncRawCursor(conn)
+    try:
+        await cursor.execute(query, params)
+    finally:
+        await cursor.close()
 
 
 def _combined_sql(names: tuple[str, ...], nruns: int, nrows: int, prefix: str = "") -> bytes:
