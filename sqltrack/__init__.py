@@ -45,8 +45,6 @@ from .errors import (
 if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from sqltrack_sync import Client, Experiment, Run
 
-    from . import analysis as analysis
-    from . import sigterm as sigterm
     from ._dual import (
         experiment_add_link,
         experiment_add_tags,
@@ -80,11 +78,13 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
         setup,
         sync,
     )
-    from .client import AsyncClient
-    from .experiments import AsyncExperiment
-    from .runs import AsyncRun
-    from .signals import Terminated
-    from .values import STATUSES
+    from .checks import STATUSES
+    from .client.async_client import AsyncClient
+    from .model.experiments import AsyncExperiment
+    from .model.runs import AsyncRun
+    from .process import sigterm as sigterm
+    from .process.signals import Terminated
+    from .read import analysis as analysis
 
 __version__ = "0.2.0"
 
@@ -146,11 +146,11 @@ __all__ = [
 
 #: Public name -> the module that defines it, imported on first access (PEP 562).
 _LAZY: dict[str, str] = {
-    "AsyncClient": "sqltrack.client",
-    "AsyncExperiment": "sqltrack.experiments",
-    "AsyncRun": "sqltrack.runs",
-    "STATUSES": "sqltrack.values",
-    "Terminated": "sqltrack.signals",
+    "AsyncClient": "sqltrack.client.async_client",
+    "AsyncExperiment": "sqltrack.model.experiments",
+    "AsyncRun": "sqltrack.model.runs",
+    "STATUSES": "sqltrack.checks",
+    "Terminated": "sqltrack.process.signals",
     # the three blocking classes of the generated facade
     "Client": "sqltrack_sync",
     "Experiment": "sqltrack_sync",
@@ -189,8 +189,8 @@ _LAZY: dict[str, str] = {
         "sync",
     ), "sqltrack._dual"),
 }
-#: Submodules listed by ``dir()``: ``sqltrack.sigterm`` (as in 0.1.x) and
-#: ``sqltrack.analysis`` (DataFrame helpers, like pandas / polars). Any submodule is
+#: Submodules listed by ``dir()``: ``sqltrack.process.sigterm`` (as in 0.1.x) and
+#: ``sqltrack.read.analysis`` (DataFrame helpers, like pandas / polars). Any submodule is
 #: reachable as an attribute after ``import sqltrack`` (imported on first access).
 _SUBMODULES = ("analysis", "sigterm")
 

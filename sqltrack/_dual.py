@@ -10,20 +10,20 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, overload
 
-import sqltrack.experiments as _experiments
-import sqltrack.maintenance as _maintenance
-import sqltrack.runs as _runs
+import sqltrack.model.experiments as _experiments
+import sqltrack.model.maintenance as _maintenance
+import sqltrack.model.runs as _runs
 import sqltrack.schema as _schema
-from sqltrack.client import AsyncClient
+from sqltrack.client.async_client import AsyncClient
 
 if TYPE_CHECKING:  # names used in annotations, as in the async source
     import os
     from collections.abc import Callable, Iterable
     from datetime import datetime, timedelta
 
-    from sqltrack.runs import AsyncRun
-    from sqltrack.transfer import SyncProgress, SyncSummary
-    from sqltrack.values import Auto, Names
+    from sqltrack.checks import Auto, Names
+    from sqltrack.copy.transfer import SyncProgress, SyncSummary
+    from sqltrack.model.runs import AsyncRun
     from sqltrack_sync import Client, Run
 
 
@@ -547,7 +547,7 @@ def run_add_metrics(
 
     Give a distinct step or progress per call, or the values of an earlier call
     with the same pair are overwritten. A metric without a column gets one, typed
-    from its value (see ``sqltrack.metrics``). ``updated`` sets ``time_updated``
+    from its value (see ``sqltrack.metrics.table``). ``updated`` sets ``time_updated``
     in the same round trip (``'auto'``: now; None: leave it).
     """
     if isinstance(client, AsyncClient):
@@ -668,12 +668,12 @@ def sync(
     nothing (not even the source's identity). ``full``: compare every metric row
     instead of trusting the digests. ``progress`` is called after each page of rows;
     ``page_rows`` metric rows are read and written per target transaction.
-    See ``sqltrack.transfer``.
+    See ``sqltrack.copy.transfer``.
     """
     if isinstance(source, AsyncClient):
         if not isinstance(target, AsyncClient):
             raise TypeError("target must be an AsyncClient, as source is")
-        import sqltrack.transfer as _transfer
+        import sqltrack.copy.transfer as _transfer
 
         return _transfer.sync(
             source, target, dry_run=dry_run, full=full, progress=progress, page_rows=page_rows

@@ -26,16 +26,16 @@ POOL_DEFAULTS: dict[str, float] = {
     "pool_timeout": 30.0,
 }
 #: A buffer's batch size and seconds between flushes (``run.buffered()``, ``buffered=True``);
-#: here, not in sqltrack.buffering, so that a write-through run never imports the buffer.
+#: here, not in sqltrack.metrics.buffer, so that a write-through run never imports the buffer.
 DEFAULT_FLUSH_ROWS = 1000
 DEFAULT_FLUSH_INTERVAL = 1.0
-#: Buffered (write-behind) metrics for every run of the client; see sqltrack.buffering.
+#: Buffered (write-behind) metrics for every run of the client; see sqltrack.metrics.buffer.
 BUFFER_DEFAULTS: dict[str, float] = {
     "flush_rows": DEFAULT_FLUSH_ROWS,
     "flush_interval": DEFAULT_FLUSH_INTERVAL,
     "buffer_max_rows": 0,
 }
-#: Outages (see sqltrack.buffering and sqltrack.spool): seconds a buffered run waits for a
+#: Outages (see sqltrack.metrics.buffer, sqltrack.outage.spool): seconds a buffered run waits for a
 #: server that does not answer before its rows go to the spool; seconds a write-through
 #: call keeps trying such a server before it raises ServerUnreachable.
 OUTAGE_DEFAULTS: dict[str, float] = {
@@ -49,13 +49,13 @@ POOLERS = ("auto", "none", "transaction", "session", "statement")
 SECRET_KEYS = frozenset({"password", "sslpassword"})
 
 
-#: The folder of the default spool file (see sqltrack.spool).
+#: The folder of the default spool file (see sqltrack.outage.spool).
 SPOOL_DIR_ENV = "SQLTRACK_SPOOL_DIR"
 
 
 def default_spool_file() -> str:
     """``spool-<host>.db`` in ``$SQLTRACK_SPOOL_DIR``, ``$XDG_CACHE_HOME/sqltrack`` or
-    ``~/.cache/sqltrack`` (here, so that a client finds it without importing sqltrack.spool)."""
+    ``~/.cache/sqltrack`` (here: a client finds it without importing sqltrack.outage.spool)."""
     import socket
 
     directory = os.environ.get(SPOOL_DIR_ENV)
@@ -90,7 +90,7 @@ class Settings:
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     buffer_max_rows: int = 0
     #: The spool file of buffered rows while the server is away (None: no spool;
-    #: "" the default file, see sqltrack.spool).
+    #: "" the default file, see sqltrack.outage.spool).
     spool: str | None = ""
     spool_after: float = 5.0
     retry_window: float = 30.0

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqltrack.client import AsyncClient
+from sqltrack.client.async_client import AsyncClient
 from sqltrack_sync import _portal
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
-from sqltrack.client import AsyncClient
+from sqltrack.client.async_client import AsyncClient
 from sqltrack_sync import _portal, _process
 from sqltrack_sync._dbapi import Connection, Cursor
 

@@ -10,7 +10,7 @@ on fork and to dropped clients is ``sqltrack_sync._process``'s.
 
 * The thread starts on first use and is a daemon, so it never blocks exit.
 * Exceptions surface in the caller with their original type.
-* Calls run with ``sqltrack.client.connection_owner`` set to the calling
+* Calls run with ``sqltrack.client.async_client.connection_owner`` set to the calling
   thread, so ``with client:`` blocks belong to threads, not to loop tasks.
 * After ``os.fork()`` the child gets a fresh loop and thread on first use; the
   parent's loop is left alone, its pending tasks silenced.
@@ -30,8 +30,8 @@ from threading import Lock as allocate_lock
 from threading import get_ident
 from typing import Any, TypeVar
 
-from sqltrack.client import connection_owner
-from sqltrack.exits import silence_pending_tasks
+from sqltrack.client.async_client import connection_owner
+from sqltrack.process.exits import silence_pending_tasks
 
 T = TypeVar("T")
 __all__ = ["call", "call_bounded", "current", "get_loop", "stop"]

@@ -5,7 +5,7 @@ at import. The loop thread itself is ``sqltrack_sync._portal`` (a bridge).
 
 * At interpreter exit, registered clean-ups (flush and stop open runs, close
   pools) run on the loop, each bounded in time, then the loop stops; the status
-  comes from ``sqltrack.exits`` (shared with never-closed AsyncClients). Runs
+  comes from ``sqltrack.process.exits`` (shared with never-closed AsyncClients). Runs
   the parent process left open are the parent's: a forked child never stops them.
 * A dropped ``Client`` (garbage-collected) closes its pool on the loop at once,
   or at exit if it still has open runs: no pool task is ever left pending.
@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from typing import Any, Protocol, TypeVar
 
-from sqltrack import exits, signals
-from sqltrack.client import AsyncClient
-from sqltrack.exits import EXIT_TIMEOUT, close_at_exit
-from sqltrack.signals import sigterm_raises
+from sqltrack.client.async_client import AsyncClient
+from sqltrack.process import exits, signals
+from sqltrack.process.exits import EXIT_TIMEOUT, close_at_exit
+from sqltrack.process.signals import sigterm_raises
 from sqltrack_sync import _portal
 from sqltrack_sync._portal import call, call_bounded
 
@@ -77,7 +77,7 @@ def context(manager: AbstractAsyncContextManager[T]) -> Iterator[T]:
 @contextmanager
 def _second_interrupt_ends_process(error: BaseException) -> Iterator[None]:
     """After a Ctrl-C, a second one during the clean-up takes the default action (ends
-    the process at once), as a second SIGTERM does (see ``sqltrack.signals``)."""
+    the process at once), as a second SIGTERM does (see ``sqltrack.process.signals``)."""
     if not isinstance(error, KeyboardInterrupt) or not signals._in_main_thread():
         yield
         return

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import sqltrack.client as _core
+import sqltrack.client.async_client as _core
 from sqltrack_sync import _portal
 from sqltrack_sync._facade import ClientBase
 
@@ -27,10 +27,10 @@ class Client(ClientBase):
     ``dbname`` to the user, and ``schema`` sets the ``search_path``. Pool bounds:
     ``pool_min_size`` (1), ``pool_max_size`` (4), ``pool_timeout`` seconds (30).
     ``buffered=True`` makes every run's ``add_metrics`` write-behind (see
-    ``sqltrack.buffering``; ``flush_rows``, ``flush_interval``, ``buffer_max_rows``).
+    ``sqltrack.metrics.buffer``; ``flush_rows``, ``flush_interval``, ``buffer_max_rows``).
     Outages: ``spool`` (a file path, default ``spool-<host>.db`` in
     ``~/.cache/sqltrack``; ``off``: none) and ``spool_after`` (5 s) for buffered
-    rows, see ``sqltrack.spool``; ``retry_window`` (30 s) bounds how long a
+    rows, see ``sqltrack.outage.spool``; ``retry_window`` (30 s) bounds how long a
     write-through call tries a server that does not answer. ``pooler``: ``auto``
     (detect PgBouncer and the like), ``transaction``, or ``none``.
 

@@ -36,7 +36,7 @@ DEFAULT_FAULT_TRIALS = 20
 #: is the issue's figure; the default keeps CI short).
 DEFAULT_FAULT_OUTAGE = 5.0
 
-# Spools (sqltrack.spool) of the tests go to a folder of this session, not ~/.cache.
+# Spools (sqltrack.outage.spool) of the tests go to a folder of this session, not ~/.cache.
 os.environ.setdefault("SQLTRACK_SPOOL_DIR", tempfile.mkdtemp(prefix="sqltrack-test-spool-"))
 
 

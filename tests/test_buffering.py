@@ -16,7 +16,7 @@ import pytest
 from helpers import read_raw
 
 import sqltrack
-from sqltrack.buffering import MetricWriteError
+from sqltrack.metrics.buffer import MetricWriteError
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 import sqltrack
-from sqltrack import buffering, errors
+from sqltrack import errors
 from sqltrack.errors import (
     ConnectionLost,
     DatabaseError,
@@ -21,6 +21,7 @@ from sqltrack.errors import (
     SqltrackError,
     UniqueViolation,
 )
+from sqltrack.metrics import buffer as buffering
 
 DRIVER_ERRORS = (sqlite3.Error, psycopg.Error)
 

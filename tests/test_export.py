@@ -45,7 +45,7 @@ async def test_export_runs_csv_jsonl_parquet(client, run, tmp_path):
 async def test_export_runs_progress_lines(client, run, tmp_path, monkeypatch):
     await _logged(run, steps=5)
     monkeypatch.setattr(export, "PROGRESS_EVERY", 2)
-    monkeypatch.setattr("sqltrack.queries.METRIC_PAGE", 2)  # pages of 2 rows: 2, 2, 1
+    monkeypatch.setattr("sqltrack.read.queries.METRIC_PAGE", 2)  # pages of 2 rows: 2, 2, 1
     progress = io.StringIO()
     assert await export.export_runs(client, [run.id], tmp_path / "p.csv", progress=progress) == 5
     assert progress.getvalue().splitlines() == ["exported 2 rows ...", "exported 4 rows ..."]

@@ -108,7 +108,7 @@ async def test_clients_sharing_a_server_connection_keep_their_schemas(server):
 
 
 async def test_combined_writes_keep_their_schemas(server):
-    """Concurrent runs of one client, more than its pool (``sqltrack.combining``): the
+    """Concurrent runs of one client, more than its pool (``sqltrack.metrics.combining``): the
     combined statements name the client's schema, prepare nothing on the server, and
     every row lands in its own schema."""
     schemas = [f"pgb_{uuid.uuid4().hex[:8]}" for _ in range(2)]

@@ -38,7 +38,7 @@ from conftest import _start_embedded_postgres, pg_params
 from faults import check_rows, metric_rows, metrics_of
 
 import sqltrack
-from sqltrack.buffering import MetricWriteError
+from sqltrack.metrics.buffer import MetricWriteError
 
 pytestmark = pytest.mark.faults
 

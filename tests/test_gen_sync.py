@@ -86,7 +86,7 @@ def test_check_is_clean_on_the_real_tree_and_output_is_formatted() -> None:
 def test_check_detects_stale_files_and_regenerating_is_deterministic(tmp_path: Path) -> None:
     tree = _copy_tree(tmp_path)
     assert _gen(tree, "--check").returncode == 0
-    _edit(tree / "sqltrack/runs.py", '"""Set the run status."""', '"""Set the status."""')
+    _edit(tree / "sqltrack/model/runs.py", '"""Set the run status."""', '"""Set the status."""')
     (tree / "sqltrack_sync/maintenance.py").write_text("# hand-edited\n")
     proc = _gen(tree, "--check")
     assert proc.returncode == 1
@@ -104,7 +104,7 @@ def test_check_detects_stale_files_and_regenerating_is_deterministic(tmp_path: P
 
 def test_fast_path_comes_from_the_marker_not_the_name(tmp_path: Path) -> None:
     tree = _copy_tree(tmp_path)
-    runs = tree / "sqltrack/runs.py"
+    runs = tree / "sqltrack/model/runs.py"
     # Renamed: the marker names the plain method, whatever it is called.
     _edit(runs, '@sync_fast_path("add_metrics_nowait")', '@sync_fast_path("offer_row")')
     _edit(runs, "    def add_metrics_nowait(\n", "    def offer_row(\n")
@@ -124,7 +124,7 @@ def test_fast_path_comes_from_the_marker_not_the_name(tmp_path: Path) -> None:
 
 def test_a_marker_naming_no_plain_method_is_refused(tmp_path: Path) -> None:
     tree = _copy_tree(tmp_path)
-    _edit(tree / "sqltrack/runs.py", '@sync_fast_path("add_metrics_nowait")',
+    _edit(tree / "sqltrack/model/runs.py", '@sync_fast_path("add_metrics_nowait")',
           '@sync_fast_path("no_such_method")')
     proc = _gen(tree)
     assert proc.returncode != 0
@@ -133,7 +133,7 @@ def test_a_marker_naming_no_plain_method_is_refused(tmp_path: Path) -> None:
 
 def test_keyword_only_parameters_are_forwarded_by_keyword(tmp_path: Path, client_kwargs) -> None:
     tree = _copy_tree(tmp_path)
-    runs = tree / "sqltrack/runs.py"
+    runs = tree / "sqltrack/model/runs.py"
     text = runs.read_text()
     old = ('        progress: float = 0.0,\n        updated: Auto | datetime | None = "auto",\n'
            "    ) -> AsyncRun:\n")
@@ -165,9 +165,9 @@ def test_defaults_are_qualified_as_the_async_module_names_them(
     tmp_path: Path, client_kwargs
 ) -> None:
     tree = _copy_tree(tmp_path)
-    with (tree / "sqltrack/signals.py").open("a") as f:
+    with (tree / "sqltrack/process/signals.py").open("a") as f:
         f.write('\nNOW = "now"\n')
-    with (tree / "sqltrack/runs.py").open("a") as f:
+    with (tree / "sqltrack/model/runs.py").open("a") as f:
         f.write(textwrap.dedent('''
 
             _LIMIT = 3
@@ -188,7 +188,7 @@ def test_defaults_are_qualified_as_the_async_module_names_them(
     assert _gen(tree).returncode == 0
     out = _run_in(tree, """
         import inspect
-        from sqltrack.buffering import DEFAULT_FLUSH_ROWS
+        from sqltrack.metrics.buffer import DEFAULT_FLUSH_ROWS
         for fn in (sqltrack_sync.runs.run_when, sqltrack._dual.run_when):
             p = inspect.signature(fn).parameters
             assert p["when"].default == "now" and p["limit"].default == 3
@@ -204,6 +204,6 @@ def test_defaults_are_qualified_as_the_async_module_names_them(
 
 
 def _default_flush_rows() -> int:
-    from sqltrack.buffering import DEFAULT_FLUSH_ROWS
+    from sqltrack.metrics.buffer import DEFAULT_FLUSH_ROWS
 
     return DEFAULT_FLUSH_ROWS

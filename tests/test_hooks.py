@@ -1,4 +1,4 @@
-"""The typed close-hook API of AsyncClient (sqltrack.hooks): buffers and open runs."""
+"""The typed close-hook API of AsyncClient (sqltrack.client.hooks): buffers and open runs."""
 
 from __future__ import annotations
 

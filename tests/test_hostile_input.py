@@ -635,4 +635,4 @@ def test_metric_names_reach_sql_quoted_after_validation():
     assert "ADD COLUMN {self.dialect.quote_ident(name)}" in sqlite
     assert "check_metric_name(name)" in metrics
     with pytest.raises(ValueError, match="DROP TABLE"):
-        sqltrack.metrics.check_metric_name('x"; DROP TABLE runs; --')
+        sqltrack.metrics.table.check_metric_name('x"; DROP TABLE runs; --')

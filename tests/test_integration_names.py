@@ -16,7 +16,7 @@ from sqltrack.integrations.names import (
     MetricNames,
     column_name,
 )
-from sqltrack.metrics import check_metric_name
+from sqltrack.metrics.table import check_metric_name
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,7 @@ def test_integration_run_resumed_keeps_names(client_kwargs, monkeypatch):
 def test_import_sqltrack_imports_no_framework():
     code = (
         "import sys, sqltrack, sqltrack_sync, sqltrack.integrations, sqltrack.wandb\n"
-        "import sqltrack.integrations.names, sqltrack.integrations.system\n"
+        "import sqltrack.integrations.names, sqltrack.model.system_metrics\n"
         "bad = [m for m in ('torch', 'lightning', 'pytorch_lightning', 'transformers', "
         "'psutil', 'pynvml', 'numpy') if m in sys.modules]\n"
         "print(bad)\n"

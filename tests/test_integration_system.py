@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from helpers import read_raw
 
-from sqltrack.integrations import system
+from sqltrack.model import system_metrics as system
 
 
 async def _until(predicate, timeout: float = 30.0) -> None:

@@ -25,13 +25,13 @@ import sqltrack_sync
 DRIVERS = ("psycopg", "psycopg_pool")
 #: Never loaded by a write-through run (nor by either import).
 HEAVY = (
-    "sqltrack.buffering",
-    "sqltrack.spool",
-    "sqltrack.transfer",
-    "sqltrack.queries",
+    "sqltrack.metrics.buffer",
+    "sqltrack.outage.spool",
+    "sqltrack.copy.transfer",
+    "sqltrack.read.queries",
     "sqltrack.analysis",
     "sqltrack.export",
-    "sqltrack.maintenance",
+    "sqltrack.model.maintenance",
     "sqltrack.cli",
     "sqltrack.ui",
     "sqltrack.integrations",
@@ -136,10 +136,11 @@ def test_submodules_are_attributes_after_a_bare_import() -> None:
     code = """
 import json
 import sqltrack, sqltrack_sync
-print(json.dumps([sqltrack.signals.__name__, sqltrack.analysis.__name__,
+print(json.dumps([sqltrack.sigterm.__name__, sqltrack.analysis.__name__,
                   sqltrack_sync.runs.__name__]))
 """
-    assert json.loads(_python(code)) == ["sqltrack.signals", "sqltrack.analysis",
+    # the public names are the modules themselves (sqltrack.sigterm is 0.1.x's name)
+    assert json.loads(_python(code)) == ["sqltrack.process.sigterm", "sqltrack.read.analysis",
                                          "sqltrack_sync.runs"]
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import sqltrack
-from sqltrack.maintenance import mark_stale_runs
+from sqltrack.model.maintenance import mark_stale_runs
 
 HOURS_AGO = datetime.now(timezone.utc) - timedelta(hours=2)
 

@@ -22,8 +22,8 @@ from helpers import json_value, read_raw
 
 import sqltrack
 from sqltrack import cli
-from sqltrack.metrics import metric_kind
-from sqltrack.queries import metric_columns
+from sqltrack.metrics.table import metric_kind
+from sqltrack.read.queries import metric_columns
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

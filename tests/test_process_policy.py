@@ -1,4 +1,4 @@
-"""The blocking API's process policy (sqltrack_sync._process, sqltrack.exits) is
+"""The blocking API's process policy (sqltrack_sync._process, sqltrack.process.exits) is
 installed when the first client opens, not at import."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _probe(code: str, client_kwargs) -> dict[str, bool]:
 
 def test_import_changes_no_process_state(client_kwargs) -> None:
     state = _probe("""
-        import sqltrack, sqltrack_sync, sqltrack_sync._process, sqltrack.exits
+        import sqltrack, sqltrack_sync, sqltrack_sync._process, sqltrack.process.exits
         print(json.dumps(state()))
     """, client_kwargs)
     assert state == {"excepthook": True, "sigterm": True}

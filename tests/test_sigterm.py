@@ -122,12 +122,12 @@ def test_sigterm_runs_callbacks_records_terminated_exits_143(
 def own_sigterm_handler():
     """The test runner's SIGTERM handler and sqltrack's callbacks are restored afterwards."""
     handler = signal.getsignal(signal.SIGTERM)
-    saved = dict(sqltrack.signals.callbacks)
-    sqltrack.signals.callbacks.clear()
+    saved = dict(sqltrack.process.signals.callbacks)
+    sqltrack.process.signals.callbacks.clear()
     yield
     signal.signal(signal.SIGTERM, handler)
-    sqltrack.signals.callbacks.clear()
-    sqltrack.signals.callbacks.update(saved)
+    sqltrack.process.signals.callbacks.clear()
+    sqltrack.process.signals.callbacks.update(saved)
 
 
 def test_blocking_facade_has_the_same_module():
@@ -146,10 +146,10 @@ def test_register_checks_and_replaces(own_sigterm_handler):
         sqltrack.sigterm.register("c", "not callable")
     with pytest.raises(TypeError):
         sqltrack.sigterm.register("only a key")
-    for func in list(sqltrack.signals.callbacks.values()):
+    for func in list(sqltrack.process.signals.callbacks.values()):
         func()
-    assert list(sqltrack.signals.callbacks) == ["a", "b"]
+    assert list(sqltrack.process.signals.callbacks) == ["a", "b"]
     assert calls == ["a2", "b"]
-    assert signal.getsignal(signal.SIGTERM) is sqltrack.signals.on_sigterm
+    assert signal.getsignal(signal.SIGTERM) is sqltrack.process.signals.on_sigterm
     sqltrack.sigterm.deregister("a")
-    assert list(sqltrack.signals.callbacks) == ["b"]
+    assert list(sqltrack.process.signals.callbacks) == ["b"]

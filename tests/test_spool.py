@@ -1,4 +1,4 @@
-"""The local spool (sqltrack.spool): rows and run updates kept on disk, replayed in order.
+"""The local spool (sqltrack.outage.spool): rows and run updates kept on disk, replayed in order.
 
 Both engines as targets; the spool itself is always a SQLite file. Checked: every
 kind of value comes back as logged, replay is in order (the later value of a
@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 import pytest
 
 import sqltrack
-from sqltrack.metrics import PreparedRow
-from sqltrack.spool import Spool, apply_run_update, target_key
+from sqltrack.metrics.table import PreparedRow
+from sqltrack.outage.spool import Spool, apply_run_update, target_key
 
 WHEN = datetime(2026, 5, 4, 3, 2, 1, tzinfo=timezone.utc)
 

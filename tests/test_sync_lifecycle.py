@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRELUDE = """
 import asyncio, json, os, sys, time
 import sqltrack
-import sqltrack.runs
+import sqltrack.model.runs
 
 client = sqltrack.Client()
 run = sqltrack.Experiment(client, name="lifecycle").get_run()
@@ -50,14 +50,14 @@ def ready_then_wait():
 
 def slow_stop():
     # clean-up that hangs: stopping a run takes minutes
-    original = sqltrack.runs.AsyncRun.stop
+    original = sqltrack.model.runs.AsyncRun.stop
 
     async def stop(self, *args, **kwargs):
         print("stopping", flush=True)
         await asyncio.sleep(300)
         return await original(self, *args, **kwargs)
 
-    sqltrack.runs.AsyncRun.stop = stop
+    sqltrack.model.runs.AsyncRun.stop = stop
 """.replace("@STEPS@", str(STEPS))
 
 SCRIPTS = {

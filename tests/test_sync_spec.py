@@ -19,8 +19,8 @@ import pytest
 from helpers import json_value, read_raw
 
 import sqltrack
-import sqltrack.experiments
-import sqltrack.runs
+import sqltrack.model.experiments
+import sqltrack.model.runs
 import sqltrack_sync
 
 API_MODULES = ("sqltrack", "sqltrack_sync")
@@ -507,10 +507,11 @@ def test_blocking_client_given_to_coroutines(sync_client, client_kwargs):
 
     async def attempts():
         for make in (
-            lambda: sqltrack.runs.run_add_tags(sync_client, run.id, "x"),
-            lambda: sqltrack.runs.run_set_status(sync_client, run.id, "FAILED"),
-            lambda: sqltrack.runs.run_add_metrics(sync_client, run.id, {"m": 1.0}),
-            lambda: sqltrack.experiments.experiment_set_name(sync_client, run.experiment_id, "y"),
+            lambda: sqltrack.model.runs.run_add_tags(sync_client, run.id, "x"),
+            lambda: sqltrack.model.runs.run_set_status(sync_client, run.id, "FAILED"),
+            lambda: sqltrack.model.runs.run_add_metrics(sync_client, run.id, {"m": 1.0}),
+            lambda: sqltrack.model.experiments.experiment_set_name(
+                sync_client, run.experiment_id, "y"),
             lambda: sqltrack.AsyncExperiment.create(sync_client, name="never"),
             lambda: sqltrack.AsyncExperiment.create(sync_client, 1, "never"),
             lambda: sqltrack.AsyncRun.create(sync_client, run.experiment_id),

@@ -24,11 +24,11 @@ from helpers import read_raw
 from transfer_helpers import differences, fill_metrics, metric_row_count, populate, run_map
 
 import sqltrack
-import sqltrack.transfer
+import sqltrack.copy.transfer
 import sqltrack_sync
 from sqltrack.cli import main
 from sqltrack.cli.transfer import ProgressBar
-from sqltrack.transfer import SyncProgress, sync
+from sqltrack.copy.transfer import SyncProgress, sync
 
 PAIRS = [("sqlite", "sqlite"), ("sqlite", "postgres"), ("postgres", "sqlite"),
          ("postgres", "postgres")]
@@ -53,7 +53,9 @@ def database(tmp_path, request) -> Iterator[Callable[[str], dict[str, Any]]]:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
-async def _sync(source_kw: dict, target_kw: dict, **options: Any) -> sqltrack.transfer.SyncSummary:
+async def _sync(
+    source_kw: dict, target_kw: dict, **options: Any
+) -> sqltrack.copy.transfer.SyncSummary:
     source, target = sqltrack.AsyncClient(**source_kw), sqltrack.AsyncClient(**target_kw)
     try:
         return await sync(source, target, **options)
@@ -240,7 +242,7 @@ async def test_the_comparison_sees_every_kind_of_difference(database):
 async def test_a_database_is_never_synced_into_itself(database):
     kw = database("sqlite")
     await _filled(kw, runs=1)
-    with pytest.raises(sqltrack.transfer.SyncError, match="same database"):
+    with pytest.raises(sqltrack.copy.transfer.SyncError, match="same database"):
         await _sync(kw, dict(kw))
     assert read_raw(kw, "SELECT COUNT(*) FROM runs") == [(1,)]
 
@@ -286,7 +288,7 @@ async def test_a_column_of_a_type_sqltrack_does_not_manage(database, target_engi
     with sqlite3.connect(source_kw["dbpath"]) as conn:
         conn.execute("ALTER TABLE metrics ADD COLUMN weights BLOB")
         conn.execute("UPDATE metrics SET weights = x'00ff' WHERE run_id = ? AND step = 1", ids)
-    with pytest.raises(sqltrack.transfer.SyncError, match="weights"):
+    with pytest.raises(sqltrack.copy.transfer.SyncError, match="weights"):
         await _sync(source_kw, target_kw)
 
 

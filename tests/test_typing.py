@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TYPING = Path(__file__).resolve().parent / "typing"
 #: Files whose mypy errors this test owns (the public surface and its users).
-OWNED = ("sqltrack_sync/", "sqltrack/__init__.py", "sqltrack/_dual.py", "sqltrack/hooks.py",
+OWNED = ("sqltrack_sync/", "sqltrack/__init__.py", "sqltrack/_dual.py", "sqltrack/client/hooks.py",
          "sqltrack/_markers.py", "sqltrack/wandb.py",
          "examples/", "tests/typing/")
 MARK = re.compile(r"  # E: ([a-z-]+)$")

@@ -1,7 +1,7 @@
 """Concurrent write-through calls, more of them than the pool has connections.
 
 On PostgreSQL the rows of calls that would wait for a connection are written
-together by the next free writer (``sqltrack.combining``): one statement, one
+together by the next free writer (``sqltrack.metrics.combining``): one statement, one
 transaction, seen here as rows sharing their ``xmin``. Each call still returns
 only once its row is committed and raises its own error. SQLite takes one writer
 at a time and does not combine; the same behaviour is checked on both engines.

@@ -51,13 +51,13 @@ HEADER = (
 )
 #: Source module (relative to sqltrack/) -> generated module (relative to sqltrack_sync/).
 MODULES = {
-    "experiments.py": "experiments.py",
-    "runs.py": "runs.py",
+    "model/experiments.py": "experiments.py",
+    "model/runs.py": "runs.py",
     "schema/__init__.py": "schema.py",
-    "maintenance.py": "maintenance.py",
-    "transfer.py": "transfer.py",
-    "analysis.py": "analysis.py",
-    "export.py": "export.py",
+    "model/maintenance.py": "maintenance.py",
+    "copy/transfer.py": "transfer.py",
+    "read/analysis.py": "analysis.py",
+    "read/export.py": "export.py",
 }
 #: Generated modules outside sqltrack's dual-mode set (DataFrame helpers, export): their
 #: functions are sqltrack_sync's only (every sqltrack_sync name is imported lazily).
@@ -69,7 +69,11 @@ RENAMES = {"AsyncClient": "Client", "AsyncExperiment": "Experiment", "AsyncRun":
 #: Sync classes: name -> generated module that defines it.
 CLASS_HOME = {"Client": "client", "Experiment": "experiments", "Run": "runs"}
 #: Where the async classes live (for the annotations of sqltrack/_dual.py).
-ASYNC_HOME = {"AsyncClient": "client", "AsyncExperiment": "experiments", "AsyncRun": "runs"}
+ASYNC_HOME = {
+    "AsyncClient": "client.async_client",
+    "AsyncExperiment": "model.experiments",
+    "AsyncRun": "model.runs",
+}
 FAST_PATH_MARKER = "sync_fast_path"
 #: Names every generated module imports at the top (never again for annotations).
 TOP_NAMES = {"Any", "TYPE_CHECKING", "Iterator"}
@@ -556,10 +560,10 @@ def generate() -> dict[Path, str]:
     exports: dict[str, list[str]] = {}
     sources: list[tuple[str, Module]] = []
 
-    module = read_module(CORE / "client.py")
+    module = read_module(CORE / "client" / "async_client.py")
     names = Names("_core")
     block = gen_client(module.classes[0], module, names)
-    imports = [*SYNC_IMPORTS, "import sqltrack.client as _core",
+    imports = [*SYNC_IMPORTS, "import sqltrack.client.async_client as _core",
                "from sqltrack_sync._facade import ClientBase"]
     files[OUT / "client.py"] = module_text(
         "Blocking Client (generated); Connection and Cursor are ``_dbapi``'s.",
@@ -663,7 +667,7 @@ def gen_dual(sources: list[tuple[str, Module]]) -> str:
     imports = [
         "from collections.abc import Coroutine",
         "from typing import TYPE_CHECKING, Any, overload",
-        "from sqltrack.client import AsyncClient",
+        "from sqltrack.client.async_client import AsyncClient",
     ]
     blocks: list[list[str]] = []
     all_names = Names("")

@@ -10,7 +10,7 @@ status 1 (2 for a wrong command line); passwords are never printed.
 
 Modules: ``parser`` (command line), ``commands`` (one coroutine per command, the
 ``COMMANDS`` registry), ``formatting`` (what is printed); exports are written by
-the library module ``sqltrack.export``.
+the library module ``sqltrack.read.export``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..client import AsyncClient
+from ..client.async_client import AsyncClient
 from ..environment import mask_passwords
 from ..errors import SchemaMissing
 from . import parser as _parser

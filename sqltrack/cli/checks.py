@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .formatting import describe, one_line
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 
 class CliError(Exception):

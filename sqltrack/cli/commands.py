@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import export as _export
-from .. import queries
 from ..errors import RunNotFound
-from ..maintenance import mark_stale_runs
+from ..model.maintenance import mark_stale_runs
+from ..read import export as _export
+from ..read import queries
 from ..schema import setup as _setup
 from .checks import CliError
 from .formatting import (
@@ -32,7 +32,7 @@ from .parser import Command, parse_duration, run_id, status
 from .transfer import cmd_sync, sync_arguments
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 
 def _no_run(run_id: int) -> CliError:

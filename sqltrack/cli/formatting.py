@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import config as _config
 from ..environment import MASKED, mask_passwords
-from ..queries import jsonable
+from ..read.queries import jsonable
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 PROG = "sqltrack"
 

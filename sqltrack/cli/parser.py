@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import config as _config
-from ..values import STATUSES
+from ..checks import STATUSES
 from .formatting import PROG
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhdw]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -64,7 +64,7 @@ def parse_duration(text: str) -> float:
 
 
 def status(text: str) -> str:
-    """A run status, upper-cased; one of ``sqltrack.values.STATUSES``."""
+    """A run status, upper-cased; one of ``sqltrack.checks.STATUSES``."""
     value = text.strip().upper()
     if value not in STATUSES:
         raise argparse.ArgumentTypeError(

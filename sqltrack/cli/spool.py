@@ -1,4 +1,4 @@
-"""``sqltrack sync --spool PATH``: replay a spool file (see ``sqltrack.spool``).
+"""``sqltrack sync --spool PATH``: replay a spool file (see ``sqltrack.outage.spool``).
 
 A buffered run whose server did not answer left its rows and final status in
 the spool. Without ``--to`` and without connection options before the command
@@ -15,8 +15,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-from ..client import AsyncClient
-from ..spool import ReplayResult, Spool, target_key, targets_of
+from ..client.async_client import AsyncClient
+from ..outage.spool import ReplayResult, Spool, target_key, targets_of
 from .formatting import PROG
 
 

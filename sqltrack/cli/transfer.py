@@ -11,7 +11,7 @@
 Without ``--to`` the target is the database the connection options before the
 command name (``sqltrack --host db.lab sync --from node.db``), then ``SQLTRACK_DSN_*``
 and the config file, as for every command. The copy itself is
-``sqltrack.transfer.sync``; this module parses, connects, draws the progress bar on
+``sqltrack.copy.transfer.sync``; this module parses, connects, draws the progress bar on
 stderr and prints the summary. Another mode of the same command (the replay of a
 local spool, ``--spool PATH``) adds its option in ``sync_arguments`` and its branch at
 the top of ``cmd_sync``, before ``--from`` is required.
@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..client import AsyncClient
-from ..transfer import PAGE_ROWS, SyncProgress, sync
+from ..client.async_client import AsyncClient
+from ..copy.transfer import PAGE_ROWS, SyncProgress, sync
 from .checks import check_database
 from .formatting import PROG, target_line
 from .parser import client_kwargs, key_value

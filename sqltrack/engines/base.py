@@ -37,7 +37,7 @@ Params = Sequence[Any]
 
 
 #: One checked metrics row of a batch, flat: ``(names, kinds, updated, step, progress,
-#: *values)`` (``sqltrack.metrics.RowFields``). A plain tuple of untracked objects, so
+#: *values)`` (``sqltrack.metrics.table.RowFields``). A plain tuple of untracked objects, so
 #: rows waiting in a buffer or in flight leave the garbage collector at its first pass
 #: (a NamedTuple, or a tuple holding a values tuple, would be traversed and promoted).
 BatchRow = tuple[Any, ...]
@@ -231,7 +231,7 @@ class Engine(ABC):
         Raises RunNotFound when the run does not exist.
         """
 
-    #: Whether concurrent ``write_metrics`` calls are combined (``sqltrack.combining``).
+    #: Whether concurrent ``write_metrics`` calls are combined (``sqltrack.metrics.combining``).
     combines_writes: bool = False
 
     def combined_rows_limit(self, names: tuple[str, ...]) -> int:

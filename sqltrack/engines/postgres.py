@@ -584,7 +584,7 @@ def _combined_sql(names: tuple[str, ...], nruns: int, nrows: int, prefix: str = 
 
 #: PostgreSQL takes at most 65535 parameters per statement.
 MAX_PARAMETERS = 65535
-#: A combined write (``sqltrack.combining``) takes at most this many waiting rows.
+#: A combined write (``sqltrack.metrics.combining``) takes at most this many waiting rows.
 COMBINED_ROWS = 500
 #: A batch COPY lets the event loop run after this many rows, so an async producer
 #: on the same loop does not wait for a whole batch to be formatted.

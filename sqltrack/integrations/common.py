@@ -4,7 +4,7 @@ Every integration writes through the blocking API (``sqltrack.Client``,
 ``Experiment``, ``Run``), because the frameworks' training loops are blocking
 code. :class:`IntegrationRun` opens the client, experiment and run on first
 use, maps metric names (``sqltrack.integrations.names``), keeps the original
-names in the run's extras, and registers with ``sqltrack.sigterm`` while the
+names in the run's extras, and registers with ``sqltrack.process.sigterm`` while the
 run is open, so that a SIGTERM raises ``sqltrack.Terminated`` (exit status 143)
 in the training loop and the run gets its ``terminated`` status.
 """
@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .. import signals, sigterm
+from ..process import signals, sigterm
 from .names import EXTRAS_KEY, MetricNames, known_names
 
 #: Deepest nesting json_safe follows; deeper values are stored as their repr.

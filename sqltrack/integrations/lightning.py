@@ -28,12 +28,12 @@ What it records (rank zero only; the other ranks of a DDP job write nothing):
   ``"finished"`` (Lightning's Slurm auto-requeue) -> REQUEUED.
 
 SIGTERM during training (a cluster pre-empting the job) raises
-``sqltrack.Terminated`` in the training loop via ``sqltrack.sigterm`` (unless
+``sqltrack.Terminated`` in the training loop via ``sqltrack.process.sigterm`` (unless
 the program installed a SIGTERM handler of its own before the trainer set up);
 the run gets the ``terminated`` status and the process exits with status 143.
 ``run_id="SLURM_JOB_ID"`` continues the same run when a requeued job starts again.
 ``system_metrics=True`` (or an interval in seconds) samples the machine while
-training (``sqltrack.integrations.system``).
+training (``sqltrack.model.system_metrics``).
 """
 
 from __future__ import annotations

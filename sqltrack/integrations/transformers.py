@@ -21,7 +21,7 @@ processes of a distributed job write nothing). What it records:
 
 A crash inside ``trainer.train()`` ends the run FAILED (Ctrl-C: CANCELLED;
 SIGTERM: ``terminated``, default CANCELLED, and the process exits with status
-143 through ``sqltrack.sigterm``): when the Trainer is built with the callback,
+143 through ``sqltrack.process.sigterm``): when the Trainer is built with the callback,
 the callback wraps that trainer's ``train`` method (``trainer.train``, on the
 instance). For a callback added later with ``trainer.add_callback``, call
 ``callback.watch(trainer)``; otherwise the run is stopped at interpreter exit

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import DatabaseError, SchemaMissing
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
     from ..engines.base import Engine
 
 log = logging.getLogger("sqltrack.schema")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..values import STATUSES
+from ..checks import STATUSES
 from .state import (
     CURRENT,
     EARLY,

@@ -11,12 +11,12 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import queries
-from ..values import STATUSES
+from ..checks import STATUSES
+from ..read import queries
 from .downsample import downsample
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 #: Points per curve unless the request says otherwise, and the accepted range.
 DEFAULT_POINTS = 2000

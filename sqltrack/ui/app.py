@@ -27,11 +27,11 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import queries
+from ..read import queries
 from . import api, features, pages, readonly
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: Host names a loopback-bound server answers to.

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .. import queries
+from ..read import queries
 from .api import PLOTTED_KINDS, BadRequest, NotFound
 from .downsample import downsample
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 #: Runs one compare page overlays at most.
 MAX_RUNS = 20

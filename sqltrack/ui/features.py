@@ -20,7 +20,7 @@ from starlette.routing import Route
 from . import api, curves, pages, readonly, summaries
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 Handler = Callable[[Request], Awaitable[Response]]
 

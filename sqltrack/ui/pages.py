@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from html import escape
 from urllib.parse import urlencode
 
-from ..values import STATUSES
+from ..checks import STATUSES
 
 Crumbs = Sequence[tuple[str, str]]
 

@@ -32,7 +32,7 @@ from urllib.parse import quote
 from .api import BadRequest
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
     from ..engines.base import Dialect
 
 #: Seconds a user's query may run before it is stopped.

@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import queries
+from ..read import queries
 from . import readonly
 from .api import PLOTTED_KINDS, BadRequest, experiment
 from .readonly import User
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 #: Columns a table may have at most, and those shown when none are chosen.
 MAX_COLUMNS = 40

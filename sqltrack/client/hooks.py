@@ -4,7 +4,7 @@ An ``AsyncClient`` keeps one :class:`ClientHooks`. Write-behind buffers register
 a close hook (``client.on_close(buffer)``): ``client.close()`` awaits each
 hook's ``close()``. Runs register while they are started and not stopped
 (``run_opened`` / ``run_stopped``): at interpreter exit they get their exit
-status (``sqltrack.exits``, the blocking API's process policy). Nothing here
+status (``sqltrack.process.exits``, the blocking API's process policy). Nothing here
 imports the rest of sqltrack, so any layer may use it.
 """
 

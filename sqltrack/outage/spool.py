@@ -1,6 +1,6 @@
 """The local spool: metric rows and run updates kept on disk while the server is away.
 
-A buffered run whose server does not answer (see ``sqltrack.buffering``) moves
+A buffered run whose server does not answer (see ``sqltrack.metrics.buffer``) moves
 its rows here instead of blocking training; the final status of a run stopped
 during the outage goes here too. The spool is replayed, oldest entry first,
 when the server answers again, by the next client of that server opening the
@@ -52,13 +52,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .config import default_spool_file
-from .errors import ConnectionLost, PoolTimeout, RunNotFound, SqltrackError
-from .metrics import PreparedRow, flat_row
+from ..config import default_spool_file
+from ..errors import ConnectionLost, PoolTimeout, RunNotFound, SqltrackError
+from ..metrics.table import PreparedRow, flat_row
 
 if TYPE_CHECKING:
-    from .client import AsyncClient
-    from .config import Settings
+    from ..client.async_client import AsyncClient
+    from ..config import Settings
 
 T = TypeVar("T")
 #: Entries read and written per step of a replay.
@@ -120,7 +120,7 @@ def is_outage(error: BaseException) -> bool:
     """Whether ``error`` means the server is unreachable (worth waiting for), not a refusal."""
     if isinstance(error, (ConnectionLost, PoolTimeout, ConnectionError, TimeoutError)):
         return True
-    from .errors import ServerUnreachable
+    from ..errors import ServerUnreachable
 
     if isinstance(error, ServerUnreachable):
         return True

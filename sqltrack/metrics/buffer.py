@@ -7,7 +7,7 @@ the run's buffer; a batch is written when ``flush_rows`` rows are waiting, every
 ``flush_interval`` seconds, and on ``flush()``, ``stop()``, the end of
 ``track()`` (normal, exception, Ctrl-C, SIGTERM), ``client.close()`` and at
 interpreter exit (the blocking API's clients, and an AsyncClient never closed:
-see ``sqltrack.exits``). In a forked child, runs inherited from the parent write
+see ``sqltrack.process.exits``). In a forked child, runs inherited from the parent write
 through (see ``AsyncClient._reset_after_fork``).
 
 Guarantees:
@@ -25,7 +25,7 @@ Guarantees:
   during an outage the rows go to the spool instead);
 * a server that does not answer loses nothing: a failed batch goes back to the
   head of the buffer, in order, and is tried again with a growing pause (0.1 s
-  up to 2 s); newer rows queue behind it. With a spool (``sqltrack.spool``; on
+  up to 2 s); newer rows queue behind it. With a spool (``sqltrack.outage.spool``; on
   unless ``spool=off``), once the server has not answered for ``spool_after``
   seconds the rows move to the spool file at full speed instead of waiting in
   memory; the spool is replayed, in order, before newer rows as soon as the
@@ -50,15 +50,15 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .config import DEFAULT_FLUSH_INTERVAL as DEFAULT_FLUSH_INTERVAL
-from .config import DEFAULT_FLUSH_ROWS as DEFAULT_FLUSH_ROWS
-from .errors import MetricWriteError
-from .metrics import RowFields, as_row, as_rows
-from .spool import Spool, is_outage, offload, warn
-from .values import Auto
+from ..checks import Auto
+from ..config import DEFAULT_FLUSH_INTERVAL as DEFAULT_FLUSH_INTERVAL
+from ..config import DEFAULT_FLUSH_ROWS as DEFAULT_FLUSH_ROWS
+from ..errors import MetricWriteError
+from ..outage.spool import Spool, is_outage, offload, warn
+from .table import RowFields, as_row, as_rows
 
 if TYPE_CHECKING:
-    from .runs import AsyncRun
+    from ..model.runs import AsyncRun
 
 #: The default bound of a buffer, in batches: ``max_rows = 100 x flush_rows``.
 DEFAULT_MAX_ROWS_FACTOR = 100

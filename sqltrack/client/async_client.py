@@ -24,17 +24,17 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import config as _config
-from .combining import WriteCombiner, touches
-from .engines import make_engine
-from .engines.base import BatchRow, Connection, Dialect, Engine
-from .errors import ClientClosed, ConnectionLost, PoolTimeout, ServerUnreachable
-from .exits import install as install_exit_handling
-from .exits import silence_pending_tasks, unclosed
+from .. import config as _config
+from ..engines import make_engine
+from ..engines.base import BatchRow, Connection, Dialect, Engine
+from ..errors import ClientClosed, ConnectionLost, PoolTimeout, ServerUnreachable
+from ..metrics.combining import WriteCombiner, touches
+from ..process.exits import install as install_exit_handling
+from ..process.exits import silence_pending_tasks, unclosed
 from .hooks import ClientHooks, CloseHook
 
 if TYPE_CHECKING:
-    from .spool import Spool
+    from ..outage.spool import Spool
 
 #: Who owns a held connection; the sync facade sets this to its calling thread,
 #: otherwise the current asyncio task is the owner.
@@ -55,7 +55,7 @@ _clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
 #: Engines abandoned in a forked child: kept alive so that no finalizer touches the
 #: parent's connections (their sockets and files are shared with the parent).
 _abandoned: list[Any] = []
-#: Clients opened and not closed yet (see ``sqltrack.exits``).
+#: Clients opened and not closed yet (see ``sqltrack.process.exits``).
 _unclosed = unclosed
 
 
@@ -80,10 +80,10 @@ class AsyncClient:
     ``dbname`` to the user, and ``schema`` sets the ``search_path``. Pool bounds:
     ``pool_min_size`` (1), ``pool_max_size`` (4), ``pool_timeout`` seconds (30).
     ``buffered=True`` makes every run's ``add_metrics`` write-behind (see
-    ``sqltrack.buffering``; ``flush_rows``, ``flush_interval``, ``buffer_max_rows``).
+    ``sqltrack.metrics.buffer``; ``flush_rows``, ``flush_interval``, ``buffer_max_rows``).
     Outages: ``spool`` (a file path, default ``spool-<host>.db`` in
     ``~/.cache/sqltrack``; ``off``: none) and ``spool_after`` (5 s) for buffered
-    rows, see ``sqltrack.spool``; ``retry_window`` (30 s) bounds how long a
+    rows, see ``sqltrack.outage.spool``; ``retry_window`` (30 s) bounds how long a
     write-through call tries a server that does not answer. ``pooler``: ``auto``
     (detect PgBouncer and the like), ``transaction``, or ``none``.
 
@@ -110,12 +110,12 @@ class AsyncClient:
         #: Close hooks (write-behind buffers, closed by close()) and open runs
         #: (stopped with their exit status at interpreter exit).
         self.hooks = ClientHooks()
-        from .metrics import MetricTable
+        from ..metrics.table import MetricTable
 
         #: Typed engine statements for sqltrack's own modules (metrics, schema, facade).
         self.statements = Statements(self)
         self.metrics = MetricTable(self.statements)
-        #: The ``spool`` property's Spool, made on first use (sqltrack.spool is for
+        #: The ``spool`` property's Spool, made on first use (sqltrack.outage.spool is for
         #: buffered runs and replays: a write-through client never imports it).
         self._spool: Spool | None = None
         #: The loop this client was opened on (at exit: is it still there?).
@@ -189,7 +189,7 @@ class AsyncClient:
         if self._spool is None and self.settings.spool is not None:
             with _spool_lock:  # one Spool per client, whichever thread asks first
                 if self._spool is None:
-                    from .spool import Spool
+                    from ..outage.spool import Spool
 
                     self._spool = Spool.for_settings(self.settings, self.settings.spool or None)
         return self._spool
@@ -209,7 +209,7 @@ class AsyncClient:
 
     async def _open_engine(self, engine: Engine) -> None:
         """Open the engine's pool, then create or upgrade the base schema on one connection."""
-        from .schema import ensure_base_schema
+        from ..schema import ensure_base_schema
 
         await engine.open()
         try:
@@ -243,7 +243,7 @@ class AsyncClient:
             return
         spool = self.spool
         assert spool is not None
-        from .spool import is_outage, offload
+        from ..outage.spool import is_outage, offload
 
         if not await offload(spool.pending):
             return
@@ -443,7 +443,7 @@ class Statements:
         self.reset_combiner()
 
     def reset_combiner(self) -> None:
-        """A new write combiner (see ``sqltrack.combining``) for the client's engine."""
+        """A new write combiner (see ``sqltrack.metrics.combining``) for the client's engine."""
         client = self._client
         self._combiner = (
             WriteCombiner(client.settings.pool_max_size)
@@ -576,7 +576,7 @@ class Statements:
     async def with_schema_lock(self, work: Callable[[Engine, Connection], Awaitable[T]]) -> T:
         """``await work(engine, conn)`` on a connection of its own, in one transaction
         holding the schema lock (one process at a time: migrations, schema changes)."""
-        from .schema import with_schema_lock
+        from ..schema import with_schema_lock
 
         engine = await self._client._opened_engine()
         conn = await engine.acquire()

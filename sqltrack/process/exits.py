@@ -20,8 +20,8 @@ from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
+from ..errors import ClientClosed
 from . import signals
-from .errors import ClientClosed
 
 log = logging.getLogger("sqltrack")
 

@@ -11,10 +11,10 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from .values import check_int, check_status
+from ..checks import check_int, check_status
 
 if TYPE_CHECKING:
-    from .client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 
 def _cutoff(older_than: timedelta | float) -> datetime | None:

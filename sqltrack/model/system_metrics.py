@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 #: Seconds between two samples unless told otherwise.
 DEFAULT_INTERVAL = 10.0

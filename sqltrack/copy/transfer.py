@@ -43,16 +43,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import experiments as _experiments
-from . import queries
-from . import runs as _runs
-from .errors import DatabaseError, SqltrackError
-from .experiments import AsyncExperiment
-from .metrics import PreparedRow
-from .queries import json_column, metric_value, timestamp
+from ..errors import DatabaseError, SqltrackError
+from ..metrics.table import PreparedRow
+from ..model import experiments as _experiments
+from ..model import runs as _runs
+from ..model.experiments import AsyncExperiment
+from ..read import queries
+from ..read.queries import json_column, metric_value, timestamp
 
 if TYPE_CHECKING:
-    from .client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 #: Metric rows read (and written) per transaction.
 PAGE_ROWS = 5_000
@@ -156,7 +156,7 @@ async def sync(
     nothing (not even the source's identity). ``full``: compare every metric row
     instead of trusting the digests. ``progress`` is called after each page of rows;
     ``page_rows`` metric rows are read and written per target transaction.
-    See ``sqltrack.transfer``.
+    See ``sqltrack.copy.transfer``.
     """
     if page_rows < 1:
         raise ValueError(f"page_rows must be at least 1, not {page_rows!r}")

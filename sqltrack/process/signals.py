@@ -6,9 +6,9 @@ A SIGTERM inside ``track()`` raises :class:`Terminated`, a SystemExit with code
 exits with status 143. A second signal during that clean-up takes the default
 action and ends the process at once.
 
-This module is the one SIGTERM mechanism: the callbacks that ``sqltrack.sigterm``
+This module is the one SIGTERM mechanism: the callbacks that ``sqltrack.process.sigterm``
 registers run from every handler here (inside ``track()``, blocking or async)
-and from ``on_sigterm``, the process-wide handler ``sqltrack.sigterm`` installs.
+and from ``on_sigterm``, the process-wide handler ``sqltrack.process.sigterm`` installs.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
 #: Set when a SIGTERM was turned into Terminated in this process.
 sigterm_received = False
-#: SIGTERM callbacks by key, in the order they were first registered (``sqltrack.sigterm``).
+#: SIGTERM callbacks by key, in the order they were first registered (``sqltrack.process.sigterm``).
 callbacks: dict[Hashable, Callable[[], object]] = {}
 _callbacks_ran = False
 log = logging.getLogger("sqltrack")

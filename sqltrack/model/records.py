@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExperimentNotFound, ForeignKeyViolation
-from .values import MAX_INDEXED_BYTES, check_int, check_text
+from ..checks import MAX_INDEXED_BYTES, check_int, check_text
+from ..errors import ExperimentNotFound, ForeignKeyViolation
 
 if TYPE_CHECKING:
-    from .client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 
 async def experiment_row(

@@ -9,12 +9,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import signals
-from ._markers import sync_fast_path
-from .config import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS
-from .errors import ConnectionLost, ExperimentNotFound, ForeignKeyViolation, RunNotFound
-from .records import add_link, experiment_row, remove_link
-from .values import (
+from .._markers import sync_fast_path
+from ..checks import (
     Auto,
     Names,
     check_int,
@@ -25,11 +21,15 @@ from .values import (
     resolve_time,
     tags_object,
 )
+from ..config import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS
+from ..errors import ConnectionLost, ExperimentNotFound, ForeignKeyViolation, RunNotFound
+from ..process import signals
+from .records import add_link, experiment_row, remove_link
 
 if TYPE_CHECKING:
-    from .buffering import MetricBuffer
-    from .client import AsyncClient
-    from .integrations.system import SystemMetrics
+    from ..client.async_client import AsyncClient
+    from ..metrics.buffer import MetricBuffer
+    from .system_metrics import SystemMetrics
 
 JSON_COLUMNS = ("tags", "args", "env", "extras")
 
@@ -68,7 +68,7 @@ async def _set_json(
 
 def _auto_args(args: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     if isinstance(args, str) and args == "auto":
-        from .args import detect_args
+        from ..args import detect_args
 
         return detect_args()
     return args
@@ -76,7 +76,7 @@ def _auto_args(args: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | Non
 
 def _auto_env(env: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     if isinstance(env, str) and env == "auto":
-        from . import environment
+        from .. import environment
 
         return environment.captured_environment(environment.MASK_RULE)
     return env
@@ -255,7 +255,7 @@ async def run_add_metrics(
 
     Give a distinct step or progress per call, or the values of an earlier call
     with the same pair are overwritten. A metric without a column gets one, typed
-    from its value (see ``sqltrack.metrics``). ``updated`` sets ``time_updated``
+    from its value (see ``sqltrack.metrics.table``). ``updated`` sets ``time_updated``
     in the same round trip (``'auto'``: now; None: leave it).
     """
     await client.metrics.write(run_id, metrics, step, progress, updated)
@@ -297,8 +297,8 @@ class AsyncRun:
     def _made(cls, client: AsyncClient, run_id: int, experiment_id: int) -> AsyncRun:
         run = cls(client, run_id, experiment_id)
         s = client.settings
-        if s.buffered:  # sqltrack.buffering only for buffered runs (start-up of the rest)
-            from .buffering import MetricBuffer
+        if s.buffered:  # sqltrack.metrics.buffer only for buffered runs (start-up of the rest)
+            from ..metrics.buffer import MetricBuffer
 
             run._buffer = MetricBuffer(run, s.flush_rows, s.flush_interval, s.buffer_max_rows)
         return run
@@ -397,9 +397,9 @@ class AsyncRun:
         ``terminated`` is the status to record if SIGTERM ends the process while
         the run is open (``track()`` records it; the sync facade does at exit).
         ``system_metrics`` (True, or seconds between samples) samples the machine
-        until the run stops (``sqltrack.integrations.system``).
+        until the run stops (``sqltrack.model.system_metrics``).
         """
-        from .integrations import system
+        from . import system_metrics as system
 
         interval = system.interval_of(system_metrics)
         self.terminated_status = check_status(terminated)
@@ -424,7 +424,7 @@ class AsyncRun:
 
         Buffered metrics are written first; a write error is raised after the status
         is set. While the server is away, a buffered run with a spool keeps the status
-        in the spool, after its rows (see ``sqltrack.spool``).
+        in the spool, after its rows (see ``sqltrack.outage.spool``).
         """
         assignments, params = ["status = %s"], [check_status(status)]
         if self._system is not None:
@@ -460,11 +460,11 @@ class AsyncRun:
         """``async with run.track():`` start the run, and stop it with a status that says
         how the block ended: ``normal``, ``exception`` (the exception is re-raised),
         ``interrupt`` (Ctrl-C; KeyboardInterrupt is re-raised) or ``terminated``
-        (SIGTERM; the process then exits with status 143, see ``sqltrack.signals``).
+        (SIGTERM; the process then exits with status 143, see ``sqltrack.process.signals``).
         ``sys.exit(n)`` in the block records ``exception`` for a non-zero ``n`` and
         ``normal`` for 0 or None (README: "What each exit path does").
         ``system_metrics`` (True, or seconds between samples) samples the machine
-        while the block runs (``sqltrack.integrations.system``).
+        while the block runs (``sqltrack.model.system_metrics``).
         """
         for status in (normal, exception, interrupt, terminated):
             check_status(status)
@@ -639,13 +639,13 @@ class AsyncRun:
         ``flush_rows``, every ``flush_interval`` seconds, and on flush / stop /
         the end of ``track()``; at most ``max_rows`` (default 100 x flush_rows) wait
         in memory. Off: what is buffered is written, then each call writes through.
-        See ``sqltrack.buffering``.
+        See ``sqltrack.metrics.buffer``.
         """
         if self._buffer is not None:
             buffer, self._buffer = self._buffer, None
             await buffer.close()
         if enabled:
-            from .buffering import MetricBuffer
+            from ..metrics.buffer import MetricBuffer
 
             self._buffer = MetricBuffer(self, flush_rows, flush_interval, max_rows)
         return self

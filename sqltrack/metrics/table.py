@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
-from .errors import MetricTypeError
-from .values import Auto, check_float, check_int, check_text, resolve_time
+from ..checks import Auto, check_float, check_int, check_text, resolve_time
+from ..errors import MetricTypeError
 
 MAX_NAME_LENGTH = 63
 RESERVED_NAMES = frozenset({"run_id", "step", "progress"})

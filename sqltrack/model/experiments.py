@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExperimentNotFound
-from .records import add_link, experiment_row, remove_link
-from .values import (
+from ..checks import (
     MAX_INDEXED_BYTES,
     Names,
     check_int,
@@ -15,9 +13,11 @@ from .values import (
     key_names,
     tags_object,
 )
+from ..errors import ExperimentNotFound
+from .records import add_link, experiment_row, remove_link
 
 if TYPE_CHECKING:
-    from .client import AsyncClient
+    from ..client.async_client import AsyncClient
     from .runs import AsyncRun
 
 

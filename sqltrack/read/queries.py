@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .errors import RunNotFound
+from ..errors import RunNotFound
 
 if TYPE_CHECKING:
-    from .client import AsyncClient
+    from ..client.async_client import AsyncClient
 
 #: Metric rows fetched per query when reading whole series (keyset pagination).
 METRIC_PAGE = 5_000

@@ -1,0 +1,1 @@
+"""Copying runs between databases (``sqltrack sync``)."""

@@ -1,0 +1,1 @@
+"""Experiments, runs and their links: the ``experiment_*`` / ``run_*`` coroutines."""

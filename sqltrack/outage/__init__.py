@@ -1,0 +1,1 @@
+"""What happens while the server is away: the local spool file and its replay."""

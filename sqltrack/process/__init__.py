@@ -1,0 +1,1 @@
+"""The process around the client: signals, SIGTERM callbacks, interpreter exit, fork."""
