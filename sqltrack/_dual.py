@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, overload
 
 import sqltrack.model.experiments as _experiments
 import sqltrack.model.maintenance as _maintenance
+import sqltrack.model.migrations as _schema
 import sqltrack.model.runs as _runs
-import sqltrack.schema as _schema
 from sqltrack.client.async_client import AsyncClient
 
 if TYPE_CHECKING:  # names used in annotations, as in the async source

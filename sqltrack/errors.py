@@ -7,6 +7,7 @@
     │   ├── IntegrityError        a constraint refused the change
     │   │   ├── UniqueViolation       a unique key (a taken experiment name, a metrics row key)
     │   │   └── ForeignKeyViolation   a referenced row is missing
+    │   ├── DatabaseBusy          another connection held a lock past the wait (SQLite)
     │   └── ConnectionLost        the server connection failed or broke (connect, restart, failover)
     │       └── ServerUnreachable     the server did not answer for a while (an outage), named
     ├── PoolTimeout (TimeoutError)         no pooled connection became free in time
@@ -21,8 +22,12 @@ Driver errors (psycopg, sqlite3) are translated where the engine runs a statemen
 (``sqltrack/engines/``), for sqltrack's own statements and for raw SQL given to
 ``client.execute`` / ``executemany`` / ``executescript`` / ``query`` alike; the
 driver's exception stays chained as ``__cause__`` (and ``sqlstate`` is kept when the
-driver has one). Driver objects you use yourself (the connection of ``async with
-client as conn``, ``client.cursor()``) raise the driver's own errors.
+driver has one). Each error says whether it is transient (``error.transient``, or
+:func:`is_transient` for any exception): the server or the file may answer if asked
+again later (an outage, a lock), as opposed to a refusal that will not change. The
+outage handling (buffered runs, the spool) uses nothing else. Driver objects you use
+yourself (the connection of ``async with client as conn``, ``client.cursor()``) raise
+the driver's own errors.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from __future__ import annotations
 
 class SqltrackError(Exception):
     """Base class of sqltrack's own errors."""
+
+    #: Whether asking again later may succeed (an outage, a lock), not a refusal.
+    transient: bool = False
 
 
 class DatabaseError(SqltrackError):
@@ -51,8 +59,16 @@ class ForeignKeyViolation(IntegrityError):
     """A row refers to a row that does not exist (or would be left without it)."""
 
 
+class DatabaseBusy(DatabaseError):
+    """Another connection held a lock for longer than the wait (SQLite's busy timeout)."""
+
+    transient = True
+
+
 class ConnectionLost(DatabaseError):
     """The server connection failed or broke; an idempotent statement may be retried."""
+
+    transient = True
 
 
 class ServerUnreachable(ConnectionLost):
@@ -98,6 +114,21 @@ class SchemaMissing(SqltrackError, LookupError):
 class PoolTimeout(SqltrackError, TimeoutError):
     """No connection became free within the pool timeout."""
 
+    transient = True
+
 
 class ClientClosed(SqltrackError, RuntimeError):
     """The client was closed; make a new one."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` may go away if asked again later (worth waiting for), not a refusal.
+
+    sqltrack's errors say so themselves (``transient``); of the rest, a lost network
+    connection (``ConnectionError``) and a timeout (``TimeoutError``, e.g. a bounded
+    wait for a server that did not answer) are. Driver errors never get here: the
+    engines translate every one of them.
+    """
+    if isinstance(error, SqltrackError):
+        return error.transient
+    return isinstance(error, (ConnectionError, TimeoutError))

@@ -89,7 +89,7 @@ class Connection:
     @contextmanager
     def cursor(self) -> Iterator[Cursor]:
         """``with conn.cursor() as cursor:`` a cursor of this connection."""
-        cursor = Cursor(_portal.call(self._client.statements.driver_cursor, self._async))
+        cursor = Cursor(_portal.call(self._client.driver_cursor, self._async))
         try:
             yield cursor
         finally:

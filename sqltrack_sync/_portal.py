@@ -30,7 +30,7 @@ from threading import Lock as allocate_lock
 from threading import get_ident
 from typing import Any, TypeVar
 
-from sqltrack.client.async_client import connection_owner
+from sqltrack.client.connections import connection_owner
 from sqltrack.process.exits import silence_pending_tasks
 
 T = TypeVar("T")

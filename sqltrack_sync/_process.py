@@ -29,6 +29,7 @@ from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from typing import Any, Protocol, TypeVar
 
 from sqltrack.client.async_client import AsyncClient
+from sqltrack.client.state import ClientState
 from sqltrack.process import exits, signals
 from sqltrack.process.exits import EXIT_TIMEOUT, close_at_exit
 from sqltrack.process.signals import sigterm_raises
@@ -98,7 +99,7 @@ def register_cleanup(obj: Cleanup) -> None:
     """
     _install()
     _cleanups.add(obj)
-    obj.async_client.blocking = True
+    obj.async_client.set_blocking()
     weakref.finalize(obj, _dropped, obj.async_client).atexit = False
     _install_sigterm_handler()
 
@@ -119,7 +120,7 @@ def _dropped(client: AsyncClient) -> None:
     current = _portal.current()
     if client.hooks.open_runs():
         _orphans.add(client)
-    elif current is not None and not current.stopped and client._state != "closed":
+    elif current is not None and not current.stopped and client.state is not ClientState.CLOSED:
         with suppress(RuntimeError):  # the loop is closed: exit is past its clean-up
             current.loop.call_soon_threadsafe(_close_dropped, current.loop, client)
 

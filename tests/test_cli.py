@@ -147,7 +147,7 @@ def test_setup_applies_scripts_once(run_cli, client_kwargs, tmp_path):
     assert [n for (n,) in names if not n.startswith("sqltrack:") and n != "base.sql"] == [
         "001_declare.sql", "002_notes.sql",
     ]
-    columns = with_client(client_kwargs, lambda c: c.statements.metric_columns())
+    columns = with_client(client_kwargs, lambda c: c.metrics.table.columns())
     assert columns["declared_score"] == "int"
 
 

@@ -19,14 +19,16 @@ from datetime import datetime, timezone
 import pytest
 
 import sqltrack
-from sqltrack.metrics.table import PreparedRow
-from sqltrack.outage.spool import Spool, apply_run_update, target_key
+from sqltrack.metrics import layout
+from sqltrack.outage.replay import apply_run_update, replay
+from sqltrack.outage.spool import Spool, target_key
 
 WHEN = datetime(2026, 5, 4, 3, 2, 1, tzinfo=timezone.utc)
 
 
-def row(names, values, kinds, step, progress=0.0, updated=WHEN) -> PreparedRow:
-    return PreparedRow(tuple(names), tuple(values), tuple(kinds), step, progress, updated)
+def row(names, values, kinds, step, progress=0.0, updated=WHEN) -> tuple:
+    """A checked metric row; ``append_rows(run_id, rows)`` names the run (0 here)."""
+    return layout.make(tuple(names), tuple(kinds), updated, 0, step, progress, values)
 
 
 def as_dt(value):
@@ -47,7 +49,7 @@ async def test_replay_writes_every_kind_of_value_in_order_once(client, run, tmp_
     ])
     spool.append_run_update(run.id, status="COMPLETED", time_updated=WHEN)
     assert spool.pending() == 6 and spool.pending(run.id) == 6
-    result = await spool.replay(client)
+    result = await replay(spool, client)
     assert (result.rows, result.run_updates, result.refused, result.left) == (5, 1, 0, 0)
     assert spool.pending() == 0 and spool.integrity_check() == "ok"
     rows = await client.query(
@@ -61,7 +63,7 @@ async def test_replay_writes_every_kind_of_value_in_order_once(client, run, tmp_
     status, updated = (await client.query(
         "SELECT status, time_updated FROM runs WHERE id = %s", [run.id]))[0]
     assert status == "COMPLETED" and as_dt(updated) == WHEN
-    again = await spool.replay(client)
+    again = await replay(spool, client)
     assert (again.rows, again.run_updates) == (0, 0)
 
 
@@ -72,7 +74,7 @@ async def test_refused_entries_are_kept_with_their_error(client, experiment, tmp
     spool.append_rows(gone.id, [row(["loss"], [1.0], ["float"], 0)])
     spool.append_rows(kept.id, [row(["loss"], [2.0], ["float"], 0)])
     await client.query("DELETE FROM runs WHERE id = %s", [gone.id])
-    result = await spool.replay(client)
+    result = await replay(spool, client)
     assert (result.rows, result.refused) == (1, 1), result
     assert str(gone.id) in result.errors[0]
     assert [(seq_run, "does not exist" in error) for _, seq_run, error in spool.refused()] == [
@@ -88,7 +90,7 @@ async def test_two_targets_share_a_file_and_stay_apart(client, run, tmp_path):
     other = Spool(path, "sqlite:/elsewhere.db", "sqlite", {"dbpath": "/elsewhere.db"})
     other.append_rows(run.id, [row(["loss"], [9.0], ["float"], 5)])
     mine.append_rows(run.id, [row(["loss"], [1.0], ["float"], 1)])
-    assert (await mine.replay(client)).rows == 1
+    assert (await replay(mine, client)).rows == 1
     assert other.pending() == 1
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM spool_entries").fetchone() == (1,)

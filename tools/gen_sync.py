@@ -53,7 +53,7 @@ HEADER = (
 MODULES = {
     "model/experiments.py": "experiments.py",
     "model/runs.py": "runs.py",
-    "schema/__init__.py": "schema.py",
+    "model/migrations.py": "schema.py",
     "model/maintenance.py": "maintenance.py",
     "copy/transfer.py": "transfer.py",
     "read/analysis.py": "analysis.py",

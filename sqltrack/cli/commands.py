@@ -18,7 +18,7 @@ from ..errors import RunNotFound
 from ..model.maintenance import mark_stale_runs
 from ..read import export as _export
 from ..read import queries
-from ..schema import setup as _setup
+from ..model.migrations import setup as _setup
 from .checks import CliError
 from .formatting import (
     PROG,

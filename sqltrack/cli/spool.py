@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 
 from ..client.async_client import AsyncClient
+from ..outage.replay import replay as replay_spool
 from ..outage.spool import ReplayResult, Spool, target_key, targets_of
 from .formatting import PROG
 
@@ -82,7 +83,7 @@ async def replay_file(
             if dry_run:
                 done.append(FileReplay(target, ReplayResult(), spool.pending()))
                 continue
-            result = await spool.replay(dst, wait=60.0)
+            result = await replay_spool(spool, dst, wait=60.0)
             done.append(FileReplay(target, result, spool.pending()))
         finally:
             spool.close()

@@ -1,71 +1,52 @@
-"""AsyncClient: a pool of database connections and the per-task reentrant connection.
+"""AsyncClient: one database's connections, metric writer, spool and hooks, with explicit state.
 
 ``async with client as conn`` gives the current task a connection for the whole
 block; nested blocks in the same task reuse it, other tasks get their own from
 the pool. The outermost block commits, or rolls back when an exception leaves it.
 Outside any block, each operation borrows a connection for one statement and
-commits it at once.
+commits it at once (``sqltrack.client.connections``).
 
 Raw SQL goes to the driver as written, with the driver's own placeholders:
 ``%s`` (and ``%(name)s``) on PostgreSQL (psycopg), ``?`` (and ``:name``) on SQLite.
+
+The client's life is a ``ClientState``; its transitions are named methods: ``open``,
+``close``, ``reset_after_fork`` (a forked child connects afresh) and
+``restart_for_exit`` (at interpreter exit, on a new loop). The process policy
+(``sqltrack.process``, the blocking facade) calls these and reads ``state``; no
+module outside this package touches the client's private attributes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import os
 import threading
-import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .. import config as _config
-from ..engines import make_engine
-from ..engines.base import BatchRow, Connection, Dialect, Engine
-from ..errors import ClientClosed, ConnectionLost, PoolTimeout, ServerUnreachable
-from ..metrics.combining import WriteCombiner, touches
+from ..engines.base import Connection, Dialect, Engine
+from ..metrics.writer import MetricWriter
 from ..process.exits import install as install_exit_handling
 from ..process.exits import silence_pending_tasks, unclosed
+from .connections import Connections, fetch
 from .hooks import ClientHooks, CloseHook
+from .state import ClientState
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..outage.spool import Spool
-
-#: Who owns a held connection; the sync facade sets this to its calling thread,
-#: otherwise the current asyncio task is the owner.
-connection_owner: contextvars.ContextVar[Any] = contextvars.ContextVar(
-    "sqltrack_connection_owner", default=None
-)
-
-
-def _current_owner() -> Any:
-    owner = connection_owner.get()
-    return owner if owner is not None else asyncio.current_task()
-
 
 #: Guards the first use of a client's spool (AsyncClient.spool).
 _spool_lock = threading.Lock()
-#: Clients of this process, reset in a forked child (see AsyncClient._reset_after_fork).
+#: Clients of this process, reset in a forked child (see AsyncClient.reset_after_fork).
 _clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
-#: Engines abandoned in a forked child: kept alive so that no finalizer touches the
-#: parent's connections (their sockets and files are shared with the parent).
+#: Engines abandoned in a forked child or at exit: kept alive so that no finalizer
+#: touches the parent's connections (their sockets and files are shared with the parent).
 _abandoned: list[Any] = []
-#: Clients opened and not closed yet (see ``sqltrack.process.exits``).
-_unclosed = unclosed
-
-
-T = TypeVar("T")
-
-
-@dataclass
-class _Held:
-    conn: Any
-    depth: int = 1
 
 
 class AsyncClient:
@@ -102,86 +83,49 @@ class AsyncClient:
     ) -> None:
         self.settings = _config.resolve(config, **kwargs)
         self.create_schema = create_schema
-        self._engine: Engine = make_engine(self.settings)
-        self._engine.create_schema = create_schema
-        self._held: dict[Any, _Held] = {}
-        self._state = "unopened"
-        self._open_lock: asyncio.Lock | None = None
+        #: The engine, its state and the connections tasks hold or borrow.
+        self.connections = Connections(self.settings, create_schema, self._after_open)
+        #: Every metric write: the checks, the column cache and the write strategy.
+        self.metrics = MetricWriter(self.connections)
         #: Close hooks (write-behind buffers, closed by close()) and open runs
         #: (stopped with their exit status at interpreter exit).
         self.hooks = ClientHooks()
-        from ..metrics.table import MetricTable
-
-        #: Typed engine statements for sqltrack's own modules (metrics, schema, facade).
-        self.statements = Statements(self)
-        self.metrics = MetricTable(self.statements)
-        #: The ``spool`` property's Spool, made on first use (sqltrack.outage.spool is for
+        #: The ``spool`` property's Spool, made on first use (sqltrack.outage is for
         #: buffered runs and replays: a write-through client never imports it).
         self._spool: Spool | None = None
-        #: The loop this client was opened on (at exit: is it still there?).
-        self._loop: asyncio.AbstractEventLoop | None = None
         #: Driven by a blocking ``sqltrack.Client``, whose exit handling is the portal's.
         self.blocking = False
         _clients.add(self)
 
-    def _reset_after_fork(self) -> None:
-        """In a forked child: forget the parent's pool and connections, connect afresh."""
-        _abandoned.append((self._engine, self._held))
-        self._engine = make_engine(self.settings)
-        self._engine.create_schema = self.create_schema
-        self._held = {}
-        self._open_lock = None
-        self.statements.reset_combiner()  # the parent's waiting calls are not ours
-        if self._state == "open":
-            self._state = "unopened"
-        silence_pending_tasks(self._loop)
-        self._loop = None
-        _unclosed.discard(self)
-        # Runs inherited from the parent write through in the child: a child often
-        # ends with no hook Python runs (multiprocessing workers end with os._exit or
-        # SIGTERM), so a row buffered there could be lost. The parent's buffered rows
-        # are the parent's to write; the child drops its copy of them.
-        buffers = self.hooks.clear_hooks()
-        for buffer in buffers:
-            buffer.run._buffer = None  # type: ignore[attr-defined]
-        _abandoned.append(buffers)
-        if self.settings.buffered:
-            self.settings = replace(self.settings, buffered=False)
-
-    def _restart_engine(self) -> None:
-        """On a new loop (at exit, the client's own loop gone): forget the old engine
-        (it belongs to that loop) and connect afresh on first use."""
-        _abandoned.append(self._engine)
-        self._engine = make_engine(self.settings)
-        self._engine.create_schema = self.create_schema
-        self._held = {}
-        self._open_lock = None
-        self._state = "unopened"
-        for hook in self.hooks.close_hooks():
-            hook.rebind()
-
     def __repr__(self) -> str:
-        return f"<AsyncClient {self._state} {self.settings!r}>"
+        return f"<AsyncClient {self.state.value} {self.settings!r}>"
 
-    def on_close(self, hook: CloseHook) -> None:
-        """``await hook.close()`` when this client closes (a run's metric buffer)."""
-        self.hooks.on_close(hook)
+    # -- what the client is -----------------------------------------------------
+    @property
+    def state(self) -> ClientState:
+        """``UNOPENED``, ``OPEN`` or ``CLOSED`` (see ``sqltrack.client.state``)."""
+        return self.connections.state
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the client was opened on (None: not open)."""
+        return self.connections.loop
 
     @property
     def engine(self) -> str:
         """Name of the engine: ``"postgres"`` or ``"sqlite"``."""
-        return self._engine.name
+        return self.connections.engine.name
 
     @property
     def pooled(self) -> bool:
         """Whether a transaction pooler (PgBouncer) sits between client and server
         (configured with ``pooler=...`` or detected on opening)."""
-        return bool(getattr(self._engine, "pooled", False))
+        return bool(getattr(self.connections.engine, "pooled", False))
 
     @property
     def dialect(self) -> Dialect:
         """The engine's SQL dialect: quoting, JSON pieces, parameter values (no I/O)."""
-        return self._engine.dialect
+        return self.connections.engine.dialect
 
     @property
     def spool(self) -> Spool | None:
@@ -197,7 +141,11 @@ class AsyncClient:
     @property
     def schema_outcome(self) -> str | None:
         """What opening did to the schema ("created the sqltrack tables", ...); None: nothing."""
-        return self._engine.schema_outcome
+        return self.connections.engine.schema_outcome
+
+    def on_close(self, hook: CloseHook) -> None:
+        """``await hook.close()`` when this client closes (a run's metric buffer)."""
+        self.hooks.on_close(hook)
 
     # -- lifecycle ------------------------------------------------------------
     async def open(self) -> None:
@@ -205,53 +153,23 @@ class AsyncClient:
 
         A wrong setting, or ``SchemaMissing`` with ``create_schema=False``, raises here.
         """
-        await self._opened_engine()
+        await self.connections.opened_engine()
 
-    async def _open_engine(self, engine: Engine) -> None:
-        """Open the engine's pool, then create or upgrade the base schema on one connection."""
-        from ..schema import ensure_base_schema
+    async def _after_open(self) -> None:
+        """Once open: exit handling, then what an earlier client left in the spool."""
+        unclosed.add(self)
+        install_exit_handling()
+        await self.replay_spool()
 
-        await engine.open()
-        try:
-            async with engine.setup_connection() as conn:
-                await ensure_base_schema(engine, conn)
-        except BaseException:
-            await engine.close()
-            raise
-
-    async def _opened_engine(self) -> Engine:
-        if self._state == "open":
-            return self._engine
-        if self._state == "closed":
-            raise ClientClosed("this client was closed; create a new AsyncClient")
-        if self._open_lock is None:
-            self._open_lock = asyncio.Lock()
-        async with self._open_lock:
-            if self._state == "unopened":
-                await self._open_engine(self._engine)
-                self._state = "open"
-                self._loop = asyncio.get_running_loop()
-                _unclosed.add(self)
-                install_exit_handling()
-                await self._replay_spool()
-        return await self._opened_engine()
-
-    async def _replay_spool(self) -> None:
-        """What an earlier client of this server left in the spool goes first."""
+    async def replay_spool(self, wait: float = 0.0) -> None:
+        """Replay this client's spool, if a file with entries exists; an outage leaves
+        the entries for later (a buffered run retries them), anything else raises."""
         path = _config.spool_file(self.settings)
         if path is None or not os.path.exists(path):  # the usual case: no spool file
             return
-        spool = self.spool
-        assert spool is not None
-        from ..outage.spool import is_outage, offload
+        from ..outage.replay import replay_pending
 
-        if not await offload(spool.pending):
-            return
-        try:
-            await spool.replay(self)
-        except Exception as error:
-            if not is_outage(error):
-                raise  # the entries stay; a buffered run retries them
+        await replay_pending(self, self.spool, wait)
 
     async def close(self) -> None:
         """Flush buffered metrics, close every pooled connection; the client is done then.
@@ -264,30 +182,45 @@ class AsyncClient:
                 await hook.close()
             except Exception as error:  # noqa: BLE001 - raised below, after closing
                 errors.append(error)
-        _unclosed.discard(self)
-        if self._state == "open":
-            self._state = "closed"
-            await self._engine.close()
-        self._state = "closed"
+        unclosed.discard(self)
+        await self.connections.close()
         if errors:
             raise errors[0]
 
+    def set_blocking(self) -> None:
+        """Mark the client as driven by a blocking ``sqltrack.Client``: its exit
+        handling is the blocking API's (``sqltrack_sync``), not ``sqltrack.process.exits``."""
+        self.blocking = True
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's pool and connections, connect afresh."""
+        loop = self.connections.loop
+        _abandoned.append(self.connections.abandon())
+        self.metrics.reset()  # the parent's waiting calls are not ours
+        silence_pending_tasks(loop)
+        unclosed.discard(self)
+        # Runs inherited from the parent write through in the child: a child often
+        # ends with no hook Python runs (multiprocessing workers end with os._exit or
+        # SIGTERM), so a row buffered there could be lost. The parent's buffered rows
+        # are the parent's to write; the child drops its copy of them.
+        buffers = self.hooks.clear_hooks()
+        for buffer in buffers:
+            buffer.abandon()
+        _abandoned.append(buffers)
+        if self.settings.buffered:
+            self.settings = replace(self.settings, buffered=False)
+
+    def restart_for_exit(self) -> None:
+        """At interpreter exit, the client's own loop gone: forget the old engine (it
+        belongs to that loop) and connect afresh, on the running loop, on first use."""
+        _abandoned.append(self.connections.abandon())
+        self.metrics.reset()
+        for hook in self.hooks.close_hooks():
+            hook.rebind()
+
     # -- connections ----------------------------------------------------------
     async def __aenter__(self) -> Any:
-        owner = _current_owner()
-        held = self._held.get(owner)
-        if held is not None:
-            held.depth += 1
-            return held.conn
-        engine = await self._opened_engine()
-        conn = await engine.acquire()
-        try:
-            await engine.begin_block(conn)
-        except BaseException:
-            await engine.release(conn)
-            raise
-        self._held[owner] = _Held(conn)
-        return conn
+        return await self.connections.hold()
 
     async def __aexit__(
         self,
@@ -295,95 +228,25 @@ class AsyncClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        owner = _current_owner()
-        held = self._held[owner]
-        held.depth -= 1
-        if held.depth:
-            return
-        del self._held[owner]
-        committed = False
+        committed = None
         try:
-            await self._engine.end_block(held.conn, commit=exc_type is None)
-            committed = exc_type is None
+            committed = await self.connections.unhold(commit=exc_type is None)
         finally:
-            if not committed:
+            if committed is False:
                 # Metric columns added in the block were rolled back with it.
                 self.metrics.forget_columns()
-            await self._engine.release(held.conn)
 
     def held_connection(self) -> Any | None:
         """The connection the current task holds in an ``async with`` block, if any."""
-        held = self._held.get(_current_owner())
-        return None if held is None else held.conn
+        return self.connections.held()
 
     def cursor(self) -> _CursorContext:
         """``async with client.cursor() as cursor``: a driver cursor inside a client block."""
         return _CursorContext(self)
 
-    async def _run(
-        self, op: Callable[..., Awaitable[T]], *args: Any, retry: bool = False
-    ) -> T:
-        """``await op(engine, conn, *args)`` on the held connection, or on a borrowed one.
-
-        ``retry``: the statement is idempotent, so when the server connection was
-        lost (a restart, a failover), it runs once more on a fresh connection; the
-        wait for one is bounded by ``pool_timeout``. Inside a block it never retries:
-        the block's transaction is gone with its connection.
-        """
-        engine = self._engine if self._state == "open" else await self._opened_engine()
-        if self._held:
-            held = self._held.get(_current_owner())
-            if held is not None:
-                return await op(engine, held.conn, *args)
-        try:
-            conn = await engine.acquire()
-        except ConnectionLost as error:
-            if not retry:
-                raise
-            return await self._retry(engine, op, args, error)
-        try:
-            return await op(engine, conn, *args)
-        except ConnectionLost as error:
-            if not retry:
-                raise
-            lost = error
-        finally:
-            await engine.release(conn)
-        return await self._retry(engine, op, args, lost)
-
-    async def _retry(
-        self, engine: Engine, op: Callable[..., Awaitable[T]], args: tuple[Any, ...],
-        error: ConnectionLost,
-    ) -> T:
-        """An idempotent statement whose connection was lost: again, on a fresh
-        connection, with a growing pause, until ``retry_window`` seconds are over;
-        then one ServerUnreachable naming the server (never a hang)."""
-        window = self.settings.retry_window
-        deadline = time.monotonic() + window
-        pause = 0.05
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ServerUnreachable(
-                    f"{engine.server_name()} did not answer for {window:g} s (retry_window); "
-                    f"the statement was not committed: {error}"
-                ) from error
-            try:
-                await engine.recover()
-                conn = await engine.acquire(timeout=remaining)
-                try:
-                    return await op(engine, conn, *args)
-                finally:
-                    await engine.release(conn)
-            except ConnectionLost as again:
-                error = again
-            except PoolTimeout:
-                # The pool has not reconnected yet (the server answers again): once
-                # more while the window lasts; a pool simply full is raised as such.
-                if time.monotonic() >= deadline:
-                    raise
-            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(2 * pause, 1.0)
+    async def driver_cursor(self, conn: Connection) -> Any:
+        """A driver cursor of ``conn`` (the connection of an ``async with client`` block)."""
+        return await self.connections.engine.cursor(conn)
 
     async def query(
         self, sql: str, parameters: Sequence[Any] = (), *, idempotent: bool = True
@@ -392,7 +255,7 @@ class AsyncClient:
 
         ``idempotent`` statements are retried once if the server connection was lost.
         """
-        return await self._run(_fetch, self._engine.dialect.sql(sql), parameters, retry=idempotent)
+        return await self.connections.query(sql, parameters, idempotent=idempotent)
 
     async def execute(
         self, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()
@@ -402,192 +265,24 @@ class AsyncClient:
         Outside a block the statement is committed at once. Errors are sqltrack's
         (``sqltrack.errors``: UniqueViolation, ForeignKeyViolation, DatabaseError, ...).
         """
-        return await self._run(_fetch, sql, parameters)
+        return await self.connections.run(fetch, sql, parameters)
 
     async def executemany(self, sql: str, seq_of_parameters: Sequence[Any]) -> None:
         """Execute one statement for every parameter row."""
-        await self._run(_executemany, sql, list(seq_of_parameters))
+        await self.connections.run(_executemany, sql, list(seq_of_parameters))
 
     async def executescript(self, sql_script: str) -> None:
         """Execute several ``;``-separated statements without parameters."""
-        await self._run(_executescript, sql_script)
+        await self.connections.run(_executescript, sql_script)
 
     async def commit(self) -> None:
         """Commit the held connection; RuntimeError when the task holds none."""
-        await self._engine.commit(self._require_held())
+        await self.connections.engine.commit(self.connections.require_held())
 
     async def rollback(self) -> None:
         """Roll back the held connection; RuntimeError when the task holds none."""
-        await self._engine.rollback(self._require_held())
+        await self.connections.engine.rollback(self.connections.require_held())
         self.metrics.forget_columns()  # metric columns added since the last commit are gone
-
-    def _require_held(self) -> Connection:
-        conn = self.held_connection()
-        if conn is None:
-            raise RuntimeError("not connected: call this inside 'async with client:'")
-        return conn
-
-
-class Statements:
-    """Typed engine statements for the modules below and beside the client.
-
-    ``MetricTable`` (metric columns, the metric write), ``schema.setup`` (the schema
-    lock) and the blocking facade (driver cursors) call these instead of reaching
-    into the client's engine. Each runs on the connection the current task holds
-    in an ``async with client`` block, else on a pooled one.
-    """
-
-    def __init__(self, client: AsyncClient) -> None:
-        self._client = client
-        self._combiner: WriteCombiner | None = None
-        self.reset_combiner()
-
-    def reset_combiner(self) -> None:
-        """A new write combiner (see ``sqltrack.metrics.combining``) for the client's engine."""
-        client = self._client
-        self._combiner = (
-            WriteCombiner(client.settings.pool_max_size)
-            if client._engine.combines_writes else None
-        )
-
-    async def metric_columns(self) -> dict[str, str | None]:
-        """The metrics table's metric columns: name -> kind (None: a type not checked)."""
-        return await self._client._run(_metric_columns, retry=True)
-
-    async def add_metric_column(self, name: str, kind: str) -> None:
-        """Add a metric column of a kind (``bool``, ``int``, ``float``, ``str``, ``datetime``)."""
-        await self._client._run(_add_metric_column, name, kind, retry=True)  # IF NOT EXISTS
-
-    async def write_metrics(
-        self,
-        names: tuple[str, ...],
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
-    ) -> None:
-        """Upsert one checked metrics row (the hot path; on a lost connection, retried
-        within ``retry_window``)."""
-        # Inlined _run: every add_metrics comes here, so no extra coroutine once open
-        # and no owner lookup while no task holds a connection.
-        client = self._client
-        engine = client._engine if client._state == "open" else await client._opened_engine()
-        if client._held:
-            held = client._held.get(_current_owner())
-            if held is not None:
-                return await engine.write_metrics(
-                    held.conn, names, run_id, step, progress, values, updated
-                )
-        elif engine.inline_writes and engine.write_metrics_inline(
-            names, run_id, step, progress, values, updated
-        ):
-            return None  # SQLite, lock free: written on this thread, no hop
-        args = (names, run_id, step, progress, values, updated)
-        combiner = self._combiner
-        if combiner is None:
-            return await self._write_row(engine, args, None)
-        if not combiner.full():
-            combiner.begin()
-        elif await combiner.wait(names, (run_id, step, progress, *values), updated):
-            return None  # written, with other calls' rows, by another call
-        try:
-            await self._write_row(engine, args, combiner)
-        finally:
-            combiner.done()
-
-    async def _write_row(
-        self, engine: Engine, args: tuple[Any, ...], combiner: WriteCombiner | None
-    ) -> None:
-        """One row on a pooled connection; then, on the same connection, the rows that
-        queued in the combiner meanwhile."""
-        try:
-            conn = await engine.acquire()
-        except ConnectionLost as error:
-            lost = error
-        else:
-            try:
-                await engine.write_metrics(conn, *args)
-                if combiner is not None and combiner.waiting:
-                    await self._write_waiting(engine, conn, combiner)
-                return None
-            except ConnectionLost as error:
-                lost = error
-            finally:
-                await engine.release(conn)
-        if combiner is not None:
-            # The server went away: every waiting call retries on its own, within its
-            # own retry_window, instead of queueing behind this call's retries.
-            combiner.write_all_alone()
-        await self._client._retry(engine, _write_metrics, args, lost)
-
-    @staticmethod
-    async def _write_waiting(engine: Engine, conn: Connection, combiner: WriteCombiner) -> None:
-        """The combiner's waiting rows, one statement per set of names; a statement that
-        fails hands its rows (and those not tried yet) back to their own calls."""
-        groups = combiner.take(engine.combined_rows_limit)
-        for index, group in enumerate(groups):
-            try:
-                await engine.write_metrics_combined(
-                    conn, group[0].names, [entry.row for entry in group], touches(group)
-                )
-            except BaseException as error:
-                for entry in (e for g in groups[index:] for e in g):
-                    combiner.write_alone(entry)
-                if isinstance(error, Exception):
-                    return  # each call writes alone and meets its own error
-                raise
-            combiner.resolve(group)
-
-    def write_metrics_blocking(
-        self,
-        names: tuple[str, ...],
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
-    ) -> bool:
-        """``write_metrics`` in the calling thread when it can be done there; False if not.
-
-        It can when the engine has blocking writes (SQLite), the client is open, no
-        thread holds a ``with client`` block (its statements belong to that block)
-        and the calling thread runs no event loop (which must never block).
-        """
-        client = self._client
-        engine = client._engine
-        if not engine.blocking_writes or client._state != "open" or client._held:
-            return False
-        if asyncio._get_running_loop() is not None:
-            return False
-        engine.write_metrics_blocking(names, run_id, step, progress, values, updated)
-        return True
-
-    async def write_metrics_batch(
-        self,
-        names: tuple[str, ...],
-        run_id: int,
-        rows: Sequence[BatchRow],
-        updated: datetime | None,
-    ) -> None:
-        """Upsert many checked rows of one name set (retried once when lost)."""
-        await self._client._run(_write_metrics_batch, names, run_id, rows, updated, retry=True)
-
-    async def with_schema_lock(self, work: Callable[[Engine, Connection], Awaitable[T]]) -> T:
-        """``await work(engine, conn)`` on a connection of its own, in one transaction
-        holding the schema lock (one process at a time: migrations, schema changes)."""
-        from ..schema import with_schema_lock
-
-        engine = await self._client._opened_engine()
-        conn = await engine.acquire()
-        try:
-            return await with_schema_lock(engine, conn, work)
-        finally:
-            await engine.release(conn)
-
-    async def driver_cursor(self, conn: Connection) -> Any:
-        """A driver cursor of ``conn`` (the connection of an ``async with client`` block)."""
-        return await self._client._engine.cursor(conn)
 
 
 class _CursorContext:
@@ -598,7 +293,7 @@ class _CursorContext:
     async def __aenter__(self) -> Any:
         conn = await self._client.__aenter__()
         try:
-            self._cursor = await self._client.statements.driver_cursor(conn)
+            self._cursor = await self._client.driver_cursor(conn)
         except BaseException as error:
             await self._client.__aexit__(type(error), error, None)
             raise
@@ -616,38 +311,17 @@ class _CursorContext:
             await self._client.__aexit__(exc_type, exc, tb)
 
 
-
-def _fetch(engine: Engine, conn: Connection, sql: str, params: Any) -> Awaitable[list[Any]]:
-    return engine.fetch(conn, sql, params)
-
-
-def _executemany(engine: Engine, conn: Connection, sql: str, rows: Any) -> Awaitable[None]:
-    return engine.executemany(conn, sql, rows)
+async def _executemany(engine: Engine, conn: Connection, sql: str, rows: Any) -> None:
+    await engine.executemany(conn, sql, rows)
 
 
-def _executescript(engine: Engine, conn: Connection, script: str) -> Awaitable[None]:
-    return engine.executescript(conn, script)
-
-
-def _metric_columns(engine: Engine, conn: Connection) -> Awaitable[dict[str, str | None]]:
-    return engine.metric_columns(conn)
-
-
-def _add_metric_column(engine: Engine, conn: Connection, name: str, kind: str) -> Awaitable[None]:
-    return engine.add_metric_column(conn, name, kind)
-
-
-def _write_metrics(engine: Engine, conn: Connection, *args: Any) -> Awaitable[None]:
-    return engine.write_metrics(conn, *args)
-
-
-def _write_metrics_batch(engine: Engine, conn: Connection, *args: Any) -> Awaitable[None]:
-    return engine.write_metrics_batch(conn, *args)
+async def _executescript(engine: Engine, conn: Connection, script: str) -> None:
+    await engine.executescript(conn, script)
 
 
 def _reset_clients_after_fork() -> None:
     for client in list(_clients):
-        client._reset_after_fork()
+        client.reset_after_fork()
 
 
 os.register_at_fork(after_in_child=_reset_clients_after_fork)

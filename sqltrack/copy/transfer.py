@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DatabaseError, SqltrackError
-from ..metrics.table import PreparedRow
+from ..metrics import layout
 from ..model import experiments as _experiments
 from ..model import runs as _runs
 from ..model.experiments import AsyncExperiment
@@ -632,9 +632,9 @@ class _Sync:
                 "not manage; add them to the target's metrics table first (a migration script)"
             )
         if missing:
-            await self.dst.metrics.ensure_columns(PreparedRow(
-                tuple(missing), (None,) * len(missing), tuple(columns[n] for n in missing),
-                0, 0.0, None,
+            await self.dst.metrics.table.ensure_columns(layout.make(
+                tuple(missing), tuple(columns[n] for n in missing), None, 0, 0, 0.0,
+                (None,) * len(missing),
             ))
             self.target_columns = None
 
@@ -713,12 +713,12 @@ class _Sync:
                 raise _Superseded
             differing = await self._differing(target_id, names, rows, first, last)
             prepared = [
-                self.dst.metrics.prepare_fields(dict(zip(names, rows[key], strict=True)),
-                                                key[0], key[1], None)
+                self.dst.metrics.table.prepare(target_id, dict(zip(names, rows[key], strict=True)),
+                                               key[0], key[1], None)
                 for key in differing
             ]
             if prepared:
-                await self.dst.metrics.write_batch(target_id, prepared)
+                await self.dst.metrics.write_rows(prepared)
         return len(differing)
 
     async def _differing(

@@ -3,8 +3,9 @@
 Everything above this layer (schema, metrics, client, experiments, runs) writes
 SQL once, with ``%s`` placeholders, and asks the dialect for the few pieces that
 differ. The engine owns the pool, the connections, transactions, statements and
-the metric write (the hot path). Nothing here imports anything above
-``errors``, ``values`` and ``config``.
+the one metric write (``write_rows``, the hot path). Nothing here imports anything
+above ``errors``, ``checks`` and ``config``, but the row layout
+(``sqltrack.metrics.layout``, a leaf).
 
 Block or not: a connection taken for a user block (``begin_block`` ..
 ``end_block``) keeps its statements in the block's transaction; any other
@@ -26,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from ..config import Settings
+from ..metrics.layout import MetricRow, Touch
 
 #: Python kinds a metric column can hold; ``None`` means "declared by the user, not checked".
 METRIC_KINDS = ("bool", "int", "float", "str", "datetime")
@@ -35,15 +37,6 @@ Connection = Any
 #: One row of parameters for a statement.
 Params = Sequence[Any]
 
-
-#: One checked metrics row of a batch, flat: ``(names, kinds, updated, step, progress,
-#: *values)`` (``sqltrack.metrics.table.RowFields``). A plain tuple of untracked objects, so
-#: rows waiting in a buffer or in flight leave the garbage collector at its first pass
-#: (a NamedTuple, or a tuple holding a values tuple, would be traversed and promoted).
-BatchRow = tuple[Any, ...]
-#: Where the engine's part of a BatchRow starts: ``row[BATCH_KEY:]`` is
-#: ``(step, progress, *values)``, the row's parameters after the run id.
-BATCH_KEY = 3
 
 
 class Dialect(ABC):
@@ -215,85 +208,51 @@ class Engine(ABC):
         """Add a metric column; succeed when another process added it at the same moment."""
 
     @abstractmethod
-    async def write_metrics(
+    async def write_rows(
         self,
         conn: Connection,
         names: tuple[str, ...],
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
+        rows: Sequence[MetricRow],
+        touches: Sequence[Touch],
     ) -> None:
-        """Upsert one metrics row and set ``runs.time_updated`` (unless ``updated`` is None).
+        """The one metric write: upsert rows of these metric names (``sqltrack.metrics.layout``,
+        of one run or several) in order, a repeated key's later row winning, and set
+        ``runs.time_updated`` of each ``(run_id, time)`` in ``touches``; all in one
+        transaction, committed unless ``conn`` is in a block.
 
-        Costs one round trip (PostgreSQL) or one hop into the worker thread (SQLite).
-        Raises RunNotFound when the run does not exist.
+        The engine picks the fastest way its driver has for the size at hand (one
+        prepared upsert, multi-row upserts, COPY) and builds each row's parameters once.
+        Raises RunNotFound when the rows' one run does not exist (ForeignKeyViolation
+        for rows of several runs).
         """
 
-    #: Whether concurrent ``write_metrics`` calls are combined (``sqltrack.metrics.combining``).
-    combines_writes: bool = False
+    #: An optional capability: writing metric rows on the calling thread, without the
+    #: event loop's hop to a worker (None: the engine has none; see ThreadWriter).
+    thread_writer: ThreadWriter | None = None
 
-    def combined_rows_limit(self, names: tuple[str, ...]) -> int:
-        """How many rows of these metric names one combined statement takes."""
-        return 1
 
-    async def write_metrics_combined(
-        self,
-        conn: Connection,
-        names: tuple[str, ...],
-        rows: Sequence[tuple[Any, ...]],
-        touches: Sequence[tuple[int, datetime]],
-    ) -> None:
-        """Upsert rows of several runs, ``(run_id, step, progress, *values)`` with unique
-        keys, and set ``time_updated`` of each ``(run_id, time)`` in ``touches``: one
-        statement, committed (engines with ``combines_writes``)."""
-        raise NotImplementedError
+class ThreadWriter(ABC):
+    """Writes metric rows on the calling thread's own connection (an engine's option).
 
-    #: Whether ``write_metrics_inline`` may write on the event loop's thread.
-    inline_writes: bool = False
-
-    def write_metrics_inline(
-        self,
-        names: tuple[str, ...],
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
-    ) -> bool:
-        """``write_metrics`` on the loop's thread when it cannot block; False: not done."""
-        return False
-
-    #: Whether ``write_metrics_blocking`` works (from any thread that runs no event loop).
-    blocking_writes: bool = False
-
-    def write_metrics_blocking(
-        self,
-        names: tuple[str, ...],
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
-    ) -> None:
-        """``write_metrics`` in the calling thread, committed (engines with ``blocking_writes``)."""
-        raise NotImplementedError
+    For an engine whose writes are cheap local calls (SQLite): the blocking API's
+    ``add_metrics`` and the event loop's own writes skip the hop to a worker thread.
+    """
 
     @abstractmethod
-    async def write_metrics_batch(
+    def write(
         self,
-        conn: Connection,
         names: tuple[str, ...],
-        run_id: int,
-        rows: Sequence[BatchRow],
-        updated: datetime | None,
-    ) -> None:
-        """Upsert many checked rows of one name set, in order (a repeated key: the later wins).
+        rows: Sequence[MetricRow],
+        touches: Sequence[Touch],
+        wait: bool,
+    ) -> bool:
+        """``Engine.write_rows`` on the calling thread, committed; False: nothing written.
 
-        The engine builds each row's parameters once, in one pass, the fastest way
-        its driver takes them. Sets ``runs.time_updated`` once (unless ``updated``
-        is None).
+        ``wait`` False (the event loop's thread): never block; False when the write
+        would wait (another writer holds the lock), when it is this write's turn to
+        go through the pool instead (see the engine), or when the thread's connection
+        is not ready yet. ``wait`` True (a thread that runs no event loop): wait for
+        the lock as the pool's connections do, and write.
         """
 
 

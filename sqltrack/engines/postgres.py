@@ -29,7 +29,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext, suppress
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -48,7 +47,9 @@ from ..errors import (
     ServerUnreachable,
     UniqueViolation,
 )
-from .base import BATCH_KEY, BatchRow, Engine
+from ..metrics import layout
+from ..metrics.layout import MetricRow, Touch
+from .base import Engine
 from .dialects import POSTGRES_TYPES as _KIND_TYPES
 from .dialects import PostgresDialect
 
@@ -391,22 +392,56 @@ class PostgresEngine(Engine):
         except psycopg.Error as error:
             raise translate(error, conn) from error
 
-    async def write_metrics_batch(
+    async def write_rows(
         self,
         conn: Conn,
         names: tuple[str, ...],
-        run_id: int,
-        rows: Sequence[BatchRow],
-        updated: datetime | None,
+        rows: Sequence[MetricRow],
+        touches: Sequence[Touch],
     ) -> None:
-        """COPY the rows in, in one transaction with the run's touch; upsert on a conflict.
+        """One row: one prepared upsert (the touch in the same statement), one round
+        trip. Up to ``COPY_MIN_ROWS`` rows, or rows of several runs: multi-row upserts
+        that also set the touches. More rows of one run: COPY (see ``_copy``)."""
+        try:
+            if len(rows) == 1:
+                row = rows[0]
+                if touches:
+                    (run, when), = touches
+                    params: Sequence[Any] = (when, run, *layout.params(row))
+                else:
+                    params = layout.params(row)
+                await conn.execute(_upsert_sql(names, bool(touches), self._prefix), params)
+                return
+            run = layout.single_run(rows)
+            if run is not None and len(rows) >= COPY_MIN_ROWS and await self._copy(
+                conn, names, run, rows, touches
+            ):
+                return
+            await self._upsert_rows(conn, names, rows, touches)
+        except errors.ForeignKeyViolation as error:
+            run = layout.single_run(rows)
+            if run is not None:
+                raise RunNotFound(run) from None
+            raise translate(error, conn) from error
+        except psycopg.Error as error:
+            raise translate(error, conn) from error
 
-        New steps (the usual batch) go in by COPY, the fastest way into a table. A
-        ``(step, progress)`` already stored, or repeated in the batch, makes the
-        COPY fail on the primary key; then that transaction (a savepoint inside a
-        user block) is rolled back and the rows are upserted by multi-row
-        statements instead (the later row of a repeated key wins). COPY uses no
-        prepared statement, so this is safe behind a transaction pooler.
+    async def _copy(
+        self,
+        conn: Conn,
+        names: tuple[str, ...],
+        run: int,
+        rows: Sequence[MetricRow],
+        touches: Sequence[Touch],
+    ) -> bool:
+        """COPY the rows of one run in, in one transaction with the touches; False when
+        a key is already stored or repeated (nothing written: the caller upserts).
+
+        New steps (the usual buffered batch) go in by COPY, the fastest way into a
+        table. A ``(step, progress)`` already stored, or repeated in the batch, makes
+        the COPY fail on the primary key; that transaction (a savepoint inside a user
+        block) is rolled back. COPY uses no prepared statement, so this is safe behind
+        a transaction pooler.
         """
         types = self._copy_types(names)
         try:
@@ -417,16 +452,16 @@ class PostgresEngine(Engine):
                         if types is not None:
                             copy.set_types(types)
                         for number, row in enumerate(rows, 1):
-                            await copy.write_row((run_id, *row[BATCH_KEY:]))
+                            await copy.write_row(layout.params(row))
                             if not number % COPY_YIELD_ROWS:
                                 await asyncio.sleep(0)  # a producer on this loop goes on
-                    if updated is not None:
-                        await cursor.execute(_TOUCH, (updated, run_id))
-            return
+                    if touches:
+                        await cursor.executemany(_TOUCH, [(when, r) for r, when in touches])
+            return True
         except errors.UniqueViolation:
-            pass
+            return False
         except errors.ForeignKeyViolation:
-            raise RunNotFound(run_id) from None
+            raise RunNotFound(run) from None
         except (psycopg.DataError, psycopg.ProgrammingError, OverflowError) as error:
             if types is None:
                 if isinstance(error, OverflowError):
@@ -435,38 +470,34 @@ class PostgresEngine(Engine):
             # A value the binary form cannot take as its column's type (or a column
             # changed meanwhile): the types are read again, the upsert says what is wrong.
             self._column_types = {}
-        except psycopg.Error as error:
-            raise translate(error, conn) from error
-        by_key = {r[BATCH_KEY:BATCH_KEY + 2]: (run_id, *r[BATCH_KEY:]) for r in rows}
-        await self._upsert_batch(conn, names, run_id, list(by_key.values()), updated)
+            return False
 
-    async def _upsert_batch(
+    async def _upsert_rows(
         self,
         conn: Conn,
         names: tuple[str, ...],
-        run_id: int,
-        rows: list[tuple[Any, ...]],
-        updated: datetime | None,
+        rows: Sequence[MetricRow],
+        touches: Sequence[Touch],
     ) -> None:
-        """Multi-row upserts of parameter rows with unique keys (the COPY's fallback)."""
-        per_statement = max(1, MAX_PARAMETERS // (3 + len(names)) - 1)
-        chunks = [rows[i : i + per_statement] for i in range(0, len(rows), per_statement)]
-        # Outside a block, several statements go in one transaction of their own.
+        """Multi-row upserts (``$n`` placeholders, as many rows per statement as the
+        parameter limit takes) with the touches in the first statement; a repeated key
+        keeps its later row (one statement cannot upsert a row twice). Outside a block,
+        several statements go in one transaction of their own."""
+        unique = {layout.key(row): layout.params(row) for row in rows}
+        params_rows = list(unique.values())
+        per_statement = max(1, MAX_PARAMETERS // (3 + len(names)) - len(touches) - 1)
+        chunks = [params_rows[i : i + per_statement]
+                  for i in range(0, len(params_rows), per_statement)]
         one = len(chunks) == 1 or not conn.autocommit
-        try:
-            async with nullcontext() if one else conn.transaction():
-                for index, chunk in enumerate(chunks):
-                    touch = updated is not None and index == len(chunks) - 1
-                    params = [value for row in chunk for value in row]
-                    if touch:
-                        params = [updated, run_id, *params]
-                    await _execute_raw(
-                        conn, _upsert_rows_sql(names, touch, len(chunk), self._prefix), params
-                    )
-        except errors.ForeignKeyViolation:
-            raise RunNotFound(run_id) from None
-        except psycopg.Error as error:
-            raise translate(error, conn) from error
+        async with nullcontext() if one else conn.transaction():
+            for index, chunk in enumerate(chunks):
+                chunk_touches = touches if index == 0 else ()
+                params = [value for pair in chunk_touches for value in pair]
+                params += [value for row in chunk for value in row]
+                await _execute_raw(
+                    conn, _combined_sql(names, len(chunk_touches), len(chunk), self._prefix),
+                    params,
+                )
 
     def _copy_types(self, names: tuple[str, ...]) -> list[str] | None:
         """The column types of a binary COPY of these metrics (None: use text COPY, a
@@ -512,50 +543,6 @@ class PostgresEngine(Engine):
             except psycopg.Error as error:
                 raise translate(error, conn) from error
 
-    combines_writes = True
-
-    def combined_rows_limit(self, names: tuple[str, ...]) -> int:
-        # Each row takes 3 + len(names) parameters and may touch a run (2 more).
-        return max(1, min(COMBINED_ROWS, MAX_PARAMETERS // (5 + len(names))))
-
-    async def write_metrics_combined(
-        self,
-        conn: Conn,
-        names: tuple[str, ...],
-        rows: Sequence[tuple[Any, ...]],
-        touches: Sequence[tuple[int, datetime]],
-    ) -> None:
-        params = [value for pair in touches for value in pair]
-        params += [value for row in rows for value in row]
-        # The tables are named with their schema behind a pooler (as the one-row upsert).
-        try:
-            await _execute_raw(
-                conn, _combined_sql(names, len(touches), len(rows), self._prefix), params
-            )
-        except psycopg.Error as error:
-            raise translate(error, conn) from error
-
-    async def write_metrics(
-        self,
-        conn: Conn,
-        names: tuple[str, ...],
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
-    ) -> None:
-        if updated is None:
-            params: tuple[Any, ...] = (run_id, step, progress, *values)
-        else:
-            params = (updated, run_id, run_id, step, progress, *values)
-        try:
-            await conn.execute(_upsert_sql(names, updated is not None, self._prefix), params)
-        except errors.ForeignKeyViolation:
-            raise RunNotFound(run_id) from None
-        except psycopg.Error as error:
-            raise translate(error, conn) from error
-
 
 async def _execute_raw(conn: Conn, query: bytes, params: Sequence[Any]) -> None:
     """One statement with PostgreSQL's own ``$n`` placeholders, on a raw cursor: psycopg
@@ -584,8 +571,9 @@ def _combined_sql(names: tuple[str, ...], nruns: int, nrows: int, prefix: str = 
 
 #: PostgreSQL takes at most 65535 parameters per statement.
 MAX_PARAMETERS = 65535
-#: A combined write (``sqltrack.metrics.combining``) takes at most this many waiting rows.
-COMBINED_ROWS = 500
+#: Rows of one run from this many on are written by COPY (fewer: one multi-row upsert,
+#: which costs one round trip where COPY costs a transaction and its start and end).
+COPY_MIN_ROWS = 50
 #: A batch COPY lets the event loop run after this many rows, so an async producer
 #: on the same loop does not wait for a whole batch to be formatted.
 COPY_YIELD_ROWS = 256
@@ -609,13 +597,6 @@ def _upsert_sql(names: tuple[str, ...], touch_run: bool, prefix: str = "") -> by
     ``prefix`` (``"schema".``) names the schema of the tables (behind a pooler).
     """
     return _upsert_text(names, touch_run, 1, lambda number: "%s", prefix)
-
-
-def _upsert_rows_sql(
-    names: tuple[str, ...], touch_run: bool, nrows: int, prefix: str = ""
-) -> bytes:
-    """The upsert of ``nrows`` rows, with PostgreSQL's own ``$n`` placeholders."""
-    return _upsert_text(names, touch_run, nrows, lambda number: f"${number}", prefix)
 
 
 def _upsert_text(

@@ -14,10 +14,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from functools import lru_cache
-from itertools import chain, repeat
-from operator import itemgetter
+from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +24,7 @@ import aiosqlite
 from ..config import Settings
 from ..errors import (
     ConnectionLost,
+    DatabaseBusy,
     DatabaseError,
     ForeignKeyViolation,
     IntegrityError,
@@ -33,7 +32,9 @@ from ..errors import (
     RunNotFound,
     UniqueViolation,
 )
-from .base import BATCH_KEY, BatchRow, Engine
+from ..metrics import layout
+from ..metrics.layout import MetricRow, Touch
+from .base import Engine, ThreadWriter
 from .dialects import SQLITE_TYPES as _KIND_TYPES
 from .dialects import SqliteDialect
 
@@ -108,11 +109,27 @@ def _connect_worker(conn: sqlite3.Connection) -> None:
     conn.create_function("sqltrack_json_remove", 2, _json_remove, deterministic=True)
 
 
+#: SQLite's result codes for "another connection holds the lock" (SQLITE_BUSY, SQLITE_LOCKED).
+_BUSY_CODES = (5, 6)
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """Whether another connection held the lock (no wait, or the busy timeout passed)."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    text = str(error)
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
 def translate(error: sqlite3.Error) -> DatabaseError:
-    """sqltrack's error for a sqlite3 error (raise it ``from error``)."""
+    """sqltrack's error for a sqlite3 error (raise it ``from error``): every driver
+    message that means something to sqltrack is read here, and only here."""
     text = str(error)
     kind: type[DatabaseError] = DatabaseError
-    if isinstance(error, sqlite3.IntegrityError):
+    if is_busy(error):
+        kind = DatabaseBusy
+    elif isinstance(error, sqlite3.IntegrityError):
         if text.startswith("UNIQUE constraint failed"):
             kind = UniqueViolation
         elif text.startswith("FOREIGN KEY constraint failed"):
@@ -181,31 +198,6 @@ def _split_script(script: str) -> list[str]:
     return statements
 
 
-def _write_metrics(
-    c: sqlite3.Connection,
-    upsert: str,
-    rows: Sequence[Sequence[Any]],
-    touch: Sequence[Any] | None,
-    autocommit: bool,
-) -> None:
-    """Upsert metric rows (one or many), touch the run, commit unless in a block: one hop."""
-    try:
-        if len(rows) == 1:
-            c.execute(upsert, rows[0])
-        else:
-            c.executemany(upsert, rows)
-        if touch is not None:
-            c.execute("UPDATE runs SET time_updated = ? WHERE id = ?", touch)
-        if autocommit:
-            c.commit()
-    except BaseException as error:
-        if autocommit and c.in_transaction:
-            c.rollback()
-        if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error):
-            raise RunNotFound(rows[0][0]) from None
-        raise
-
-
 #: Rows per statement of a batch write: one multi-row upsert takes this many rows (fewer
 #: when that would pass SQLite's limit on parameters); the rest go by smaller statements.
 BATCH_STATEMENT_ROWS = 100
@@ -213,95 +205,96 @@ BATCH_STATEMENT_ROWS = 100
 #: (Python 3.10: no ``Connection.getlimit``): the default of SQLite before 3.32.
 DEFAULT_VARIABLE_LIMIT = 999
 _VARIABLE_LIMIT = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)
-_KEY_AND_VALUES = itemgetter(slice(BATCH_KEY, None))
 
 
 def _adapted(params: tuple[Any, ...], adapt: Callable[[Any], Any]) -> tuple[Any, ...]:
-    """A row's ``(step, progress, *values)`` as SQLite takes them: only a row holding a
-    NaN, a datetime, text or None goes through ``adapt`` (one ``sum()`` tells)."""
+    """A row's ``(run_id, step, progress, *values)`` as SQLite takes them: only a row
+    holding a NaN, a datetime, text or None goes through ``adapt`` (one ``sum()`` tells)."""
     try:
         total = sum(params)
         if total == total:  # False for a NaN (and inf - inf: adapted, harmless)
             return params
     except TypeError:  # a str, None or datetime value
         pass
-    return params[:2] + tuple(map(adapt, params[2:]))
+    return params[:3] + tuple(map(adapt, params[3:]))
 
 
-def _batch_params(
-    run_id: int, rows: Sequence[BatchRow], adapt: Callable[[Any], Any]
-) -> list[Any]:
-    """The parameters of a batch, flat: ``run_id, step, progress, *values`` per row.
+def _flat_params(rows: Sequence[MetricRow], adapt: Callable[[Any], Any]) -> list[Any]:
+    """The parameters of rows, flat: ``run_id, step, progress, *values`` per row.
 
     Built by C-level loops (``map``, ``chain``); one ``sum()`` over every row tells
-    whether the batch holds a value SQLite cannot take as it is (NaN, datetime, text,
+    whether they hold a value SQLite cannot take as it is (NaN, datetime, text,
     None); only then is each row looked at, and only such a row adapted.
     """
-    tails: Sequence[tuple[Any, ...]] = list(map(_KEY_AND_VALUES, rows))
+    params: Sequence[tuple[Any, ...]] = list(map(layout.params, rows))
     try:
-        total = sum(chain.from_iterable(tails))
+        total = sum(chain.from_iterable(params))
         plain = total == total
     except TypeError:
         plain = False
     if not plain:
-        tails = [_adapted(t, adapt) for t in tails]
-    return list(chain.from_iterable(map(tuple.__add__, repeat((run_id,)), tails)))
+        params = [_adapted(p, adapt) for p in params]
+    return list(chain.from_iterable(params))
 
 
-def _write_batch(
+def _write_rows(
     c: sqlite3.Connection,
     names: tuple[str, ...],
-    run_id: int,
-    rows: Sequence[BatchRow],
+    rows: Sequence[MetricRow],
     adapt: Callable[[Any], Any],
-    touch: Sequence[Any] | None,
+    touches: Sequence[tuple[str, int]],
     autocommit: bool,
 ) -> None:
-    """A batch in one transaction, as multi-row upserts of ``BATCH_STATEMENT_ROWS`` rows
-    (then of a tenth of that, then of one row for the rest): one hop.
+    """Rows in one transaction, as multi-row upserts of ``BATCH_STATEMENT_ROWS`` rows
+    (then of a tenth of that, then of one row for the rest), the touches, the commit:
+    one call, made in one thread (a worker's, or the caller's own).
 
-    The parameters are built here, in the worker thread, not on the event loop. A
-    multi-row statement binds all its parameters at once and runs without the GIL
+    A multi-row statement binds all its parameters at once and runs without the GIL
     (about half the time of one ``executemany`` row by row); each statement size is
-    one text, so sqlite3's statement cache prepares it once per connection. A
-    ``(step, progress)`` repeated in the batch is upserted twice, in order: the later
-    values win, as with one upsert per row.
+    one text, so sqlite3's statement cache prepares it once per connection. A key
+    repeated in the rows is upserted twice, in order: the later values win, as with
+    one upsert per row.
     """
     width = 3 + len(names)
     getlimit = getattr(c, "getlimit", None)  # Python 3.11+
     limit = int(getlimit(_VARIABLE_LIMIT)) if getlimit is not None else DEFAULT_VARIABLE_LIMIT
     size = max(1, min(BATCH_STATEMENT_ROWS, limit // width))
-    params = _batch_params(run_id, rows, adapt)
+    params = _flat_params(rows, adapt)
     try:
-        start = 0
-        left = len(rows)
-        while left:
-            count = left // size
-            if count:
-                step = size * width
-                end = start + count * step
-                c.executemany(_upsert_sql(names, size),
-                              [params[i:i + step] for i in range(start, end, step)])
-                start = end
-                left -= count * size
-            size = max(1, size // 10)
-        if touch is not None:
-            c.execute("UPDATE runs SET time_updated = ? WHERE id = ?", touch)
+        if len(rows) == 1:
+            c.execute(_upsert_sql(names), params)
+        else:
+            start = 0
+            left = len(rows)
+            while left:
+                count = left // size
+                if count:
+                    step = size * width
+                    end = start + count * step
+                    c.executemany(_upsert_sql(names, size),
+                                  [params[i:i + step] for i in range(start, end, step)])
+                    start = end
+                    left -= count * size
+                size = max(1, size // 10)
+        if touches:
+            c.executemany("UPDATE runs SET time_updated = ? WHERE id = ?", touches)
         if autocommit:
             c.commit()
     except BaseException as error:
         if autocommit and c.in_transaction:
             c.rollback()
         if isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error):
-            raise RunNotFound(run_id) from None
+            run = layout.single_run(rows)
+            if run is not None:
+                raise RunNotFound(run) from None
         raise
 
 
-#: One inline metric write in this many goes through the pool (see write_metrics_inline).
-INLINE_CHECKPOINT_EVERY = 500
-#: After this many buffered rows written inline, a batch goes through the pool
-#: (see ``SqliteEngine.write_metrics_batch``).
-INLINE_BATCH_CHECKPOINT_ROWS = 4000
+#: After this many commits, or this many rows, on the event loop's own connection, a
+#: write goes through the pool instead, whose commit checkpoints the WAL (see
+#: ``SqliteThreadWriter``).
+LOOP_CHECKPOINT_COMMITS = 500
+LOOP_CHECKPOINT_ROWS = 4000
 
 
 def _open_inline(c: sqlite3.Connection, path: str) -> sqlite3.Connection:
@@ -363,6 +356,90 @@ class _Pool:
             await conn.close()
 
 
+class SqliteThreadWriter(ThreadWriter):
+    """Metric rows written on the calling thread's own connection (no worker-thread hop).
+
+    The event loop's thread (``wait=False``) writes on one connection with no busy
+    timeout: when another connection holds the write lock, ``BEGIN IMMEDIATE`` fails
+    at once, nothing is written and the caller takes the pool (whose worker waits for
+    the lock). It never checkpoints the WAL (that fsyncs): after
+    ``LOOP_CHECKPOINT_COMMITS`` commits or ``LOOP_CHECKPOINT_ROWS`` rows, a write goes
+    through the pool instead, whose commit checkpoints in its worker thread when the
+    WAL is long. That connection is made by the engine after a first pooled write (in a
+    worker: WAL set-up may wait), so until then every write takes the pool.
+
+    Any other thread (``wait=True``: the blocking API's ``add_metrics``, from a thread
+    that runs no event loop) writes on a connection of its own, set up like the pool's
+    (WAL, busy timeout, ``BEGIN IMMEDIATE``): concurrent writers wait for the lock as
+    the pool's do. Each write commits.
+    """
+
+    def __init__(self, path: str, dialect: SqliteDialect) -> None:
+        self.path = path
+        self._adapt = dialect.metric_value
+        self._timestamp = dialect.timestamp
+        #: The event loop thread's own connection (None until the engine opened it).
+        self.loop_conn: sqlite3.Connection | None = None
+        self._loop_commits = 0
+        self._loop_rows = 0
+        #: Each other calling thread's own sqlite3 connection.
+        self._direct = threading.local()
+        self._direct_conns: list[sqlite3.Connection] = []
+
+    def stamps(self, touches: Sequence[Touch]) -> list[tuple[str, int]]:
+        """The ``UPDATE runs`` parameters of touches."""
+        return [(self._timestamp(when), run) for run, when in touches]
+
+    def write(
+        self,
+        names: tuple[str, ...],
+        rows: Sequence[MetricRow],
+        touches: Sequence[Touch],
+        wait: bool,
+    ) -> bool:
+        if not wait:
+            conn = self.loop_conn
+            if conn is None or (self._loop_commits >= LOOP_CHECKPOINT_COMMITS
+                                or self._loop_rows >= LOOP_CHECKPOINT_ROWS):
+                return False
+            try:
+                _write_rows(conn, names, rows, self._adapt, self.stamps(touches), True)
+            except sqlite3.Error as error:
+                if is_busy(error):
+                    return False
+                raise translate(error) from error
+            self._loop_commits += 1
+            self._loop_rows += len(rows)
+            return True
+        try:
+            conn = getattr(self._direct, "conn", None)
+            if conn is None:
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
+                                       isolation_level="IMMEDIATE", check_same_thread=False)
+                _connect_worker(conn)
+                self._direct.conn = conn
+                self._direct_conns.append(conn)
+            _write_rows(conn, names, rows, self._adapt, self.stamps(touches), True)
+        except sqlite3.Error as error:
+            raise translate(error) from error
+        return True
+
+    def pooled_write_done(self) -> None:
+        """A write went through the pool (and checkpointed if due): the loop's turn again."""
+        self._loop_commits = 0
+        self._loop_rows = 0
+
+    def close(self) -> None:
+        """Close every connection of the writer."""
+        conns, self._direct_conns = self._direct_conns, []
+        self._direct = threading.local()
+        for direct in conns:
+            direct.close()
+        loop_conn, self.loop_conn = self.loop_conn, None
+        if loop_conn is not None:
+            loop_conn.close()
+
+
 class SqliteEngine(Engine):
     name = "sqlite"
     dialect = SqliteDialect()
@@ -373,13 +450,8 @@ class SqliteEngine(Engine):
         self._pool: _Pool | None = None
         #: Connections in a user block (their statements wait for end_block's commit).
         self._blocks: set[aiosqlite.Connection] = set()
-        #: The event loop thread's own connection (``write_metrics_inline``).
-        self._inline: sqlite3.Connection | None = None
-        self._inline_count = 0
-        self._inline_rows = 0
-        #: Each calling thread's own sqlite3 connection (``write_metrics_blocking``).
-        self._direct = threading.local()
-        self._direct_conns: list[sqlite3.Connection] = []
+        #: Metric rows written on the calling thread (see SqliteThreadWriter).
+        self.thread_writer: SqliteThreadWriter = SqliteThreadWriter(self.path, self.dialect)
 
     async def _new_connection(self) -> aiosqlite.Connection:
         conn = aiosqlite.connect(
@@ -406,64 +478,9 @@ class SqliteEngine(Engine):
         self._pool = _Pool(self._new_connection, s.pool_max_size, s.pool_timeout)
 
     async def close(self) -> None:
-        conns, self._direct_conns = self._direct_conns, []
-        self._direct = threading.local()
-        for direct in conns:
-            direct.close()
-        inline, self._inline = self._inline, None
-        if inline is not None:
-            inline.close()
+        self.thread_writer.close()
         if self._pool is not None:
             await self._pool.close()
-
-    def _row_and_touch(
-        self,
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
-    ) -> tuple[tuple[Any, ...], tuple[Any, int] | None]:
-        """The metrics row's parameters and the ``runs.time_updated`` touch (None: none).
-
-        A plain non-NaN float (the usual metric) needs no adaptation: the call is skipped.
-        """
-        value = self.dialect.metric_value
-        row = (run_id, step, progress,
-               *[v if type(v) is float and v == v else value(v) for v in values])
-        touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
-        return row, touch
-
-    blocking_writes = True
-
-    def write_metrics_blocking(
-        self,
-        names: tuple[str, ...],
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
-    ) -> None:
-        """``write_metrics`` in the calling thread, on that thread's own connection.
-
-        No event loop and no worker thread on the way: the blocking API's
-        write-through ``add_metrics`` costs the SQL and little else. The connection
-        is set up like the pool's (WAL, busy timeout, ``BEGIN IMMEDIATE``) and each
-        call commits, so concurrent writers wait for the lock as the pool's do.
-        """
-        conn = getattr(self._direct, "conn", None)
-        try:
-            if conn is None:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
-                                       isolation_level="IMMEDIATE", check_same_thread=False)
-                _connect_worker(conn)
-                self._direct.conn = conn
-                self._direct_conns.append(conn)
-            row, touch = self._row_and_touch(run_id, step, progress, values, updated)
-            _write_metrics(conn, _upsert_sql(names), (row,), touch, True)
-        except sqlite3.Error as error:
-            raise translate(error) from error
 
     def _opened_pool(self) -> _Pool:
         if self._pool is None:
@@ -558,103 +575,25 @@ class SqliteEngine(Engine):
         except sqlite3.Error as error:
             raise translate(error) from error
 
-    async def write_metrics(
+    async def write_rows(
         self,
         conn: aiosqlite.Connection,
         names: tuple[str, ...],
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
+        rows: Sequence[MetricRow],
+        touches: Sequence[Touch],
     ) -> None:
-        row, touch = self._row_and_touch(run_id, step, progress, values, updated)
+        """The rows in one transaction (see ``_write_rows``), in the connection's worker
+        thread: one hop. After a committed write, the thread writer's loop connection is
+        opened (first time) and it may write on the loop again (see SqliteThreadWriter)."""
+        writer = self.thread_writer
         autocommit = conn not in self._blocks
         try:
-            await _in_worker(conn, _write_metrics, _upsert_sql(names), (row,), touch, autocommit)
-            if autocommit and self._inline is None:
-                self._inline = await _in_worker(conn, _open_inline, self.path)
-        except sqlite3.Error as error:
-            raise translate(error) from error
-
-    # -- the async hot path without the worker-thread hop ---------------------------
-    inline_writes = True
-
-    def write_metrics_inline(
-        self,
-        names: tuple[str, ...],
-        run_id: int,
-        step: int,
-        progress: float,
-        values: Sequence[Any],
-        updated: datetime | None,
-    ) -> bool:
-        """``write_metrics`` on the event loop's thread, when that cannot block it; False if not.
-
-        The inline connection has no busy timeout: when another connection holds
-        the write lock, BEGIN IMMEDIATE fails at once, nothing is written and the
-        caller takes the worker-thread path (which waits for the lock). It never
-        checkpoints the WAL (that fsyncs): every ``INLINE_CHECKPOINT_EVERY``-th
-        call goes through a pooled connection instead, whose commit checkpoints
-        in its worker thread when the WAL is long. Not open until a first pooled
-        write made it (False until then).
-        """
-        conn = self._inline
-        if conn is None:
-            return False
-        self._inline_count += 1
-        if not self._inline_count % INLINE_CHECKPOINT_EVERY:
-            return False
-        row, touch = self._row_and_touch(run_id, step, progress, values, updated)
-        try:
-            _write_metrics(conn, _upsert_sql(names), (row,), touch, True)
-        except sqlite3.OperationalError as error:
-            if "locked" in str(error) or "busy" in str(error):
-                return False
-            raise translate(error) from error
-        except sqlite3.Error as error:
-            raise translate(error) from error
-        return True
-
-    async def write_metrics_batch(
-        self,
-        conn: aiosqlite.Connection,
-        names: tuple[str, ...],
-        run_id: int,
-        rows: Sequence[BatchRow],
-        updated: datetime | None,
-    ) -> None:
-        """A batch in one transaction (see ``_write_batch``), on the event loop's inline
-        connection when that cannot wait (as ``write_metrics_inline``), else in the
-        connection's worker thread.
-
-        Inline saves the two thread wake-ups of the worker path (what a loaded
-        machine delays most) for the statements' own time on the loop (about 1 ms per
-        1000 rows, without the GIL while a statement runs). A held write lock fails
-        ``BEGIN IMMEDIATE`` at once, nothing is written, and the batch takes the worker
-        path, which waits for the lock. After ``INLINE_BATCH_CHECKPOINT_ROWS`` rows
-        inline, a batch goes through the pool, whose commit checkpoints the WAL.
-        """
-        touch = None if updated is None else (self.dialect.timestamp(updated), run_id)
-        autocommit = conn not in self._blocks
-        adapt = self.dialect.metric_value
-        inline = self._inline
-        if autocommit and inline is not None and self._inline_rows < INLINE_BATCH_CHECKPOINT_ROWS:
-            try:
-                _write_batch(inline, names, run_id, rows, adapt, touch, True)
-                self._inline_rows += len(rows)
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error):
-                    raise translate(error) from error
-            except sqlite3.Error as error:
-                raise translate(error) from error
-        try:
-            await _in_worker(conn, _write_batch, names, run_id, rows, adapt, touch, autocommit)
+            await _in_worker(conn, _write_rows, names, rows, self.dialect.metric_value,
+                             writer.stamps(touches), autocommit)
             if autocommit:
-                self._inline_rows = 0
-                if self._inline is None:
-                    self._inline = await _in_worker(conn, _open_inline, self.path)
+                writer.pooled_write_done()
+                if writer.loop_conn is None:
+                    writer.loop_conn = await _in_worker(conn, _open_inline, self.path)
         except sqlite3.Error as error:
             raise translate(error) from error
 

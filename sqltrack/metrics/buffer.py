@@ -47,18 +47,27 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..checks import Auto
 from ..config import DEFAULT_FLUSH_INTERVAL as DEFAULT_FLUSH_INTERVAL
 from ..config import DEFAULT_FLUSH_ROWS as DEFAULT_FLUSH_ROWS
-from ..errors import MetricWriteError
-from ..outage.spool import Spool, is_outage, offload, warn
-from .table import RowFields, as_row, as_rows
+from ..errors import MetricWriteError, is_transient
+from ..outage.io import offload, warn
+from . import layout
+from .layout import MetricRow
 
 if TYPE_CHECKING:
-    from ..model.runs import AsyncRun
+    from ..client.hooks import ClientHooks
+    from ..config import Settings
+    from ..outage.spool import ReplayResult, Spool
+    from .writer import MetricWriter
+
+#: Replays the client's spool into its database (``sqltrack.outage.replay``), waiting up
+#: to the given seconds for another process replaying the same file.
+Replay = Callable[[float], Awaitable["ReplayResult"]]
 
 #: The default bound of a buffer, in batches: ``max_rows = 100 x flush_rows``.
 DEFAULT_MAX_ROWS_FACTOR = 100
@@ -72,11 +81,6 @@ BACKOFF_MAX = 2.0
 __all__ = ["MetricBuffer", "MetricWriteError"]  # MetricWriteError: from sqltrack.errors
 
 
-def _steps(rows: list[RowFields]) -> str:
-    """``first..last`` step of flat rows (``MetricTable.prepare_fields``)."""
-    return f"{as_row(rows[0]).step}..{as_row(rows[-1]).step}"
-
-
 class _SpoolBusy(Exception):
     """Another process is replaying the spool that holds this run's older rows."""
 
@@ -86,22 +90,28 @@ class MetricBuffer:
 
     def __init__(
         self,
-        run: AsyncRun,
+        run_id: int,
+        writer: MetricWriter,
+        settings: Settings,
+        hooks: ClientHooks,
+        spool: Spool | None = None,
+        replay: Replay | None = None,
         flush_rows: int = DEFAULT_FLUSH_ROWS,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_rows: int | None = None,
     ) -> None:
         if flush_rows < 1 or flush_interval <= 0:
             raise ValueError("flush_rows must be >= 1 and flush_interval > 0")
-        self.run = run
+        self.run_id = run_id
         self.flush_rows = int(flush_rows)
         self.flush_interval = float(flush_interval)
         self.max_rows = int(max_rows) if max_rows else DEFAULT_MAX_ROWS_FACTOR * self.flush_rows
         if self.max_rows < self.flush_rows:
             raise ValueError("max_rows must be >= flush_rows")
-        settings = run.client.settings
-        #: Where rows go while the server is away (None: nowhere, they wait in memory).
-        self.spool: Spool | None = run.client.spool
+        #: Where rows go while the server is away (None: nowhere, they wait in memory),
+        #: and how its entries go back to the database.
+        self.spool = spool if replay is not None else None
+        self._replay = replay
         self.spool_after = float(settings.spool_after)
         self.retry_window = float(settings.retry_window)
         #: One try of the server (a replay included) waits at most this long.
@@ -113,9 +123,13 @@ class MetricBuffer:
         #: Entries of this run sit in the spool (older than every row in memory).
         self.spooled = False
         self.spooled_rows = 0
-        self._table = run.client.metrics
-        #: Waiting rows, oldest first, as plain tuples (``MetricTable.prepare_fields``).
-        self._rows: list[RowFields] = []
+        self._writer = writer
+        self._table = writer.table
+        self._hooks = hooks
+        #: Set in a forked child: the parent's rows are the parent's; the run writes through.
+        self.abandoned = False
+        #: Waiting rows, oldest first (``sqltrack.metrics.layout``).
+        self._rows: list[MetricRow] = []
         self._lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
         self._flushing = asyncio.Lock()
@@ -125,7 +139,7 @@ class MetricBuffer:
         #: Flush tasks in flight: asyncio holds tasks weakly, these keep them to the end.
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer = self._loop.create_task(self._flush_periodically())
-        run.client.on_close(self)
+        hooks.on_close(self)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -145,21 +159,21 @@ class MetricBuffer:
     ) -> bool:
         """Buffer one row, from any thread, without I/O; False when the buffer is full.
 
-        The hot path of buffered mode: the checks (``MetricTable.prepare_fields``) and one
+        The hot path of buffered mode: the checks (``MetricTable.prepare``) and one
         append under the lock; the row's parameters are built by the batch write.
         """
         if self._error is not None:
             self._raise_pending_error()
-        row = self._table.prepare_fields(metrics, step, progress, updated)
+        if len(self._rows) >= self.max_rows:  # full: checked (once) by the caller's next try
+            return False
+        row = self._table.prepare(self.run_id, metrics, step, progress, updated)
         # ``with``, not acquire() then try: a signal handler (Ctrl-C's KeyboardInterrupt)
         # runs after a call returns, so between acquire() and the try it would leave the
         # lock held and the flusher (the loop thread) waiting on it for ever.
         with self._lock:
             rows = self._rows
             waiting = len(rows)
-            if waiting >= self.max_rows:
-                return False
-            rows.append(row)
+            rows.append(row)  # (a race past the check above may pass max_rows by a row)
         if waiting >= self.flush_rows - 1 and not self._flush_requested:
             self._flush_requested = True
             self._request_flush()
@@ -232,7 +246,7 @@ class MetricBuffer:
                 try:
                     more = await self._write_step(wait, until_room=mode == "room")
                 except Exception as error:
-                    if not isinstance(error, _SpoolBusy) and not is_outage(error):
+                    if not isinstance(error, _SpoolBusy) and not is_transient(error):
                         raise
                     self.note_down(error)
                     if self.spool is not None and (mode != "tick" or self._past_bound()
@@ -257,16 +271,15 @@ class MetricBuffer:
         at most ``max(flush_rows, 1000)`` buffered rows. False: nothing left to do
         (``until_room``: a row fits again)."""
         if self.spooled:
-            assert self.spool is not None
+            assert self.spool is not None and self._replay is not None
             # Each try is bounded: a server out of the network may not answer at all.
             # Cut short, a write is simply done again (replay and upserts are idempotent).
-            result = await asyncio.wait_for(self.spool.replay(self.run.client, wait),
-                                            self.attempt_timeout + wait)
+            result = await asyncio.wait_for(self._replay(wait), self.attempt_timeout + wait)
             if result.errors:
                 self._refused(MetricWriteError(
                     f"{result.refused} spooled entries of {self.spool.path} were refused "
                     f"and kept there: {'; '.join(result.errors[:3])}"))
-            if await offload(self.spool.pending, self.run.id):
+            if await offload(self.spool.pending, self.run_id):
                 raise _SpoolBusy()
             self.spooled = False
             return True
@@ -283,13 +296,12 @@ class MetricBuffer:
         if not taken:
             return False
         try:  # the rows were taken above, in this task: no wait before the handover
-            await asyncio.wait_for(self._table.write_batch(self.run.id, taken),
-                                   self.attempt_timeout)
+            await asyncio.wait_for(self._writer.write_rows(taken), self.attempt_timeout)
         except BaseException as error:
-            if isinstance(error, Exception) and not is_outage(error):
+            if isinstance(error, Exception) and not is_transient(error):
                 failure = MetricWriteError(
-                    f"{len(taken)} buffered metric rows of run {self.run.id} "
-                    f"(steps {_steps(taken)}) were not written: {error}"
+                    f"{len(taken)} buffered metric rows of run {self.run_id} "
+                    f"(steps {layout.step_range(taken)}) were not written: {error}"
                 )
                 failure.__cause__ = error
                 self._refused(failure)
@@ -307,15 +319,15 @@ class MetricBuffer:
             self._flush_requested = False
         if not taken:
             return
-        rows = as_rows(taken)
+        rows = taken
         try:
-            await offload(self.spool.append_rows, self.run.id, rows)
+            await offload(self.spool.append_rows, self.run_id, rows)
         except Exception as error:  # noqa: BLE001 - the rows go back, the error is reported
             with self._lock:
                 self._rows[:0] = taken
             failure = MetricWriteError(
                 f"the spool {self.spool.path} does not take the {len(rows)} buffered "
-                f"rows of run {self.run.id} (they stay buffered): {error}"
+                f"rows of run {self.run_id} (they stay buffered): {error}"
             )
             failure.__cause__ = error
             self._refused(failure)
@@ -328,7 +340,7 @@ class MetricBuffer:
                                experiment_id: int | None = None) -> None:
         """Keep a run update (creation, start or stop) in the spool, after the run's rows."""
         assert self.spool is not None
-        await offload(self.spool.append_run_update, self.run.id, status, started,
+        await offload(self.spool.append_run_update, self.run_id, status, started,
                                 updated, experiment_id)
         self.spooled = True
 
@@ -338,7 +350,7 @@ class MetricBuffer:
         if self.spool is None:
             return False
         if error is not None:
-            return is_outage(error)
+            return is_transient(error)
         return self.spooled or self.down
 
     def note_down(self, error: BaseException) -> None:
@@ -359,9 +371,9 @@ class MetricBuffer:
     def _unreachable(self, error: BaseException) -> MetricWriteError:
         with self._lock:
             rows = list(self._rows)
-        steps = f" (steps {_steps(rows)})" if rows else ""
+        steps = f" (steps {layout.step_range(rows)})" if rows else ""
         return MetricWriteError(
-            f"{len(rows)} buffered metric rows of run {self.run.id}{steps} are not written "
+            f"{len(rows)} buffered metric rows of run {self.run_id}{steps} are not written "
             f"yet: the server did not answer for {self.retry_window:g} s ({error}); they stay "
             "buffered, flush() again later (or configure a spool)"
         )
@@ -388,6 +400,10 @@ class MetricBuffer:
         if self.spool is not None:
             self.spool.rebind()
 
+    def abandon(self) -> None:
+        """In a forked child: leave the parent's rows to the parent; the run writes through."""
+        self.abandoned = True
+
     async def close(self) -> None:
         """Flush, stop the periodic flush and detach from the client; raise a pending error.
 
@@ -395,13 +411,13 @@ class MetricBuffer:
         """
         if not self._timer.done() and not self._timer.get_loop().is_closed():
             self._timer.cancel()
-        self.run.client.hooks.discard(self)
+        self._hooks.discard(self)
         try:
             await self._write("close")
             self._raise_pending_error()
         finally:
             if self.spooled and self.spool is not None:
                 warn(f"the server did not answer: {self.spooled_rows} metric rows of run "
-                     f"{self.run.id} (and its status) wait in the spool {self.spool.path}; "
+                     f"{self.run_id} (and its status) wait in the spool {self.spool.path}; "
                      "the next client of this server replays them, or run: sqltrack sync "
                      f"--spool {self.spool.path}")

@@ -11,34 +11,31 @@ connection, a cancelled writer) hands each of its rows back to its own call,
 which then writes alone and raises its own error, as it would have without
 combining; a writer that loses the server hands back every waiting row, so during
 an outage each call retries within its own ``retry_window``, all at once.
-Engines opt in with ``Engine.combines_writes`` (PostgreSQL: many writers of one
-process share a pool; a SQLite file takes one writer at a time).
+The combined statement is the engine's one metric write (``Engine.write_rows``)
+with rows of several runs; the writer (``sqltrack.metrics.writer``) decides when.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
+
+from . import layout
+from .layout import MetricRow
 
 #: What a waiting call's future is set to when it must write its row itself.
 WRITE_ALONE = object()
+#: A combined statement takes at most this many waiting rows.
+COMBINED_ROWS = 500
 
 
 class Waiting:
     """One call's row, waiting to be written by another call."""
 
-    __slots__ = ("names", "row", "updated", "future")
+    __slots__ = ("row", "future")
 
-    def __init__(
-        self, names: tuple[str, ...], row: tuple[Any, ...], updated: datetime | None,
-        future: asyncio.Future[object],
-    ) -> None:
-        self.names = names
-        #: ``(run_id, step, progress, *values)``: the statement's parameters for the row.
+    def __init__(self, row: MetricRow, future: asyncio.Future[object]) -> None:
         self.row = row
-        self.updated = updated
         self.future = future
 
 
@@ -55,13 +52,12 @@ class WriteCombiner:
         """Whether a new call should wait here instead of writing on its own."""
         return self.writing >= self.limit
 
-    async def wait(self, names: tuple[str, ...], row: tuple[Any, ...],
-                   updated: datetime | None) -> bool:
+    async def wait(self, row: MetricRow) -> bool:
         """Queue the row until a writer takes it: True when it was written (committed),
         False when this call must write it itself (it then counts as writing: call
         ``done`` after)."""
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        entry = Waiting(names, row, updated, future)
+        entry = Waiting(row, future)
         self.waiting.append(entry)
         try:
             outcome = await future
@@ -96,9 +92,9 @@ class WriteCombiner:
         for entry in waiting:
             self.write_alone(entry)
 
-    def take(self, limit_of: Callable[[tuple[str, ...]], int]) -> list[list[Waiting]]:
+    def take(self) -> list[list[Waiting]]:
         """Every waiting row, grouped by metric names in order of arrival, each group
-        cut to ``limit_of(names)`` rows and holding one row per (run, step, progress);
+        cut to ``COMBINED_ROWS`` rows and holding one row per (run, step, progress);
         rows left over stay queued for the next writer."""
         groups: dict[tuple[str, ...], list[Waiting]] = {}
         keys: set[tuple[Any, ...]] = set()
@@ -106,9 +102,9 @@ class WriteCombiner:
         for entry in self.waiting:
             if entry.future.done():
                 continue  # cancelled meanwhile
-            group = groups.setdefault(entry.names, [])
-            key = entry.row[:3]
-            if key in keys or len(group) >= limit_of(entry.names):
+            group = groups.setdefault(layout.names(entry.row), [])
+            key = layout.key(entry.row)
+            if key in keys or len(group) >= COMBINED_ROWS:
                 left.append(entry)  # a repeated key waits for the next statement
                 continue
             keys.add(key)
@@ -123,14 +119,3 @@ class WriteCombiner:
             if not entry.future.done():
                 entry.future.set_result(None)
 
-
-def touches(group: list[Waiting]) -> list[tuple[int, datetime]]:
-    """``(run_id, time_updated)`` per run of the group: the latest of its rows."""
-    latest: dict[int, datetime] = {}
-    for entry in group:
-        if entry.updated is not None:
-            run_id = entry.row[0]
-            seen = latest.get(run_id)
-            if seen is None or entry.updated > seen:
-                latest[run_id] = entry.updated
-    return list(latest.items())

@@ -14,7 +14,7 @@ from ..checks import (
     tags_object,
 )
 from ..errors import ExperimentNotFound
-from .records import add_link, experiment_row, remove_link
+from .statements import add_link, experiment_row, remove_link
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient

@@ -24,7 +24,13 @@ from ..checks import (
 from ..config import DEFAULT_FLUSH_INTERVAL, DEFAULT_FLUSH_ROWS
 from ..errors import ConnectionLost, ExperimentNotFound, ForeignKeyViolation, RunNotFound
 from ..process import signals
-from .records import add_link, experiment_row, remove_link
+from .statements import (
+    add_link,
+    create_run_with_id,
+    experiment_row,
+    remove_link,
+    update_run,
+)
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -34,36 +40,27 @@ if TYPE_CHECKING:
 JSON_COLUMNS = ("tags", "args", "env", "extras")
 
 
-async def _update_run(client: AsyncClient, run_id: int, assignment: str, params: list[Any]) -> None:
-    run_id = check_int(run_id, "run_id")
-    rows = await client.query(
-        f"UPDATE runs SET {assignment} WHERE id = %s RETURNING id", [*params, run_id]
-    )
-    if not rows:
-        raise RunNotFound(run_id)
-
-
 async def _merge_json(
     client: AsyncClient, run_id: int, column: str, value: Mapping[str, Any]
 ) -> None:
     patch = dump_json_object(value, column)
-    await _update_run(client, run_id, f"{column} = {client.dialect.json_merge(column)}", [patch])
+    await update_run(client, run_id, f"{column} = {client.dialect.json_merge(column)}", [patch])
 
 
 async def _remove_json(client: AsyncClient, run_id: int, column: str, names: list[str]) -> None:
     """Remove the keys ``names`` (already checked by ``key_names``) from a JSON column."""
     param = client.dialect.key_list_param(names)
-    await _update_run(client, run_id, f"{column} = {client.dialect.json_remove(column)}", [param])
+    await update_run(client, run_id, f"{column} = {client.dialect.json_remove(column)}", [param])
 
 
 async def _set_json(
     client: AsyncClient, run_id: int, column: str, value: Mapping[str, Any] | None
 ) -> None:
     if value is None:
-        await _update_run(client, run_id, f"{column} = NULL", [])
+        await update_run(client, run_id, f"{column} = NULL", [])
         return
     text = dump_json_object(value, column)
-    await _update_run(client, run_id, f"{column} = {client.dialect.json_param()}", [text])
+    await update_run(client, run_id, f"{column} = {client.dialect.json_param()}", [text])
 
 
 def _auto_args(args: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -196,19 +193,19 @@ async def run_set_tags(client: AsyncClient, run_id: int, *tags: str) -> None:
 async def run_set_comment(client: AsyncClient, run_id: int, comment: str | None) -> None:
     """Set the comment of a run (None clears it)."""
     comment = check_text(comment, "comment", allow_none=True)
-    await _update_run(client, run_id, "comment = %s", [comment])
+    await update_run(client, run_id, "comment = %s", [comment])
 
 
 async def run_set_status(client: AsyncClient, run_id: int, status: str) -> None:
     """Set a run's status (one of ``sqltrack.STATUSES``; anything else is a ValueError)."""
-    await _update_run(client, run_id, "status = %s", [check_status(status)])
+    await update_run(client, run_id, "status = %s", [check_status(status)])
 
 
 async def _set_time(client: AsyncClient, run_id: int, column: str, dt: Any) -> None:
     value = resolve_time(dt, column)
     if value is not None:
         param = client.dialect.timestamp(value)
-        await _update_run(client, run_id, f"{column} = %s", [param])
+        await update_run(client, run_id, f"{column} = %s", [param])
 
 
 async def run_set_created(
@@ -298,10 +295,30 @@ class AsyncRun:
         run = cls(client, run_id, experiment_id)
         s = client.settings
         if s.buffered:  # sqltrack.metrics.buffer only for buffered runs (start-up of the rest)
-            from ..metrics.buffer import MetricBuffer
-
-            run._buffer = MetricBuffer(run, s.flush_rows, s.flush_interval, s.buffer_max_rows)
+            run._buffer = run._new_buffer(s.flush_rows, s.flush_interval, s.buffer_max_rows)
         return run
+
+    def _live_buffer(self) -> MetricBuffer | None:
+        """The run's buffer, unless none or abandoned (a forked child writes through)."""
+        buffer = self._buffer
+        return None if buffer is None or buffer.abandoned else buffer
+
+    def _new_buffer(
+        self, flush_rows: int, flush_interval: float, max_rows: int | None
+    ) -> MetricBuffer:
+        """A write-behind buffer for this run's metrics, with the client's spool."""
+        from functools import partial
+
+        from ..metrics.buffer import MetricBuffer
+        from ..outage.replay import replay
+
+        client = self.client
+        spool = client.spool
+        return MetricBuffer(
+            self.id, client.metrics, client.settings, client.hooks, spool,
+            None if spool is None else partial(replay, spool, client),
+            flush_rows, flush_interval, max_rows,
+        )
 
     @classmethod
     async def create(
@@ -339,19 +356,13 @@ class AsyncRun:
                 raise RunNotFound(run_id)
             return cls._made(client, run_id, rows[0][0])
         try:
-            rows = await client.query(
-                "INSERT INTO runs (id, experiment_id) VALUES (%s, %s) "
-                "ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING experiment_id",
-                [run_id, experiment_id],
-            )
+            found = await create_run_with_id(client, run_id, experiment_id)
         except ForeignKeyViolation:
             raise ExperimentNotFound(experiment_id) from None
         except ConnectionLost as error:
             return await cls._offline(client, run_id, experiment_id, error)
-        if rows[0][0] != experiment_id:
-            raise ValueError(
-                f"run {run_id} belongs to experiment {rows[0][0]}, not {experiment_id}"
-            )
+        if found != experiment_id:
+            raise ValueError(f"run {run_id} belongs to experiment {found}, not {experiment_id}")
         return cls._made(client, run_id, experiment_id)
 
     @classmethod
@@ -372,12 +383,12 @@ class AsyncRun:
                       started: datetime | None = None, updated: datetime | None = None) -> None:
         """Set the run's status and times; while its server is away, a buffered run
         with a spool keeps the update there, after its rows."""
-        buffer = self._buffer
+        buffer = self._live_buffer()
         if buffer is not None and buffer.takes_run_update():
             await buffer.spool_run_update(status, started, updated)
             return
         try:
-            await _update_run(self.client, self.id, ", ".join(assignments), params)
+            await update_run(self.client, self.id, ", ".join(assignments), params)
         except ConnectionLost as error:
             if buffer is None or not buffer.takes_run_update(error):
                 raise
@@ -431,9 +442,10 @@ class AsyncRun:
             sampler, self._system = self._system, None
             await sampler.stop()
         write_error = None
-        if self._buffer is not None:
+        buffer = self._live_buffer()
+        if buffer is not None:
             try:
-                await self._buffer.flush()
+                await buffer.flush()
             except Exception as error:  # noqa: BLE001 - raised below, after the status
                 write_error = error
         value = resolve_time(updated, "updated")
@@ -597,7 +609,7 @@ class AsyncRun:
         In buffered mode the row is checked and buffered, and written in a batch later.
         """
         buffer = self._buffer
-        if buffer is None:
+        if buffer is None or buffer.abandoned:
             await self.client.metrics.write(self.id, metrics, step, progress, updated)
         elif not buffer.put(metrics, step, progress, updated):
             await buffer.add(metrics, step, progress, updated)  # full: waits for room first
@@ -622,9 +634,9 @@ class AsyncRun:
         its ``add_metrics`` does not cross threads.
         """
         buffer = self._buffer
-        if buffer is not None:
+        if buffer is not None and not buffer.abandoned:
             return buffer.put(metrics, step, progress, updated)
-        return self.client.metrics.write_blocking(self.id, metrics, step, progress, updated)
+        return self.client.metrics.write_nowait(self.id, metrics, step, progress, updated)
 
     async def set_buffered(
         self,
@@ -645,15 +657,14 @@ class AsyncRun:
             buffer, self._buffer = self._buffer, None
             await buffer.close()
         if enabled:
-            from ..metrics.buffer import MetricBuffer
-
-            self._buffer = MetricBuffer(self, flush_rows, flush_interval, max_rows)
+            self._buffer = self._new_buffer(flush_rows, flush_interval, max_rows)
         return self
 
     async def flush(self) -> AsyncRun:
         """Write buffered metrics now (nothing to do when the run is not buffered)."""
-        if self._buffer is not None:
-            await self._buffer.flush()
+        buffer = self._live_buffer()
+        if buffer is not None:
+            await buffer.flush()
         return self
 
 

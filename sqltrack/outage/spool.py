@@ -9,8 +9,9 @@ rows are upserts on ``(run_id, step, progress)`` and run updates set values, so
 an entry written twice (a replay killed between the write and the removal of
 the entry) gives the same result.
 
-The file is SQLite (stdlib ``sqlite3``, rollback journal, no WAL: it may sit on
-NFS) with a small schema of its own, one ordered table for every target:
+Replaying the entries: ``sqltrack.outage.replay``. The file is SQLite (stdlib
+``sqlite3``, rollback journal, no WAL: it may sit on NFS) with a small schema of its
+own, one ordered table for every target:
 
 ``spool_entries(seq, target, run_id, kind, step, progress, names, kinds, vals,
 updated, error)``
@@ -43,21 +44,19 @@ import fcntl
 import json
 import os
 import sqlite3
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import default_spool_file
-from ..errors import ConnectionLost, PoolTimeout, RunNotFound, SqltrackError
-from ..metrics.table import PreparedRow, flat_row
+from ..metrics import layout
+from ..metrics.layout import MetricRow
 
 if TYPE_CHECKING:
-    from ..client.async_client import AsyncClient
     from ..config import Settings
 
 T = TypeVar("T")
@@ -116,21 +115,6 @@ def target_params(settings: Settings) -> dict[str, Any]:
     return params
 
 
-def is_outage(error: BaseException) -> bool:
-    """Whether ``error`` means the server is unreachable (worth waiting for), not a refusal."""
-    if isinstance(error, (ConnectionLost, PoolTimeout, ConnectionError, TimeoutError)):
-        return True
-    from ..errors import ServerUnreachable
-
-    if isinstance(error, ServerUnreachable):
-        return True
-    if isinstance(error, SqltrackError):
-        return False
-    # A driver error not translated by the engine: psycopg's OperationalError covers
-    # refused, broken and timed-out connections; sqlite3's a locked or vanished file.
-    return type(error).__name__ == "OperationalError"
-
-
 def _encode(value: Any, kind: str | None) -> Any:
     return value.isoformat() if kind == "datetime" and value is not None else value
 
@@ -149,7 +133,7 @@ class Entry:
 
     seq: int
     run_id: int
-    row: PreparedRow | None
+    row: MetricRow | None
     update: dict[str, Any] | None = None
 
 
@@ -196,6 +180,10 @@ class Spool:
         """Forget the replay lock of a loop that is gone (at exit: a fresh loop)."""
         self._replaying = None
 
+    def opened(self) -> bool:
+        """Whether this process has the file open (it exists then)."""
+        return self._conn is not None
+
     def exists(self) -> bool:
         return self.path.exists()
 
@@ -241,15 +229,17 @@ class Spool:
             (self.target, self.engine, json.dumps(self.params)),
         )
 
-    def append_rows(self, run_id: int, rows: Sequence[PreparedRow]) -> None:
-        """Add metric rows, in order, in one transaction (all of them or none)."""
+    def append_rows(self, run_id: int, rows: Sequence[MetricRow]) -> None:
+        """Add metric rows (``sqltrack.metrics.layout``), in order, in one transaction
+        (all of them or none)."""
         if not rows:
             return
         data = [
-            (self.target, run_id, row.step, row.progress, json.dumps(row.names),
-             json.dumps(row.kinds),
-             json.dumps([_encode(v, k) for v, k in zip(row.values, row.kinds, strict=True)]),
-             _time(row.updated))
+            (self.target, run_id, layout.step(row), layout.progress(row),
+             json.dumps(layout.names(row)), json.dumps(layout.kinds(row)),
+             json.dumps([_encode(v, k) for v, k in zip(layout.values(row), layout.kinds(row),
+                                                       strict=True)]),
+             _time(layout.updated(row)))
             for row in rows
         ]
         with self._transaction() as conn:
@@ -313,11 +303,11 @@ class Spool:
                 entries.append(Entry(seq, run_id, None, values))
                 continue
             kind_list = json.loads(kinds)
-            row = PreparedRow(
-                tuple(json.loads(names)),
-                tuple(_decode(v, k) for v, k in zip(values, kind_list, strict=True)),
-                tuple(kind_list), int(step), float(progress),
+            row = layout.make(
+                tuple(json.loads(names)), tuple(kind_list),
                 None if updated is None else datetime.fromisoformat(updated),
+                run_id, int(step), float(progress),
+                (_decode(v, k) for v, k in zip(values, kind_list, strict=True)),
             )
             entries.append(Entry(seq, run_id, row))
         return entries
@@ -357,118 +347,6 @@ class Spool:
                 yield handle
             finally:
                 handle.close()  # releases the flock
-
-    async def replay(self, client: AsyncClient, wait: float = 0.0) -> ReplayResult:
-        """Write this target's entries to ``client``'s database, oldest first, and forget them.
-
-        Stops at the first outage (raised; the rest stays for later); an entry the
-        target refuses is kept with its error (``refused``) and the replay goes on.
-        Another process replaying the file: wait up to ``wait`` seconds, then return
-        with ``busy`` set.
-        """
-        result = ReplayResult()
-        if self._conn is None and not self.exists():
-            return result
-        async with self.replaying(wait) as held:
-            if held is None:
-                result.busy = True
-                result.left = await offload(self.pending)
-                return result
-            while True:
-                entries = await offload(self.take)
-                if not entries:
-                    break
-                for group in _groups(entries):
-                    seqs = [entry.seq for entry in group]
-                    try:
-                        await _write(client, group)
-                    except Exception as error:
-                        if is_outage(error):
-                            result.left = await offload(self.pending)
-                            raise
-                        await offload(self.refuse, seqs, f"{error}")
-                        result.refused += len(seqs)
-                        result.errors.append(f"run {group[0].run_id}: {error}")
-                        continue
-                    await offload(self.remove, seqs)
-                    if group[0].row is None:
-                        result.run_updates += len(group)
-                    else:
-                        result.rows += len(group)
-        return result
-
-
-async def offload(func: Callable[..., T], *args: Any) -> T:
-    """``func(*args)`` in a worker thread (a spool write must not stall an async training
-    loop); at interpreter exit, when no new thread may start, here and now."""
-    try:
-        return await asyncio.to_thread(func, *args)
-    except RuntimeError as error:
-        if "interpreter shutdown" not in str(error):
-            raise
-        return func(*args)
-
-
-def _groups(entries: list[Entry]) -> Iterator[list[Entry]]:
-    """Consecutive entries of one run and one kind (rows go out as one batch)."""
-    group: list[Entry] = []
-    for entry in entries:
-        if group and (entry.run_id != group[0].run_id
-                      or (entry.row is None) != (group[0].row is None)):
-            yield group
-            group = []
-        group.append(entry)
-    if group:
-        yield group
-
-
-async def _write(client: AsyncClient, group: list[Entry]) -> None:
-    run_id = group[0].run_id
-    if group[0].row is not None:
-        await client.metrics.write_batch(
-            run_id, [flat_row(e.row) for e in group if e.row is not None])
-        return
-    for entry in group:
-        await apply_run_update(client, run_id, entry.update or {})
-
-
-async def apply_run_update(client: AsyncClient, run_id: int, update: dict[str, Any]) -> None:
-    """Create a run made offline, set its spooled status and times (idempotent: plain
-    assignments, and an insert that finds the run keeps it)."""
-    experiment_id = update.get("experiment_id")
-    if experiment_id is not None:
-        rows = await client.query(
-            "INSERT INTO runs (id, experiment_id) VALUES (%s, %s) "
-            "ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING experiment_id",
-            [run_id, experiment_id],
-        )
-        if rows[0][0] != experiment_id:
-            raise ValueError(f"run {run_id} belongs to experiment {rows[0][0]}, "
-                             f"not {experiment_id}")
-    columns = [c for c in ("status", "time_started", "time_updated") if c in update]
-    if not columns:
-        return
-    params: list[Any] = []
-    for column in columns:
-        value = update[column]
-        params.append(value if column == "status" else _timestamp(client, value))
-    assignment = ", ".join(f"{column} = %s" for column in columns)  # fixed column names
-    rows = await client.query(
-        f"UPDATE runs SET {assignment} WHERE id = %s RETURNING id", [*params, run_id]
-    )
-    if not rows:
-        raise RunNotFound(run_id)
-
-
-def _timestamp(client: AsyncClient, value: str) -> Any:
-    return client.dialect.timestamp(datetime.fromisoformat(value))
-
-
-def warn(line: str) -> None:
-    """One line on stderr (the exit path of a script: no logging set up, no traceback)."""
-    with contextlib.suppress(Exception):
-        sys.stderr.write(f"sqltrack: {line}\n")
-        sys.stderr.flush()
 
 
 def targets_of(path: str | os.PathLike[str]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -98,7 +98,7 @@ async def _finish(client: Any, restart: bool = False) -> None:
     log.warning("sqltrack: %r was never closed: its buffered rows and open runs are "
                 "written at exit (call 'await client.close()' when done)", client)
     if restart:
-        client._restart_engine()
+        client.restart_for_exit()
     await close_at_exit(client)
 
 
@@ -111,13 +111,13 @@ def _close_never_closed() -> None:
     client with no open run and no buffered row is only named in the warning.
     """
     for client in list(unclosed):
-        if client.blocking or client._state != "open":
+        if client.blocking or client.state.value != "open":
             continue
         if not client.hooks.open_runs() and not client.hooks.pending():
             log.warning("sqltrack: %r was never closed (call 'await client.close()' "
                         "when done)", client)
             continue  # nothing to write: no connection at exit
-        loop = client._loop
+        loop = client.loop
         try:
             if loop is not None and loop.is_running() and not loop.is_closed():
                 future = asyncio.run_coroutine_threadsafe(_finish(client), loop)

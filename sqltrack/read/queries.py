@@ -83,7 +83,7 @@ def jsonable(value: Any) -> Any:
 # -- queries ------------------------------------------------------------------
 async def metric_columns(client: AsyncClient) -> dict[str, str | None]:
     """Metric columns, name -> kind, sorted by name."""
-    columns = await client.statements.metric_columns()
+    columns = await client.metrics.table.columns()
     return dict(sorted(columns.items()))
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import DatabaseError, SchemaMissing
 
 if TYPE_CHECKING:
-    from ..client.async_client import AsyncClient
     from ..engines.base import Engine
 
 log = logging.getLogger("sqltrack.schema")
@@ -48,7 +47,7 @@ async def with_schema_lock(
         await engine.end_block(conn, commit=done)
 
 
-async def _is_applied(engine: Engine, conn: Any, name: str) -> bool:
+async def is_applied(engine: Engine, conn: Any, name: str) -> bool:
     sql = engine.dialect.sql("SELECT 1 FROM applied_migrations WHERE name = %s")
     return bool(await engine.fetch(conn, sql, [name]))
 
@@ -64,7 +63,7 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
     from . import state
 
     try:
-        if await _is_applied(engine, conn, state.SCHEMA_MARK):
+        if await is_applied(engine, conn, state.SCHEMA_MARK):
             return None
     except DatabaseError:  # no migrations table yet: look closer below
         pass
@@ -93,36 +92,3 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
     if outcome:
         log.info("%s", outcome)
     return outcome
-
-
-async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Apply migration scripts in order, each exactly once; return the names applied now.
-
-    A script is identified by its file name; one that was applied before is skipped.
-    A failing script is rolled back and raises, leaving the scripts before it applied.
-    """
-    await client.open()
-    applied: list[str] = []
-    from pathlib import Path
-
-    for script in scripts:
-        path = Path(script)
-        name = path.name
-        text = path.read_text(encoding="utf-8")
-
-        async def apply(engine: Engine, conn: Any, name: str = name, text: str = text) -> bool:
-            if await _is_applied(engine, conn, name):
-                return False
-            await engine.executescript(conn, text)
-            insert = engine.dialect.sql("INSERT INTO applied_migrations (name) VALUES (%s)")
-            await engine.fetch(conn, insert, [name])
-            return True
-
-        done = await client.statements.with_schema_lock(apply)
-        if done:
-            client.metrics.forget_columns()
-            log.info("applied %s", name)
-            applied.append(name)
-        else:
-            log.info("skipped %s (applied before)", name)
-    return applied

@@ -1,22 +1,65 @@
-"""Row operations that experiments.py and runs.py share: links, the experiment lookup.
+"""SQL the model's modules share: links, the experiment lookup, the run updates.
 
-Both modules import this one, so neither borrows the other's private helpers.
+``experiments``, ``runs`` and the spool's replay (``sqltrack.outage.replay``) use
+these, so none borrows another's private helpers. Each takes any ``Database`` (an
+``AsyncClient`` is one): this module imports no client, so the replay, which sits
+below the client, can reuse the run SQL of the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Protocol
 
 from ..checks import MAX_INDEXED_BYTES, check_int, check_text
-from ..errors import ExperimentNotFound, ForeignKeyViolation
+from ..engines.base import Dialect
+from ..errors import ExperimentNotFound, ForeignKeyViolation, RunNotFound
 
-if TYPE_CHECKING:
-    from ..client.async_client import AsyncClient
+
+class Database(Protocol):
+    """What these statements need of a client: its own SQL, its dialect, a block."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def query(
+        self, sql: str, parameters: Sequence[Any] = (), *, idempotent: bool = True
+    ) -> list[tuple[Any, ...]]: ...
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+async def update_run(client: Database, run_id: int, assignment: str, params: list[Any]) -> None:
+    """``UPDATE runs SET <assignment> WHERE id = run_id``; RunNotFound when it has no row."""
+    run_id = check_int(run_id, "run_id")
+    rows = await client.query(
+        f"UPDATE runs SET {assignment} WHERE id = %s RETURNING id", [*params, run_id]
+    )
+    if not rows:
+        raise RunNotFound(run_id)
+
+
+async def create_run_with_id(client: Database, run_id: int, experiment_id: int) -> int:
+    """Make run ``run_id`` in ``experiment_id`` unless it exists (idempotent); return the
+    experiment the run belongs to (the caller compares)."""
+    rows = await client.query(
+        "INSERT INTO runs (id, experiment_id) VALUES (%s, %s) "
+        "ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING experiment_id",
+        [run_id, experiment_id],
+    )
+    return int(rows[0][0])
 
 
 async def experiment_row(
-    client: AsyncClient, experiment_id: int | None, name: str | None
+    client: Database, experiment_id: int | None, name: str | None
 ) -> tuple[int, str]:
     """The ``(id, name)`` of the experiment given by id and/or name (see AsyncExperiment.create).
 
@@ -59,7 +102,7 @@ async def experiment_row(
 
 
 async def add_link(
-    client: AsyncClient,
+    client: Database,
     table: str,
     from_id: int,
     kind: str,
@@ -80,7 +123,7 @@ async def add_link(
         raise not_found(f"{from_id} or {to_id}") from None
 
 
-async def remove_link(client: AsyncClient, table: str, from_id: int, kind: str, to_id: int) -> None:
+async def remove_link(client: Database, table: str, from_id: int, kind: str, to_id: int) -> None:
     """Delete a link row from ``table``."""
     await client.query(
         f"DELETE FROM {table} WHERE from_id = %s AND kind = %s AND to_id = %s",

@@ -1,0 +1,88 @@
+"""The metric row layout: the one shape every metric write uses, from the check to the engine.
+
+A row is one checked ``add_metrics`` call, as a flat plain tuple::
+
+    (names, kinds, updated, run_id, step, progress, *values)
+
+``names`` and ``kinds`` are tuples (shared by every row of a training loop that
+logs the same names: the checks' fast path hands out the same objects), ``updated``
+the ``time_updated`` to set (or None). ``params(row)`` is ``(run_id, step,
+progress, *values)``: the statement's parameters, with no copy into another shape.
+
+Flat and plain on purpose: a tuple of untracked objects (no values tuple inside, no
+NamedTuple) leaves the garbage collector's lists at its first collection, so rows
+waiting in a buffer are neither traversed again nor promoted to the old generation,
+whose full collections would stall a producer for many ms.
+
+Only this module knows the layout: everyone else (writer, buffer, combiner, spool,
+engines) uses these accessors. A leaf: it imports nothing of sqltrack, so the
+engines may use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from operator import itemgetter
+from typing import Any
+
+#: One checked metric row (see the module docstring).
+MetricRow = tuple[Any, ...]
+#: ``(run_id, time_updated)``: a run whose ``time_updated`` a write sets.
+Touch = tuple[int, datetime]
+
+names = itemgetter(0)
+"""The row's metric names (a tuple)."""
+kinds = itemgetter(1)
+"""The row's value kinds (``"float"``, ``"int"``, ...; None for a None value)."""
+updated = itemgetter(2)
+"""The ``time_updated`` the row sets, or None."""
+run_id = itemgetter(3)
+"""The row's run."""
+step = itemgetter(4)
+"""The row's step."""
+progress = itemgetter(5)
+"""The row's progress."""
+key = itemgetter(slice(3, 6))
+"""``(run_id, step, progress)``: the row's primary key in ``metrics``."""
+params = itemgetter(slice(3, None))
+"""``(run_id, step, progress, *values)``: the parameters of the row's upsert."""
+values = itemgetter(slice(6, None))
+"""The row's metric values, in the order of ``names``."""
+
+
+def make(
+    names: tuple[str, ...],
+    kinds: tuple[str | None, ...],
+    updated: datetime | None,
+    run_id: int,
+    step: int,
+    progress: float,
+    values: Iterable[Any],
+) -> MetricRow:
+    """A row from its parts (the checks build rows themselves, on the hot path)."""
+    return (names, kinds, updated, run_id, step, progress, *values)
+
+
+def touches(rows: Iterable[MetricRow]) -> list[Touch]:
+    """``(run_id, time_updated)`` per run of ``rows``: the latest ``updated`` of each."""
+    latest: dict[int, datetime] = {}
+    for row in rows:
+        when = row[2]
+        if when is not None:
+            run = row[3]
+            seen = latest.get(run)
+            if seen is None or when > seen:
+                latest[run] = when
+    return list(latest.items())
+
+
+def single_run(rows: Sequence[MetricRow]) -> int | None:
+    """The run of every row, when they all belong to one (None: several runs)."""
+    first = rows[0][3]
+    return first if all(row[3] == first for row in rows) else None
+
+
+def step_range(rows: Sequence[MetricRow]) -> str:
+    """``first..last`` step of rows, for messages."""
+    return f"{rows[0][4]}..{rows[-1][4]}"

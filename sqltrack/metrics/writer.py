@@ -1,0 +1,235 @@
+"""The metric write: where each checked row goes, decided in this one place.
+
+Every metric write of a client comes here: write-through ``add_metrics`` (one row),
+the blocking API's calls from its own thread, buffered batches and spool replays
+(many rows). In order of preference:
+
+1. the connection the caller holds in an ``async with client`` block (its
+   statements belong to that block's transaction);
+2. the engine's thread writer, when it has one (SQLite): written on the calling
+   thread with no hop to a worker, when that cannot block the event loop (see
+   ``Engine.thread_writer``);
+3. one row while as many calls write as the pool has connections: it waits for the
+   next free writer, which writes every waiting row in one statement
+   (``sqltrack.metrics.combining``);
+4. a pooled connection, retried on a fresh one within ``retry_window`` when the
+   server connection was lost (every metric write is an idempotent upsert).
+
+Each path ends in the engine's one entry point for metric rows, ``write_rows``.
+This module works over the connection manager (``sqltrack.client.connections``),
+not over the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from ..checks import Auto
+from ..client.connections import Connections
+from ..client.state import ClientState
+from ..engines.base import Connection, Engine, ThreadWriter
+from ..errors import ConnectionLost
+from . import layout
+from .combining import WriteCombiner
+from .layout import MetricRow, Touch
+from .table import MetricTable
+
+_OPEN = ClientState.OPEN
+
+
+class MetricWriter:
+    """Every metric write of one client: the checks (``table``) and the write strategy."""
+
+    def __init__(self, connections: Connections) -> None:
+        self.connections = connections
+        self.table = MetricTable(connections)
+        self._combiner = WriteCombiner(connections.settings.pool_max_size)
+
+    def reset(self) -> None:
+        """Forget the waiting calls and the column cache (a forked child: not ours)."""
+        self._combiner = WriteCombiner(self.connections.settings.pool_max_size)
+        self.table.forget_columns()
+
+    def forget_columns(self) -> None:
+        """Drop the column cache (migrations changed the table, or a block rolled back)."""
+        self.table.forget_columns()
+
+    # -- one add_metrics call -------------------------------------------------
+    async def write(
+        self,
+        run_id: int,
+        metrics: Mapping[str, Any],
+        step: int = 0,
+        progress: float = 0.0,
+        updated: Auto | datetime | None = "auto",
+    ) -> None:
+        """Check one ``add_metrics`` call, create its missing columns and upsert its row."""
+        row = self.table.prepare(run_id, metrics, step, progress, updated)
+        await self.table.ensure_columns(row)
+        await self.write_row(row)
+
+    def write_nowait(
+        self,
+        run_id: int,
+        metrics: Mapping[str, Any],
+        step: int = 0,
+        progress: float = 0.0,
+        updated: Auto | datetime | None = "auto",
+    ) -> bool:
+        """``write`` in the calling thread, without the event loop, when it can be done there.
+
+        It can when the engine has a thread writer (SQLite), the client is open, no
+        owner holds a ``with client`` block (its statements belong to that block),
+        the calling thread runs no event loop (which must never block) and every
+        name has its column. False, having checked and written nothing, otherwise:
+        then call ``write`` (the row is checked once either way). Bad names or
+        values raise here.
+        """
+        writer = self._caller_thread_writer()
+        if writer is None or not self.table.knows(metrics):
+            return False
+        row = self.table.prepare(run_id, metrics, step, progress, updated)
+        return writer.write(layout.names(row), (row,), _touch_of(row), wait=True)
+
+    def _caller_thread_writer(self) -> ThreadWriter | None:
+        connections = self.connections
+        writer = connections.engine.thread_writer
+        if writer is None or connections.state is not _OPEN or connections.any_held():
+            return None
+        if asyncio._get_running_loop() is not None:
+            return None
+        return writer
+
+    async def write_row(self, row: MetricRow) -> None:
+        """Upsert one checked row (the hot path of write-through logging)."""
+        connections = self.connections
+        engine = connections.engine if connections.state is _OPEN else (
+            await connections.opened_engine())
+        names = layout.names(row)
+        rows = (row,)
+        touches = _touch_of(row)
+        held = connections.held()
+        if held is not None:
+            return await engine.write_rows(held, names, rows, touches)
+        writer = engine.thread_writer
+        if writer is not None and writer.write(names, rows, touches, wait=False):
+            return None  # SQLite, lock free: written on this thread, no hop
+        combiner = self._combiner
+        if not combiner.full():
+            combiner.begin()
+        elif await combiner.wait(row):
+            return None  # written, with other calls' rows, by another call
+        try:
+            await self._write_alone(engine, names, rows, touches)
+        finally:
+            combiner.done()
+
+    async def _write_alone(
+        self, engine: Engine, names: tuple[str, ...], rows: Sequence[MetricRow],
+        touches: Sequence[Touch],
+    ) -> None:
+        """The rows on a pooled connection; then, on the same connection, the rows that
+        queued in the combiner meanwhile."""
+        combiner = self._combiner
+        try:
+            conn = await engine.acquire()
+        except ConnectionLost as error:
+            lost = error
+        else:
+            try:
+                await engine.write_rows(conn, names, rows, touches)
+                if combiner.waiting:
+                    await self._write_waiting(engine, conn)
+                return None
+            except ConnectionLost as error:
+                lost = error
+            finally:
+                await engine.release(conn)
+        # The server went away: every waiting call retries on its own, within its
+        # own retry_window, instead of queueing behind this call's retries.
+        combiner.write_all_alone()
+        await self.connections.retry(engine, _write_rows, (names, rows, touches), lost)
+
+    async def _write_waiting(self, engine: Engine, conn: Connection) -> None:
+        """The combiner's waiting rows, one statement per set of names; a statement that
+        fails hands its rows (and those not tried yet) back to their own calls."""
+        combiner = self._combiner
+        groups = combiner.take()
+        for index, group in enumerate(groups):
+            rows = [entry.row for entry in group]
+            try:
+                await engine.write_rows(conn, layout.names(rows[0]), rows, layout.touches(rows))
+            except BaseException as error:
+                for entry in (e for g in groups[index:] for e in g):
+                    combiner.write_alone(entry)
+                if isinstance(error, Exception):
+                    return  # each call writes alone and meets its own error
+                raise
+            combiner.resolve(group)
+
+    # -- many rows ------------------------------------------------------------
+    async def write_rows(self, rows: Sequence[MetricRow]) -> None:
+        """Write checked rows in order (buffered batches, spool replays, copies): one
+        statement (or hop) per run of equal names, after creating missing columns.
+
+        Within such a group the last row of a key wins, as it would with one upsert
+        per row; across groups, upserts merge columns. Each run's ``time_updated`` is
+        set once, with the last group. Each group is one idempotent write, retried
+        after a lost connection; applied in order, they give the same end state.
+        """
+        if not rows:
+            return
+        first = layout.names(rows[0])
+        groups: list[Sequence[MetricRow]]
+        if list(map(layout.names, rows)).count(first) == len(rows):
+            # The usual batch (one name set; the fast path of ``prepare`` even shares
+            # the names tuple, so ``count`` compares by identity): no loop per row.
+            await self.table.ensure_columns(rows[0])
+            groups = [rows]
+        else:
+            groups = await self._groups(rows)
+        touches = layout.touches(rows)
+        connections = self.connections
+        for index, group in enumerate(groups):
+            last = index == len(groups) - 1
+            names = layout.names(group[0])
+            group_touches = touches if last else ()
+            engine = await connections.opened_engine()
+            if connections.held() is None:
+                writer = engine.thread_writer
+                if writer is not None and writer.write(names, group, group_touches, wait=False):
+                    continue
+            await connections.run(_write_rows, names, group, group_touches, retry=True)
+
+    async def _groups(self, rows: Sequence[MetricRow]) -> list[Sequence[MetricRow]]:
+        """Consecutive rows of equal names, each name set's columns created once."""
+        checked: set[tuple[str, ...]] = set()
+        groups: list[Sequence[MetricRow]] = []
+        group: list[MetricRow] = []
+        names: tuple[str, ...] | None = None
+        for row in rows:
+            if layout.names(row) != names:
+                names = layout.names(row)
+                group = []
+                groups.append(group)
+                if names not in checked:
+                    checked.add(names)
+                    await self.table.ensure_columns(row)
+            group.append(row)
+        return groups
+
+
+def _touch_of(row: MetricRow) -> tuple[Touch, ...]:
+    """The touch of a one-row write: its run's ``time_updated``, unless None."""
+    when = layout.updated(row)
+    return () if when is None else ((layout.run_id(row), when),)
+
+
+async def _write_rows(
+    engine: Engine, conn: Connection, names: tuple[str, ...], rows: Sequence[MetricRow],
+    touches: Sequence[Touch],
+) -> None:
+    await engine.write_rows(conn, names, rows, touches)
