@@ -18,6 +18,10 @@ the ``sigterm`` and ``analysis`` modules) is imported on first access through
 the module ``__getattr__`` below, so a program that only imports sqltrack, or
 runs on SQLite, does not pay for asyncio, the PostgreSQL driver, the spool or
 ``sqltrack sync``. Type checkers see the names imported under ``TYPE_CHECKING``.
+
+The name tables (those imports, ``__all__``, ``_LAZY``, ``_SUBMODULES``) are written
+by ``tools/gen_sync.py`` between the GENERATED markers below: change the generator's
+inputs (the async source, its ``EXTRA_HOME`` / ``SUBMODULES``) and rerun it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+# -- BEGIN GENERATED public names (tools/gen_sync.py; DO NOT EDIT) --
+from sqltrack.errors import (
     ClientClosed,
     ConnectionLost,
     DatabaseError,
@@ -43,9 +48,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # the lazily imported names, for type checkers
-    from sqltrack_sync import Client, Experiment, Run
-
-    from ._dual import (
+    from sqltrack._dual import (
         experiment_add_link,
         experiment_add_tags,
         experiment_remove_link,
@@ -78,36 +81,38 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
         setup,
         sync,
     )
-    from .checks import STATUSES
-    from .client.async_client import AsyncClient
-    from .model.experiments import AsyncExperiment
-    from .model.runs import AsyncRun
-    from .process import sigterm as sigterm
-    from .process.signals import Terminated
-    from .read import analysis as analysis
-
-__version__ = "0.2.0"
+    from sqltrack.checks import STATUSES
+    from sqltrack.client.async_client import AsyncClient
+    from sqltrack.model.experiments import AsyncExperiment
+    from sqltrack.model.runs import AsyncRun
+    from sqltrack.process import sigterm as sigterm
+    from sqltrack.process.signals import Terminated
+    from sqltrack.read import analysis as analysis
+    from sqltrack_sync import Client, Experiment, Run
 
 __all__ = [
     "AsyncClient",
     "AsyncExperiment",
     "AsyncRun",
+    "Client",
     "ClientClosed",
     "ConnectionLost",
     "DatabaseError",
+    "Experiment",
     "ExperimentNotFound",
     "ForeignKeyViolation",
     "IntegrityError",
     "MetricTypeError",
     "MetricWriteError",
     "PoolTimeout",
+    "Run",
     "RunNotFound",
     "STATUSES",
     "SchemaMissing",
     "ServerUnreachable",
     "SqltrackError",
-    "UniqueViolation",
     "Terminated",
+    "UniqueViolation",
     "experiment_add_link",
     "experiment_add_tags",
     "experiment_remove_link",
@@ -139,9 +144,6 @@ __all__ = [
     "run_set_updated",
     "setup",
     "sync",
-    "Client",  # the three blocking classes (_SYNC_NAMES)
-    "Experiment",
-    "Run",
 ]
 
 #: Public name -> the module that defines it, imported on first access (PEP 562).
@@ -149,50 +151,48 @@ _LAZY: dict[str, str] = {
     "AsyncClient": "sqltrack.client.async_client",
     "AsyncExperiment": "sqltrack.model.experiments",
     "AsyncRun": "sqltrack.model.runs",
-    "STATUSES": "sqltrack.checks",
-    "Terminated": "sqltrack.process.signals",
-    # the three blocking classes of the generated facade
     "Client": "sqltrack_sync",
     "Experiment": "sqltrack_sync",
     "Run": "sqltrack_sync",
-    **dict.fromkeys((
-        "experiment_add_link",
-        "experiment_add_tags",
-        "experiment_remove_link",
-        "experiment_remove_tags",
-        "experiment_set_comment",
-        "experiment_set_name",
-        "experiment_set_tags",
-        "mark_stale_runs",
-        "run_add_args",
-        "run_add_env",
-        "run_add_extras",
-        "run_add_link",
-        "run_add_metrics",
-        "run_add_tags",
-        "run_from_env",
-        "run_remove_args",
-        "run_remove_env",
-        "run_remove_extras",
-        "run_remove_link",
-        "run_remove_tags",
-        "run_set_args",
-        "run_set_comment",
-        "run_set_created",
-        "run_set_env",
-        "run_set_extras",
-        "run_set_started",
-        "run_set_status",
-        "run_set_tags",
-        "run_set_updated",
-        "setup",
-        "sync",
-    ), "sqltrack._dual"),
+    "STATUSES": "sqltrack.checks",
+    "Terminated": "sqltrack.process.signals",
+    "experiment_add_link": "sqltrack._dual",
+    "experiment_add_tags": "sqltrack._dual",
+    "experiment_remove_link": "sqltrack._dual",
+    "experiment_remove_tags": "sqltrack._dual",
+    "experiment_set_comment": "sqltrack._dual",
+    "experiment_set_name": "sqltrack._dual",
+    "experiment_set_tags": "sqltrack._dual",
+    "mark_stale_runs": "sqltrack._dual",
+    "run_add_args": "sqltrack._dual",
+    "run_add_env": "sqltrack._dual",
+    "run_add_extras": "sqltrack._dual",
+    "run_add_link": "sqltrack._dual",
+    "run_add_metrics": "sqltrack._dual",
+    "run_add_tags": "sqltrack._dual",
+    "run_from_env": "sqltrack._dual",
+    "run_remove_args": "sqltrack._dual",
+    "run_remove_env": "sqltrack._dual",
+    "run_remove_extras": "sqltrack._dual",
+    "run_remove_link": "sqltrack._dual",
+    "run_remove_tags": "sqltrack._dual",
+    "run_set_args": "sqltrack._dual",
+    "run_set_comment": "sqltrack._dual",
+    "run_set_created": "sqltrack._dual",
+    "run_set_env": "sqltrack._dual",
+    "run_set_extras": "sqltrack._dual",
+    "run_set_started": "sqltrack._dual",
+    "run_set_status": "sqltrack._dual",
+    "run_set_tags": "sqltrack._dual",
+    "run_set_updated": "sqltrack._dual",
+    "setup": "sqltrack._dual",
+    "sync": "sqltrack._dual",
 }
-#: Submodules listed by ``dir()``: ``sqltrack.process.sigterm`` (as in 0.1.x) and
-#: ``sqltrack.read.analysis`` (DataFrame helpers, like pandas / polars). Any submodule is
-#: reachable as an attribute after ``import sqltrack`` (imported on first access).
+#: Modules that are public names (``dir()`` lists them), imported on first access.
 _SUBMODULES = ("analysis", "sigterm")
+# -- END GENERATED public names --
+
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> Any:

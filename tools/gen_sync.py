@@ -7,7 +7,10 @@ counterpart with the same signature, defaults, type hints and docstring, whose
 body forwards the call to the background event loop (``sqltrack_sync._portal``).
 It also writes ``sqltrack/_dual.py``: each function of the documented API typed
 with ``@overload`` for both clients (a coroutine for an ``AsyncClient``, the
-result for a blocking ``Client``). Output is formatted with ``ruff``.
+result for a blocking ``Client``). It also writes the public-name tables of
+``sqltrack/__init__.py`` (eager error imports, the ``TYPE_CHECKING`` imports,
+``__all__``, ``_LAZY``, ``_SUBMODULES``) between the ``PUBLIC_BEGIN`` / ``PUBLIC_END``
+marker comments; the rest of that file is hand-written. Output is formatted with ``ruff``.
 
     python tools/gen_sync.py          # rewrite the generated files
     python tools/gen_sync.py --check  # exit 1 when they are stale (CI runs this)
@@ -74,6 +77,14 @@ ASYNC_HOME = {
     "AsyncExperiment": "model.experiments",
     "AsyncRun": "model.runs",
 }
+#: Public names of sqltrack the generator does not otherwise know: name -> module.
+EXTRA_HOME = {"STATUSES": "sqltrack.checks", "Terminated": "sqltrack.process.signals"}
+#: Modules that are public names of sqltrack (listed by ``dir()``): name -> package.
+SUBMODULES = {"analysis": "sqltrack.read", "sigterm": "sqltrack.process"}
+#: sqltrack/__init__.py is hand-written but for the lines between these two comments.
+INIT = CORE / "__init__.py"
+PUBLIC_BEGIN = "# -- BEGIN GENERATED public names (tools/gen_sync.py; DO NOT EDIT) --"
+PUBLIC_END = "# -- END GENERATED public names --"
 FAST_PATH_MARKER = "sync_fast_path"
 #: Names every generated module imports at the top (never again for annotations).
 TOP_NAMES = {"Any", "TYPE_CHECKING", "Iterator"}
@@ -596,7 +607,70 @@ def generate() -> dict[Path, str]:
 
     files[OUT / "__init__.py"] = gen_sync_init(exports)
     files[DUAL] = gen_dual(sources)
-    return {path: format_source(text, path) for path, text in files.items()}
+    files = {path: format_source(text, path) for path, text in files.items()}
+    dual = [func.name for _, module in sources for func in module.functions]
+    files[INIT] = gen_public(INIT.read_text(encoding="utf-8"), dual)
+    return files
+
+
+def error_names() -> list[str]:
+    """The public classes of sqltrack/errors.py (``import sqltrack`` imports them)."""
+    tree = ast.parse((CORE / "errors.py").read_text(encoding="utf-8"))
+    return [node.name for node in tree.body
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_")]
+
+
+def typing_imports(homes: dict[str, str]) -> list[str]:
+    """``from <module> import <names>`` for each module of ``homes`` (name -> module)."""
+    by_module: dict[str, list[str]] = {}
+    for name, module in homes.items():
+        by_module.setdefault(module, []).append(name)
+    return [f"from {module} import {', '.join(sorted(names))}"
+            for module, names in sorted(by_module.items())]
+
+
+def gen_public(text: str, dual: list[str]) -> str:
+    """``text`` (sqltrack/__init__.py) with its public-name tables regenerated.
+
+    The tables come from what the generator writes (the functions of ``_dual``, the
+    blocking classes), ``ASYNC_HOME``, ``EXTRA_HOME``, ``SUBMODULES`` and errors.py.
+    """
+    errors = error_names()
+    homes: dict[str, str] = {}
+    sources = [
+        {cls: f"sqltrack.{home}" for cls, home in ASYNC_HOME.items()},
+        dict.fromkeys(CLASS_HOME, "sqltrack_sync"),
+        dict.fromkeys(dual, "sqltrack._dual"),
+        EXTRA_HOME,
+    ]
+    for table in sources:
+        for name, home in table.items():
+            if name in homes or name in errors or name in SUBMODULES:
+                raise SystemExit(f"sqltrack.{name}: listed twice among the public names")
+            homes[name] = home
+    typing_lines = typing_imports(homes)
+    typing_lines += [f"from {pkg} import {name} as {name}" for name, pkg in SUBMODULES.items()]
+    region = [
+        PUBLIC_BEGIN,
+        f"from sqltrack.errors import {', '.join(sorted(errors))}",
+        "",
+        "if TYPE_CHECKING:  # the lazily imported names, for type checkers",
+        *[f"    {line}" for line in typing_lines],
+        "",
+        f"__all__ = {sorted([*errors, *homes])!r}",
+        "",
+        "#: Public name -> the module that defines it, imported on first access (PEP 562).",
+        f"_LAZY: dict[str, str] = {dict(sorted(homes.items()))!r}",
+        "#: Modules that are public names (``dir()`` lists them), imported on first access.",
+        f"_SUBMODULES = {tuple(sorted(SUBMODULES))!r}",
+    ]
+    body = format_source("\n".join(region) + "\n", INIT)
+    pattern = re.compile(rf"^{re.escape(PUBLIC_BEGIN)}\n.*?^{re.escape(PUBLIC_END)}$",
+                         re.MULTILINE | re.DOTALL)
+    if len(pattern.findall(text)) != 1:
+        raise SystemExit(f"{INIT.relative_to(ROOT)}: needs one {PUBLIC_BEGIN!r} ... "
+                         f"{PUBLIC_END!r} block")
+    return pattern.sub(lambda _: body + PUBLIC_END, text)
 
 
 def gen_sync_init(exports: dict[str, list[str]]) -> str:
@@ -608,12 +682,9 @@ def gen_sync_init(exports: dict[str, list[str]]) -> str:
     """
     # not async, so not generated: the same module, reachable as in ``import sqltrack``
     homes: dict[str, str] = {"sigterm": "sqltrack"}
-    typing_lines = ["from sqltrack import sigterm"]
     for module in sorted(exports):
         homes.update({name: f"sqltrack_sync.{module}" for name in exports[module]})
-        typing_lines.append(
-            f"from sqltrack_sync.{module} import "
-            + ", ".join(sorted(exports[module])))
+    typing_lines = typing_imports(homes)
     lines = [
         HEADER.rstrip("\n"),
         '"""sqltrack_sync: the documented blocking API of sqltrack (generated).',
