@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from sqltrack.errors import (
     ClientClosed,
     ConnectionLost,
+    DatabaseBusy,
     DatabaseError,
     ExperimentNotFound,
     ForeignKeyViolation,
@@ -97,6 +98,7 @@ __all__ = [
     "Client",
     "ClientClosed",
     "ConnectionLost",
+    "DatabaseBusy",
     "DatabaseError",
     "Experiment",
     "ExperimentNotFound",

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import RunNotFound
 from ..model.maintenance import mark_stale_runs
+from ..model.migrations import setup as _setup
 from ..read import export as _export
 from ..read import queries
-from ..model.migrations import setup as _setup
 from .checks import CliError
 from .formatting import (
     PROG,
