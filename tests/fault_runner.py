@@ -40,11 +40,11 @@ import tempfile
 import time
 from typing import Any
 
-import aiosqlite  # noqa: F401 - imported once here, before the forks
 import psycopg  # noqa: F401
 import psycopg_pool  # noqa: F401
 
 import sqltrack
+import sqltrack.engines.sqlite  # noqa: F401 - imported once here, before the forks
 import sqltrack_sync  # noqa: F401
 
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGKILL": signal.SIGKILL}

@@ -1,4 +1,4 @@
-"""SQLite through aiosqlite: a small pool of connections, each with its worker thread.
+"""SQLite: a small pool of connections, each with its worker thread (``sqlite_worker``).
 
 Connections run in WAL mode with ``synchronous=NORMAL``, a busy timeout and
 foreign keys on. Writes open ``BEGIN IMMEDIATE`` transactions, so concurrent
@@ -19,8 +19,6 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from ..config import Settings
 from ..errors import (
     ConnectionLost,
@@ -37,6 +35,7 @@ from ..metrics.layout import MetricRow, Touch
 from .base import Engine, ThreadWriter
 from .dialects import SQLITE_TYPES as _KIND_TYPES
 from .dialects import SqliteDialect
+from .sqlite_worker import SqliteConnection, SqliteCursor
 
 T = TypeVar("T")
 
@@ -137,17 +136,6 @@ def translate(error: sqlite3.Error) -> DatabaseError:
         else:
             kind = IntegrityError
     return kind(text)
-
-
-def _in_worker(
-    conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any
-) -> Awaitable[T]:
-    """Run ``fn(sqlite3_connection, *args)`` in the connection's thread: one hop.
-
-    aiosqlite queues every call to its worker thread; a whole operation (statements
-    plus commit) as one queued function costs one hop instead of one per statement.
-    """
-    return conn._execute(fn, conn._conn, *args)  # type: ignore[no-untyped-call]
 
 
 def _fetch(c: sqlite3.Connection, sql: str, params: Any, autocommit: bool) -> list[Any]:
@@ -311,21 +299,21 @@ def _open_inline(c: sqlite3.Connection, path: str) -> sqlite3.Connection:
 
 
 class _Pool:
-    """At most ``max_size`` aiosqlite connections, made on demand, reused idle-first."""
+    """At most ``max_size`` worker connections, made on demand, reused idle-first."""
 
     def __init__(
         self,
-        factory: Callable[[], Awaitable[aiosqlite.Connection]],
+        factory: Callable[[], Awaitable[SqliteConnection]],
         max_size: int,
         timeout: float,
     ) -> None:
         self._factory = factory
-        self._idle: list[aiosqlite.Connection] = []
-        self._all: list[aiosqlite.Connection] = []
+        self._idle: list[SqliteConnection] = []
+        self._all: list[SqliteConnection] = []
         self._slots = asyncio.Semaphore(max_size)
         self._timeout = timeout
 
-    async def acquire(self) -> aiosqlite.Connection:
+    async def acquire(self) -> SqliteConnection:
         if self._slots.locked():
             try:
                 await asyncio.wait_for(self._slots.acquire(), self._timeout)
@@ -346,7 +334,7 @@ class _Pool:
         self._all.append(conn)
         return conn
 
-    def release(self, conn: aiosqlite.Connection) -> None:
+    def release(self, conn: SqliteConnection) -> None:
         self._idle.append(conn)
         self._slots.release()
 
@@ -449,24 +437,24 @@ class SqliteEngine(Engine):
         self.path: str = settings.params["dbpath"]
         self._pool: _Pool | None = None
         #: Connections in a user block (their statements wait for end_block's commit).
-        self._blocks: set[aiosqlite.Connection] = set()
+        self._blocks: set[SqliteConnection] = set()
         #: Metric rows written on the calling thread (see SqliteThreadWriter).
         self.thread_writer: SqliteThreadWriter = SqliteThreadWriter(self.path, self.dialect)
 
-    async def _new_connection(self) -> aiosqlite.Connection:
-        conn = aiosqlite.connect(
-            self.path,
-            timeout=BUSY_TIMEOUT_SECONDS,
-            isolation_level="IMMEDIATE",
-            check_same_thread=False,
-        )
-        # A forgotten connection must not keep the interpreter from exiting.
-        conn._thread.daemon = True
+    async def _new_connection(self) -> SqliteConnection:
         try:
-            await conn
-            await _in_worker(conn, _connect_worker)
+            conn = await SqliteConnection.open(
+                self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level="IMMEDIATE",
+                check_same_thread=False,
+            )
+        except sqlite3.Error as error:
+            text = f"cannot open the SQLite database {self.path!r}: {error}"
+            raise ConnectionLost(text) from error
+        try:
+            await conn.call(_connect_worker)
         except sqlite3.Error as error:
             # The file cannot be opened: the one way a SQLite "connection" fails.
+            await conn.close()
             text = f"cannot open the SQLite database {self.path!r}: {error}"
             raise ConnectionLost(text) from error
         return conn
@@ -487,14 +475,14 @@ class SqliteEngine(Engine):
             raise RuntimeError("the engine is not open")
         return self._pool
 
-    async def acquire(self, timeout: float | None = None) -> aiosqlite.Connection:
+    async def acquire(self, timeout: float | None = None) -> SqliteConnection:
         # A local file: a wait is for a free connection only (pool_timeout).
         return await self._opened_pool().acquire()
 
     def server_name(self) -> str:
         return f"the SQLite database {self.settings.params['dbpath']!r}"
 
-    async def release(self, conn: aiosqlite.Connection) -> None:
+    async def release(self, conn: SqliteConnection) -> None:
         self._blocks.discard(conn)
         try:
             if conn.in_transaction:
@@ -502,10 +490,10 @@ class SqliteEngine(Engine):
         finally:
             self._opened_pool().release(conn)
 
-    async def begin_block(self, conn: aiosqlite.Connection) -> None:
+    async def begin_block(self, conn: SqliteConnection) -> None:
         self._blocks.add(conn)
 
-    async def end_block(self, conn: aiosqlite.Connection, commit: bool) -> None:
+    async def end_block(self, conn: SqliteConnection, commit: bool) -> None:
         self._blocks.discard(conn)
         try:
             if commit:
@@ -515,49 +503,49 @@ class SqliteEngine(Engine):
         except sqlite3.Error as error:
             raise translate(error) from error
 
-    def in_block(self, conn: aiosqlite.Connection) -> bool:
+    def in_block(self, conn: SqliteConnection) -> bool:
         return conn in self._blocks
 
-    async def commit(self, conn: aiosqlite.Connection) -> None:
+    async def commit(self, conn: SqliteConnection) -> None:
         try:
             await conn.commit()
         except sqlite3.Error as error:
             raise translate(error) from error
 
-    async def rollback(self, conn: aiosqlite.Connection) -> None:
+    async def rollback(self, conn: SqliteConnection) -> None:
         await conn.rollback()
 
-    async def cursor(self, conn: aiosqlite.Connection) -> aiosqlite.Cursor:
+    async def cursor(self, conn: SqliteConnection) -> SqliteCursor:
         return await conn.cursor()
 
-    async def fetch(self, conn: aiosqlite.Connection, sql: str, params: Any = ()) -> list[Any]:
+    async def fetch(self, conn: SqliteConnection, sql: str, params: Any = ()) -> list[Any]:
         try:
-            return await _in_worker(conn, _fetch, sql, params, conn not in self._blocks)
+            return await conn.call(_fetch, sql, params, conn not in self._blocks)
         except sqlite3.Error as error:
             raise translate(error) from error
 
     async def executemany(
-        self, conn: aiosqlite.Connection, sql: str, rows: Sequence[Any]
+        self, conn: SqliteConnection, sql: str, rows: Sequence[Any]
     ) -> None:
         try:
-            await _in_worker(conn, _executemany, sql, rows, conn not in self._blocks)
+            await conn.call(_executemany, sql, rows, conn not in self._blocks)
         except sqlite3.Error as error:
             raise translate(error) from error
 
-    async def executescript(self, conn: aiosqlite.Connection, script: str) -> None:
+    async def executescript(self, conn: SqliteConnection, script: str) -> None:
         try:
-            await _in_worker(conn, _executescript, script, conn not in self._blocks)
+            await conn.call(_executescript, script, conn not in self._blocks)
         except sqlite3.Error as error:
             raise translate(error) from error
 
-    async def lock_schema(self, conn: aiosqlite.Connection) -> None:
+    async def lock_schema(self, conn: SqliteConnection) -> None:
         """Take the write lock, so one process at a time creates or migrates the schema."""
         try:
-            await _in_worker(conn, lambda c: c.execute("BEGIN IMMEDIATE"))
+            await conn.call(lambda c: c.execute("BEGIN IMMEDIATE"))
         except sqlite3.Error as error:
             raise translate(error) from error
 
-    async def metric_columns(self, conn: aiosqlite.Connection) -> dict[str, str | None]:
+    async def metric_columns(self, conn: SqliteConnection) -> dict[str, str | None]:
         rows = await self.fetch(conn, "PRAGMA table_info(metrics)")
         return {
             name: _TYPE_KINDS.get(str(declared).upper())
@@ -565,10 +553,10 @@ class SqliteEngine(Engine):
             if name not in ("run_id", "step", "progress")
         }
 
-    async def add_metric_column(self, conn: aiosqlite.Connection, name: str, kind: str) -> None:
+    async def add_metric_column(self, conn: SqliteConnection, name: str, kind: str) -> None:
         sql = f"ALTER TABLE metrics ADD COLUMN {self.dialect.quote_ident(name)} {_KIND_TYPES[kind]}"
         try:
-            await _in_worker(conn, _fetch, sql, (), conn not in self._blocks)
+            await conn.call(_fetch, sql, (), conn not in self._blocks)
         except sqlite3.OperationalError as error:
             if "duplicate column name" not in str(error):
                 raise translate(error) from error
@@ -577,7 +565,7 @@ class SqliteEngine(Engine):
 
     async def write_rows(
         self,
-        conn: aiosqlite.Connection,
+        conn: SqliteConnection,
         names: tuple[str, ...],
         rows: Sequence[MetricRow],
         touches: Sequence[Touch],
@@ -588,12 +576,12 @@ class SqliteEngine(Engine):
         writer = self.thread_writer
         autocommit = conn not in self._blocks
         try:
-            await _in_worker(conn, _write_rows, names, rows, self.dialect.metric_value,
+            await conn.call(_write_rows, names, rows, self.dialect.metric_value,
                              writer.stamps(touches), autocommit)
             if autocommit:
                 writer.pooled_write_done()
                 if writer.loop_conn is None:
-                    writer.loop_conn = await _in_worker(conn, _open_inline, self.path)
+                    writer.loop_conn = await conn.call(_open_inline, self.path)
         except sqlite3.Error as error:
             raise translate(error) from error
 
