@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENGINES = ("postgres", "sqlite")
+DEFAULT_ENGINE = "postgres"
 ENV_PREFIX = "SQLTRACK_DSN_"
 CONFIG_PATH_ENV = "SQLTRACK_CONFIG_PATH"
 DEFAULT_CONFIG_FILE = "sqltrack.conf"
@@ -262,7 +263,7 @@ def resolve(
     values.update(_env_values())
     values.update({k.lower(): v for k, v in kwargs.items() if v is not None})
 
-    raw_engine = values.pop("engine", "postgres")
+    raw_engine = values.pop("engine", DEFAULT_ENGINE)
     engine = str(raw_engine).lower()
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {raw_engine!r}: use one of {', '.join(ENGINES)}")

@@ -4,9 +4,12 @@ whether a database is there and answers (so a wrong setting fails at once, with 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..engines import make_engine
+from ..errors import DatabaseError
 from .formatting import describe, one_line
 
 if TYPE_CHECKING:
@@ -26,31 +29,32 @@ WHERE_HINT = (
 )
 
 
-def _check_sqlite_exists(client: AsyncClient) -> None:
-    path = str(client.settings.params["dbpath"])
-    if path == ":memory:" or path.startswith("file:"):
-        return
-    if not Path(path).is_file():
+#: Seconds the check waits for a database server to answer (as libpq's connect_timeout).
+CONNECT_TIMEOUT = 10.0
+
+
+def _check_file_exists(client: AsyncClient) -> None:
+    path = client.dialect.database_path(client.settings)
+    if path is not None and not Path(path).is_file():
         raise CliError(f"no SQLite database at {str(Path(path).absolute())!r}: {WHERE_HINT}")
 
 
-async def _check_postgres(client: AsyncClient) -> None:
-    """Connect once, directly, so a wrong setting fails at once with the server's reason."""
-    import psycopg
-
-    params = dict(client.settings.params)
-    params.setdefault("connect_timeout", "10")
+async def _check_server(client: AsyncClient) -> None:
+    """Connect once, on an engine of its own, so a wrong setting fails at once with the
+    server's reason (opening an engine connects once directly, see ``Engine.open``)."""
+    engine = make_engine(replace(client.settings, pool_timeout=CONNECT_TIMEOUT))
     try:
-        conn = await psycopg.AsyncConnection.connect(**params)
-    except psycopg.Error as error:
+        await engine.open()
+    except DatabaseError as error:
         raise CliError(f"cannot connect to {describe(client)}: {one_line(error)}") from None
-    await conn.close()
+    finally:
+        await engine.close()
 
 
 async def check_database(client: AsyncClient, must_exist: bool = True) -> None:
-    """Fail at once, with the server's reason, on a PostgreSQL database that does not
-    answer; with ``must_exist``, on a SQLite file that is not there."""
-    if client.engine == "sqlite" and must_exist:
-        _check_sqlite_exists(client)
-    if client.engine == "postgres":
-        await _check_postgres(client)
+    """Fail at once, with the server's reason, on a database server that does not
+    answer; with ``must_exist``, on a database file that is not there."""
+    if must_exist:
+        _check_file_exists(client)
+    if client.dialect.has_server:
+        await _check_server(client)

@@ -7,12 +7,11 @@ settings goes through ``sqltrack.environment.mask_passwords``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import textwrap
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import config as _config
@@ -21,6 +20,7 @@ from ..read.queries import jsonable
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
+    from ..config import Settings
 
 PROG = "sqltrack"
 
@@ -140,18 +140,15 @@ def format_run(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _masked(settings: Settings) -> Settings:
+    """``settings`` with every secret value masked: what the dialect's descriptions see."""
+    params = {k: MASKED if k in _config.SECRET_KEYS else v for k, v in settings.params.items()}
+    return replace(settings, params=params)
+
+
 def describe(client: AsyncClient) -> str:
     """Where the client connects, without secrets."""
-    settings = client.settings
-    if settings.engine == "sqlite":
-        return f"sqlite {settings.params['dbpath']}"
-    shown = " ".join(
-        f"{k}={MASKED if k in _config.SECRET_KEYS else v}"
-        for k, v in settings.params.items()
-        if k in ("host", "port", "user", "dbname", "password")
-    )
-    schema = f" schema={settings.schema}" if settings.schema else ""
-    return mask_passwords(f"postgres {shown}{schema}")
+    return mask_passwords(client.dialect.describe(_masked(client.settings)))
 
 
 def target_line(client: AsyncClient) -> str:
@@ -160,17 +157,5 @@ def target_line(client: AsyncClient) -> str:
     Defaults are spelled out (the file's absolute path, libpq's local socket, the
     ``public`` schema) so a newcomer sees which database was picked for them.
     """
-    settings = client.settings
-    if settings.engine == "sqlite":
-        path = str(settings.params["dbpath"])
-        shown = path if path == ":memory:" or path.startswith("file:") else str(
-            Path(path).absolute()
-        )
-        return f"{PROG}: database: sqlite file {shown}"
-    params = settings.params
-    host = params.get("host") or os.environ.get("PGHOST") or "local socket (default)"
-    port = params.get("port") or os.environ.get("PGPORT") or "5432"
-    schema = settings.schema or "public (default)"
-    text = (f"{PROG}: database: postgres host={host} port={port} "
-            f"user={params.get('user', '')} dbname={params.get('dbname', '')} schema={schema}")
-    return mask_passwords(text)
+    shown = client.dialect.describe_spelled_out(_masked(client.settings))
+    return mask_passwords(f"{PROG}: database: {shown}")

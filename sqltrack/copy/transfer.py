@@ -59,20 +59,21 @@ PAGE_ROWS = 5_000
 #: Source and target ids per ``IN (...)`` list.
 _ID_CHUNK = 500
 
+#: Sync's own tables; ``{int}``, ``{float}``, ``{str}``: the dialect's column types (``_ddl``).
 _SOURCE_TABLES = (
     "CREATE TABLE IF NOT EXISTS sync_source ("
-    "id INTEGER PRIMARY KEY CHECK (id = 1), source_key TEXT NOT NULL)",
+    "id {int} PRIMARY KEY CHECK (id = 1), source_key {str} NOT NULL)",
 )
 _TARGET_TABLES = (
     "CREATE TABLE IF NOT EXISTS sync_experiments ("
-    "source_key TEXT NOT NULL, source_experiment_id BIGINT NOT NULL, "
-    "target_experiment_id BIGINT NOT NULL REFERENCES experiments (id) ON DELETE CASCADE, "
-    "synced TEXT, PRIMARY KEY (source_key, source_experiment_id))",
+    "source_key {str} NOT NULL, source_experiment_id {int} NOT NULL, "
+    "target_experiment_id {int} NOT NULL REFERENCES experiments (id) ON DELETE CASCADE, "
+    "synced {str}, PRIMARY KEY (source_key, source_experiment_id))",
     "CREATE TABLE IF NOT EXISTS sync_runs ("
-    "source_key TEXT NOT NULL, source_run_id BIGINT NOT NULL, "
-    "target_run_id BIGINT NOT NULL REFERENCES runs (id) ON DELETE CASCADE, "
-    "digest_step BIGINT, digest_progress DOUBLE PRECISION, digest TEXT, "
-    "copied_step BIGINT, copied_progress DOUBLE PRECISION, synced TEXT, "
+    "source_key {str} NOT NULL, source_run_id {int} NOT NULL, "
+    "target_run_id {int} NOT NULL REFERENCES runs (id) ON DELETE CASCADE, "
+    "digest_step {int}, digest_progress {float}, digest {str}, "
+    "copied_step {int}, copied_progress {float}, synced {str}, "
     "PRIMARY KEY (source_key, source_run_id))",
     "CREATE INDEX IF NOT EXISTS sync_runs_target_run_idx ON sync_runs (target_run_id)",
     "CREATE INDEX IF NOT EXISTS sync_experiments_target_idx "
@@ -164,12 +165,18 @@ async def sync(
 
 
 # -- helpers ------------------------------------------------------------------
+def _ddl(client: AsyncClient, statements: Sequence[str]) -> list[str]:
+    """Sync's own table statements with the client's column types."""
+    types = {kind: client.dialect.metric_column_type(kind) for kind in ("int", "float", "str")}
+    return [statement.format(**types) for statement in statements]
+
+
 async def _ensure_tables(client: AsyncClient, statements: Sequence[str]) -> None:
     """Create sync's own tables; a race with another process creating them is retried."""
     for attempt in range(3):
         try:
             async with client:
-                for statement in statements:
+                for statement in _ddl(client, statements):
                     await client.query(statement)
             return
         except DatabaseError:
@@ -222,14 +229,15 @@ def _digest_parts(client: AsyncClient, columns: dict[str, str | None], flag: str
     def when(expression: str) -> str:
         return f"CASE WHEN {flag} = 1 THEN {expression} END"
 
+    real = client.dialect.metric_column_type("float")
     parts = [f"COUNT({when('1')})"]
     for name, kind in columns.items():
         quoted = client.dialect.quote_ident(name)
         parts.append(f"COUNT({when(quoted)})")
         if kind in ("int", "float"):
-            parts.append(f"SUM({when(f'CAST({quoted} AS DOUBLE PRECISION)')})")
+            parts.append(f"SUM({when(f'CAST({quoted} AS {real})')})")
         elif kind == "bool":
-            parts.append(f"SUM({when(f'CAST(CAST({quoted} AS INTEGER) AS DOUBLE PRECISION)')})")
+            parts.append(f"SUM({when(f'CAST(CAST({quoted} AS INTEGER) AS {real})')})")
         elif kind == "str":
             parts.append(f"SUM({when(f'LENGTH({quoted})')})")
     return parts

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Engine
+from .base import Dialect, Engine
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -15,3 +15,13 @@ def make_engine(settings: Settings) -> Engine:
     from .postgres import PostgresEngine
 
     return PostgresEngine(settings)
+
+
+def dialect_for(engine_name: str) -> Dialect:
+    """The dialect of an engine by name, for code that has only Settings (no driver imported)."""
+    from .dialects import DIALECTS
+
+    try:
+        return DIALECTS[engine_name]
+    except KeyError:
+        raise ValueError(f"unknown engine {engine_name!r}") from None

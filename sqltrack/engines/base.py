@@ -104,6 +104,67 @@ class Dialect(ABC):
         """The parameter value for a metric (dialects override for what they cannot store)."""
         return value
 
+    # -- schema set-up and upgrade: SQL that sqltrack.schema runs through the Engine ------
+    #: The base schema script of the engine, a file in ``sqltrack/schema/``.
+    schema_script: str
+    #: Statements run outside any transaction before and after the schema set-up (the
+    #: latter after a rollback): settings a transaction cannot change.
+    before_schema_setup: tuple[str, ...] = ()
+    after_schema_setup: tuple[str, ...] = ()
+    #: Whether sqltrack 0.1.x used this engine: it runs its own ``base.sql`` unless that
+    #: name is recorded, so the set-up records it too.
+    shared_with_v01: bool = False
+
+    @abstractmethod
+    def tables_query(self, names: Sequence[str]) -> tuple[str, list[Any]]:
+        """A query (``%s`` placeholders) and its parameters: which of ``names`` are tables
+        of the database (of its current schema), one name a row."""
+
+    def upgrade_steps(self, tables: set[str], statuses: Sequence[str]) -> Any:
+        """The engine's own steps that bring an older sqltrack database up to date.
+
+        Sans I/O: a generator that yields ``(sql, params)`` (``%s`` placeholders) and is
+        sent each statement's rows (``sqltrack.schema.upgrade`` runs it, under the schema
+        lock, before the base script). ``tables``: which of ``applied_migrations``,
+        ``sqltrack_migrations`` and ``runs`` were there; ``statuses``: every run status.
+        """
+        yield from ()
+
+    # -- where the database is: pure functions of the settings ---------------------------
+    #: Whether the database is on a server (a wrong setting fails on connecting), not
+    #: in a local file (which connecting would create).
+    has_server: bool = False
+
+    def database_path(self, settings: Settings) -> str | None:
+        """The local file the database is in (None: on a server, in memory, or a URI)."""
+        return None
+
+    @abstractmethod
+    def target_key(self, settings: Settings) -> str:
+        """A key naming the database: engine, server or file, database, schema; no secret."""
+
+    def portable_params(self, settings: Settings) -> dict[str, Any]:
+        """The connection parameters, naming the same database from any working directory."""
+        return dict(settings.params)
+
+    @abstractmethod
+    def describe(self, settings: Settings) -> str:
+        """Where ``settings`` connect, in a few words (values as given: callers mask secrets)."""
+
+    @abstractmethod
+    def describe_spelled_out(self, settings: Settings) -> str:
+        """Where ``settings`` connect, defaults spelled out (values as given, no password)."""
+
+    # -- users' read-only SQL (sqltrack.ui.readonly) -------------------------------------
+    #: Whether ``read_only_setup`` applies to a whole connection, not a transaction: users'
+    #: SQL then runs on a connection of its own (``read_only_uri``), the pool's write.
+    read_only_per_connection: bool = False
+
+    def read_only_uri(self, settings: Settings) -> str | None:
+        """The URI of the database opened read only, for such a connection of its own
+        (None: a second connection cannot see it, e.g. in memory)."""
+        return None
+
 
 class Engine(ABC):
     """One database engine: the pool of driver connections and every statement run on them."""

@@ -1,14 +1,23 @@
-"""The SQL dialect of each engine: placeholders, JSON pieces, column types (pure, no I/O)."""
+"""The SQL dialect of each engine: placeholders, JSON pieces, column types, the schema's
+set-up and upgrade steps, where the settings point (pure, no I/O, no driver)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Generator, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
+from ..config import DEFAULT_SQLITE_PATH, Settings
 from .base import Dialect, is_nan
+
+#: One statement of a dialect's sans-I/O steps: SQL with ``%s`` placeholders, parameters.
+Statement = tuple[str, list[Any]]
+#: ``Dialect.upgrade_steps``: yields statements, is sent each one's rows.
+Steps = Generator[Statement, list[Any], None]
 
 #: Column type of a new metric column, by Python kind.
 SQLITE_TYPES = {
@@ -68,6 +77,54 @@ class SqliteDialect(Dialect):
             return "NaN"
         return value
 
+    schema_script = "sqlite.sql"
+    # Rebuilding ``runs`` (upgrade_steps) needs foreign keys off, settable only outside a
+    # transaction: dropping the old table then neither cascades nor fails.
+    before_schema_setup = ("PRAGMA foreign_keys = OFF",)
+    after_schema_setup = ("PRAGMA foreign_keys = ON",)
+
+    def tables_query(self, names: Sequence[str]) -> tuple[str, list[Any]]:
+        marks = ", ".join(["%s"] * len(names))
+        return (f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({marks})",
+                list(names))
+
+    def upgrade_steps(self, tables: set[str], statuses: Sequence[str]) -> Steps:
+        if "runs" in tables:
+            yield from _widen_status_check(statuses)
+
+    # query_only is a connection setting, and the pool's connections write.
+    read_only_per_connection = True
+
+    def database_path(self, settings: Settings) -> str | None:
+        path = _dbpath(settings)
+        return None if path == ":memory:" or path.startswith("file:") else path
+
+    def target_key(self, settings: Settings) -> str:
+        return f"{self.name}:" + os.path.abspath(_dbpath(settings))
+
+    def portable_params(self, settings: Settings) -> dict[str, Any]:
+        return {**settings.params, "dbpath": os.path.abspath(_dbpath(settings))}
+
+    def describe(self, settings: Settings) -> str:
+        return f"{self.name} {_dbpath(settings)}"
+
+    def describe_spelled_out(self, settings: Settings) -> str:
+        from pathlib import Path
+
+        path = self.database_path(settings)
+        shown = _dbpath(settings) if path is None else str(Path(path).absolute())
+        return f"{self.name} file {shown}"
+
+    def read_only_uri(self, settings: Settings) -> str | None:
+        from urllib.parse import quote
+
+        path = _dbpath(settings)
+        if path == ":memory:" or "mode=memory" in path:
+            return None
+        if path.startswith("file:"):
+            return path + ("&" if "?" in path else "?") + "mode=ro"
+        return "file:" + quote(os.path.abspath(path)) + "?mode=ro"
+
 
 class PostgresDialect(Dialect):
     """PostgreSQL: ``%s`` placeholders (psycopg), jsonb operators, timestamptz."""
@@ -102,7 +159,123 @@ class PostgresDialect(Dialect):
     def metric_column_type(self, kind: str) -> str:
         return POSTGRES_TYPES[kind]
 
+    schema_script = "postgres.sql"
+    shared_with_v01 = True
+
+    def tables_query(self, names: Sequence[str]) -> tuple[str, list[Any]]:
+        return ("SELECT n FROM unnest(%s::text[]) AS n "
+                "WHERE to_regclass(quote_ident(n)) IS NOT NULL", [list(names)])
+
+    def upgrade_steps(self, tables: set[str], statuses: Sequence[str]) -> Steps:
+        if tables & {"applied_migrations", "sqltrack_migrations"}:
+            # 0.1.x's table has only the name (its rows get no time); 0.1.x inserts the name only.
+            yield ("ALTER TABLE applied_migrations "
+                   "ADD COLUMN IF NOT EXISTS time_applied TIMESTAMPTZ", [])
+            yield "ALTER TABLE applied_migrations ALTER COLUMN time_applied SET DEFAULT now()", []
+            yield "ALTER TABLE applied_migrations ALTER COLUMN time_applied DROP NOT NULL", []
+        yield from _widen_status_enum(statuses)
+
+    has_server = True
+
+    def target_key(self, settings: Settings) -> str:
+        p = settings.params
+        host = p.get("hostaddr") or p.get("host") or "localhost"
+        return (f"{self.name}://{p.get('user', '')}@{host}:{p.get('port', '5432')}/"
+                f"{p.get('dbname', '')}?schema={settings.schema or ''}")
+
+    def describe(self, settings: Settings) -> str:
+        shown = " ".join(
+            f"{k}={v}" for k, v in settings.params.items()
+            if k in ("host", "port", "user", "dbname", "password")
+        )
+        schema = f" schema={settings.schema}" if settings.schema else ""
+        return f"{self.name} {shown}{schema}"
+
+    def describe_spelled_out(self, settings: Settings) -> str:
+        params = settings.params
+        host = params.get("host") or os.environ.get("PGHOST") or "local socket (default)"
+        port = params.get("port") or os.environ.get("PGPORT") or "5432"
+        schema = settings.schema or "public (default)"
+        return (f"{self.name} host={host} port={port} user={params.get('user', '')} "
+                f"dbname={params.get('dbname', '')} schema={schema}")
+
 
 @lru_cache(maxsize=1024)
 def _to_qmark(query: str) -> str:
     return query.replace("%s", "?")
+
+
+def _dbpath(settings: Settings) -> str:
+    return str(settings.params.get("dbpath", DEFAULT_SQLITE_PATH))
+
+
+def _widen_status_enum(statuses: Sequence[str]) -> Steps:
+    """PostgreSQL: the enum ``runstatus`` (an earlier build's ``run_status`` renamed) gets
+    every status it lacks."""
+    found = yield ("SELECT typname FROM pg_type WHERE typnamespace = "
+                   "(SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+                   "AND typname IN ('runstatus', 'run_status')", [])
+    types = {r[0] for r in found}
+    if "run_status" in types and "runstatus" not in types:
+        yield "ALTER TYPE run_status RENAME TO runstatus", []
+        types.add("runstatus")
+    if "runstatus" not in types:
+        return
+    labels = yield ("SELECT e.enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid "
+                    "JOIN pg_namespace n ON n.oid = t.typnamespace "
+                    "WHERE n.nspname = current_schema() AND t.typname = 'runstatus'", [])
+    present = {r[0] for r in labels}
+    # Allowed in a transaction since PostgreSQL 12; the new values are usable
+    # after commit (nothing here uses them before).
+    for status in statuses:
+        if status not in present:
+            yield f"ALTER TYPE runstatus ADD VALUE IF NOT EXISTS '{status}'", []
+
+
+_CHECK = r"CHECK\s*\(\s*status\s+IN\s*\([^)]*\)\s*\)"
+_CREATE_RUNS = r'^\s*CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"?runs"?'
+
+
+def _widen_status_check(statuses: Sequence[str]) -> Steps:
+    """SQLite: rebuild ``runs`` with a CHECK of every status (SQLite cannot alter a CHECK):
+    same columns, rows, ids, indexes, triggers.
+
+    Foreign keys are off (``before_schema_setup``), so dropping the old table neither
+    cascades nor fails; the check at the end proves every reference still resolves.
+    """
+    (old_sql,), = yield ("SELECT sql FROM sqlite_master "
+                         "WHERE type = 'table' AND name = 'runs'", [])
+    if all(f"'{s}'" in old_sql for s in statuses):
+        return
+    values = ", ".join(f"'{s}'" for s in statuses)
+    new_sql, checks = re.subn(_CHECK, f"CHECK (status IN ({values}))", old_sql, count=1,
+                              flags=re.IGNORECASE)
+    new_sql, creates = re.subn(_CREATE_RUNS, "CREATE TABLE sqltrack_runs_rebuild", new_sql,
+                               count=1, flags=re.IGNORECASE)
+    if not (checks and creates):
+        raise RuntimeError(f"cannot upgrade the runs table: unexpected definition {old_sql!r}")
+    others = yield ("SELECT sql FROM sqlite_master WHERE tbl_name = 'runs' "
+                    "AND type IN ('index', 'trigger') AND sql IS NOT NULL", [])
+    extras = [r[0] for r in others]
+    seq = yield "SELECT seq FROM sqlite_sequence WHERE name = 'runs'", []
+    yield new_sql, []
+    yield "INSERT INTO sqltrack_runs_rebuild SELECT * FROM runs", []
+    yield "DROP TABLE runs", []
+    # Legacy rename: views naming "runs" are not re-checked while it is briefly missing.
+    yield "PRAGMA legacy_alter_table = ON", []
+    yield "ALTER TABLE sqltrack_runs_rebuild RENAME TO runs", []
+    yield "PRAGMA legacy_alter_table = OFF", []
+    for statement in extras:
+        yield statement, []
+    # AUTOINCREMENT: generated ids stay above every id used before, deleted ones too.
+    (top,), = yield "SELECT coalesce(max(id), 0) FROM runs", []
+    yield "DELETE FROM sqlite_sequence WHERE name = 'runs'", []
+    yield ("INSERT INTO sqlite_sequence (name, seq) VALUES ('runs', %s)",
+           [max(top, seq[0][0] if seq else 0)])
+    broken = yield "PRAGMA foreign_key_check", []
+    if broken:
+        raise RuntimeError(f"runs rebuild left broken references: {broken[:5]}")
+
+
+#: Each engine's dialect, by engine name (``dialect_for``).
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (PostgresDialect(), SqliteDialect())}

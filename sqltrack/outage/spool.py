@@ -52,7 +52,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..config import default_spool_file
+from ..config import DEFAULT_ENGINE, default_spool_file
+from ..engines import dialect_for
 from ..metrics import layout
 from ..metrics.layout import MetricRow
 
@@ -96,20 +97,14 @@ def default_spool_path() -> Path:
 
 def target_key(settings: Settings) -> str:
     """The database a spool entry is for: engine, server, database and schema, no secret."""
-    if settings.engine == "sqlite":
-        return "sqlite:" + os.path.abspath(str(settings.params["dbpath"]))
-    p = settings.params
-    host = p.get("hostaddr") or p.get("host") or "localhost"
-    return (f"postgres://{p.get('user', '')}@{host}:{p.get('port', '5432')}/"
-            f"{p.get('dbname', '')}?schema={settings.schema or ''}")
+    return dialect_for(settings.engine).target_key(settings)
 
 
 def target_params(settings: Settings) -> dict[str, Any]:
-    """Client settings that reach the target again (passwords left out: they come from
-    the environment, ``~/.pgpass`` or the config file of whoever replays)."""
-    params = {k: v for k, v in settings.params.items() if k not in _SECRETS}
-    if settings.engine == "sqlite":
-        params["dbpath"] = os.path.abspath(params["dbpath"])
+    """Client settings that reach the target again, from any directory (passwords left out:
+    they come from the environment, ``~/.pgpass`` or the config file of whoever replays)."""
+    portable = dialect_for(settings.engine).portable_params(settings)
+    params = {k: v for k, v in portable.items() if k not in _SECRETS}
     if settings.schema:
         params["schema"] = settings.schema
     return params
@@ -156,7 +151,7 @@ class Spool:
     the buffer calls them through :func:`offload` (a worker thread). Thread-safe.
     """
 
-    def __init__(self, path: str | os.PathLike[str], target: str, engine: str = "postgres",
+    def __init__(self, path: str | os.PathLike[str], target: str, engine: str = DEFAULT_ENGINE,
                  params: dict[str, Any] | None = None) -> None:
         self.path = Path(path).expanduser().absolute()
         self.target = target

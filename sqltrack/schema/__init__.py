@@ -1,5 +1,8 @@
 """Base schema per engine and the runner for users' migration scripts.
 
+What differs by engine (the script, statements around the set-up, catalog queries,
+upgrade steps) comes from the engine's dialect; this package runs it through the Engine.
+
 Each script is applied once, in the order given, in its own transaction, and
 recorded by file name in ``applied_migrations`` (the table sqltrack 0.1.x uses,
 so neither version applies a script the other applied). Processes that set up the same
@@ -23,11 +26,11 @@ log = logging.getLogger("sqltrack.schema")
 T = TypeVar("T")
 
 
-def base_schema_sql(engine_name: str) -> str:
-    """The base schema script of an engine (``postgres`` or ``sqlite``)."""
+def base_schema_sql(script: str) -> str:
+    """A base schema script of this package (the one a dialect's ``schema_script`` names)."""
     # The package's loader reads the file next to this module (importlib.resources, with
     # tempfile, shutil and zipfile behind it, would cost more than the schema's creation).
-    path = os.path.join(os.path.dirname(__file__), f"{engine_name}.sql")
+    path = os.path.join(os.path.dirname(__file__), script)
     loader: Any = __spec__.loader  # a file or zip loader: both have get_data
     return str(loader.get_data(path).decode("utf-8"))
 
@@ -74,20 +77,23 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
     async def work(engine: Engine, conn: Any) -> str | None:
         # Again under the lock: another process may have done it meanwhile.
         found = await state.detect(engine, conn)
+        base_sql = base_schema_sql(engine.dialect.schema_script)
         if found == state.EMPTY:  # a new database: nothing to upgrade
-            return await state.create(engine, conn, base_schema_sql(engine.name))
+            return await state.create(engine, conn, base_sql)
         from . import upgrade
 
-        return await upgrade.upgrade(engine, conn, found, base_schema_sql(engine.name))
+        return await upgrade.upgrade(engine, conn, found, base_sql)
 
-    if engine.name == "sqlite":  # the runs rebuild needs foreign keys off (not in a transaction)
-        await engine.fetch(conn, "PRAGMA foreign_keys = OFF")
+    dialect = engine.dialect
+    for statement in dialect.before_schema_setup:  # outside a transaction
+        await engine.fetch(conn, statement)
     try:
         outcome = await with_schema_lock(engine, conn, work)
     finally:
-        if engine.name == "sqlite":
+        if dialect.after_schema_setup:
             await engine.rollback(conn)
-            await engine.fetch(conn, "PRAGMA foreign_keys = ON")
+            for statement in dialect.after_schema_setup:
+                await engine.fetch(conn, statement)
     engine.schema_outcome = outcome
     if outcome:
         log.info("%s", outcome)

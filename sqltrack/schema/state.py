@@ -29,15 +29,9 @@ async def rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list[An
 
 
 async def tables(engine: Engine, conn: Any) -> set[str]:
-    names = (MIGRATIONS, EARLY_MIGRATIONS, "runs")
-    if engine.name == "sqlite":
-        found = await rows(
-            engine, conn, "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
-            "(%s, %s, %s)", names)
-        return {r[0] for r in found}
-    found = await rows(engine, conn, "SELECT n FROM unnest(%s::text[]) AS n "
-                       "WHERE to_regclass(quote_ident(n)) IS NOT NULL", [list(names)])
-    return {r[0] for r in found}
+    """Which of sqltrack's migrations tables (ours, an earlier build's) and ``runs`` exist."""
+    sql, params = engine.dialect.tables_query((MIGRATIONS, EARLY_MIGRATIONS, "runs"))
+    return {r[0] for r in await rows(engine, conn, sql, params)}
 
 
 async def detect(engine: Engine, conn: Any) -> str:
@@ -56,9 +50,9 @@ async def detect(engine: Engine, conn: Any) -> str:
 
 
 async def record_marks(engine: Engine, conn: Any) -> None:
-    """Record that the database has the current base schema (and, on PostgreSQL, that
-    sqltrack 0.1.x must not run its own ``base.sql``)."""
-    marks = [BASE_MARK, SCHEMA_MARK] + ([V01_BASE] if engine.name == "postgres" else [])
+    """Record that the database has the current base schema (and, on an engine sqltrack
+    0.1.x used, that 0.1.x must not run its own ``base.sql``)."""
+    marks = [BASE_MARK, SCHEMA_MARK] + ([V01_BASE] if engine.dialect.shared_with_v01 else [])
     values = ", ".join(["(%s)"] * len(marks))
     await rows(engine, conn, f"INSERT INTO applied_migrations (name) VALUES {values} "
                "ON CONFLICT DO NOTHING", marks)

@@ -7,12 +7,14 @@ expression placed inside our own SELECT), and nothing else can run through it:
   quotes and comments), parentheses balanced, a query keyword first;
 - the SQL page's query runs as a subquery (``SELECT * FROM (...) AS q LIMIT n``),
   so only a query parses there;
-- PostgreSQL: the statement runs in a transaction made ``READ ONLY`` with a
-  ``statement_timeout`` (``SET LOCAL``), sent in pipeline mode (the extended
-  protocol), so the server itself refuses more than one statement;
-- SQLite: on a connection of its own, opened read-only (``mode=ro``) with
-  ``PRAGMA query_only``, an authorizer that allows reading only, and a progress
-  handler that interrupts it at the deadline; sqlite3 runs one statement only.
+- in a read-only transaction (PostgreSQL): the dialect's ``read_only_setup``
+  (``READ ONLY``, a ``statement_timeout``), then the statement in pipeline mode
+  (the extended protocol), so the server itself refuses more than one statement;
+- on a connection of its own, where read-only is a connection setting (SQLite,
+  ``read_only_per_connection``): opened read-only (the dialect's ``read_only_uri``,
+  ``mode=ro``) with ``PRAGMA query_only``, an authorizer that allows reading only,
+  and a progress handler that interrupts it at the deadline; sqlite3 runs one
+  statement only.
 
 Every refusal is a :class:`QueryRefused` with a one-line message.
 """
@@ -20,14 +22,12 @@ Every refusal is a :class:`QueryRefused` with a one-line message.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from .api import BadRequest
 
@@ -129,14 +129,19 @@ async def fetch(
     max_rows: int | None = None,
 ) -> Result:
     """Rows of one statement made of ``parts``, read only, stopped after ``timeout`` s."""
-    sql = compose(client.dialect, parts)
-    if client.engine == "postgres":
-        return await _postgres(client, sql, params, timeout, max_rows)
-    # SQLite: query_only is a connection setting and the pool's connections write,
-    # so users' SQL gets a read-only connection of its own.
-    setup = client.dialect.read_only_setup(timeout)
-    path = _sqlite_path(client)
-    return await asyncio.to_thread(_sqlite, path, setup, sql, list(params), timeout, max_rows)
+    dialect = client.dialect
+    sql = compose(dialect, parts)
+    if not dialect.read_only_per_connection:
+        return await _in_transaction(client, sql, params, timeout, max_rows)
+    # Read-only is a connection setting and the pool's connections write, so users'
+    # SQL gets a read-only connection of its own.
+    setup = dialect.read_only_setup(timeout)
+    uri = dialect.read_only_uri(client.settings)
+    if uri is None:
+        raise QueryRefused("an in-memory SQLite database cannot be read by a second connection")
+    return await asyncio.to_thread(
+        _own_connection, uri, setup, sql, list(params), timeout, max_rows
+    )
 
 
 async def run_query(
@@ -152,7 +157,7 @@ def _timeout_message(timeout: float) -> str:
     return f"the query was stopped after {timeout:g} s (the time limit of the page)"
 
 
-async def _postgres(
+async def _in_transaction(
     client: AsyncClient, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None
 ) -> Result:
     import psycopg
@@ -185,19 +190,6 @@ def _result(columns: list[str], rows: list[Any], max_rows: int | None) -> Result
     return Result(columns, rows)
 
 
-def _sqlite_path(client: AsyncClient) -> str:
-    path = str(client.settings.params.get("dbpath", "sqltrack.db"))
-    if path == ":memory:" or "mode=memory" in path:
-        raise QueryRefused("an in-memory SQLite database cannot be read by a second connection")
-    return path
-
-
-def _sqlite_uri(path: str) -> str:
-    if path.startswith("file:"):
-        return path + ("&" if "?" in path else "?") + "mode=ro"
-    return "file:" + quote(os.path.abspath(path)) + "?mode=ro"
-
-
 #: What the authorizer lets a statement do: read tables, call functions, recurse.
 _ALLOWED = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                       sqlite3.SQLITE_RECURSIVE})
@@ -212,13 +204,13 @@ def _authorize(action: int, arg1: Any, arg2: Any, database: Any, trigger: Any) -
     return sqlite3.SQLITE_OK
 
 
-def _sqlite(
-    path: str, setup: list[tuple[str, list[Any]]], sql: str, params: list[Any],
+def _own_connection(
+    uri: str, setup: list[tuple[str, list[Any]]], sql: str, params: list[Any],
     timeout: float, max_rows: int | None,
 ) -> Result:
+    """Users' SQL on a read-only connection of its own (sqlite3, the only such engine)."""
     try:
-        conn = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=timeout,
-                               check_same_thread=False)
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
     except sqlite3.Error as error:
         raise QueryRefused(one_line(f"cannot open the database read-only: {error}")) from None
     deadline = time.monotonic() + timeout
