@@ -8,6 +8,7 @@
     │   │   ├── UniqueViolation       a unique key (a taken experiment name, a metrics row key)
     │   │   └── ForeignKeyViolation   a referenced row is missing
     │   ├── DatabaseBusy          another connection held a lock past the wait (SQLite)
+    │   ├── QueryRefused          users' read-only SQL refused or stopped (the web page)
     │   └── ConnectionLost        the server connection failed or broke (connect, restart, failover)
     │       └── ServerUnreachable     the server did not answer for a while (an outage), named
     ├── PoolTimeout (TimeoutError)         no pooled connection became free in time
@@ -63,6 +64,10 @@ class DatabaseBusy(DatabaseError):
     """Another connection held a lock for longer than the wait (SQLite's busy timeout)."""
 
     transient = True
+
+
+class QueryRefused(DatabaseError):
+    """Users' read-only SQL (the web page) was refused or stopped; the message is one line."""
 
 
 class ConnectionLost(DatabaseError):

@@ -275,6 +275,16 @@ class AsyncClient:
         """Execute several ``;``-separated statements without parameters."""
         await self.connections.run(_executescript, sql_script)
 
+    async def read_only(
+        self, sql: str, params: Sequence[Any] = (), timeout: float = 5.0,
+        max_rows: int | None = None,
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Users' SQL as the web page runs it: column names and rows of one statement
+        (driver placeholders), read only, stopped after ``timeout`` s, at most
+        ``max_rows + 1`` rows; ``sqltrack.errors.QueryRefused`` says why not."""
+        engine = await self.connections.opened_engine()
+        return await engine.read_only(sql, params, timeout, max_rows)
+
     async def commit(self) -> None:
         """Commit the held connection; RuntimeError when the task holds none."""
         await self.connections.engine.commit(self.connections.require_held())

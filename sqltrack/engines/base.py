@@ -43,6 +43,9 @@ class Dialect(ABC):
     """The SQL differences of one engine: pure functions of their arguments, no I/O."""
 
     name: str
+    #: The engine's I/O class, ``"module:Class"`` under ``sqltrack.engines`` (imported, with
+    #: its driver, only when a client of the engine is made: ``make_engine``).
+    engine_class: str
 
     def sql(self, query: str) -> str:
         """Our own SQL is written with ``%s`` placeholders; dialects translate it.
@@ -258,6 +261,15 @@ class Engine(ABC):
     @abstractmethod
     async def executescript(self, conn: Connection, script: str) -> None:
         """Run several ``;``-separated statements without parameters."""
+
+    @abstractmethod
+    async def read_only(
+        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Users' SQL (the web page): column names and rows of one statement, read only,
+        stopped after ``timeout`` s, at most ``max_rows + 1`` rows (None: all). Nothing it
+        does stays: the transaction is rolled back. QueryRefused with a one-line reason.
+        """
 
     # -- metrics --------------------------------------------------------------
     @abstractmethod

@@ -40,6 +40,7 @@ class SqliteDialect(Dialect):
     """SQLite: ``?`` placeholders, JSON merged by our own SQL functions, ISO text times."""
 
     name = "sqlite"
+    engine_class = "sqlite:SqliteEngine"
 
     def sql(self, query: str) -> str:
         return _to_qmark(query)
@@ -130,6 +131,7 @@ class PostgresDialect(Dialect):
     """PostgreSQL: ``%s`` placeholders (psycopg), jsonb operators, timestamptz."""
 
     name = "postgres"
+    engine_class = "postgres:PostgresEngine"
 
     def json_param(self) -> str:
         return "%s::jsonb"

@@ -43,6 +43,7 @@ from ..errors import (
     ForeignKeyViolation,
     IntegrityError,
     PoolTimeout,
+    QueryRefused,
     RunNotFound,
     ServerUnreachable,
     UniqueViolation,
@@ -391,6 +392,38 @@ class PostgresEngine(Engine):
                 )
         except psycopg.Error as error:
             raise translate(error, conn) from error
+
+    async def read_only(
+        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """In a transaction of its own, made read-only with a statement timeout, always
+        rolled back; pipeline mode sends the extended protocol even without parameters,
+        so the server refuses a text of more than one statement."""
+        conn = await self.acquire()
+        try:
+            await self.begin_block(conn)
+            try:
+                async with conn.cursor() as cursor:
+                    for statement, values in self.dialect.read_only_setup(timeout):
+                        await cursor.execute(statement, values)
+                    async with conn.pipeline():
+                        await cursor.execute(sql, list(params))
+                        rows = await (cursor.fetchall() if max_rows is None
+                                      else cursor.fetchmany(max_rows + 1))
+                    columns = [d.name for d in cursor.description or []]
+            finally:
+                await self.end_block(conn, commit=False)
+        except errors.QueryCanceled:
+            raise QueryRefused(
+                f"the query was stopped after {timeout:g} s (the time limit of the page)"
+            ) from None
+        except psycopg.Error as error:
+            diag = getattr(error, "diag", None)
+            message = (diag.message_primary if diag is not None else None) or str(error)
+            raise QueryRefused(" ".join(message.split())) from None
+        finally:
+            await self.release(conn)
+        return columns, [tuple(row) for row in rows]
 
     async def write_rows(
         self,

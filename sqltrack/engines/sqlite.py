@@ -27,6 +27,7 @@ from ..errors import (
     ForeignKeyViolation,
     IntegrityError,
     PoolTimeout,
+    QueryRefused,
     RunNotFound,
     UniqueViolation,
 )
@@ -563,6 +564,15 @@ class SqliteEngine(Engine):
         except sqlite3.Error as error:
             raise translate(error) from error
 
+    async def read_only(
+        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        uri = self.dialect.read_only_uri(self.settings)
+        if uri is None:
+            raise QueryRefused("an in-memory SQLite database cannot be read by a second connection")
+        setup = self.dialect.read_only_setup(timeout)
+        return await asyncio.to_thread(_read_only, uri, setup, sql, list(params), timeout, max_rows)
+
     async def write_rows(
         self,
         conn: SqliteConnection,
@@ -584,6 +594,67 @@ class SqliteEngine(Engine):
                     writer.loop_conn = await conn.call(_open_inline, self.path)
         except sqlite3.Error as error:
             raise translate(error) from error
+
+
+#: What the authorizer lets a statement do: read tables, call functions, recurse.
+_ALLOWED = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                      sqlite3.SQLITE_RECURSIVE})
+_DENIED_FUNCTIONS = frozenset({"load_extension"})
+
+
+def _authorize(action: int, arg1: Any, arg2: Any, database: Any, trigger: Any) -> int:
+    if action not in _ALLOWED:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _read_only(
+    uri: str, setup: list[tuple[str, list[Any]]], sql: str, params: list[Any],
+    timeout: float, max_rows: int | None,
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Users' SQL on a read-only connection of its own (read-only is a connection
+    setting here, and the pool's connections write): the ``mode=ro`` URI, ``query_only``,
+    an authorizer that allows reads only, a progress handler for the deadline."""
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+    except sqlite3.Error as error:
+        raise QueryRefused(_one_line(f"cannot open the database read-only: {error}")) from None
+    deadline = time.monotonic() + timeout
+    try:
+        for statement, values in setup:
+            conn.execute(statement, values)
+        conn.set_authorizer(_authorize)
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
+        cursor = conn.execute(sql, params)
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall() if max_rows is None else cursor.fetchmany(max_rows + 1)
+    except sqlite3.OperationalError as error:
+        if str(error) == "interrupted":
+            raise QueryRefused(stopped_after(timeout)) from None
+        raise QueryRefused(_one_line(_sqlite_message(error))) from None
+    except (sqlite3.Error, sqlite3.Warning) as error:
+        raise QueryRefused(_one_line(_sqlite_message(error))) from None
+    finally:
+        conn.close()
+    return columns, [tuple(row) for row in rows]
+
+
+def _sqlite_message(error: BaseException) -> str:
+    text = str(error)
+    if text == "not authorized":
+        return "not authorized: the page only reads (no writes, schema changes or pragmas)"
+    return text
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+def stopped_after(timeout: float) -> str:
+    """The reason of a statement stopped by its time limit."""
+    return f"the query was stopped after {timeout:g} s (the time limit of the page)"
 
 
 @lru_cache(maxsize=4096)

@@ -21,14 +21,12 @@ Every refusal is a :class:`QueryRefused` with a one-line message.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import errors
 from .api import BadRequest
 
 if TYPE_CHECKING:
@@ -128,20 +126,16 @@ async def fetch(
     timeout: float = DEFAULT_TIMEOUT,
     max_rows: int | None = None,
 ) -> Result:
-    """Rows of one statement made of ``parts``, read only, stopped after ``timeout`` s."""
-    dialect = client.dialect
-    sql = compose(dialect, parts)
-    if not dialect.read_only_per_connection:
-        return await _in_transaction(client, sql, params, timeout, max_rows)
-    # Read-only is a connection setting and the pool's connections write, so users'
-    # SQL gets a read-only connection of its own.
-    setup = dialect.read_only_setup(timeout)
-    uri = dialect.read_only_uri(client.settings)
-    if uri is None:
-        raise QueryRefused("an in-memory SQLite database cannot be read by a second connection")
-    return await asyncio.to_thread(
-        _own_connection, uri, setup, sql, list(params), timeout, max_rows
-    )
+    """Rows of one statement made of ``parts``, read only, stopped after ``timeout`` s
+    (the engine's ``read_only``: how each engine keeps users' SQL from writing)."""
+    sql = compose(client.dialect, parts)
+    try:
+        columns, rows = await client.read_only(sql, params, timeout, max_rows)
+    except errors.QueryRefused as error:
+        raise QueryRefused(one_line(error)) from None
+    if max_rows is not None and len(rows) > max_rows:
+        return Result(columns, rows[:max_rows], truncated=True)
+    return Result(columns, rows)
 
 
 async def run_query(
@@ -151,90 +145,3 @@ async def run_query(
     body = check_query(text)
     parts: list[str | User] = ["SELECT * FROM (\n", User(body), "\n) AS q LIMIT %s"]
     return await fetch(client, parts, [max_rows + 1], timeout=timeout, max_rows=max_rows)
-
-
-def _timeout_message(timeout: float) -> str:
-    return f"the query was stopped after {timeout:g} s (the time limit of the page)"
-
-
-async def _in_transaction(
-    client: AsyncClient, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None
-) -> Result:
-    import psycopg
-
-    try:
-        async with client.cursor() as cursor:  # a transaction (reused when one is held)
-            for statement, values in client.dialect.read_only_setup(timeout):
-                await cursor.execute(statement, values)
-            # Pipeline mode sends the extended protocol even without parameters:
-            # the server then refuses a text of more than one statement.
-            async with cursor.connection.pipeline():
-                await cursor.execute(sql, list(params))
-                rows = await (cursor.fetchall() if max_rows is None
-                              else cursor.fetchmany(max_rows + 1))
-            columns = [d.name for d in cursor.description or []]
-            await cursor.execute("SELECT set_config('statement_timeout', '0', true)")
-    except psycopg.errors.QueryCanceled:
-        raise QueryRefused(_timeout_message(timeout)) from None
-    except psycopg.Error as error:
-        diag = getattr(error, "diag", None)
-        message = (diag.message_primary if diag is not None else None) or str(error)
-        raise QueryRefused(one_line(message)) from None
-    return _result(columns, rows, max_rows)
-
-
-def _result(columns: list[str], rows: list[Any], max_rows: int | None) -> Result:
-    rows = [tuple(row) for row in rows]
-    if max_rows is not None and len(rows) > max_rows:
-        return Result(columns, rows[:max_rows], truncated=True)
-    return Result(columns, rows)
-
-
-#: What the authorizer lets a statement do: read tables, call functions, recurse.
-_ALLOWED = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-                      sqlite3.SQLITE_RECURSIVE})
-_DENIED_FUNCTIONS = frozenset({"load_extension"})
-
-
-def _authorize(action: int, arg1: Any, arg2: Any, database: Any, trigger: Any) -> int:
-    if action not in _ALLOWED:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() in _DENIED_FUNCTIONS:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
-
-
-def _own_connection(
-    uri: str, setup: list[tuple[str, list[Any]]], sql: str, params: list[Any],
-    timeout: float, max_rows: int | None,
-) -> Result:
-    """Users' SQL on a read-only connection of its own (sqlite3, the only such engine)."""
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
-    except sqlite3.Error as error:
-        raise QueryRefused(one_line(f"cannot open the database read-only: {error}")) from None
-    deadline = time.monotonic() + timeout
-    try:
-        for statement, values in setup:
-            conn.execute(statement, values)
-        conn.set_authorizer(_authorize)
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
-        cursor = conn.execute(sql, params)
-        columns = [d[0] for d in cursor.description or []]
-        rows = cursor.fetchall() if max_rows is None else cursor.fetchmany(max_rows + 1)
-    except sqlite3.OperationalError as error:
-        if str(error) == "interrupted":
-            raise QueryRefused(_timeout_message(timeout)) from None
-        raise QueryRefused(one_line(_sqlite_message(error))) from None
-    except (sqlite3.Error, sqlite3.Warning) as error:
-        raise QueryRefused(one_line(_sqlite_message(error))) from None
-    finally:
-        conn.close()
-    return _result(columns, rows, max_rows)
-
-
-def _sqlite_message(error: BaseException) -> str:
-    text = str(error)
-    if text == "not authorized":
-        return "not authorized: the page only reads (no writes, schema changes or pragmas)"
-    return text
