@@ -15,6 +15,7 @@ import asyncio
 
 import pytest
 from support.helpers import read_raw
+from support.waiting import until
 
 import sqltrack
 from sqltrack.engines import postgres
@@ -66,6 +67,14 @@ async def test_warm_connection_goes_back_through_the_pool(pg_kwargs, monkeypatch
     assert len(set(pids)) == 2, pids
 
 
+def waiting_for_a_connection(client: sqltrack.AsyncClient) -> bool:
+    """Whether a task of ``client`` waits in its engine's pool for a connection."""
+    engine = client._engine
+    if engine.name == "postgres":
+        return engine._waiting > 0  # what keeps a released connection from being kept warm
+    return bool(engine._pool._slots._waiters)  # SQLite: tasks queued on the pool's slots
+
+
 async def test_waiting_task_gets_the_released_connection(client_kwargs) -> None:
     """One connection, held by a block while another task asks for one: when the block
     ends the waiting task gets it at once (it is not kept aside as the warm one)."""
@@ -81,7 +90,8 @@ async def test_waiting_task_gets_the_released_connection(client_kwargs) -> None:
             async with client:
                 await client.execute("SELECT 1")
                 block_open.set()
-                await asyncio.sleep(0.3)
+                await until(lambda: waiting_for_a_connection(client),
+                            "the writer waiting for the one connection")
                 order.append("block")
 
         async def writer() -> None:

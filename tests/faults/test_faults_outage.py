@@ -5,7 +5,8 @@ again on the same data directory and socket; training processes are real child
 processes using the blocking or the async API. Checked:
 
 * **server stopped in the middle of buffered runs** (sync and async API, one
-  step every 2.5 ms, a third run that ends during the outage): 0 rows lost,
+  step every 2.5 ms; the server is stopped once each child said it logs, and
+  the third child is told to end, and ends, while it is down): 0 rows lost,
   the rows went through the spool and the spool is empty afterwards, every run
   COMPLETED (the one that ended during the outage too: its status waited in the
   spool and another process replayed it), a one-line warning names the spool;
@@ -18,9 +19,10 @@ processes using the blocking or the async API. Checked:
   on disk, ``sqltrack sync --spool PATH`` later writes every row and the status;
 * **kill -9 with a spool on disk**: ``PRAGMA integrity_check`` is ok and the next
   client opening the spool restores every row the spool held;
-* **kill -9 in buffered mode without a spool**: what is lost is measured and
-  printed (the documented bound: the rows of the last ``flush_interval``); the
-  stored rows are a prefix of the logged ones (no hole);
+* **kill -9 in buffered mode without a spool**: the acknowledged rows lost span
+  at most ``flush_interval`` plus a margin (``LOST_MARGIN``; the documented
+  bound: the rows of the last ``flush_interval``), measured with the child's own
+  clock and printed; the stored rows are a prefix of the logged ones (no hole);
 * **two restarts 0.4 s apart** in the middle of a buffered run (the first "Seen"
   of issue 11: 100 rows lost, reported as ``MetricWriteError``): no error, every
   row stored;
@@ -50,36 +52,57 @@ import psycopg
 import pytest
 from support.faults import ROOT, SUPPORT, check_rows, clean_environ, metrics_of, prepare_database
 from support.helpers import pg_params, start_embedded_postgres
+from support.waiting import WAIT, Output, until, wait_until
 
 import sqltrack
 
 pytestmark = pytest.mark.faults
 
 PAUSE = 0.0025  # one step every 2.5 ms, as in the issue
+#: What a kill -9 of a buffered run without a spool may lose beyond ``flush_interval``
+#: (seconds of acknowledged steps): the last flush's write, a loaded machine's delays.
+LOST_MARGIN = 2.0
 
-#: A training process: logs ``metrics_of(step)`` until ``duration`` is over (or
-#: forever), printing each acknowledged step; at the end, the latencies.
+#: Steps each child of the outage test logs before it says "logging", and after it is
+#: told to end (by a file appearing).
+STEPS = 200
+
+#: A training process: logs ``metrics_of(step)`` until ``duration`` is over, or until
+#: ``more`` steps after the file ``until`` appeared; prints ``run <id>``, ``logging``
+#: once ``ready_after`` steps are acknowledged, each acknowledged step and its
+#: ``time.time()`` when ``acks`` is set, and at the end the steps and latencies.
 CHILD = r"""
-import asyncio, json, sys, time
+import asyncio, json, os, sys, time
 import sqltrack
 from fault_runner import metrics_of
 
 job = json.loads(sys.argv[1])
 lat = []
+end = time.time() + job["duration"] if "duration" in job else None
+last = None  # the last step, once the file job["until"] exists
 
 def ack(step, wall, seconds):
     lat.append((wall, seconds))
     if job.get("acks"):
-        print(f"{step}", flush=True)
+        print(f"{step} {wall!r}", flush=True)
+    if step + 1 == job.get("ready_after"):
+        print("logging", flush=True)
+
+def going(step):
+    global last
+    if end is not None:
+        return time.time() < end
+    if last is None and os.path.exists(job["until"]):
+        last = step + job["more"]
+    return last is None or step < last
 
 def sync_main():
     client = sqltrack.Client(**job["client"])
     run = sqltrack.Run(client, job["experiment_id"], run_id=job.get("run_id"))
     print(f"run {run.id}", flush=True)
-    end = time.time() + job["duration"]
     step = 0
     with run.track():
-        while time.time() < end:
+        while going(step):
             wall, start = time.time(), time.perf_counter()
             run.add_metrics(metrics_of(step), step=step)
             ack(step, wall, time.perf_counter() - start)
@@ -92,10 +115,9 @@ async def async_main():
     client = sqltrack.AsyncClient(**job["client"])
     run = await sqltrack.AsyncRun.create(client, job["experiment_id"], run_id=job.get("run_id"))
     print(f"run {run.id}", flush=True)
-    end = time.time() + job["duration"]
     step = 0
     async with run.track():
-        while time.time() < end:
+        while going(step):
             wall, start = time.time(), time.perf_counter()
             await run.add_metrics(metrics_of(step), step=step)
             ack(step, wall, time.perf_counter() - start)
@@ -169,13 +191,14 @@ def child(job: dict, **popen) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[dict, str]:
-    out, err = process.communicate(timeout=timeout)
+def finish(output: Output, timeout: float = 2 * WAIT) -> tuple[dict, str]:
+    """A child's result (its steps, latencies and run id) and stderr, once it ended."""
+    lines, err = output.finish(timeout)
     noise = ("error connecting", "Is the server", "reconnection attempt", "discarding")
     shown = "\n".join(line for line in err.splitlines() if not line.startswith(noise)
                       and not line.startswith("\tIs the server"))
-    assert process.returncode == 0, f"exit {process.returncode}\n{shown[-5000:]}"
-    lines = out.strip().splitlines()
+    returncode = output.process.returncode
+    assert returncode == 0, f"exit {returncode}\n{shown[-5000:]}"
     return json.loads(lines[-1]) | {"run": int(lines[0].split()[1])}, err
 
 
@@ -228,21 +251,34 @@ def test_buffered_runs_survive_a_server_outage(server, outage_seconds, tmp_path,
     spool = tmp_path / "spool.db"
     kw = settings(params, schema, spool)
     experiment_id = prepare_database(kw)
-    warmup, after = 1.5, 2.5
+    stopped, back = tmp_path / "server-stopped", tmp_path / "server-back"
     jobs = [
-        {"api": "sync", "duration": warmup + outage_seconds + after},
-        {"api": "async", "duration": warmup + outage_seconds + after},
-        {"api": "async", "duration": warmup + outage_seconds / 4},  # ends during the outage
+        {"api": "sync", "until": str(back)},
+        {"api": "async", "until": str(back)},
+        {"api": "async", "until": str(stopped)},  # ends during the outage
     ]
-    processes = [child({**job, "client": kw, "experiment_id": experiment_id, "pause": PAUSE})
-                 for job in jobs]
-    time.sleep(warmup + 0.5)  # the children import sqltrack, connect and log for a while
-    down = time.time()
-    stop(handle)
-    time.sleep(outage_seconds)
-    start(handle, params)
-    up = time.time()
-    results = [finish(process) for process in processes]
+    outputs = [Output(child({**job, "client": kw, "experiment_id": experiment_id,
+                             "pause": PAUSE, "ready_after": STEPS, "more": STEPS}))
+               for job in jobs]
+    try:
+        for number, output in enumerate(outputs):  # each made its run and logs
+            output.line(lambda line: line == "logging", f"child {number} logging")
+        down = time.time()
+        stop(handle)
+        stopped.touch()  # the third child logs STEPS more steps and ends
+        ended = finish(outputs[2])  # while the server is still stopped
+        time.sleep(max(0.0, down + outage_seconds - time.time()))  # the rest of the outage
+        start(handle, params)
+        up = time.time()
+        assert spool.exists(), "the outage never reached the spool"
+        wait_until(lambda: spool_pending(spool) == 0, "the spool replayed once the server "
+                   "was back", detail=lambda: f"{spool_pending(spool)} entries left")
+        back.touch()  # the other two log STEPS more steps and end
+        results = [finish(output) for output in outputs[:2]] + [ended]
+    finally:
+        for output in outputs:
+            if output.process.poll() is None:
+                output.process.kill()
     failures, latencies, rows_checked = [], [], 0
     for job, (result, err) in zip(jobs, results, strict=True):
         rows, status = stored(params, schema, result["run"])
@@ -267,7 +303,6 @@ def test_buffered_runs_survive_a_server_outage(server, outage_seconds, tmp_path,
           "latency during the outage: " + ", ".join(
               f"{api} {p * 1000:.3f} ms over {n} calls" for api, n, p in latencies))
     assert not failures, "\n".join(failures[:10])
-    assert spool.exists(), "the outage never reached the spool"
     assert spool_pending(spool) == 0, "rows left in the spool after the server came back"
     assert all(n > 100 for _, n, _ in latencies), latencies
     # The issue's promise (training never waits on the outage, p99 < 1 ms; measured
@@ -284,8 +319,9 @@ def test_server_down_for_the_whole_job_then_sqltrack_sync_spool(server, tmp_path
     experiment_id = prepare_database(kw)
     run_id = new_run(kw, experiment_id)
     stop(handle)
-    result, err = finish(child({"api": "sync", "duration": 1.0, "pause": PAUSE, "client": kw,
-                                "experiment_id": experiment_id, "run_id": run_id}))
+    result, err = finish(Output(child({"api": "sync", "duration": 1.0, "pause": PAUSE,
+                                       "client": kw, "experiment_id": experiment_id,
+                                       "run_id": run_id})))
     held = spool_steps(spool)
     assert held == {run_id: set(range(result["steps"]))}, "not every row went to the spool"
     assert f"sqltrack sync --spool {spool}" in err, err[-2000:]
@@ -317,15 +353,15 @@ def test_kill_9_with_a_spool_on_disk(server, tmp_path, fault_trials, record_prop
         experiment_id = prepare_database(kw, name=f"kill-{trial}")
         run_id = new_run(kw, experiment_id)
         stop(handle)
-        process = child({"api": random.choice(["sync", "async"]), "duration": 60,
-                         "pause": PAUSE, "client": kw, "experiment_id": experiment_id,
-                         "run_id": run_id, "acks": True})
-        deadline = time.monotonic() + 60
-        while spool_pending(spool) < 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        output = Output(child({"api": random.choice(["sync", "async"]), "duration": 120,
+                               "pause": PAUSE, "client": kw, "experiment_id": experiment_id,
+                               "run_id": run_id}))
+        wait_until(lambda spool=spool: spool_pending(spool) >= 200, "200 rows in the spool",
+                   detail=lambda spool=spool, output=output:
+                   f"{spool_pending(spool)} there; {output.stderr[-2000:]}")
         time.sleep(random.uniform(0, 0.2))  # anywhere in a spill
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=30)
+        output.process.send_signal(signal.SIGKILL)
+        output.finish()
         with contextlib.closing(sqlite3.connect(spool)) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         held = spool_steps(spool).get(run_id, set())
@@ -361,32 +397,37 @@ def test_kill_9_in_buffered_mode_without_a_spool_loses_at_most_a_flush_interval(
     trials = max(2, fault_trials // 10)
     figures = []
     for _ in range(trials):
-        process = child({"api": random.choice(["sync", "async"]), "duration": 60,
-                         "pause": PAUSE, "client": kw, "experiment_id": experiment_id,
-                         "acks": True})
-        run_id = int(process.stdout.readline().split()[1])
-        acked: list[tuple[int, float]] = []
-        until = time.monotonic() + random.uniform(1.0, 2.0)
-        while time.monotonic() < until:
-            acked.append((int(process.stdout.readline()), time.time()))
-        process.send_signal(signal.SIGKILL)
+        output = Output(child({"api": random.choice(["sync", "async"]), "duration": 120,
+                               "pause": PAUSE, "client": kw, "experiment_id": experiment_id,
+                               "acks": True}))
+        run_id = int(output.line(lambda line: line.startswith("run "), "its run").split()[1])
+        output.line(lambda line: line[:1].isdigit(), "a first acknowledged step")
+        time.sleep(random.uniform(1.0, 2.0))  # the kill lands anywhere in the logging
         killed = time.time()
-        process.communicate(timeout=30)
+        output.process.send_signal(signal.SIGKILL)
+        lines, _ = output.finish()
+        # (step, time.time() in the child just before its add_metrics call)
+        acked = [(int(step), float(wall)) for step, wall in
+                 (line.split() for line in lines if line[:1].isdigit())]
         rows, status = stored(params, schema, run_id)
-        steps = [step for step, _ in acked]
         assert sorted(rows) == list(range(len(rows))), "a hole in the stored rows"
         assert not check_rows(rows)
-        lost = [(step, seen) for step, seen in acked if step not in rows]
+        lost = [(step, wall) for step, wall in acked if step not in rows]
         span = killed - lost[0][1] if lost else 0.0
-        figures.append((len(steps), len(lost), span))
+        figures.append((len(acked), len(lost), span))
         assert status == "RUNNING"
     worst = max(figures, key=lambda f: f[1])
+    longest = max(f[2] for f in figures)
     record_property("faults.kill9_buffered_rows_lost_max", worst[1])
-    record_property("faults.kill9_buffered_seconds_lost_max", round(max(f[2] for f in figures),
-                                                                    3))
+    record_property("faults.kill9_buffered_seconds_lost_max", round(longest, 3))
     print(f"kill -9, buffered, no spool, flush_interval={interval} s: lost "
           + ", ".join(f"{lost} of {n} acknowledged rows ({span:.2f} s)" for n, lost, span
                       in figures))
+    # The documented bound: the rows of the last flush_interval (plus the flush's own
+    # write and a loaded machine's delays: LOST_MARGIN).
+    assert longest <= interval + LOST_MARGIN, (
+        f"a kill -9 lost {longest:.2f} s of acknowledged rows, more than flush_interval "
+        f"({interval} s) + {LOST_MARGIN} s: {figures}")
 
 
 async def test_two_restarts_in_a_buffered_run_lose_nothing(server, tmp_path, record_property):
@@ -412,12 +453,14 @@ async def test_two_restarts_in_a_buffered_run_lose_nothing(server, tmp_path, rec
                     await asyncio.sleep(PAUSE)
 
         logger = asyncio.create_task(log())
-        await asyncio.sleep(0.5)
+        await until(lambda: steps >= STEPS or logger.done(), f"{STEPS} steps logged")
         for _ in range(2):
             await asyncio.to_thread(stop, handle)
             await asyncio.to_thread(start, handle, params)
-            await asyncio.sleep(0.4)
-        await asyncio.sleep(1.0)
+            await asyncio.sleep(0.4)  # the scenario: two restarts 0.4 s apart
+        mark = steps
+        await until(lambda: steps >= mark + STEPS or logger.done(),
+                    f"{STEPS} more steps logged after the restarts")
         done.set()
         await logger
     finally:
@@ -432,8 +475,9 @@ async def test_two_restarts_in_a_buffered_run_lose_nothing(server, tmp_path, rec
 async def test_write_through_retries_within_its_window_then_names_the_server(server):
     params, handle = server
     schema = f"through_{uuid.uuid4().hex[:8]}"
+    # retry_window: the 1.5 s outage plus a server start on a loaded machine, generously.
     client = sqltrack.AsyncClient(engine="postgres", **params, schema=schema,
-                                  retry_window=8, pool_timeout=2)
+                                  retry_window=30, pool_timeout=2)
     try:
         run = await (await sqltrack.AsyncExperiment.create(client, name="through")).get_run()
         await run.add_metrics(metrics_of(0), step=0)

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from support.faults import check_rows, metric_rows, metrics_of
 from support.helpers import pg_params
+from support.waiting import WAIT
 
 import sqltrack
 
@@ -61,9 +62,11 @@ async def test_many_tasks_never_exceed_the_pool(pg_dsn, pg_schema, fault_trials,
         try:
             experiment = await sqltrack.AsyncExperiment.create(client, name="bound")
             # The check connection made on opening is closed: wait until the server sees it gone.
-            for _ in range(500):
-                if await count() <= POOL:
-                    break
+            deadline = time.monotonic() + WAIT
+            while (seen := await count()) > POOL:
+                assert time.monotonic() < deadline, (
+                    f"not within {WAIT:g} s: the server still sees {seen} connections of "
+                    f"the client after it opened, more than pool_max_size={POOL}")
                 await asyncio.sleep(0.01)
             poller = asyncio.create_task(poll())
             run_ids = []

@@ -36,6 +36,7 @@ import psycopg
 import pytest
 from support.faults import check_rows, metric_rows, metrics_of
 from support.helpers import pg_params, start_embedded_postgres
+from support.waiting import WAIT, until
 
 import sqltrack
 from sqltrack.metrics.buffer import MetricWriteError
@@ -119,11 +120,10 @@ class Logger:
 
 async def until_through(*loggers: Logger, since: float, calls: int) -> None:
     """Wait until each logger had ``calls`` calls through since ``since`` (bounded)."""
-    deadline = time.monotonic() + 2 * CALL_BOUND
-    while time.monotonic() < deadline:
-        if all(logger.successes_since(since) >= calls for logger in loggers):
-            return
-        await asyncio.sleep(0.02)
+    await until(lambda: all(logger.successes_since(since) >= calls for logger in loggers),
+                f"{calls} calls through for each run", timeout=max(WAIT, 2 * CALL_BOUND),
+                interval=0.02, detail=lambda: [
+                    (logger.successes_since(since), logger.calls[-1:]) for logger in loggers])
 
 
 async def test_pool_recovers_from_server_restarts(own_server, fault_trials, record_property):
@@ -141,17 +141,20 @@ async def test_pool_recovers_from_server_restarts(own_server, fault_trials, reco
         await buffered.run.set_buffered(flush_rows=10, flush_interval=0.05)
         tasks = [asyncio.create_task(direct.loop()), asyncio.create_task(buffered.loop())]
         windows: list[tuple[float, float]] = []
-        for number in range(restarts):
-            # Restart only once both runs log again (at random moments of their calls).
-            await until_through(direct, buffered, since=windows[-1][1] if windows else 0, calls=5)
-            await asyncio.sleep(random.uniform(0, 0.05))
-            how = "restart" if number % 2 else "stop-start"
-            down = time.monotonic()
-            await asyncio.to_thread(restart, server, socket_dir, how, 0.3)
-            windows.append((down, time.monotonic()))
-        await until_through(direct, buffered, since=windows[-1][1], calls=20)
-        direct.stop = buffered.stop = True
-        await asyncio.gather(*tasks)
+        try:
+            for number in range(restarts):
+                # Restart only once both runs log again (at random moments of their calls).
+                await until_through(direct, buffered, since=windows[-1][1] if windows else 0,
+                                    calls=5)
+                await asyncio.sleep(random.uniform(0, 0.05))
+                how = "restart" if number % 2 else "stop-start"
+                down = time.monotonic()
+                await asyncio.to_thread(restart, server, socket_dir, how, 0.3)
+                windows.append((down, time.monotonic()))
+            await until_through(direct, buffered, since=windows[-1][1], calls=20)
+        finally:
+            direct.stop = buffered.stop = True
+            await asyncio.gather(*tasks)
         try:
             await buffered.run.flush()
         except MetricWriteError as error:
@@ -233,9 +236,17 @@ async def test_waiting_writes_retry_on_their_own_while_the_server_is_away(own_se
         try:
             tasks = [asyncio.ensure_future(run.add_metrics(metrics_of(1), step=1))
                      for run in runs]
-            await asyncio.sleep(1.0)  # the first writer has lost the server by now
             combiner = client.statements._combiner
-            assert combiner is not None and combiner.waiting == [], "rows still queued"
+            assert combiner is not None
+            # Every call writes (retries) on its own at once, none queued behind the
+            # first one's retries (then at most one call would be writing at a time).
+            def each_alone() -> bool:
+                return combiner.writing == len(runs) and not combiner.waiting
+
+            await until(lambda: each_alone() or all(task.done() for task in tasks),
+                        "every call retrying on its own", detail=lambda: (
+                            f"{combiner.writing} writing, {len(combiner.waiting)} queued"))
+            assert each_alone(), "the calls ended one after the other, never all retrying"
             results = await asyncio.wait_for(
                 asyncio.gather(*tasks, return_exceptions=True), 120)
             assert all(isinstance(r, sqltrack.ServerUnreachable) for r in results), results

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
-from support.helpers import json_value, read_raw
+from support.helpers import ROOT, json_value, read_raw
 
 import sqltrack
 from sqltrack.integrations.common import IntegrationRun, json_safe
@@ -42,7 +43,19 @@ def test_long_names_keep_a_hash_of_the_original():
     a, b = "x" * 70 + "a", "x" * 70 + "b"
     assert len(column_name(a)) == 63 and check_metric_name(column_name(a))
     assert column_name(a) != column_name(b)
-    assert column_name(a) == column_name(a)
+    # The same name gives the same column in every process (a resumed run finds its
+    # columns): two fresh interpreters with different string hash seeds agree.
+    code = ("import sys\nfrom sqltrack.integrations.names import column_name\n"
+            "print(column_name(sys.argv[1]))\nprint(column_name(sys.argv[2]))\n")
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    seen = []
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", code, a, b], capture_output=True,
+                              text=True, timeout=60,
+                              env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path})
+        assert done.returncode == 0, done.stderr
+        seen.append(done.stdout.split())
+    assert seen[0] == seen[1] == [column_name(a), column_name(b)], seen
 
 
 def test_collision_is_a_clear_error():

@@ -11,11 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 
 import psycopg
 from support.helpers import read_raw
+from support.waiting import until
 
 import sqltrack
+
+#: Wake-ups of the ticker watched while a write waits for the lock, and the largest
+#: gap between two of them that still counts as "the loop kept running" (generous:
+#: a loaded machine; a write blocking the loop thread stalls it until the lock goes).
+TICKS = 50
+MAX_GAP = 0.5
 
 
 @contextlib.contextmanager
@@ -35,15 +43,31 @@ def lock_held(client_kwargs, run_id: int):
         conn.close()
 
 
-async def test_write_waits_for_a_held_lock_without_blocking_the_loop(run, client_kwargs) -> None:
+async def test_write_waits_for_a_held_lock_without_blocking_the_loop(
+    run, client_kwargs, record_property
+) -> None:
     await run.add_metrics({"loss": 1.0}, step=0)
-    with lock_held(client_kwargs, run.id):
-        task = asyncio.ensure_future(run.add_metrics({"loss": 2.0}, step=1))
-        ticks = 0
-        for _ in range(20):  # the loop keeps running while the write waits
+    gaps: list[float] = []  # between the ticker's wake-ups, each asking for 10 ms
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
             await asyncio.sleep(0.01)
-            ticks += 1
-        assert ticks == 20 and not task.done()
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.ensure_future(ticker())
+    try:
+        with lock_held(client_kwargs, run.id):
+            task = asyncio.ensure_future(run.add_metrics({"loss": 2.0}, step=1))
+            await until(lambda: len(gaps) >= TICKS or task.done(),
+                        f"{TICKS} wake-ups of a ticker while the write waits")
+            assert not task.done(), task  # it waits for the lock (no "database is locked")
+    finally:
+        ticking.cancel()
+    record_property("loop_max_gap_ms", round(max(gaps) * 1000, 1))
+    assert max(gaps) < MAX_GAP, f"the loop stalled {max(gaps):.3f} s while the write waited"
     await asyncio.wait_for(task, 60)
     assert read_raw(client_kwargs, "SELECT step, loss FROM metrics WHERE run_id = %s "
                     "ORDER BY step", (run.id,)) == [(0, 1.0), (1, 2.0)]
