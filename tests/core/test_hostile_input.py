@@ -1,0 +1,638 @@
+"""Hostile input: every user string either round-trips exactly or is refused clearly.
+
+Property tests (hypothesis) feed metric names, metric values, tags, link kinds,
+experiment names, comments, JSON for args/env/extras, PostgreSQL schema names,
+config values and SQLite file names drawn from hostile alphabets: quotes,
+semicolons, ``--``, ``/* */``, NUL, placeholders, reserved words (``select``,
+``run_id``), lone surrogates, look-alike letters, and very long incompressible
+strings. For each value, on both engines:
+
+* either it is stored and read back exactly (with the raw SQL of the engine),
+* or the call raises ValueError or TypeError whose message shows the value
+  (its repr, or a part of it), and the database schema (tables and columns) is
+  exactly as before.
+
+One database per test function, shared by its examples. ``--fault-trials=N``
+scales the number of examples (N / 20 times the defaults below). A static test
+at the end checks that sqltrack builds SQL text only from reviewed pieces
+(quoted identifiers, placeholders, fixed names), never from user text.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import math
+import random
+import re
+import string
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import sql
+from support.helpers import pg_params
+
+import sqltrack
+
+pytestmark = pytest.mark.faults
+
+# -- hostile alphabets -----------------------------------------------------------------------
+PIECES = [
+    "'", '"', "''", ";", "--", "/*", "*/", "\x00", "\\", "`", "%s", "%(x)s", "%", "?", "?1",
+    ":name", "$1", "$$", "{}", "select", "SELECT", "drop table runs", "run_id", "step",
+    "progress", "metrics", "runs", "NULL", "true", "pg_", " ", "\n", "\t", "\r", "é", "ß", "İ",
+    "\u212a", "🚀", "\ufeff", "\u202e", "\u0301", "\ud800", "\udc80", "\udfff", "x", "_", "0",
+]
+ALNUM = string.ascii_letters + string.digits
+
+
+def incompressible(seed: int, length: int) -> str:
+    """Random letters and digits: text no database can compress into a short index entry."""
+    rnd = random.Random(seed)
+    return "".join(rnd.choices(ALNUM, k=length))
+
+
+short_hostile_text = st.one_of(
+    st.lists(st.sampled_from(PIECES), min_size=1, max_size=8).map("".join),
+    st.text(max_size=30),
+)
+long_text = st.one_of(
+    st.builds(lambda piece, n: piece * n, st.sampled_from(["x", "é", "'", "🚀", ";--"]),
+              st.integers(60, 70)),
+    st.builds(incompressible, st.integers(0, 2**32),
+              st.sampled_from([255, 1000, 1990, 2010, 2800, 5000])),
+)
+hostile_text = st.one_of(short_hostile_text, short_hostile_text, long_text)
+#: Valid identifiers, a bounded set (every one becomes a column): reserved words, case
+#: variants, the length limit; hostile text adds the invalid ones.
+VALID_NAMES = [
+    "select", "SELECT", "Select", "from", "table", "order", "user", "group", "null", "_",
+    "__", "_1", "a", "A", "loss", "Loss", "LOSS", "x" * 62, "y" * 63, "z" * 64, "run_ID_",
+    "step_", "progress2", "drop", "DROP_TABLE_runs", "metrics", "runs", "experiments",
+    *(f"m{n}_{chr(97 + n % 26)}" for n in range(120)),
+]
+metric_names = st.one_of(
+    st.sampled_from(VALID_NAMES),
+    st.sampled_from(["run_id", "RUN_ID", "Step", "progress", "1abc", "a-b", "a b", "é", "K"]),
+    hostile_text,
+)
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True), short_hostile_text, short_hostile_text,
+    long_text,
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(hostile_text, children, max_size=3)
+    ),
+    max_leaves=8,
+)
+json_objects = st.dictionaries(short_hostile_text, json_values, max_size=4)
+
+
+def scaled(examples: int, trials: int) -> int:
+    return max(10, examples * trials // 20)
+
+
+def run_examples(examples: int, trials: int):
+    return settings(
+        max_examples=scaled(examples, trials),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+# -- reading back ---------------------------------------------------------------------------
+def query(client, text: str, params: Any = ()) -> list[tuple]:
+    """Raw SQL with ``%s`` placeholders on either engine."""
+    if client.engine == "sqlite":
+        text = text.replace("%s", "?")
+    return client.execute(text, params)
+
+
+def snapshot(client) -> frozenset:
+    """Tables, columns and indexes of the client's schema."""
+    if client.engine == "sqlite":
+        objects = query(client, "SELECT type, name, tbl_name, sql FROM sqlite_master")
+        columns = [
+            (table, *column[1:3])
+            for (kind, table, _, _) in objects if kind == "table"
+            for column in query(client, f"PRAGMA table_info(\"{table}\")")
+        ]
+        return frozenset(objects) | frozenset(columns)
+    columns = query(client, "SELECT table_name, column_name, data_type FROM "
+                    "information_schema.columns WHERE table_schema = current_schema()")
+    indexes = query(client, "SELECT tablename, indexname FROM pg_indexes "
+                    "WHERE schemaname = current_schema()")
+    return frozenset(columns) | frozenset(indexes)
+
+
+def parts(value: Any) -> list[Any]:
+    """The value, and every key and leaf inside it."""
+    found = [value]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += [key, *parts(item)]
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found += parts(item)
+    return found
+
+
+def mentions(message: str, value: Any) -> bool:
+    """Whether an error message shows the value: its repr, or the repr of a part of it."""
+    if repr(value) in message:
+        return True
+    for part in parts(value):
+        shown = repr(part)
+        if len(shown) >= 3 and (shown in message or len(shown) > 40 and shown[:40] in message):
+            return True
+        if isinstance(part, str) and len(shown) >= 5 and shown[1:-1] in message:
+            return True  # e.g. inside a driver message that quotes it another way
+    return False
+
+
+def check_refused(error: BaseException, value: Any, before: frozenset, client) -> None:
+    assert isinstance(error, (ValueError, TypeError)), (
+        f"{value!r} was refused with {type(error).__name__}: {error}"
+    )
+    assert mentions(str(error), value), f"error for {value!r} does not show it: {error}"
+    assert snapshot(client) == before, f"the schema changed after refusing {value!r}"
+
+
+class Watch:
+    """Calls with hostile values; checks each refusal, and the schema after it."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.known = snapshot(client)
+
+    def attempt(self, call, value: Any) -> bool:
+        """Run ``call()``; True if it went through, False if refused as it should be."""
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001 - checked here
+            check_refused(error, value, self.known, self.client)
+            return False
+        return True
+
+    def changes(self) -> frozenset:
+        """What an accepted call added to the schema."""
+        now = snapshot(self.client)
+        added, self.known = now - self.known, now
+        return added
+
+
+def canonical(value: Any) -> Any:
+    """A JSON value compared as JSON: numbers by their decimal value."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    return [canonical(v) for v in value]
+
+
+def json_cell(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+# -- fixtures --------------------------------------------------------------------------------
+@pytest.fixture
+def hclient(client_kwargs):
+    client = sqltrack.Client(**client_kwargs)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def hrun(hclient):
+    experiment = sqltrack.Experiment(hclient, name="hostile")
+    return experiment, experiment.get_run(), experiment.get_run()
+
+
+@pytest.fixture
+def counter(record_property):
+    """Counts the examples a test tried; reported in the fault-injection figures."""
+    tried = itertools.count()
+    yield lambda: next(tried)
+    record_property("faults.hostile_cases", next(tried))
+
+
+# -- metric names and values -------------------------------------------------------------------
+def test_metric_names(hclient, hrun, fault_trials, counter):
+    _, run, _ = hrun
+
+    watch = Watch(hclient)
+
+    @run_examples(400, fault_trials)
+    @given(name=metric_names)
+    def check(name):
+        step = counter()
+        if not watch.attempt(lambda: run.add_metrics({name: 1.5}, step=step), name):
+            return
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name), f"accepted {name!r}"
+        stored = query(hclient, f'SELECT "{name}" FROM metrics WHERE run_id = %s AND step = %s',
+                       [run.id, step])
+        assert stored == [(1.5,)], (name, stored)
+        added = watch.changes()  # the new column, (SQLite) the table's new SQL
+        assert all(any(name in str(part) for part in item) for item in added), (name, added)
+
+    check()
+
+
+def test_metric_text_values(hclient, hrun, fault_trials, counter):
+    _, run, _ = hrun
+
+    run.add_metrics({"text_value": "first"}, step=-1)  # the column exists
+    watch = Watch(hclient)
+
+    @run_examples(200, fault_trials)
+    @given(value=hostile_text)
+    def check(value):
+        step = counter()
+        if watch.attempt(lambda: run.add_metrics({"text_value": value}, step=step), value):
+            stored = query(hclient, "SELECT text_value FROM metrics WHERE run_id = %s "
+                           "AND step = %s", [run.id, step])
+            assert stored == [(value,)]
+
+    check()
+
+
+# -- tags, link kinds, names, comments -------------------------------------------------------
+def test_tags(hclient, hrun, fault_trials, counter):
+    experiment, run, _ = hrun
+
+    watch = Watch(hclient)
+
+    @run_examples(200, fault_trials)
+    @given(tag=hostile_text)
+    def check(tag):
+        number = counter()
+        table, target = ("runs", run) if number % 2 else ("experiments", experiment)
+        if watch.attempt(lambda: target.set_tags(tag), tag):
+            stored = query(hclient, f"SELECT tags FROM {table} WHERE id = %s", [target.id])
+            assert json_cell(stored[0][0]) == {tag: True}
+
+    check()
+
+
+def test_link_kinds(hclient, hrun, fault_trials, counter):
+    _, run, other = hrun
+
+    watch = Watch(hclient)
+
+    @run_examples(200, fault_trials)
+    @given(kind=hostile_text)
+    def check(kind):
+        counter()
+        if watch.attempt(lambda: run.add_link(kind, other.id), kind):
+            stored = query(hclient, "SELECT kind FROM run_links WHERE from_id = %s", [run.id])
+            assert stored == [(kind,)]
+            run.remove_link(kind, other.id)
+            assert query(hclient, "SELECT kind FROM run_links WHERE from_id = %s",
+                         [run.id]) == []
+
+    check()
+
+
+def test_experiment_names(hclient, hrun, fault_trials, counter):
+    experiment, _, _ = hrun
+
+    watch = Watch(hclient)
+
+    @run_examples(200, fault_trials)
+    @given(name=hostile_text)
+    def check(name):
+        number = counter()
+        if number % 2:
+            renamed = f"{number}:{name}"
+            if watch.attempt(lambda: experiment.set_name(renamed), renamed):
+                stored = query(hclient, "SELECT name FROM experiments WHERE id = %s",
+                               [experiment.id])
+                assert stored == [(renamed,)]
+            return
+        made = []
+        if watch.attempt(lambda: made.append(sqltrack.Experiment(hclient, name=name)), name):
+            stored = query(hclient, "SELECT name FROM experiments WHERE id = %s", [made[0].id])
+            assert stored == [(name,)]
+
+    check()
+
+
+def test_comments(hclient, hrun, fault_trials, counter):
+    experiment, run, _ = hrun
+
+    watch = Watch(hclient)
+
+    @run_examples(150, fault_trials)
+    @given(comment=hostile_text)
+    def check(comment):
+        number = counter()
+        table, target = ("runs", run) if number % 2 else ("experiments", experiment)
+        if watch.attempt(lambda: target.set_comment(comment), comment):
+            stored = query(hclient, f"SELECT comment FROM {table} WHERE id = %s", [target.id])
+            assert stored == [(comment,)]
+
+    check()
+
+
+# -- JSON -----------------------------------------------------------------------------------
+def test_json_args_env_extras(hclient, hrun, fault_trials, counter):
+    _, run, _ = hrun
+
+    watch = Watch(hclient)
+
+    @run_examples(200, fault_trials)
+    @given(value=json_objects, column=st.sampled_from(["args", "env", "extras"]))
+    def check(value, column):
+        counter()
+        setter = getattr(run, f"set_{column}")
+        if watch.attempt(lambda: setter(value), value):
+            stored = query(hclient, f"SELECT {column} FROM runs WHERE id = %s", [run.id])
+            assert canonical(json_cell(stored[0][0])) == canonical(value)
+
+    check()
+
+
+def test_json_nested_too_deeply_is_refused(hclient, hrun, counter):
+    _, run, _ = hrun
+    deep: list = []
+    inner = deep
+    for _ in range(100_000):
+        inner.append([])
+        inner = inner[0]
+    for column in ("args", "env", "extras"):
+        counter()
+        before = snapshot(hclient)
+        with pytest.raises(ValueError, match="nested") as caught:
+            getattr(run, f"add_{column}")({"deep": deep})
+        check_refused(caught.value, "deep", before, hclient)
+
+
+# -- schema names and config values ------------------------------------------------------------
+def test_schema_names(pg_dsn, fault_trials, counter):
+    params = pg_params(pg_dsn)
+
+    def schemas() -> set[str]:
+        with psycopg.connect(pg_dsn) as conn:
+            return {name for (name,) in conn.execute("SELECT nspname FROM pg_namespace")
+                    if not name.startswith("t_")}
+
+    @run_examples(20, fault_trials)
+    @given(name=hostile_text.filter(bool))
+    def check(name):
+        counter()
+        before = schemas()
+        client = None
+        try:
+            client = sqltrack.Client(engine="postgres", **params, schema=name)
+            current = client.execute("SELECT current_schema()")
+            tables = client.execute("SELECT count(*) FROM information_schema.tables "
+                                    "WHERE table_schema = current_schema()")
+        except Exception as error:  # noqa: BLE001 - checked here
+            assert isinstance(error, (ValueError, TypeError)), f"{name!r}: {error!r}"
+            assert mentions(str(error), name), f"error for {name!r} does not show it: {error}"
+            assert schemas() == before, f"a schema was created for {name!r}"
+            return
+        finally:
+            if client is not None:
+                client.close()
+        try:
+            assert current == [(name,)], (name, current)
+            assert tables[0][0] >= 6
+        finally:
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    sql.Identifier(name)))
+
+    check()
+
+
+NUMBER_SETTINGS = {
+    "pool_min_size": (int, 0), "pool_max_size": (int, 1), "pool_timeout": (float, None),
+    "flush_rows": (int, 1), "flush_interval": (float, None), "buffer_max_rows": (int, 0),
+}
+config_values = st.one_of(
+    hostile_text,
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.sampled_from(["1", "5", "0.5", " 3 ", "1e3", "0x10", "nan", "inf", "-inf", "-1", "0",
+                     "true", "yes", "off", "1; DROP TABLE runs", "2 --", "1/*x*/", "١٢"]),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+def test_config_values(tmp_path, fault_trials, counter):
+    dbpath = tmp_path / "never-created.db"
+
+    @run_examples(500, fault_trials)
+    @given(key=st.sampled_from([*NUMBER_SETTINGS, "buffered", "engine"]), value=config_values)
+    def check(key, value):
+        counter()
+        try:
+            client = sqltrack.AsyncClient(**{"engine": "sqlite", "dbpath": str(dbpath),
+                                             key: value})
+        except Exception as error:  # noqa: BLE001 - checked here
+            assert isinstance(error, (ValueError, TypeError)), f"{key}={value!r}: {error!r}"
+            assert mentions(str(error), value), f"{key}={value!r}: {error}"
+            return
+        finally:
+            assert not dbpath.exists()
+        got = client.settings.engine if key == "engine" else getattr(client.settings, key)
+        if key == "engine":
+            assert got == str(value).lower(), (value, got)
+        elif key == "buffered":
+            assert isinstance(got, bool)
+        else:
+            kind, low = NUMBER_SETTINGS[key]
+            assert type(got) is kind and math.isfinite(got), (key, value, got)
+            assert got >= low if low is not None else got > 0, (key, value, got)
+            assert got == kind(value.strip() if isinstance(value, str) else value)
+
+    check()
+
+
+def test_sqlite_file_names(tmp_path, fault_trials, counter):
+    names = hostile_text.filter(
+        lambda n: n.strip(".") and "/" not in n
+        and len(n.encode("utf-8", "surrogatepass")) < 200
+    )
+
+    @run_examples(100, fault_trials)
+    @given(name=names)
+    def check(name):
+        number = counter()
+        folder = tmp_path / str(number)
+        folder.mkdir()
+        path = str(folder / name)
+        client = None
+        try:
+            client = sqltrack.Client(engine="sqlite", dbpath=path)
+            client.execute("SELECT count(*) FROM runs")
+        except Exception as error:  # noqa: BLE001 - checked here
+            assert isinstance(error, (ValueError, TypeError)), f"{name!r}: {error!r}"
+            assert mentions(str(error), name), f"error for {name!r} does not show it: {error}"
+            assert list(folder.iterdir()) == []
+            return
+        finally:
+            if client is not None:
+                client.close()
+        assert [p.name for p in folder.iterdir() if not p.name.endswith(("-wal", "-shm"))] == [
+            name
+        ]
+
+    check()
+
+
+# -- static: SQL text is built from reviewed pieces only --------------------------------------
+SQL_WORDS = re.compile(
+    r"\b(SELECT|INSERT|UPDATE|DELETE|ALTER|CREATE|DROP|PRAGMA|WHERE|VALUES|FROM|JOIN|ORDER BY|"
+    r"LIMIT|SET|ON CONFLICT|RETURNING)\b"
+)
+#: Every expression sqltrack interpolates into SQL text, with why it carries no user text.
+#: A new one fails the test: check where its text comes from, then add it here.
+REVIEWED = {
+    "marks": "placeholders only ('%s' / '?' / '$n' joined by commas)",
+    "values": "rows of placeholders (postgres _upsert_text)",
+    "pairs": "'($n::bigint, $n::timestamptz)' placeholder pairs (postgres _combined_sql)",
+    "binary_format": "the constant ' (FORMAT BINARY)' or nothing (postgres _copy_sql)",
+    "columns": "fixed column names and metric names quoted by sql.Identifier / quote_ident",
+    "updates": "'<quoted> = EXCLUDED.<quoted>' from quoted metric names",
+    "quoted": "a metric name passed through engine.quote_ident (sql.Identifier on PostgreSQL)",
+    "names": "metric names passed through engine.quote_ident",
+    "status": "one of the constant values.STATUSES (schema upgrade adds missing enum values)",
+    "counts": "COUNT(<quote_ident(name)>) for metric columns",
+    "', '.join(selects)": "aggregates of quote_ident(name) metric columns",
+    "', '.join(RUN_COLUMNS)": "a constant tuple of column names",
+    "placeholder(1)": "a placeholder",
+    "placeholder(2)": "a placeholder",
+    "self.quote_ident(name)": "a metric name validated by check_metric_name, then quoted",
+    "self.dialect.quote_ident(name)": "a metric name validated by check_metric_name, quoted",
+    "_KIND_TYPES[kind]": "a column type from a fixed table",
+    "assignment": "'<column> = %s' built by sqltrack from fixed column names and placeholders",
+    "table": "a fixed table name ('run_links' / 'experiment_links') chosen by sqltrack",
+    "METRIC_PAGE": "an int constant",
+    "prefix": "'' or, behind a pooler, sql.Identifier(schema).as_string() + '.'",
+    "_RUN_COLUMNS": "transfer: a constant string of the runs table's column names",
+    "_WHERE_RUN": "transfer: constant 'WHERE source_key = %s AND source_run_id = %s'",
+    "_UP_TO": "transfer: a constant key range of %s placeholders",
+    "_FROM": "transfer: a constant key range of %s placeholders",
+    "flag": "transfer: dialect.quote_ident of the constant alias _FLAG ('0old')",
+    "flag_old": "transfer: '0' or a constant CASE over _UP_TO (placeholders)",
+    "', '.join(parts_end + parts_old)":
+        "transfer: _digest_parts, COUNT/SUM over quote_ident(metric column of the source's "
+        "schema) and the quoted constant flag",
+    "_quote(self.src, names)":
+        "transfer: ', ' + quote_ident(name) for metric columns read from the source's schema",
+    "_quote(self.dst, present)":
+        "transfer: ', ' + quote_ident(name) for those metric columns present on the target",
+    "extra": "ui.curves: '' or a constant key range of %s placeholders (_after_sql)",
+    "group": "ui.summaries: 'args' or 'extras', from the constant JSON_GROUPS",
+    "dialect.json_object_keys('r.' + group)":
+        "ui.summaries: the dialect's key set of the column r.args / r.extras (constants)",
+    "quote(n)": "ui.summaries: quote_ident of a metric column name read from the schema",
+    "exists": "ui.summaries: EXISTS over quote(n) metric columns, %s placeholders",
+    "escape(SQL_EXAMPLE)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
+    "escape(query)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
+    "word": "ui.readonly: the text of a QueryRefused error message, never run as SQL",
+}
+#: SQL text extended with '+': what may be on the other side.
+REVIEWED_CONCAT = {
+    "sql": "SQL text built above from reviewed pieces",
+    "query": "SQL text built above from reviewed pieces",
+    "''.join((', ' + s for s in selects))": "latest values of quote_ident(name) metric columns",
+    "select": "transfer._copy_rows: SELECT step, progress + _quote(...) built just above",
+    "where": "transfer._copy_rows: ' AND ' + the constants _UP_TO / _AFTER (placeholders)",
+    "_INSERT": "integrations.system: the constant INSERT INTO system_metrics ... VALUES",
+    "', '.join([_ROW] * len(values))": "integrations.system: rows of the constant '(%s, ...)'",
+    "', '.join(selects)":
+        "ui.summaries: fixed r.* columns, last/min/max of quote_ident(metric column) "
+        "(names checked against the schema's metric columns), a.<a{n}> aliases",
+    "', '.join(grouped)":
+        "ui.summaries: MIN/MAX (the constant AGGREGATES) of quote_ident(metric column) "
+        "AS a<n>",
+}
+
+
+def flatten(node: ast.BinOp, inner: set[int]) -> list[ast.expr]:
+    """The operands of a chain ``a + b + c`` (inner links are noted in ``inner``)."""
+    operands = []
+    for side in (node.left, node.right):
+        if isinstance(side, ast.BinOp) and isinstance(side.op, type(node.op)):
+            inner.add(id(side))
+            operands += flatten(side, inner)
+        else:
+            operands.append(side)
+    return operands
+
+
+def sql_interpolations() -> list[tuple[str, int, str]]:
+    found: list[tuple[str, int, str]] = []
+    inner: set[int] = set()
+    root = Path(sqltrack.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = str(path.relative_to(root.parent))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr):
+                text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+                if SQL_WORDS.search(text):
+                    found += [(where, node.lineno, ast.unparse(v.value))
+                              for v in node.values if isinstance(v, ast.FormattedValue)]
+            elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mod)):
+                if id(node) in inner:
+                    continue
+                sides = flatten(node, inner)
+                if any(isinstance(s, ast.Constant) and isinstance(s.value, str)
+                       and SQL_WORDS.search(s.value) for s in sides):
+                    found += [(where, node.lineno, "+ " + ast.unparse(s)) for s in sides
+                              if not isinstance(s, ast.Constant | ast.JoinedStr)]
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and node.func.attr == "format" and isinstance(node.func.value, ast.Constant)
+                  and isinstance(node.func.value.value, str)
+                  and SQL_WORDS.search(node.func.value.value)):
+                found.append((where, node.lineno, "str.format"))
+    return found
+
+
+def test_sql_text_is_built_from_reviewed_pieces_only():
+    found = sql_interpolations()
+    assert len(found) > 10  # the scan sees sqltrack's SQL
+    unknown = [
+        f"{where}:{line}: {expr}" for where, line, expr in found
+        if expr not in REVIEWED
+        and not (expr.startswith("+ ") and expr[2:] in REVIEWED_CONCAT)
+    ]
+    assert not unknown, (
+        "SQL text built from unreviewed expressions (user text must go in parameters, "
+        "metric names through quote_ident / sql.Identifier after check_metric_name):\n"
+        + "\n".join(unknown)
+    )
+
+
+def test_metric_names_reach_sql_quoted_after_validation():
+    """The engines quote metric names; metrics.py validates names before any column exists."""
+    root = Path(sqltrack.__file__).parent
+    postgres = (root / "engines" / "postgres.py").read_text(encoding="utf-8")
+    sqlite = (root / "engines" / "sqlite.py").read_text(encoding="utf-8")
+    metrics = (root / "metrics.py").read_text(encoding="utf-8")
+    assert "sql.Identifier(n).as_string() for n in names" in postgres
+    assert 'sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])' in postgres
+    assert """['"' + n.replace('"', '""') + '"' for n in names]""" in sqlite
+    assert "ADD COLUMN {self.dialect.quote_ident(name)}" in sqlite
+    assert "check_metric_name(name)" in metrics
+    with pytest.raises(ValueError, match="DROP TABLE"):
+        sqltrack.metrics.table.check_metric_name('x"; DROP TABLE runs; --')

@@ -1,0 +1,171 @@
+"""The one mapping of framework metric names to columns, and IntegrationRun on both engines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from support.helpers import ROOT, json_value, read_raw
+
+import sqltrack
+from sqltrack.integrations.common import IntegrationRun, json_safe
+from sqltrack.integrations.names import (
+    EXTRAS_KEY,
+    MetricNameCollision,
+    MetricNames,
+    column_name,
+)
+from sqltrack.metrics.table import check_metric_name
+
+
+@pytest.mark.parametrize(
+    ("name", "column"),
+    [
+        ("train/loss", "train__loss"),
+        ("lr-SGD", "lr_SGD"),
+        ("val_acc_epoch", "val_acc_epoch"),
+        ("eval/f1@5", "eval__f1_5"),
+        ("5x", "_5x"),
+        ("", "_"),
+        ("step", "step_"),
+        ("Progress", "Progress_"),
+        ("δ loss", "__loss"),
+    ],
+)
+def test_column_name(name, column):
+    assert column_name(name) == column
+    assert check_metric_name(column) == column
+
+
+def test_long_names_keep_a_hash_of_the_original():
+    a, b = "x" * 70 + "a", "x" * 70 + "b"
+    assert len(column_name(a)) == 63 and check_metric_name(column_name(a))
+    assert column_name(a) != column_name(b)
+    # The same name gives the same column in every process (a resumed run finds its
+    # columns): two fresh interpreters with different string hash seeds agree.
+    code = ("import sys\nfrom sqltrack.integrations.names import column_name\n"
+            "print(column_name(sys.argv[1]))\nprint(column_name(sys.argv[2]))\n")
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    seen = []
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, "-c", code, a, b], capture_output=True,
+                              text=True, timeout=60,
+                              env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path})
+        assert done.returncode == 0, done.stderr
+        seen.append(done.stdout.split())
+    assert seen[0] == seen[1] == [column_name(a), column_name(b)], seen
+
+
+def test_collision_is_a_clear_error():
+    names = MetricNames()
+    assert names.columns({"train/loss": 1.0}) == {"train__loss": 1.0}
+    with pytest.raises(MetricNameCollision, match="'train/loss' and 'train__loss'"):
+        names.column("train__loss")
+    with pytest.raises(MetricNameCollision, match="rename one"):
+        names.column("Train/Loss")  # SQLite column names ignore case
+    assert names.originals == {"train__loss": "train/loss"}
+
+
+def test_collision_with_names_recorded_before():
+    names = MetricNames({"a__b": "a/b"})
+    assert names.column("a/b") == "a__b" and not names.changed
+    with pytest.raises(MetricNameCollision):
+        names.column("a__b")
+
+
+def test_json_safe():
+    import argparse
+    import enum
+
+    class Color(enum.Enum):
+        red = "r"
+
+    got = json_safe({"ns": argparse.Namespace(lr=0.1), "t": (1, 2), "nan": float("nan"),
+                     "c": Color.red, 3: {"deep": {1, }}, "o": object, "s": "a\x00b"})
+    assert got["ns"] == {"lr": 0.1} and got["t"] == [1, 2] and got["nan"] == "nan"
+    assert got["c"] == "r" and got["3"] == {"deep": [1]} and got["s"] == "a\\x00b"
+    assert got["o"] == str(object)
+
+
+def test_integration_run_records_original_names(client_kwargs):
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        tracked = IntegrationRun(client, "names", buffered=True)
+        tracked.start()
+        tracked.add_args({"lr": 0.1, "nested": {"depth": 2}})
+        tracked.log({"train/loss": 0.5, "lr-SGD": 1, "skip": object()}, step=1, progress=0.5)
+        tracked.log({"train/loss": 0.25, "eval/f1@5": True}, step=2, progress=1.0)
+        with pytest.raises(MetricNameCollision):
+            tracked.log({"train__loss": 1.0}, step=3)
+        tracked.stop("COMPLETED")
+        run_id = tracked.run.id
+    finally:
+        client.close()
+    rows = read_raw(client_kwargs, "SELECT step, progress, train__loss, \"lr_SGD\", eval__f1_5 "
+                    "FROM metrics WHERE run_id = %s ORDER BY step", [run_id])
+    assert [tuple(r[:3]) for r in rows] == [(1, 0.5, 0.5), (2, 1.0, 0.25)]
+    assert rows[0][3] == 1.0 and bool(rows[1][4]) is True
+    status, args, extras = read_raw(
+        client_kwargs, "SELECT status, args, extras FROM runs WHERE id = %s", [run_id])[0]
+    assert status == "COMPLETED"
+    assert json_value(args) == {"lr": 0.1, "nested": {"depth": 2}}
+    assert json_value(extras)[EXTRAS_KEY] == {
+        "train__loss": "train/loss", "lr_SGD": "lr-SGD", "eval__f1_5": "eval/f1@5"}
+
+
+def test_integration_run_resumed_keeps_names(client_kwargs, monkeypatch):
+    """A requeued job (run_id="SLURM_JOB_ID") continues its run and its name mapping."""
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        first = IntegrationRun(client, "resume")
+        first.start()
+        first.log({"a/b": 1.0}, step=1)
+        first.stop("REQUEUED")
+        monkeypatch.setenv("SLURM_JOB_ID", str(first.run.id))
+        second = IntegrationRun(client, "resume", run_id="SLURM_JOB_ID")
+        second.start()
+        with pytest.raises(MetricNameCollision):
+            second.log({"a__b": 2.0}, step=2)
+        second.log({"c/d": 3.0}, step=2)
+        second.stop("COMPLETED")
+        assert second.run.id == first.run.id
+    finally:
+        client.close()
+    extras = read_raw(client_kwargs, "SELECT extras FROM runs WHERE id = %s", [first.run.id])
+    assert json_value(extras[0][0])[EXTRAS_KEY] == {"a__b": "a/b", "c__d": "c/d"}
+
+
+def test_import_sqltrack_imports_no_framework():
+    code = (
+        "import sys, sqltrack, sqltrack_sync, sqltrack.integrations, sqltrack.wandb\n"
+        "import sqltrack.integrations.names, sqltrack.model.system_metrics\n"
+        "bad = [m for m in ('torch', 'lightning', 'pytorch_lightning', 'transformers', "
+        "'psutil', 'pynvml', 'numpy') if m in sys.modules]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_integration_run_pickles_without_its_client(client_kwargs):
+    """Lightning's ddp_spawn pickles loggers: the copy opens its own client (from the
+    usual chain) and continues the same run."""
+    import pickle
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        tracked = IntegrationRun(client, "pickled", settings=client_kwargs)
+        tracked.start()
+        tracked.log({"a/b": 1.0}, step=0)
+        copy = pickle.loads(pickle.dumps(tracked))
+        assert copy.client is None and copy.run_id == tracked.run_id
+        copy.log({"a/b": 2.0}, step=1)
+        copy.stop("COMPLETED")  # and closes the client it made
+        tracked.stop("COMPLETED")
+    finally:
+        client.close()
+    assert read_raw(client_kwargs, "SELECT step, a__b FROM metrics ORDER BY step") == [
+        (0, 1.0), (1, 2.0)]
+    assert read_raw(client_kwargs, "SELECT status FROM runs") == [("COMPLETED",)]

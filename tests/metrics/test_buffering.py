@@ -1,0 +1,185 @@
+"""Buffered (write-behind) metrics: the batch write and the hand-over to the flusher.
+
+A buffered run must end up with exactly the rows write-through gives, whatever
+the batch holds (repeated steps, steps already stored, several name sets, NaN,
+datetimes, text, None), and an async producer that awaits nothing but
+``add_metrics`` must not starve the flusher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from support.helpers import read_raw
+
+import sqltrack
+from sqltrack.metrics.buffer import MetricWriteError
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def stored(client_kwargs, run_id: int, columns: str) -> list[tuple]:
+    return read_raw(client_kwargs,
+                    f"SELECT step, progress, {columns} FROM metrics WHERE run_id = %s "
+                    "ORDER BY step, progress", (run_id,))
+
+
+def same(a: list[tuple], b: list[tuple]) -> bool:
+    """Rows equal, NaN equal to NaN."""
+    def norm(value):
+        return "NaN" if isinstance(value, float) and math.isnan(value) else value
+    return [tuple(map(norm, r)) for r in a] == [tuple(map(norm, r)) for r in b]
+
+
+#: (metrics, step, progress) in logging order: new steps, a repeated step, a step
+#: that gets a second name set, odd values.
+CALLS = [
+    ({"loss": 1.0, "acc": 0.5}, 0, 0.0),
+    ({"loss": 0.9, "acc": 0.6}, 1, 0.0),
+    ({"loss": 0.8, "acc": 0.7}, 1, 0.0),  # the same step again: the later wins
+    ({"lr": 0.1}, 1, 0.0),  # another name set for that step: columns merge
+    ({"loss": float("nan"), "acc": float("inf")}, 2, 0.0),
+    ({"loss": -float("inf"), "acc": None}, 3, 0.5),
+    ({"note": "text", "when": T0, "flag": True, "count": 7}, 4, 0.0),
+    ({"loss": 0.1, "acc": 0.9}, 5, 0.0),
+]
+COLUMNS = "loss, acc, lr, note, flag, count"
+
+
+async def log_all(run: sqltrack.AsyncRun, calls) -> None:
+    for metrics, step, progress in calls:
+        await run.add_metrics(metrics, step=step, progress=progress)
+
+
+async def test_buffered_rows_equal_write_through(client, client_kwargs) -> None:
+    experiment = await sqltrack.AsyncExperiment.create(client, name="buffered")
+    direct = await experiment.get_run()
+    await log_all(direct, CALLS)
+    buffered = await experiment.get_run()
+    await buffered.set_buffered(flush_rows=3, flush_interval=60)
+    await log_all(buffered, CALLS)
+    await buffered.flush()
+    assert same(stored(client_kwargs, buffered.id, COLUMNS),
+                stored(client_kwargs, direct.id, COLUMNS))
+    assert len(stored(client_kwargs, buffered.id, COLUMNS)) == 6
+
+
+async def test_batch_over_stored_steps_upserts(client, client_kwargs) -> None:
+    """A batch whose steps are already stored (and repeat inside it) updates them."""
+    run = await (await sqltrack.AsyncExperiment.create(client, name="b")).get_run()
+    await run.set_buffered(flush_rows=1000, flush_interval=60)
+    for step in range(5):
+        await run.add_metrics({"loss": float(step), "acc": 1.0}, step=step)
+    await run.flush()
+    for step in range(3, 8):
+        await run.add_metrics({"loss": 10.0 + step}, step=step)
+    await run.add_metrics({"loss": 99.0}, step=7)
+    await run.flush()
+    assert stored(client_kwargs, run.id, "loss, acc") == [
+        (0, 0.0, 0.0, 1.0), (1, 0.0, 1.0, 1.0), (2, 0.0, 2.0, 1.0),
+        (3, 0.0, 13.0, 1.0), (4, 0.0, 14.0, 1.0), (5, 0.0, 15.0, None),
+        (6, 0.0, 16.0, None), (7, 0.0, 99.0, None),
+    ]
+
+
+async def test_batch_touches_run_once_with_latest_time(client, client_kwargs) -> None:
+    run = await (await sqltrack.AsyncExperiment.create(client, name="t")).get_run()
+    await run.set_buffered(flush_rows=1000, flush_interval=60)
+    for step in range(4):
+        await run.add_metrics({"loss": 1.0}, step=step, updated=T0 + timedelta(seconds=step))
+    await run.flush()
+    (updated,), = read_raw(client_kwargs, "SELECT time_updated FROM runs WHERE id = %s",
+                           (run.id,))
+    if isinstance(updated, str):
+        updated = datetime.fromisoformat(updated)
+    assert updated == T0 + timedelta(seconds=3)
+
+
+async def test_batch_of_deleted_run_raises_on_flush(client) -> None:
+    run = await (await sqltrack.AsyncExperiment.create(client, name="d")).get_run()
+    await run.add_metrics({"loss": 1.0}, step=0)  # the column exists
+    await run.set_buffered(flush_rows=1000, flush_interval=60)
+    await client.execute(
+        "DELETE FROM runs WHERE id = " + ("?" if client.engine == "sqlite" else "%s"), (run.id,)
+    )
+    await run.add_metrics({"loss": 2.0}, step=1)
+    with pytest.raises(MetricWriteError):
+        await run.flush()
+
+
+@pytest.mark.parametrize("rows", [1, 2000])
+async def test_large_and_single_row_batches(client, client_kwargs, rows: int) -> None:
+    run = await (await sqltrack.AsyncExperiment.create(client, name="l")).get_run()
+    await run.set_buffered(flush_rows=5000, flush_interval=60)
+    for step in range(rows):
+        await run.add_metrics({"loss": step / 2, "acc": 1.0}, step=step)
+    await run.flush()
+    got = stored(client_kwargs, run.id, "loss")
+    assert got == [(step, 0.0, step / 2) for step in range(rows)]
+
+
+async def test_async_producer_does_not_starve_the_flusher(client, client_kwargs) -> None:
+    """A loop awaiting only add_metrics: batches reach the database before the buffer fills.
+
+    (Before the hand-over, nothing was written until ``max_rows`` rows waited, and
+    then that call waited for all of them to be written.)
+    """
+    run = await (await sqltrack.AsyncExperiment.create(client, name="p")).get_run()
+    await run.add_metrics({"loss": 0.0}, step=0)
+    max_rows = 20_000
+    await run.set_buffered(flush_rows=10, flush_interval=60, max_rows=max_rows)
+    written = 0
+    step = 0
+    while not written and step < max_rows - 1:
+        step += 1
+        await run.add_metrics({"loss": float(step)}, step=step)
+        if step % 10 == 5:  # check from outside sqltrack, without awaiting anything
+            (written,), = read_raw(client_kwargs,
+                                   "SELECT count(*) FROM metrics WHERE run_id = %s AND step > 0",
+                                   (run.id,))
+    assert written > 0
+    await run.flush()
+    (total,), = read_raw(client_kwargs, "SELECT count(*) FROM metrics WHERE run_id = %s",
+                         (run.id,))
+    assert total == step + 1
+
+
+def test_blocking_api_buffered_rows(client_kwargs, clean_env) -> None:
+    import sqltrack_sync
+
+    client = sqltrack_sync.Client(**client_kwargs, buffered=True, flush_rows=7)
+    try:
+        run = sqltrack_sync.Experiment(client, name="s").get_run()
+        for step in range(100):
+            run.add_metrics({"loss": step * 1.5}, step=step)
+        run.flush()
+        assert stored(client_kwargs, run.id, "loss") == [
+            (step, 0.0, step * 1.5) for step in range(100)
+        ]
+    finally:
+        client.close()
+
+
+async def test_full_buffer_waits_and_loses_nothing(client, client_kwargs) -> None:
+    """The database is locked while the producer fills the buffer: the call that finds
+    it full waits (back-pressure) and, once the lock is gone, every row is written."""
+    from test_write_through_async import lock_held
+
+    run = await (await sqltrack.AsyncExperiment.create(client, name="full")).get_run()
+    await run.add_metrics({"loss": 0.0}, step=0)
+    await run.set_buffered(flush_rows=5, flush_interval=60, max_rows=20)
+    with lock_held(client_kwargs, run.id):
+        for step in range(1, 26):  # the first batch (5 rows) waits for the lock, 20 wait here
+            await run.add_metrics({"loss": float(step)}, step=step)
+        waiting = asyncio.ensure_future(run.add_metrics({"loss": 26.0}, step=26))
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        assert not waiting.done()  # the buffer is full: this call waits
+    await asyncio.wait_for(waiting, 60)
+    for step in range(27, 60):
+        await run.add_metrics({"loss": float(step)}, step=step)
+    await run.flush()
+    assert stored(client_kwargs, run.id, "loss") == [(s, 0.0, float(s)) for s in range(60)]

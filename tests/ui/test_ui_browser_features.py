@@ -1,0 +1,356 @@
+"""The web page's features end to end: ``sqltrack ui`` on a SQLite file, headless Chromium.
+
+One server and one browser for the module (the tests are quick that way): chosen
+columns sorted and kept in the URL, a SQL filter, a refused write shown as a
+one-line error, the SQL page, smoothing / log scale / wall time on the charts,
+runs overlaid, a live run gaining the points the test writes, the
+hyper-parameter plots, system metrics. Hostile metric and argument names are
+shown as text and never run. See tests/ui/test_ui_browser.py for the browser set-up.
+With ``SQLTRACK_UPDATE_SCREENSHOT=1`` the pictures of the README are rewritten in docs/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from test_ui_browser import (  # noqa: F401 - browser_binaries is a fixture
+    WAIT,
+    browser_binaries,
+    chromium,
+    no_console_errors,
+)
+
+import sqltrack
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+HOSTILE_ARG = "<img src=x onerror=alert(1)>"
+HOSTILE_METRIC = "<script>alert(2)</script>"
+START = datetime(2024, 5, 1, 9, 30, tzinfo=timezone.utc)
+SWEEP = [(0.1, 18, "sgd", "COMPLETED"), (0.03, 18, "adam", "COMPLETED"),
+         (0.01, 34, "sgd", "FAILED"), (0.003, 34, "adam", "COMPLETED"),
+         (0.001, 50, "adam", "RUNNING")]
+STEPS = 150
+
+
+async def _seed(dbpath: str) -> dict[str, int]:
+    """A sweep of five runs (the last one RUNNING), fixed so pictures stay the same."""
+    client = sqltrack.AsyncClient(engine="sqlite", dbpath=dbpath)
+    try:
+        async with client:
+            exp = await sqltrack.AsyncExperiment.create(client, name="resnet-sweep")
+            ids: dict[str, int] = {"experiment": exp.id}
+            for index, (lr, depth, optimizer, status) in enumerate(SWEEP):
+                run = await exp.get_run()
+                await run.set_args({"lr": lr, "depth": depth, "optimizer": optimizer,
+                                    HOSTILE_ARG: index})
+                await run.set_extras({"name": f"{optimizer}-lr{lr}-d{depth}", "metric_names": {
+                    "train__loss": "train/loss", "val__accuracy": "val/accuracy",
+                    "evil": HOSTILE_METRIC}})
+                await run.set_tags("sweep")
+                await run.set_started(START + timedelta(hours=index))
+                noise = random.Random(index)
+                rows = []
+                for step in range(STEPS):
+                    wobble = noise.gauss(0, 0.04)
+                    speed = 30 + 400 * abs(math.log10(lr) + 2.2) / (depth / 18)
+                    loss = 2.3 * math.exp(-step / speed) + 0.1 + wobble
+                    accuracy = 0.95 - 0.85 * math.exp(-step / (speed * 0.8)) + wobble / 4
+                    stamp = (START + timedelta(hours=index, seconds=20 * step)).isoformat()
+                    rows.append((run.id, step, step / STEPS, loss, accuracy, step % 7, stamp))
+                await run.add_metrics({"train__loss": 2.4, "val__accuracy": 0.1, "evil": 0,
+                                       "time": START}, step=0)
+                await client.executemany(
+                    "INSERT OR REPLACE INTO metrics (run_id, step, progress, train__loss, "
+                    "val__accuracy, evil, time) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                await run.set_status(status)
+                await run.set_updated(START + timedelta(hours=index, seconds=20 * STEPS))
+                ids[f"run{index}"] = run.id
+            for second in range(0, 600, 30):  # system metrics of the first run
+                stamp = (START + timedelta(seconds=second)).isoformat()
+                for name, value in (("cpu_percent", 50 + 30 * math.sin(second / 90)),
+                                    ("process_rss_bytes", 1.5e9 + 1e6 * second)):
+                    await client.query("INSERT INTO system_metrics (run_id, time, name, value) "
+                                       "VALUES (%s, %s, %s, %s)", [ids["run0"], stamp, name, value])
+        return ids
+    finally:
+        await client.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, int], str]]:
+    """``sqltrack ui --port 0`` over the seeded file: (base URL, ids, database path)."""
+    dbpath = str(tmp_path_factory.mktemp("ui") / "ui.db")
+    ids = asyncio.run(_seed(dbpath))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sqltrack", "--engine", "sqlite", "--dbpath", dbpath,
+         "ui", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(WAIT)
+    match = re.search(r"http://127\.0\.0\.1:\d+/", lines[0] if lines else "")
+    try:
+        if not match:
+            process.kill()
+            pytest.fail(f"sqltrack ui did not start: {lines} {process.stderr.read()[-800:]}")
+        yield match.group(0).rstrip("/"), ids, dbpath
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def driver(browser_binaries, tmp_path_factory):  # noqa: F811 - the imported fixture
+    yield from chromium(tmp_path_factory.mktemp("chromium"), "1280,900",
+                        "--enable-unsafe-swiftshader")
+
+
+# -- helpers ------------------------------------------------------------------
+def until(browser, condition, what: str = "the page"):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(browser, WAIT, poll_frequency=0.1).until(condition, message=what)
+
+
+def load(browser, url: str) -> None:
+    """Open ``url`` and wait until its script has drawn everything (or shown an error)."""
+    browser.get(url)
+    until(browser, lambda b: b.execute_script(
+        "return ['true', 'error'].includes(document.body.dataset.rendered)"), url)
+
+
+def js(browser, script: str, *args):
+    return browser.execute_script(script, *args)
+
+
+def column(browser, index: int) -> list[str]:
+    cells = browser.find_elements("css selector", f"#table tbody tr td:nth-child({index})")
+    return [cell.text for cell in cells]
+
+
+def headers(browser) -> list[str]:
+    return [h.text.strip(" ▲▼") for h in browser.find_elements("css selector", "#table thead th")]
+
+
+def no_alert(browser) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert  # noqa: B018 - raises when no alert is open
+
+
+def screenshot(browser, name: str, tmp_path) -> None:
+    browser.save_screenshot(str(tmp_path / name))
+    assert (tmp_path / name).stat().st_size > 10_000
+    if os.environ.get("SQLTRACK_UPDATE_SCREENSHOT") == "1":
+        DOCS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(DOCS / name))
+
+
+def traces(browser, selector: str) -> list[dict]:
+    """The plotly traces drawn in each chart under ``selector``: their kind, points, opacity."""
+    return js(browser, """
+        return [...document.querySelectorAll(arguments[0])].filter(p => p.data).map(p => ({
+          n: p.data.length, points: p.data.map(t => (t.x || t.dimensions || []).length),
+          opacity: p.data.map(t => t.opacity === undefined ? 1 : t.opacity),
+          ylog: p.layout.yaxis && p.layout.yaxis.type, xtype: p.layout.xaxis && p.layout.xaxis.type,
+          names: p.data.map(t => t.name), title: p.layout.title && p.layout.title.text,
+          svg: p.querySelectorAll('.main-svg').length }));""", selector)
+
+
+# -- the tests ----------------------------------------------------------------
+def test_columns_chosen_sorted_and_filtered(served, driver, tmp_path):
+    base, ids, _ = served
+    load(driver, f"{base}/experiments/{ids['experiment']}")
+    assert headers(driver)[-2:] == ["train/loss", "val/accuracy"]  # names as logged
+    assert HOSTILE_METRIC in headers(driver)  # as text
+    driver.find_element("css selector", "#columns summary").click()
+    for key in ("args.lr", "args.optimizer", "min.train__loss", f"args.{HOSTILE_ARG}"):
+        driver.find_element("css selector", f'#columns input[value="{key}"]').click()
+    driver.find_element("css selector", "form.filters button[type=submit]").click()
+    until(driver, lambda b: "col=args.lr" in b.current_url)
+    load(driver, driver.current_url)
+    shown = headers(driver)
+    for label in ("args.lr", "args.optimizer", "min train/loss", f"args.{HOSTILE_ARG}"):
+        assert label in shown
+    lr = shown.index("args.lr") + 1
+    driver.find_elements("css selector", "#table thead th button")[lr - 1].click()
+    assert column(driver, lr) == ["0.001", "0.003", "0.01", "0.03", "0.1"]
+    until(driver, lambda b: "sort=args.lr" in b.current_url and "order=ascending" in b.current_url)
+    load(driver, driver.current_url)  # the URL keeps columns and order
+    assert column(driver, headers(driver).index("args.lr") + 1)[0] == "0.001"
+    no_alert(driver)
+    screenshot(driver, "runs-table.png", tmp_path)
+
+    box = driver.find_element("css selector", "#filter")
+    box.clear()
+    box.send_keys("json_extract(args, '$.optimizer') = 'adam' AND status = 'COMPLETED'\n")
+    until(driver, lambda b: "filter=" in b.current_url)
+    load(driver, driver.current_url)
+    assert column(driver, 2) == [str(ids["run3"]), str(ids["run1"])]  # still sorted by lr
+    assert "args.lr" in headers(driver)  # the columns stay chosen
+
+    box = driver.find_element("css selector", "#filter")
+    box.clear()
+    box.send_keys("1 = 1); DELETE FROM runs; --\n")
+    until(driver, lambda b: "DELETE" in parse_qs(urlparse(b.current_url).query)["filter"][0])
+    load(driver, driver.current_url)
+    error = driver.find_element("css selector", "#filter-error").text
+    assert error == "the filter has a ')' without its '('"
+    no_console_errors_but(driver, "400")
+
+
+def no_console_errors_but(browser, *expected: str) -> None:
+    """No console errors, except failed requests answering ``expected`` statuses."""
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"
+              and not any(f"status of {code}" in e["message"] for code in expected)]
+    assert not severe, severe
+
+
+def test_sql_page_table_chart_csv_and_refused_write(served, driver, tmp_path):
+    base, ids, dbpath = served
+    load(driver, f"{base}/sql")
+    area = driver.find_element("css selector", "#sql-form textarea")
+    area.send_keys("SELECT step, train__loss, val__accuracy FROM metrics WHERE run_id = "
+                   f"{ids['run0']} ORDER BY step")
+    driver.find_element("css selector", "#sql-form button").click()
+    until(driver, lambda b: "q=SELECT" in b.current_url)
+    load(driver, driver.current_url)
+    assert headers(driver) == ["step", "train__loss", "val__accuracy"]
+    assert len(column(driver, 1)) == STEPS
+    until(driver, lambda b: [c["points"] for c in traces(b, "#sql-chart")] == [[STEPS]])
+    js(driver, "const s = document.getElementById('sql-y'); s.value = '2';"
+               "s.dispatchEvent(new Event('change'));")
+    until(driver, lambda b: "val__accuracy" in traces(b, "#sql-chart")[0]["title"])
+    href = driver.find_element("css selector", "#sql-csv").get_attribute("href")
+    assert "format=csv" in href
+    screenshot(driver, "sql-page.png", tmp_path)
+    no_console_errors(driver)
+
+    load(driver, f"{base}/sql?q=DELETE+FROM+runs")
+    error = driver.find_element("css selector", "#sql-error").text
+    assert error.startswith("only queries can run here") and "\n" not in error
+    load(driver, f"{base}/sql?q=SELECT+1%3B+DELETE+FROM+runs")
+    assert "one statement" in driver.find_element("css selector", "#sql-error").text
+    no_console_errors_but(driver, "400")
+
+
+def test_charts_smoothing_log_scale_and_wall_time(served, driver, tmp_path):
+    base, ids, _ = served
+    load(driver, f"{base}/runs/{ids['run0']}")
+    charts = traces(driver, "#charts .chart")
+    assert sorted(c["title"] for c in charts) == sorted(
+        ["train/loss", "val/accuracy", "&lt;script&gt;alert(2)&lt;/script&gt;"])
+    assert all(c["n"] == 1 and c["opacity"] == [1] for c in charts)
+    js(driver, "const s = document.getElementById('smoothing'); s.value = '0.9';"
+               "s.dispatchEvent(new Event('input'));")
+    until(driver, lambda b: all(c["n"] == 2 for c in traces(b, "#charts .chart")), "smoothed")
+    assert all(c["opacity"] == [0.25, 1] for c in traces(driver, "#charts .chart"))  # raw faint
+    driver.find_element("css selector", "#log-scale").click()
+    until(driver, lambda b: all(c["ylog"] == "log" for c in traces(b, "#charts .chart")), "log")
+    js(driver, "const s = document.getElementById('x-axis'); s.value = 'time';"
+               "s.dispatchEvent(new Event('change'));")
+    until(driver, lambda b: all(c["xtype"] == "date" for c in traces(b, "#charts .chart")), "time")
+    assert "smoothing=0.9" in driver.current_url and "log=1" in driver.current_url
+    system = traces(driver, "#system .chart")
+    assert sorted(c["title"] for c in system) == ["cpu_percent", "process_rss_bytes"]
+    assert all(c["points"] == [20] for c in system)
+    js(driver, "const s = document.getElementById('x-axis'); s.value = 'step';"
+               "s.dispatchEvent(new Event('change'));")
+    driver.find_element("css selector", "#log-scale").click()
+    until(driver, lambda b: all(c["ylog"] == "linear" for c in traces(b, "#charts .chart")))
+    screenshot(driver, "screenshot.png", tmp_path)
+    no_alert(driver)
+    no_console_errors(driver)
+
+
+def test_compare_overlay_and_hyper_parameters(served, driver, tmp_path):
+    base, ids, _ = served
+    load(driver, f"{base}/experiments/{ids['experiment']}?hp_metric=train__loss")
+    until(driver, lambda b: int(js(b, "return document.getElementById('hparams')"
+                                      ".dataset.drawn || 0")) == 5, "hyper-parameters")
+    assert len(driver.find_elements("css selector", "#parcoords svg polyline")) == 5  # runs
+    titles = driver.find_elements("css selector", "#parcoords svg .axis-title")
+    assert [t.text for t in titles][1:] == ["depth", "lr", "optimizer", "train/loss"]
+    assert titles[0].text.startswith("<img src=x")  # the hostile name, as text
+    scatter = traces(driver, "#scatter")
+    assert scatter[0]["points"] == [5]
+    js(driver, "const s = document.getElementById('hp-arg'); s.value = 'optimizer';"
+               "s.dispatchEvent(new Event('change'));")
+    until(driver, lambda b: "optimizer" in traces(b, "#scatter")[0]["title"])
+    driver.find_element("id", "hparams").location_once_scrolled_into_view  # noqa: B018
+    screenshot(driver, "hyper-parameters.png", tmp_path)
+    js(driver, "window.scrollTo(0, 0)")
+
+    for box in driver.find_elements("css selector", "#table tbody input[type=checkbox]")[:4]:
+        box.click()
+    driver.find_element("css selector", "#compare button").click()
+    until(driver, lambda b: "/compare?" in b.current_url)
+    load(driver, driver.current_url)
+    charts = traces(driver, "#chart .chart")
+    assert len(charts) == 3 and all(c["n"] == 4 for c in charts)
+    assert charts[0]["names"][0] == f"sgd-lr0.1-d18 ({ids['run0']})"
+    screenshot(driver, "compare.png", tmp_path)
+    no_alert(driver)
+    no_console_errors(driver)
+
+
+def test_live_run_gains_points(served, driver):
+    base, ids, dbpath = served
+    run_id = ids["run4"]
+    load(driver, f"{base}/runs/{run_id}?poll=0.3")
+    until(driver, lambda b: js(b, "return document.getElementById('live')?.dataset.state")
+          == "polling", "live")
+    loss = "#charts .chart[data-metric=train__loss]"
+    assert traces(driver, loss)[0]["points"] == [STEPS]
+    driver.execute_script("window.open(arguments[0])",
+                          f"{base}/compare?runs={ids['run0']},{run_id}&poll=0.3")
+    pages = driver.window_handles
+
+    async def write(steps: range, status: str | None = None) -> None:
+        client = sqltrack.AsyncClient(engine="sqlite", dbpath=dbpath)
+        try:
+            run = await sqltrack.AsyncRun.create(client, ids["experiment"], run_id=run_id)
+            for step in steps:
+                await run.add_metrics({"train__loss": 0.5, "val__accuracy": 0.9}, step=step)
+            if status:
+                await run.set_status(status)
+        finally:
+            await client.close()
+
+    asyncio.run(write(range(STEPS, STEPS + 5)))
+    until(driver, lambda b: traces(b, loss)[0]["points"] == [STEPS + 5], "five new points")
+    driver.switch_to.window(pages[-1])
+    until(driver, lambda b: b.execute_script("return document.body.dataset.rendered") == "true")
+    compared = "#chart .chart[data-metric=train__loss]"
+    until(driver, lambda b: [c["points"] for c in traces(b, compared)] == [[STEPS, STEPS + 5]],
+          "compare has the new points")
+    asyncio.run(write(range(STEPS + 5, STEPS + 8), "COMPLETED"))
+    until(driver, lambda b: js(b, "return document.getElementById('live')?.dataset.state")
+          == "ended", "compare stops polling")
+    assert [c["points"] for c in traces(driver, compared)] == [[STEPS, STEPS + 8]]
+    driver.close()
+    driver.switch_to.window(pages[0])
+    until(driver, lambda b: js(b, "return document.getElementById('live').dataset.state")
+          == "ended", "run page stops polling")
+    assert traces(driver, loss)[0]["points"] == [STEPS + 8]
+    assert driver.find_element("id", "run-status").text == "COMPLETED"
+    no_console_errors(driver)
