@@ -102,3 +102,16 @@ def test_negated_tag_filters_of_the_readme(client_kwargs):
              "sqlite": "WHERE NOT json_extract(tags, '$.best')"}[client_kwargs["engine"]]
     assert read_raw(client_kwargs, f"SELECT id FROM runs {naive}") == []  # why coalesce
     assert read_raw(client_kwargs, "SELECT id FROM runs WHERE id = %s", [best]) == [(best,)]
+
+
+def test_ci_runs_the_readmes_test_commands_exactly_each_on_its_own_line():
+    """``.ci/run`` calls the README's test commands as written, one per line, so
+    ``set -e`` stops it at the first that fails (``a && b`` would not)."""
+    match = re.search(r"Run the tests.*?```sh\n(.*?)```", README, flags=re.S)
+    assert match, "README has no test command block"
+    commands = [line for line in match.group(1).splitlines() if line.strip()]
+    assert commands and not any("&&" in line for line in commands)
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert "set -euo pipefail" in script
+    start = script.index(commands[0])
+    assert script[start:start + len(commands)] == commands
