@@ -1,7 +1,8 @@
 """Where the time of ``await run.add_metrics(...)`` goes, layer by layer, per engine.
 
-    python benchmarks/profile_hot_path.py [--steps N] [--rounds R] [--pg-dsn DSN]
-                                          [--engine sqlite|postgres] [--profiler]
+    python benchmarks/profile_hot_path.py [--steps N] [--rounds R] [--calls C]
+                                          [--pg-dsn DSN] [--engine sqlite|postgres]
+                                          [--profiler]
 
 The write-through path is peeled one layer at a time, each layer timed alone on
 the same 10-float rows (interleaved rounds, medians in µs per step):
@@ -9,17 +10,29 @@ the same 10-float rows (interleaved rounds, medians in µs per step):
 0. the blocking API's ``run.add_metrics(...)`` (on SQLite it writes in the calling
    thread, on its own connection: no event loop, no worker thread);
 1. ``run.add_metrics(...)``: the whole call;
-2. ``client.statements.write_metrics(...)``: without argument checks and type inference;
-3. ``engine.write_metrics(conn, ...)`` on a held connection: without the pool;
-4. the driver alone running sqltrack's statements (SQLite: in the calling thread,
-   so without the worker-thread hop; PostgreSQL: ``AsyncConnection.execute``);
+2. ``client.metrics.write_row(row)``, the row made by ``sqltrack.metrics.layout.make``
+   (its timestamp taken) each step: without argument checks and type inference, with
+   the write strategy (``sqltrack.metrics.writer``). On SQLite that strategy writes
+   most rows on the event loop's own connection (the engine's thread writer: no
+   hop), one in ``LOOP_CHECKPOINT_COMMITS`` through the pool, as layer 1 does;
+3. ``engine.write_rows(conn, names, (row,), touches)`` on a held connection: without
+   the pool and the strategy. On SQLite every write here hops to the connection's
+   worker thread (``SqliteConnection.call``), so this layer may cost more than 2;
+4. the driver alone running the SQL the engine runs (SQLite:
+   ``sqlite_engine._write_rows`` on a ``sqlite3`` connection in the calling thread,
+   so without the worker-thread hop; PostgreSQL: ``_upsert_sql`` with the touch,
+   through ``AsyncConnection.execute``); on SQLite, next to it, the bare hop to
+   sqltrack's worker thread and, for comparison, aiosqlite's (a no-op function);
 5. the raw baselines (a plain INSERT; per-step COMMIT on SQLite).
 
 Differences between consecutive layers are the cost of each layer. A second
-table gives the Python cost alone: each layer with the driver call replaced by a
-no-op coroutine, as main-thread CPU time (steady even on a noisy machine). With
-``--profiler`` the whole call is also profiled with pyinstrument (or cProfile when
-pyinstrument is missing) and the top of the profile printed.
+table gives the Python cost alone: each layer with the driver calls replaced by
+no-ops, as main-thread CPU time (steady even on a noisy machine). On SQLite those
+are ``SqliteConnection.call`` (the hop to a worker thread and its ``sqlite3`` work)
+and ``sqlite_engine._write_rows`` (the thread writer's ``sqlite3`` work on the
+calling thread); on PostgreSQL ``AsyncConnection.execute``. With ``--profiler`` the
+whole call is also profiled with pyinstrument (or cProfile when pyinstrument is
+missing) and the top of the profile printed.
 """
 
 from __future__ import annotations
@@ -28,12 +41,11 @@ import argparse
 import asyncio
 import functools
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from time import perf_counter, thread_time
 
-import aiosqlite
 import psycopg
 from common import (
     DEFAULT_PG_DSN,
@@ -49,8 +61,14 @@ from common import (
 from harness import Case, measure, median
 
 import sqltrack
+from sqltrack.engines import dialect_for
 from sqltrack.engines import postgres as pg_engine
 from sqltrack.engines import sqlite as sqlite_engine
+from sqltrack.engines.sqlite_worker import SqliteConnection
+from sqltrack.metrics import layout
+
+#: The value kinds of the benchmark's rows (ten floats), as the checks give them.
+KINDS = ("float",) * len(NAMES)
 
 
 class Clock:
@@ -86,29 +104,32 @@ async def layer_add_metrics(env: Env, engine: str, rows: list[tuple]) -> tuple[f
         await client.close()
 
 
-async def layer_client_run(env: Env, engine: str, rows: list[tuple]) -> tuple[float, float]:
-    """2. ``client.statements.write_metrics(...)``: no checks, no type inference."""
+async def layer_write_row(env: Env, engine: str, rows: list[tuple]) -> tuple[float, float]:
+    """2. ``client.metrics.write_row(row)``: no checks, no type inference; the strategy kept."""
     client, run = await open_run(env, engine)
+    writer = client.metrics
     try:
         with Clock() as clock:
-            for step, row in enumerate(rows, 1):
+            for step, values in enumerate(rows, 1):
                 now = datetime.now(timezone.utc)
-                await client.statements.write_metrics(NAMES, run.id, step, 0.0, row, now)
+                await writer.write_row(layout.make(NAMES, KINDS, now, run.id, step, 0.0, values))
         return clock.times
     finally:
         await client.close()
 
 
 async def layer_engine(env: Env, engine: str, rows: list[tuple]) -> tuple[float, float]:
-    """3. ``engine.write_metrics`` on one held connection: no pool, no owner lookup."""
+    """3. ``engine.write_rows`` on one held connection: no pool, no owner lookup, no
+    strategy (on SQLite: always the hop to the connection's worker thread)."""
     client, run = await open_run(env, engine)
-    core = client._engine
+    core = client.connections.engine
     conn = await core.acquire()
     try:
         with Clock() as clock:
-            for step, row in enumerate(rows, 1):
+            for step, values in enumerate(rows, 1):
                 now = datetime.now(timezone.utc)
-                await core.write_metrics(conn, NAMES, run.id, step, 0.0, row, now)
+                row = layout.make(NAMES, KINDS, now, run.id, step, 0.0, values)
+                await core.write_rows(conn, NAMES, (row,), ((run.id, now),))
         return clock.times
     finally:
         await core.release(conn)
@@ -117,23 +138,46 @@ async def layer_engine(env: Env, engine: str, rows: list[tuple]) -> tuple[float,
 
 # -- SQLite driver layers ---------------------------------------------------------
 def sqlite_same_sql_inline(env: Env, rows: list[tuple]) -> tuple[float, float]:
-    """4. sqltrack's upsert + runs touch + COMMIT, by sqlite3 in the calling thread."""
+    """4. the engine's ``_write_rows`` (upsert + runs touch + COMMIT) by sqlite3 in the
+    calling thread: the work of one ``write_rows`` without its hop."""
+    dialect = dialect_for("sqlite")
+    adapt, timestamp = dialect.metric_value, dialect.timestamp
     conn = sqlite_connect(env.sqlite_path)
     try:
         run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
-        upsert = sqlite_engine._upsert_sql(NAMES)
         with Clock() as clock:
-            for step, row in enumerate(rows, 1):
-                touch = (datetime.now(timezone.utc).isoformat(), run_id)
-                sqlite_engine._write_metrics(conn, upsert, ((run_id, step, 0.0, *row),), touch,
-                                             True)
+            for step, values in enumerate(rows, 1):
+                now = datetime.now(timezone.utc)
+                row = layout.make(NAMES, KINDS, now, run_id, step, 0.0, values)
+                sqlite_engine._write_rows(conn, NAMES, (row,), adapt, [(timestamp(now), run_id)],
+                                          True)
         return clock.times
     finally:
         conn.close()
 
 
+def _nothing(conn: object) -> None:
+    return None
+
+
+async def worker_hop(env: Env, rows: list[tuple]) -> tuple[float, float]:
+    """The bare hop to sqltrack's SQLite worker thread (``SqliteConnection.call`` of a
+    no-op function), once per step."""
+    conn = await SqliteConnection.open(env.sqlite_path)
+    try:
+        with Clock() as clock:
+            for _ in rows:
+                await conn.call(_nothing)
+        return clock.times
+    finally:
+        await conn.close()
+
+
 async def aiosqlite_hop(env: Env, rows: list[tuple]) -> tuple[float, float]:
-    """The bare worker-thread hop of aiosqlite (a no-op function), once per step."""
+    """The bare worker-thread hop of aiosqlite (a no-op function), once per step: the raw
+    driver's hop, for comparison (aiosqlite is in the ``bench`` extra only)."""
+    import aiosqlite
+
     async with aiosqlite.connect(env.sqlite_path) as conn:
         with Clock() as clock:
             for _ in rows:
@@ -158,15 +202,17 @@ def sqlite_plain_insert(env: Env, rows: list[tuple]) -> tuple[float, float]:
 
 # -- PostgreSQL driver layers -----------------------------------------------------
 async def pg_same_sql_async(env: Env, rows: list[tuple]) -> tuple[float, float]:
-    """4. sqltrack's upsert-with-touch statement through ``AsyncConnection.execute``."""
+    """4. the engine's one-row upsert-with-touch (``_upsert_sql``, its parameters built
+    as ``write_rows`` builds them) through ``AsyncConnection.execute``."""
     conn = await psycopg.AsyncConnection.connect(env.pg_dsn, **env.pg_kwargs())
     async with conn:
         run_id = await pg_new_run_async(conn, env.experiment_ids["postgres"])
         sql = pg_engine._upsert_sql(NAMES, True)
         with Clock() as clock:
-            for step, row in enumerate(rows, 1):
+            for step, values in enumerate(rows, 1):
                 now = datetime.now(timezone.utc)
-                await conn.execute(sql, (now, run_id, run_id, step, 0.0, *row))
+                row = layout.make(NAMES, KINDS, now, run_id, step, 0.0, values)
+                await conn.execute(sql, (now, run_id, *layout.params(row)))
         return clock.times
 
 
@@ -188,9 +234,10 @@ def pg_same_sql_sync(env: Env, rows: list[tuple]) -> tuple[float, float]:
         run_id = pg_new_run(conn, env.experiment_ids["postgres"])
         sql = pg_engine._upsert_sql(NAMES, True)
         with Clock() as clock:
-            for step, row in enumerate(rows, 1):
+            for step, values in enumerate(rows, 1):
                 now = datetime.now(timezone.utc)
-                conn.execute(sql, (now, run_id, run_id, step, 0.0, *row))
+                row = layout.make(NAMES, KINDS, now, run_id, step, 0.0, values)
+                conn.execute(sql, (now, run_id, *layout.params(row)))
         return clock.times
 
 
@@ -226,9 +273,10 @@ LAYERS = {
     "sqlite": [
         ("0 blocking API run.add_metrics", functools.partial(layer_blocking, engine="sqlite")),
         ("1 run.add_metrics", functools.partial(layer_add_metrics, engine="sqlite")),
-        ("2 statements.write_metrics", functools.partial(layer_client_run, engine="sqlite")),
-        ("3 engine.write_metrics, held conn", functools.partial(layer_engine, engine="sqlite")),
+        ("2 metrics.write_row", functools.partial(layer_write_row, engine="sqlite")),
+        ("3 engine.write_rows, held conn", functools.partial(layer_engine, engine="sqlite")),
         ("4 same SQL by sqlite3, no thread hop", sqlite_same_sql_inline),
+        ("  sqltrack worker bare hop (no-op)", worker_hop),
         ("  aiosqlite bare hop (no-op)", aiosqlite_hop),
         ("5 sqlite3 plain INSERT+COMMIT", sqlite_plain_insert),
     ],
@@ -236,8 +284,8 @@ LAYERS = {
         ("0 blocking API run.add_metrics",
          functools.partial(layer_blocking, engine="postgres")),
         ("1 run.add_metrics", functools.partial(layer_add_metrics, engine="postgres")),
-        ("2 statements.write_metrics", functools.partial(layer_client_run, engine="postgres")),
-        ("3 engine.write_metrics, held conn", functools.partial(layer_engine, engine="postgres")),
+        ("2 metrics.write_row", functools.partial(layer_write_row, engine="postgres")),
+        ("3 engine.write_rows, held conn", functools.partial(layer_engine, engine="postgres")),
         ("4 same SQL, psycopg async", pg_same_sql_async),
         ("5a plain INSERT, psycopg async", pg_plain_async),
         ("5b same SQL, psycopg sync", pg_same_sql_sync),
@@ -277,46 +325,63 @@ async def _no_io(*args, **kwargs) -> None:
     return None
 
 
+def _no_work(*args, **kwargs) -> None:
+    return None
+
+
 @contextmanager
 def driver_stubbed(engine: str) -> Iterator[None]:
-    """Replace the driver call of a metric write by a no-op coroutine, until the block ends."""
+    """Replace the driver calls of a metric write by no-ops, until the block ends.
+
+    SQLite: ``SqliteConnection.call`` (the hop to a worker thread, with the
+    ``sqlite3`` work it runs there) by a no-op coroutine, and ``_write_rows`` (the
+    ``sqlite3`` work the thread writer does on the calling thread; looked up in the
+    module at each call) by a no-op function. PostgreSQL: ``AsyncConnection.execute``.
+    """
     if engine == "sqlite":
-        target, name, stub = sqlite_engine, "_in_worker", lambda *args: _no_io()
+        stubs = [(SqliteConnection, "call", _no_io), (sqlite_engine, "_write_rows", _no_work)]
     else:
-        target, name, stub = psycopg.AsyncConnection, "execute", _no_io
-    original = getattr(target, name)
-    setattr(target, name, stub)
+        stubs = [(psycopg.AsyncConnection, "execute", _no_io)]
+    originals = [(target, name, getattr(target, name)) for target, name, _ in stubs]
+    for target, name, stub in stubs:
+        setattr(target, name, stub)
     try:
         yield
     finally:
-        setattr(target, name, original)
+        for target, name, original in originals:
+            setattr(target, name, original)
 
 
 async def python_costs(env: Env, engine: str, calls: int, rounds: int) -> list[tuple[str, float]]:
     """Main-thread CPU µs per call of each layer with no driver I/O (median of rounds)."""
     client, run = await open_run(env, engine)
-    core = client._engine
+    core = client.connections.engine
+    writer = client.metrics
     metrics = dict(zip(NAMES, metric_rows(1)[0], strict=True))
     values, now = tuple(metrics.values()), datetime.now(timezone.utc)
+    touches = ((run.id, now),)
     conn = await core.acquire()
 
     async def prepare(step: int) -> None:
-        client.metrics.prepare(metrics, step)
+        writer.table.prepare(run.id, metrics, step)
+
+    def write_row(step: int) -> Awaitable[None]:
+        return writer.write_row(layout.make(NAMES, KINDS, now, run.id, step, 0.0, values))
+
+    def write_rows(step: int) -> Awaitable[None]:
+        row = layout.make(NAMES, KINDS, now, run.id, step, 0.0, values)
+        return core.write_rows(conn, NAMES, (row,), touches)
 
     async def acquire_release(step: int) -> None:
         await core.release(await core.acquire())
 
     parts = {
         "run.add_metrics (whole call)": lambda i: run.add_metrics(metrics, step=i),
-        "metrics.prepare (checks)": prepare,
-        "client.statements.write_metrics": lambda i: client.statements.write_metrics(
-            NAMES, run.id, i, 0.0, values, now),
-        "engine.write_metrics, held conn": lambda i: core.write_metrics(
-            conn, NAMES, run.id, i, 0.0, values, now),
+        "metrics.table.prepare (checks)": prepare,
+        "metrics.write_row (made row)": write_row,
+        "engine.write_rows, held conn": write_rows,
         "engine.acquire + release (pool)": acquire_release,
     }
-    if not hasattr(client.metrics, "prepare"):
-        del parts["metrics.prepare (checks)"]
     samples: dict[str, list[float]] = {name: [] for name in parts}
     try:
         with driver_stubbed(engine):
@@ -372,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=20_000,
+                        help="calls per round of each layer in the Python-cost table")
     parser.add_argument("--pg-dsn", default=DEFAULT_PG_DSN)
     parser.add_argument("--engine", choices=("sqlite", "postgres"), action="append")
     parser.add_argument("--profiler", action="store_true",
@@ -386,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{engine}: skipped, {env.skip_reason(engine)}", file=sys.stderr)
                 continue
             print(f"\n### {engine}\n\n{layer_table(env, engine, args.steps, args.rounds)}\n")
-            print(f"{python_table(env, engine, 20_000, args.rounds)}\n")
+            print(f"{python_table(env, engine, args.calls, args.rounds)}\n")
             if args.profiler:
                 print(profile_whole_call(env, engine, args.steps))
     finally:
