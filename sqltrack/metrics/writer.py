@@ -48,6 +48,11 @@ class MetricWriter:
         self.table = MetricTable(connections)
         self._combiner = WriteCombiner(connections.settings.pool_max_size)
 
+    @property
+    def combiner(self) -> WriteCombiner:
+        """The write combiner (its ``writing`` and ``waiting`` tell what is in flight)."""
+        return self._combiner
+
     def reset(self) -> None:
         """Forget the waiting calls and the column cache (a forked child: not ours)."""
         self._combiner = WriteCombiner(self.connections.settings.pool_max_size)

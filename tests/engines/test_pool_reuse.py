@@ -69,7 +69,7 @@ async def test_warm_connection_goes_back_through_the_pool(pg_kwargs, monkeypatch
 
 def waiting_for_a_connection(client: sqltrack.AsyncClient) -> bool:
     """Whether a task of ``client`` waits in its engine's pool for a connection."""
-    engine = client._engine
+    engine = client.connections.engine
     if engine.name == "postgres":
         return engine._waiting > 0  # what keeps a released connection from being kept warm
     return bool(engine._pool._slots._waiters)  # SQLite: tasks queued on the pool's slots

@@ -236,8 +236,7 @@ async def test_waiting_writes_retry_on_their_own_while_the_server_is_away(own_se
         try:
             tasks = [asyncio.ensure_future(run.add_metrics(metrics_of(1), step=1))
                      for run in runs]
-            combiner = client.statements._combiner
-            assert combiner is not None
+            combiner = client.metrics.combiner
             # Every call writes (retries) on its own at once, none queued behind the
             # first one's retries (then at most one call would be writing at a time).
             def each_alone() -> bool:
