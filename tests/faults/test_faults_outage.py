@@ -210,21 +210,31 @@ def stored(params: dict[str, str], schema: str, run_id: int) -> tuple[dict[int, 
     return {step: tuple(values) for step, *values in rows}, status[0] if status else None
 
 
-def spool_pending(path: Path) -> int:
+def _spool_query(path: Path, sql: str) -> list[tuple]:
+    """Rows of a query on a spool file; none while the file or its tables are not made yet."""
     if not path.exists():
-        return 0
+        return []
     with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
-        return conn.execute("SELECT count(*) FROM spool_entries WHERE error IS NULL").fetchone()[0]
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            return []
+
+
+def spool_pending(path: Path) -> int:
+    rows = _spool_query(path, "SELECT count(*) FROM spool_entries WHERE error IS NULL")
+    return rows[0][0] if rows else 0
 
 
 def spool_steps(path: Path) -> dict[int, set[int]]:
     """run id -> steps of the metric rows a spool file holds."""
-    with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
-        rows = conn.execute("SELECT run_id, step FROM spool_entries WHERE kind = 'row'")
-        held: dict[int, set[int]] = {}
-        for run_id, step in rows:
-            held.setdefault(run_id, set()).add(step)
-        return held
+    held: dict[int, set[int]] = {}
+    for run_id, step in _spool_query(
+            path, "SELECT run_id, step FROM spool_entries WHERE kind = 'row'"):
+        held.setdefault(run_id, set()).add(step)
+    return held
 
 
 def p99(values: list[float]) -> float:
@@ -356,9 +366,11 @@ def test_kill_9_with_a_spool_on_disk(server, tmp_path, fault_trials, record_prop
         output = Output(child({"api": random.choice(["sync", "async"]), "duration": 120,
                                "pause": PAUSE, "client": kw, "experiment_id": experiment_id,
                                "run_id": run_id}))
-        wait_until(lambda spool=spool: spool_pending(spool) >= 200, "200 rows in the spool",
+        # Rows of the run, not entries: the spool also holds the run's creation and start.
+        wait_until(lambda spool=spool, run_id=run_id:
+                   len(spool_steps(spool).get(run_id, ())) >= 200, "200 rows in the spool",
                    detail=lambda spool=spool, output=output:
-                   f"{spool_pending(spool)} there; {output.stderr[-2000:]}")
+                   f"{spool_pending(spool)} entries there; {output.stderr[-2000:]}")
         time.sleep(random.uniform(0, 0.2))  # anywhere in a spill
         output.process.send_signal(signal.SIGKILL)
         output.finish()
