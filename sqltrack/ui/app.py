@@ -112,13 +112,18 @@ Handler = Callable[[Request], Awaitable[Response]]
 def create_app(
     client: AsyncClient, hosts: Sequence[str] = LOOPBACK_NAMES,
     sql_timeout: float = readonly.DEFAULT_TIMEOUT,
+    *,
+    reader: str = readonly.DEFAULT_READER,
+    allow_superuser: bool = False,
 ) -> Starlette:
     """The web app over ``client`` (left open: its owner closes it).
 
     ``hosts`` are the Host header names answered (``["*"]``: any); see
     ``allowed_hosts``. ``sql_timeout``: seconds a user's SQL (the runs filter,
-    the SQL page) may run.
+    the SQL page) may run; on PostgreSQL it runs as the role ``reader``, and a
+    superuser login is refused unless ``allow_superuser``.
     """
+    policy = readonly.Policy(sql_timeout, reader, allow_superuser)
     plotly = plotly_js()
 
     def with_client(handler: Callable[[Request], Awaitable[Response]]) -> Handler:
@@ -197,7 +202,7 @@ def create_app(
         Route("/api/runs/{id:int}", with_client(api_run), methods=get),
         Route("/api/runs/{id:int}/metrics", with_client(api_run_metrics), methods=get),
         Route("/api/compare", with_client(api_compare), methods=get),
-        *features.routes(client, with_client, json_response, sql_timeout),
+        *features.routes(client, with_client, json_response, policy),
         Route("/static/plotly.min.js", plotly_file, methods=get),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -233,6 +238,9 @@ async def serve(
     port: int = 8080,
     sock: socket.socket | None = None,
     log_level: str = "warning",
+    *,
+    reader: str = readonly.DEFAULT_READER,
+    allow_superuser: bool = False,
 ) -> None:
     """Serve the app with uvicorn until interrupted (Ctrl-C / SIGTERM).
 
@@ -240,7 +248,8 @@ async def serve(
     """
     import uvicorn
 
-    app = create_app(client, allowed_hosts(host))
+    app = create_app(client, allowed_hosts(host), reader=reader,
+                     allow_superuser=allow_superuser)
     sock = sock or open_socket(host, port)
     config = uvicorn.Config(app, log_level=log_level, lifespan="off")
     with sock:
