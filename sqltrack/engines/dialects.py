@@ -194,9 +194,13 @@ class PostgresDialect(Dialect):
                   for t in tables]
         return [
             ("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-             f"'{role}') THEN CREATE ROLE {quoted} NOLOGIN; END IF; END $$", []),
-            (f"ALTER ROLE {quoted} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-             "NOREPLICATION NOBYPASSRLS", []),
+             f"'{role}') THEN CREATE ROLE {quoted} NOLOGIN; "
+             "ELSIF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = "
+             f"'{role}' AND (r.rolsuper OR r.rolcanlogin OR r.rolcreaterole OR r.rolcreatedb "
+             "OR r.rolreplication OR r.rolbypassrls OR EXISTS (SELECT FROM pg_auth_members m "
+             f"WHERE m.member = r.oid))) THEN RAISE EXCEPTION 'role {role} exists and may do more "
+             "than read (it logs in, has an attribute or is a member of a role): "
+             "name another role'; END IF; END $$", []),
             (f"GRANT {quoted} TO CURRENT_USER", []),
             (f"GRANT USAGE ON SCHEMA {where} TO {quoted}", []),
             *grants,
