@@ -9,6 +9,7 @@ result on stdout and returns the exit status; a user-facing problem is a
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -239,9 +240,11 @@ async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
     if "*" in allowed_hosts(host):
         print(f"{PROG}: warning: {host} is not a loopback address: anyone who can reach "
               "it can read every experiment (the page has no login)", file=sys.stderr)
-    print(f"sqltrack ui: {url_of(sock)} ({describe(client)}); Ctrl-C stops it", flush=True)
+    token = secrets.token_urlsafe(24)
+    print(f"sqltrack ui: {url_of(sock)}?token={token} ({describe(client)}); Ctrl-C stops it",
+          flush=True)
     await serve(client, host, sock=sock, reader=args.ui_role,
-                allow_superuser=args.allow_superuser)
+                allow_superuser=args.allow_superuser, token=token)
     return 0
 
 

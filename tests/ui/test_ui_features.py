@@ -16,6 +16,7 @@ import pytest
 
 import sqltrack
 from sqltrack.ui import create_app, readonly
+from sqltrack.ui.app import TOKEN_HEADER
 from sqltrack.ui.readonly import QueryRefused, User
 
 HOSTILE = "<script>alert(1)</script>"
@@ -29,7 +30,8 @@ async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(client, sql_timeout=TIMEOUT, reader=policy.reader,
                      allow_superuser=policy.allow_superuser)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as http:
         yield http
 
 

@@ -19,6 +19,7 @@ from support.helpers import pg_params
 
 import sqltrack
 from sqltrack.ui import create_app
+from sqltrack.ui.app import TOKEN_HEADER
 
 ON_POSTGRES = pytest.mark.parametrize("engine", ["postgres"])
 
@@ -27,7 +28,8 @@ ON_POSTGRES = pytest.mark.parametrize("engine", ["postgres"])
 async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as http:
         yield http
 
 
@@ -100,12 +102,14 @@ async def test_a_superuser_login_is_refused_unless_allowed(client, policy):
     await seed(client)
     app = create_app(client, reader=policy.reader)  # allow_superuser=False
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as http:
         refused(await sql(http, "SELECT 1"), "'postgres' is a superuser", "--allow-superuser")
         assert (await http.get("/api/experiments")).status_code == 200  # the rest works
     app = create_app(client, reader="t_no_such_reader", allow_superuser=True)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as http:
         refused(await sql(http, "SELECT 1"), "'t_no_such_reader'", "sqltrack setup --ui-role")
 
 
@@ -174,7 +178,8 @@ async def test_an_ordinary_role_cannot_signal_its_own_sessions(pg_dsn, tmp_path)
         app = create_app(client, reader=reader)  # not a superuser: no flag needed
         transport = httpx.ASGITransport(app=app)
         dsn = psycopg.conninfo.make_conninfo(pg_dsn, user=login)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                     headers={TOKEN_HEADER: app.state.token}) as http:
             with psycopg.connect(dsn, autocommit=True) as colleague:
                 pid = colleague.info.backend_pid
                 for attack in (f"SELECT pg_terminate_backend({pid})",
