@@ -81,6 +81,7 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
         run_set_tags,
         run_set_updated,
         setup,
+        setup_reader,
         sync,
     )
     from sqltrack.checks import STATUSES
@@ -147,6 +148,7 @@ __all__ = [
     "run_set_tags",
     "run_set_updated",
     "setup",
+    "setup_reader",
     "sync",
 ]
 
@@ -190,6 +192,7 @@ _LAZY: dict[str, str] = {
     "run_set_tags": "sqltrack._dual",
     "run_set_updated": "sqltrack._dual",
     "setup": "sqltrack._dual",
+    "setup_reader": "sqltrack._dual",
     "sync": "sqltrack._dual",
 }
 #: Modules that are public names (``dir()`` lists them), imported on first access.

@@ -595,6 +595,28 @@ def setup(
 
 
 @overload
+def setup_reader(
+    client: AsyncClient, role: str = "sqltrack_reader"
+) -> Coroutine[Any, Any, list[str]]: ...
+@overload
+def setup_reader(client: Client, role: str = "sqltrack_reader") -> list[str]: ...
+def setup_reader(
+    client: AsyncClient | Client, role: str = "sqltrack_reader"
+) -> Coroutine[Any, Any, list[str]] | list[str]:
+    """Create (or update) the NOLOGIN role the web page runs users' SQL as: it may only
+    SELECT sqltrack's tables (``sqltrack setup --ui-role``). Returns the tables granted.
+
+    Needs a login that may create roles and owns the schema. ValueError for an engine
+    without roles (SQLite: the page reads through a read-only connection instead).
+    """
+    if isinstance(client, AsyncClient):
+        return _schema.setup_reader(client, role)
+    from sqltrack_sync import schema as blocking
+
+    return blocking.setup_reader(client, role)
+
+
+@overload
 def mark_stale_runs(
     client: AsyncClient,
     older_than: timedelta | float,

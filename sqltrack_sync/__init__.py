@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
         run_set_tags,
         run_set_updated,
     )
-    from sqltrack_sync.schema import setup
+    from sqltrack_sync.schema import setup, setup_reader
     from sqltrack_sync.transfer import sync
 
 __all__ = [
@@ -96,6 +96,7 @@ __all__ = [
     "run_set_updated",
     "runs_frame",
     "setup",
+    "setup_reader",
     "sigterm",
     "sync",
 ]
@@ -141,6 +142,7 @@ _LAZY = {
     "run_set_updated": "sqltrack_sync.runs",
     "runs_frame": "sqltrack_sync.analysis",
     "setup": "sqltrack_sync.schema",
+    "setup_reader": "sqltrack_sync.schema",
     "sigterm": "sqltrack",
     "sync": "sqltrack_sync.transfer",
 }

@@ -23,3 +23,13 @@ def setup(client: Client, scripts: Iterable[str | os.PathLike[str]]) -> list[str
     A failing script is rolled back and raises, leaving the scripts before it applied.
     """
     return _portal.call(_core.setup, unwrap(client), scripts)
+
+
+def setup_reader(client: Client, role: str = "sqltrack_reader") -> list[str]:
+    """Create (or update) the NOLOGIN role the web page runs users' SQL as: it may only
+    SELECT sqltrack's tables (``sqltrack setup --ui-role``). Returns the tables granted.
+
+    Needs a login that may create roles and owns the schema. ValueError for an engine
+    without roles (SQLite: the page reads through a read-only connection instead).
+    """
+    return _portal.call(_core.setup_reader, unwrap(client), role)

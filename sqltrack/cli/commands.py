@@ -9,6 +9,7 @@ result on stdout and returns the exit status; a user-facing problem is a
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..errors import RunNotFound
 from ..model.maintenance import mark_stale_runs
 from ..model.migrations import setup as _setup
+from ..model.migrations import setup_reader
 from ..read import export as _export
 from ..read import queries
 from .checks import CliError
@@ -30,6 +32,9 @@ from .formatting import (
 )
 from .parser import Command, parse_duration, run_id, status
 from .transfer import cmd_sync, sync_arguments
+
+#: The role of ``setup --ui-role`` and ``ui --ui-role`` unless named.
+DEFAULT_READER = "sqltrack_reader"
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -59,6 +64,10 @@ async def _chosen_columns(client: AsyncClient, names: Sequence[str]) -> dict[str
 # -- setup --------------------------------------------------------------------
 def _setup_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("scripts", nargs="*", metavar="SCRIPT", help="SQL migration scripts, in order")
+    p.add_argument("--ui-role", nargs="?", const=DEFAULT_READER, default=None, metavar="NAME",
+                   help="PostgreSQL: create (or update) the NOLOGIN role the web page runs "
+                   f"users' SQL as, allowed only to SELECT sqltrack's tables (default "
+                   f"{DEFAULT_READER})")
 
 
 async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
@@ -74,6 +83,13 @@ async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
             print(f"applied  {name}")
         else:
             print(f"skipped  {name} (applied before)")
+    if args.ui_role is not None:
+        try:
+            tables = await setup_reader(client, args.ui_role)
+        except ValueError as error:
+            raise CliError(str(error)) from None
+        print(f"reader role {args.ui_role} may SELECT {', '.join(tables)} "
+              f"('sqltrack ui' runs users' SQL as it)")
     print(f"schema ready ({describe(client)})")
     return 0
 
@@ -201,6 +217,12 @@ def _ui_arguments(p: argparse.ArgumentParser) -> None:
                    help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", dest="listen_port", metavar="PORT", type=int, default=8080,
                    help="port to listen on (default: 8080; 0: any free port)")
+    p.add_argument("--ui-role", dest="ui_role", metavar="NAME", default=DEFAULT_READER,
+                   help="PostgreSQL: the role users' SQL runs as (made by 'sqltrack setup "
+                   f"--ui-role'; default {DEFAULT_READER})")
+    p.add_argument("--allow-superuser", action="store_true",
+                   help="PostgreSQL: run users' SQL (as the reader role) even when the page's "
+                   "database user is a superuser")
 
 
 async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
@@ -218,8 +240,11 @@ async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
     if "*" in allowed_hosts(host):
         print(f"{PROG}: warning: {host} is not a loopback address: anyone who can reach "
               "it can read every experiment (the page has no login)", file=sys.stderr)
-    print(f"sqltrack ui: {url_of(sock)} ({describe(client)}); Ctrl-C stops it", flush=True)
-    await serve(client, host, sock=sock)
+    token = secrets.token_urlsafe(24)
+    print(f"sqltrack ui: {url_of(sock)}?token={token} ({describe(client)}); Ctrl-C stops it",
+          flush=True)
+    await serve(client, host, sock=sock, reader=args.ui_role,
+                allow_superuser=args.allow_superuser, token=token)
     return 0
 
 

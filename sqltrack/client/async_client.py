@@ -277,13 +277,17 @@ class AsyncClient:
 
     async def read_only(
         self, sql: str, params: Sequence[Any] = (), timeout: float = 5.0,
-        max_rows: int | None = None,
+        max_rows: int | None = None, *, reader: str = "sqltrack_reader",
+        allow_superuser: bool = False,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Users' SQL as the web page runs it: column names and rows of one statement
         (driver placeholders), read only, stopped after ``timeout`` s, at most
-        ``max_rows + 1`` rows; ``sqltrack.errors.QueryRefused`` says why not."""
+        ``max_rows + 1`` rows; ``sqltrack.errors.QueryRefused`` says why not. On
+        PostgreSQL it runs as the role ``reader`` (``sqltrack setup --ui-role``), and a
+        superuser login is refused unless ``allow_superuser``."""
         engine = await self.connections.opened_engine()
-        return await engine.read_only(sql, params, timeout, max_rows)
+        return await engine.read_only(sql, params, timeout, max_rows, reader=reader,
+                                      allow_superuser=allow_superuser)
 
     async def commit(self) -> None:
         """Commit the held connection; RuntimeError when the task holds none."""

@@ -159,6 +159,16 @@ class Dialect(ABC):
         """Where ``settings`` connect, defaults spelled out (values as given, no password)."""
 
     # -- users' read-only SQL (sqltrack.ui.readonly) -------------------------------------
+    def reader_setup(
+        self, role: str, schema: str | None, tables: Sequence[str]
+    ) -> list[tuple[str, list[Any]]]:
+        """Statements creating the role users' SQL runs as (engines with roles only)."""
+        raise ValueError(f"{self.name} has no roles")
+
+    def refused_function(self, query: str) -> str | None:
+        """A function named in ``query`` that users' SQL may not call (None: none)."""
+        return None
+
     #: Whether ``read_only_setup`` applies to a whole connection, not a transaction: users'
     #: SQL then runs on a connection of its own (``read_only_uri``), the pool's write.
     read_only_per_connection: bool = False
@@ -264,11 +274,14 @@ class Engine(ABC):
 
     @abstractmethod
     async def read_only(
-        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None
+        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None,
+        *, reader: str = "sqltrack_reader", allow_superuser: bool = False,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Users' SQL (the web page): column names and rows of one statement, read only,
         stopped after ``timeout`` s, at most ``max_rows + 1`` rows (None: all). Nothing it
         does stays: the transaction is rolled back. QueryRefused with a one-line reason.
+        An engine with roles runs it as the role ``reader`` and refuses a superuser login
+        unless ``allow_superuser``.
         """
 
     # -- metrics --------------------------------------------------------------

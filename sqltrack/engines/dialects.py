@@ -179,6 +179,52 @@ class PostgresDialect(Dialect):
 
     has_server = True
 
+    def reader_setup(
+        self, role: str, schema: str | None, tables: Sequence[str]
+    ) -> list[Statement]:
+        """``sqltrack setup --ui-role``: the NOLOGIN role users' SQL runs as (SELECT on
+        sqltrack's ``tables`` only), the login's membership in it (for ``SET ROLE``), and
+        the function that runs users' SQL as that role (SECURITY DEFINER owned by it: a
+        ``set_config('role', ...)`` inside is refused by the server)."""
+        role = check_role_name(role)
+        quoted = self.quote_ident(role)
+        where = self.quote_ident(schema) if schema else "public"
+        function = f"{where}.{READER_FUNCTION}(q text)"
+        grants = [(f"GRANT SELECT ON {where}.{self.quote_ident(t)} TO {quoted}", [])
+                  for t in tables]
+        return [
+            ("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+             f"'{role}') THEN CREATE ROLE {quoted} NOLOGIN; "
+             "ELSIF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = "
+             f"'{role}' AND (r.rolsuper OR r.rolcanlogin OR r.rolcreaterole OR r.rolcreatedb "
+             "OR r.rolreplication OR r.rolbypassrls OR EXISTS (SELECT FROM pg_auth_members m "
+             f"WHERE m.member = r.oid))) THEN RAISE EXCEPTION 'role {role} exists and may do more "
+             "than read (it logs in, has an attribute or is a member of a role): "
+             "name another role'; END IF; END $$", []),
+            (f"GRANT {quoted} TO CURRENT_USER", []),
+            (f"GRANT USAGE ON SCHEMA {where} TO {quoted}", []),
+            *grants,
+            (f"CREATE OR REPLACE FUNCTION {function} RETURNS SETOF record LANGUAGE plpgsql "
+             "SECURITY DEFINER AS $f$ BEGIN RETURN QUERY EXECUTE "
+             "'SELECT * FROM (' || q || E'\\n) AS q'; END $f$", []),
+            # A new owner needs CREATE on the schema (for a login that is no superuser).
+            (f"GRANT CREATE ON SCHEMA {where} TO {quoted}", []),
+            (f"ALTER FUNCTION {function} OWNER TO {quoted}", []),
+            (f"REVOKE CREATE ON SCHEMA {where} FROM {quoted}", []),
+            (f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC", []),
+        ]
+
+    def refused_function(self, query: str) -> str | None:
+        """The first function named in ``query`` that users' SQL may not call (it writes,
+        signals, reaches other servers, runs SQL text or changes settings and locks that
+        outlive a statement), else None. Any mention counts, even inside a string."""
+        if _UNICODE_ESCAPE.search(query):
+            return "U&"
+        for word in _WORD.findall(query):
+            if _DENIED.fullmatch(word.lower()):
+                return word
+        return None
+
     def target_key(self, settings: Settings) -> str:
         p = settings.params
         host = p.get("hostaddr") or p.get("host") or "localhost"
@@ -200,6 +246,35 @@ class PostgresDialect(Dialect):
         schema = settings.schema or "public (default)"
         return (f"{self.name} host={host} port={port} user={params.get('user', '')} "
                 f"dbname={params.get('dbname', '')} schema={schema}")
+
+
+#: The function (in the schema, owned by the reader role) that runs users' SQL.
+READER_FUNCTION = "sqltrack_user_query"
+#: The reader role of ``sqltrack setup --ui-role`` and ``sqltrack ui`` unless named.
+DEFAULT_READER = "sqltrack_reader"
+_ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_UNICODE_ESCAPE = re.compile(r"\bU&['\"]", re.I)
+#: Functions every role may call (EXECUTE granted to PUBLIC) that users' SQL must not:
+#: large objects, WAL messages, notifications, session advisory locks, settings, SQL
+#: given as text (query_to_xml, ts_stat, ts_rewrite), other servers (dblink), signals.
+_DENIED = re.compile(
+    r"lo_\w+|lowrite|loread|pg_logical_emit_message|pg_notify|pg_(try_)?advisory_\w+"
+    r"|set_config|dblink\w*|query_to_xml\w*|cursor_to_xml\w*|ts_stat|ts_rewrite"
+    r"|pg_cancel_backend|pg_terminate_backend|pg_signal_backend|pg_read_\w+|pg_ls_\w+"
+    r"|pg_stat_file|pg_file_\w+|pg_reload_conf|pg_rotate_logfile|pg_switch_wal"
+    r"|pg_create_\w+|pg_drop_replication_slot|pg_replication_\w+|pg_promote"
+    r"|pg_log_backend_memory_contexts|pg_stat_reset\w*|nextval|setval|txid_current"
+    r"|pg_current_xact_id"
+)
+
+
+def check_role_name(role: str) -> str:
+    """A reader role name: lower-case letters, digits and ``_`` (ValueError naming it)."""
+    if not isinstance(role, str) or not _ROLE_NAME.fullmatch(role):
+        raise ValueError(f"reader role {role!r} is not a plain role name: use lower-case "
+                         "letters, digits and '_' (at most 63), e.g. 'sqltrack_reader'")
+    return role
 
 
 @lru_cache(maxsize=1024)

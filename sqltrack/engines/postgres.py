@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg import errors, sql
+from psycopg import errors, generators, sql
 
 from ..config import Settings
 from ..errors import (
@@ -51,8 +51,8 @@ from ..errors import (
 from ..metrics import layout
 from ..metrics.layout import MetricRow, Touch
 from .base import Engine
+from .dialects import DEFAULT_READER, READER_FUNCTION, PostgresDialect, check_role_name
 from .dialects import POSTGRES_TYPES as _KIND_TYPES
-from .dialects import PostgresDialect
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -85,6 +85,12 @@ _TYPE_KINDS = {
     "character varying": "str",
     "timestamp with time zone": "datetime",
 }
+
+
+def _raise_for(result: Any, encoding: str) -> None:
+    """Raise the server's error of a low-level result (parse or describe)."""
+    if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+        raise psycopg.errors.error_from_result(result, encoding=encoding)
 
 
 def translate(error: psycopg.Error, conn: Conn | None = None) -> DatabaseError:
@@ -394,25 +400,34 @@ class PostgresEngine(Engine):
             raise translate(error, conn) from error
 
     async def read_only(
-        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None
+        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None,
+        *, reader: str = DEFAULT_READER, allow_superuser: bool = False,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """In a transaction of its own, made read-only with a statement timeout, always
-        rolled back; pipeline mode sends the extended protocol even without parameters,
-        so the server refuses a text of more than one statement."""
+        """Users' SQL with the least privilege: in a read-only transaction with a statement
+        timeout, as the NOLOGIN role ``reader`` (``SET LOCAL ROLE``; it may only SELECT
+        sqltrack's tables, see ``sqltrack setup --ui-role``), inside that role's SECURITY
+        DEFINER function (where the server refuses ``set_config('role', ...)``), refusing
+        functions every role may call that write, signal or outlive the request
+        (``refused_function``). Always rolled back; session advisory locks are released
+        before the connection goes back. A superuser login is refused unless
+        ``allow_superuser``."""
+        denied = self.dialect.refused_function(sql)
+        if denied is not None:
+            raise QueryRefused(
+                f"{denied!r} is not allowed on the page: users' SQL may not call functions "
+                "that write, signal other sessions, reach other servers, run SQL text or "
+                "change settings and locks")
+        check_role_name(reader)
         conn = await self.acquire()
         try:
             await self.begin_block(conn)
             try:
-                async with conn.cursor() as cursor:
-                    for statement, values in self.dialect.read_only_setup(timeout):
-                        await cursor.execute(statement, values)
-                    async with conn.pipeline():
-                        await cursor.execute(sql, list(params))
-                        rows = await (cursor.fetchall() if max_rows is None
-                                      else cursor.fetchmany(max_rows + 1))
-                    columns = [d.name for d in cursor.description or []]
+                columns, rows = await self._read_as(conn, sql, params, timeout, max_rows,
+                                                    reader, allow_superuser)
             finally:
                 await self.end_block(conn, commit=False)
+                if not conn.closed and not conn.broken:
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
         except errors.QueryCanceled:
             raise QueryRefused(
                 f"the query was stopped after {timeout:g} s (the time limit of the page)"
@@ -423,7 +438,73 @@ class PostgresEngine(Engine):
             raise QueryRefused(" ".join(message.split())) from None
         finally:
             await self.release(conn)
+        return columns, rows
+
+    async def _read_as(
+        self, conn: Conn, query: str, params: Sequence[Any], timeout: float,
+        max_rows: int | None, reader: str, allow_superuser: bool,
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        milliseconds = str(max(1, int(timeout * 1000)))
+        async with conn.cursor() as cursor:
+            await cursor.execute("SET TRANSACTION READ ONLY")
+            await cursor.execute(
+                "SELECT set_config('statement_timeout', %s, true), "
+                "current_setting('is_superuser'), session_user, "
+                "to_regrole(%s) IS NOT NULL, "
+                "to_regprocedure(%s) IS NOT NULL",
+                [milliseconds, reader, f"{READER_FUNCTION}(text)"],
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            _, superuser, login, has_role, has_function = row
+            if superuser == "on" and not allow_superuser:
+                raise QueryRefused(
+                    f"the page's database user {login!r} is a superuser, whose SQL could "
+                    "write files, run programs and end other sessions: connect the page as an "
+                    "ordinary role, or start it with --allow-superuser (users' SQL still runs "
+                    f"as the reader role {reader!r})")
+            if not (has_role and has_function):
+                raise QueryRefused(
+                    f"users' SQL runs as the reader role {reader!r}, which is not set up in "
+                    "this database or schema: run 'sqltrack setup --ui-role' (or --ui-role "
+                    "NAME) as the schema's owner")
+            await cursor.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(reader)))
+            text = psycopg.ClientCursor(conn).mogrify(query, list(params) or None)
+            columns, types = await self._describe(conn, text)
+            if any(t is None for t in types):
+                raise QueryRefused("a column of the query has no plain type (a record or "
+                                   "pseudo-type): cast it, e.g. to text")
+            if not types:
+                raise QueryRefused("the query has no columns: select at least one")
+            definition = ", ".join(f"c{i} {t}" for i, t in enumerate(types))
+            await cursor.execute(
+                f"SELECT * FROM {READER_FUNCTION}(%s) AS q({definition})", [text])
+            rows = await (cursor.fetchall() if max_rows is None
+                          else cursor.fetchmany(max_rows + 1))
         return columns, [tuple(row) for row in rows]
+
+    @staticmethod
+    async def _describe(conn: Conn, text: str) -> tuple[list[str], list[str | None]]:
+        """Column names and type names of one statement, parsed by the server but not
+        run (an unnamed prepared statement: more than one statement is refused)."""
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
+        pgconn.send_prepare(b"", text.encode(encoding))
+        (prepared,) = await conn.wait(generators.execute(pgconn))
+        _raise_for(prepared, encoding)
+        pgconn.send_describe_prepared(b"")
+        (described,) = await conn.wait(generators.execute(pgconn))
+        _raise_for(described, encoding)
+        names = [(described.fname(i) or b"").decode(encoding) for i in range(described.nfields)]
+        oids = [described.ftype(i) for i in range(described.nfields)]
+        mods = [described.fmod(i) for i in range(described.nfields)]
+        if not oids:
+            return names, []
+        cursor = await conn.execute(
+            "SELECT CASE WHEN t.typtype = 'p' THEN NULL ELSE format_type(o, NULLIF(m, -1)) END "
+            "FROM unnest(%s::oid[], %s::int[]) WITH ORDINALITY AS d(o, m, n) "
+            "JOIN pg_type t ON t.oid = d.o ORDER BY n", [oids, mods])
+        return names, [r[0] for r in await cursor.fetchall()]
 
     async def write_rows(
         self,

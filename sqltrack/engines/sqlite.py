@@ -565,8 +565,10 @@ class SqliteEngine(Engine):
             raise translate(error) from error
 
     async def read_only(
-        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None
+        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None,
+        *, reader: str = "sqltrack_reader", allow_superuser: bool = False,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        # SQLite has no roles: the read-only connection and the authorizer are the reader.
         uri = self.dialect.read_only_uri(self.settings)
         if uri is None:
             raise QueryRefused("an in-memory SQLite database cannot be read by a second connection")

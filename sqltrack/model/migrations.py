@@ -52,3 +52,31 @@ async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike[str]]) 
         else:
             log.info("skipped %s (applied before)", name)
     return applied
+
+
+#: sqltrack's tables, which the page's reader role may SELECT.
+READER_TABLES = ("experiments", "experiment_links", "runs", "run_links", "metrics",
+                 "applied_migrations")
+
+
+async def setup_reader(client: AsyncClient, role: str = "sqltrack_reader") -> list[str]:
+    """Create (or update) the NOLOGIN role the web page runs users' SQL as: it may only
+    SELECT sqltrack's tables (``sqltrack setup --ui-role``). Returns the tables granted.
+
+    Needs a login that may create roles and owns the schema. ValueError for an engine
+    without roles (SQLite: the page reads through a read-only connection instead).
+    """
+    await client.open()
+
+    async def grant(engine: Engine, conn: Any) -> list[str]:
+        query, params = engine.dialect.tables_query(READER_TABLES)
+        tables = [row[0] for row in await engine.fetch(conn, engine.dialect.sql(query), params)]
+        steps = engine.dialect.reader_setup(role, engine.settings.schema, tables)
+        for statement, values in steps:
+            await engine.fetch(conn, statement, values)
+        return tables
+
+    if not client.dialect.has_server:
+        raise ValueError(f"{client.engine} has no roles: the page reads {client.engine} "
+                         "through a read-only connection, no reader role is needed")
+    return await client.connections.with_schema_lock(grant)

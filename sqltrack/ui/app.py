@@ -9,13 +9,16 @@ scripts from anywhere but this server.
 
 from __future__ import annotations
 
+import hmac
 import importlib.util
 import ipaddress
 import json
+import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -23,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -92,6 +95,76 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+#: The request header that carries the server's token (the page's own requests add it).
+TOKEN_HEADER = "x-sqltrack-token"
+
+
+def token_cookie(port: int | None) -> str:
+    """The cookie holding the token of the server on ``port`` (cookies ignore ports)."""
+    return f"sqltrack_token_{port or 0}"
+
+
+class PageGuard:
+    """ASGI middleware: only the page itself drives the page.
+
+    - a request that a browser marks as coming from another site or origin
+      (``Sec-Fetch-Site: cross-site/same-site``, an ``Origin`` that is not this
+      server's) is refused (403);
+    - every route but ``/static/`` needs the server's token: from the start-up URL's
+      ``?token=`` (a page then sets it as an HttpOnly, SameSite=Strict cookie of
+      this port and redirects to the address without it), the cookie, or the
+      ``X-Sqltrack-Token`` header;
+    - the JSON API (which runs users' SQL) also needs ``Sec-Fetch-Site: same-origin``
+      or the header: never a simple cross-site GET, even from a browser without
+      fetch metadata.
+    """
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    def _valid(self, value: str | None) -> bool:
+        return value is not None and hmac.compare_digest(value.encode(), self.token.encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        refusal = self._refusal(request)
+        if refusal is not None:
+            response = _error(request, 403, refusal)
+        elif self._valid(request.query_params.get("token")) and not scope["path"].startswith(
+                "/api/"):
+            query = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode())
+                     if k != "token"]
+            response = RedirectResponse(scope["path"] + (f"?{urlencode(query)}" if query
+                                                         else ""), status_code=303)
+            response.set_cookie(token_cookie(request.url.port), self.token, httponly=True,
+                                samesite="strict", path="/")
+        else:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+    def _refusal(self, request: Request) -> str | None:
+        site = request.headers.get("sec-fetch-site")
+        if site in ("cross-site", "same-site"):
+            return "requests from other web pages are refused"
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            return f"requests from other web pages are refused (origin {origin!r})"
+        header = request.headers.get(TOKEN_HEADER)
+        if not (self._valid(header) or self._valid(request.query_params.get("token"))
+                or self._valid(request.cookies.get(token_cookie(request.url.port)))):
+            return ("this page needs its token: open the address with ?token= that "
+                    "'sqltrack ui' printed")
+        if request.url.path.startswith("/api/") and not self._valid(header) and (
+                site != "same-origin"):
+            return "the API answers the page's own requests only (X-Sqltrack-Token header)"
+        return None
+
+
 def json_response(data: Any, status: int = 200) -> Response:
     """Compact JSON; datetimes as ISO text, NaN and infinity as null."""
     text = json.dumps(queries.jsonable(data), ensure_ascii=False, separators=(",", ":"),
@@ -112,13 +185,21 @@ Handler = Callable[[Request], Awaitable[Response]]
 def create_app(
     client: AsyncClient, hosts: Sequence[str] = LOOPBACK_NAMES,
     sql_timeout: float = readonly.DEFAULT_TIMEOUT,
+    *,
+    reader: str = readonly.DEFAULT_READER,
+    allow_superuser: bool = False,
+    token: str | None = None,
 ) -> Starlette:
     """The web app over ``client`` (left open: its owner closes it).
 
     ``hosts`` are the Host header names answered (``["*"]``: any); see
     ``allowed_hosts``. ``sql_timeout``: seconds a user's SQL (the runs filter,
-    the SQL page) may run.
+    the SQL page) may run; on PostgreSQL it runs as the role ``reader``, and a
+    superuser login is refused unless ``allow_superuser``. ``token``: the secret every
+    request needs (see ``PageGuard``; default a new random one, ``app.state.token``).
     """
+    token = token or secrets.token_urlsafe(24)
+    policy = readonly.Policy(sql_timeout, reader, allow_superuser)
     plotly = plotly_js()
 
     def with_client(handler: Callable[[Request], Awaitable[Response]]) -> Handler:
@@ -197,15 +278,18 @@ def create_app(
         Route("/api/runs/{id:int}", with_client(api_run), methods=get),
         Route("/api/runs/{id:int}/metrics", with_client(api_run_metrics), methods=get),
         Route("/api/compare", with_client(api_compare), methods=get),
-        *features.routes(client, with_client, json_response, sql_timeout),
+        *features.routes(client, with_client, json_response, policy),
         Route("/static/plotly.min.js", plotly_file, methods=get),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(SecurityHeaders)]
     if "*" not in hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts)))
-    return Starlette(routes=routes, middleware=middleware,
-                     exception_handlers={HTTPException: http_error})
+    middleware.append(Middleware(PageGuard, token=token))
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={HTTPException: http_error})
+    app.state.token = token
+    return app
 
 
 def open_socket(host: str = "127.0.0.1", port: int = 8080) -> socket.socket:
@@ -233,6 +317,10 @@ async def serve(
     port: int = 8080,
     sock: socket.socket | None = None,
     log_level: str = "warning",
+    *,
+    reader: str = readonly.DEFAULT_READER,
+    allow_superuser: bool = False,
+    token: str | None = None,
 ) -> None:
     """Serve the app with uvicorn until interrupted (Ctrl-C / SIGTERM).
 
@@ -240,7 +328,8 @@ async def serve(
     """
     import uvicorn
 
-    app = create_app(client, allowed_hosts(host))
+    app = create_app(client, allowed_hosts(host), reader=reader,
+                     allow_superuser=allow_superuser, token=token)
     sock = sock or open_socket(host, port)
     config = uvicorn.Config(app, log_level=log_level, lifespan="off")
     with sock:

@@ -1,6 +1,6 @@
 """Routes of the runs table with chosen columns, compare and live curves, system metrics, SQL page.
 
-``routes(client, wrap, json_response, sql_timeout)`` gives the app its routes;
+``routes(client, wrap, json_response, policy)`` gives the app its routes;
 ``wrap`` is the app's per-request handler wrapper (a client block, errors as 404/400).
 """
 
@@ -75,7 +75,7 @@ def routes(
     client: AsyncClient,
     wrap: Callable[[Handler], Handler],
     json_response: Callable[[Any], Response],
-    sql_timeout: float = readonly.DEFAULT_TIMEOUT,
+    policy: readonly.Policy = readonly.DEFAULT_POLICY,
 ) -> list[Route]:
     """The routes (GET only) of these pages and their JSON API."""
 
@@ -88,7 +88,7 @@ def routes(
             client, path_id(request), params.getlist("col"),
             status=api.parse_status(params.get("status")),
             tags=[t for t in params.getlist("tag") if t],
-            where=params.get("filter"), timeout=sql_timeout,
+            where=params.get("filter"), policy=policy,
         ))
 
     async def run_curves(request: Request) -> Response:
@@ -116,7 +116,7 @@ def routes(
 
     async def sql(request: Request) -> Response:
         query = request.query_params.get("q") or ""
-        result = await readonly.run_query(client, query, timeout=sql_timeout)
+        result = await readonly.run_query(client, query, policy=policy)
         if request.query_params.get("format") == "csv":
             return Response(csv_text(result), media_type="text/csv; charset=utf-8", headers={
                 "content-disposition": 'attachment; filename="sqltrack-query.csv"',

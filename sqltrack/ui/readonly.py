@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 #: Seconds a user's query may run before it is stopped.
 DEFAULT_TIMEOUT = 5.0
+#: The role users' SQL runs as on PostgreSQL unless ``--ui-role`` names another.
+DEFAULT_READER = "sqltrack_reader"
 #: Rows the SQL page shows (and puts in a CSV) at most.
 MAX_ROWS = 10_000
 QUERY_KEYWORDS = ("select", "with", "values")
@@ -49,6 +51,20 @@ class User:
     """A piece of a statement typed by the user (placed as is, never as a parameter)."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How the page runs users' SQL: the time limit (s) of the whole query, the role it runs
+    as on PostgreSQL (``sqltrack setup --ui-role``), whether a superuser login is allowed."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    reader: str = DEFAULT_READER
+    allow_superuser: bool = False
+
+
+#: The page's policy unless told otherwise.
+DEFAULT_POLICY = Policy()
 
 
 @dataclass
@@ -123,14 +139,19 @@ async def fetch(
     parts: Sequence[str | User],
     params: Sequence[Any] = (),
     *,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | None = None,
     max_rows: int | None = None,
+    policy: Policy | None = None,
 ) -> Result:
     """Rows of one statement made of ``parts``, read only, stopped after ``timeout`` s
-    (the engine's ``read_only``: how each engine keeps users' SQL from writing)."""
+    (default the policy's; the engine's ``read_only``: how each engine keeps users' SQL
+    from writing, as the policy's reader role)."""
+    policy = policy or DEFAULT_POLICY
     sql = compose(client.dialect, parts)
     try:
-        columns, rows = await client.read_only(sql, params, timeout, max_rows)
+        columns, rows = await client.read_only(
+            sql, params, policy.timeout if timeout is None else timeout, max_rows,
+            reader=policy.reader, allow_superuser=policy.allow_superuser)
     except errors.QueryRefused as error:
         raise QueryRefused(one_line(error)) from None
     if max_rows is not None and len(rows) > max_rows:
@@ -139,9 +160,11 @@ async def fetch(
 
 
 async def run_query(
-    client: AsyncClient, text: str, *, timeout: float = DEFAULT_TIMEOUT, max_rows: int = MAX_ROWS
+    client: AsyncClient, text: str, *, timeout: float | None = None, max_rows: int = MAX_ROWS,
+    policy: Policy | None = None,
 ) -> Result:
     """The SQL page: any one SELECT, at most ``max_rows`` rows."""
     body = check_query(text)
     parts: list[str | User] = ["SELECT * FROM (\n", User(body), "\n) AS q LIMIT %s"]
-    return await fetch(client, parts, [max_rows + 1], timeout=timeout, max_rows=max_rows)
+    return await fetch(client, parts, [max_rows + 1], timeout=timeout, max_rows=max_rows,
+                       policy=policy)

@@ -141,7 +141,8 @@ async def runs_table(
     status: str | None = None,
     tags: Sequence[str] = (),
     where: str | None = None,
-    timeout: float = readonly.DEFAULT_TIMEOUT,
+    timeout: float | None = None,
+    policy: readonly.Policy = readonly.DEFAULT_POLICY,
 ) -> dict[str, Any]:
     """The runs table: chosen columns (default: tags and each numeric metric's last value)."""
     info = await experiment(client, experiment_id)
@@ -155,7 +156,7 @@ async def runs_table(
         where = readonly.check_text(where, "filter") if where.strip() else None
     parts, params = build_sql(columns, client.dialect.quote_ident, status, where)
     params = [experiment_id if p == "EXP" else p for p in params]
-    result = await readonly.fetch(client, parts, params, timeout=timeout)
+    result = await readonly.fetch(client, parts, params, timeout=timeout, policy=policy)
     names: dict[str, str] = {}
     runs = []
     for row in result.rows:

@@ -14,6 +14,7 @@ import pytest
 import sqltrack
 from sqltrack import cli
 from sqltrack.ui import allowed_hosts, create_app
+from sqltrack.ui.app import TOKEN_HEADER
 from sqltrack.ui.downsample import downsample
 
 HOSTILE = "<script>alert(1)</script>"
@@ -24,8 +25,10 @@ LONG_STEPS = 100_000
 @pytest.fixture
 async def http(client) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app over the test's AsyncClient."""
-    transport = httpx.ASGITransport(app=create_app(client))
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+    app = create_app(client)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as http:
         yield http
 
 

@@ -30,6 +30,8 @@ import sqltrack
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HOSTILE = "<script>alert(1)</script>"
 WAIT = 30
+#: The token each served page printed, by base URL.
+TOKENS: dict[str, str] = {}
 
 
 def _missing() -> list[str]:
@@ -110,11 +112,12 @@ def served(tmp_path) -> Iterator[tuple[str, dict[str, int]]]:
                               daemon=True)
     reader.start()
     reader.join(WAIT)
-    match = re.search(r"http://127\.0\.0\.1:\d+/", lines[0] if lines else "")
+    match = re.search(r"http://127\.0\.0\.1:\d+/(?=\?token=(\S+))", lines[0] if lines else "")
     try:
         if not match:
             process.kill()
             pytest.fail(f"sqltrack ui did not start: {lines} {process.stderr.read()[-800:]}")
+        TOKENS[match.group(0).rstrip("/")] = match.group(1)
         yield match.group(0).rstrip("/"), ids
     finally:
         process.terminate()
@@ -192,7 +195,8 @@ def test_pages_in_headless_chromium(served, driver, tmp_path):
     base, ids = served
 
     # experiments list: the hostile name is shown as text, nothing runs
-    driver.get(base + "/")
+    driver.get(base + "/?token=" + TOKENS[base])  # the page keeps it as a cookie
+    assert driver.current_url == base + "/"
     wait_rendered(driver)
     assert HOSTILE in column(driver, 2)
     with pytest.raises(NoAlertPresentException):

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from test_ui_browser import (  # noqa: F401 - browser_binaries is a fixture
+    TOKENS,
     WAIT,
     browser_binaries,
     chromium,
@@ -102,11 +103,12 @@ def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, int], str]]:
     reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
     reader.start()
     reader.join(WAIT)
-    match = re.search(r"http://127\.0\.0\.1:\d+/", lines[0] if lines else "")
+    match = re.search(r"http://127\.0\.0\.1:\d+/(?=\?token=(\S+))", lines[0] if lines else "")
     try:
         if not match:
             process.kill()
             pytest.fail(f"sqltrack ui did not start: {lines} {process.stderr.read()[-800:]}")
+        TOKENS[match.group(0).rstrip("/")] = match.group(1)
         yield match.group(0).rstrip("/"), ids, dbpath
     finally:
         process.terminate()
@@ -131,8 +133,10 @@ def until(browser, condition, what: str = "the page"):
 
 
 def load(browser, url: str) -> None:
-    """Open ``url`` and wait until its script has drawn everything (or shown an error)."""
-    browser.get(url)
+    """Open ``url`` (with the server's token: the page keeps it as a cookie and drops it
+    from the address) and wait until its script has drawn everything (or an error)."""
+    base = re.match(r"http://[^/]+", url).group(0)
+    browser.get(url + ("&" if "?" in url else "?") + "token=" + TOKENS[base])
     until(browser, lambda b: b.execute_script(
         "return ['true', 'error'].includes(document.body.dataset.rendered)"), url)
 

@@ -16,6 +16,7 @@ import pytest
 
 import sqltrack
 from sqltrack.ui import create_app, readonly
+from sqltrack.ui.app import TOKEN_HEADER
 from sqltrack.ui.readonly import QueryRefused, User
 
 HOSTILE = "<script>alert(1)</script>"
@@ -24,10 +25,13 @@ ENDLESS = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELEC
 
 
 @pytest.fixture
-async def http(client) -> AsyncIterator[httpx.AsyncClient]:
+async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app (a short SQL time limit, so long queries stop soon)."""
-    transport = httpx.ASGITransport(app=create_app(client, sql_timeout=TIMEOUT))
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+    app = create_app(client, sql_timeout=TIMEOUT, reader=policy.reader,
+                     allow_superuser=policy.allow_superuser)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as http:
         yield http
 
 
@@ -237,21 +241,21 @@ async def test_sql_page_stops_long_queries(client, http):
     "COMMIT; BEGIN; DELETE FROM runs",
     "SELECT 1; SET TRANSACTION READ WRITE; DELETE FROM runs",
 ])
-async def test_the_database_refuses_what_the_text_checks_would(client, statement):
+async def test_the_database_refuses_what_the_text_checks_would(client, policy, statement):
     """Past the text checks (straight to ``readonly.fetch``), the database refuses."""
     await seed(client)
     with pytest.raises(QueryRefused) as refused:
-        await readonly.fetch(client, [User(statement)])
+        await readonly.fetch(client, [User(statement)], policy=policy)
     assert "\n" not in str(refused.value)
     assert await runs_count(client) == 3
     assert not await client.query("SELECT 1 FROM experiments WHERE name = 'x'")
     assert len(await client.query("SELECT 1 FROM metrics")) == 12
 
 
-async def test_the_database_stops_a_long_query(client):
+async def test_the_database_stops_a_long_query(client, policy):
     await seed(client)
     with pytest.raises(QueryRefused, match="stopped after 0.3 s"):
-        await readonly.fetch(client, [User(ENDLESS)], timeout=0.3)
+        await readonly.fetch(client, [User(ENDLESS)], timeout=0.3, policy=policy)
 
 
 # -- curves -------------------------------------------------------------------

@@ -20,7 +20,10 @@ function link(href, text) {
 }
 
 async function getJSON(url) {
-  const response = await fetch(url, { headers: { accept: "application/json" } });
+  // Same-origin fetches carry Sec-Fetch-Site: same-origin, which the server requires
+  // of its API (with the page's token cookie); credentials stay on this origin.
+  const response = await fetch(url, { headers: { accept: "application/json" },
+                                      credentials: "same-origin" });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
   return body;
