@@ -78,12 +78,14 @@ def logger_class(namespace: str) -> type:
             terminated: str = "CANCELLED",
             tags: tuple[str, ...] | list[str] = (),
             comment: str | None = None,
+            quiet: bool | None = None,
             **settings: Any,
         ) -> None:
             super().__init__()
             self.tracked = IntegrationRun(
                 client, experiment, run_id, buffered=buffered, terminated=terminated,
                 system_metrics=system_metrics, tags=tags, comment=comment, settings=settings,
+                quiet=quiet,
             )
             self.terminated = terminated
             self._trainer: Any = None
@@ -180,7 +182,8 @@ def logger_class(namespace: str) -> type:
 _LOGGER_DOC = """Log a Lightning Trainer's run to sqltrack (see the module docstring).
 
 ``client``: a ``sqltrack.Client``, or None for one made from ``**settings`` and the
-usual chain (``SQLTRACK_DSN_*``, ``sqltrack.conf``). ``experiment``: name or id.
+usual chain (``SQLTRACK_DSN_*``, ``sqltrack.conf``); with nothing configured, the
+local file ``./sqltrack.db``. ``experiment``: name or id.
 ``run_id``: None (a new run), an id, or an environment variable holding one
 (``"SLURM_JOB_ID"``). ``buffered``, ``system_metrics``, ``terminated`` (the status
 on SIGTERM), ``tags`` and ``comment`` as their names say.
