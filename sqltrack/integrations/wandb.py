@@ -23,8 +23,14 @@ Change one line of a script written for wandb::
   ``resume="must"`` requires it to exist, ``resume="never"`` requires it not to.
   Connection settings: ``client=`` (a ``sqltrack.Client``), or ``connection={...}``
   (``sqltrack.Client`` keywords), then the usual chain (``SQLTRACK_DSN_*``,
-  ``sqltrack.conf``). Own keywords: ``system_metrics=`` (True or seconds; off by
-  default, unlike wandb), ``terminated=`` (the status on SIGTERM, default CANCELLED).
+  ``sqltrack.conf``); with none of these, the local file ``sqltrack.db`` in ``dir=``,
+  ``$WANDB_DIR`` or the current folder. One line on stderr names the database and
+  the run (``quiet=True``, ``WANDB_SILENT=true`` or ``SQLTRACK_QUIET=1``: none).
+  ``mode="disabled"`` (or ``WANDB_MODE=disabled``): every call works and nothing is
+  written; ``mode="offline"``: the local file above whatever is configured, for a
+  later ``sqltrack sync --from <file>``. Own keywords: ``system_metrics=`` (True or
+  seconds; off by default, unlike wandb), ``terminated=`` (the status on SIGTERM,
+  default CANCELLED).
 - ``log(data, step=None, commit=None)`` with wandb's step rules: each committed
   ``log`` is one step and the step counter then moves on by one; ``commit=False``
   merges into the current step; ``step=`` (not below the current step, else the
@@ -32,11 +38,17 @@ Change one line of a script written for wandb::
   later step comes, ``commit=True`` or ``finish``. A step is one metrics row
   (``step`` = wandb's step, ``progress`` 0). Nested dicts are flattened with ``/``;
   names are mapped by ``sqltrack.integrations.names`` (originals in
-  ``extras["metric_names"]``); values that are not numbers, bools or text
-  (images, tables, histograms) are skipped with a warning.
+  ``extras["metric_names"]``; names differing only in case are both kept, each in a
+  column of its own). ``Histogram``, ``Table``, ``Image``, ``Audio``, ``Video``,
+  ``Html``, ``Object3D``, ``Plotly``, ``plot.*`` and ``Artifact`` exist: what each
+  stores and where is in ``sqltrack.integrations.wandb_media``; what cannot be
+  stored is skipped with one warning per kind and run, never a failed run.
 - ``config``: attribute and item access, ``update()``, ``setdefaults()``, writes go
   to ``args``. ``summary``: the last value of each logged metric, plus what you
-  set, stored in ``extras["summary"]`` (at ``finish``; items you set at once).
+  set, stored in ``extras["summary"]`` (at ``finish``; items you set at once);
+  ``define_metric(name, summary="max")`` (min, max, mean, best with ``goal``, last,
+  first, none; ``*`` in ``name`` matches anything) keeps ``{"max": ...}`` instead,
+  as wandb does.
 - ``finish(exit_code=None)``: writes the step under way and the summary, then
   stops the run: COMPLETED, or FAILED for a non-zero ``exit_code``.
   ``with wandb.init() as run:`` finishes with exit code 1 when the block raises.
@@ -45,11 +57,12 @@ Change one line of a script written for wandb::
   run then gets the status of how the program ended (FAILED, CANCELLED, the
   ``terminated`` status with exit status 143, or COMPLETED).
 
-``run.id`` is the run's id (an int). ``login``, ``watch``, ``define_metric``,
-``save`` and ``alert`` exist and do nothing. Not covered: artifacts, media
-(``wandb.Image``, ``Table``, ``Histogram``...), sweeps, the public ``wandb.Api``,
-``mode="offline"`` syncing, ``resume="auto"`` without an ``id``, and several runs
-at once in one process (``reinit``): ``init`` finishes the previous run first.
+``run.id`` is the run's id (an int); ``run.url`` its page on ``sqltrack ui`` (the
+default address, http://127.0.0.1:8080/runs/<id>); ``run.dir`` its media folder.
+``log_artifact`` / ``use_artifact`` record references. ``login``, ``watch``, ``save``
+and ``alert`` exist and do nothing. Not covered: sweeps, the public ``wandb.Api``,
+``resume="auto"`` without an ``id``, and several runs at once in one process
+(``reinit``): ``init`` finishes the previous run first.
 """
 
 from __future__ import annotations
