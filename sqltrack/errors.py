@@ -84,8 +84,8 @@ class CannotConnect(ConnectionLost):
     database; or the file), the driver's reason, and, when no settings were found at
     all, how to choose SQLite or a config file. A subclass of ConnectionLost (still
     transient: a server that is starting answers later), so ``except ConnectionLost``
-    keeps catching it. The driver's error is kept as ``reason``, not chained, so the
-    traceback is as short as the message.
+    keeps catching it. The driver's error is its ``__cause__``, as for every
+    translated error; ``reason`` is the ConnectionLost the engine raised.
     """
 
     def __init__(self, message: str, reason: BaseException | None = None) -> None:

@@ -120,7 +120,9 @@ class Connections:
                 except ConnectionLost as error:
                     if self.loop is not None:  # it was connected before (a fork, an exit)
                         raise
-                    raise cannot_connect(self.engine, error) from None
+                    # the driver's error stays the cause (errors.py), without the
+                    # ConnectionLost in between: the traceback is as short as it can be
+                    raise cannot_connect(self.engine, error) from error.__cause__ or error
                 self.state = ClientState.OPEN
                 self.loop = asyncio.get_running_loop()
                 if self.after_open is not None:
