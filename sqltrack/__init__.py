@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 # -- BEGIN GENERATED public names (tools/gen_sync.py; DO NOT EDIT) --
 from sqltrack.errors import (
+    CannotConnect,
     ClientClosed,
     ConnectionLost,
     DatabaseBusy,
@@ -97,6 +98,7 @@ __all__ = [
     "AsyncClient",
     "AsyncExperiment",
     "AsyncRun",
+    "CannotConnect",
     "Client",
     "ClientClosed",
     "ConnectionLost",

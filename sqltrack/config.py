@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ENGINES = ("postgres", "sqlite")
+#: Other spellings of the engine names, accepted wherever an engine is named.
+ENGINE_ALIASES = {"postgresql": "postgres", "pg": "postgres", "sqlite3": "sqlite"}
 DEFAULT_ENGINE = "postgres"
 ENV_PREFIX = "SQLTRACK_DSN_"
 CONFIG_PATH_ENV = "SQLTRACK_CONFIG_PATH"
@@ -96,6 +98,8 @@ class Settings:
     spool_after: float = 5.0
     retry_window: float = 30.0
     pooler: str = "auto"
+    #: Some setting was given (see :func:`is_configured`); False: every value is a default.
+    configured: bool = True
 
     def __repr__(self) -> str:
         # Passwords never show: the password keywords, nor one inside a URI or a DSN
@@ -140,6 +144,36 @@ def _file_values(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> d
     if os.path.isfile(DEFAULT_CONFIG_FILE):
         return read_config_file(DEFAULT_CONFIG_FILE)
     return {}
+
+
+def engine_name(raw: Any) -> str:
+    """An engine name (``postgres``, ``sqlite``, or an alias such as ``postgresql``)."""
+    engine = str(raw).strip().lower()
+    engine = ENGINE_ALIASES.get(engine, engine)
+    if engine not in ENGINES:
+        raise ValueError(
+            f"unknown engine {raw!r}: use one of {', '.join(ENGINES)} "
+            f"(or {', '.join(ENGINE_ALIASES)})"
+        )
+    return engine
+
+
+def is_configured(
+    config: Mapping[str, Any] | str | os.PathLike[str] | None = None, **kwargs: Any
+) -> bool:
+    """Whether any connection setting is given: ``config``, a keyword that is not None, a
+    ``SQLTRACK_DSN_*`` variable, ``SQLTRACK_CONFIG_PATH`` or a ``./sqltrack.conf`` file.
+
+    The integrations write to a local SQLite file when this is False (see
+    ``sqltrack.integrations.common``); ``Client()`` keeps the PostgreSQL default.
+    """
+    return bool(
+        config is not None
+        or any(v is not None for v in kwargs.values())
+        or _env_values()
+        or os.environ.get(CONFIG_PATH_ENV)
+        or os.path.isfile(DEFAULT_CONFIG_FILE)
+    )
 
 
 def _env_values() -> dict[str, str]:
@@ -259,19 +293,19 @@ def resolve(
     config: Mapping[str, Any] | str | os.PathLike[str] | None = None, **kwargs: Any
 ) -> Settings:
     """Merge file, environment and keyword settings (in rising priority) into Settings."""
+    options: dict[str, Any] = {"configured": is_configured(config, **kwargs)}
     values: dict[str, Any] = _file_values(config)
     values.update(_env_values())
     values.update({k.lower(): v for k, v in kwargs.items() if v is not None})
 
-    raw_engine = values.pop("engine", DEFAULT_ENGINE)
-    engine = str(raw_engine).lower()
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {raw_engine!r}: use one of {', '.join(ENGINES)}")
-    options = {
-        "pool_min_size": _number(values, "pool_min_size", int),
-        "pool_max_size": _number(values, "pool_max_size", int),
-        "pool_timeout": _number(values, "pool_timeout", float),
-    }
+    # A database file and no engine anywhere: the file is an SQLite database.
+    default = "sqlite" if values.get("dbpath") not in (None, "") else DEFAULT_ENGINE
+    engine = engine_name(values.pop("engine", default))
+    options.update(
+        pool_min_size=_number(values, "pool_min_size", int),
+        pool_max_size=_number(values, "pool_max_size", int),
+        pool_timeout=_number(values, "pool_timeout", float),
+    )
     if options["pool_min_size"] > options["pool_max_size"]:
         raise ValueError(
             f"config value pool_min_size={values.get('pool_min_size')!r} must not exceed "

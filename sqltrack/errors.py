@@ -10,6 +10,7 @@
     │   ├── DatabaseBusy          another connection held a lock past the wait (SQLite)
     │   ├── QueryRefused          users' read-only SQL refused or stopped (the web page)
     │   └── ConnectionLost        the server connection failed or broke (connect, restart, failover)
+    │       ├── CannotConnect         the first connection was never made (settings, no server)
     │       └── ServerUnreachable     the server did not answer for a while (an outage), named
     ├── PoolTimeout (TimeoutError)         no pooled connection became free in time
     ├── MetricWriteError                   buffered metric rows could not be written
@@ -74,6 +75,22 @@ class ConnectionLost(DatabaseError):
     """The server connection failed or broke; an idempotent statement may be retried."""
 
     transient = True
+
+
+class CannotConnect(ConnectionLost):
+    """The client's first connection could not be made: nothing was ever connected.
+
+    The message is one line: what was tried (engine, host or socket, port, user,
+    database; or the file), the driver's reason, and, when no settings were found at
+    all, how to choose SQLite or a config file. A subclass of ConnectionLost (still
+    transient: a server that is starting answers later), so ``except ConnectionLost``
+    keeps catching it. The driver's error is its ``__cause__``, as for every
+    translated error; ``reason`` is the ConnectionLost the engine raised.
+    """
+
+    def __init__(self, message: str, reason: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ServerUnreachable(ConnectionLost):

@@ -1,8 +1,9 @@
 """The ``sqltrack`` command: set up a database, list and inspect runs, export metrics.
 
-Connection options come before the command (``sqltrack --engine sqlite --dbpath
-runs.db runs``); any option not given falls back to ``SQLTRACK_DSN_*`` variables
-and the config file, exactly as for ``AsyncClient``. Every command first names
+Connection options come before or after the command (``sqltrack --dbpath runs.db
+runs`` or ``sqltrack runs --dbpath runs.db``; ``--dbpath`` alone means SQLite); any
+option not given falls back to ``SQLTRACK_DSN_*`` variables and the config file,
+exactly as for ``AsyncClient``. Every command first names
 its database in one line on stderr; only ``setup`` and ``mark-stale`` create
 sqltrack's tables (the read-only commands refuse a database without them and say
 how to point them elsewhere). Errors print one line to stderr and exit with

@@ -16,6 +16,40 @@ if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
 
 
+def install_command(extra: str) -> str:
+    """The pip command that adds ``extra`` to sqltrack as it was installed here.
+
+    A source checkout (the imported package beside its ``pyproject.toml``, as the README
+    installs it with ``pip install -e '.[...]'``): ``pip install -e '<checkout>[extra]'``;
+    an install from a path, a wheel or a VCS URL: that again with the extra; from a
+    package index: ``sqltrack[extra]==<this version>``.
+    """
+    import importlib.metadata
+    import json
+    from urllib.parse import unquote, urlparse
+
+    package = Path(__file__).resolve().parents[1]
+    if (package.parent / "pyproject.toml").is_file():
+        return f"pip install -e '{package.parent}[{extra}]'"
+    try:
+        dist = importlib.metadata.distribution("sqltrack")
+    except importlib.metadata.PackageNotFoundError:
+        return f"pip install 'sqltrack[{extra}]'"
+    origin = json.loads(dist.read_text("direct_url.json") or "{}")
+    url = str(origin.get("url", ""))
+    if url.startswith("file://"):
+        path = unquote(urlparse(url).path)
+        editable = "-e " if origin.get("dir_info", {}).get("editable") else ""
+        return f"pip install {editable}'{path}[{extra}]'"
+    if url and "vcs_info" in origin:
+        vcs = origin["vcs_info"]
+        return f"pip install 'sqltrack[{extra}] @ {vcs.get('vcs', 'git')}+{url}@" \
+               f"{vcs.get('commit_id', '')}'"
+    if url:
+        return f"pip install 'sqltrack[{extra}] @ {url}'"
+    return f"pip install 'sqltrack[{extra}]=={dist.version}'"
+
+
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
@@ -23,7 +57,7 @@ class CliError(Exception):
 #: How to point a command at another database (part of the "no tables" error).
 WHERE_HINT = (
     "point sqltrack elsewhere with '--engine sqlite --dbpath FILE' or "
-    "'--host HOST --dbname NAME [--schema NAME]' before the command, "
+    "'--host HOST --dbname NAME [--schema NAME]' (before or after the command), "
     "SQLTRACK_DSN_* variables (SQLTRACK_DSN_ENGINE, SQLTRACK_DSN_DBPATH, SQLTRACK_DSN_HOST, ...) "
     "or a sqltrack.conf file; or create the tables here with 'sqltrack setup'"
 )

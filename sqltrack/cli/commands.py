@@ -13,7 +13,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RunNotFound
 from ..model.maintenance import mark_stale_runs
@@ -21,9 +21,10 @@ from ..model.migrations import setup as _setup
 from ..model.migrations import setup_reader
 from ..read import export as _export
 from ..read import queries
-from .checks import CliError
+from .checks import CliError, install_command
 from .formatting import (
     PROG,
+    cell,
     describe,
     format_duration,
     format_run,
@@ -52,13 +53,77 @@ async def resolve_experiment(client: AsyncClient, ref: str) -> int:
     return experiment_id
 
 
-async def _chosen_columns(client: AsyncClient, names: Sequence[str]) -> dict[str, str | None]:
+async def _logged_names(client: AsyncClient) -> dict[str, str]:
+    """``{name as logged: column}`` from every run's recorded mapping (the integrations')."""
+    from ..integrations.names import known_names
+
+    found: dict[str, str] = {}
+    for (extras,) in await client.query("SELECT extras FROM runs WHERE extras IS NOT NULL"):
+        for column, original in known_names(extras).items():
+            found.setdefault(original, column)
+    return found
+
+
+async def _chosen_columns(client: AsyncClient, names: Sequence[str]) -> dict[str, str]:
+    """``{name as given: metric column}``: a column name, or a name as logged
+    (``train/loss``: the runs' recorded mapping, else the integrations' rule)."""
+    from ..integrations.names import column_name
+
     columns = await queries.metric_columns(client)
-    unknown = [n for n in names if n not in columns]
-    if unknown:
-        known = ", ".join(columns) or "none yet"
-        raise CliError(f"unknown metric {unknown[0]!r} (metrics: {known})")
-    return {name: columns[name] for name in names}
+    chosen: dict[str, str] = {}
+    logged: dict[str, str] | None = None
+    for name in names:
+        if name in columns:
+            chosen[name] = name
+            continue
+        if logged is None:
+            logged = await _logged_names(client)
+        column = logged.get(name) or column_name(name)
+        if column not in columns:
+            known = ", ".join(columns) or "none yet"
+            raise CliError(f"unknown metric {name!r} (metrics: {known})")
+        chosen[name] = column
+    return chosen
+
+
+def _flat(args: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested args as ``{"a.b": value}``."""
+    if not isinstance(args, dict):
+        return {}
+    flat: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+async def _names_and_args(client: AsyncClient, run_ids: Sequence[int]
+                          ) -> tuple[dict[int, str | None], dict[int, dict[str, Any]]]:
+    """Each run's name (``extras["name"]``, as the integrations record it) and its args
+    that differ between the runs (flattened with ``.``)."""
+    import json
+
+    from ..read.queries import json_column
+
+    names: dict[int, str | None] = {}
+    args: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(run_ids), 500):
+        part = list(run_ids[start:start + 500])
+        marks = ", ".join(["%s"] * len(part))
+        for key, run_args, extras in await client.query(
+                f"SELECT id, args, extras FROM runs WHERE id IN ({marks})", part):
+            extras = json_column(extras)
+            name = extras.get("name") if isinstance(extras, dict) else None
+            names[key] = None if name is None else str(name)
+            args[key] = _flat(json_column(run_args))
+    keys = sorted({key for flat in args.values() for key in flat})
+    differing = [key for key in keys if len({
+        json.dumps(flat.get(key, "\0missing"), sort_keys=True, default=str)
+        for flat in args.values()}) > 1]
+    return names, {run_id: {k: flat[k] for k in differing if k in flat}
+                   for run_id, flat in args.items()}
 
 
 # -- setup --------------------------------------------------------------------
@@ -118,7 +183,8 @@ def _runs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", action="append", default=[], help="only runs with this tag "
                    "(repeatable: all must be present)")
     p.add_argument("--metric", nargs="+", default=[], metavar="NAME",
-                   help="show the latest value of these metrics")
+                   help="show the latest value of these metrics (names as logged, "
+                   "e.g. train/loss, or columns, e.g. train__loss)")
     _json_argument(p)
 
 
@@ -127,15 +193,25 @@ async def cmd_runs(client: AsyncClient, args: argparse.Namespace) -> int:
     experiment_id = None
     if args.experiment is not None:
         experiment_id = await resolve_experiment(client, args.experiment)
-    metrics = await _chosen_columns(client, list(dict.fromkeys(args.metric)))
+    chosen = await _chosen_columns(client, list(dict.fromkeys(args.metric)))
+    columns = await queries.metric_columns(client)
+    metrics = {column: columns[column] for column in dict.fromkeys(chosen.values())}
     runs = await queries.list_runs(client, experiment_id, args.status, args.tag, metrics)
+    names, differing = await _names_and_args(client, [r["id"] for r in runs])
+    for r in runs:
+        latest = r["metrics"]
+        r["metrics"] = {name: latest[column] for name, column in chosen.items()}
+        r["name"] = names.get(r["id"])
+        r["args"] = differing.get(r["id"], {})
     if args.json:
         print_json(runs)
         return 0
-    headers = ["id", "experiment", "status", "started", "updated", "duration", *metrics]
+    headers = ["id", "experiment", "name", "status", "started", "duration", "tags",
+               "args", *chosen]
     rows = [
-        [r["id"], r["experiment"], r["status"], r["started"], r["updated"],
-         format_duration(r["duration_seconds"]), *r["metrics"].values()]
+        [r["id"], r["experiment"], r["name"], r["status"], r["started"],
+         format_duration(r["duration_seconds"]), r["tags"],
+         " ".join(f"{k}={cell(v)}" for k, v in r["args"].items()), *r["metrics"].values()]
         for r in runs
     ]
     print(table(headers, rows))
@@ -212,7 +288,8 @@ async def cmd_mark_stale(client: AsyncClient, args: argparse.Namespace) -> int:
 
 # -- ui -----------------------------------------------------------------------
 def _ui_arguments(p: argparse.ArgumentParser) -> None:
-    # dest differs from the connection's --host / --port, which go before the command
+    # dest differs from the connection's --host / --port (before the command; after it,
+    # --host / --port are these)
     p.add_argument("--host", dest="listen_host", metavar="HOST", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", dest="listen_port", metavar="PORT", type=int, default=8080,
@@ -230,7 +307,9 @@ async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
     try:
         from ..ui import allowed_hosts, open_socket, serve, url_of
     except ImportError as error:
-        raise CliError(str(error)) from None
+        missing = getattr(getattr(error, "__cause__", None), "name", None) or error.name
+        raise CliError(f"sqltrack ui needs {missing or 'its extra'}, which is not installed: "
+                       f"{install_command('ui')}") from None
     await client.open()  # a bad database fails now, not on the first request
     host, port = args.listen_host, args.listen_port
     try:

@@ -82,22 +82,54 @@ def run_id(text: str) -> int:
 
 
 # -- the parser ---------------------------------------------------------------
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """The options naming the database; they go before the command."""
+def engine(text: str) -> str:
+    """An engine name: ``postgres`` (also ``postgresql``), ``sqlite`` (also ``sqlite3``)."""
+    try:
+        return _config.engine_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+#: The connection options: (option strings, keywords of add_argument).
+CONNECTION_OPTIONS: list[tuple[tuple[str, ...], dict[str, object]]] = [
+    (("--engine",), {"type": engine, "metavar": "{postgres,sqlite}",
+                     "help": "database engine (default: sqlite with --dbpath, else postgres)"}),
+    (("--dbpath",), {"help": "SQLite database file (implies --engine sqlite)"}),
+    (("--config",), {"metavar": "PATH", "help": "config file of key=value lines"}),
+    *(((f"--{name}",), {"help": f"PostgreSQL {name}"})
+      for name in ("host", "port", "user", "dbname")),
+    (("--schema",), {"help": "PostgreSQL schema (search_path)"}),
+    (("-o", "--option"), {"dest": "options", "metavar": "KEY=VALUE", "type": key_value,
+                          "action": "append",
+                          "help": "any libpq keyword or client setting (repeatable)"}),
+]
+
+
+def add_connection_options(parser: argparse.ArgumentParser, after: bool = False) -> None:
+    """The options naming the database: before the command, and (``after``) after it too.
+
+    After the command, an option the command has itself keeps the command's meaning
+    (``ui --host`` is the address to listen on; ``export -o`` the output file), and an
+    option not given leaves the one before the command alone (``SUPPRESS``).
+    """
     group = parser.add_argument_group(
         "connection (default: SQLTRACK_DSN_* environment, then the config file)"
     )
-    group.add_argument("--engine", choices=_config.ENGINES, help="database engine")
-    group.add_argument("--dbpath", help="SQLite database file")
-    group.add_argument("--config", metavar="PATH", help="config file of key=value lines")
-    for name in ("host", "port", "user", "dbname"):
-        group.add_argument(f"--{name}", help=f"PostgreSQL {name}")
-    group.add_argument("--schema", help="PostgreSQL schema (search_path)")
-    group.add_argument(
-        "-o", "--option", dest="options", metavar="KEY=VALUE", type=key_value,
-        action="append", default=[], help="any libpq keyword or client setting (repeatable)",
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    taken = set(parser._option_string_actions) if after else set()
+    for strings, keywords in CONNECTION_OPTIONS:
+        free = [s for s in strings if s not in taken]
+        if not free or after and strings[-1] in taken:
+            continue
+        options = dict(keywords)
+        if after:
+            options["default"] = argparse.SUPPRESS
+            if options.get("dest") == "options":
+                options["dest"] = "options_after"  # the list before the command stays
+        elif options.get("action") == "append":
+            options["default"] = []
+        group.add_argument(*free, **options)  # type: ignore[arg-type]
+    if not after:
+        parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
 def build_parser(commands: Iterable[Command]) -> argparse.ArgumentParser:
@@ -105,13 +137,15 @@ def build_parser(commands: Iterable[Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect and maintain a sqltrack database (PostgreSQL or SQLite).",
-        epilog="Connection options go before the command, e.g. "
-        "'sqltrack --engine sqlite --dbpath runs.db runs'.",
+        epilog="Connection options go before or after the command, e.g. "
+        "'sqltrack runs --dbpath runs.db' or 'sqltrack --dbpath runs.db runs'.",
     )
     add_connection_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in commands:
-        command.arguments(sub.add_parser(command.name, help=command.help))
+        command_parser = sub.add_parser(command.name, help=command.help)
+        command.arguments(command_parser)
+        add_connection_options(command_parser, after=True)
     return parser
 
 
@@ -123,9 +157,13 @@ def client_kwargs(args: argparse.Namespace) -> dict[str, str]:
         if getattr(args, name) is not None
     }
     kwargs.update(dict(args.options))
+    kwargs.update(dict(getattr(args, "options_after", [])))
+    if "dbpath" in kwargs and "engine" not in kwargs:
+        kwargs["engine"] = "sqlite"  # a database file is an SQLite database
     return kwargs
 
 
 def secret_values(args: argparse.Namespace) -> set[str]:
     """Every password the command's settings may hold (options, environment, config file)."""
-    return _config.secret_values(args.config, dict(args.options))
+    given = {**dict(args.options), **dict(getattr(args, "options_after", []))}
+    return _config.secret_values(args.config, given)

@@ -1,7 +1,7 @@
 """``sqltrack sync --spool PATH``: replay a spool file (see ``sqltrack.outage.spool``).
 
 A buffered run whose server did not answer left its rows and final status in
-the spool. Without ``--to`` and without connection options before the command
+the spool. Without ``--to`` and without connection options (before or after the command)
 (``SQLTRACK_DSN_*`` and the config file do not count: the spool names its
 servers) each server's entries go to that server, with the settings the spool
 kept; with them, the file's entries for that database go there.

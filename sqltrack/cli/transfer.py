@@ -75,7 +75,7 @@ def sync_arguments(p: argparse.ArgumentParser) -> None:
                    "('engine=sqlite dbpath=node.db'), a SQLite file or a config file")
     p.add_argument("--to", dest="target", metavar="TARGET",
                    help="the database to copy to, given as for --from (default: the "
-                   "connection options before the command, SQLTRACK_DSN_*, the config file)")
+                   "connection options, SQLTRACK_DSN_*, the config file)")
     p.add_argument("--spool", metavar="PATH",
                    help="instead of --from: replay a spool file (rows and statuses that "
                    "buffered runs kept while their server did not answer); without --to "

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from ..config import Settings
 from ..engines import make_engine
 from ..engines.base import Connection, Dialect, Engine
-from ..errors import ClientClosed, ConnectionLost, PoolTimeout, ServerUnreachable
+from ..errors import CannotConnect, ClientClosed, ConnectionLost, PoolTimeout, ServerUnreachable
 from ..schema import ensure_base_schema, with_schema_lock
 from .state import ClientState
 
@@ -48,6 +48,31 @@ def current_owner() -> Any:
 class _Held:
     conn: Any
     depth: int = 1
+
+
+#: What a first connection that failed with no settings at all says to do.
+NO_SETTINGS_HINT = (
+    "no settings were found (no keywords, SQLTRACK_DSN_* variables or sqltrack.conf), so "
+    "the default engine ({engine}) was tried; for a local file give engine='sqlite' "
+    "(SQLTRACK_DSN_ENGINE=sqlite, or 'engine=sqlite' in ./sqltrack.conf), or name your "
+    "server in SQLTRACK_DSN_HOST/SQLTRACK_DSN_DBNAME or a sqltrack.conf file"
+)
+
+
+def cannot_connect(engine: Engine, error: ConnectionLost) -> CannotConnect:
+    """One line for a first connection that failed: what was tried, why, what to do."""
+    from dataclasses import replace
+
+    from ..config import SECRET_KEYS
+    from ..environment import mask_passwords
+
+    settings = engine.settings
+    masked = replace(settings, params={k: "***" if k in SECRET_KEYS else v
+                                       for k, v in settings.params.items()})
+    tried = mask_passwords(engine.dialect.describe_spelled_out(masked))
+    reason = mask_passwords(" ".join(str(error).split()))
+    hint = "" if settings.configured else "; " + NO_SETTINGS_HINT.format(engine=settings.engine)
+    return CannotConnect(f"cannot connect to {tried}: {reason}{hint}", reason=error)
 
 
 class Connections:
@@ -90,7 +115,14 @@ class Connections:
             self._open_lock = asyncio.Lock()
         async with self._open_lock:
             if self.state is ClientState.UNOPENED:
-                await self._open(self.engine)
+                try:
+                    await self._open(self.engine)
+                except ConnectionLost as error:
+                    if self.loop is not None:  # it was connected before (a fork, an exit)
+                        raise
+                    # the driver's error stays the cause (errors.py), without the
+                    # ConnectionLost in between: the traceback is as short as it can be
+                    raise cannot_connect(self.engine, error) from error.__cause__ or error
                 self.state = ClientState.OPEN
                 self.loop = asyncio.get_running_loop()
                 if self.after_open is not None:

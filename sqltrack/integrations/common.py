@@ -7,6 +7,14 @@ use, maps metric names (``sqltrack.integrations.names``), keeps the original
 names in the run's extras, and registers with ``sqltrack.process.sigterm`` while the
 run is open, so that a SIGTERM raises ``sqltrack.Terminated`` (exit status 143)
 in the training loop and the run gets its ``terminated`` status.
+
+Where runs go when nothing is configured (no ``client``, no connection keyword, no
+``SQLTRACK_DSN_*`` variable, no ``SQLTRACK_CONFIG_PATH``, no ``./sqltrack.conf``; see
+``sqltrack.config.is_configured``): a local SQLite file, :data:`DEFAULT_FILE` in the
+current folder (the wandb-style module: in ``dir=`` or ``$WANDB_DIR`` when given).
+Anything configured wins. Each run an integration starts prints one line to stderr
+naming the database (password masked), the run and the command to look at it;
+``quiet=True``, or ``SQLTRACK_QUIET=1`` in the environment, turns it off.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ import dataclasses
 import enum
 import importlib
 import math
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
+from ..config import is_configured
 from ..process import signals, sigterm
 from .names import EXTRAS_KEY, MetricNames, known_names
 
@@ -106,6 +116,61 @@ def metric_value(value: Any) -> bool | float | str | None:
     return float(value)
 
 
+#: The SQLite file the integrations write to when nothing is configured.
+DEFAULT_FILE = "sqltrack.db"
+#: An environment variable that, set to 1/true/yes, silences the line naming each run.
+QUIET_ENV = "SQLTRACK_QUIET"
+
+
+def default_settings(directory: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The client settings used when nothing is configured: :data:`DEFAULT_FILE` in
+    ``directory`` (default: the current folder), as an absolute path."""
+    path = os.path.join(os.fspath(directory) if directory else ".", DEFAULT_FILE)
+    return {"engine": "sqlite", "dbpath": os.path.abspath(path)}
+
+
+def is_quiet(quiet: bool | None, *variables: str) -> bool:
+    """``quiet`` when given, else whether ``SQLTRACK_QUIET`` (or one of ``variables``) is on."""
+    if quiet is not None:
+        return bool(quiet)
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in (QUIET_ENV, *variables))
+
+
+def where(client: Any) -> tuple[str, list[str]]:
+    """The database of a blocking client, spelled out without secrets, and the CLI's
+    connection options that name it (for "see it with: sqltrack show ID ...")."""
+    from dataclasses import replace
+
+    from ..config import SECRET_KEYS
+    from ..environment import mask_passwords
+
+    async_client = client.async_client
+    settings = async_client.settings
+    params = {k: "***" if k in SECRET_KEYS else v for k, v in settings.params.items()}
+    shown = mask_passwords(async_client.dialect.describe_spelled_out(
+        replace(settings, params=params)))
+    path = async_client.dialect.database_path(settings)
+    if path is not None:
+        options = ["--dbpath", os.path.abspath(path)]
+    else:
+        options = [f"--{key}={params[key]}" for key in ("host", "port", "user", "dbname")
+                   if key in params]
+        if settings.schema:
+            options.append(f"--schema={settings.schema}")
+    return shown, options
+
+
+def announce(client: Any, run_id: int, experiment: Any, note: str = "") -> None:
+    """The one line naming where a run goes (stderr)."""
+    import shlex
+
+    shown, options = where(client)
+    command = " ".join(shlex.quote(part) for part in ["sqltrack", "show", str(run_id), *options])
+    print(f"sqltrack: run {run_id} of experiment {experiment!r} -> {shown}; "
+          f"see it with: {command}{'; ' + note if note else ''}", file=sys.stderr, flush=True)
+
+
 #: Frames looked at, from the caller upwards, by find_in_stack.
 STACK_FRAMES = 16
 
@@ -170,6 +235,9 @@ class IntegrationRun:
     closed when the run stops. ``experiment``: a name (created when missing) or an id.
     ``run_id``: None (a new run), an id, or the name of an environment variable
     holding one (``"SLURM_JOB_ID"``: a requeued job continues its run).
+    With no client and nothing configured, the run goes to :func:`default_settings`
+    (``default_dir``: the folder of that file). ``quiet``: no line naming the run
+    (default: ``SQLTRACK_QUIET``).
     """
 
     def __init__(
@@ -184,6 +252,8 @@ class IntegrationRun:
         tags: tuple[str, ...] | list[str] = (),
         comment: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        quiet: bool | None = None,
+        default_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if client is not None and not hasattr(client, "async_client"):
             raise TypeError(
@@ -198,6 +268,12 @@ class IntegrationRun:
         self.tags = tuple(tags)
         self.comment = comment
         self.settings = dict(settings or {})
+        self.quiet = quiet
+        self.default_dir = os.fspath(default_dir) if default_dir is not None else None
+        #: The line naming the run was printed (once per run, not again on a restart).
+        self.announced = False
+        #: Said at the end of that line (the wandb-style module's offline mode).
+        self.note = ""
         self.client: Any = None
         self.run: Any = None
         self.names = MetricNames()
@@ -229,7 +305,12 @@ class IntegrationRun:
             return self.run
         import sqltrack
 
-        client = self.given_client or sqltrack.Client(**self.settings)
+        client = self.given_client
+        if client is None:
+            settings = self.settings
+            if not is_configured(**settings):
+                settings = {**settings, **default_settings(self.default_dir)}
+            client = sqltrack.Client(**settings)
         ref = self.experiment_ref
         if isinstance(ref, int) and not isinstance(ref, bool):
             experiment = sqltrack.Experiment(client, experiment_id=ref)
@@ -257,6 +338,9 @@ class IntegrationRun:
                 start_kwargs["system_metrics"] = self.system_metrics
             run.start(**start_kwargs)
             self.started, self.stopped = True, False
+            if not self.announced and not is_quiet(self.quiet):
+                announce(self.client, int(run.id), self.experiment_ref, self.note)
+            self.announced = True
             # SIGTERM now raises sqltrack.Terminated in the main thread (exit 143),
             # unless the program has a SIGTERM handler of its own.
             sigterm.register(self, _note_sigterm)

@@ -12,9 +12,12 @@ supported; neither is imported by ``import sqltrack``.
 
 What it records (rank zero only; the other ranks of a DDP job write nothing):
 
-- ``name`` is the experiment, ``version`` the run id (so Lightning's checkpoint
-  folder is ``<root>/<experiment>/<run id>/checkpoints``); the run is created and
-  set RUNNING when the trainer sets up;
+- ``name`` is the experiment, ``version`` the run id (an int); ``save_dir`` is the
+  ``save_dir=`` given, else the trainer's ``default_root_dir`` (so ``trainer.log_dir``
+  is that folder), ``root_dir`` is ``<save_dir>/<experiment>`` and ``log_dir``
+  ``<save_dir>/<experiment>/version_<run id>``: Lightning's checkpoints go to
+  ``<log_dir>/checkpoints``, as with its own loggers; the run is created and set
+  RUNNING when the trainer sets up;
 - ``log_hyperparams``: a dict, ``Namespace`` or nested config (OmegaConf,
   dataclasses) becomes the run's ``args`` (JSON-safe);
 - ``log_metrics(metrics, step)``: ``add_metrics`` with ``step`` = Lightning's
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import sys
 import weakref
 from argparse import Namespace
@@ -78,12 +82,16 @@ def logger_class(namespace: str) -> type:
             terminated: str = "CANCELLED",
             tags: tuple[str, ...] | list[str] = (),
             comment: str | None = None,
+            quiet: bool | None = None,
+            save_dir: str | os.PathLike[str] | None = None,
             **settings: Any,
         ) -> None:
             super().__init__()
+            self._save_dir = None if save_dir is None else os.fspath(save_dir)
             self.tracked = IntegrationRun(
                 client, experiment, run_id, buffered=buffered, terminated=terminated,
                 system_metrics=system_metrics, tags=tags, comment=comment, settings=settings,
+                quiet=quiet,
             )
             self.terminated = terminated
             self._trainer: Any = None
@@ -108,6 +116,27 @@ def logger_class(namespace: str) -> type:
             if known is None and rank_zero_only.rank == 0:
                 return int(self.experiment.id)
             return known
+
+        @property
+        def save_dir(self) -> str | None:
+            """``save_dir=``, else the trainer's ``default_root_dir`` (None before a trainer)."""
+            if self._save_dir is not None:
+                return self._save_dir
+            return getattr(self._note_trainer(), "default_root_dir", None)
+
+        @property
+        def root_dir(self) -> str | None:
+            """``<save_dir>/<experiment>``."""
+            save_dir = self.save_dir
+            return None if save_dir is None else os.path.join(save_dir, self.name)
+
+        @property
+        def log_dir(self) -> str | None:
+            """``<save_dir>/<experiment>/version_<run id>``: checkpoints go to its
+            ``checkpoints`` folder (Lightning's ModelCheckpoint, as with its own loggers)."""
+            root = self.root_dir
+            version = self.version if root is not None else None
+            return None if version is None else os.path.join(root, f"version_{version}")
 
         @property
         @rank_zero_experiment
@@ -180,10 +209,13 @@ def logger_class(namespace: str) -> type:
 _LOGGER_DOC = """Log a Lightning Trainer's run to sqltrack (see the module docstring).
 
 ``client``: a ``sqltrack.Client``, or None for one made from ``**settings`` and the
-usual chain (``SQLTRACK_DSN_*``, ``sqltrack.conf``). ``experiment``: name or id.
+usual chain (``SQLTRACK_DSN_*``, ``sqltrack.conf``); with nothing configured, the
+local file ``./sqltrack.db``. ``experiment``: name or id.
 ``run_id``: None (a new run), an id, or an environment variable holding one
 (``"SLURM_JOB_ID"``). ``buffered``, ``system_metrics``, ``terminated`` (the status
-on SIGTERM), ``tags`` and ``comment`` as their names say.
+on SIGTERM), ``tags`` and ``comment`` as their names say; ``quiet=True``: no line on
+stderr naming the run (also ``SQLTRACK_QUIET=1``); ``save_dir``: the folder of
+``log_dir`` and the checkpoints (default: the trainer's ``default_root_dir``).
 """
 
 try:

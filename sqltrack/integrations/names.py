@@ -13,8 +13,11 @@ maps a name to its column:
    digits of the original name's SHA-1.
 
 A name that is already a plain identifier keeps its name. Two different names
-that map to one column (compared ignoring case, as SQLite compares column
-names) are refused with :class:`MetricNameCollision`: rename one of them.
+of one run that map to one column (compared ignoring case, as SQLite compares
+column names), such as ``Loss`` and ``loss`` or ``a/b`` and ``a__b``, are both
+kept: the first keeps its column, the later one gets a distinct column, its
+column followed by ``_`` and 8 hex digits of the name's SHA-1 (shortened as in
+rule 5 to fit 63 characters): ``loss`` -> ``loss_<hash>``.
 Each run's mapping, ``{column: original name}`` for every metric an integration
 wrote, is kept in the run's ``extras`` under :data:`EXTRAS_KEY`
 (``"metric_names"``), so analyses and the web page can show the original names.
@@ -36,7 +39,9 @@ _OTHER = re.compile(r"[^A-Za-z0-9_]")
 
 
 class MetricNameCollision(ValueError):
-    """Two different metric names map to the same column."""
+    """Two different metric names map to the same column (no longer raised by
+    :class:`MetricNames`, which gives the later name a distinct column; kept for code
+    that catches it)."""
 
     def __init__(self, name: str, other: str, column: str) -> None:
         super().__init__(
@@ -44,6 +49,13 @@ class MetricNameCollision(ValueError):
             "(see sqltrack.integrations.names); rename one of them"
         )
         self.name, self.other, self.column = name, other, column
+
+
+def _distinct(name: str, column: str, attempt: int) -> str:
+    """A column for ``name`` other than ``column``: a hash suffix (attempt > 0: salted)."""
+    salted = name if attempt == 0 else f"{name}\x00{attempt}"
+    digest = hashlib.sha1(salted.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{column[:MAX_LENGTH - 9]}_{digest}"
 
 
 def column_name(name: str) -> str:
@@ -80,14 +92,16 @@ class MetricNames:
                 self._by_folded[column.lower()] = original
 
     def column(self, name: str) -> str:
-        """The column for ``name``; MetricNameCollision when another name has it."""
+        """The column for ``name``: :func:`column_name`, or a distinct one when another
+        name of the run has that column already (ignoring case)."""
         column = self._columns.get(name)
         if column is not None:
             return column
-        column = column_name(name)
-        other = self._by_folded.get(column.lower())
-        if other is not None and other != name:
-            raise MetricNameCollision(name, other, column)
+        base = column = column_name(name)
+        attempt = 0
+        while self._by_folded.get(column.lower(), name) != name:
+            column = _distinct(name, base, attempt)
+            attempt += 1
         self._columns[name] = column
         self._by_folded[column.lower()] = name
         self.originals[column] = name

@@ -52,10 +52,12 @@ class SqltrackCallback(transformers.TrainerCallback):
     """Log a Transformers Trainer's run to sqltrack (see the module docstring).
 
     ``client``: a ``sqltrack.Client``, or None for one made from ``**settings`` and
-    the usual chain (``SQLTRACK_DSN_*``, ``sqltrack.conf``). ``experiment``: name or
-    id. ``run_id``: None (a new run), an id, or an environment variable holding
-    one (``"SLURM_JOB_ID"``). ``buffered``, ``system_metrics``, ``terminated`` (the
-    status on SIGTERM), ``tags`` and ``comment`` as their names say.
+    the usual chain (``SQLTRACK_DSN_*``, ``sqltrack.conf``); with nothing configured,
+    the local file ``./sqltrack.db``. ``experiment``: name or id. ``run_id``: None (a
+    new run), an id, or an environment variable holding one (``"SLURM_JOB_ID"``).
+    ``buffered``, ``system_metrics``, ``terminated`` (the status on SIGTERM), ``tags``
+    and ``comment`` as their names say; ``quiet=True``: no line on stderr naming the
+    run (also ``SQLTRACK_QUIET=1``).
     """
 
     def __init__(
@@ -69,11 +71,13 @@ class SqltrackCallback(transformers.TrainerCallback):
         terminated: str = "CANCELLED",
         tags: tuple[str, ...] | list[str] = (),
         comment: str | None = None,
+        quiet: bool | None = None,
         **settings: Any,
     ) -> None:
         self.tracked = IntegrationRun(
             client, experiment, run_id, buffered=buffered, terminated=terminated,
             system_metrics=system_metrics, tags=tags, comment=comment, settings=settings,
+            quiet=quiet,
         )
         self.terminated = terminated
 

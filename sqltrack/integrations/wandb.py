@@ -23,8 +23,14 @@ Change one line of a script written for wandb::
   ``resume="must"`` requires it to exist, ``resume="never"`` requires it not to.
   Connection settings: ``client=`` (a ``sqltrack.Client``), or ``connection={...}``
   (``sqltrack.Client`` keywords), then the usual chain (``SQLTRACK_DSN_*``,
-  ``sqltrack.conf``). Own keywords: ``system_metrics=`` (True or seconds; off by
-  default, unlike wandb), ``terminated=`` (the status on SIGTERM, default CANCELLED).
+  ``sqltrack.conf``); with none of these, the local file ``sqltrack.db`` in ``dir=``,
+  ``$WANDB_DIR`` or the current folder. One line on stderr names the database and
+  the run (``quiet=True``, ``WANDB_SILENT=true`` or ``SQLTRACK_QUIET=1``: none).
+  ``mode="disabled"`` (or ``WANDB_MODE=disabled``): every call works and nothing is
+  written; ``mode="offline"``: the local file above whatever is configured, for a
+  later ``sqltrack sync --from <file>``. Own keywords: ``system_metrics=`` (True or
+  seconds; off by default, unlike wandb), ``terminated=`` (the status on SIGTERM,
+  default CANCELLED).
 - ``log(data, step=None, commit=None)`` with wandb's step rules: each committed
   ``log`` is one step and the step counter then moves on by one; ``commit=False``
   merges into the current step; ``step=`` (not below the current step, else the
@@ -32,11 +38,17 @@ Change one line of a script written for wandb::
   later step comes, ``commit=True`` or ``finish``. A step is one metrics row
   (``step`` = wandb's step, ``progress`` 0). Nested dicts are flattened with ``/``;
   names are mapped by ``sqltrack.integrations.names`` (originals in
-  ``extras["metric_names"]``); values that are not numbers, bools or text
-  (images, tables, histograms) are skipped with a warning.
+  ``extras["metric_names"]``; names differing only in case are both kept, each in a
+  column of its own). ``Histogram``, ``Table``, ``Image``, ``Audio``, ``Video``,
+  ``Html``, ``Object3D``, ``Plotly``, ``plot.*`` and ``Artifact`` exist: what each
+  stores and where is in ``sqltrack.integrations.wandb_media``; what cannot be
+  stored is skipped with one warning per kind and run, never a failed run.
 - ``config``: attribute and item access, ``update()``, ``setdefaults()``, writes go
   to ``args``. ``summary``: the last value of each logged metric, plus what you
-  set, stored in ``extras["summary"]`` (at ``finish``; items you set at once).
+  set, stored in ``extras["summary"]`` (at ``finish``; items you set at once);
+  ``define_metric(name, summary="max")`` (min, max, mean, best with ``goal``, last,
+  first, none; ``*`` in ``name`` matches anything) keeps ``{"max": ...}`` instead,
+  as wandb does.
 - ``finish(exit_code=None)``: writes the step under way and the summary, then
   stops the run: COMPLETED, or FAILED for a non-zero ``exit_code``.
   ``with wandb.init() as run:`` finishes with exit code 1 when the block raises.
@@ -45,11 +57,12 @@ Change one line of a script written for wandb::
   run then gets the status of how the program ended (FAILED, CANCELLED, the
   ``terminated`` status with exit status 143, or COMPLETED).
 
-``run.id`` is the run's id (an int). ``login``, ``watch``, ``define_metric``,
-``save`` and ``alert`` exist and do nothing. Not covered: artifacts, media
-(``wandb.Image``, ``Table``, ``Histogram``...), sweeps, the public ``wandb.Api``,
-``mode="offline"`` syncing, ``resume="auto"`` without an ``id``, and several runs
-at once in one process (``reinit``): ``init`` finishes the previous run first.
+``run.id`` is the run's id (an int); ``run.url`` its page on ``sqltrack ui`` (the
+default address, http://127.0.0.1:8080/runs/<id>); ``run.dir`` its media folder.
+``log_artifact`` / ``use_artifact`` record references. ``login``, ``watch``, ``save``
+and ``alert`` exist and do nothing. Not covered: sweeps, the public ``wandb.Api``,
+``resume="auto"`` without an ``id``, and several runs at once in one process
+(``reinit``): ``init`` finishes the previous run first.
 """
 
 from __future__ import annotations
@@ -58,17 +71,58 @@ import argparse
 import atexit
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
-from .common import IntegrationRun, json_safe, metric_value, own_query
+from ..config import is_configured
+from .common import IntegrationRun, default_settings, is_quiet, json_safe, metric_value, own_query
+from .wandb_media import (
+    Artifact,
+    Audio,
+    Chart,
+    Histogram,
+    Html,
+    Image,
+    Media,
+    Object3D,
+    Plotly,
+    Table,
+    Video,
+    as_media,
+    media_folder,
+    plot,
+)
 
 log_ = logging.getLogger("sqltrack")
 
 #: The run of the last ``init()`` (None before, and after ``finish()``).
 run: Run | None = None
-__all__ = ["Config", "Run", "Summary", "alert", "config", "define_metric", "finish", "init",
-           "log", "login", "run", "save", "summary", "watch"]
+__all__ = ["Artifact", "Audio", "Config", "Histogram", "Html", "Image", "Object3D", "Plotly",
+           "Run", "Summary", "Table", "Video", "alert", "config", "define_metric", "finish",
+           "init", "log", "log_artifact", "login", "plot", "run", "save", "summary",
+           "use_artifact", "watch"]
+#: The page of ``sqltrack ui`` (its default address) that shows a run: ``run.url``.
+UI_RUN_URL = "http://127.0.0.1:8080/runs/{id}"
+#: ``define_metric(summary=...)`` values.
+SUMMARY_MODES = ("min", "max", "mean", "best", "last", "first", "none")
+
+
+class _Nothing:
+    """What a ``mode="disabled"`` run writes to: nothing."""
+
+    run_id = None
+    opened = False
+    started = False
+
+    def __init__(self, tags: tuple[str, ...], comment: str | None) -> None:
+        self.tags, self.comment = tags, comment
+
+    def open(self) -> _Nothing:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None  # log, add_args, add_extras, stop, ...
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -186,19 +240,28 @@ class Summary(MutableMapping[str, Any]):
 
 class Run:
     """What ``wandb.init()`` returns: ``id``, ``name``, ``project``, ``config``,
-    ``summary``, ``log()``, ``finish()``; a context manager that finishes."""
+    ``summary``, ``url``, ``dir``, ``log()``, ``log_artifact()``, ``define_metric()``,
+    ``finish()``; a context manager that finishes."""
 
-    def __init__(self, tracked: IntegrationRun, project: str, name: str | None,
-                 own_client: Any = None) -> None:
+    def __init__(self, tracked: Any, project: str, name: str | None,
+                 own_client: Any = None, directory: str | None = None,
+                 disabled: bool = False) -> None:
         self.tracked = tracked
         self._own_client = own_client
         self.project = project
         self.name = name
+        self.disabled = disabled
         self.config = Config(self)
         self.summary = Summary(self)
         self.step = 0
         self._pending: dict[str, Any] = {}
-        self._skipped: set[str] = set()
+        self._skipped: set[str] = set()  # kinds of values warned about (once per run)
+        self._directory = directory
+        self._media: dict[str, list[dict[str, Any]]] = {}
+        self._tables: dict[str, dict[str, Any]] = {}
+        self._artifacts: list[dict[str, Any]] = []
+        self._rules: dict[str, tuple[str, ...]] = {}  # define_metric: pattern -> modes
+        self._seen: dict[str, dict[str, float]] = {}  # per metric: first, min, max, sum, n
         self.finished = False
 
     @property
@@ -213,11 +276,34 @@ class Run:
     def notes(self) -> str | None:
         return self.tracked.comment
 
+    @property
+    def url(self) -> str | None:
+        """The run's page on ``sqltrack ui`` (started on this database with its default
+        address, 127.0.0.1:8080); None for a disabled run."""
+        return None if self.id is None else UI_RUN_URL.format(id=self.id)
+
+    @property
+    def dir(self) -> str | None:
+        """The run's media folder (``<base>/sqltrack-media/<run id>``; see
+        ``sqltrack.integrations.wandb_media``); None for a disabled run."""
+        return None if self.id is None else str(media_folder(self._media_base(), self.id))
+
+    def _media_base(self) -> str:
+        """Beside the SQLite file; for a server database ``dir=``, ``$WANDB_DIR`` or ``.``."""
+        client = self.tracked.client
+        if client is not None:
+            path = client.async_client.dialect.database_path(client.async_client.settings)
+            if path is not None:
+                return os.path.dirname(os.path.abspath(path))
+        return self._directory or "."
+
     def log(self, data: Mapping[str, Any], step: int | None = None,
             commit: bool | None = None) -> None:
         """Log ``data`` (wandb's step rules; see the module docstring)."""
         if self.finished:
             raise RuntimeError("this run is finished: call wandb.init() for a new one")
+        if self.disabled:
+            return
         if step is not None:
             step = int(step)
             if step < self.step:
@@ -231,25 +317,155 @@ class Run:
         if commit or (commit is None and step is None):
             self._commit()
 
+    def define_metric(self, name: str, step_metric: str | None = None,
+                      step_sync: bool | None = None, hidden: bool | None = None,
+                      summary: str | None = None, goal: str | None = None,
+                      overwrite: bool | None = None, **ignored: Any) -> None:
+        """``summary=`` ("min", "max", "mean", "best" with ``goal``, "last", "first",
+        "none", or several joined by commas) decides what the summary keeps for metrics
+        matching ``name`` (``*`` matches anything): ``{"max": ...}`` per mode, as wandb
+        does; "none" keeps nothing. The other keywords are accepted and ignored."""
+        if summary is None:
+            return
+        modes = tuple(m.strip().lower() for m in summary.split(",") if m.strip())
+        unknown = [m for m in modes if m not in SUMMARY_MODES]
+        if unknown:
+            raise ValueError(f"define_metric summary={summary!r}: use {', '.join(SUMMARY_MODES)}")
+        if "best" in modes:
+            if goal not in ("minimize", "maximize"):
+                raise ValueError("define_metric summary='best' needs goal='minimize' or "
+                                 "'maximize'")
+            modes = tuple(("min" if goal == "minimize" else "max") if m == "best" else m
+                          for m in modes)
+        if not overwrite and name in self._rules:
+            modes = tuple(dict.fromkeys(self._rules[name] + modes))
+        self._rules[name] = modes
+
+    def _summarize(self, values: Mapping[str, Any]) -> None:
+        """The summary after a row: last values, or what define_metric asked for."""
+        import fnmatch
+
+        for name, value in values.items():
+            modes = next((m for p, m in reversed(self._rules.items())
+                          if p == name or fnmatch.fnmatchcase(name, p)), None)
+            if modes is None:
+                self.summary._items[name] = value
+                continue
+            if "none" in modes:
+                self.summary._items.pop(name, None)
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.summary._items[name] = value if "last" in modes else {}
+                continue
+            seen = self._seen.setdefault(name, {"first": value, "min": value, "max": value,
+                                               "sum": 0.0, "n": 0})
+            seen["min"], seen["max"] = min(seen["min"], value), max(seen["max"], value)
+            seen["sum"] += value
+            seen["n"] += 1
+            current = {"first": seen["first"], "min": seen["min"], "max": seen["max"],
+                       "mean": seen["sum"] / seen["n"], "last": value}
+            self.summary._items[name] = {mode: current[mode] for mode in modes}
+
+    def _warn_once(self, kind: str, name: str, reason: str) -> None:
+        if kind not in self._skipped:
+            self._skipped.add(kind)
+            log_.warning("sqltrack.wandb: %r (%s) skipped: %s (warned once per kind and run)",
+                         name, kind, reason)
+
+    def _store_media(self, name: str, items: list[Media]) -> None:
+        """Write each file to the run's media folder and add its references."""
+        folder = media_folder(self._media_base(), int(self.id or 0))
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "media"
+        for index, item in enumerate(items):
+            written = item.write(folder / f"{stem}_{self.step}_{index}")
+            if written is None:
+                self._warn_once(item.kind, name, "no file can be made of it here "
+                                "(give a file path)")
+                continue
+            self._media.setdefault(name, []).append({
+                "step": self.step, "type": item.kind, "path": str(written),
+                "caption": item.caption, "size": written.stat().st_size})
+
+    def _store_table(self, name: str, table: Table, chart: Chart | None = None) -> None:
+        entry: dict[str, Any] = {"columns": json_safe(table.columns),
+                                 "data": json_safe(table.data), "step": self.step}
+        if chart is not None:
+            entry["chart"] = {"type": chart.chart, **json_safe(chart.fields)}
+        self._tables[name] = entry
+
+    def _value(self, name: str, value: Any, values: dict[str, Any]) -> bool:
+        """Put a logged value where it goes; whether the run's extras changed."""
+        if isinstance(value, Histogram):
+            values.update({f"{name}/{k}": v for k, v in value.statistics().items()})
+            return False
+        if isinstance(value, Chart):
+            self._store_table(name, value.table, value)
+            return True
+        if isinstance(value, Table):
+            self._store_table(name, value)
+            return True
+        items = list(value) if isinstance(value, (list, tuple)) and value else [value]
+        media = [as_media(item) for item in items]
+        if all(m is not None for m in media):
+            self._store_media(name, [m for m in media if m is not None])
+            return True
+        stored = metric_value(value)
+        if stored is None:
+            kind = type(value).__name__
+            self._warn_once(kind, name, "not a number, bool, text or a wandb media type")
+        else:
+            values[name] = stored
+        return False
+
     def _commit(self) -> None:
         """Write the step under way as one row; the step counter moves on."""
         if not self._pending:
             return
-        values = {}
+        values: dict[str, Any] = {}
+        extras = False
         for name, value in self._pending.items():
-            stored = metric_value(value)
-            if stored is None:
-                if name not in self._skipped:
-                    self._skipped.add(name)
-                    log_.warning("sqltrack.wandb: %r is not a number, bool or text; skipped "
-                                 "(%s)", name, type(value).__name__)
-                continue
-            values[name] = stored
+            try:
+                extras = self._value(name, value, values) or extras
+            except Exception as error:  # noqa: BLE001 - a value never ends the run
+                self._warn_once(type(value).__name__, name, f"{type(error).__name__}: {error}")
         self._pending = {}
         if values:
             self.tracked.log(values, self.step)
-            self.summary._items.update(values)
+            self._summarize(values)
+        if extras:
+            self.tracked.open().add_extras(json_safe({"media": self._media,
+                                                      "tables": self._tables}))
         self.step += 1
+
+    def log_artifact(self, artifact: Artifact | str | os.PathLike[str],
+                     name: str | None = None, type: str | None = None,  # noqa: A002
+                     aliases: Any = None, **ignored: Any) -> Artifact:
+        """Record ``artifact`` (or a file or folder path) as a reference in the run's
+        ``extras["artifacts"]``: name, type, size, digest, files (nothing is copied)."""
+        if not isinstance(artifact, Artifact):
+            path = os.fspath(artifact)
+            made = Artifact(name or os.path.basename(path.rstrip("/")), type or "unspecified")
+            made.add_dir(path) if os.path.isdir(path) else made.add_file(path)
+            artifact = made
+        if not self.disabled:
+            self._artifacts.append(artifact.record([aliases] if isinstance(aliases, str)
+                                                   else aliases))
+            self.tracked.open().add_extras(json_safe({"artifacts": self._artifacts}))
+        return artifact
+
+    def use_artifact(self, artifact: Artifact | str, type: str | None = None,  # noqa: A002
+                     **ignored: Any) -> Artifact:
+        """An input of the run: an Artifact is recorded (``extras["used_artifacts"]``)
+        and returned; a name gives an empty Artifact of that name."""
+        if not isinstance(artifact, Artifact):
+            artifact = Artifact(str(artifact).split(":")[0], type or "unspecified")
+        if not self.disabled:
+            used = [*self._used, artifact.record()] if hasattr(self, "_used") else [
+                artifact.record()]
+            self._used = used
+            self.tracked.open().add_extras(json_safe({"used_artifacts": used}))
+        return artifact
 
     def flush_at_exit(self) -> None:
         """At interpreter exit: the step under way and the summary are written."""
@@ -285,7 +501,6 @@ class Run:
     def __repr__(self) -> str:
         return f"<sqltrack.wandb.Run id={self.id} project={self.project!r}>"
 
-
 config: Config = Config()
 summary: Summary = Summary()
 
@@ -308,6 +523,9 @@ def init(
     connection: Mapping[str, Any] | None = None,
     system_metrics: bool | float = False,
     terminated: str = "CANCELLED",
+    mode: str | None = None,
+    dir: str | os.PathLike[str] | None = None,  # noqa: A002 - wandb's name
+    quiet: bool | None = None,
     **ignored: Any,
 ) -> Run:
     """Start a run (see the module docstring); other wandb keywords are accepted and ignored."""
@@ -315,6 +533,18 @@ def init(
     if run is not None:
         run.finish()
     project = project or "uncategorized"
+    mode = str(mode or os.environ.get("WANDB_MODE") or "online").strip().lower()
+    if mode not in ("online", "offline", "disabled", "dryrun", "run", "shared"):
+        raise ValueError(f"wandb.init mode={mode!r}: use 'online', 'offline' or 'disabled'")
+    if mode == "disabled":
+        return _disabled(project, name, config, tags, notes)
+    directory = os.fspath(dir) if dir is not None else os.environ.get("WANDB_DIR") or None
+    quiet = is_quiet(quiet, "WANDB_SILENT", "WANDB_QUIET")
+    connection = dict(connection or {})
+    offline = mode in ("offline", "dryrun")
+    if client is None and (offline or not is_configured(**connection)):
+        # nothing configured, or offline: the local file (sqltrack sync copies it later)
+        connection = {**connection, **default_settings(directory)}
     run_ref = _run_ref(id)
     own_client = None
     if resume in ("must", "never"):
@@ -325,7 +555,10 @@ def init(
         _check_resume(client, resume, id, run_ref)
     tracked = IntegrationRun(client, project, run_ref, terminated=terminated,
                              system_metrics=system_metrics, tags=tuple(tags or ()),
-                             comment=notes, settings=connection)
+                             comment=notes, settings=connection, quiet=quiet,
+                             default_dir=directory)
+    if offline and client is None:
+        tracked.note = f"offline: copy it later with: sqltrack sync --from {connection['dbpath']}"
     sqltrack_run = tracked.start()
     # after the client's own exit handling is registered, so that ours runs first
     atexit.unregister(_at_exit)
@@ -334,7 +567,7 @@ def init(
                                 ("entity", entity)) if v is not None}
     if extras:
         sqltrack_run.add_extras(json_safe(extras))
-    new = Run(tracked, project, name, own_client)
+    new = Run(tracked, project, name, own_client, directory)
     if config is not None:
         values = vars(config) if isinstance(config, argparse.Namespace) else dict(config)
         if config_include_keys:
@@ -342,6 +575,17 @@ def init(
         if config_exclude_keys:
             values = {k: v for k, v in values.items() if k not in set(config_exclude_keys)}
         new.config.update(values)
+    run = new
+    _publish(new)
+    return new
+
+
+def _disabled(project: str, name: str | None, config: Any, tags: Any, notes: str | None) -> Run:
+    """``mode="disabled"``: a run on which every call works and nothing is written."""
+    global run
+    new = Run(_Nothing(tuple(tags or ()), notes), project, name, disabled=True)
+    if config is not None:
+        new.config.update(vars(config) if isinstance(config, argparse.Namespace) else config)
     run = new
     _publish(new)
     return new
@@ -396,8 +640,26 @@ def watch(*args: Any, **kwargs: Any) -> None:
     """Not covered (gradients and parameters are not logged); does nothing."""
 
 
-def define_metric(*args: Any, **kwargs: Any) -> None:
-    """Not covered; does nothing."""
+def define_metric(name: str, *args: Any, **kwargs: Any) -> None:
+    """``wandb.define_metric``: what the summary keeps (see :meth:`Run.define_metric`)."""
+    if run is None:
+        raise RuntimeError("call sqltrack.wandb.init() before wandb.define_metric()")
+    run.define_metric(name, *args, **kwargs)
+
+
+def log_artifact(artifact: Any, name: str | None = None, type: str | None = None,  # noqa: A002
+                 aliases: Any = None, **kwargs: Any) -> Artifact:
+    """``wandb.log_artifact``: a reference in the current run (see :meth:`Run.log_artifact`)."""
+    if run is None:
+        raise RuntimeError("call sqltrack.wandb.init() before wandb.log_artifact()")
+    return run.log_artifact(artifact, name=name, type=type, aliases=aliases)
+
+
+def use_artifact(artifact: Any, type: str | None = None, **kwargs: Any) -> Artifact:  # noqa: A002
+    """``wandb.use_artifact``: an input of the current run (see :meth:`Run.use_artifact`)."""
+    if run is None:
+        raise RuntimeError("call sqltrack.wandb.init() before wandb.use_artifact()")
+    return run.use_artifact(artifact, type=type)
 
 
 def save(*args: Any, **kwargs: Any) -> None:

@@ -204,7 +204,8 @@ def test_runs_filters_and_latest_metrics(run_cli, seeded):
     assert (code, err) == (0, "")
     header, _, *rows = out.splitlines()
     assert header.split() == [
-        "id", "experiment", "status", "started", "updated", "duration", "loss", "acc",
+        "id", "experiment", "name", "status", "started", "duration", "tags", "args", "loss",
+        "acc",
     ]
     by_id = {int(r.split()[0]): r for r in rows}
     assert set(by_id) == {seeded["done"], seeded["live"], seeded["failed"]}
@@ -517,3 +518,91 @@ def test_python_m_sqltrack(client_kwargs, seeded, tmp_path):
     assert helped.returncode == 0
     for command in ("setup", "experiments", "runs", "show", "export", "mark-stale"):
         assert command in helped.stdout
+
+
+# -- a forgiving command line ------------------------------------------------------
+def test_connection_options_after_the_command(run_cli, client_kwargs, seeded, capsys):
+    code, before, _ = run_cli("runs", "--json")
+    assert code == 0
+    assert cli.main(["runs", "--json", *conn_args(client_kwargs)]) == 0
+    after, err = capsys.readouterr()
+    split_target(err, client_kwargs)
+    assert json.loads(after) == json.loads(before)
+    # an option the command has itself keeps the command's meaning (export -o FILE)
+    if client_kwargs["engine"] == "sqlite":
+        out_file = os.path.join(os.path.dirname(client_kwargs["dbpath"]), "e.csv")
+        assert cli.main(["export", str(seeded["done"]), "-o", out_file,
+                         "--dbpath", client_kwargs["dbpath"]]) == 0
+        assert os.path.getsize(out_file) > 0
+
+
+def test_dbpath_alone_means_sqlite(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    database = tmp_path / "x.db"
+    assert cli.main(["--dbpath", str(database), "setup"]) == 0
+    for args in (["--dbpath", str(database), "runs"], ["runs", "--dbpath", str(database)],
+                 ["runs", "--engine", "sqlite", "--dbpath", str(database)],
+                 ["runs", "--engine", "sqlite3", "--dbpath", str(database)]):
+        capsys.readouterr()
+        assert cli.main(args) == 0, args
+        assert capsys.readouterr().err.startswith(f"{TARGET_PREFIX}sqlite file {database}")
+
+
+def test_postgresql_is_an_engine_name(capsys, tmp_path):
+    code = cli.main(["runs", "--engine", "postgresql", "--host", str(tmp_path), "--port", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"{TARGET_PREFIX}postgres host={tmp_path} port=1")
+    assert cli.main(["--engine", "mysql", "runs"]) == 2
+    assert "unknown engine 'mysql'" in capsys.readouterr().err
+
+
+def test_metric_names_as_logged(client_kwargs, tmp_path, capsys):
+    from sqltrack.integrations.common import IntegrationRun
+
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        tracked = IntegrationRun(client, "logged", quiet=True)
+        tracked.start()
+        tracked.add_args({"lr": 0.1, "seed": 1})
+        tracked.log({"train/loss": 0.5, "Loss": 2.0, "loss": 1.0}, step=0)
+        tracked.stop("COMPLETED")
+        other = IntegrationRun(client, "logged", quiet=True)
+        other.start()
+        other.add_args({"lr": 0.2, "seed": 1})
+        other.open().add_extras({"name": "second"})
+        other.log({"train/loss": 0.25}, step=0)
+        other.stop("COMPLETED")
+    finally:
+        client.close()
+    assert cli.main([*conn_args(client_kwargs), "runs", "--json", "--metric", "train/loss",
+                     "loss", "Loss"]) == 0
+    first, second = json.loads(capsys.readouterr().out)
+    assert first["metrics"] == {"train/loss": 0.5, "loss": 1.0, "Loss": 2.0}
+    assert second["metrics"] == {"train/loss": 0.25, "loss": None, "Loss": None}
+    # name, and only the args that differ
+    assert (first["name"], second["name"]) == (None, "second")
+    assert (first["args"], second["args"]) == ({"lr": 0.1}, {"lr": 0.2})
+    assert cli.main([*conn_args(client_kwargs), "runs", "--metric", "train/loss"]) == 0
+    header, _, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[-3:] == ["tags", "args", "train/loss"]
+    assert "second" in rows[1] and "lr=0.2" in rows[1] and "seed" not in rows[1]
+
+
+def test_ui_without_its_extra_names_the_install_command(tmp_path):
+    """Without starlette, the hint installs the extra the way this copy was installed
+    (here a source checkout: pip install -e '<checkout>[ui]')."""
+    from sqltrack.cli.checks import install_command
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(sqltrack.__file__)))
+    assert install_command("ui") == f"pip install -e '{root}[ui]'"
+    database = tmp_path / "x.db"
+    assert cli.main(["--dbpath", str(database), "setup"]) == 0
+    code = ("import sys\nsys.modules['starlette'] = None\n"  # as if it were not installed
+            "from sqltrack.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", code, "ui", "--dbpath", str(database)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"sqltrack: error: sqltrack ui needs starlette, which is not installed: "
+        f"pip install -e '{root}[ui]'")

@@ -372,3 +372,23 @@ async def test_sqlite_pool_max_size_bounds_connections(tmp_path):
         assert await client.execute("SELECT 1") == [(1,)]
     finally:
         await client.close()
+
+
+def test_engine_aliases_and_a_dbpath_alone_mean_what_they_say(monkeypatch, tmp_path):
+    from sqltrack import config
+
+    for name in [n for n in os.environ if n.startswith("SQLTRACK_DSN_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("SQLTRACK_CONFIG_PATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert config.resolve(engine="postgresql").engine == "postgres"
+    assert config.resolve(engine="SQLite3").engine == "sqlite"
+    assert config.resolve(dbpath="x.db").engine == "sqlite"  # no engine anywhere: a file
+    assert config.resolve(dbpath="x.db", engine="postgres").engine == "postgres"
+    assert config.resolve().engine == "postgres" and not config.resolve().configured
+    assert not config.is_configured() and config.is_configured(host="db")
+    monkeypatch.setenv("SQLTRACK_DSN_HOST", "db")
+    assert config.is_configured() and config.resolve().configured
+    monkeypatch.delenv("SQLTRACK_DSN_HOST")
+    (tmp_path / "sqltrack.conf").write_text("engine=sqlite\n")
+    assert config.is_configured()

@@ -203,3 +203,32 @@ def test_only_rank_zero_writes(client_kwargs, tmp_path, monkeypatch):
         assert client.execute("SELECT COUNT(*) FROM runs") == [(0,)]
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("given_save_dir", [False, True])
+def test_log_dir_and_checkpoints_where_documented(client_kwargs, tmp_path, given_save_dir):
+    """``log_dir`` is ``<save_dir>/<experiment>/version_<run id>`` (save_dir: given, else the
+    trainer's default_root_dir) and the checkpoints are in its ``checkpoints`` folder."""
+    from sqltrack.integrations.lightning import SqltrackLogger
+
+    root = tmp_path / "root"
+    save_dir = tmp_path / "saved" if given_save_dir else root
+    client = sqltrack.Client(**client_kwargs)
+    try:
+        logger = SqltrackLogger(client, experiment="paths", quiet=True,
+                                save_dir=save_dir if given_save_dir else None)
+        fit = pl.Trainer(max_epochs=1, logger=logger, log_every_n_steps=1, accelerator="cpu",
+                         devices=1, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, default_root_dir=str(root))
+        fit.fit(lightning_train.Regression(lr=0.05), lightning_train.data(32, 0),
+                lightning_train.data(16, 1))
+        run_id = logger.version
+        expected = save_dir / "paths" / f"version_{run_id}"
+        assert logger.save_dir == str(save_dir) and fit.log_dir == str(save_dir)
+        assert logger.root_dir == str(save_dir / "paths")
+        assert logger.log_dir == str(expected)
+        checkpoints = list((expected / "checkpoints").glob("*.ckpt"))
+        assert len(checkpoints) == 1, list(tmp_path.rglob("*.ckpt"))
+        assert fit.checkpoint_callback.dirpath == str(expected / "checkpoints")
+    finally:
+        client.close()

@@ -13,7 +13,6 @@ import sqltrack
 from sqltrack.integrations.common import IntegrationRun, json_safe
 from sqltrack.integrations.names import (
     EXTRAS_KEY,
-    MetricNameCollision,
     MetricNames,
     column_name,
 )
@@ -58,21 +57,32 @@ def test_long_names_keep_a_hash_of_the_original():
     assert seen[0] == seen[1] == [column_name(a), column_name(b)], seen
 
 
-def test_collision_is_a_clear_error():
+def test_names_sharing_a_column_are_both_kept():
+    """wandb accepts ``Loss`` and ``loss`` in one run: the later name gets a distinct
+    column (its own hash), the mapping records both."""
     names = MetricNames()
     assert names.columns({"train/loss": 1.0}) == {"train__loss": 1.0}
-    with pytest.raises(MetricNameCollision, match="'train/loss' and 'train__loss'"):
-        names.column("train__loss")
-    with pytest.raises(MetricNameCollision, match="rename one"):
-        names.column("Train/Loss")  # SQLite column names ignore case
-    assert names.originals == {"train__loss": "train/loss"}
+    other = names.column("train__loss")
+    upper = names.column("Train/Loss")  # SQLite column names ignore case
+    assert other.startswith("train__loss_") and upper.startswith("Train__Loss_")
+    assert len({c.lower() for c in ("train__loss", other, upper)}) == 3
+    assert check_metric_name(other) == other and check_metric_name(upper) == upper
+    assert names.column("train__loss") == other  # stable within the run
+    assert names.originals == {"train__loss": "train/loss", other: "train__loss",
+                               upper: "Train/Loss"}
+    # the same names in a fresh mapping in the same order get the same columns
+    again = MetricNames()
+    assert [again.column(n) for n in ("train/loss", "train__loss", "Train/Loss")] == [
+        "train__loss", other, upper]
+    long_a, long_b = "y" * 70, "Y" * 70
+    kept = MetricNames().columns({long_a: 1, long_b: 2})
+    assert len(kept) == 2 and all(len(c) <= 63 for c in kept)
 
 
-def test_collision_with_names_recorded_before():
+def test_names_recorded_before_keep_their_columns():
     names = MetricNames({"a__b": "a/b"})
     assert names.column("a/b") == "a__b" and not names.changed
-    with pytest.raises(MetricNameCollision):
-        names.column("a__b")
+    assert names.column("a__b") not in ("a__b",) and names.changed
 
 
 def test_json_safe():
@@ -97,22 +107,27 @@ def test_integration_run_records_original_names(client_kwargs):
         tracked.add_args({"lr": 0.1, "nested": {"depth": 2}})
         tracked.log({"train/loss": 0.5, "lr-SGD": 1, "skip": object()}, step=1, progress=0.5)
         tracked.log({"train/loss": 0.25, "eval/f1@5": True}, step=2, progress=1.0)
-        with pytest.raises(MetricNameCollision):
-            tracked.log({"train__loss": 1.0}, step=3)
+        tracked.log({"train__loss": 1.0, "Train/Loss": 2.0}, step=3)
         tracked.stop("COMPLETED")
         run_id = tracked.run.id
     finally:
         client.close()
     rows = read_raw(client_kwargs, "SELECT step, progress, train__loss, \"lr_SGD\", eval__f1_5 "
                     "FROM metrics WHERE run_id = %s ORDER BY step", [run_id])
-    assert [tuple(r[:3]) for r in rows] == [(1, 0.5, 0.5), (2, 1.0, 0.25)]
+    assert [tuple(r[:3]) for r in rows] == [(1, 0.5, 0.5), (2, 1.0, 0.25), (3, 0.0, None)]
     assert rows[0][3] == 1.0 and bool(rows[1][4]) is True
     status, args, extras = read_raw(
         client_kwargs, "SELECT status, args, extras FROM runs WHERE id = %s", [run_id])[0]
     assert status == "COMPLETED"
     assert json_value(args) == {"lr": 0.1, "nested": {"depth": 2}}
-    assert json_value(extras)[EXTRAS_KEY] == {
-        "train__loss": "train/loss", "lr_SGD": "lr-SGD", "eval__f1_5": "eval/f1@5"}
+    mapping = json_value(extras)[EXTRAS_KEY]
+    by_name = {original: column for column, original in mapping.items()}
+    assert set(by_name) == {"train/loss", "lr-SGD", "eval/f1@5", "train__loss", "Train/Loss"}
+    assert by_name["train/loss"] == "train__loss" and by_name["lr-SGD"] == "lr_SGD"
+    kept = read_raw(client_kwargs, f'SELECT "{by_name["train__loss"]}", '
+                    f'"{by_name["Train/Loss"]}" FROM metrics WHERE run_id = %s AND step = 3',
+                    [run_id])
+    assert [tuple(r) for r in kept] == [(1.0, 2.0)]
 
 
 def test_integration_run_resumed_keeps_names(client_kwargs, monkeypatch):
@@ -126,8 +141,6 @@ def test_integration_run_resumed_keeps_names(client_kwargs, monkeypatch):
         monkeypatch.setenv("SLURM_JOB_ID", str(first.run.id))
         second = IntegrationRun(client, "resume", run_id="SLURM_JOB_ID")
         second.start()
-        with pytest.raises(MetricNameCollision):
-            second.log({"a__b": 2.0}, step=2)
         second.log({"c/d": 3.0}, step=2)
         second.stop("COMPLETED")
         assert second.run.id == first.run.id
