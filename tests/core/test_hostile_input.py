@@ -549,6 +549,16 @@ REVIEWED = {
     "escape(SQL_EXAMPLE)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
     "escape(query)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
     "word": "ui.readonly: the text of a QueryRefused error message, never run as SQL",
+    "DEFAULT_READER": "cli.commands: the --ui-role help text (argparse), never run as SQL",
+    "args.ui_role": "cli.commands: the line printed after setup --ui-role, never run as SQL",
+    "', '.join(tables)": "cli.commands: the line printed after setup --ui-role (table names)",
+    "where": "dialects.reader_setup: quote_ident(schema), or the constant public",
+    "self.quote_ident(t)": "dialects.reader_setup: quote_ident of the constant READER_TABLES",
+    "role": "dialects.reader_setup: a role name passed by check_role_name ([a-z_][a-z0-9_]*)",
+    "function": "dialects.reader_setup: quoted schema + the constant READER_FUNCTION name",
+    "READER_FUNCTION": "engines.postgres: the constant name of the reader's function",
+    "definition": "engines.postgres: c<i> <type> column definitions, the types being the "
+                  "server's own format_type of the described query",
 }
 #: SQL text extended with '+': what may be on the other side.
 REVIEWED_CONCAT = {
