@@ -3,7 +3,6 @@ in one run, with per-rank system metrics, on both engines."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
