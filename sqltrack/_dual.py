@@ -559,6 +559,56 @@ def run_add_metrics(
 
 
 @overload
+def run_rewind(client: AsyncClient, run_id: int, step: int) -> Coroutine[Any, Any, int | None]: ...
+@overload
+def run_rewind(client: Client, run_id: int, step: int) -> int | None: ...
+def run_rewind(
+    client: AsyncClient | Client, run_id: int, step: int
+) -> Coroutine[Any, Any, int | None] | int | None:
+    """Make run ``run_id``'s history end at ``step``, atomically, losing nothing.
+
+    Its metric rows past ``step`` (a greater step, any progress) move to a new run in
+    the same experiment, with the run's args and status CANCELLED, linked to it
+    ``new --rewound_from--> run_id``; its extras get ``{"rewound_from": {"step", "time"}}``.
+    The run's extras key ``"rewinds"`` gets one entry per rewind: ``{"step", "time",
+    "rows"}`` (rows: how many moved). The run then continues from ``step``: rows logged
+    later past ``step`` are its new history. Everything happens in one transaction
+    (inside the caller's ``async with client:`` block when there is one). Returns the
+    new run's id, or None when no row was past ``step`` (the rewind is still recorded).
+
+    What a restart from a checkpoint at ``step`` needs: ``run_rewind(client, run_id,
+    step)`` before training continues, and the history equals an uninterrupted run's.
+    """
+    if isinstance(client, AsyncClient):
+        return _runs.run_rewind(client, run_id, step)
+    from sqltrack_sync import runs as blocking
+
+    return blocking.run_rewind(client, run_id, step)
+
+
+@overload
+def run_fork(
+    client: AsyncClient, run_id: int, step: int | None = None
+) -> Coroutine[Any, Any, AsyncRun]: ...
+@overload
+def run_fork(client: Client, run_id: int, step: int | None = None) -> Run: ...
+def run_fork(
+    client: AsyncClient | Client, run_id: int, step: int | None = None
+) -> Coroutine[Any, Any, AsyncRun] | Run:
+    """A new run in run ``run_id``'s experiment whose history up to ``step`` equals the
+    run's (its metric rows with ``step <= step`` copied; None: all of them), with its
+    args, linked ``new --forked_from--> run_id``, status PENDING; its extras get
+    ``{"forked_from": {"step", "time"}}`` (``step``: the one given, or the run's last
+    step). One transaction: the new run exists with all its rows or not at all.
+    """
+    if isinstance(client, AsyncClient):
+        return _runs.run_fork(client, run_id, step)
+    from sqltrack_sync import runs as blocking
+
+    return blocking.run_fork(client, run_id, step)
+
+
+@overload
 def run_from_env(client: AsyncClient) -> Coroutine[Any, Any, AsyncRun]: ...
 @overload
 def run_from_env(client: Client) -> Run: ...

@@ -216,6 +216,22 @@ class Run(Wrapper):
         _portal.call(self._async.remove_link, kind, to_id)
         return self
 
+    def rewind(self, step: int) -> Run:
+        """Make the run's history end at ``step``: its rows past ``step`` move to a new run
+        linked ``rewound_from``; the run continues from ``step``. Buffered rows are
+        written first. See run_rewind().
+        """
+        _portal.call(self._async.rewind, step)
+        return self
+
+    def fork(self, step: int | None = None) -> Run:
+        """A new run whose history up to ``step`` (None: all of it) equals this run's,
+        with its args, linked ``forked_from``; buffered rows are written first. Returns
+        the new run (this one is unchanged). See run_fork().
+        """
+        result = _portal.call(self._async.fork, step)
+        return Run._wrap(self._client, result)
+
     def add_metrics(
         self,
         metrics: dict[str, Any],
@@ -389,6 +405,35 @@ def run_add_metrics(
     in the same round trip (``'auto'``: now; None: leave it).
     """
     _portal.call(_core.run_add_metrics, unwrap(client), run_id, metrics, step, progress, updated)
+
+
+def run_rewind(client: Client, run_id: int, step: int) -> int | None:
+    """Make run ``run_id``'s history end at ``step``, atomically, losing nothing.
+
+    Its metric rows past ``step`` (a greater step, any progress) move to a new run in
+    the same experiment, with the run's args and status CANCELLED, linked to it
+    ``new --rewound_from--> run_id``; its extras get ``{"rewound_from": {"step", "time"}}``.
+    The run's extras key ``"rewinds"`` gets one entry per rewind: ``{"step", "time",
+    "rows"}`` (rows: how many moved). The run then continues from ``step``: rows logged
+    later past ``step`` are its new history. Everything happens in one transaction
+    (inside the caller's ``with client:`` block when there is one). Returns the
+    new run's id, or None when no row was past ``step`` (the rewind is still recorded).
+
+    What a restart from a checkpoint at ``step`` needs: ``run_rewind(client, run_id,
+    step)`` before training continues, and the history equals an uninterrupted run's.
+    """
+    return _portal.call(_core.run_rewind, unwrap(client), run_id, step)
+
+
+def run_fork(client: Client, run_id: int, step: int | None = None) -> Run:
+    """A new run in run ``run_id``'s experiment whose history up to ``step`` equals the
+    run's (its metric rows with ``step <= step`` copied; None: all of them), with its
+    args, linked ``new --forked_from--> run_id``, status PENDING; its extras get
+    ``{"forked_from": {"step", "time"}}`` (``step``: the one given, or the run's last
+    step). One transaction: the new run exists with all its rows or not at all.
+    """
+    result = _portal.call(_core.run_fork, unwrap(client), run_id, step)
+    return Run._wrap(client, result)
 
 
 def run_from_env(client: Client) -> Run:

@@ -22,7 +22,8 @@ fork). Rules:
 - ``AsyncClient`` / ``AsyncExperiment`` / ``AsyncRun`` in annotations and
   docstrings become ``Client`` / ``Experiment`` / ``Run``; ``await `` and
   ``async with`` lose their ``async``.
-- A method returning its own class returns the sync object itself (chaining).
+- A method returning its own class returns the sync object itself (chaining), unless
+  a ``return`` of its body returns something other than ``self`` (``Run.fork``: a new run).
 - A value of type ``AsyncRun`` / ``AsyncExperiment`` is wrapped in ``Run`` / ``Experiment``.
 - A ``create`` classmethod becomes the class constructor: ``Run(client, ...)``.
 - An ``@asynccontextmanager`` method becomes a ``@contextmanager`` (``with run.track():``).
@@ -120,6 +121,8 @@ class Func:
     is_async: bool
     decorators: list[str] = field(default_factory=list)
     fast_path: str | None = None
+    #: Every ``return`` of the body returns ``self`` (a chaining method).
+    returns_self: bool = True
 
 
 @dataclass
@@ -188,7 +191,22 @@ def _read_func(node: ast.FunctionDef | ast.AsyncFunctionDef) -> Func:
         isinstance(node, ast.AsyncFunctionDef),
         [ast.unparse(d) for d in node.decorator_list],
         fast[0] if fast else None,
+        _returns_self(node),
     )
+
+
+def _returns_self(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Whether each ``return`` of the function (not of nested ones) returns ``self``."""
+    found = []
+    stack: list[ast.AST] = list(node.body)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        if isinstance(item, ast.Return):
+            found.append(isinstance(item.value, ast.Name) and item.value.id == "self")
+        stack.extend(ast.iter_child_nodes(item))
+    return all(found)
 
 
 def _imports(tree: ast.Module, package: str) -> tuple[dict[str, str], set[str]]:
@@ -438,7 +456,8 @@ def call_expr(target: str, params: list[Param]) -> str:
 
 
 def _returning(returns: str | None, call: str, client: str, own: str | None = None) -> list[str]:
-    """Body lines that make the call and return what the blocking API returns."""
+    """Body lines that make the call and return what the blocking API returns (``own``:
+    the class of a chaining method, whose blocking twin returns its own object)."""
     if own is not None and returns == own:
         return [call, "return self"]
     if returns in ("AsyncRun", "AsyncExperiment"):
@@ -480,7 +499,8 @@ def gen_method(klass: Klass, func: Func, module: Module, names: Names) -> list[s
         # try that from this thread first, and cross to the loop only when it says no.
         done = "self" if func.returns == klass.name else "None"
         body += [f"if self._async.{nowait.name}({arguments(params)}):", f"    return {done}"]
-    body += _returning(func.returns, call_expr(target, params), "self._client", klass.name)
+    own = klass.name if func.returns_self else None  # else a new object: wrapped
+    body += _returning(func.returns, call_expr(target, params), "self._client", own)
     return [head, *indent(body)]
 
 

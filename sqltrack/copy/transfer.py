@@ -125,6 +125,8 @@ class SyncSummary:
     runs_unchanged: int = 0
     metric_rows: int = 0
     links_added: int = 0
+    #: Metric rows removed on the target because their run was rewound on the source.
+    rows_rewound: int = 0
     seconds: float = 0.0
 
     def __str__(self) -> str:
@@ -133,7 +135,9 @@ class SyncSummary:
             f"{verb} {self.experiments_created} new and {self.experiments_updated} changed "
             f"experiments, {self.runs_created} new and {self.runs_updated} changed runs "
             f"({self.runs_unchanged} unchanged), {self.metric_rows} metric rows, "
-            f"{self.links_added} links in {self.seconds:.1f} s"
+            f"{self.links_added} links"
+            + (f", {self.rows_rewound} rows past a rewind removed" if self.rows_rewound else "")
+            + f" in {self.seconds:.1f} s"
         )
 
 
@@ -265,6 +269,12 @@ def _json_actions(
     if removed:
         actions.append(remove(removed))
     return actions
+
+
+def _rewinds(extras: Any) -> list[dict[str, Any]]:
+    """The rewinds a run's extras record (``run_rewind``), or []."""
+    found = extras.get("rewinds") if isinstance(extras, dict) else None
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
 
 
 def _run_attributes(row: Sequence[Any]) -> dict[str, Any]:
@@ -508,6 +518,8 @@ class _Sync:
 
     async def _sync_run(self, source_id: int, columns: dict[str, str | None]) -> None:
         target_id = self.runs[source_id]
+        if target_id is not None and source_id not in self.created and not self.dry_run:
+            await self._apply_rewinds(source_id, target_id)
         try:
             rows = await self._sync_metrics(source_id, target_id, columns)
         except _Superseded:
@@ -546,6 +558,35 @@ class _Sync:
                     [json.dumps(new), self.key, source_id],
                 )
         return bool(actions)
+
+    async def _apply_rewinds(self, source_id: int, target_id: int) -> None:
+        """A run rewound on the source since its last sync (``run_rewind``: an entry in
+        its extras' ``"rewinds"`` the last copied attributes lack) loses its rows past the
+        earliest such step on the target too, in one transaction that also drops the
+        run's digest: the metric sync then compares all its rows. The moved rows reach the
+        target in the source's new run, linked ``rewound_from``. Repeating it is harmless."""
+        rows = await self.src.query("SELECT extras FROM runs WHERE id = %s", [source_id])
+        now = _rewinds(json_column(rows[0][0]) if rows else None)
+        if not now:
+            return
+        before = _rewinds((await self._synced(source_id) or {}).get("extras"))
+        steps = [entry["step"] for entry in now if entry not in before
+                 and isinstance(entry.get("step"), int)]
+        if not steps:
+            return
+        async with self.dst:
+            locked = await self.dst.query(
+                "UPDATE sync_runs SET digest = NULL, digest_step = NULL, digest_progress = NULL, "
+                f"copied_step = NULL, copied_progress = NULL {_WHERE_RUN} RETURNING target_run_id",
+                [self.key, source_id],
+            )
+            if locked:
+                params = [target_id, min(steps)]
+                ((gone,),) = await self.dst.query(
+                    "SELECT COUNT(*) FROM metrics WHERE run_id = %s AND step > %s", params)
+                await self.dst.query("DELETE FROM metrics WHERE run_id = %s AND step > %s",
+                                     params, idempotent=False)
+                self.summary.rows_rewound += int(gone)
 
     async def _synced(self, source_id: int) -> dict[str, Any] | None:
         rows = await self.dst.query(

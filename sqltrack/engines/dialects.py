@@ -92,6 +92,7 @@ class SqliteDialect(Dialect):
     def upgrade_steps(self, tables: set[str], statuses: Sequence[str]) -> Steps:
         if "runs" in tables:
             yield from _widen_status_check(statuses)
+        yield from _system_metrics_ranks_sqlite()
 
     # query_only is a connection setting, and the pool's connections write.
     read_only_per_connection = True
@@ -176,6 +177,7 @@ class PostgresDialect(Dialect):
             yield "ALTER TABLE applied_migrations ALTER COLUMN time_applied SET DEFAULT now()", []
             yield "ALTER TABLE applied_migrations ALTER COLUMN time_applied DROP NOT NULL", []
         yield from _widen_status_enum(statuses)
+        yield from _system_metrics_ranks_postgres()
 
     has_server = True
 
@@ -352,6 +354,50 @@ def _widen_status_check(statuses: Sequence[str]) -> Steps:
     broken = yield "PRAGMA foreign_key_check", []
     if broken:
         raise RuntimeError(f"runs rebuild left broken references: {broken[:5]}")
+
+
+# -- upgrade step system_metrics_ranks (issue 21): rank and host in system_metrics' key --
+_RANK_COLUMNS = ("ALTER TABLE system_metrics ADD COLUMN rank INTEGER NOT NULL DEFAULT 0",
+                 "ALTER TABLE system_metrics ADD COLUMN host TEXT NOT NULL DEFAULT ''")
+
+
+def _system_metrics_ranks_postgres() -> Steps:
+    """PostgreSQL: add ``rank`` and ``host`` (defaults: no table rewrite) and make the
+    primary key ``(run_id, rank, host, name, time)``; nothing when done before or when
+    there is no ``system_metrics`` yet (the base script makes it)."""
+    found = yield ("SELECT a.attname FROM pg_attribute a WHERE a.attrelid = "
+                   "to_regclass('system_metrics') AND a.attnum > 0 AND NOT a.attisdropped", [])
+    columns = {r[0] for r in found}
+    if not columns:
+        return
+    for column, statement in zip(("rank", "host"), _RANK_COLUMNS, strict=True):
+        if column not in columns:
+            yield statement, []
+    key = yield ("SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+                 "WHERE c.conrelid = to_regclass('system_metrics') AND c.contype = 'p'", [])
+    if key and "rank" in key[0][1]:
+        return
+    if key:
+        yield f'ALTER TABLE system_metrics DROP CONSTRAINT "{key[0][0]}"', []
+    yield "ALTER TABLE system_metrics ADD PRIMARY KEY (run_id, rank, host, name, time)", []
+
+
+def _system_metrics_ranks_sqlite() -> Steps:
+    """SQLite: rebuild ``system_metrics`` (a key cannot be altered) with ``rank`` 0 and
+    ``host`` '' for its rows; nothing when done before or when there is no table yet."""
+    found = yield "SELECT name FROM pragma_table_info('system_metrics')", []
+    columns = {r[0] for r in found}
+    if not columns or "rank" in columns:
+        return
+    yield ("CREATE TABLE sqltrack_system_metrics_rebuild ("
+           "run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE, "
+           "time TEXT NOT NULL, name TEXT NOT NULL, value REAL, "
+           "rank INTEGER NOT NULL DEFAULT 0, host TEXT NOT NULL DEFAULT '', "
+           "PRIMARY KEY (run_id, rank, host, name, time)) WITHOUT ROWID", [])
+    yield ("INSERT INTO sqltrack_system_metrics_rebuild (run_id, time, name, value) "
+           "SELECT run_id, time, name, value FROM system_metrics", [])
+    yield "DROP TABLE system_metrics", []
+    yield "ALTER TABLE sqltrack_system_metrics_rebuild RENAME TO system_metrics", []
 
 
 #: Each engine's dialect, by engine name (``dialect_for``).

@@ -26,8 +26,12 @@ from ..errors import ConnectionLost, ExperimentNotFound, ForeignKeyViolation, Ru
 from ..process import signals
 from .statements import (
     add_link,
+    copy_metric_rows,
+    count_metric_rows,
     create_run_with_id,
+    derived_run,
     experiment_row,
+    lock_run,
     remove_link,
     update_run,
 )
@@ -256,6 +260,102 @@ async def run_add_metrics(
     in the same round trip (``'auto'``: now; None: leave it).
     """
     await client.metrics.write(run_id, metrics, step, progress, updated)
+
+
+# -- history: rewind and fork ---------------------------------------------------
+#: Link kinds of the runs a rewind and a fork make (``new --kind--> run``).
+REWOUND_FROM = "rewound_from"
+FORKED_FROM = "forked_from"
+#: The status of a run that holds the rows a rewind moved (a branch left behind).
+REWOUND_STATUS = "CANCELLED"
+_PAST = "step > %s"
+_UP_TO_STEP = "step <= %s"
+
+
+def _json_dict(value: Any) -> dict[str, Any]:
+    """A JSON column as a dict (SQLite gives text, PostgreSQL a dict; NULL or a non-object: {})."""
+    if isinstance(value, str):
+        import json
+
+        value = json.loads(value)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _now_iso() -> str:
+    from datetime import timezone
+
+    return datetime.now(timezone.utc).isoformat()
+
+
+async def run_rewind(client: AsyncClient, run_id: int, step: int) -> int | None:
+    """Make run ``run_id``'s history end at ``step``, atomically, losing nothing.
+
+    Its metric rows past ``step`` (a greater step, any progress) move to a new run in
+    the same experiment, with the run's args and status CANCELLED, linked to it
+    ``new --rewound_from--> run_id``; its extras get ``{"rewound_from": {"step", "time"}}``.
+    The run's extras key ``"rewinds"`` gets one entry per rewind: ``{"step", "time",
+    "rows"}`` (rows: how many moved). The run then continues from ``step``: rows logged
+    later past ``step`` are its new history. Everything happens in one transaction
+    (inside the caller's ``async with client:`` block when there is one). Returns the
+    new run's id, or None when no row was past ``step`` (the rewind is still recorded).
+
+    What a restart from a checkpoint at ``step`` needs: ``run_rewind(client, run_id,
+    step)`` before training continues, and the history equals an uninterrupted run's.
+    """
+    run_id = check_int(run_id, "run_id")
+    step = check_int(step, "step")
+    when = _now_iso()
+    async with client:
+        _, extras = await lock_run(client, run_id)
+        moved = await count_metric_rows(client, run_id, _PAST, [step])
+        new_id = None
+        if moved:
+            columns = list(await client.metrics.table.columns())
+            new_id = await derived_run(client, run_id)
+            await copy_metric_rows(client, columns, run_id, new_id, _PAST, [step])
+            await client.query(
+                f"DELETE FROM metrics WHERE run_id = %s AND {_PAST}", [run_id, step],
+                idempotent=False,
+            )
+            await update_run(client, new_id, "status = %s", [REWOUND_STATUS])
+            await _merge_json(client, new_id, "extras",
+                              {REWOUND_FROM: {"step": step, "time": when}})
+            await add_link(client, "run_links", new_id, REWOUND_FROM, run_id, RunNotFound)
+        extras = _json_dict(extras)
+        rewinds = extras.get("rewinds")
+        rewinds = list(rewinds) if isinstance(rewinds, list) else []
+        rewinds.append({"step": step, "time": when, "rows": moved})
+        await _merge_json(client, run_id, "extras", {"rewinds": rewinds})
+    return new_id
+
+
+async def run_fork(client: AsyncClient, run_id: int, step: int | None = None) -> AsyncRun:
+    """A new run in run ``run_id``'s experiment whose history up to ``step`` equals the
+    run's (its metric rows with ``step <= step`` copied; None: all of them), with its
+    args, linked ``new --forked_from--> run_id``, status PENDING; its extras get
+    ``{"forked_from": {"step", "time"}}`` (``step``: the one given, or the run's last
+    step). One transaction: the new run exists with all its rows or not at all.
+    """
+    run_id = check_int(run_id, "run_id")
+    if step is not None:
+        step = check_int(step, "step")
+    async with client:
+        experiment_id, _ = await lock_run(client, run_id)
+        if step is None:
+            ((last,),) = await client.query(
+                "SELECT MAX(step) FROM metrics WHERE run_id = %s", [run_id]
+            )
+            where, params, at = "1 = 1", [], (None if last is None else int(last))
+        else:
+            where, params, at = _UP_TO_STEP, [step], step
+        new_id = await derived_run(client, run_id)
+        if await count_metric_rows(client, run_id, where, params):
+            columns = list(await client.metrics.table.columns())
+            await copy_metric_rows(client, columns, run_id, new_id, where, params)
+        await _merge_json(client, new_id, "extras",
+                          {FORKED_FROM: {"step": at, "time": _now_iso()}})
+        await add_link(client, "run_links", new_id, FORKED_FROM, run_id, RunNotFound)
+    return AsyncRun._made(client, new_id, experiment_id)
 
 
 # -- run objects --------------------------------------------------------------
@@ -595,6 +695,21 @@ class AsyncRun:
         """Remove a link to another run."""
         await run_remove_link(self.client, self.id, kind, to_id)
         return self
+
+    async def rewind(self, step: int) -> AsyncRun:
+        """Make the run's history end at ``step``: its rows past ``step`` move to a new run
+        linked ``rewound_from``; the run continues from ``step``. Buffered rows are
+        written first. See run_rewind()."""
+        await self.flush()
+        await run_rewind(self.client, self.id, step)
+        return self
+
+    async def fork(self, step: int | None = None) -> AsyncRun:
+        """A new run whose history up to ``step`` (None: all of it) equals this run's,
+        with its args, linked ``forked_from``; buffered rows are written first. Returns
+        the new run (this one is unchanged). See run_fork()."""
+        await self.flush()
+        return await run_fork(self.client, self.id, step)
 
     @sync_fast_path("add_metrics_nowait")
     async def add_metrics(

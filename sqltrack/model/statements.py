@@ -129,3 +129,58 @@ async def remove_link(client: Database, table: str, from_id: int, kind: str, to_
         f"DELETE FROM {table} WHERE from_id = %s AND kind = %s AND to_id = %s",
         [check_int(from_id, "from_id"), check_text(kind, "link kind"), check_int(to_id, "to_id")],
     )
+
+
+# -- history: rewind and fork (sqltrack.model.runs) ---------------------------
+#: Run attributes a run made by a rewind or a fork takes from its run.
+HISTORY_RUN_COLUMNS = "experiment_id, args"
+
+
+async def lock_run(client: Database, run_id: int) -> tuple[int, Any]:
+    """Lock run ``run_id``'s row for the rest of the block (a no-op update, allowed on
+    every engine and on Citus); its ``(experiment_id, extras)``. RunNotFound when missing."""
+    rows = await client.query(
+        "UPDATE runs SET status = status WHERE id = %s RETURNING experiment_id, extras",
+        [check_int(run_id, "run_id")],
+    )
+    if not rows:
+        raise RunNotFound(run_id)
+    return int(rows[0][0]), rows[0][1]
+
+
+async def derived_run(client: Database, run_id: int) -> int:
+    """A new run in ``run_id``'s experiment with its args (inside the caller's block)."""
+    rows = await client.query(
+        f"INSERT INTO runs ({HISTORY_RUN_COLUMNS}) SELECT {HISTORY_RUN_COLUMNS} FROM runs "
+        "WHERE id = %s RETURNING id",
+        [run_id], idempotent=False,
+    )
+    if not rows:
+        raise RunNotFound(run_id)
+    return int(rows[0][0])
+
+
+async def count_metric_rows(
+    client: Database, run_id: int, where: str, params: Sequence[Any]
+) -> int:
+    """How many of run ``run_id``'s metric rows match ``where`` (over step and progress)."""
+    ((count,),) = await client.query(
+        f"SELECT COUNT(*) FROM metrics WHERE run_id = %s AND {where}", [run_id, *params]
+    )
+    return int(count)
+
+
+async def copy_metric_rows(
+    client: Database, columns: Sequence[str], from_id: int, to_id: int, where: str,
+    params: Sequence[Any],
+) -> None:
+    """Copy run ``from_id``'s metric rows that match ``where`` (over ``step`` and
+    ``progress``) to run ``to_id``, every column (``columns``: the metric columns).
+    Plain ``INSERT ... SELECT``: a run id is never updated in place (it is the
+    distribution column on Citus)."""
+    names = "".join(", " + client.dialect.quote_ident(name) for name in columns)
+    await client.query(
+        f"INSERT INTO metrics (run_id, step, progress{names}) "
+        f"SELECT %s, step, progress{names} FROM metrics WHERE run_id = %s AND {where}",
+        [to_id, from_id, *params], idempotent=False,
+    )

@@ -56,10 +56,15 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (run_id, step, progress)
 ) WITHOUT ROWID;
 
+-- System metrics per rank and node (issue 21): ``rank`` (0 for a single process) and
+-- ``host`` (the node's name) are part of the key. Databases made before get them in place
+-- (the dialect's upgrade step ``system_metrics_ranks``), appended after ``value``.
 CREATE TABLE IF NOT EXISTS system_metrics (
     run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     time TEXT NOT NULL,
     name TEXT NOT NULL,
     value REAL,
-    PRIMARY KEY (run_id, name, time)
+    rank INTEGER NOT NULL DEFAULT 0,
+    host TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, rank, host, name, time)
 ) WITHOUT ROWID;

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from ..engines.base import Engine
 
 #: Recorded when a database has the schema of this version (the fast check on open).
-SCHEMA_MARK = "sqltrack:schema:2"
+#: 3: ``system_metrics`` has ``rank`` and ``host`` in its key (issue 21).
+SCHEMA_MARK = "sqltrack:schema:3"
 #: Recorded when the base schema was created or adopted (also by earlier builds).
 BASE_MARK = "sqltrack:base"
 #: sqltrack 0.1.x runs its ``base.sql`` unless this name is recorded.

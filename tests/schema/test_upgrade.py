@@ -30,7 +30,7 @@ STATUSES_0_1 = [
     "REQUEUE_FED", "REQUEUE_HOLD", "REQUEUED", "RESIZING", "REVOKED", "RUNNING",
     "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED", "SUSPENDED", "TIMEOUT",
 ]
-OWN_MARKS = {"sqltrack:base", "sqltrack:schema:2"}
+OWN_MARKS = {"sqltrack:base", "sqltrack:schema:3"}
 MIGRATION = "ALTER TABLE metrics ADD COLUMN train_loss FLOAT, ADD COLUMN val_top1 FLOAT;\n"
 
 #: What a 0.1.4 user does: setup with a migration, an experiment, runs, metrics, tags.
@@ -176,7 +176,8 @@ async def test_legacy_database_upgraded_in_place(legacy_python, pg_kwargs, tmp_p
         assert read_raw(kw, "SELECT run_id, step, train_loss, val_top1 FROM metrics "
                         "ORDER BY run_id, step") == metrics_before
         assert {"extras"} <= pg_columns(kw, "runs")
-        assert {"run_id", "time", "name", "value"} == pg_columns(kw, "system_metrics")
+        assert {"run_id", "time", "name", "value", "rank", "host"} == pg_columns(
+            kw, "system_metrics")
         indexes = pg_indexes(kw, "runs")
         assert {"runs_tags_gin", "runs_tags_gin_path", "runs_extras_idx", "runs_status_idx",
                 "runs_experiment_id_idx"} <= indexes
