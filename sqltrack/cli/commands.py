@@ -48,7 +48,7 @@ async def resolve_experiment(client: AsyncClient, ref: str) -> int:
 
 
 async def _chosen_columns(client: AsyncClient, names: Sequence[str]) -> dict[str, str | None]:
-    columns = await queries.metric_columns(client)
+    columns = await queries.metric_kinds(client)
     unknown = [n for n in names if n not in columns]
     if unknown:
         known = ", ".join(columns) or "none yet"

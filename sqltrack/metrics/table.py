@@ -145,7 +145,7 @@ class MetricTable:
             if known_kind is _MISSING:
                 check_metric_name(name)
             elif kind is not None and known_kind is not None and known_kind not in FITS[kind]:
-                check_fit(known, (name,), (value,), (kind,))
+                check_fit(known, (name,), (value,), (kind,), self._long)
         kinds_row = tuple(kinds)
         plain = None not in kinds_now and "str" not in kinds_now  # bool, int, float only
         if plain and kinds_row == kinds_now and self._kinds is not None:
@@ -164,7 +164,7 @@ class MetricTable:
         unknown = [n for n in names if n not in columns and n not in self._long]
         if unknown:
             await self._learn_long(unknown)
-        check_fit(self._known(), names, values, kinds)
+        check_fit(self._known(), names, values, kinds, self._long)
         missing = [(n, k) for n, k in zip(names, kinds, strict=True)
                    if n not in columns and n not in self._long]
         if not missing:
@@ -197,7 +197,7 @@ class MetricTable:
         to_long = [(n, k) for n, k in wanted if n not in columns]
         if to_long:
             await self._register_long(to_long)
-        check_fit(self._known(), names, values, kinds)
+        check_fit(self._known(), names, values, kinds, self._long)
 
     def _known(self) -> dict[str, str | None]:
         self._kinds = {**self._long, **(self._columns or {})}
@@ -231,16 +231,20 @@ def check_fit(
     names: Sequence[str],
     values: Sequence[Any],
     kinds: Sequence[str | None],
+    long: Mapping[str, str] | None = None,
 ) -> None:
-    """MetricTypeError for the first value whose kind its existing column does not take."""
+    """MetricTypeError for the first value whose kind its metric does not take (the kind
+    of its column, or of its first value for a long-stored metric: ``long``)."""
     for name, value, kind in zip(names, values, kinds, strict=True):
         column_kind = columns.get(name)
         if kind is None or column_kind is None:
             continue
         if column_kind not in FITS[kind]:
+            where = ("values (stored in metric_values)" if long and name in long
+                     else "column")
             raise MetricTypeError(
                 f"metric {name!r}: value {value!r} ({kind}) does not fit its existing "
-                f"{column_kind} column; log a {column_kind} or use another metric name"
+                f"{column_kind} {where}; log a {column_kind} or use another metric name"
             )
 
 
