@@ -282,9 +282,23 @@ async def _long_summary(
 
 async def _column_summary(client: AsyncClient, run_id: int) -> list[dict[str, Any]]:
     """``metric_summary`` of the run's metrics that are columns of ``metrics``."""
-    columns = await metric_columns(client)
-    if not columns:
-        return []
+    everything = list((await metric_columns(client)).items())
+    summary = []
+    # Four figures a metric, in statements of at most 1,600 result columns (PostgreSQL's
+    # 1,664 target entries, SQLite's 2,000 result columns).
+    for start in range(0, len(everything), _SUMMARY_COLUMNS):
+        summary += await _column_summary_part(client, run_id,
+                                              dict(everything[start:start + _SUMMARY_COLUMNS]))
+    return summary
+
+
+#: Metric columns per statement of ``metric_summary``.
+_SUMMARY_COLUMNS = 400
+
+
+async def _column_summary_part(
+    client: AsyncClient, run_id: int, columns: dict[str, str | None]
+) -> list[dict[str, Any]]:
     selects = [
         s for name, kind in columns.items()
         for s in _aggregates(client.dialect.quote_ident(name), kind)

@@ -2,13 +2,14 @@
 
 Four kinds of database are met on first use: an empty one (the base schema is
 created), one made by sqltrack 0.1.x (PostgreSQL: ``applied_migrations``, enum
-``runstatus``, no ``runs.extras``), and one made by an earlier build of this
-library (``sqltrack_migrations``, enum ``run_status`` or a SQLite CHECK with 15
-statuses), and one of the build before (mark ``sqltrack:schema:2``: no
-``metric_values`` / ``metric_names`` yet, added by the base script). Every step is idempotent and runs under the schema lock; nothing is
-dropped or rewritten except a SQLite ``runs`` table, which is rebuilt row for row
-(same ids) because SQLite cannot alter a CHECK constraint. The steps that differ by
-engine are its dialect's ``upgrade_steps`` (statements only: they run here).
+``runstatus``, no ``runs.extras``), one made by an earlier build of this library
+(``sqltrack_migrations``, enum ``run_status`` or a SQLite CHECK with 15 statuses),
+and one of the build before (mark ``sqltrack:schema:2``: no ``metric_values`` /
+``metric_names`` yet, added by the base script). Every step is idempotent and runs
+under the schema lock; nothing is dropped or rewritten except a SQLite ``runs``
+table, which is rebuilt row for row (same ids) because SQLite cannot alter a CHECK
+constraint. The steps that differ by engine are its dialect's ``upgrade_steps``
+(statements only: they run here).
 """
 
 from __future__ import annotations
