@@ -16,6 +16,8 @@ BASE_TABLES = {
     "metrics",
     "applied_migrations",
     "system_metrics",
+    "metric_values",
+    "metric_names",
 }
 
 
