@@ -227,8 +227,11 @@ def _sqlite_metric_view(columns: dict[str, str | None]) -> str:
     """SQLite: the view ``metric_values_all`` for these metric columns (SQLite cannot
     unpivot a row without naming its columns, so the library makes the view again
     whenever ``metrics`` gets columns). Each row of ``metrics`` is joined with the
-    ``{name: kind}`` object of its columns (``json_each``) and one ``CASE`` picks the
-    column by name; a filter on ``name`` reaches that join."""
+    ``{name: kind}`` object of its columns (``json_each``, the outer loop: CROSS JOIN)
+    and one ``CASE`` picks the column by name; a filter on ``name`` is checked before
+    any row of ``metrics`` is read (one curve: ~0.1 s at 1,500 columns), but reading
+    every metric of a run through the view evaluates the ``CASE`` for every column of
+    every row (slow: use ``metrics_frame`` or the tables for that)."""
     def text(value: str) -> str:
         return "'" + value.replace("'", "''") + "'"
 
@@ -246,8 +249,9 @@ def _sqlite_metric_view(columns: dict[str, str | None]) -> str:
         "CASE WHEN kind IN ('str', '') THEN v END AS value_text, "
         "CASE WHEN kind = 'datetime' THEN v END AS value_time "
         "FROM (SELECT m.run_id AS run_id, m.step AS step, m.progress AS progress, "
-        f"c.key AS name, c.value AS kind, {pick} AS v FROM metrics AS m, "
-        f"json_each({text(json.dumps(kinds))}) AS c) WHERE v IS NOT NULL"
+        f"c.key AS name, c.value AS kind, {pick} AS v "
+        f"FROM json_each({text(json.dumps(kinds))}) AS c CROSS JOIN metrics AS m) "
+        "WHERE v IS NOT NULL"
     )
     return ("DROP VIEW IF EXISTS metric_values_all;\n"
             f"CREATE VIEW metric_values_all AS {wide} UNION ALL {_LONG_PART};\n")

@@ -99,21 +99,20 @@ CREATE TABLE IF NOT EXISTS metric_names (
     name TEXT PRIMARY KEY,
     kind TEXT NOT NULL CHECK (kind IN ('bool', 'int', 'float', 'str', 'datetime'))
 );
--- Every metric value, wherever it is stored, one row per value: the columns of metrics
--- unpivoted without naming them (to_jsonb of the row), then metric_values. ``value`` is
--- the number of a float, int or bool metric; the typed columns hold each kind exactly.
+-- Every metric value, wherever it is stored, one row per value: each column of metrics
+-- (named by the catalog, so any column, users' too) read from the row as JSON, then
+-- metric_values. ``value`` is the number of a float, int or bool metric; the typed
+-- columns hold each kind exactly. A filter on ``name`` applies to the catalog first.
 CREATE OR REPLACE VIEW metric_values_all AS
-SELECT m.run_id, m.step, m.progress, j.key AS name,
-    CASE WHEN c.kind IN ('float', 'int') THEN (j.value #>> '{}')::double precision
-         WHEN c.kind = 'bool' THEN (j.value #>> '{}')::boolean::int::double precision
+SELECT m.run_id, m.step, m.progress, c.name,
+    CASE WHEN c.kind IN ('float', 'int') THEN (j.v #>> '{}')::double precision
+         WHEN c.kind = 'bool' THEN (j.v #>> '{}')::boolean::int::double precision
     END AS value,
-    CASE WHEN c.kind = 'int' THEN (j.value #>> '{}')::numeric::bigint END AS value_int,
-    CASE WHEN c.kind = 'bool' THEN (j.value #>> '{}')::boolean END AS value_bool,
-    CASE WHEN c.kind IS NULL THEN j.value #>> '{}' END AS value_text,
-    CASE WHEN c.kind = 'datetime' THEN (j.value #>> '{}')::timestamptz END AS value_time
-FROM metrics AS m
-CROSS JOIN LATERAL jsonb_each(to_jsonb(m) - 'run_id' - 'step' - 'progress') AS j
-JOIN (
+    CASE WHEN c.kind = 'int' THEN (j.v #>> '{}')::numeric::bigint END AS value_int,
+    CASE WHEN c.kind = 'bool' THEN (j.v #>> '{}')::boolean END AS value_bool,
+    CASE WHEN c.kind IS NULL THEN j.v #>> '{}' END AS value_text,
+    CASE WHEN c.kind = 'datetime' THEN (j.v #>> '{}')::timestamptz END AS value_time
+FROM (
     SELECT a.attname::text AS name,
         CASE WHEN a.atttypid IN ('float8'::regtype, 'float4'::regtype, 'numeric'::regtype)
                 THEN 'float'
@@ -123,8 +122,11 @@ JOIN (
         END AS kind
     FROM pg_attribute AS a
     WHERE a.attrelid = 'metrics'::regclass AND a.attnum > 0 AND NOT a.attisdropped
-) AS c ON c.name = j.key
-WHERE j.value <> 'null'::jsonb
+        AND a.attname NOT IN ('run_id', 'step', 'progress')
+) AS c
+CROSS JOIN metrics AS m
+CROSS JOIN LATERAL (SELECT to_jsonb(m) -> c.name AS v) AS j
+WHERE j.v IS NOT NULL AND j.v <> 'null'::jsonb
 UNION ALL
 SELECT run_id, step, progress, name,
     COALESCE(value, value_int::double precision, value_bool::int::double precision),
