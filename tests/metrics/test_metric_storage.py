@@ -299,7 +299,7 @@ async def test_processes_create_the_same_new_names_at_once(client_kwargs):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     outputs = [p.communicate(timeout=120) for p in procs]
-    for proc, (out, err) in zip(procs, outputs, strict=True):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     run_ids = [json.loads(out) for out, _ in outputs]
     client = sqltrack.AsyncClient(**client_kwargs)
