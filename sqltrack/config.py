@@ -45,6 +45,14 @@ OUTAGE_DEFAULTS: dict[str, float] = {
     "spool_after": 5.0,
     "retry_window": 30.0,
 }
+#: The column budget: metrics get their own column of ``metrics`` up to this many metric
+#: columns (``metric_columns``); further names live in the long table ``metric_values``
+#: (see docs/metric-storage.md). Below PostgreSQL's 1,600 columns (dropped ones
+#: included, for ever) and its 8 KB heap row (about 990 non-null doubles), and below
+#: SQLite's 2,000 columns.
+METRIC_COLUMNS_DEFAULTS: dict[str, int] = {"postgres": 800, "sqlite": 1500}
+#: The hard ceilings of each engine: a budget above them is refused.
+METRIC_COLUMNS_MAX: dict[str, int] = {"postgres": 1500, "sqlite": 1900}
 #: ``pooler``: "auto" detects a pooler between client and server; "transaction" (or
 #: "session", "statement") says there is one; "none" says there is none.
 POOLERS = ("auto", "none", "transaction", "session", "statement")
@@ -100,6 +108,8 @@ class Settings:
     pooler: str = "auto"
     #: Some setting was given (see :func:`is_configured`); False: every value is a default.
     configured: bool = True
+    #: The column budget (see METRIC_COLUMNS_DEFAULTS).
+    metric_columns: int = 800
 
     def __repr__(self) -> str:
         # Passwords never show: the password keywords, nor one inside a URI or a DSN
@@ -234,6 +244,25 @@ def _pooler(raw: Any) -> str:
     return text
 
 
+def _metric_columns(raw: Any, engine: str) -> int:
+    """``metric_columns``: how many metric columns ``metrics`` may get (0: none, every new
+    name goes to the long table); at most the engine's ceiling."""
+    if raw is None or raw == "":
+        return METRIC_COLUMNS_DEFAULTS[engine]
+    try:
+        if isinstance(raw, bool) or isinstance(raw, float) and raw % 1:
+            raise TypeError
+        number = int(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"config value metric_columns={raw!r} is not an int") from None
+    ceiling = METRIC_COLUMNS_MAX[engine]
+    if not 0 <= number <= ceiling:
+        raise ValueError(
+            f"config value metric_columns={raw!r} must be between 0 and {ceiling} on {engine}"
+        )
+    return number
+
+
 def _encodes(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -319,6 +348,7 @@ def resolve(
     options["retry_window"] = _number(values, "retry_window", float)
     options["spool"] = _spool(values.pop("spool", ""))
     options["pooler"] = _pooler(values.pop("pooler", "auto"))
+    options["metric_columns"] = _metric_columns(values.pop("metric_columns", None), engine)
     for key in (*POOL_DEFAULTS, *BUFFER_DEFAULTS, *OUTAGE_DEFAULTS):
         values.pop(key, None)
 

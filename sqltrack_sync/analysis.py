@@ -50,8 +50,9 @@ def metrics_frame(
     ``shape="wide"``: one row per ``(run_id, step, progress)`` with one column per
     metric (rows where all chosen metrics are missing are left out).
     ``shape="long"``: columns ``run_id, step, progress, metric, value``, one row
-    per value that is present. ``metrics`` chooses the metric columns (default:
-    every metric with a value in these runs). Rows come by run (in the order
+    per value that is present. ``metrics`` chooses the metrics (default: every
+    metric with a value in these runs), wherever each is stored (a column of
+    ``metrics`` or the long table ``metric_values``). Rows come by run (in the order
     given), then step and progress. Unknown runs raise RunNotFound, unknown
     metrics ValueError.
     """

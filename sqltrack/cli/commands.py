@@ -66,10 +66,11 @@ async def _logged_names(client: AsyncClient) -> dict[str, str]:
 
 async def _chosen_columns(client: AsyncClient, names: Sequence[str]) -> dict[str, str]:
     """``{name as given: metric column}``: a column name, or a name as logged
-    (``train/loss``: the runs' recorded mapping, else the integrations' rule)."""
+    (``train/loss``: the runs' recorded mapping, else the integrations' rule); columns
+    of ``metrics`` and long-stored metrics alike."""
     from ..integrations.names import column_name
 
-    columns = await queries.metric_columns(client)
+    columns = await queries.metric_kinds(client)
     chosen: dict[str, str] = {}
     logged: dict[str, str] | None = None
     for name in names:
@@ -194,7 +195,7 @@ async def cmd_runs(client: AsyncClient, args: argparse.Namespace) -> int:
     if args.experiment is not None:
         experiment_id = await resolve_experiment(client, args.experiment)
     chosen = await _chosen_columns(client, list(dict.fromkeys(args.metric)))
-    columns = await queries.metric_columns(client)
+    columns = await queries.metric_kinds(client)
     metrics = {column: columns[column] for column in dict.fromkeys(chosen.values())}
     runs = await queries.list_runs(client, experiment_id, args.status, args.tag, metrics)
     names, differing = await _names_and_args(client, [r["id"] for r in runs])

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from ..config import Settings
-from ..metrics.layout import MetricRow, Touch
+from ..metrics.layout import MetricRow, Placement, Touch
 
 #: Python kinds a metric column can hold; ``None`` means "declared by the user, not checked".
 METRIC_KINDS = ("bool", "int", "float", "str", "datetime")
@@ -98,6 +98,14 @@ class Dialect(ABC):
         PostgreSQL: the current transaction, each statement stopped after ``timeout``
         s; SQLite: the connection (its deadline is a progress handler, not SQL).
         """
+
+    #: The engine's hard limit on the columns of a table (PostgreSQL counts dropped ones).
+    max_columns: int = 1600
+
+    def metric_view_script(self, columns: dict[str, str | None]) -> str | None:
+        """The statements that make the view ``metric_values_all`` for these metric columns
+        of ``metrics`` (None: the base schema's view reads any column by itself)."""
+        return None
 
     @abstractmethod
     def metric_column_type(self, kind: str) -> str:
@@ -289,9 +297,29 @@ class Engine(ABC):
     async def metric_columns(self, conn: Connection) -> dict[str, str | None]:
         """Existing metric columns: name -> kind (None for types we do not check)."""
 
-    @abstractmethod
+    #: Columns of ``metrics`` that were dropped but still count towards ``max_columns``
+    #: (PostgreSQL), as last read by ``metric_columns``.
+    dropped_columns: int = 0
+
     async def add_metric_column(self, conn: Connection, name: str, kind: str) -> None:
         """Add a metric column; succeed when another process added it at the same moment."""
+        await self.add_metric_columns(conn, [(name, kind)], None)
+
+    @abstractmethod
+    async def add_metric_columns(
+        self, conn: Connection, columns: Sequence[tuple[str, str]], lock_timeout: float | None
+    ) -> bool:
+        """Add metric columns ``(name, kind)`` in one statement (those another process
+        added meanwhile are skipped). ``lock_timeout``: wait at most this many seconds for
+        the table's lock; False when it was not granted (nothing added), or when the
+        table cannot take more columns. None: wait as any statement does."""
+
+    async def refresh_metric_view(self, conn: Connection) -> None:
+        """Make the view ``metric_values_all`` again for the current columns (an engine
+        whose view cannot read any column by itself: after users' migrations)."""
+        script = self.dialect.metric_view_script(await self.metric_columns(conn))
+        if script is not None:
+            await self.executescript(conn, script)
 
     @abstractmethod
     async def write_rows(
@@ -300,6 +328,7 @@ class Engine(ABC):
         names: tuple[str, ...],
         rows: Sequence[MetricRow],
         touches: Sequence[Touch],
+        placement: Placement | None = None,
     ) -> None:
         """The one metric write: upsert rows of these metric names (``sqltrack.metrics.layout``,
         of one run or several) in order, a repeated key's later row winning, and set
@@ -310,6 +339,10 @@ class Engine(ABC):
         prepared upsert, multi-row upserts, COPY) and builds each row's parameters once.
         Raises RunNotFound when the rows' one run does not exist (ForeignKeyViolation
         for rows of several runs).
+
+        ``placement`` (None: every name is a column): which names are columns of
+        ``metrics`` and which go to the long table ``metric_values``, written in the
+        same transaction (a row whose names are all long adds no ``metrics`` row).
         """
 
     #: An optional capability: writing metric rows on the calling thread, without the
@@ -331,6 +364,7 @@ class ThreadWriter(ABC):
         rows: Sequence[MetricRow],
         touches: Sequence[Touch],
         wait: bool,
+        placement: Placement | None = None,
     ) -> bool:
         """``Engine.write_rows`` on the calling thread, committed; False: nothing written.
 

@@ -49,7 +49,7 @@ from ..errors import (
     UniqueViolation,
 )
 from ..metrics import layout
-from ..metrics.layout import MetricRow, Touch
+from ..metrics.layout import LONG_SLOTS, MetricRow, Placement, Touch
 from .base import Engine
 from .dialects import DEFAULT_READER, READER_FUNCTION, PostgresDialect, check_role_name
 from .dialects import POSTGRES_TYPES as _KIND_TYPES
@@ -512,11 +512,19 @@ class PostgresEngine(Engine):
         names: tuple[str, ...],
         rows: Sequence[MetricRow],
         touches: Sequence[Touch],
+        placement: Placement | None = None,
     ) -> None:
         """One row: one prepared upsert (the touch in the same statement), one round
         trip. Up to ``COPY_MIN_ROWS`` rows, or rows of several runs: multi-row upserts
-        that also set the touches. More rows of one run: COPY (see ``_copy``)."""
+        that also set the touches. More rows of one run: COPY (see ``_copy``).
+
+        Long-stored metrics (``placement``): one row is still one statement (the long
+        values are ``INSERT ... SELECT FROM unnest(arrays)`` CTEs of the upsert); more
+        rows: the columns as above, then the long values, in one transaction."""
         try:
+            if placement is not None:
+                await self._write_placed(conn, rows, touches, placement)
+                return
             if len(rows) == 1:
                 row = rows[0]
                 if touches:
@@ -526,12 +534,7 @@ class PostgresEngine(Engine):
                     params = layout.params(row)
                 await conn.execute(_upsert_sql(names, bool(touches), self._prefix), params)
                 return
-            run = layout.single_run(rows)
-            if run is not None and len(rows) >= COPY_MIN_ROWS and await self._copy(
-                conn, names, run, rows, touches
-            ):
-                return
-            await self._upsert_rows(conn, names, rows, touches)
+            await self._write_columns(conn, names, rows, touches)
         except errors.ForeignKeyViolation as error:
             run = layout.single_run(rows)
             if run is not None:
@@ -539,6 +542,48 @@ class PostgresEngine(Engine):
             raise translate(error, conn) from error
         except psycopg.Error as error:
             raise translate(error, conn) from error
+
+    async def _write_columns(
+        self,
+        conn: Conn,
+        names: tuple[str, ...],
+        rows: Sequence[MetricRow],
+        touches: Sequence[Touch],
+    ) -> None:
+        run = layout.single_run(rows)
+        if run is not None and len(rows) >= COPY_MIN_ROWS and await self._copy(
+            conn, names, run, rows, touches
+        ):
+            return
+        await self._upsert_rows(conn, names, rows, touches)
+
+    async def _write_placed(
+        self, conn: Conn, rows: Sequence[MetricRow], touches: Sequence[Touch], where: Placement
+    ) -> None:
+        """Rows with long-stored metrics: see ``write_rows``."""
+        columns = where.columns
+        arrays = _long_arrays(rows, where)
+        kinds = tuple(arrays)
+        if len(rows) == 1:
+            (row,) = rows
+            params: list[Any] = [value for pair in touches for value in pair]
+            for kind in kinds:
+                params += arrays[kind]
+            query = _placed_sql(columns, kinds, len(touches), self._prefix)
+            if columns:
+                params += layout.params(layout.column_row(row, where))
+            await _execute_raw(conn, query, params)
+            return
+        async with conn.transaction():
+            await self._local_schema(conn)
+            if columns:
+                column_rows = [layout.column_row(row, where) for row in rows]
+                await self._write_columns(conn, columns, column_rows, touches)
+            elif touches:
+                async with conn.cursor() as cursor:
+                    await cursor.executemany(_TOUCH, [(when, r) for r, when in touches])
+            for kind in kinds:
+                await _execute_raw(conn, _placed_sql((), (kind,), 0, self._prefix), arrays[kind])
 
     async def _copy(
         self,
@@ -627,35 +672,57 @@ class PostgresEngine(Engine):
     async def metric_columns(self, conn: Conn) -> dict[str, str | None]:
         rows = await self.fetch(
             conn,
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = 'metrics'",
+            "SELECT a.attname, format_type(a.atttypid, NULL), a.attisdropped "
+            "FROM pg_attribute a WHERE a.attrelid = 'metrics'::regclass AND a.attnum > 0",
         )
+        self.dropped_columns = sum(1 for row in rows if row[2])
+        live = [(name, data_type) for name, data_type, dropped in rows if not dropped]
         # Also the exact types for the binary COPY of buffered batches.
-        self._column_types = dict(rows)
+        self._column_types = dict(live)
         return {
             name: _TYPE_KINDS.get(data_type)
-            for name, data_type in rows
+            for name, data_type in live
             if name not in ("run_id", "step", "progress")
         }
 
-    async def add_metric_column(self, conn: Conn, name: str, kind: str) -> None:
-        statement = sql.SQL("ALTER TABLE metrics ADD COLUMN IF NOT EXISTS {} {}").format(
-            sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])
+    async def add_metric_columns(
+        self, conn: Conn, columns: Sequence[tuple[str, str]], lock_timeout: float | None
+    ) -> bool:
+        """One ``ALTER TABLE metrics ADD COLUMN IF NOT EXISTS a ..., ADD COLUMN IF NOT
+        EXISTS b ...`` in a transaction of its own (a savepoint in a user block) whose
+        ``lock_timeout`` bounds the wait for the table's lock: behind an open reader,
+        the ALTER would wait, and every writer of ``metrics`` would queue behind it."""
+        statement = sql.SQL("ALTER TABLE metrics ") + sql.SQL(", ").join(
+            sql.SQL("ADD COLUMN IF NOT EXISTS {} {}").format(
+                sql.Identifier(name), sql.SQL(_KIND_TYPES[kind]))
+            for name, kind in columns
         )
+        timeout = "0" if lock_timeout is None else str(max(1, int(lock_timeout * 1000)))
         for _ in range(5):
             try:
-                # A savepoint when inside a user block, so a lost race does not abort it.
-                async with self._scoped(conn), (
-                    nullcontext() if conn.autocommit else conn.transaction()
-                ):
-                    await conn.execute(statement)
-                return
+                async with conn.transaction():
+                    await self._local_schema(conn)
+                    cursor = await conn.execute(
+                        "SELECT current_setting('lock_timeout'), "
+                        "set_config('lock_timeout', %s, true)", [timeout])
+                    row = await cursor.fetchone()
+                    try:
+                        await conn.execute(statement)
+                    finally:
+                        if not conn.autocommit and row is not None:  # a block goes on
+                            with suppress(psycopg.Error):
+                                await conn.execute(
+                                    "SELECT set_config('lock_timeout', %s, true)", [row[0]])
+                return True
             except (errors.DuplicateColumn, errors.UniqueViolation):
-                return
+                return True
+            except (errors.LockNotAvailable, errors.TooManyColumns):
+                return False
             except errors.DeadlockDetected:
                 continue
             except psycopg.Error as error:
                 raise translate(error, conn) from error
+        return False
 
 
 async def _execute_raw(conn: Conn, query: bytes, params: Sequence[Any]) -> None:
@@ -740,3 +807,68 @@ def _upsert_text(
             f"WHERE id = {placeholder(2)}) " + query
         )
     return query.encode()
+
+
+#: The array type of each kind's value slot in ``metric_values``.
+_LONG_ARRAYS = {"float": "float8[]", "int": "int8[]", "bool": "bool[]", "str": "text[]",
+                "datetime": "timestamptz[]"}
+#: The value slot (column of ``metric_values``) of each kind.
+_LONG_COLUMNS = ("value", "value_int", "value_bool", "value_text", "value_time")
+
+
+def _long_arrays(rows: Sequence[MetricRow], where: Placement) -> dict[str, list[list[Any]]]:
+    """The long-stored values of rows as arrays per kind: ``[run_ids, steps,
+    progresses, names, values]``; a key repeated in the rows keeps its later value
+    (one statement cannot upsert a row twice)."""
+    per_kind: dict[str, dict[tuple[Any, ...], Any]] = {}
+    for row in rows:
+        run, step, progress = layout.key(row)
+        for (name, kind), value in zip(where.long, layout.long_values(row, where), strict=True):
+            if kind == "float" and type(value) is int:
+                value = float(value)
+            per_kind.setdefault(kind, {})[(run, step, progress, name)] = value
+    arrays: dict[str, list[list[Any]]] = {}
+    for kind, entries in per_kind.items():
+        keys = list(entries)
+        arrays[kind] = [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                        [k[3] for k in keys], list(entries.values())]
+    return arrays
+
+
+@lru_cache(maxsize=1024)
+def _placed_sql(
+    columns: tuple[str, ...], kinds: tuple[str, ...], nruns: int, prefix: str = ""
+) -> bytes:
+    """One statement (``$n`` placeholders): set ``time_updated`` of ``nruns`` runs (the
+    ``(id, time)`` pairs first), upsert the long values of each kind (five arrays
+    each), then, with ``columns``, the ``metrics`` row (its parameters last)."""
+    parts: list[str] = []
+    number = 0
+
+    def mark(cast: str = "") -> str:
+        nonlocal number
+        number += 1
+        return f"${number}{cast}"
+
+    if nruns:
+        pairs = ", ".join(f"({mark('::bigint')}, {mark('::timestamptz')})" for _ in range(nruns))
+        parts.append(f"UPDATE {prefix}runs AS r SET time_updated = u.t "
+                     f"FROM (VALUES {pairs}) AS u (id, t) WHERE r.id = u.id")
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _LONG_COLUMNS)
+    for kind in kinds:
+        slot = _LONG_COLUMNS[LONG_SLOTS[kind]]
+        arrays = ", ".join([mark("::int8[]"), mark("::int8[]"), mark("::float8[]"),
+                            mark("::text[]"), mark("::" + _LONG_ARRAYS[kind])])
+        parts.append(
+            f"INSERT INTO {prefix}metric_values (run_id, step, progress, name, {slot}) "
+            f"SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT (run_id, name, step, progress) DO UPDATE SET {updates}"
+        )
+    if columns:
+        first = number
+        parts.append(_upsert_text(columns, False, 1, lambda n: f"${n + first}", prefix).decode())
+    *ctes, main = parts
+    if not ctes:
+        return main.encode()
+    heads = ", ".join(f"s{i} AS ({text})" for i, text in enumerate(ctes))
+    return f"WITH {heads} {main}".encode()

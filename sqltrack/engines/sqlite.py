@@ -32,7 +32,7 @@ from ..errors import (
     UniqueViolation,
 )
 from ..metrics import layout
-from ..metrics.layout import MetricRow, Touch
+from ..metrics.layout import LONG_SLOTS, MetricRow, Placement, Touch
 from .base import Engine, ThreadWriter
 from .dialects import SQLITE_TYPES as _KIND_TYPES
 from .dialects import SqliteDialect
@@ -233,6 +233,7 @@ def _write_rows(
     adapt: Callable[[Any], Any],
     touches: Sequence[tuple[str, int]],
     autocommit: bool,
+    placement: Placement | None = None,
 ) -> None:
     """Rows in one transaction, as multi-row upserts of ``BATCH_STATEMENT_ROWS`` rows
     (then of a tenth of that, then of one row for the rest), the touches, the commit:
@@ -243,28 +244,20 @@ def _write_rows(
     one text, so sqlite3's statement cache prepares it once per connection. A key
     repeated in the rows is upserted twice, in order: the later values win, as with
     one upsert per row.
+
+    Long-stored metrics (``placement``): their values are upserted into
+    ``metric_values`` in the same transaction; a row whose names are all long adds no
+    ``metrics`` row.
     """
-    width = 3 + len(names)
-    getlimit = getattr(c, "getlimit", None)  # Python 3.11+
-    limit = int(getlimit(_VARIABLE_LIMIT)) if getlimit is not None else DEFAULT_VARIABLE_LIMIT
-    size = max(1, min(BATCH_STATEMENT_ROWS, limit // width))
-    params = _flat_params(rows, adapt)
+    column_rows = rows
+    if placement is not None:
+        names = placement.columns
+        column_rows = [layout.column_row(row, placement) for row in rows] if names else []
     try:
-        if len(rows) == 1:
-            c.execute(_upsert_sql(names), params)
-        else:
-            start = 0
-            left = len(rows)
-            while left:
-                count = left // size
-                if count:
-                    step = size * width
-                    end = start + count * step
-                    c.executemany(_upsert_sql(names, size),
-                                  [params[i:i + step] for i in range(start, end, step)])
-                    start = end
-                    left -= count * size
-                size = max(1, size // 10)
+        if column_rows:
+            _write_columns(c, names, column_rows, adapt)
+        if placement is not None:
+            c.executemany(_LONG_UPSERT, _long_params(rows, placement, adapt))
         if touches:
             c.executemany("UPDATE runs SET time_updated = ? WHERE id = ?", touches)
         if autocommit:
@@ -277,6 +270,121 @@ def _write_rows(
             if run is not None:
                 raise RunNotFound(run) from None
         raise
+
+
+def _write_columns(
+    c: sqlite3.Connection, names: tuple[str, ...], rows: Sequence[MetricRow],
+    adapt: Callable[[Any], Any],
+) -> None:
+    """The ``metrics`` part of ``_write_rows`` (no commit)."""
+    width = 3 + len(names)
+    getlimit = getattr(c, "getlimit", None)  # Python 3.11+
+    limit = int(getlimit(_VARIABLE_LIMIT)) if getlimit is not None else DEFAULT_VARIABLE_LIMIT
+    size = max(1, min(BATCH_STATEMENT_ROWS, limit // width))
+    params = _flat_params(rows, adapt)
+    if len(rows) == 1:
+        c.execute(_upsert_sql(names), params)
+        return
+    start = 0
+    left = len(rows)
+    while left:
+        count = left // size
+        if count:
+            step = size * width
+            end = start + count * step
+            c.executemany(_upsert_sql(names, size),
+                          [params[i:i + step] for i in range(start, end, step)])
+            start = end
+            left -= count * size
+        size = max(1, size // 10)
+
+
+_LONG_UPSERT = (
+    "INSERT INTO metric_values (run_id, step, progress, name, value, value_int, value_bool, "
+    "value_text, value_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id, name, step, progress) DO UPDATE SET value = excluded.value, "
+    "value_int = excluded.value_int, value_bool = excluded.value_bool, "
+    "value_text = excluded.value_text, value_time = excluded.value_time"
+)
+_NO_VALUES = (None, None, None, None, None)
+
+
+def _long_params(
+    rows: Sequence[MetricRow], where: Placement, adapt: Callable[[Any], Any]
+) -> list[tuple[Any, ...]]:
+    """One ``metric_values`` row per long-stored value: its kind's slot holds it."""
+    slots = [(name, LONG_SLOTS[kind]) for name, kind in where.long]
+    params = []
+    for row in rows:
+        key = layout.key(row)
+        for (name, slot), value in zip(slots, layout.long_values(row, where), strict=True):
+            values = list(_NO_VALUES)
+            values[slot] = adapt(value)
+            params.append((*key, name, *values))
+    return params
+
+
+def _add_columns(
+    c: sqlite3.Connection, columns: Sequence[tuple[str, str]], autocommit: bool,
+    view: Callable[[dict[str, str | None]], str | None],
+) -> bool:
+    """The missing ones of ``columns`` in one transaction with the view made again
+    (False: the table cannot take that many columns; nothing added)."""
+    try:
+        if autocommit and not c.in_transaction:
+            c.execute("BEGIN IMMEDIATE")
+        present = {str(r[1]).lower() for r in c.execute("PRAGMA table_info(metrics)")}
+        for name, kind in columns:
+            if name.lower() not in present:
+                present.add(name.lower())
+                c.execute(f"ALTER TABLE metrics ADD COLUMN {_quote(name)} {_KIND_TYPES[kind]}")
+        _make_view(c, view)
+        if autocommit:
+            c.commit()
+        return True
+    except sqlite3.OperationalError as error:
+        if autocommit and c.in_transaction:
+            c.rollback()
+        if "too many columns" in str(error):
+            return False
+        raise
+    except BaseException:
+        if autocommit and c.in_transaction:
+            c.rollback()
+        raise
+
+
+def _make_view(c: sqlite3.Connection, view: Callable[[dict[str, str | None]], str | None]) -> None:
+    """The view ``metric_values_all`` made again for the columns of ``metrics`` (no commit)."""
+    columns = {
+        str(name): _TYPE_KINDS.get(str(declared).upper())
+        for _, name, declared, *_ in c.execute("PRAGMA table_info(metrics)")
+        if name not in ("run_id", "step", "progress")
+    }
+    script = view(columns)
+    if script:
+        for statement in _split_script(script):
+            c.execute(statement)
+
+
+def _refresh_view(
+    c: sqlite3.Connection, autocommit: bool,
+    view: Callable[[dict[str, str | None]], str | None],
+) -> None:
+    try:
+        if autocommit and not c.in_transaction:
+            c.execute("BEGIN IMMEDIATE")
+        _make_view(c, view)
+        if autocommit:
+            c.commit()
+    except BaseException:
+        if autocommit and c.in_transaction:
+            c.rollback()
+        raise
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 #: After this many commits, or this many rows, on the event loop's own connection, a
@@ -385,6 +493,7 @@ class SqliteThreadWriter(ThreadWriter):
         rows: Sequence[MetricRow],
         touches: Sequence[Touch],
         wait: bool,
+        placement: Placement | None = None,
     ) -> bool:
         if not wait:
             conn = self.loop_conn
@@ -392,7 +501,8 @@ class SqliteThreadWriter(ThreadWriter):
                                 or self._loop_rows >= LOOP_CHECKPOINT_ROWS):
                 return False
             try:
-                _write_rows(conn, names, rows, self._adapt, self.stamps(touches), True)
+                _write_rows(conn, names, rows, self._adapt, self.stamps(touches), True,
+                            placement)
             except sqlite3.Error as error:
                 if is_busy(error):
                     return False
@@ -408,7 +518,7 @@ class SqliteThreadWriter(ThreadWriter):
                 _connect_worker(conn)
                 self._direct.conn = conn
                 self._direct_conns.append(conn)
-            _write_rows(conn, names, rows, self._adapt, self.stamps(touches), True)
+            _write_rows(conn, names, rows, self._adapt, self.stamps(touches), True, placement)
         except sqlite3.Error as error:
             raise translate(error) from error
         return True
@@ -554,13 +664,22 @@ class SqliteEngine(Engine):
             if name not in ("run_id", "step", "progress")
         }
 
-    async def add_metric_column(self, conn: SqliteConnection, name: str, kind: str) -> None:
-        sql = f"ALTER TABLE metrics ADD COLUMN {self.dialect.quote_ident(name)} {_KIND_TYPES[kind]}"
+    async def add_metric_columns(
+        self, conn: SqliteConnection, columns: Sequence[tuple[str, str]],
+        lock_timeout: float | None,
+    ) -> bool:
+        """The columns in one transaction, with the view made again. SQLite readers (WAL)
+        never block it: the wait is for the write lock, as every write's."""
         try:
-            await conn.call(_fetch, sql, (), conn not in self._blocks)
-        except sqlite3.OperationalError as error:
-            if "duplicate column name" not in str(error):
-                raise translate(error) from error
+            return bool(await conn.call(_add_columns, list(columns), conn not in self._blocks,
+                                        self.dialect.metric_view_script))
+        except sqlite3.Error as error:
+            raise translate(error) from error
+
+    async def refresh_metric_view(self, conn: SqliteConnection) -> None:
+        try:
+            await conn.call(_refresh_view, conn not in self._blocks,
+                            self.dialect.metric_view_script)
         except sqlite3.Error as error:
             raise translate(error) from error
 
@@ -581,6 +700,7 @@ class SqliteEngine(Engine):
         names: tuple[str, ...],
         rows: Sequence[MetricRow],
         touches: Sequence[Touch],
+        placement: Placement | None = None,
     ) -> None:
         """The rows in one transaction (see ``_write_rows``), in the connection's worker
         thread: one hop. After a committed write, the thread writer's loop connection is
@@ -589,7 +709,7 @@ class SqliteEngine(Engine):
         autocommit = conn not in self._blocks
         try:
             await conn.call(_write_rows, names, rows, self.dialect.metric_value,
-                             writer.stamps(touches), autocommit)
+                             writer.stamps(touches), autocommit, placement)
             if autocommit:
                 writer.pooled_write_done()
                 if writer.loop_conn is None:

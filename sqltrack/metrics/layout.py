@@ -14,6 +14,10 @@ NamedTuple) leaves the garbage collector's lists at its first collection, so row
 waiting in a buffer are neither traversed again nor promoted to the old generation,
 whose full collections would stall a producer for many ms.
 
+Where each metric is stored (a column of ``metrics``, or a row of the long table
+``metric_values``) is a ``Placement`` of the row's names, computed once per names
+tuple by the metric table; ``column_row`` and ``long_values`` split a row by it.
+
 Only this module knows the layout: everyone else (writer, buffer, combiner, spool,
 engines) uses these accessors. A leaf: it imports nothing of sqltrack, so the
 engines may use it.
@@ -21,10 +25,10 @@ engines may use it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 #: One checked metric row (see the module docstring).
 MetricRow = tuple[Any, ...]
@@ -86,3 +90,59 @@ def single_run(rows: Sequence[MetricRow]) -> int | None:
 def step_range(rows: Sequence[MetricRow]) -> str:
     """``first..last`` step of rows, for messages."""
     return f"{rows[0][4]}..{rows[-1][4]}"
+
+
+#: The value slot of each kind in ``metric_values`` (``value``, ``value_int``,
+#: ``value_bool``, ``value_text``, ``value_time``).
+LONG_SLOTS = {"float": 0, "int": 1, "bool": 2, "str": 3, "datetime": 4}
+
+
+class Placement(NamedTuple):
+    """Where the metrics of one names tuple are stored (None instead: all are columns).
+
+    ``columns``: the names that are columns of ``metrics``, in row order; ``long``:
+    ``(name, kind)`` of the names stored in ``metric_values`` (``kind``: the name's
+    registered kind, which decides its value slot), in row order.
+    """
+
+    columns: tuple[str, ...]
+    long: tuple[tuple[str, str], ...]
+    pick_columns: Callable[[MetricRow], tuple[Any, ...]]
+    pick_kinds: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    pick_long: Callable[[MetricRow], tuple[Any, ...]]
+
+
+def _picker(positions: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A function returning the items at ``positions`` as a tuple (also for 0 or 1)."""
+    if len(positions) > 1:
+        return itemgetter(*positions)  # type: ignore[return-value]
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda items: (items[only],)
+    return lambda items: ()
+
+
+def placement(names: Sequence[str], long_kinds: Mapping[str, str]) -> Placement | None:
+    """The placement of ``names`` given the kinds of the long-stored names (None: every
+    name is a column, the usual case)."""
+    long_at = [i for i, name in enumerate(names) if name in long_kinds]
+    if not long_at:
+        return None
+    column_at = [i for i in range(len(names)) if i not in set(long_at)]
+    return Placement(
+        columns=tuple(names[i] for i in column_at),
+        long=tuple((names[i], long_kinds[names[i]]) for i in long_at),
+        pick_columns=_picker([3, 4, 5, *(6 + i for i in column_at)]),
+        pick_kinds=_picker(column_at),
+        pick_long=_picker([6 + i for i in long_at]),
+    )
+
+
+def column_row(row: MetricRow, where: Placement) -> MetricRow:
+    """The row with only its column-stored metrics (the same layout, for ``metrics``)."""
+    return (where.columns, where.pick_kinds(row[1]), row[2]) + where.pick_columns(row)
+
+
+def long_values(row: MetricRow, where: Placement) -> tuple[Any, ...]:
+    """The row's values of its long-stored metrics, in the order of ``where.long``."""
+    return where.pick_long(row)

@@ -1,12 +1,20 @@
-"""The metric columns of one client's database, cached, and the check of every row.
+"""Where each metric of one client's database is stored (cached), and the check of every row.
+
+A metric is a column of ``metrics`` (the names that have one, up to the column budget
+``metric_columns``) or lives in the long table ``metric_values`` (names past the
+budget, and names whose column could not be created at once because a reader held
+the table: those are registered in ``metric_names`` for good). Either way its first
+value decides its kind, and a value of another kind is a ``MetricTypeError``.
 
 ``prepare`` turns one ``add_metrics`` call into a row (``sqltrack.metrics.layout``)
-without I/O, raising before anything is written; ``ensure_columns`` creates the
-columns a row still lacks. Names and kinds: ``sqltrack.metrics.names``.
+without I/O, raising before anything is written; ``ensure_columns`` gives every name
+of a row its place (creating columns, registering long names); ``placement`` tells
+the engine where a row's names go. Names and kinds: ``sqltrack.metrics.names``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -16,40 +24,74 @@ from ..client.connections import Connections
 from ..engines.base import Connection, Engine
 from ..errors import MetricTypeError
 from . import layout
-from .layout import MetricRow
+from .layout import MetricRow, Placement
 from .names import FITS, KIND_OF_TYPE, check_metric_name, metric_kind
 
 _MISSING = object()
 _UTC = timezone.utc
 #: names, value types, kinds of a call that passed every check (``MetricTable._checked``).
 _Checked = tuple[tuple[str, ...], tuple[type, ...], tuple["str | None", ...]]
+#: Seconds a new column waits for the table's lock (PostgreSQL) before its name goes to
+#: the long table instead: behind an open reader, every writer queues behind the ALTER.
+COLUMN_LOCK_TIMEOUT = 0.2
+#: After a column lock was not granted, seconds during which new names go straight to
+#: the long table (the reader is likely still there; no writer stalls again meanwhile).
+COLUMN_RETRY_AFTER = 30.0
+#: Names per statement of the registry's look-ups and inserts.
+_CHUNK = 500
 
 
 class MetricTable:
-    """The metric columns of one database (cached) and the checks of each row."""
+    """Where each metric is stored (cached: columns and long names) and the checks of each row."""
 
     def __init__(self, connections: Connections) -> None:
         self._connections = connections
+        #: The metric columns of ``metrics``: name -> kind (None: a type not checked).
         self._columns: dict[str, str | None] | None = None
+        #: The long-stored names met so far (registered in ``metric_names``): name -> kind.
+        self._long: dict[str, str] = {}
+        #: Every known name's kind, wherever it is stored (the checks read this one).
+        self._kinds: dict[str, str | None] | None = None
+        self._placements: dict[tuple[str, ...], Placement | None] = {}
+        #: No column is tried before this time (``time.monotonic``): see COLUMN_RETRY_AFTER.
+        self._no_columns_until = 0.0
         #: (names, value types, kinds) of the last call of bool, int and float values that
         #: passed every check: a call with the same names and types needs no check again
         #: (see ``prepare``); its row shares these names and kinds tuples.
         self._checked: _Checked | None = None
 
     def forget_columns(self) -> None:
-        """Drop the column cache (migrations changed the table, or a block rolled back)."""
+        """Drop the cache (migrations changed the table, or a block rolled back)."""
         self._columns = None
+        self._kinds = None
+        self._long = {}
+        self._placements = {}
         self._checked = None
 
     def knows(self, names: Any) -> bool:
-        """Whether every name has a known column (False while nothing is cached)."""
-        columns = self._columns
-        return columns is not None and all(name in columns for name in names)
+        """Whether every name has a known place (False while nothing is cached)."""
+        kinds = self._kinds
+        return kinds is not None and all(name in kinds for name in names)
+
+    def placement(self, names: tuple[str, ...]) -> Placement | None:
+        """Where the metrics of ``names`` (all known) are stored; None: all are columns."""
+        if not self._long:
+            return None
+        try:
+            return self._placements[names]
+        except KeyError:
+            where = self._placements[names] = layout.placement(names, self._long)
+            return where
+
+    def long_names(self) -> dict[str, str]:
+        """The long-stored names this table met so far, name -> kind."""
+        return dict(self._long)
 
     async def columns(self) -> dict[str, str | None]:
         """The metric columns, read again: name -> kind (None: a type not checked)."""
         self._checked = None
         self._columns = columns = await self._connections.run(_metric_columns, retry=True)
+        self._kinds = {**self._long, **columns}
         return columns
 
     def prepare(
@@ -64,7 +106,7 @@ class MetricTable:
         anything is written.
 
         This is the hot path of every add_metrics: one pass over the values, with
-        the column cache deciding whether a name still needs validation.
+        the cache of known names deciding whether a name still needs validation.
         """
         if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise TypeError(f"metrics must be a dict of name -> value, not {metrics!r}")
@@ -90,7 +132,7 @@ class MetricTable:
         if checked is not None and checked[1] == types_now and checked[0] == names:
             return (checked[0], checked[2], updated, run_id, step, progress) + values_now
         kinds_now = tuple(map(KIND_OF_TYPE.get, types_now))
-        columns = self._columns or {}
+        known = self._kinds or {}
         values = []
         kinds = []
         for name, value in metrics.items():
@@ -99,27 +141,32 @@ class MetricTable:
                 value, kind = metric_kind(name, value)
             values.append(value)
             kinds.append(kind)
-            column_kind = columns.get(name, _MISSING)
-            if column_kind is _MISSING:
+            known_kind = known.get(name, _MISSING)
+            if known_kind is _MISSING:
                 check_metric_name(name)
-            elif kind is not None and column_kind is not None and column_kind not in FITS[kind]:
-                check_fit(columns, (name,), (value,), (kind,))
+            elif kind is not None and known_kind is not None and known_kind not in FITS[kind]:
+                check_fit(known, (name,), (value,), (kind,), self._long)
         kinds_row = tuple(kinds)
         plain = None not in kinds_now and "str" not in kinds_now  # bool, int, float only
-        if plain and kinds_row == kinds_now and self._columns is not None:
+        if plain and kinds_row == kinds_now and self._kinds is not None:
             self._checked = (names, types_now, kinds_row)  # the same names and types pass again
         return layout.make(names, kinds_row, updated, run_id, step, progress, values)
 
     async def ensure_columns(self, row: MetricRow) -> None:
-        """Create the missing metric columns of a row; check its values fit the columns."""
+        """Give every metric of a row its place: a new column while the budget lasts and
+        the table's lock comes at once, else the long table; check its values fit."""
         names = layout.names(row)
         if self.knows(names):
             return
         kinds = layout.kinds(row)
         values = layout.values(row)
         columns = await self.columns()
-        check_fit(columns, names, values, kinds)
-        missing = [(n, k) for n, k in zip(names, kinds, strict=True) if n not in columns]
+        unknown = [n for n in names if n not in columns and n not in self._long]
+        if unknown:
+            await self._learn_long(unknown)
+        check_fit(self._known(), names, values, kinds, self._long)
+        missing = [(n, k) for n, k in zip(names, kinds, strict=True)
+                   if n not in columns and n not in self._long]
         if not missing:
             return
         for name, kind in missing:
@@ -128,17 +175,55 @@ class MetricTable:
                     f"metric {name!r} has no column yet and its value is None: "
                     "log a first real value so its type is known"
                 )
-        for name, kind in missing:
-            await self._connections.run(_add_metric_column, name, kind, retry=True)
-        columns = await self.columns()
-        for name, _ in missing:
-            if name not in columns:  # SQLite: column names are case-insensitive
-                clash = [c for c in columns if c.lower() == name.lower()]
-                raise ValueError(
-                    f"metric name {name!r} clashes with the existing column {clash!r} "
-                    "(names differing only in case are one column here); use the same spelling"
-                )
-        check_fit(columns, names, values, kinds)
+        wanted: list[tuple[str, str]] = [(n, k) for n, k in missing if k is not None]
+        room = self._room(columns)
+        new_columns = wanted[:room] if time.monotonic() >= self._no_columns_until else []
+        if new_columns:
+            granted = await self._connections.run(
+                _add_metric_columns, new_columns, COLUMN_LOCK_TIMEOUT, retry=True)
+            if not granted:
+                self._no_columns_until = time.monotonic() + COLUMN_RETRY_AFTER
+            columns = await self.columns()
+            if granted:
+                for name, _ in new_columns:
+                    if name not in columns:  # SQLite: column names are case-insensitive
+                        clash = [c for c in columns if c.lower() == name.lower()]
+                        if clash:
+                            raise ValueError(
+                                f"metric name {name!r} clashes with the existing column "
+                                f"{clash!r} (names differing only in case are one column "
+                                "here); use the same spelling"
+                            )
+        to_long = [(n, k) for n, k in wanted if n not in columns]
+        if to_long:
+            await self._register_long(to_long)
+        check_fit(self._known(), names, values, kinds, self._long)
+
+    def _known(self) -> dict[str, str | None]:
+        self._kinds = {**self._long, **(self._columns or {})}
+        return self._kinds
+
+    def _room(self, columns: Mapping[str, Any]) -> int:
+        """How many more metric columns ``metrics`` may get (the budget, and the engine's
+        hard limit with dropped columns and a margin)."""
+        engine = self._connections.engine
+        budget = self._connections.settings.metric_columns - len(columns)
+        hard = engine.dialect.max_columns - 100 - 3 - len(columns) - engine.dropped_columns
+        return max(0, min(budget, hard))
+
+    async def _learn_long(self, names: Sequence[str]) -> None:
+        """The kinds of those of ``names`` that are registered long-stored names."""
+        found = await self._connections.run(_registered, list(names), retry=True)
+        self._long.update(found)
+        self._placements = {}
+
+    async def _register_long(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Register long-stored names (insert if absent, then read back: another process
+        may have registered a name first, its kind wins)."""
+        found = await self._connections.run(_register, list(pairs), retry=True)
+        self._long.update(found)
+        self._placements = {}
+        self._checked = None
 
 
 def check_fit(
@@ -146,16 +231,20 @@ def check_fit(
     names: Sequence[str],
     values: Sequence[Any],
     kinds: Sequence[str | None],
+    long: Mapping[str, str] | None = None,
 ) -> None:
-    """MetricTypeError for the first value whose kind its existing column does not take."""
+    """MetricTypeError for the first value whose kind its metric does not take (the kind
+    of its column, or of its first value for a long-stored metric: ``long``)."""
     for name, value, kind in zip(names, values, kinds, strict=True):
         column_kind = columns.get(name)
         if kind is None or column_kind is None:
             continue
         if column_kind not in FITS[kind]:
+            where = ("values (stored in metric_values)" if long and name in long
+                     else "column")
             raise MetricTypeError(
                 f"metric {name!r}: value {value!r} ({kind}) does not fit its existing "
-                f"{column_kind} column; log a {column_kind} or use another metric name"
+                f"{column_kind} {where}; log a {column_kind} or use another metric name"
             )
 
 
@@ -163,5 +252,29 @@ async def _metric_columns(engine: Engine, conn: Connection) -> dict[str, str | N
     return await engine.metric_columns(conn)
 
 
-async def _add_metric_column(engine: Engine, conn: Connection, name: str, kind: str) -> None:
-    await engine.add_metric_column(conn, name, kind)  # IF NOT EXISTS: idempotent
+async def _add_metric_columns(
+    engine: Engine, conn: Connection, columns: list[tuple[str, str]], lock_timeout: float
+) -> bool:
+    return await engine.add_metric_columns(conn, columns, lock_timeout)  # idempotent
+
+
+async def _registered(engine: Engine, conn: Connection, names: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for start in range(0, len(names), _CHUNK):
+        chunk = names[start:start + _CHUNK]
+        marks = ", ".join(["%s"] * len(chunk))
+        query = engine.dialect.sql(f"SELECT name, kind FROM metric_names WHERE name IN ({marks})")
+        found.update((name, kind) for name, kind in await engine.fetch(conn, query, chunk))
+    return found
+
+
+async def _register(
+    engine: Engine, conn: Connection, pairs: list[tuple[str, str]]
+) -> dict[str, str]:
+    for start in range(0, len(pairs), _CHUNK):
+        chunk = pairs[start:start + _CHUNK]
+        marks = ", ".join(["(%s, %s)"] * len(chunk))
+        query = engine.dialect.sql(
+            f"INSERT INTO metric_names (name, kind) VALUES {marks} ON CONFLICT DO NOTHING")
+        await engine.fetch(conn, query, [value for pair in chunk for value in pair])
+    return await _registered(engine, conn, [name for name, _ in pairs])

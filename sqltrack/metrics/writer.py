@@ -34,7 +34,7 @@ from ..engines.base import Connection, Engine, ThreadWriter
 from ..errors import ConnectionLost
 from . import layout
 from .combining import WriteCombiner
-from .layout import MetricRow, Touch
+from .layout import MetricRow, Placement, Touch
 from .table import MetricTable
 
 _OPEN = ClientState.OPEN
@@ -97,7 +97,9 @@ class MetricWriter:
         if writer is None or not self.table.knows(metrics):
             return False
         row = self.table.prepare(run_id, metrics, step, progress, updated)
-        return writer.write(layout.names(row), (row,), _touch_of(row), wait=True)
+        names = layout.names(row)
+        return writer.write(names, (row,), _touch_of(row), wait=True,
+                            placement=self.table.placement(names))
 
     def _caller_thread_writer(self) -> ThreadWriter | None:
         connections = self.connections
@@ -116,11 +118,13 @@ class MetricWriter:
         names = layout.names(row)
         rows = (row,)
         touches = _touch_of(row)
+        placement = self.table.placement(names)
         held = connections.held()
         if held is not None:
-            return await engine.write_rows(held, names, rows, touches)
+            return await engine.write_rows(held, names, rows, touches, placement)
         writer = engine.thread_writer
-        if writer is not None and writer.write(names, rows, touches, wait=False):
+        if writer is not None and writer.write(names, rows, touches, wait=False,
+                                               placement=placement):
             return None  # SQLite, lock free: written on this thread, no hop
         combiner = self._combiner
         if not combiner.full():
@@ -128,13 +132,13 @@ class MetricWriter:
         elif await combiner.wait(row):
             return None  # written, with other calls' rows, by another call
         try:
-            await self._write_alone(engine, names, rows, touches)
+            await self._write_alone(engine, names, rows, touches, placement)
         finally:
             combiner.done()
 
     async def _write_alone(
         self, engine: Engine, names: tuple[str, ...], rows: Sequence[MetricRow],
-        touches: Sequence[Touch],
+        touches: Sequence[Touch], placement: Placement | None,
     ) -> None:
         """The rows on a pooled connection; then, on the same connection, the rows that
         queued in the combiner meanwhile."""
@@ -145,7 +149,7 @@ class MetricWriter:
             lost = error
         else:
             try:
-                await engine.write_rows(conn, names, rows, touches)
+                await engine.write_rows(conn, names, rows, touches, placement)
                 if combiner.waiting:
                     await self._write_waiting(engine, conn)
                 return None
@@ -156,7 +160,8 @@ class MetricWriter:
         # The server went away: every waiting call retries on its own, within its
         # own retry_window, instead of queueing behind this call's retries.
         combiner.write_all_alone()
-        await self.connections.retry(engine, _write_rows, (names, rows, touches), lost)
+        await self.connections.retry(engine, _write_rows, (names, rows, touches, placement),
+                                     lost)
 
     async def _write_waiting(self, engine: Engine, conn: Connection) -> None:
         """The combiner's waiting rows, one statement per set of names; a statement that
@@ -165,8 +170,10 @@ class MetricWriter:
         groups = combiner.take()
         for index, group in enumerate(groups):
             rows = [entry.row for entry in group]
+            names = layout.names(rows[0])
             try:
-                await engine.write_rows(conn, layout.names(rows[0]), rows, layout.touches(rows))
+                await engine.write_rows(conn, names, rows, layout.touches(rows),
+                                        self.table.placement(names))
             except BaseException as error:
                 for entry in (e for g in groups[index:] for e in g):
                     combiner.write_alone(entry)
@@ -201,13 +208,16 @@ class MetricWriter:
         for index, group in enumerate(groups):
             last = index == len(groups) - 1
             names = layout.names(group[0])
+            placement = self.table.placement(names)
             group_touches = touches if last else ()
             engine = await connections.opened_engine()
             if connections.held() is None:
                 writer = engine.thread_writer
-                if writer is not None and writer.write(names, group, group_touches, wait=False):
+                if writer is not None and writer.write(names, group, group_touches, wait=False,
+                                                       placement=placement):
                     continue
-            await connections.run(_write_rows, names, group, group_touches, retry=True)
+            await connections.run(_write_rows, names, group, group_touches, placement,
+                                  retry=True)
 
     async def _groups(self, rows: Sequence[MetricRow]) -> list[Sequence[MetricRow]]:
         """Consecutive rows of equal names, each name set's columns created once."""
@@ -235,6 +245,6 @@ def _touch_of(row: MetricRow) -> tuple[Touch, ...]:
 
 async def _write_rows(
     engine: Engine, conn: Connection, names: tuple[str, ...], rows: Sequence[MetricRow],
-    touches: Sequence[Touch],
+    touches: Sequence[Touch], placement: Placement | None = None,
 ) -> None:
-    await engine.write_rows(conn, names, rows, touches)
+    await engine.write_rows(conn, names, rows, touches, placement)

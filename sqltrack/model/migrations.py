@@ -40,6 +40,7 @@ async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike[str]]) 
             if await is_applied(engine, conn, name):
                 return False
             await engine.executescript(conn, text)
+            await engine.refresh_metric_view(conn)  # SQLite: the view names every column
             insert = engine.dialect.sql("INSERT INTO applied_migrations (name) VALUES (%s)")
             await engine.fetch(conn, insert, [name])
             return True

@@ -81,8 +81,9 @@ async def metrics_frame(
     ``shape="wide"``: one row per ``(run_id, step, progress)`` with one column per
     metric (rows where all chosen metrics are missing are left out).
     ``shape="long"``: columns ``run_id, step, progress, metric, value``, one row
-    per value that is present. ``metrics`` chooses the metric columns (default:
-    every metric with a value in these runs). Rows come by run (in the order
+    per value that is present. ``metrics`` chooses the metrics (default: every
+    metric with a value in these runs), wherever each is stored (a column of
+    ``metrics`` or the long table ``metric_values``). Rows come by run (in the order
     given), then step and progress. Unknown runs raise RunNotFound, unknown
     metrics ValueError.
     """
@@ -218,7 +219,7 @@ async def _metric_kinds(
         return await queries.export_columns(client, run_ids) if run_ids else {}
     if isinstance(metrics, str):
         metrics = [metrics]
-    known = await queries.metric_columns(client)
+    known = await queries.metric_kinds(client)
     unknown = [m for m in metrics if m not in known]
     if unknown:
         raise ValueError(

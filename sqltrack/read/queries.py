@@ -80,11 +80,43 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+# -- where metrics are stored -------------------------------------------------
+#: The value columns of the long table ``metric_values``, and which holds each kind.
+LONG_VALUES = ("value", "value_int", "value_bool", "value_text", "value_time")
+LONG_SLOT = {"float": "value", "int": "value_int", "bool": "value_bool", "str": "value_text",
+             "datetime": "value_time"}
+#: A ``metric_values`` row (alias ``v``) that holds a value.
+_PRESENT = "(" + " OR ".join(f"v.{c} IS NOT NULL" for c in LONG_VALUES) + ")"
+#: Long-stored names per statement (more: every name of the run is read, then filtered).
+_NAMES_PER_QUERY = 500
+
+
 # -- queries ------------------------------------------------------------------
 async def metric_columns(client: AsyncClient) -> dict[str, str | None]:
-    """Metric columns, name -> kind, sorted by name."""
+    """Metric columns of ``metrics``, name -> kind, sorted by name."""
     columns = await client.metrics.table.columns()
     return dict(sorted(columns.items()))
+
+
+async def long_metrics(client: AsyncClient) -> dict[str, str]:
+    """Metrics stored in the long table ``metric_values``, name -> kind (a name that
+    also has a column is read from both places)."""
+    rows = await client.query("SELECT name, kind FROM metric_names")
+    return {name: kind for name, kind in rows}
+
+
+async def metric_kinds(client: AsyncClient) -> dict[str, str | None]:
+    """Every metric, wherever it is stored, name -> kind, sorted by name."""
+    columns = await client.metrics.table.columns()
+    return dict(sorted({**await long_metrics(client), **columns}.items()))
+
+
+def _long_latest_sql(kind: str | None) -> str:
+    slot = LONG_SLOT.get(kind or "", "value_text")
+    return (
+        f"(SELECT v.{slot} FROM metric_values v WHERE v.run_id = r.id AND v.name = %s "
+        f"AND v.{slot} IS NOT NULL ORDER BY v.step DESC, v.progress DESC LIMIT 1)"
+    )
 
 
 async def find_experiment(client: AsyncClient, ref: str | int) -> int | None:
@@ -123,15 +155,23 @@ async def list_runs(
     tags: Sequence[str] = (),
     metrics: dict[str, str | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs (oldest first) with the latest value of each metric in ``metrics``."""
+    """Runs (oldest first) with the latest value of each metric in ``metrics`` (columns
+    of ``metrics`` or long-stored metrics)."""
     metrics = metrics or {}
-    selects = [_latest_sql(client.dialect.quote_ident(name)) for name in metrics]
+    columns = await metric_columns(client) if metrics else {}
+    selects = []
+    params: list[Any] = []
+    for name, kind in metrics.items():
+        if name in columns:
+            selects.append(_latest_sql(client.dialect.quote_ident(name)))
+        else:
+            selects.append(_long_latest_sql(kind))
+            params.append(name)
     sql = (
         "SELECT r.id, e.name, r.status, r.time_started, r.time_updated, r.tags"
         + "".join(", " + s for s in selects)
         + " FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE 1 = 1"
     )
-    params: list[Any] = []
     if experiment_id is not None:
         sql += " AND r.experiment_id = %s"
         params.append(experiment_id)
@@ -196,10 +236,69 @@ def _aggregates(quoted: str, kind: str | None) -> list[str]:
 
 
 async def metric_summary(client: AsyncClient, run_id: int) -> list[dict[str, Any]]:
-    """count / min / max / last of each metric column the run has values in."""
-    columns = await metric_columns(client)
-    if not columns:
+    """count / min / max / last of each metric the run has values in (sorted by name)."""
+    summary = await _column_summary(client, run_id)
+    summary += await _long_summary(client, run_id, {s["metric"] for s in summary})
+    return sorted(summary, key=lambda s: s["metric"])
+
+
+async def _long_summary(
+    client: AsyncClient, run_id: int, done: set[str]
+) -> list[dict[str, Any]]:
+    """``metric_summary`` of the run's long-stored metrics."""
+    kinds = await long_metrics(client)
+    if not kinds:
         return []
+    aggregates = ", ".join(
+        f"COUNT(v.{c}), MIN(v.{c}), MAX(v.{c})"
+        for c in ("value", "value_int", "CAST(v.value_bool AS INTEGER)", "value_text",
+                  "value_time")
+    ).replace("v.CAST(v.value_bool AS INTEGER)", "CAST(v.value_bool AS INTEGER)")
+    rows = await client.query(
+        f"SELECT v.name, {aggregates} FROM metric_values v WHERE v.run_id = %s "
+        "GROUP BY v.name", [run_id])
+    last_rows = await client.query(
+        f"SELECT v.name, {', '.join('v.' + c for c in LONG_VALUES)} FROM metric_values v "
+        f"WHERE v.run_id = %s AND {_PRESENT} AND NOT EXISTS (SELECT 1 FROM metric_values w "
+        "WHERE w.run_id = v.run_id AND w.name = v.name AND (w.step > v.step OR "
+        "(w.step = v.step AND w.progress > v.progress)) AND "
+        + _PRESENT.replace("v.", "w.") + ")", [run_id])
+    last = {name: values for name, *values in last_rows}
+    summary = []
+    for name, *figures in rows:
+        kind = kinds.get(name)
+        if name in done or kind is None:
+            continue
+        slot = LONG_VALUES.index(LONG_SLOT[kind])
+        count, low, high = figures[3 * slot: 3 * slot + 3]
+        if count:
+            summary.append({
+                "metric": name, "count": count, "min": metric_value(low, kind),
+                "max": metric_value(high, kind),
+                "last": metric_value(last.get(name, [None] * 5)[slot], kind),
+            })
+    return summary
+
+
+async def _column_summary(client: AsyncClient, run_id: int) -> list[dict[str, Any]]:
+    """``metric_summary`` of the run's metrics that are columns of ``metrics``."""
+    everything = list((await metric_columns(client)).items())
+    summary = []
+    # Four figures a metric, in statements of at most 1,600 result columns (PostgreSQL's
+    # 1,664 target entries, SQLite's 2,000 result columns).
+    for start in range(0, len(everything), _SUMMARY_COLUMNS):
+        summary += await _column_summary_part(client, run_id,
+                                              dict(everything[start:start + _SUMMARY_COLUMNS]))
+    return summary
+
+
+#: Metric columns per statement of ``metric_summary``.
+_SUMMARY_COLUMNS = 400
+
+
+async def _column_summary_part(
+    client: AsyncClient, run_id: int, columns: dict[str, str | None]
+) -> list[dict[str, Any]]:
     selects = [
         s for name, kind in columns.items()
         for s in _aggregates(client.dialect.quote_ident(name), kind)
@@ -218,16 +317,27 @@ async def metric_summary(client: AsyncClient, run_id: int) -> list[dict[str, Any
 
 
 async def export_columns(client: AsyncClient, run_ids: Sequence[int]) -> dict[str, str | None]:
-    """The metric columns with at least one value in these runs."""
+    """The metrics (columns first, then long-stored ones, each sorted by name) with at
+    least one value in these runs."""
     columns = await metric_columns(client)
-    if not columns:
-        return {}
-    counts = ", ".join(f"COUNT({client.dialect.quote_ident(n)})" for n in columns)
     marks = ", ".join(["%s"] * len(run_ids))
-    (row,) = await client.query(
-        f"SELECT {counts} FROM metrics WHERE run_id IN ({marks})", list(run_ids)
-    )
-    return {name: kind for (name, kind), count in zip(columns.items(), row, strict=True) if count}
+    found: dict[str, str | None] = {}
+    if columns:
+        counts = ", ".join(f"COUNT({client.dialect.quote_ident(n)})" for n in columns)
+        (row,) = await client.query(
+            f"SELECT {counts} FROM metrics WHERE run_id IN ({marks})", list(run_ids)
+        )
+        found = {name: kind for (name, kind), count in zip(columns.items(), row, strict=True)
+                 if count}
+    kinds = await long_metrics(client)
+    if kinds:
+        rows = await client.query(
+            f"SELECT DISTINCT v.name FROM metric_values v WHERE v.run_id IN ({marks}) "
+            f"AND {_PRESENT}", list(run_ids))
+        for name in sorted(r[0] for r in rows):
+            if name not in found and name in kinds:
+                found[name] = kinds[name]
+    return found
 
 
 async def metric_rows(
@@ -236,7 +346,13 @@ async def metric_rows(
     """Pages of metric rows ``(run_id, step, progress, *columns)``, in key order.
 
     Keyset pagination over the primary key keeps memory bounded on both engines.
+    ``columns`` may name long-stored metrics too (see ``_placed_rows``).
     """
+    stored = await metric_columns(client)
+    if any(name not in stored for name in columns):
+        async for page in _placed_rows(client, run_ids, columns, stored):
+            yield page
+        return
     names = "".join(", " + client.dialect.quote_ident(n) for n in columns)
     base = f"SELECT run_id, step, progress{names} FROM metrics WHERE run_id = %s"
     order = f" ORDER BY step, progress LIMIT {METRIC_PAGE}"
@@ -252,6 +368,74 @@ async def metric_rows(
                 base + " AND (step > %s OR (step = %s AND progress > %s))" + order,
                 [run_id, step, step, progress],
             )
+
+
+_AFTER_KEY = "(step > %s OR (step = %s AND progress > %s))"
+_FROM_KEY = "(step > %s OR (step = %s AND progress >= %s))"
+_TO_KEY = "(step < %s OR (step = %s AND progress <= %s))"
+
+
+async def _placed_rows(
+    client: AsyncClient, run_ids: Sequence[int], columns: dict[str, str | None],
+    stored: dict[str, str | None],
+) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """``metric_rows`` when some metrics are long-stored: each page's keys are the next
+    ``METRIC_PAGE`` keys of either place, then the values of both places in that key
+    range are read and put together (a long value wins over a column's of the same key)."""
+    quote = client.dialect.quote_ident
+    in_columns = [n for n in columns if n in stored]
+    long = [n for n in columns if n not in stored]
+    position = {name: index for index, name in enumerate(columns)}
+    slot = {name: LONG_VALUES.index(LONG_SLOT.get(columns[name] or "", "value_text"))
+            for name in long}
+    by_name = len(long) <= _NAMES_PER_QUERY
+    name_filter = (f" AND v.name IN ({', '.join(['%s'] * len(long))})" if by_name else "")
+    name_params = list(long) if by_name else []
+    for run_id in run_ids:
+        last: tuple[Any, Any] | None = None
+        while True:
+            after = "" if last is None else " AND " + _AFTER_KEY
+            after_params = [] if last is None else [last[0], last[0], last[1]]
+            parts = []
+            params: list[Any] = []
+            if in_columns:
+                parts.append(f"SELECT step, progress FROM metrics WHERE run_id = %s{after}")
+                params += [run_id, *after_params]
+            parts.append(f"SELECT v.step, v.progress FROM metric_values v WHERE v.run_id = %s"
+                         f"{name_filter}{after}")
+            params += [run_id, *name_params, *after_params]
+            keys = await client.query(
+                f"SELECT step, progress FROM ({' UNION '.join(parts)}) AS k "
+                f"ORDER BY step, progress LIMIT {METRIC_PAGE}", params)
+            if not keys:
+                break
+            first, last = (keys[0][0], keys[0][1]), (keys[-1][0], keys[-1][1])
+            span = " AND " + _FROM_KEY + " AND " + _TO_KEY
+            span_params = [first[0], first[0], first[1], last[0], last[0], last[1]]
+            rows: dict[tuple[Any, Any], list[Any]] = {
+                (s, p): [None] * len(columns) for s, p in keys}
+            if in_columns:
+                names = "".join(", " + quote(n) for n in in_columns)
+                for step, progress, *values in await client.query(
+                        f"SELECT step, progress{names} FROM metrics WHERE run_id = %s{span}",
+                        [run_id, *span_params]):
+                    row = rows.get((step, progress))
+                    if row is not None:
+                        for name, value in zip(in_columns, values, strict=True):
+                            row[position[name]] = metric_value(value, columns[name])
+            long_rows = await client.query(
+                f"SELECT v.step, v.progress, v.name, {', '.join('v.' + c for c in LONG_VALUES)} "
+                f"FROM metric_values v WHERE v.run_id = %s{name_filter}{span}",
+                [run_id, *name_params, *span_params])
+            for step, progress, name, *values in long_rows:
+                row = rows.get((step, progress))
+                if row is not None and name in slot:
+                    value = values[slot[name]]
+                    if value is not None:
+                        row[position[name]] = metric_value(value, columns[name])
+            yield [(run_id, key[0], float(key[1]), *values) for key, values in rows.items()]
+            if len(keys) < METRIC_PAGE:
+                break
 
 
 async def check_runs(client: AsyncClient, run_ids: Sequence[int]) -> None:

@@ -80,6 +80,59 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (run_id, step, progress)
 );
 
+-- Metrics past the column budget (or whose column could not be created at once): one
+-- row per value. run_id first: the distribution column of a sharded (Citus) database.
+CREATE TABLE IF NOT EXISTS metric_values (
+    run_id BIGINT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step BIGINT NOT NULL DEFAULT 0,
+    progress DOUBLE PRECISION NOT NULL DEFAULT 0.0,
+    name TEXT NOT NULL,
+    value DOUBLE PRECISION,
+    value_int BIGINT,
+    value_bool BOOLEAN,
+    value_text TEXT,
+    value_time TIMESTAMPTZ,
+    PRIMARY KEY (run_id, name, step, progress)
+);
+-- The names stored in metric_values and their kind (the first value decides it).
+CREATE TABLE IF NOT EXISTS metric_names (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('bool', 'int', 'float', 'str', 'datetime'))
+);
+-- Every metric value, wherever it is stored, one row per value: each column of metrics
+-- (named by the catalog, so any column, users' too) read from the row as JSON, then
+-- metric_values. ``value`` is the number of a float, int or bool metric; the typed
+-- columns hold each kind exactly. A filter on ``name`` applies to the catalog first.
+CREATE OR REPLACE VIEW metric_values_all AS
+SELECT m.run_id, m.step, m.progress, c.name,
+    CASE WHEN c.kind IN ('float', 'int') THEN (j.v #>> '{}')::double precision
+         WHEN c.kind = 'bool' THEN (j.v #>> '{}')::boolean::int::double precision
+    END AS value,
+    CASE WHEN c.kind = 'int' THEN (j.v #>> '{}')::numeric::bigint END AS value_int,
+    CASE WHEN c.kind = 'bool' THEN (j.v #>> '{}')::boolean END AS value_bool,
+    CASE WHEN c.kind IS NULL THEN j.v #>> '{}' END AS value_text,
+    CASE WHEN c.kind = 'datetime' THEN (j.v #>> '{}')::timestamptz END AS value_time
+FROM (
+    SELECT a.attname::text AS name,
+        CASE WHEN a.atttypid IN ('float8'::regtype, 'float4'::regtype, 'numeric'::regtype)
+                THEN 'float'
+             WHEN a.atttypid IN ('int8'::regtype, 'int4'::regtype, 'int2'::regtype) THEN 'int'
+             WHEN a.atttypid = 'bool'::regtype THEN 'bool'
+             WHEN a.atttypid IN ('timestamptz'::regtype, 'timestamp'::regtype) THEN 'datetime'
+        END AS kind
+    FROM pg_attribute AS a
+    WHERE a.attrelid = 'metrics'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        AND a.attname NOT IN ('run_id', 'step', 'progress')
+) AS c
+CROSS JOIN metrics AS m
+CROSS JOIN LATERAL (SELECT to_jsonb(m) -> c.name AS v) AS j
+WHERE j.v IS NOT NULL AND j.v <> 'null'::jsonb
+UNION ALL
+SELECT run_id, step, progress, name,
+    COALESCE(value, value_int::double precision, value_bool::int::double precision),
+    value_int, value_bool, value_text, value_time
+FROM metric_values;
+
 -- System metrics per rank and node (issue 21): ``rank`` (0 for a single process) and
 -- ``host`` (the node's name) are part of the key. Databases made before get them in place
 -- (the dialect's upgrade step ``system_metrics_ranks``), appended after ``value``.

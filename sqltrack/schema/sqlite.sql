@@ -56,6 +56,27 @@ CREATE TABLE IF NOT EXISTS metrics (
     PRIMARY KEY (run_id, step, progress)
 ) WITHOUT ROWID;
 
+-- Metrics past the column budget (or whose column could not be created at once): one
+-- row per value (see docs/metric-storage.md). The view metric_values_all, made by the
+-- library and made again whenever metrics gets columns, reads both places.
+CREATE TABLE IF NOT EXISTS metric_values (
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step INTEGER NOT NULL DEFAULT 0,
+    progress REAL NOT NULL DEFAULT 0.0,
+    name TEXT NOT NULL,
+    value REAL,
+    value_int INTEGER,
+    value_bool BOOLEAN,
+    value_text TEXT,
+    value_time TIMESTAMP,
+    PRIMARY KEY (run_id, name, step, progress)
+) WITHOUT ROWID;
+-- The names stored in metric_values and their kind (the first value decides it).
+CREATE TABLE IF NOT EXISTS metric_names (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('bool', 'int', 'float', 'str', 'datetime'))
+) WITHOUT ROWID;
+
 -- System metrics per rank and node (issue 21): ``rank`` (0 for a single process) and
 -- ``host`` (the node's name) are part of the key. Databases made before get them in place
 -- (the dialect's upgrade step ``system_metrics_ranks``), appended after ``value``.

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..engines.base import Engine
 
-#: Recorded when a database has the schema of this version (the fast check on open).
-#: 3: ``system_metrics`` has ``rank`` and ``host`` in its key (issue 21).
-SCHEMA_MARK = "sqltrack:schema:3"
+#: Recorded when a database has the schema of this version (the fast check on open):
+#: 3 gave ``system_metrics`` ``rank`` and ``host`` in its key; 4 added ``metric_values``,
+#: ``metric_names`` and the view ``metric_values_all``.
+SCHEMA_MARK = "sqltrack:schema:4"
+#: The mark of the build before (neither yet): upgraded in place.
+PREVIOUS_MARK = "sqltrack:schema:2"
 #: Recorded when the base schema was created or adopted (also by earlier builds).
 BASE_MARK = "sqltrack:base"
 #: sqltrack 0.1.x runs its ``base.sql`` unless this name is recorded.
@@ -23,6 +26,7 @@ MIGRATIONS = "applied_migrations"
 EARLY_MIGRATIONS = "sqltrack_migrations"
 
 EMPTY, CURRENT, V01, EARLY, PARTIAL = "empty", "current", "0.1.x", "early", "partial"
+PREVIOUS = "schema:2"
 
 
 async def rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list[Any]:
@@ -43,10 +47,12 @@ async def detect(engine: Engine, conn: Any) -> str:
     if MIGRATIONS not in present:
         return PARTIAL if "runs" in present else EMPTY
     marks = {r[0] for r in await rows(
-        engine, conn, "SELECT name FROM applied_migrations WHERE name IN (%s, %s)",
-        [SCHEMA_MARK, BASE_MARK])}
+        engine, conn, "SELECT name FROM applied_migrations WHERE name IN (%s, %s, %s)",
+        [SCHEMA_MARK, PREVIOUS_MARK, BASE_MARK])}
     if SCHEMA_MARK in marks:
         return CURRENT
+    if PREVIOUS_MARK in marks:
+        return PREVIOUS
     return PARTIAL if BASE_MARK in marks else V01
 
 
@@ -62,5 +68,6 @@ async def record_marks(engine: Engine, conn: Any) -> None:
 async def create(engine: Engine, conn: Any, base_sql: str) -> str:
     """The base schema in an empty database (the caller holds the schema lock)."""
     await engine.executescript(conn, base_sql)
+    await engine.refresh_metric_view(conn)
     await record_marks(engine, conn)
     return "created the sqltrack tables"

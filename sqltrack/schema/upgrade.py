@@ -1,13 +1,16 @@
 """Bring an existing database up to the current base schema, in place.
 
-Three kinds of database are met on first use: an empty one (the base schema is
+Four kinds of database are met on first use: an empty one (the base schema is
 created), one made by sqltrack 0.1.x (PostgreSQL: ``applied_migrations``, enum
-``runstatus``, no ``runs.extras``), and one made by an earlier build of this
-library (``sqltrack_migrations``, enum ``run_status`` or a SQLite CHECK with 15
-statuses). Every step is idempotent and runs under the schema lock; nothing is
-dropped or rewritten except a SQLite ``runs`` table, which is rebuilt row for row
-(same ids) because SQLite cannot alter a CHECK constraint. The steps that differ by
-engine are its dialect's ``upgrade_steps`` (statements only: they run here).
+``runstatus``, no ``runs.extras``), one made by an earlier build of this library
+(``sqltrack_migrations``, enum ``run_status`` or a SQLite CHECK with 15 statuses),
+and one of the build before (mark ``sqltrack:schema:2``: no ``metric_values`` /
+``metric_names`` yet, added by the base script, and ``system_metrics`` without ``rank``
+and ``host``, the dialect's step ``system_metrics_ranks``). Every step is idempotent and runs
+under the schema lock; nothing is dropped or rewritten except a SQLite ``runs``
+table, which is rebuilt row for row (same ids) because SQLite cannot alter a CHECK
+constraint. The steps that differ by engine are its dialect's ``upgrade_steps``
+(statements only: they run here).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .state import (
     EMPTY,
     MIGRATIONS,
     PARTIAL,
+    PREVIOUS,
     V01,
     record_marks,
 )
@@ -41,6 +45,7 @@ async def upgrade(engine: Engine, conn: Any, state: str, base_sql: str) -> str |
     await _adopt_early_migrations(engine, conn, tables)
     await _run_steps(engine, conn, engine.dialect.upgrade_steps(tables, STATUSES))
     await engine.executescript(conn, base_sql)
+    await engine.refresh_metric_view(conn)
     await record_marks(engine, conn)
     return {
         EMPTY: "created the sqltrack tables",
@@ -49,6 +54,9 @@ async def upgrade(engine: Engine, conn: Any, state: str, base_sql: str) -> str |
         EARLY: "upgraded a database of an earlier sqltrack build (sqltrack_migrations -> "
                "applied_migrations, 24 run statuses, system_metrics)",
         PARTIAL: "completed the sqltrack tables",
+        PREVIOUS: "upgraded the sqltrack tables (added metric_values, metric_names and the "
+                  "view metric_values_all: metrics past the column budget; system_metrics "
+                  "per rank and host)",
     }[state]
 
 

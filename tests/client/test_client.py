@@ -16,13 +16,15 @@ BASE_TABLES = {
     "metrics",
     "applied_migrations",
     "system_metrics",
+    "metric_values",
+    "metric_names",
 }
 
 
 def own_marks(client: sqltrack.AsyncClient) -> list[tuple[str]]:
     """sqltrack's own rows in applied_migrations of a fresh database (PostgreSQL: plus
     0.1.x's ``base.sql``, so a 0.1.x ``setup`` skips its base script)."""
-    marks = ["sqltrack:base", "sqltrack:schema:3"]
+    marks = ["sqltrack:base", "sqltrack:schema:4"]
     return [(m,) for m in sorted(marks + (["base.sql"] if client.engine == "postgres" else []))]
 
 
