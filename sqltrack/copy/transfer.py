@@ -48,6 +48,7 @@ from ..metrics import layout
 from ..model import experiments as _experiments
 from ..model import runs as _runs
 from ..model.experiments import AsyncExperiment
+from ..model.statements import count_metric_rows, delete_metric_rows
 from ..read import queries
 from ..read.queries import json_column, metric_value, timestamp
 
@@ -582,10 +583,8 @@ class _Sync:
             )
             if locked:
                 params = [target_id, min(steps)]
-                ((gone,),) = await self.dst.query(
-                    "SELECT COUNT(*) FROM metrics WHERE run_id = %s AND step > %s", params)
-                await self.dst.query("DELETE FROM metrics WHERE run_id = %s AND step > %s",
-                                     params, idempotent=False)
+                gone = await count_metric_rows(self.dst, target_id, "step > %s", params[1:])
+                await delete_metric_rows(self.dst, target_id, "step > %s", params[1:])
                 self.summary.rows_rewound += int(gone)
 
     async def _synced(self, source_id: int) -> dict[str, Any] | None:

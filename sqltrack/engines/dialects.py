@@ -428,7 +428,8 @@ def _system_metrics_ranks_postgres() -> Steps:
     if key and "rank" in key[0][1]:
         return
     if key:
-        yield f'ALTER TABLE system_metrics DROP CONSTRAINT "{key[0][0]}"', []
+        constraint = _quote(key[0][0])  # the catalog's name, quoted as an identifier
+        yield f"ALTER TABLE system_metrics DROP CONSTRAINT {constraint}", []
     yield "ALTER TABLE system_metrics ADD PRIMARY KEY (run_id, rank, host, name, time)", []
 
 

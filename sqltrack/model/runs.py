@@ -29,8 +29,10 @@ from .statements import (
     copy_metric_rows,
     count_metric_rows,
     create_run_with_id,
+    delete_metric_rows,
     derived_run,
     experiment_row,
+    last_step,
     lock_run,
     remove_link,
     update_run,
@@ -313,10 +315,7 @@ async def run_rewind(client: AsyncClient, run_id: int, step: int) -> int | None:
             columns = list(await client.metrics.table.columns())
             new_id = await derived_run(client, run_id)
             await copy_metric_rows(client, columns, run_id, new_id, _PAST, [step])
-            await client.query(
-                f"DELETE FROM metrics WHERE run_id = %s AND {_PAST}", [run_id, step],
-                idempotent=False,
-            )
+            await delete_metric_rows(client, run_id, _PAST, [step])
             await update_run(client, new_id, "status = %s", [REWOUND_STATUS])
             await _merge_json(client, new_id, "extras",
                               {REWOUND_FROM: {"step": step, "time": when}})
@@ -342,10 +341,7 @@ async def run_fork(client: AsyncClient, run_id: int, step: int | None = None) ->
     async with client:
         experiment_id, _ = await lock_run(client, run_id)
         if step is None:
-            ((last,),) = await client.query(
-                "SELECT MAX(step) FROM metrics WHERE run_id = %s", [run_id]
-            )
-            where, params, at = "1 = 1", [], (None if last is None else int(last))
+            where, params, at = "1 = 1", [], await last_step(client, run_id)
         else:
             where, params, at = _UP_TO_STEP, [step], step
         new_id = await derived_run(client, run_id)

@@ -163,9 +163,12 @@ async def derived_run(client: Database, run_id: int) -> int:
 async def count_metric_rows(
     client: Database, run_id: int, where: str, params: Sequence[Any]
 ) -> int:
-    """How many of run ``run_id``'s metric rows match ``where`` (over step and progress)."""
+    """How many of run ``run_id``'s metric rows (keys ``(step, progress)``, in ``metrics``
+    or ``metric_values``) match ``where`` (over step and progress)."""
     ((count,),) = await client.query(
-        f"SELECT COUNT(*) FROM metrics WHERE run_id = %s AND {where}", [run_id, *params]
+        f"SELECT COUNT(*) FROM (SELECT step, progress FROM metrics WHERE run_id = %s AND "
+        f"{where} UNION SELECT step, progress FROM metric_values WHERE run_id = %s AND "
+        f"{where}) AS k", [run_id, *params, run_id, *params]
     )
     return int(count)
 
@@ -175,12 +178,39 @@ async def copy_metric_rows(
     params: Sequence[Any],
 ) -> None:
     """Copy run ``from_id``'s metric rows that match ``where`` (over ``step`` and
-    ``progress``) to run ``to_id``, every column (``columns``: the metric columns).
-    Plain ``INSERT ... SELECT``: a run id is never updated in place (it is the
-    distribution column on Citus)."""
+    ``progress``) to run ``to_id``, every column (``columns``: the metric columns) and
+    every long-stored value. Plain ``INSERT ... SELECT``: a run id is never updated in
+    place (it is the distribution column on Citus)."""
     names = "".join(", " + client.dialect.quote_ident(name) for name in columns)
     await client.query(
         f"INSERT INTO metrics (run_id, step, progress{names}) "
         f"SELECT %s, step, progress{names} FROM metrics WHERE run_id = %s AND {where}",
         [to_id, from_id, *params], idempotent=False,
     )
+    await client.query(
+        f"INSERT INTO metric_values (run_id, step, progress, name, {LONG_VALUES}) "
+        f"SELECT %s, step, progress, name, {LONG_VALUES} FROM metric_values "
+        f"WHERE run_id = %s AND {where}",
+        [to_id, from_id, *params], idempotent=False,
+    )
+
+
+#: The value columns of ``metric_values`` (one per kind).
+LONG_VALUES = "value, value_int, value_bool, value_text, value_time"
+
+
+async def delete_metric_rows(client: Database, run_id: int, where: str,
+                             params: Sequence[Any]) -> None:
+    """Delete run ``run_id``'s metric rows that match ``where``, from both places."""
+    for table in ("metrics", "metric_values"):  # fixed table names
+        await client.query(f"DELETE FROM {table} WHERE run_id = %s AND {where}",
+                           [run_id, *params], idempotent=False)
+
+
+async def last_step(client: Database, run_id: int) -> int | None:
+    """The largest step of run ``run_id``'s metric rows, in either place (None: none)."""
+    ((last,),) = await client.query(
+        "SELECT MAX(step) FROM (SELECT step FROM metrics WHERE run_id = %s "
+        "UNION ALL SELECT step FROM metric_values WHERE run_id = %s) AS s", [run_id, run_id]
+    )
+    return None if last is None else int(last)

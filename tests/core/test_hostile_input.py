@@ -559,6 +559,25 @@ REVIEWED = {
     "READER_FUNCTION": "engines.postgres: the constant name of the reader's function",
     "definition": "engines.postgres: c<i> <type> column definitions, the types being the "
                   "server's own format_type of the described query",
+    "pick": "dialects (SQLite view): CASE of text(name) THEN m.quote(name) for metric "
+            "columns read from the schema",
+    "text(json.dumps(kinds))": "dialects (SQLite view): a quoted SQL string literal of the "
+                               "columns' JSON (quotes doubled)",
+    "wide": "dialects (SQLite view): the SELECT built just above from reviewed pieces",
+    "_LONG_PART": "dialects: the constant SELECT over metric_values",
+    "constraint": "dialects (upgrade step): quote_ident of a constraint name from the catalog",
+    "slot": "postgres / queries: a value column name from the constant LONG_SLOT(S) tables",
+    "arrays": "postgres (long upsert): $n placeholders with constant casts",
+    "_quote(name)": "sqlite (add columns): quote_ident of a name passed by check_metric_name",
+    "HISTORY_RUN_COLUMNS": "model.statements: the constant column list of runs a fork copies",
+    "LONG_VALUES": "model.statements: the constant value columns of metric_values",
+    "aggregates": "read.queries: COUNT/MIN/MAX of the constant value columns",
+    "_PRESENT": "read.queries: the constant 'any value column is not NULL' test",
+    "name_filter": "read.queries: '' or ' AND v.name IN (%s, ...)' (placeholders only)",
+    "after": "read.queries: '' or ' AND ' + the constant _AFTER_KEY (placeholders)",
+    "span": "read.queries: ' AND ' + the constants _FROM_KEY / _TO_KEY (placeholders)",
+    "' UNION '.join(parts)": "read.queries: SELECTs built above from constants and placeholders",
+    "', '.join(('v.' + c for c in LONG_VALUES))": "read.queries: the constant value columns",
 }
 #: SQL text extended with '+': what may be on the other side.
 REVIEWED_CONCAT = {

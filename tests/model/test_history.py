@@ -229,3 +229,39 @@ def test_blocking_rewind_and_fork(client_kwargs):
         assert json.loads(json.dumps(extras))["rewinds"][0]["rows"] == 2
     finally:
         client.close()
+
+
+def long_history(kw, run_id: int) -> list[tuple]:
+    """Every long-stored value of a run (``metric_values``), as (step, progress, name, value)."""
+    return [tuple(r) for r in read_raw(
+        kw, "SELECT step, progress, name, value FROM metric_values WHERE run_id = %s "
+        "ORDER BY step, progress, name", [run_id])]
+
+
+async def test_rewind_and_fork_move_long_stored_metrics_too(client_kwargs):
+    """With no column budget every metric lives in ``metric_values``: a rewind moves
+    those values past the step, a fork copies those up to it."""
+    kw = client_kwargs  # the raw reads' connection
+    client = sqltrack.AsyncClient(**kw, metric_columns=0)
+    try:
+        experiment = await sqltrack.AsyncExperiment.create(client, name="long-history")
+        run = await experiment.get_run()
+        for step in range(6):
+            await run.add_metrics({"grad_norm": step / 10}, step=step)
+        assert history(kw, run.id) == []  # nothing in metrics: all long
+        before = long_history(kw, run.id)
+        assert len(before) == 6
+
+        new_id = await sqltrack.run_rewind(client, run.id, 3)
+        assert long_history(kw, run.id) == [r for r in before if r[0] <= 3]
+        assert long_history(kw, new_id) == [r for r in before if r[0] > 3]
+        _, _, _, extras = run_row(kw, run.id)
+        assert extras["rewinds"][0]["rows"] == 2
+
+        fork = await run.fork(step=1)
+        assert long_history(kw, fork.id) == [r for r in before if r[0] <= 1]
+        last = await run.fork()  # up to the run's last step, wherever it is stored
+        _, _, _, extras = run_row(kw, last.id)
+        assert extras["forked_from"]["step"] == 3
+    finally:
+        await client.close()
