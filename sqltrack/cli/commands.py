@@ -317,9 +317,12 @@ async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
         sock = open_socket(host, port)
     except OSError as error:
         raise CliError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-    if "*" in allowed_hosts(host):
-        print(f"{PROG}: warning: {host} is not a loopback address: anyone who can reach "
-              "it can read every experiment (the page has no login)", file=sys.stderr)
+    address = str(sock.getsockname()[0])
+    if "*" in allowed_hosts(host, address):
+        shown = host if host == address else f"{host} ({address})"
+        print(f"{PROG}: warning: {shown} is not a loopback address: anyone who can reach "
+              "it and has the address with its token can read every experiment",
+              file=sys.stderr)
     token = secrets.token_urlsafe(24)
     print(f"sqltrack ui: {url_of(sock)}?token={token} ({describe(client)}); Ctrl-C stops it",
           flush=True)

@@ -27,16 +27,22 @@ How a re-sync copies only what changed, and stays right when interrupted or run 
 * Attributes: what changed on the source since the last sync is applied (JSON keys
   added, changed and removed one by one), so what others changed on the target stays.
 
-The digest is each metric column's count of values and sum (numbers; lengths for text)
-over the range. A text or timestamp value overwritten in place by one of the same
-length, with ``updated=None``, is the one change it cannot see: ``full=True``
-(``sqltrack sync --full``) compares every row.
+The digest is a BLAKE2b hash of the range's rows in key order, each value in an exact
+binary form (floats bit for bit, so ``-0.0``, a swap of two values, ``+x`` here and ``-x``
+there, or a change in the last bit all change it), over the columns the run uses; a
+column the run starts using later must be empty in the old range. Any change of a
+value, a row added or removed inside the range changes it (but for a hash collision).
+``full=True`` (``sqltrack sync --full``) compares every row anyway.
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
+import marshal
 import math
+import operator
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -88,8 +94,8 @@ _AFTER = "(step > %s OR (step = %s AND progress > %s))"
 _UP_TO = "(step < %s OR (step = %s AND progress <= %s))"
 _FROM = "(step > %s OR (step = %s AND progress >= %s))"
 _WHERE_RUN = "WHERE source_key = %s AND source_run_id = %s"
-#: Column alias of the digest query: no metric can have this name (it starts with a digit).
-_FLAG = "0old"
+#: Marks a digest of the current kind (older kinds are never equal: one full compare).
+_DIGEST_KIND = "b2"
 
 Key = tuple[int, float]
 Action = Callable[[], Awaitable[Any]]
@@ -228,28 +234,61 @@ def _quote(client: AsyncClient, names: Sequence[str]) -> str:
     return "".join(", " + client.dialect.quote_ident(name) for name in names)
 
 
-def _digest_parts(client: AsyncClient, columns: dict[str, str | None], flag: str) -> list[str]:
-    """Aggregates of the rows where ``flag`` is 1: row count, then per column count and sum."""
-
-    def when(expression: str) -> str:
-        return f"CASE WHEN {flag} = 1 THEN {expression} END"
-
-    real = client.dialect.metric_column_type("float")
-    parts = [f"COUNT({when('1')})"]
-    for name, kind in columns.items():
-        quoted = client.dialect.quote_ident(name)
-        parts.append(f"COUNT({when(quoted)})")
-        if kind in ("int", "float"):
-            parts.append(f"SUM({when(f'CAST({quoted} AS {real})')})")
-        elif kind == "bool":
-            parts.append(f"SUM({when(f'CAST(CAST({quoted} AS INTEGER) AS {real})')})")
-        elif kind == "str":
-            parts.append(f"SUM({when(f'LENGTH({quoted})')})")
-    return parts
+def _exact(value: Any) -> Any:
+    """A value marshal can write, the same for equal values (datetimes as ISO text, ...)."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, memoryview):
+        return value.tobytes()
+    return f"{type(value).__name__}:{value.isoformat() if hasattr(value, 'isoformat') else value}"
 
 
-def _digest_text(values: Sequence[Any]) -> str:
-    return json.dumps([None if v is None else float(v) for v in values], allow_nan=True)
+def _hash_rows(rows: Sequence[tuple[Any, ...]]) -> str:
+    """BLAKE2b of the rows in an exact binary form (marshal version 2: no sharing of
+    objects, so equal rows give equal bytes whatever their identity)."""
+    try:
+        data = marshal.dumps(list(rows), 2)
+    except ValueError:  # a value marshal cannot write (a timestamp, ...)
+        data = marshal.dumps([tuple(_exact(v) for v in row) for row in rows], 2)
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+@dataclass
+class _Digest:
+    """The digest of a run's rows up to a key: the hash and the columns it covers."""
+
+    hash: str
+    columns: list[str]
+
+    def text(self) -> str:
+        return json.dumps({"kind": _DIGEST_KIND, "hash": self.hash, "columns": self.columns})
+
+    @staticmethod
+    def parse(text: str | None) -> _Digest | None:
+        try:
+            data = json.loads(text or "")
+        except ValueError:
+            return None  # a digest of an older sqltrack
+        if not isinstance(data, dict) or data.get("kind") != _DIGEST_KIND:
+            return None
+        return _Digest(str(data["hash"]), [str(c) for c in data["columns"]])
+
+
+def _digest_of(rows: Sequence[tuple[Any, ...]], names: Sequence[str],
+               columns: Sequence[str]) -> _Digest | None:
+    """The digest of ``rows`` (step, progress, then ``names``) over ``columns``; None when
+    a column of ``names`` outside ``columns`` has a value (the digest cannot match)."""
+    index = {name: 2 + i for i, name in enumerate(names)}
+    if any(name not in index for name in columns):
+        return None
+    others = [index[name] for name in names if name not in columns]
+    if any(row[i] is not None for i in others for row in rows):
+        return None
+    wanted = [0, 1, *(index[name] for name in columns)]
+    if wanted == list(range(2 + len(names))):
+        return _Digest(_hash_rows(rows), list(columns))
+    pick = operator.itemgetter(*wanted)
+    return _Digest(_hash_rows(list(map(pick, rows))), list(columns))
 
 
 def _json_actions(
@@ -603,22 +642,6 @@ class _Sync:
         )
         return tuple(rows[0]) if rows else None
 
-    async def _digests(
-        self, source_id: int, columns: dict[str, str | None], end: Key, old: Key | None
-    ) -> tuple[list[Any], list[Any]]:
-        """One statement (one snapshot): aggregates of the rows up to ``end`` and up to ``old``."""
-        flag = self.src.dialect.quote_ident(_FLAG)
-        flag_old = f"CASE WHEN {_UP_TO} THEN 1 ELSE 0 END" if old else "0"
-        params: list[Any] = [old[0], old[0], old[1]] if old else []
-        parts_end = _digest_parts(self.src, columns, "1")
-        parts_old = _digest_parts(self.src, columns, flag)
-        (row,) = await self.src.query(
-            f"SELECT {', '.join(parts_end + parts_old)} FROM (SELECT *, {flag_old} AS {flag} "
-            f"FROM metrics WHERE run_id = %s AND {_UP_TO}) AS r",
-            [*params, source_id, end[0], end[0], end[1]],
-        )
-        return list(row[: len(parts_end)]), list(row[len(parts_end):])
-
     async def _sync_metrics(
         self, source_id: int, target_id: int | None, columns: dict[str, str | None]
     ) -> int:
@@ -634,22 +657,37 @@ class _Sync:
         old: Key | None = None
         if state is not None and state[2] is not None:
             old = (int(state[0]), float(state[1]))
-        end_aggregates, old_aggregates = await self._digests(source_id, columns, end, old)
-        digest = _digest_text(end_aggregates)
+        # One statement (one snapshot): the rows up to end, hashed up to end and up to old.
+        every = sorted(columns)
+        rows = await self.src.query(
+            f"SELECT step, progress{_quote(self.src, every)} FROM metrics WHERE run_id = %s "
+            f"AND {_UP_TO} ORDER BY step, progress", [source_id, end[0], end[0], end[1]],
+        )
+        used = [n for i, n in enumerate(every, 2) if any(r[i] is not None for r in rows)]
+        end_digest: _Digest | None = None
         resume: Key | None = None
-        if state is not None and old is not None and not self.full and (
-            _digest_text(old_aggregates) == state[2] and state[3] is not None
+        stored = _Digest.parse(state[2]) if state is not None else None
+        if state is not None and old is not None and stored is not None and not self.full and (
+            state[3] is not None
         ):
-            resume = min((int(state[3]), float(state[4])), old)
+            cut = bisect.bisect_right(rows, old, key=lambda r: (r[0], r[1]))
+            before = _digest_of(rows[:cut] if cut < len(rows) else rows, every, stored.columns)
+            if before is not None and before.hash == stored.hash:
+                resume = min((int(state[3]), float(state[4])), old)
+            if cut == len(rows) and stored.columns == used:
+                end_digest = before  # the same rows, the same columns: hashed once
+        if end_digest is None:
+            end_digest = _digest_of(rows, every, used)
+        assert end_digest is not None  # every column with a value is in used
+        digest = end_digest.text()
         if resume == end:
             return 0
-        counts = self._column_counts(columns, end_aggregates)
         if target_id is None:  # dry run, new run: every row would be copied
-            return int(end_aggregates[0])
+            return len(rows)
         target_columns = await self._target_columns()
-        names = [n for n in columns if counts[n] or n in target_columns]
+        names = [n for n in columns if n in used or n in target_columns]
         if not self.dry_run:
-            await self._ensure_columns(names, columns, counts, target_columns)
+            await self._ensure_columns(names, columns, set(used), target_columns)
             resume = await self._start(source_id, state, end, digest, resume)
         return await self._copy_rows(source_id, target_id, names, columns, end, digest, resume)
 
@@ -660,19 +698,11 @@ class _Sync:
             self.target_columns = await queries.metric_columns(self.dst)
         return self.target_columns
 
-    @staticmethod
-    def _column_counts(columns: dict[str, str | None], aggregates: list[Any]) -> dict[str, int]:
-        counts, index = {}, 1
-        for name, kind in columns.items():
-            counts[name] = int(aggregates[index] or 0)
-            index += 2 if kind in ("int", "float", "bool", "str") else 1
-        return counts
-
     async def _ensure_columns(
-        self, names: list[str], columns: dict[str, str | None], counts: dict[str, int],
+        self, names: list[str], columns: dict[str, str | None], used: set[str],
         target_columns: dict[str, str | None],
     ) -> None:
-        missing = [n for n in names if n not in target_columns and counts[n]]
+        missing = [n for n in names if n not in target_columns and n in used]
         untyped = [n for n in missing if columns[n] is None]
         if untyped:
             raise SyncError(

@@ -65,13 +65,40 @@ def plotly_js() -> Path:
     )
 
 
-def allowed_hosts(bind_host: str) -> list[str]:
-    """Host names to answer: the loopback names when bound to loopback, else any."""
+def bind_address(host: str, port: int = 0) -> str:
+    """The address a socket for ``host`` binds (the name resolved as ``open_socket`` does);
+    OSError (``socket.gaierror``) when the name does not resolve."""
+    return str(socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0][4][0])
+
+
+def is_loopback(address: str) -> bool:
+    """Whether an IP address (text, IPv6 zone allowed) is a loopback one (any 127.x, ::1)."""
     try:
-        loopback = ipaddress.ip_address(bind_host.strip("[]")).is_loopback
+        ip = ipaddress.ip_address(address.strip("[]").split("%")[0])
     except ValueError:
-        loopback = bind_host == "localhost"
-    return list(LOOPBACK_NAMES) if loopback else ["*"]
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+def allowed_hosts(bind_host: str, address: str | None = None) -> list[str]:
+    """Host header names to answer: ``["*"]`` (any) unless the server binds a loopback
+    address, else the loopback names, ``bind_host`` itself and the address it binds.
+
+    ``address``: the address actually bound (default: ``bind_host`` resolved as
+    ``open_socket`` resolves it), so a name of this machine that resolves to loopback
+    (``--host $(hostname)``, ``127.1``) gets the Host check too (no DNS rebinding).
+    """
+    if address is None:
+        try:
+            address = bind_address(bind_host)
+        except OSError:
+            return ["*"]
+    if not is_loopback(address):
+        return ["*"]
+    names = [*LOOPBACK_NAMES, bind_host.lower(), address.split("%")[0]]
+    names += [f"[{name}]" for name in names if ":" in name and not name.startswith("[")]
+    return list(dict.fromkeys(names))
 
 
 class SecurityHeaders:
@@ -328,9 +355,9 @@ async def serve(
     """
     import uvicorn
 
-    app = create_app(client, allowed_hosts(host), reader=reader,
-                     allow_superuser=allow_superuser, token=token)
     sock = sock or open_socket(host, port)
+    app = create_app(client, allowed_hosts(host, str(sock.getsockname()[0])), reader=reader,
+                     allow_superuser=allow_superuser, token=token)
     config = uvicorn.Config(app, log_level=log_level, lifespan="off")
     with sock:
         await uvicorn.Server(config).serve(sockets=[sock])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import os
 import shlex
 import sqlite3
@@ -200,18 +201,54 @@ async def test_two_sources_into_one_target_and_target_edits_kept(database, targe
     assert "best" in (tags if isinstance(tags, dict) else json.loads(tags))
 
 
-async def test_full_compare_finds_a_text_value_the_digest_cannot(database):
+#: Edits of old rows that keep every column's count and sum (what the old digest compared).
+SUM_PRESERVING_EDITS = {
+    "swapped floats": [(5, {"loss": 1.0 / 7}), (6, {"loss": 1.0 / 6})],
+    "+x and -x": [(12, {"seen": 12 * 32 + 7}), (13, {"seen": 13 * 32 - 7})],
+    "a change too small to move the sum": [(7, {"loss": math.nextafter(1.0 / 8, 1.0)})],
+    "swapped booleans": [(7, {"best": False}), (8, {"best": True})],
+    "same-length text": [(2, {"phase": "tests"})],
+}
+
+
+@pytest.mark.parametrize("edit", sorted(SUM_PRESERVING_EDITS))
+@pytest.mark.parametrize("source_engine", ["sqlite", "postgres"])
+async def test_a_resync_copies_every_changed_value(database, source_engine, edit):
+    """Changes that leave counts and sums alone, in place, time_updated untouched."""
+    source_kw, target_kw = database(source_engine), database("sqlite")
+    ids = await _filled(source_kw, runs=1)
+    await _sync(source_kw, target_kw)
+    assert differences(source_kw, target_kw) == []
+    client = sqltrack.AsyncClient(**source_kw)
+    try:
+        for step, values in SUM_PRESERVING_EDITS[edit]:
+            await sqltrack.run_add_metrics(client, ids[0], values, step=step, updated=None)
+    finally:
+        await client.close()
+    assert differences(source_kw, target_kw) != []
+    summary = await _sync(source_kw, target_kw)
+    assert summary.metric_rows == len(SUM_PRESERVING_EDITS[edit]), summary
+    assert differences(source_kw, target_kw) == []
+    assert (await _sync(source_kw, target_kw)).metric_rows == 0
+
+
+async def test_a_new_metric_column_at_an_old_or_a_new_step(database):
+    """A column the run starts using: at a new step only the new row is read and
+    written; put into an old step, the digest over the old columns no longer holds."""
     source_kw, target_kw = database("sqlite"), database("sqlite")
     ids = await _filled(source_kw, runs=1)
     await _sync(source_kw, target_kw)
     client = sqltrack.AsyncClient(**source_kw)
-    try:  # same length, in place, time_updated left alone: invisible to the digest
-        await sqltrack.run_add_metrics(client, ids[0], {"phase": "tests"}, step=2, updated=None)
+    try:
+        await sqltrack.run_add_metrics(client, ids[0], {"lr": 0.1}, step=1000, updated=None)
+        new = await _sync(source_kw, target_kw)
+        await sqltrack.run_add_metrics(client, ids[0], {"lr": 0.2}, step=3, updated=None)
+        old = await _sync(source_kw, target_kw)
     finally:
         await client.close()
-    assert (await _sync(source_kw, target_kw)).metric_rows == 0
-    assert (await _sync(source_kw, target_kw, full=True)).metric_rows == 1
+    assert (new.metric_rows, old.metric_rows) == (1, 1)
     assert differences(source_kw, target_kw) == []
+    assert (await _sync(source_kw, target_kw)).metric_rows == 0
 
 
 async def test_the_comparison_sees_every_kind_of_difference(database):
