@@ -51,7 +51,7 @@ from pathlib import Path
 
 import psycopg
 from common import DEFAULT_PG_DSN, Env
-from harness import Section, run_once, combine, render, summary, table_rows
+from harness import Section, combine, render, run_once, summary, table_rows
 from provenance import commit, git_state, output_for
 
 import sqltrack
