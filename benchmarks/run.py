@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         env.cleanup()
         loop.close()
     if commit() != measured_commit:
-        raise SystemExit("HEAD moved during the run: the results name no single commit")
+        if output.resolve() == RESULTS.resolve():
+            raise SystemExit("HEAD moved during the run: the results name no single commit")
+        text = text.replace("\nCommit: ", "\nCommit (HEAD moved during the run!): ", 1)
     print(text)
     output.write_text(text, encoding="utf-8")
     print(f"written to {output}", file=sys.stderr)
