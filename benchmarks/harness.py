@@ -73,11 +73,28 @@ class Row:
 
 @dataclass
 class Section:
-    """One workload's table, with a sentence on how to read it."""
+    """One workload's table, with a sentence on how to read it.
+
+    ``counted``: whether its targets count in the Targets table (the tables of cases
+    timed alone in fresh processes are shown for comparison and do not count).
+    """
 
     title: str
     note: str
     rows: list[Row] = field(default_factory=list)
+    counted: bool = True
+
+
+@dataclass
+class Isolated:
+    """A workload's cases for timing each alone in a fresh process (``run.py --isolated``):
+    the cases (as the interleaved run builds them), the figure of one case's samples,
+    how to print it, and what it is."""
+
+    cases: list[Case]
+    value: Callable[[list[Any]], float]
+    fmt: Callable[[float], str]
+    unit: str
 
 
 def measure(
@@ -94,11 +111,11 @@ def measure(
         shift = number % max(len(runnable), 1)
         for case in runnable[shift:] + runnable[:shift]:
             if case.skip is None:
-                _run_once(case, loop, samples)
+                run_once(case, loop, samples)
     return samples
 
 
-def _run_once(case: Case, loop: asyncio.AbstractEventLoop, samples: dict[str, list]) -> None:
+def run_once(case: Case, loop: asyncio.AbstractEventLoop, samples: dict[str, list]) -> None:
     gc.collect()
     try:
         result = case.run()
@@ -157,19 +174,72 @@ def compare(
     return Row(name, fmt(value), baseline, f"{ratio:.2f}x", str(target or DASH), met)
 
 
+def combine(runs: list[list[Section]]) -> list[Section]:
+    """The tables of several full runs as one: each figure as ``run 1 / run 2 / ...``, and
+    a target met only when it is met in every run (else ``**NO** (k of n)``)."""
+    if len(runs) == 1:
+        return runs[0]
+    combined = []
+    for sections in zip(*runs, strict=True):
+        first = sections[0]
+        if any(s.title != first.title or len(s.rows) != len(first.rows) for s in sections):
+            raise RuntimeError(f"the runs' tables of {first.title!r} differ in shape")
+        rows = []
+        for cells in zip(*(s.rows for s in sections), strict=True):
+            base = cells[0]
+            if any(r.case != base.case for r in cells):
+                raise RuntimeError(f"the runs' rows differ: {[r.case for r in cells]}")
+            rows.append(Row(base.case, " / ".join(r.value for r in cells), base.baseline,
+                            _joined([r.ratio for r in cells]), base.target,
+                            _met_all([r.met for r in cells])))
+        combined.append(Section(first.title, first.note + f" Figures of {len(runs)} full runs "
+                                "(run 1 / run 2 / ...); a target is met only when it is met "
+                                "in every run.", rows, first.counted))
+    return combined
+
+
+def _joined(values: list[str]) -> str:
+    return values[0] if all(v == values[0] for v in values) else " / ".join(values)
+
+
+def _met_all(values: list[str]) -> str:
+    if all(v == DASH for v in values):
+        return DASH
+    if NA in values:
+        return NA
+    met = sum(v == "yes" for v in values)
+    return "yes" if met == len(values) else f"**NO** ({met} of {len(values)})"
+
+
+def spread(text: str) -> str:
+    """``"1.10x / 1.30x / 1.20x"`` -> ``"1.10x–1.30x (1.10x / 1.30x / 1.20x)"``."""
+    parts = [p.strip() for p in text.split(" / ")]
+    if len(parts) < 2:
+        return text
+    try:
+        numbers = [float(p.split()[0].rstrip("x").replace(",", "")) for p in parts]
+    except ValueError:
+        return text
+    low, high = parts[numbers.index(min(numbers))], parts[numbers.index(max(numbers))]
+    return f"{low}–{high} ({text})"
+
+
 def summary(sections: list[Section]) -> str:
     """One table of every row that has a target: what it is, the figure, met or not."""
     lines = ["## Targets", "",
-             "Every row below that has a target, from the tables that follow.", "",
+             "Every row below that has a target, from the tables that follow (with several "
+             "runs: the range, then each run's figure).", "",
              "| workload | case | measured | target | met? |", "|---|---|---|---|---|"]
     count = met = 0
     for section in sections:
+        if not section.counted:
+            continue
         for row in section.rows:
             if row.target == DASH:
                 continue
             count += 1
             met += row.met == "yes"
-            measured = row.ratio if row.ratio not in (DASH, NA) else row.value
+            measured = spread(row.ratio if row.ratio not in (DASH, NA) else row.value)
             against = f" of {row.baseline}" if row.ratio not in (DASH, NA) else ""
             lines.append(f"| {section.title} | {row.case} | {measured}{against} | "
                          f"{row.target} | {row.met} |")

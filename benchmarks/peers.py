@@ -66,13 +66,16 @@ def work_sqltrack(directory: str, count: int, buffered: bool, pg: dict | None) -
         kwargs = {"engine": "postgres", **pg}
     client = sqltrack_sync.Client(**kwargs, buffered=buffered)
     run = sqltrack_sync.Experiment(client, name="peers").get_run()
+    run.start()
 
     def finish() -> None:
+        # The whole end of the run, as for the peers (end_run, close, finish): the
+        # buffered rows written, the run stopped (status, time), the client closed.
         run.flush()
+        run.stop()
+        client.close()
 
-    seconds = _loop(lambda m, s: run.add_metrics(m, step=s), finish, _steps(count))
-    client.close()
-    return seconds
+    return _loop(lambda m, s: run.add_metrics(m, step=s), finish, _steps(count))
 
 
 def work_mlflow(directory: str, count: int, uri: str) -> float:

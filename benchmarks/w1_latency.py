@@ -18,7 +18,7 @@ import functools
 from time import perf_counter
 
 from common import NAMES, Env, close_quietly, has_buffered_option, metric_rows, sync_facade
-from harness import DASH, Case, Row, Section, Target, measure
+from harness import DASH, Case, Isolated, Row, Section, Target, measure
 
 import sqltrack
 
@@ -136,6 +136,13 @@ def overload_rows(env: Env, steps: int) -> list[Row]:
             f"longest {max(times) * 1e3:.1f} ms",
         ))
     return out
+
+
+def isolated(env: Env, state: dict) -> Isolated:
+    """The latency cases for timing each alone in a fresh process: the longest call."""
+    return Isolated(build_cases(env, 20_000),
+                    lambda samples: max(t for one_round, _ in samples for t in one_round) * 1e3,
+                    lambda ms: f"{ms:.2f} ms", "the longest add_metrics call, ms")
 
 
 def run(env: Env, rounds: int) -> Section:

