@@ -139,6 +139,23 @@ class PostgresDialect(Dialect):
     name = "postgres"
     engine_class = "postgres:PostgresEngine"
 
+    def curve_extremes(
+        self, table: str, where: str, params: list[Any], value: str, finite: str,
+        low: int, width: int, buckets: int,
+    ) -> list[Statement]:
+        """One pass, one hash aggregate: the least and greatest ``ARRAY[y, step,
+        progress]`` of each bucket (arrays compare element by element)."""
+        key = (f"ARRAY[CAST({value} AS double precision), CAST(step AS double precision), "
+               "CAST(progress AS double precision)]")
+        picked = f"CASE WHEN {finite} THEN {key} END"
+        sql = (f"WITH g AS (SELECT MIN({picked}) AS lo, MAX({picked}) AS hi, COUNT(*) AS n, "
+               f"COUNT(CASE WHEN {finite} THEN 1 END) AS f FROM {table} "
+               f"WHERE {where} AND step >= {low:d} AND step < {low + width * buckets:d} "
+               f"GROUP BY (step - {low:d}) / {width:d}) "
+               "SELECT lo[1], lo[2], lo[3], n, f FROM g "
+               "UNION ALL SELECT hi[1], hi[2], hi[3], 0, 0 FROM g")
+        return [(sql, list(params))]
+
     def json_param(self) -> str:
         return "%s::jsonb"
 

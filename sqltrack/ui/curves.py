@@ -4,7 +4,10 @@ Each curve carries its points' ``step`` and ``progress`` (and ``time`` when the
 run logs a datetime metric, see ``time_column``), so the page switches the x axis
 without asking again. ``after=(step, progress)`` returns only the rows after that
 key (a live page asks for what is new since its last point). Long curves are
-downsampled by index with the min/max buckets of ``downsample``.
+downsampled by the database: the lowest and highest value of each bucket of steps
+plus the first and last points (``Dialect.curve_extremes``), so at most
+``max_points`` rows a curve leave it, on both engines, for column and long-stored
+metrics alike.
 """
 
 from __future__ import annotations
@@ -79,50 +82,139 @@ def _after_sql(after: After) -> tuple[str, list[Any]]:
     return " AND (step > %s OR (step = %s AND progress > %s))", [after[0], after[0], after[1]]
 
 
-async def _rows(
-    client: AsyncClient, run_id: int, columns: list[str], after: After
-) -> list[tuple[Any, ...]]:
-    """Rows ``(step, progress, *columns)`` of a run after the key ``after``, in key order."""
-    extra, params = _after_sql(after)
-    names = ", ".join(map(client.dialect.quote_ident, columns))
-    return await client.query(
-        f"SELECT step, progress, {names} FROM metrics WHERE run_id = %s{extra} "
-        "ORDER BY step, progress",
-        [run_id, *params],
-    )
+#: A float value between these is finite (NaN and the infinities are not); both engines.
+_FINITE = "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+#: Step values per ``IN`` list when reading the time of the points kept.
+_IN_LIST = 500
 
 
-def curve(rows: list[tuple[Any, ...]], index: int, kind: str | None, max_points: int,
-          has_time: bool) -> dict[str, Any]:
-    """One metric's curve from rows ``(step, progress, [time], *values)``."""
-    total = 0
-    kept: list[int] = []
-    ys: list[float] = []
-    for position, row in enumerate(rows):
-        value = row[index]
-        if value is None:
-            continue
-        total += 1
-        value = int(value) if kind == "bool" else queries.metric_value(value, kind)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            kept.append(position)
-            ys.append(value)
-    picked, ys = downsample(kept, ys, max_points)
+class _Place:
+    """Where one metric of one run is read: ``FROM table WHERE where`` (params), its
+    value expression and the condition that a value is finite."""
+
+    def __init__(self, client: AsyncClient, run_id: int, name: str, kind: str | None,
+                 columns: dict[str, str | None], after: After) -> None:
+        if name in columns:
+            value = client.dialect.quote_ident(name)
+            self.table, self.params = "metrics", [run_id]
+            present = f"run_id = %s AND {value} IS NOT NULL"
+        else:
+            value = queries.LONG_SLOT.get(kind or "", "value_text")
+            self.table, self.params = "metric_values", [run_id, name]
+            present = f"run_id = %s AND name = %s AND {value} IS NOT NULL"
+        extra, params = _after_sql(after)
+        self.where = present + extra
+        self.params += params
+        self.value = f"CAST({value} AS INTEGER)" if kind == "bool" else value
+        self.finite = f"{value} {_FINITE}" if kind == "float" else "1 = 1"
+
+
+async def _points(client: AsyncClient, place: _Place, max_points: int
+                  ) -> tuple[list[tuple[Any, Any, Any]], int, int]:
+    """The curve's points ``(step, progress, y)`` in key order (at most ``max_points``),
+    its number of values and of finite values: the whole curve when it fits, else the
+    first and last finite points and the lowest and highest of each bucket of steps,
+    chosen by the database (``Dialect.curve_extremes``)."""
+    frm = f"FROM {place.table} WHERE {place.where}"
+    head = await client.query(
+        f"SELECT step, progress, {place.value} {frm} ORDER BY step, progress "
+        f"LIMIT {max_points + 1:d}", place.params)
+    if len(head) <= max_points:
+        kept = [row for row in head if _finite(row[2])]
+        return kept, len(head), len(kept)
+    ends = []
+    for order in ("", " DESC"):
+        ends += await client.query(
+            f"SELECT step, progress, {place.value} {frm} AND {place.finite} "
+            f"ORDER BY step{order}, progress{order} LIMIT 1", place.params)
+    (high,) = (await client.query(
+        f"SELECT step {frm} ORDER BY step DESC, progress DESC LIMIT 1", place.params))[0]
+    low = head[0][0]
+    buckets = (max_points - 2) // 2
+    width = max(1, -(-(high - low + 1) // buckets))
+    found: dict[tuple[int, float], Any] = {}
+    total = finite = 0
+    for sql, params in client.dialect.curve_extremes(
+            place.table, place.where, place.params, place.value, place.finite,
+            low, width, buckets):
+        for y, step, progress, count, good in await client.query(sql, params):
+            total += count or 0
+            finite += good or 0
+            if y is not None and step is not None:
+                found[(int(step), float(progress))] = y
+    for step, progress, y in ends:
+        found[(int(step), float(progress))] = y
+    return [(s, p, found[(s, p)]) for s, p in sorted(found)], total, finite
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and (not isinstance(value, float) or math.isfinite(value))
+
+
+async def _times(client: AsyncClient, run_id: int, clock: str, kinds: dict[str, str | None],
+                 columns: dict[str, str | None], steps: set[int]) -> dict[tuple[int, float], Any]:
+    """The clock metric's value at the given steps, by key."""
+    place = _Place(client, run_id, clock, kinds.get(clock), columns, None)
+    found: dict[tuple[int, float], Any] = {}
+    ordered = sorted(steps)
+    for start in range(0, len(ordered), _IN_LIST):
+        part = ordered[start:start + _IN_LIST]
+        rows = await client.query(
+            f"SELECT step, progress, {place.value} FROM {place.table} WHERE {place.where} "
+            f"AND step IN ({', '.join(['%s'] * len(part))})", [*place.params, *part])
+        found.update({(int(s), float(p)): v for s, p, v in rows})
+    return found
+
+
+async def curve(client: AsyncClient, run_id: int, name: str, kinds: dict[str, str | None],
+                columns: dict[str, str | None], max_points: int, after: After,
+                clock: str | None) -> dict[str, Any]:
+    """One metric's curve of one run, downsampled by the database."""
+    kind = kinds.get(name)
+    place = _Place(client, run_id, name, kind, columns, after)
+    points, total, finite = await _points(client, place, max_points)
+    ys = []
+    for _, _, value in points:
+        value = queries.metric_value(value, "float" if kind == "float" else "int")
+        ys.append(int(value) if kind in ("int", "bool") else float(value))
     out = {
-        "step": [rows[i][0] for i in picked],
-        "progress": [rows[i][1] for i in picked],
-        "y": ys, "points": len(ys), "total": total, "non_finite": total - len(kept),
-        "downsampled": len(ys) < len(kept),
+        "step": [int(p[0]) for p in points], "progress": [float(p[1]) for p in points],
+        "y": ys, "points": len(ys), "total": total, "non_finite": total - finite,
+        "downsampled": len(ys) < finite,
     }
-    if has_time:
-        out["time"] = [wall_time(rows[i][2]) for i in picked]
+    if clock is not None:
+        times = await _times(client, run_id, clock, kinds, columns, {int(p[0]) for p in points})
+        out["time"] = [wall_time(times.get((int(p[0]), float(p[1])))) for p in points]
     return out
 
 
-def _last_key(rows: list[tuple[Any, ...]], after: After) -> dict[str, Any] | None:
-    if rows:
-        return {"step": rows[-1][0], "progress": rows[-1][1]}
+async def _last(client: AsyncClient, run_id: int, after: After) -> dict[str, Any] | None:
+    """The greatest key of the run's metric rows (either place) after ``after``."""
+    extra, params = _after_sql(after)
+    keys = []
+    for table in ("metrics", "metric_values"):
+        keys += await client.query(
+            f"SELECT step, progress FROM {table} WHERE run_id = %s{extra} "
+            "ORDER BY step DESC, progress DESC LIMIT 1", [run_id, *params])
+    if keys:
+        step, progress = max((int(s), float(p)) for s, p in keys)
+        return {"step": step, "progress": progress}
     return None if after is None else {"step": after[0], "progress": after[1]}
+
+
+#: Column metrics tried one by one (a run lacking one costs a read of its rows); with
+#: more candidates, one ``queries.export_columns`` read finds the run's metrics first.
+_PROBE = 4
+
+
+async def _present(client: AsyncClient, run_ids: Sequence[int], numeric: list[str],
+                   columns: dict[str, str | None]) -> list[str]:
+    """The metrics of ``numeric`` worth reading for these runs (by default)."""
+    if sum(1 for n in numeric if n in columns) <= _PROBE and not any(
+            n not in columns for n in numeric):
+        return numeric
+    found = await queries.export_columns(client, list(run_ids))
+    return [n for n in numeric if n in found]
 
 
 def _labels(extras: Any) -> dict[str, str]:
@@ -148,28 +240,27 @@ async def run_curves(
     if not found:
         raise NotFound(f"run {run_id} does not exist")
     status, extras = found[0]
-    kinds = await queries.metric_columns(client)
+    kinds = await queries.metric_kinds(client)
+    columns = await queries.metric_columns(client)
     numeric = [n for n, k in kinds.items() if k in PLOTTED_KINDS]
     if names is not None:
         unknown = [n for n in names if n not in numeric]
         if unknown:
             raise BadRequest(f"run has no numeric metric {unknown[0]!r} "
                              f"(metrics: {', '.join(numeric) or 'none'})")
-    chosen = numeric if names is None else names
+    chosen = (await _present(client, [run_id], numeric, columns)
+              if names is None and after is None else numeric if names is None else names)
     clock = time_column(kinds)
     metrics: dict[str, Any] = {}
-    rows: list[tuple[Any, ...]] = []
-    if chosen:
-        rows = await _rows(client, run_id, [*([clock] if clock else []), *chosen], after)
-        first = 3 if clock else 2
-        for offset, name in enumerate(chosen):
-            line = curve(rows, first + offset, kinds[name], max_points, clock is not None)
-            if line["total"] or names is not None or after is not None:
-                metrics[name] = line
+    for name in chosen:
+        line = await curve(client, run_id, name, kinds, columns, max_points, after, clock)
+        if line["total"] or names is not None or after is not None:
+            metrics[name] = line
     return {
         "run_id": run_id, "status": status, "live": status in LIVE_STATUSES,
         "axes": ["step", "progress", *(["time"] if clock else [])], "time_metric": clock,
-        "labels": _labels(extras), "last": _last_key(rows, after), "max_points": max_points,
+        "labels": _labels(extras), "last": await _last(client, run_id, after),
+        "max_points": max_points,
         "metrics": metrics,
     }
 
@@ -182,7 +273,8 @@ async def compare_curves(
     if len(run_ids) > MAX_RUNS:
         raise BadRequest(f"overlay at most {MAX_RUNS} runs at once, not {len(run_ids)}")
     afters = afters or {}
-    kinds = await queries.metric_columns(client)
+    kinds = await queries.metric_kinds(client)
+    columns = await queries.metric_columns(client)
     numeric = [n for n, k in kinds.items() if k in PLOTTED_KINDS]
     for name in names or []:
         if name not in numeric:
@@ -200,7 +292,8 @@ async def compare_curves(
     missing = [r for r in run_ids if r not in info]
     if missing:
         raise NotFound(f"run {missing[0]} does not exist")
-    chosen = numeric if names is None else names
+    chosen = (await _present(client, run_ids, numeric, columns)
+              if names is None and not afters else numeric if names is None else names)
     clock = time_column(kinds)
     labels: dict[str, str] = {}
     runs = []
@@ -209,16 +302,13 @@ async def compare_curves(
         _, status, extras, experiment, experiment_id = info[run_id]
         labels.update(_labels(extras))
         after = afters.get(run_id)
-        rows: list[tuple[Any, ...]] = []
-        if chosen:
-            rows = await _rows(client, run_id, [*([clock] if clock else []), *chosen], after)
-        first = 3 if clock else 2
-        for offset, name in enumerate(chosen):
-            curves[name][str(run_id)] = curve(rows, first + offset, kinds[name], max_points,
-                                              clock is not None)
+        for name in chosen:
+            curves[name][str(run_id)] = await curve(client, run_id, name, kinds, columns,
+                                                    max_points, after, clock)
         runs.append({"id": run_id, "status": status, "name": _name(extras),
                      "experiment": experiment, "experiment_id": experiment_id,
-                     "live": status in LIVE_STATUSES, "last": _last_key(rows, after)})
+                     "live": status in LIVE_STATUSES,
+                     "last": await _last(client, run_id, after)})
     if names is None and not afters:  # by default, the metrics some run has
         curves = {n: c for n, c in curves.items() if any(x["total"] for x in c.values())}
     return {"runs": runs, "axes": ["step", "progress", *(["time"] if clock else [])],

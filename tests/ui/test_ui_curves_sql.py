@@ -1,0 +1,169 @@
+"""Curves downsampled by the database (issue 22, Required 6), on both engines.
+
+A curve of 100,000 steps with one spike and one dip, stored as a column of ``metrics``
+and in the long table ``metric_values``: the page's curves keep the spike's max, the
+dip's min, the first and the last point, in at most ``max_points`` points, and no
+statement returns more than about 2 x ``max_points`` rows. And a measurement (not an
+assertion of time) of a 1,000,000-step SQLite run against reading it by hand.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+import sqltrack
+from sqltrack.ui import create_app
+from sqltrack.ui.app import TOKEN_HEADER
+
+STEPS = 100_000
+#: Pseudo-random values in [0, 10), made by the database: ``n * 7919 mod 10007 / 1000``.
+VALUES = "(n * 7919 - n * 7919 / 10007 * 10007) * 0.001"
+SERIES = "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < %s) "
+
+
+@pytest.fixture
+async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as http:
+        yield http
+
+
+class Rows:
+    """Counts the rows each statement of the client returns."""
+
+    def __init__(self, client: sqltrack.AsyncClient, monkeypatch) -> None:
+        self.counts: list[int] = []
+        original = client.query
+
+        async def query(sql, *args, **kwargs):
+            rows = await original(sql, *args, **kwargs)
+            self.counts.append(len(rows))
+            return rows
+
+        monkeypatch.setattr(client, "query", query)
+
+
+async def long_run(client) -> int:
+    """A run with ``loss`` (a column) and ``long_loss`` (long-stored), 100,000 steps each,
+    one dip (-3.5 at 41,234) and one spike (10^6 at 77,777) in each."""
+    exp = await sqltrack.AsyncExperiment.create(client, name="long")
+    run = await exp.get_run()
+    await run.add_metrics({"loss": 5.0}, step=0)
+    await client.query(
+        SERIES + "INSERT INTO metrics (run_id, step, progress, loss) "
+        f"SELECT %s, n, 0.0, {VALUES} FROM s WHERE n > 0", [STEPS - 1, run.id])
+    await client.query("INSERT INTO metric_names (name, kind) VALUES ('long_loss', 'float')")
+    await client.query(
+        SERIES + "INSERT INTO metric_values (run_id, step, progress, name, value) "
+        f"SELECT %s, n, 0.0, 'long_loss', {VALUES} FROM s", [STEPS - 1, run.id])
+    for table, where in (("metrics", "1 = 1"), ("metric_values", "name = 'long_loss'")):
+        column = "loss" if table == "metrics" else "value"
+        for step, value in ((41234, -3.5), (77777, 1e6)):
+            await client.query(f"UPDATE {table} SET {column} = %s WHERE run_id = %s "
+                               f"AND step = %s AND {where}", [value, run.id, step])
+    return run.id
+
+
+def check(curve: dict, max_points: int) -> None:
+    assert curve["total"] == STEPS and curve["downsampled"] is True
+    assert len(curve["step"]) == len(curve["y"]) == curve["points"] <= max_points
+    assert curve["points"] >= max_points // 2
+    assert min(curve["y"]) == -3.5 and max(curve["y"]) == 1e6
+    assert 41234 in curve["step"] and 77777 in curve["step"]
+    assert curve["step"][0] == 0 and curve["step"][-1] == STEPS - 1
+    assert curve["step"] == sorted(curve["step"])
+    assert curve["y"][0] in (5.0, 0.0) and curve["y"][curve["step"].index(41234)] == -3.5
+
+
+async def test_long_curves_are_downsampled_in_sql(client, http, monkeypatch):
+    run_id = await long_run(client)
+    rows = Rows(client, monkeypatch)
+    for max_points in (1000, 11):
+        rows.counts.clear()
+        data = (await http.get(f"/api/runs/{run_id}/curves",
+                               params={"max_points": max_points})).json()
+        assert sorted(data["metrics"]) == ["long_loss", "loss"]
+        for name in ("loss", "long_loss"):
+            check(data["metrics"][name], max_points)
+        assert data["last"] == {"step": STEPS - 1, "progress": 0.0}
+        # no statement brought more than about 2 x max_points rows out of the database
+        assert max(rows.counts) <= 2 * max_points + 2, rows.counts
+        rows.counts.clear()
+        data = (await http.get("/api/compare/curves", params={
+            "runs": str(run_id), "max_points": max_points})).json()
+        for name in ("loss", "long_loss"):
+            check(data["metrics"][name][str(run_id)], max_points)
+        assert max(rows.counts) <= 2 * max_points + 2, rows.counts
+    # new points only: after a key, the same bound
+    data = (await http.get(f"/api/runs/{run_id}/curves", params={
+        "max_points": 100, "after_step": 50_000, "after_progress": 0})).json()
+    for name in ("loss", "long_loss"):
+        curve = data["metrics"][name]
+        assert curve["total"] == STEPS - 50_001 and curve["points"] <= 100
+        assert curve["step"][0] == 50_001 and 77777 in curve["step"]
+        assert 41234 not in curve["step"]
+
+
+async def test_non_finite_values_are_counted_not_drawn(client, http):
+    run_id = await long_run(client)
+    await client.query("UPDATE metrics SET loss = %s WHERE run_id = %s AND step = 500",
+                       [float("inf"), run_id])
+    curve = (await http.get(f"/api/runs/{run_id}/curves", params={
+        "names": "loss", "max_points": 50})).json()["metrics"]["loss"]
+    assert curve["non_finite"] == 1 and curve["total"] == STEPS
+    assert max(curve["y"]) == 1e6 and 500 not in curve["step"]
+
+
+MILLION = 1_000_000
+
+
+async def test_million_step_curves_against_reading_by_hand(engine, client, http, tmp_path,
+                                                           record_property):
+    """A measurement: ``/api/runs/{id}/curves`` and ``/api/compare/curves`` of a
+    1,000,000-step run with 2 metrics (SQLite) against reading both whole with sqlite3."""
+    if engine != "sqlite":
+        pytest.skip("the measurement is of SQLite")
+    exp = await sqltrack.AsyncExperiment.create(client, name="million")
+    run = await exp.get_run()
+    await run.add_metrics({"loss": 1.0, "acc": 0.5}, step=0)
+    await client.query(
+        SERIES + "INSERT INTO metrics (run_id, step, progress, loss, acc) "
+        f"SELECT %s, n, 0.0, {VALUES}, {VALUES} * 0.1 FROM s WHERE n > 0",
+        [MILLION - 1, run.id])
+    path = str(tmp_path / "sqltrack.db")
+
+    def by_hand() -> float:
+        start = time.perf_counter()
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT step, progress, loss, acc FROM metrics "
+                                "WHERE run_id = ? ORDER BY step, progress", [run.id]).fetchall()
+        assert len(rows) == MILLION
+        return time.perf_counter() - start
+
+    async def timed(url: str, params: dict) -> float:
+        start = time.perf_counter()
+        response = await http.get(url, params=params)
+        assert response.status_code == 200
+        return time.perf_counter() - start
+
+    figures: dict[str, float] = {}
+    for attempt in range(3):  # best of 3
+        for label, seconds in (
+            ("by_hand", by_hand()),
+            ("run_curves", await timed(f"/api/runs/{run.id}/curves", {"max_points": 1000})),
+            ("compare_curves", await timed("/api/compare/curves",
+                                           {"runs": str(run.id), "max_points": 1000})),
+        ):
+            figures[label] = min(figures.get(label, seconds), seconds)
+    for label, seconds in figures.items():
+        record_property(f"{label}_s", round(seconds, 3))
+    for label in ("run_curves", "compare_curves"):
+        record_property(f"{label}_vs_by_hand", round(figures[label] / figures["by_hand"], 2))
+    print("million-step figures (s):", {k: round(v, 3) for k, v in figures.items()})
