@@ -59,35 +59,28 @@ class Dialect(ABC):
         return '"' + name.replace('"', '""') + '"'
 
     def curve_extremes(
-        self, table: str, where: str, params: list[Any], value: str, finite: str,
+        self, table: str, where: str, params: list[Any], value: str,
         low: int, width: int, buckets: int,
     ) -> list[tuple[str, list[Any]]]:
-        """Statements giving, per bucket of steps ``[low + i*width, low + (i+1)*width)``
+        """Statements giving, per bucket ``i`` of steps ``[low + i*width, low + (i+1)*width)``
         of the rows ``FROM table WHERE where``, the row of the lowest and of the highest
-        finite ``value``: rows ``(y, step, progress, count, finite_count)`` (the counts of
-        non-null and finite values on one row per bucket, 0 on the others; ``y`` is NULL
-        for a bucket without a finite value). At most 2 rows a bucket come back.
+        ``value``: rows ``(i, y, step, progress, count)`` (the bucket's number of rows on
+        one of its rows, 0 on the other; ``y`` may be NaN or infinite, the caller asks
+        again with a finite condition). At most 2 rows a bucket come back.
 
         This one: one index range read per bucket and extreme (SQLite's ``MIN``/``MAX``
         take the other columns from the row of the extreme), no sort, in statements of
         at most 400 compound terms (SQLite allows 500).
         """
-        finite_value = f"CASE WHEN {finite} THEN {value} END"
         parts: list[str] = []
-        values: list[Any] = []
         for index in range(buckets):
             start = low + index * width
-            span = f" AND step >= {start:d} AND step < {start + width:d}"
-            parts.append(f"SELECT MIN({finite_value}), step, progress, COUNT(*), "
-                         f"COUNT(CASE WHEN {finite} THEN 1 END) FROM {table} "
-                         f"WHERE {where}{span}")
-            parts.append(f"SELECT MAX({finite_value}), step, progress, 0, 0 FROM {table} "
-                         f"WHERE {where}{span}")
-            values += params + params
+            span = f"WHERE {where} AND step >= {start:d} AND step < {start + width:d}"
+            parts.append(f"SELECT {index:d}, MIN({value}), step, progress, COUNT(*) "
+                         f"FROM {table} {span}")
+            parts.append(f"SELECT {index:d}, MAX({value}), step, progress, 0 FROM {table} {span}")
         size = 400
-        per_part = len(params)
-        return [(" UNION ALL ".join(parts[i:i + size]),
-                 values[i * per_part:(i + size) * per_part])
+        return [(" UNION ALL ".join(parts[i:i + size]), params * len(parts[i:i + size]))
                 for i in range(0, len(parts), size)]
 
     @abstractmethod

@@ -140,20 +140,19 @@ class PostgresDialect(Dialect):
     engine_class = "postgres:PostgresEngine"
 
     def curve_extremes(
-        self, table: str, where: str, params: list[Any], value: str, finite: str,
+        self, table: str, where: str, params: list[Any], value: str,
         low: int, width: int, buckets: int,
     ) -> list[Statement]:
         """One pass, one hash aggregate: the least and greatest ``ARRAY[y, step,
-        progress]`` of each bucket (arrays compare element by element)."""
+        progress]`` of each bucket (arrays compare element by element; NaN sorts last)."""
         key = (f"ARRAY[CAST({value} AS double precision), CAST(step AS double precision), "
                "CAST(progress AS double precision)]")
-        picked = f"CASE WHEN {finite} THEN {key} END"
-        sql = (f"WITH g AS (SELECT MIN({picked}) AS lo, MAX({picked}) AS hi, COUNT(*) AS n, "
-               f"COUNT(CASE WHEN {finite} THEN 1 END) AS f FROM {table} "
+        sql = (f"WITH g AS (SELECT (step - {low:d}) / {width:d} AS i, MIN({key}) AS lo, "
+               f"MAX({key}) AS hi, COUNT(*) AS n FROM {table} "
                f"WHERE {where} AND step >= {low:d} AND step < {low + width * buckets:d} "
-               f"GROUP BY (step - {low:d}) / {width:d}) "
-               "SELECT lo[1], lo[2], lo[3], n, f FROM g "
-               "UNION ALL SELECT hi[1], hi[2], hi[3], 0, 0 FROM g")
+               "GROUP BY 1) "
+               "SELECT i, lo[1], lo[2], lo[3], n FROM g "
+               "UNION ALL SELECT i, hi[1], hi[2], hi[3], 0 FROM g")
         return [(sql, list(params))]
 
     def json_param(self) -> str:

@@ -133,15 +133,29 @@ async def _points(client: AsyncClient, place: _Place, max_points: int
     buckets = (max_points - 2) // 2
     width = max(1, -(-(high - low + 1) // buckets))
     found: dict[tuple[int, float], Any] = {}
-    total = finite = 0
+    counts: dict[int, int] = {}
+    odd: set[int] = set()  # buckets whose extreme is NaN or infinite: asked again
     for sql, params in client.dialect.curve_extremes(
-            place.table, place.where, place.params, place.value, place.finite,
-            low, width, buckets):
-        for y, step, progress, count, good in await client.query(sql, params):
-            total += count or 0
-            finite += good or 0
-            if y is not None and step is not None:
+            place.table, place.where, place.params, place.value, low, width, buckets):
+        for bucket, y, step, progress, count in await client.query(sql, params):
+            counts[bucket] = counts.get(bucket, 0) + (count or 0)
+            if y is None or step is None:
+                continue
+            if not _finite(float(y)):
+                odd.add(bucket)
+            else:
                 found[(int(step), float(progress))] = y
+    total = finite = sum(counts.values())
+    for bucket in sorted(odd):
+        start = low + bucket * width
+        finite -= counts[bucket]
+        for sql, params in client.dialect.curve_extremes(
+                place.table, f"{place.where} AND {place.finite}", place.params, place.value,
+                start, width, 1):
+            for _, y, step, progress, count in await client.query(sql, params):
+                finite += count or 0
+                if y is not None and step is not None:
+                    found[(int(step), float(progress))] = y
     for step, progress, y in ends:
         found[(int(step), float(progress))] = y
     return [(s, p, found[(s, p)]) for s, p in sorted(found)], total, finite

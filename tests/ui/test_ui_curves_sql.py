@@ -154,7 +154,7 @@ async def test_million_step_curves_against_reading_by_hand(engine, client, http,
         return time.perf_counter() - start
 
     figures: dict[str, float] = {}
-    for attempt in range(3):  # best of 3
+    for _attempt in range(3):  # best of 3
         for label, seconds in (
             ("by_hand", by_hand()),
             ("run_curves", await timed(f"/api/runs/{run.id}/curves", {"max_points": 1000})),
