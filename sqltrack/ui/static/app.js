@@ -154,13 +154,26 @@ const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
   "#7f7f7f", "#bcbd22", "#17becf"];
 const AXIS_TITLES = { step: "step", progress: "progress", time: "wall time" };
 
+// Chart colours from the page's CSS variables (light or dark, prefers-color-scheme).
+function themeColors() {
+  const css = getComputedStyle(document.documentElement);
+  const read = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+  return { fg: read("--fg", "#1d232b"), bg: read("--bg", "#fff"), line: read("--line", "#dde2e8") };
+}
+
 function layout(title, xTitle, extra = {}) {
+  const theme = themeColors();
+  const axis = { gridcolor: theme.line, zerolinecolor: theme.line, linecolor: theme.line };
   return {
     title: { text: plotlyText(title), font: { size: 14 } },
     margin: { l: 56, r: 16, t: 40, b: 40 },
-    xaxis: { title: { text: plotlyText(xTitle) } },
-    font: { family: "system-ui, sans-serif", size: 12 },
+    xaxis: { title: { text: plotlyText(xTitle) }, ...axis },
+    yaxis: { ...axis },
+    font: { family: "system-ui, sans-serif", size: 12, color: theme.fg },
+    paper_bgcolor: theme.bg, plot_bgcolor: theme.bg,
     ...extra,
+    ...(extra.yaxis ? { yaxis: { ...axis, ...extra.yaxis } } : {}),
+    ...(extra.xaxis ? { xaxis: { ...axis, ...extra.xaxis } } : {}),
   };
 }
 
