@@ -124,12 +124,11 @@ async def test_non_finite_values_are_counted_not_drawn(client, http):
 MILLION = 1_000_000
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # the measurement is of SQLite (no skip)
 async def test_million_step_curves_against_reading_by_hand(engine, client, http, tmp_path,
                                                            record_property):
     """A measurement: ``/api/runs/{id}/curves`` and ``/api/compare/curves`` of a
     1,000,000-step run with 2 metrics (SQLite) against reading both whole with sqlite3."""
-    if engine != "sqlite":
-        pytest.skip("the measurement is of SQLite")
     exp = await sqltrack.AsyncExperiment.create(client, name="million")
     run = await exp.get_run()
     await run.add_metrics({"loss": 1.0, "acc": 0.5}, step=0)
