@@ -183,6 +183,29 @@ class PostgresDialect(Dialect):
             yield "ALTER TABLE applied_migrations ALTER COLUMN time_applied DROP NOT NULL", []
         yield from _widen_status_enum(statuses)
         yield from _system_metrics_ranks_postgres()
+        yield from _drop_advance_id_triggers()
+
+    def advance_id_steps(self, table: str, new_id: int) -> Steps:
+        """Move ``table``'s id sequence past ``new_id`` (no trigger: Citus refuses them).
+
+        The sequence only moves forward: ``nextval`` adds, and this ``setval`` takes the
+        greater of ``new_id`` and the sequence's last value while holding ``table`` in
+        SHARE UPDATE EXCLUSIVE mode (conflicts with itself, so two explicit inserters
+        never set it back past each other; not with reads or writes of rows). A sequence
+        already past ``new_id`` (the common case) costs one read and no lock: a value
+        seen there never goes back. ``pg_sequence_last_value`` is NULL until the first
+        ``nextval`` (``is_called`` false: the next value is the start value, 1), so NULL
+        counts as 0 and ``setval(..., is_called => true)`` makes the next value
+        ``new_id + 1``.
+        """
+        sequence = "(SELECT pg_get_serial_sequence(%s, 'id')::regclass AS s) AS q"
+        ahead = yield (f"SELECT COALESCE(pg_sequence_last_value(q.s), 0) >= %s FROM {sequence}",
+                       [new_id, table])
+        if not ahead or ahead[0][0]:
+            return
+        yield f"LOCK TABLE {self.quote_ident(table)} IN SHARE UPDATE EXCLUSIVE MODE", []
+        yield (f"SELECT setval(q.s, GREATEST(%s, COALESCE(pg_sequence_last_value(q.s), 0)), "
+               f"true) FROM {sequence}", [new_id, table])
 
     has_server = True
 
@@ -431,6 +454,28 @@ def _system_metrics_ranks_postgres() -> Steps:
         constraint = _quote(key[0][0])  # the catalog's name, quoted as an identifier
         yield f"ALTER TABLE system_metrics DROP CONSTRAINT {constraint}", []
     yield "ALTER TABLE system_metrics ADD PRIMARY KEY (run_id, rank, host, name, time)", []
+
+
+# -- upgrade step drop_advance_id_triggers (schema:5): no triggers (Citus) ----------------
+def _drop_advance_id_triggers() -> Steps:
+    """PostgreSQL: drop the triggers ``experiments_advance_id`` / ``runs_advance_id`` and
+    their function ``sqltrack_advance_id()`` (in the schema of ``runs``) that earlier
+    builds made; the library's statements advance the sequence now (``advance_id_steps``).
+    Nothing when they are gone already."""
+    drops = yield ("SELECT 'DROP TRIGGER ' || quote_ident(t.tgname) || ' ON ' || "
+                   "t.tgrelid::regclass::text "
+                   "FROM pg_trigger t WHERE t.tgrelid IN (to_regclass('runs'), "
+                   "to_regclass('experiments')) AND NOT t.tgisinternal AND t.tgname IN "
+                   "('runs_advance_id', 'experiments_advance_id')", [])
+    for (drop,) in drops:
+        yield drop, []
+    functions = yield ("SELECT 'DROP FUNCTION ' || p.oid::regprocedure::text FROM pg_proc p "
+                       "WHERE p.proname = 'sqltrack_advance_id' AND p.pronargs = 0 AND "
+                       "p.pronamespace = COALESCE((SELECT c.relnamespace FROM pg_class c "
+                       "WHERE c.oid = to_regclass('runs')), "
+                       "(SELECT oid FROM pg_namespace WHERE nspname = current_schema()))", [])
+    for (drop,) in functions:
+        yield drop, []
 
 
 def _system_metrics_ranks_sqlite() -> Steps:

@@ -14,10 +14,13 @@ if TYPE_CHECKING:
 
 #: Recorded when a database has the schema of this version (the fast check on open):
 #: 3 gave ``system_metrics`` ``rank`` and ``host`` in its key; 4 added ``metric_values``,
-#: ``metric_names`` and the view ``metric_values_all``.
-SCHEMA_MARK = "sqltrack:schema:4"
-#: The mark of the build before (neither yet): upgraded in place.
-PREVIOUS_MARK = "sqltrack:schema:2"
+#: ``metric_names`` and the view ``metric_values_all``; 5 has no triggers (PostgreSQL:
+#: ``sqltrack_advance_id`` dropped, sqltrack's statements advance the id sequence: Citus).
+SCHEMA_MARK = "sqltrack:schema:5"
+#: The marks of the builds before, newest first: upgraded in place.
+PREVIOUS_MARKS = ("sqltrack:schema:4", "sqltrack:schema:2")
+#: The oldest of them (no ``metric_values`` nor ranks yet).
+PREVIOUS_MARK = PREVIOUS_MARKS[-1]
 #: Recorded when the base schema was created or adopted (also by earlier builds).
 BASE_MARK = "sqltrack:base"
 #: sqltrack 0.1.x runs its ``base.sql`` unless this name is recorded.
@@ -27,6 +30,7 @@ EARLY_MIGRATIONS = "sqltrack_migrations"
 
 EMPTY, CURRENT, V01, EARLY, PARTIAL = "empty", "current", "0.1.x", "early", "partial"
 PREVIOUS = "schema:2"
+PREVIOUS4 = "schema:4"
 
 
 async def rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list[Any]:
@@ -47,10 +51,12 @@ async def detect(engine: Engine, conn: Any) -> str:
     if MIGRATIONS not in present:
         return PARTIAL if "runs" in present else EMPTY
     marks = {r[0] for r in await rows(
-        engine, conn, "SELECT name FROM applied_migrations WHERE name IN (%s, %s, %s)",
-        [SCHEMA_MARK, PREVIOUS_MARK, BASE_MARK])}
+        engine, conn, "SELECT name FROM applied_migrations WHERE name IN (%s, %s, %s, %s)",
+        [SCHEMA_MARK, *PREVIOUS_MARKS, BASE_MARK])}
     if SCHEMA_MARK in marks:
         return CURRENT
+    if PREVIOUS_MARKS[0] in marks:
+        return PREVIOUS4
     if PREVIOUS_MARK in marks:
         return PREVIOUS
     return PARTIAL if BASE_MARK in marks else V01
