@@ -141,6 +141,12 @@ class Dialect(ABC):
         """
         yield from ()
 
+    def distribute_steps(self) -> Any:
+        """At the base schema's set-up (setting ``distribute``): spread the tables over
+        the nodes of a distributed engine that the database turns out to be (PostgreSQL:
+        Citus). Sans I/O as ``upgrade_steps``; nothing by default."""
+        yield from ()
+
     def advance_id_steps(self, table: str, new_id: int) -> Any:
         """After an insert of the explicit id ``new_id`` into ``table`` (``runs`` or
         ``experiments``), in the same transaction: the statements that move the table's

@@ -185,6 +185,45 @@ class PostgresDialect(Dialect):
         yield from _system_metrics_ranks_postgres()
         yield from _drop_advance_id_triggers()
 
+    def distribute_steps(self) -> Steps:
+        """On a Citus coordinator (the ``citus`` extension present): distribute the base
+        tables, in the one order Citus accepts, in the set-up's transaction. ``runs`` by
+        ``id`` first (its foreign key to ``experiments`` dropped meanwhile: a local table
+        referencing a reference table would become a Citus-local one, which an identity
+        column keeps from being distributed), then ``experiments``, ``experiment_links`` and
+        ``metric_names`` as reference tables, the foreign key again, then ``metrics``,
+        ``metric_values``, ``system_metrics`` and ``run_links`` co-located with ``runs`` by
+        run id. ``run_links.to_id`` loses its foreign key (Citus: only between co-located
+        columns). Nothing when Citus is absent or ``runs`` is distributed already;
+        the rows sent back name what was done.
+        """
+        citus = yield "SELECT 1 FROM pg_extension WHERE extname = 'citus'", []
+        if not citus:
+            return
+        done = yield ("SELECT 1 FROM pg_dist_partition WHERE logicalrelid = "
+                      "to_regclass('runs')", [])
+        if done:
+            return
+        yield "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'", []
+        keys = yield ("SELECT c.conrelid::regclass::text, quote_ident(c.conname), "
+                      "pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contype = 'f' "
+                      "AND ((c.conrelid = to_regclass('runs') AND "
+                      "c.confrelid = to_regclass('experiments')) OR (c.conrelid = "
+                      "to_regclass('run_links') AND c.conkey = ARRAY[(SELECT attnum FROM "
+                      "pg_attribute WHERE attrelid = c.conrelid AND attname = 'to_id')]))", [])
+        for table, name, _ in keys:
+            yield f"ALTER TABLE {table} DROP CONSTRAINT {name}", []
+        yield "SELECT create_distributed_table('runs', 'id')", []
+        for table in ("experiments", "experiment_links", "metric_names"):
+            yield f"SELECT create_reference_table('{table}')", []
+        for table, name, definition in keys:
+            if "experiments" in definition:
+                yield f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}", []
+        for table, column in (("metrics", "run_id"), ("metric_values", "run_id"),
+                              ("system_metrics", "run_id"), ("run_links", "from_id")):
+            yield (f"SELECT create_distributed_table('{table}', '{column}', "
+                   "colocate_with => 'runs')", [])
+
     def advance_id_steps(self, table: str, new_id: int) -> Steps:
         """Move ``table``'s id sequence past ``new_id`` (no trigger: Citus refuses them).
 

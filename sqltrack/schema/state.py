@@ -71,6 +71,32 @@ async def record_marks(engine: Engine, conn: Any) -> None:
                "ON CONFLICT DO NOTHING", marks)
 
 
+async def run_steps(engine: Engine, conn: Any, steps: Any) -> int:
+    """Run a dialect's sans-I/O steps: each statement it yields, its rows sent back; how
+    many statements ran."""
+    count = 0
+    try:
+        sql, params = next(steps)
+        while True:
+            count += 1
+            sql, params = steps.send(await rows(engine, conn, sql, params))
+    except StopIteration:
+        pass
+    return count
+
+
+async def distribute(engine: Engine, conn: Any) -> str | None:
+    """Spread the base tables over a distributed engine's nodes (the dialect's
+    ``distribute_steps``: Citus) unless the setting ``distribute`` is off; what was done."""
+    if not getattr(engine.settings, "distribute", True):
+        return None
+    if await run_steps(engine, conn, engine.dialect.distribute_steps()) <= 2:
+        return None  # only looked: not a distributed engine, or distributed before
+    return ("distributed the tables on Citus (runs by id, metrics, metric_values, "
+            "system_metrics and run_links co-located by run id; experiments, "
+            "experiment_links and metric_names reference tables)")
+
+
 async def create(engine: Engine, conn: Any, base_sql: str) -> str:
     """The base schema in an empty database (the caller holds the schema lock)."""
     await engine.executescript(conn, base_sql)

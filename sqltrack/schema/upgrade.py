@@ -32,6 +32,7 @@ from .state import (
     PREVIOUS4,
     V01,
     record_marks,
+    run_steps,
 )
 from .state import rows as _rows
 from .state import tables as _tables
@@ -79,9 +80,4 @@ async def _adopt_early_migrations(engine: Engine, conn: Any, tables: set[str]) -
 
 async def _run_steps(engine: Engine, conn: Any, steps: Steps) -> None:
     """Run a dialect's sans-I/O steps: each statement it yields, its rows sent back."""
-    try:
-        sql, params = next(steps)
-        while True:
-            sql, params = steps.send(await _rows(engine, conn, sql, params))
-    except StopIteration:
-        pass
+    await run_steps(engine, conn, steps)
