@@ -110,6 +110,9 @@ class Settings:
     configured: bool = True
     #: The column budget (see METRIC_COLUMNS_DEFAULTS).
     metric_columns: int = 800
+    #: Distribute the tables at the base schema's set-up when the database is a Citus
+    #: coordinator (``runs`` by id, the run-keyed tables co-located, reference tables).
+    distribute: bool = True
 
     def __repr__(self) -> str:
         # Passwords never show: the password keywords, nor one inside a URI or a DSN
@@ -194,8 +197,8 @@ def _env_values() -> dict[str, str]:
     }
 
 
-def _flag(values: dict[str, Any], key: str) -> bool:
-    raw = values.pop(key, False)
+def _flag(values: dict[str, Any], key: str, default: bool = False) -> bool:
+    raw = values.pop(key, default)
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()
@@ -341,6 +344,7 @@ def resolve(
             f"pool_max_size={values.get('pool_max_size', POOL_DEFAULTS['pool_max_size'])!r}"
         )
     options["buffered"] = _flag(values, "buffered")
+    options["distribute"] = _flag(values, "distribute", True)
     options["flush_rows"] = _number(values, "flush_rows", int)
     options["flush_interval"] = _number(values, "flush_interval", float)
     options["buffer_max_rows"] = _number(values, "buffer_max_rows", int)

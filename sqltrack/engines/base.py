@@ -166,6 +166,23 @@ class Dialect(ABC):
         """
         yield from ()
 
+    def distribute_steps(self) -> Any:
+        """At the base schema's set-up (setting ``distribute``): spread the tables over
+        the nodes of a distributed engine that the database turns out to be (PostgreSQL:
+        Citus). Sans I/O as ``upgrade_steps``; nothing by default."""
+        yield from ()
+
+    def advance_id_steps(self, table: str, new_id: int) -> Any:
+        """After an insert of the explicit id ``new_id`` into ``table`` (``runs`` or
+        ``experiments``), in the same transaction: the statements that move the table's
+        id generator past it, so a generated id never collides with it.
+
+        Sans I/O as ``upgrade_steps`` (yields ``(sql, params)``, is sent each one's rows).
+        Nothing by default: an engine whose ids do this by themselves (SQLite's
+        ``AUTOINCREMENT``) needs no statement.
+        """
+        yield from ()
+
     # -- where the database is: pure functions of the settings ---------------------------
     #: Whether the database is on a server (a wrong setting fails on connecting), not
     #: in a local file (which connecting would create).

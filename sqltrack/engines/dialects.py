@@ -199,6 +199,68 @@ class PostgresDialect(Dialect):
             yield "ALTER TABLE applied_migrations ALTER COLUMN time_applied DROP NOT NULL", []
         yield from _widen_status_enum(statuses)
         yield from _system_metrics_ranks_postgres()
+        yield from _drop_advance_id_triggers()
+
+    def distribute_steps(self) -> Steps:
+        """On a Citus coordinator (the ``citus`` extension present): distribute the base
+        tables, in the one order Citus accepts, in the set-up's transaction. ``runs`` by
+        ``id`` first (its foreign key to ``experiments`` dropped meanwhile: a local table
+        referencing a reference table would become a Citus-local one, which an identity
+        column keeps from being distributed), then ``experiments``, ``experiment_links`` and
+        ``metric_names`` as reference tables, the foreign key again, then ``metrics``,
+        ``metric_values``, ``system_metrics`` and ``run_links`` co-located with ``runs`` by
+        run id. ``run_links.to_id`` loses its foreign key (Citus: only between co-located
+        columns). Nothing when Citus is absent or ``runs`` is distributed already;
+        the rows sent back name what was done.
+        """
+        citus = yield "SELECT 1 FROM pg_extension WHERE extname = 'citus'", []
+        if not citus:
+            return
+        done = yield ("SELECT 1 FROM pg_dist_partition WHERE logicalrelid = "
+                      "to_regclass('runs')", [])
+        if done:
+            return
+        yield "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'", []
+        keys = yield ("SELECT c.conrelid::regclass::text, quote_ident(c.conname), "
+                      "pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contype = 'f' "
+                      "AND ((c.conrelid = to_regclass('runs') AND "
+                      "c.confrelid = to_regclass('experiments')) OR (c.conrelid = "
+                      "to_regclass('run_links') AND c.conkey = ARRAY[(SELECT attnum FROM "
+                      "pg_attribute WHERE attrelid = c.conrelid AND attname = 'to_id')]))", [])
+        for table, name, _ in keys:
+            yield f"ALTER TABLE {table} DROP CONSTRAINT {name}", []
+        yield "SELECT create_distributed_table('runs', 'id')", []
+        for table in ("experiments", "experiment_links", "metric_names"):
+            yield f"SELECT create_reference_table('{table}')", []
+        for table, name, definition in keys:
+            if "experiments" in definition:
+                yield f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}", []
+        for table, column in (("metrics", "run_id"), ("metric_values", "run_id"),
+                              ("system_metrics", "run_id"), ("run_links", "from_id")):
+            yield (f"SELECT create_distributed_table('{table}', '{column}', "
+                   "colocate_with => 'runs')", [])
+
+    def advance_id_steps(self, table: str, new_id: int) -> Steps:
+        """Move ``table``'s id sequence past ``new_id`` (no trigger: Citus refuses them).
+
+        The sequence only moves forward: ``nextval`` adds, and this ``setval`` takes the
+        greater of ``new_id`` and the sequence's last value while holding ``table`` in
+        SHARE UPDATE EXCLUSIVE mode (conflicts with itself, so two explicit inserters
+        never set it back past each other; not with reads or writes of rows). A sequence
+        already past ``new_id`` (the common case) costs one read and no lock: a value
+        seen there never goes back. ``pg_sequence_last_value`` is NULL until the first
+        ``nextval`` (``is_called`` false: the next value is the start value, 1), so NULL
+        counts as 0 and ``setval(..., is_called => true)`` makes the next value
+        ``new_id + 1``.
+        """
+        sequence = "(SELECT pg_get_serial_sequence(%s, 'id')::regclass AS s) AS q"
+        ahead = yield (f"SELECT COALESCE(pg_sequence_last_value(q.s), 0) >= %s FROM {sequence}",
+                       [new_id, table])
+        if not ahead or ahead[0][0]:
+            return
+        yield f"LOCK TABLE {self.quote_ident(table)} IN SHARE UPDATE EXCLUSIVE MODE", []
+        yield (f"SELECT setval(q.s, GREATEST(%s, COALESCE(pg_sequence_last_value(q.s), 0)), "
+               f"true) FROM {sequence}", [new_id, table])
 
     has_server = True
 
@@ -447,6 +509,28 @@ def _system_metrics_ranks_postgres() -> Steps:
         constraint = _quote(key[0][0])  # the catalog's name, quoted as an identifier
         yield f"ALTER TABLE system_metrics DROP CONSTRAINT {constraint}", []
     yield "ALTER TABLE system_metrics ADD PRIMARY KEY (run_id, rank, host, name, time)", []
+
+
+# -- upgrade step drop_advance_id_triggers (schema:5): no triggers (Citus) ----------------
+def _drop_advance_id_triggers() -> Steps:
+    """PostgreSQL: drop the triggers ``experiments_advance_id`` / ``runs_advance_id`` and
+    their function ``sqltrack_advance_id()`` (in the schema of ``runs``) that earlier
+    builds made; the library's statements advance the sequence now (``advance_id_steps``).
+    Nothing when they are gone already."""
+    drops = yield ("SELECT 'DROP TRIGGER ' || quote_ident(t.tgname) || ' ON ' || "
+                   "t.tgrelid::regclass::text "
+                   "FROM pg_trigger t WHERE t.tgrelid IN (to_regclass('runs'), "
+                   "to_regclass('experiments')) AND NOT t.tgisinternal AND t.tgname IN "
+                   "('runs_advance_id', 'experiments_advance_id')", [])
+    for (drop,) in drops:
+        yield drop, []
+    functions = yield ("SELECT 'DROP FUNCTION ' || p.oid::regprocedure::text FROM pg_proc p "
+                       "WHERE p.proname = 'sqltrack_advance_id' AND p.pronargs = 0 AND "
+                       "p.pronamespace = COALESCE((SELECT c.relnamespace FROM pg_class c "
+                       "WHERE c.oid = to_regclass('runs')), "
+                       "(SELECT oid FROM pg_namespace WHERE nspname = current_schema()))", [])
+    for (drop,) in functions:
+        yield drop, []
 
 
 def _system_metrics_ranks_sqlite() -> Steps:

@@ -50,12 +50,28 @@ async def update_run(client: Database, run_id: int, assignment: str, params: lis
 async def create_run_with_id(client: Database, run_id: int, experiment_id: int) -> int:
     """Make run ``run_id`` in ``experiment_id`` unless it exists (idempotent); return the
     experiment the run belongs to (the caller compares)."""
-    rows = await client.query(
-        "INSERT INTO runs (id, experiment_id) VALUES (%s, %s) "
-        "ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING experiment_id",
-        [run_id, experiment_id],
-    )
+    async with client:
+        rows = await client.query(
+            "INSERT INTO runs (id, experiment_id) VALUES (%s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING experiment_id",
+            [run_id, experiment_id],
+        )
+        await advance_id(client, "runs", run_id)
     return int(rows[0][0])
+
+
+async def advance_id(client: Database, table: str, new_id: int) -> None:
+    """Move ``table``'s id generator past the explicit id ``new_id`` just inserted (call
+    inside the inserting block: the same transaction). The statements are the dialect's
+    (``advance_id_steps``; none on SQLite, whose ``AUTOINCREMENT`` does it): no trigger,
+    so the tables can be distributed by Citus."""
+    steps = client.dialect.advance_id_steps(table, new_id)
+    try:
+        sql, params = next(steps)
+        while True:
+            sql, params = steps.send(await client.query(sql, params))
+    except StopIteration:
+        pass
 
 
 async def experiment_row(
@@ -89,6 +105,7 @@ async def experiment_row(
             "INSERT INTO experiments (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
             [experiment_id, name],
         )
+        await advance_id(client, "experiments", experiment_id)
         rows = await client.query(
             "SELECT id, name FROM experiments WHERE id = %s OR name = %s",
             [experiment_id, name],

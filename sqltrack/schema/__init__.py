@@ -79,10 +79,15 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
         found = await state.detect(engine, conn)
         base_sql = base_schema_sql(engine.dialect.schema_script)
         if found == state.EMPTY:  # a new database: nothing to upgrade
-            return await state.create(engine, conn, base_sql)
-        from . import upgrade
+            done = await state.create(engine, conn, base_sql)
+        else:
+            from . import upgrade
 
-        return await upgrade.upgrade(engine, conn, found, base_sql)
+            done = await upgrade.upgrade(engine, conn, found, base_sql)
+        if done is None:
+            return None
+        spread = await state.distribute(engine, conn)
+        return f"{done}; {spread}" if spread else done
 
     dialect = engine.dialect
     for statement in dialect.before_schema_setup:  # outside a transaction

@@ -14,10 +14,13 @@ if TYPE_CHECKING:
 
 #: Recorded when a database has the schema of this version (the fast check on open):
 #: 3 gave ``system_metrics`` ``rank`` and ``host`` in its key; 4 added ``metric_values``,
-#: ``metric_names`` and the view ``metric_values_all``.
-SCHEMA_MARK = "sqltrack:schema:4"
-#: The mark of the build before (neither yet): upgraded in place.
-PREVIOUS_MARK = "sqltrack:schema:2"
+#: ``metric_names`` and the view ``metric_values_all``; 5 has no triggers (PostgreSQL:
+#: ``sqltrack_advance_id`` dropped, sqltrack's statements advance the id sequence: Citus).
+SCHEMA_MARK = "sqltrack:schema:5"
+#: The marks of the builds before, newest first: upgraded in place.
+PREVIOUS_MARKS = ("sqltrack:schema:4", "sqltrack:schema:2")
+#: The oldest of them (no ``metric_values`` nor ranks yet).
+PREVIOUS_MARK = PREVIOUS_MARKS[-1]
 #: Recorded when the base schema was created or adopted (also by earlier builds).
 BASE_MARK = "sqltrack:base"
 #: sqltrack 0.1.x runs its ``base.sql`` unless this name is recorded.
@@ -27,6 +30,7 @@ EARLY_MIGRATIONS = "sqltrack_migrations"
 
 EMPTY, CURRENT, V01, EARLY, PARTIAL = "empty", "current", "0.1.x", "early", "partial"
 PREVIOUS = "schema:2"
+PREVIOUS4 = "schema:4"
 
 
 async def rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list[Any]:
@@ -47,10 +51,12 @@ async def detect(engine: Engine, conn: Any) -> str:
     if MIGRATIONS not in present:
         return PARTIAL if "runs" in present else EMPTY
     marks = {r[0] for r in await rows(
-        engine, conn, "SELECT name FROM applied_migrations WHERE name IN (%s, %s, %s)",
-        [SCHEMA_MARK, PREVIOUS_MARK, BASE_MARK])}
+        engine, conn, "SELECT name FROM applied_migrations WHERE name IN (%s, %s, %s, %s)",
+        [SCHEMA_MARK, *PREVIOUS_MARKS, BASE_MARK])}
     if SCHEMA_MARK in marks:
         return CURRENT
+    if PREVIOUS_MARKS[0] in marks:
+        return PREVIOUS4
     if PREVIOUS_MARK in marks:
         return PREVIOUS
     return PARTIAL if BASE_MARK in marks else V01
@@ -63,6 +69,32 @@ async def record_marks(engine: Engine, conn: Any) -> None:
     values = ", ".join(["(%s)"] * len(marks))
     await rows(engine, conn, f"INSERT INTO applied_migrations (name) VALUES {values} "
                "ON CONFLICT DO NOTHING", marks)
+
+
+async def run_steps(engine: Engine, conn: Any, steps: Any) -> int:
+    """Run a dialect's sans-I/O steps: each statement it yields, its rows sent back; how
+    many statements ran."""
+    count = 0
+    try:
+        sql, params = next(steps)
+        while True:
+            count += 1
+            sql, params = steps.send(await rows(engine, conn, sql, params))
+    except StopIteration:
+        pass
+    return count
+
+
+async def distribute(engine: Engine, conn: Any) -> str | None:
+    """Spread the base tables over a distributed engine's nodes (the dialect's
+    ``distribute_steps``: Citus) unless the setting ``distribute`` is off; what was done."""
+    if not getattr(engine.settings, "distribute", True):
+        return None
+    if await run_steps(engine, conn, engine.dialect.distribute_steps()) <= 2:
+        return None  # only looked: not a distributed engine, or distributed before
+    return ("distributed the tables on Citus (runs by id, metrics, metric_values, "
+            "system_metrics and run_links co-located by run id; experiments, "
+            "experiment_links and metric_names reference tables)")
 
 
 async def create(engine: Engine, conn: Any, base_sql: str) -> str:

@@ -6,7 +6,10 @@ created), one made by sqltrack 0.1.x (PostgreSQL: ``applied_migrations``, enum
 (``sqltrack_migrations``, enum ``run_status`` or a SQLite CHECK with 15 statuses),
 and one of the build before (mark ``sqltrack:schema:2``: no ``metric_values`` /
 ``metric_names`` yet, added by the base script, and ``system_metrics`` without ``rank``
-and ``host``, the dialect's step ``system_metrics_ranks``). Every step is idempotent and runs
+and ``host``, the dialect's step ``system_metrics_ranks``), and one of mark
+``sqltrack:schema:4`` (PostgreSQL: the triggers ``sqltrack_advance_id``, dropped by the
+dialect's step ``drop_advance_id_triggers``; every older PostgreSQL database has them
+too and loses them the same way). Every step is idempotent and runs
 under the schema lock; nothing is dropped or rewritten except a SQLite ``runs``
 table, which is rebuilt row for row (same ids) because SQLite cannot alter a CHECK
 constraint. The steps that differ by engine are its dialect's ``upgrade_steps``
@@ -26,8 +29,10 @@ from .state import (
     MIGRATIONS,
     PARTIAL,
     PREVIOUS,
+    PREVIOUS4,
     V01,
     record_marks,
+    run_steps,
 )
 from .state import rows as _rows
 from .state import tables as _tables
@@ -56,7 +61,9 @@ async def upgrade(engine: Engine, conn: Any, state: str, base_sql: str) -> str |
         PARTIAL: "completed the sqltrack tables",
         PREVIOUS: "upgraded the sqltrack tables (added metric_values, metric_names and the "
                   "view metric_values_all: metrics past the column budget; system_metrics "
-                  "per rank and host)",
+                  "per rank and host; no triggers)",
+        PREVIOUS4: "upgraded the sqltrack tables (no triggers: sqltrack's own statements "
+                   "advance the id sequence past an explicit id, as Citus needs)",
     }[state]
 
 
@@ -73,9 +80,4 @@ async def _adopt_early_migrations(engine: Engine, conn: Any, tables: set[str]) -
 
 async def _run_steps(engine: Engine, conn: Any, steps: Steps) -> None:
     """Run a dialect's sans-I/O steps: each statement it yields, its rows sent back."""
-    try:
-        sql, params = next(steps)
-        while True:
-            sql, params = steps.send(await _rows(engine, conn, sql, params))
-    except StopIteration:
-        pass
+    await run_steps(engine, conn, steps)

@@ -30,7 +30,7 @@ STATUSES_0_1 = [
     "REQUEUE_FED", "REQUEUE_HOLD", "REQUEUED", "RESIZING", "REVOKED", "RUNNING",
     "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED", "SUSPENDED", "TIMEOUT",
 ]
-OWN_MARKS = {"sqltrack:base", "sqltrack:schema:4"}
+OWN_MARKS = {"sqltrack:base", "sqltrack:schema:5"}
 MIGRATION = "ALTER TABLE metrics ADD COLUMN train_loss FLOAT, ADD COLUMN val_top1 FLOAT;\n"
 
 #: What a 0.1.4 user does: setup with a migration, an experiment, runs, metrics, tags.
@@ -305,6 +305,12 @@ async def test_early_postgres_build_upgraded(pg_kwargs, tmp_path):
             ("RESV_DEL_HOLD",)]
         assert await client.query("SELECT run_id, step, loss FROM metrics") == [(11, 1, 0.5)]
         assert "extras" in pg_columns(kw, "runs")
+        # No triggers left (Citus): sqltrack's statements advance the id sequence.
+        assert read_raw(kw, "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND "
+                        "tgrelid IN ('runs'::regclass, 'experiments'::regclass)") == []
+        assert read_raw(kw, "SELECT to_regprocedure('sqltrack_advance_id()')") == [(None,)]
+        await sqltrack.AsyncRun.create(client, 5, 4000)
+        assert (await sqltrack.AsyncRun.create(client, 5)).id == 4001
     finally:
         await client.close()
 
