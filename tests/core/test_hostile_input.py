@@ -624,15 +624,18 @@ def test_sql_text_is_built_from_reviewed_pieces_only():
 
 
 def test_metric_names_reach_sql_quoted_after_validation():
-    """The engines quote metric names; metrics.py validates names before any column exists."""
+    """The engines quote metric names; metrics/table.py validates names before any column
+    exists."""
     root = Path(sqltrack.__file__).parent
     postgres = (root / "engines" / "postgres.py").read_text(encoding="utf-8")
     sqlite = (root / "engines" / "sqlite.py").read_text(encoding="utf-8")
-    metrics = (root / "metrics.py").read_text(encoding="utf-8")
+    metrics = (root / "metrics" / "table.py").read_text(encoding="utf-8")
     assert "sql.Identifier(n).as_string() for n in names" in postgres
     assert 'sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])' in postgres
     assert """['"' + n.replace('"', '""') + '"' for n in names]""" in sqlite
     assert "ADD COLUMN {self.dialect.quote_ident(name)}" in sqlite
     assert "check_metric_name(name)" in metrics
+    from sqltrack.metrics.table import check_metric_name
+
     with pytest.raises(ValueError, match="DROP TABLE"):
-        sqltrack.metrics.table.check_metric_name('x"; DROP TABLE runs; --')
+        check_metric_name('x"; DROP TABLE runs; --')
