@@ -78,7 +78,7 @@ from fault_runner import metrics_of
 
 job = json.loads(sys.argv[1])
 lat = []
-end = time.time() + job["duration"] if "duration" in job else None
+end = None  # job["duration"] from the first step on
 last = None  # the last step, once the file job["until"] exists
 
 def ack(step, wall, seconds):
@@ -89,8 +89,9 @@ def ack(step, wall, seconds):
         print("logging", flush=True)
 
 def going(step):
-    global last
-    if end is not None:
+    global end, last
+    if "duration" in job:
+        end = end or time.time() + job["duration"]
         return time.time() < end
     if last is None and os.path.exists(job["until"]):
         last = step + job["more"]
@@ -211,10 +212,17 @@ def stored(params: dict[str, str], schema: str, run_id: int) -> tuple[dict[int, 
 
 
 def spool_pending(path: Path) -> int:
+    """Entries waiting in a spool file (0: no file yet, or its tables not made yet)."""
     if not path.exists():
         return 0
     with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
-        return conn.execute("SELECT count(*) FROM spool_entries WHERE error IS NULL").fetchone()[0]
+        try:
+            query = "SELECT count(*) FROM spool_entries WHERE error IS NULL"
+            return conn.execute(query).fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            return 0  # a child is creating the file right now
 
 
 def spool_steps(path: Path) -> dict[int, set[int]]:
