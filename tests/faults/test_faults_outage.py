@@ -78,7 +78,7 @@ from fault_runner import metrics_of
 
 job = json.loads(sys.argv[1])
 lat = []
-end = time.time() + job["duration"] if "duration" in job else None
+end = None  # job["duration"] from the first step on
 last = None  # the last step, once the file job["until"] exists
 
 def ack(step, wall, seconds):
@@ -89,8 +89,9 @@ def ack(step, wall, seconds):
         print("logging", flush=True)
 
 def going(step):
-    global last
-    if end is not None:
+    global end, last
+    if "duration" in job:
+        end = end or time.time() + job["duration"]
         return time.time() < end
     if last is None and os.path.exists(job["until"]):
         last = step + job["more"]

@@ -248,11 +248,12 @@ CHILD = textwrap.dedent(
                     step += 1
                     if step == steps:
                         print("ready", flush=True)
-                    if step >= steps:
-                        if keep_logging:
-                            await asyncio.sleep(0)
-                        else:
+                    if step >= steps and not keep_logging:
+                        for _ in range(2400):  # idle inside track() until the signal
                             await asyncio.sleep(0.05)
+                        print("never signalled", flush=True)
+                        return
+                    await asyncio.sleep(0)
                     if step > 100_000:
                         print("never signalled", flush=True)
                         return
