@@ -578,6 +578,29 @@ REVIEWED = {
     "span": "read.queries: ' AND ' + the constants _FROM_KEY / _TO_KEY (placeholders)",
     "' UNION '.join(parts)": "read.queries: SELECTs built above from constants and placeholders",
     "', '.join(('v.' + c for c in LONG_VALUES))": "read.queries: the constant value columns",
+    "_quote(self.src, every)": "transfer: quote_ident of the source's metric columns",
+    "start": "dialects.curve_extremes: an int, formatted with :d",
+    "start + width": "dialects.curve_extremes: an int, formatted with :d",
+    "index": "dialects.curve_extremes: an int, formatted with :d",
+    "value": "curve_extremes / ui.curves: quote_ident(metric column) or a constant "
+             "metric_values slot, maybe inside CAST(... AS INTEGER)",
+    "low": "dialects.curve_extremes: an int, formatted with :d",
+    "width": "dialects.curve_extremes: an int, formatted with :d",
+    "low + width * buckets": "dialects.curve_extremes: an int, formatted with :d",
+    "key": "dialects.curve_extremes: ARRAY[CAST(value ...), CAST(step ...), CAST(progress ...)]",
+    "sequence": "dialects.advance_id_steps: the constant sequence subquery (%s placeholder)",
+    "self.quote_ident(table)": "dialects.advance_id_steps: quote_ident of 'runs' / 'experiments'",
+    "name": "dialects.distribute_steps: quote_ident(conname), quoted by the server",
+    "column": "dialects.distribute_steps: a constant distribution column",
+    "place.table": "ui.curves: the constant 'metrics' or 'metric_values'",
+    "place.where": "ui.curves: 'run_id = %s AND' + quote_ident(name) / constant slot + "
+                   "' IS NOT NULL' + the constant after-key condition (placeholders)",
+    "place.value": "ui.curves: quote_ident(metric column) or a constant slot (maybe CAST)",
+    "place.finite": "ui.curves: the value expression + the constant _FINITE test, or 1 = 1",
+    "frm": "ui.curves: 'FROM ' + place.table + ' WHERE ' + place.where (reviewed above)",
+    "max_points + 1": "ui.curves: an int, formatted with :d",
+    "order": "ui.curves: '' or ' DESC'",
+    "', '.join(['%s'] * len(part))": "ui.curves: placeholders only",
 }
 #: SQL text extended with '+': what may be on the other side.
 REVIEWED_CONCAT = {
@@ -663,7 +686,7 @@ def test_metric_names_reach_sql_quoted_after_validation():
     assert "sql.Identifier(n).as_string() for n in names" in postgres
     assert 'sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])' in postgres
     assert """['"' + n.replace('"', '""') + '"' for n in names]""" in sqlite
-    assert "ADD COLUMN {self.dialect.quote_ident(name)}" in sqlite
+    assert "ADD COLUMN {_quote(name)}" in sqlite
     assert "check_metric_name(name)" in metrics
     with pytest.raises(ValueError, match="DROP TABLE"):
         check_metric_name('x"; DROP TABLE runs; --')
