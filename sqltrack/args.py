@@ -12,6 +12,11 @@ The rule, applied to ``sys.argv[1:]``:
 * Words that belong to no option are listed in order under ``"_"``.
 * ``--`` ends option parsing: everything after it goes to ``"_"``.
 
+``args='auto'`` (``run_add_args``/``run_set_args``) stores the result masked by
+:func:`sqltrack.environment.mask_args`, the rule of ``env='auto'``: a secret-looking
+option (``--hf-token``, ``--api-key``, ``--password``) becomes ``"***"`` and the
+passwords inside other values are masked. :func:`detect_args` itself masks nothing.
+
 Launchers whose ``sys.argv`` is not the user's give ``{}`` (nothing is recorded):
 a Jupyter/IPython kernel (``ipykernel_launcher.py``, ``python -m ipykernel``,
 Colab's ``colab_kernel_launcher.py``, Spyder's ``spyder_kernels``), the

@@ -71,9 +71,10 @@ async def _set_json(
 
 def _auto_args(args: Auto | Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     if isinstance(args, str) and args == "auto":
+        from .. import environment
         from ..args import detect_args
 
-        return detect_args()
+        return environment.mask_args(detect_args(), environment.MASK_RULE)
     return args
 
 

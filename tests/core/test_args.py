@@ -260,3 +260,24 @@ async def test_run_add_args_auto_in_a_kernel_stores_nothing(client, run, client_
     await run.add_args()
     (stored,), = read_raw(client_kwargs, "SELECT args FROM runs WHERE id = %s", [run.id])
     assert json_value(stored) in (None, {})
+
+
+async def test_run_add_args_auto_masks_secrets(client, run, monkeypatch):
+    monkeypatch.setattr(
+        sys, "argv",
+        ["train.py", "--hf-token", "hf_abc123", "--api-key=sk-1", "--password", "--lr", "0.1",
+         "--db-pass", "1234", "--cfg", '{"secret": "x9", "n": 1}',
+         "--url", "postgresql://u:pw9@h/d", "https://ghp_tok9@github.com/o/r"],
+    )
+    await run.add_args("auto")
+    stored = await stored_args(client, run.id)
+    assert stored == {
+        "hf_token": "***", "api_key": "***", "password": True, "lr": 0.1, "db_pass": "***",
+        "cfg": {"secret": "***", "n": 1}, "url": "postgresql://u:***@h/d",
+        "_": ["https://***@github.com/o/r"],
+    }
+    await run.remove_args("auto")  # the detected names are the same, masked or not
+    assert await stored_args(client, run.id) == {}
+    monkeypatch.setattr("sqltrack.environment.MASK_RULE", False)
+    await run.set_args("auto")
+    assert (await stored_args(client, run.id))["hf_token"] == "hf_abc123"

@@ -143,3 +143,56 @@ def test_blocking_api_masks_too(client_kwargs, environ):
         assert json_value(rows[0][0]) == expected_masked()
     finally:
         client.close()
+
+
+# -- the one rule for env='auto' and args='auto': a table of realistic secrets -----------------
+#: (name, value, stored): a variable NAME=value, and the option --name value, are stored so.
+SECRET_TABLE = [
+    ("MYSQL_PWD", "s-1", "***"),
+    ("DB_PASS", "s-2", "***"),
+    ("db-pass", "s-2b", "***"),
+    ("AUTHORIZATION", "Bearer s-3", "***"),
+    ("HTTP_AUTH", "basic s-3b", "***"),
+    ("hf-token", "hf_s4", "***"),
+    ("api-key", "sk-s5", "***"),
+    ("apikey", "s-5b", "***"),
+    ("password", "s-6", "***"),
+    ("secret", "s-7", "***"),
+    ("AZURE_STORAGE_ACCOUNT_KEY", "s-8==", "***"),
+    ("SESSION_COOKIE", "s-8b", "***"),
+    ("AZURE_STORAGE_CONNECTION_STRING",
+     "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=s9+/A==;EndpointSuffix=core",
+     "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=***;EndpointSuffix=core"),
+    ("SERVICE_BUS", "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=s-10=",
+     "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=***"),
+    ("BLOB_URL", "https://a.blob.core.windows.net/c?sv=1&sig=s-11%3D&se=2",
+     "https://a.blob.core.windows.net/c?sv=1&sig=***&se=2"),
+    ("REPO_URL", "https://ghp_s12@github.com/o/r.git", "https://***@github.com/o/r.git"),
+    ("GIT_REMOTE", "git+ssh://glpat-s13aaaaaaaaaaaaaaaaa@gitlab.example/r",
+     "git+ssh://***@gitlab.example/r"),
+    ("db-url", "mysql://u:s-14@h/d", "mysql://u:***@h/d"),
+    ("WEBHOOK", "https://h/hook?token=s-15&x=1", "https://h/hook?token=***&x=1"),
+    # not secrets: kept
+    ("PASSPORT_DIR", "/data/p", "/data/p"),
+    ("AUTHOR", "Ada", "Ada"),
+    ("max-tokens", "512", "512"),
+    ("TOKENIZER", "gpt2", "gpt2"),
+    ("MY_ACCESSTOKEN", "s-16", "***"),
+    ("PG_URL", "postgresql://alice@db/app", "postgresql://alice@db/app"),
+    ("SSH_URL", "ssh://git@github.com/o/r", "ssh://git@github.com/o/r"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "stored"), SECRET_TABLE,
+                         ids=[row[0] for row in SECRET_TABLE])
+def test_secret_table_env_and_args(name, value, stored):
+    from sqltrack.args import parse_args
+    from sqltrack.environment import mask_args, mask_value
+
+    assert mask_value(name, value) == stored
+    assert mask_environment({name: value}) == {name: stored}
+    args = mask_args(parse_args([f"--{name}", value]))
+    key = name.replace("-", "_")
+    expected = stored if stored == "***" or stored != value else parse_args([value])["_"][0]
+    assert args == {key: expected}
+    assert mask_args(parse_args([f"--{name}={value}"])) == {key: expected}
