@@ -36,7 +36,7 @@ from ..metrics.layout import LONG_SLOTS, MetricRow, Placement, Touch
 from .base import Engine, ThreadWriter
 from .dialects import SQLITE_TYPES as _KIND_TYPES
 from .dialects import SqliteDialect
-from .sqlite_worker import SqliteConnection, SqliteCursor
+from .sqlite_worker import SqliteConnection, SqliteCursor, connect_private
 
 T = TypeVar("T")
 
@@ -396,7 +396,7 @@ LOOP_CHECKPOINT_ROWS = 4000
 
 def _open_inline(c: sqlite3.Connection, path: str) -> sqlite3.Connection:
     """The loop's inline connection (made in a worker thread: WAL set-up may wait)."""
-    conn = sqlite3.connect(path, timeout=0, isolation_level="IMMEDIATE",
+    conn = connect_private(path, timeout=0, isolation_level="IMMEDIATE",
                            check_same_thread=False)
     try:
         _connect_worker(conn)
@@ -513,7 +513,7 @@ class SqliteThreadWriter(ThreadWriter):
         try:
             conn = getattr(self._direct, "conn", None)
             if conn is None:
-                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
+                conn = connect_private(self.path, timeout=BUSY_TIMEOUT_SECONDS,
                                        isolation_level="IMMEDIATE", check_same_thread=False)
                 _connect_worker(conn)
                 self._direct.conn = conn

@@ -17,6 +17,7 @@ it). This module is the small bridge and nothing more.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -36,6 +37,27 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_result(result)
 
 
+def create_private(path: str | os.PathLike[str], uri: bool = False) -> None:
+    """Create the database file ``path`` readable and writable by its owner only (0600),
+    unless it exists (an existing file's mode is kept) or is not a file (``:memory:``,
+    ``""``, a ``file:`` URI). SQLite gives its ``-wal``, ``-shm`` and ``-journal`` files
+    the database file's mode, so they are 0600 too. Errors are left to sqlite3."""
+    name = os.fspath(path)
+    if uri or name in ("", ":memory:") or name.startswith("file:"):
+        return
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        return
+    os.close(fd)
+
+
+def connect_private(path: str | os.PathLike[str], **kwargs: Any) -> sqlite3.Connection:
+    """``sqlite3.connect(path, **kwargs)`` after :func:`create_private`."""
+    create_private(path, bool(kwargs.get("uri")))
+    return sqlite3.connect(path, **kwargs)
+
+
 class SqliteConnection:
     """One ``sqlite3`` connection served by its own daemon thread (see the module docstring).
 
@@ -50,10 +72,12 @@ class SqliteConnection:
 
     @classmethod
     async def open(cls, path: str, **kwargs: Any) -> SqliteConnection:
-        """Connect in the connection's own thread (opening a file may wait for a lock)."""
+        """Connect in the connection's own thread (opening a file may wait for a lock).
+
+        A new database file is created 0600 first (:func:`create_private`)."""
         worker = cls()
         try:
-            worker._conn = await worker._submit(sqlite3.connect, (path,), kwargs)
+            worker._conn = await worker._submit(connect_private, (path,), kwargs)
         except BaseException:
             worker._stop()
             raise

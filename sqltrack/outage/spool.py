@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import DEFAULT_ENGINE, default_spool_file
 from ..engines import dialect_for
+from ..engines.sqlite_worker import connect_private
 from ..metrics import layout
 from ..metrics.layout import MetricRow
 
@@ -185,7 +186,7 @@ class Spool:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+            conn = connect_private(self.path, timeout=60, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(_DDL)
@@ -327,7 +328,8 @@ class Spool:
             self._replaying = asyncio.Lock()
         async with self._replaying:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(str(self.path) + ".lock", "a+b")  # noqa: SIM115 - held below
+            fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            handle = open(fd, "a+b")  # noqa: SIM115 - held below
             try:
                 deadline = time.monotonic() + wait
                 while True:
