@@ -41,12 +41,24 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
+#: First characters that make a spreadsheet run a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run: text starting with ``= + - @``, a tab or a
+    CR gets a leading ``'``; numbers (and everything else) stay as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.isoformat()
-    return value
+    return csv_cell(value)
 
 
 class CsvWriter:
@@ -55,7 +67,7 @@ class CsvWriter:
     def __init__(self, path: Path, columns: list[str], kinds: list[str | None]) -> None:
         self._file = open(path, "w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._file)
-        self._csv.writerow(columns)
+        self._csv.writerow([csv_cell(c) for c in columns])
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
         self._csv.writerows([_csv_value(v) for v in row] for row in rows)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from ..read.export import csv_cell
 from . import api, curves, pages, readonly, summaries
 
 if TYPE_CHECKING:
@@ -65,9 +66,9 @@ def csv_text(result: readonly.Result) -> str:
     """The rows as CSV (a header line, then one line per row)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(result.columns)
+    writer.writerow([csv_cell(c) for c in result.columns])
     for row in result.rows:
-        writer.writerow(["" if v is None else v for v in row])
+        writer.writerow(["" if v is None else csv_cell(v) for v in row])
     return out.getvalue()
 
 
