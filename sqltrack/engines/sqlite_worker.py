@@ -43,11 +43,16 @@ def create_private(path: str | os.PathLike[str], uri: bool = False) -> None:
     ``""``, a ``file:`` URI). SQLite gives its ``-wal``, ``-shm`` and ``-journal`` files
     the database file's mode, so they are 0600 too. Errors are left to sqlite3."""
     name = os.fspath(path)
-    if uri or name in ("", ":memory:") or name.startswith("file:"):
+    if uri or name in ("", ":memory:") or name.startswith("file:") or os.path.exists(name):
         return
+    # Only a file that does not exist yet is opened (O_EXCL), never one SQLite may have
+    # open: closing any descriptor of a file drops every POSIX lock this process holds
+    # on it, SQLite's own included (two connections would then write at once and
+    # corrupt the file: "database disk image is malformed").
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-    except OSError:
+        fd = os.open(name, flags, 0o600)
+    except OSError:  # made meanwhile by another process, or not creatable: sqlite3 says
         return
     os.close(fd)
 

@@ -71,3 +71,28 @@ async def test_spool_and_its_lock_are_0600(client, tmp_path, open_umask):
     for suffix in ("-wal", "-shm", "-journal"):
         if os.path.exists(f"{spool.path}{suffix}"):
             assert mode(f"{spool.path}{suffix}") == 0o600
+
+
+def test_making_a_file_private_never_drops_a_lock_sqlite_holds(tmp_path):
+    """POSIX drops every lock a process holds on a file when any descriptor of it is
+    closed: ``create_private`` must not open a database SQLite already has open, or a
+    second process could write beside this one's transaction (a corrupt file)."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "held.db")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+    holder.execute("INSERT INTO t VALUES (1)")
+    create_private(path)  # what opening another connection of this process does first
+    probe = ("import sqlite3, sys\n"
+             "c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+             "try:\n    c.execute('BEGIN IMMEDIATE')\n    print('took the lock')\n"
+             "except sqlite3.OperationalError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", probe, path], capture_output=True, text=True,
+                         timeout=60)
+    holder.execute("COMMIT")
+    holder.close()
+    assert out.stdout.strip() == "database is locked", out.stdout + out.stderr
