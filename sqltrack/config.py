@@ -3,12 +3,21 @@
 The config file is ``key=value`` lines (``#`` starts a comment). It is taken from
 the ``config`` argument (a dict, or a path as str/Path), else from the path in
 ``SQLTRACK_CONFIG_PATH``, else from ``./sqltrack.conf`` when that file exists.
+
+A config file decides where passwords go, so (as ssh does with its files) one that
+its group or others may write is refused (``ConfigFileError``: ``chmod go-w``), and a
+file that sets a server (``host``, ``hostaddr``, ``service``, or a connection string
+naming a host) is announced: ``resolve`` warns ``ConfigFileHost`` once per process
+with its path (``sqltrack`` prints the same as one line on stderr instead), so a
+``sqltrack.conf`` in a cloned repository cannot send a client elsewhere unseen.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import stat
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +122,10 @@ class Settings:
     #: Distribute the tables at the base schema's set-up when the database is a Citus
     #: coordinator (``runs`` by id, the run-keyed tables co-located, reference tables).
     distribute: bool = True
+    #: The config file the settings were read from (absolute path; None: no file).
+    config_file: str | None = None
+    #: The server that file names (``host``, ``hostaddr`` or ``service``; None: none).
+    config_host: str | None = None
 
     def __repr__(self) -> str:
         # Passwords never show: the password keywords, nor one inside a URI or a DSN
@@ -126,10 +139,30 @@ class Settings:
         return f"Settings(engine={self.engine!r}, params={shown!r}, schema={self.schema!r})"
 
 
+class ConfigFileError(ValueError):
+    """A config file sqltrack refuses to read (one its group or others may write)."""
+
+
+class ConfigFileHost(UserWarning):
+    """The settings come from a config file that names a server (its path is in the text)."""
+
+
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Parse a ``key=value`` config file; a line without ``=`` is a ValueError naming it."""
+    """Parse a ``key=value`` config file; a line without ``=`` is a ValueError naming it.
+
+    A file its group or others may write is a ConfigFileError naming it and the fix
+    (whoever can write it can send the client's password to a server of theirs).
+    """
     values: dict[str, str] = {}
     with open(path, encoding="utf-8") as file:
+        mode = os.fstat(file.fileno()).st_mode  # the file opened, not a name swapped since
+        if os.name == "posix" and mode & (stat.S_IWGRP | stat.S_IWOTH):
+            shown = os.path.abspath(path)
+            raise ConfigFileError(
+                f"config file {shown!r} is writable by {_writers(mode)} (mode "
+                f"{stat.S_IMODE(mode):04o}), who could send your password to a server of "
+                f"theirs: sqltrack does not read it; run 'chmod go-w {shown}'"
+            )
         text = file.read()
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -146,17 +179,55 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
     return values
 
 
+def _writers(mode: int) -> str:
+    who = [name for bit, name in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "others"))
+           if mode & bit]
+    return " and ".join(who)
+
+
+def _config_path(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> str | None:
+    """The config file to read (None: a dict, or no file)."""
+    if isinstance(config, Mapping):
+        return None
+    if config is not None:
+        return os.fspath(config)
+    env_path = os.environ.get(CONFIG_PATH_ENV)
+    if env_path:
+        return env_path
+    if os.path.isfile(DEFAULT_CONFIG_FILE):
+        return DEFAULT_CONFIG_FILE
+    return None
+
+
 def _file_values(config: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, Any]:
     if isinstance(config, Mapping):
         return {str(k).lower(): v for k, v in config.items()}
-    if config is not None:
-        return read_config_file(config)
-    env_path = os.environ.get(CONFIG_PATH_ENV)
-    if env_path:
-        return read_config_file(env_path)
-    if os.path.isfile(DEFAULT_CONFIG_FILE):
-        return read_config_file(DEFAULT_CONFIG_FILE)
-    return {}
+    path = _config_path(config)
+    return {} if path is None else read_config_file(path)
+
+
+#: Settings that name the server a PostgreSQL client connects to.
+HOST_KEYS = ("host", "hostaddr", "service")
+
+
+def _named_host(values: dict[str, Any]) -> str | None:
+    """The server a config file's values name (a connection string's host too), or None."""
+    try:
+        expanded = _expand_dbname(dict(values))
+    except ValueError:
+        expanded = values
+    for key in HOST_KEYS:
+        if expanded.get(key) not in (None, ""):
+            return f"{key}={expanded[key]}"
+    return None
+
+
+def file_notice(settings: Settings) -> str | None:
+    """The one line that says a config file named the server (None: no such file)."""
+    if settings.config_file is None or settings.config_host is None:
+        return None
+    return (f"connection settings from config file {settings.config_file} "
+            f"({settings.config_host})")
 
 
 def engine_name(raw: Any) -> str:
@@ -327,6 +398,10 @@ def resolve(
     """Merge file, environment and keyword settings (in rising priority) into Settings."""
     options: dict[str, Any] = {"configured": is_configured(config, **kwargs)}
     values: dict[str, Any] = _file_values(config)
+    path = _config_path(config)
+    if path is not None:
+        options["config_file"] = os.path.abspath(path)
+        options["config_host"] = _named_host(values)
     values.update(_env_values())
     values.update({k.lower(): v for k, v in kwargs.items() if v is not None})
 
@@ -363,7 +438,7 @@ def resolve(
                 f"config value dbpath={dbpath!r} is not a file name SQLite can open "
                 "(no NUL character, valid UTF-8)"
             )
-        return Settings(engine, {"dbpath": dbpath}, **options)
+        return Settings(engine, {"dbpath": dbpath}, **{**options, "config_host": None})
 
     values.pop("dbpath", None)
     values = _expand_dbname(values)
@@ -374,7 +449,14 @@ def resolve(
 
         params["user"] = os.environ.get("USER") or getpass.getuser()
     params.setdefault("dbname", params["user"])
-    return Settings(engine, params, schema=schema, **options)
+    named = options.get("config_host")
+    if named is not None and params.get(named.partition("=")[0]) != named.partition("=")[2]:
+        options["config_host"] = None  # the file's server was overridden: not used
+    settings = Settings(engine, params, schema=schema, **options)
+    notice = file_notice(settings)
+    if notice is not None:
+        warnings.warn(f"sqltrack: {notice}", ConfigFileHost, stacklevel=2)
+    return settings
 
 
 def secret_values(

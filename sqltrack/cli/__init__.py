@@ -3,7 +3,9 @@
 Connection options come before or after the command (``sqltrack --dbpath runs.db
 runs`` or ``sqltrack runs --dbpath runs.db``; ``--dbpath`` alone means SQLite); any
 option not given falls back to ``SQLTRACK_DSN_*`` variables and the config file,
-exactly as for ``AsyncClient``. Every command first names
+exactly as for ``AsyncClient``. A config file that names a server is named in one
+line on stderr (``sqltrack: connection settings from config file PATH (host=...)``;
+the library's ``ConfigFileHost`` warning, printed as that line). Every command first names
 its database in one line on stderr; only ``setup`` and ``mark-stale`` create
 sqltrack's tables (the read-only commands refuse a database without them and say
 how to point them elsewhere). Errors print one line to stderr and exit with
@@ -21,9 +23,12 @@ import asyncio
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from ..client.async_client import AsyncClient
+from ..config import ConfigFileHost
 from ..environment import mask_passwords
 from ..errors import SchemaMissing
 from . import parser as _parser
@@ -87,6 +92,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
     _quiet_driver_logs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConfigFileHost)  # each client's file (sync has two)
+        show = warnings.showwarning
+
+        def show_warning(message: Warning | str, category: type[Warning], filename: str,
+                         lineno: int, file: TextIO | None = None, line: str | None = None,
+                         ) -> None:
+            """sqltrack's config-file notice as its one line on stderr; others as usual."""
+            if issubclass(category, ConfigFileHost):
+                print(mask_passwords(str(message)), file=sys.stderr, flush=True)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show_warning
+        return _run(args)
+
+
+def _run(args: Any) -> int:
     try:
         return asyncio.run(run_command(args))
     except KeyboardInterrupt:

@@ -392,3 +392,107 @@ def test_engine_aliases_and_a_dbpath_alone_mean_what_they_say(monkeypatch, tmp_p
     monkeypatch.delenv("SQLTRACK_DSN_HOST")
     (tmp_path / "sqltrack.conf").write_text("engine=sqlite\n")
     assert config.is_configured()
+
+
+# -- config files: who may write them, which server they name ----------------------------
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666, 0o620, 0o777])
+def test_a_config_file_others_may_write_is_refused(tmp_path, mode):
+    conf = write(tmp_path / "shared.conf", "host=evil.example\npassword=x\n")
+    conf.chmod(mode)
+    with pytest.raises(config.ConfigFileError) as refused:
+        config.resolve(conf)
+    message = str(refused.value)
+    assert str(conf) in message and f"chmod go-w {conf}" in message
+    writers = {0o020: "its group", 0o002: "others", 0o022: "its group and others"}
+    assert f"is writable by {writers[mode & 0o022]} (mode {mode:04o})" in message
+    assert isinstance(refused.value, ValueError)
+
+
+def test_a_writable_default_or_env_file_is_refused_too(monkeypatch, tmp_path):
+    write(tmp_path / "sqltrack.conf", "engine=sqlite\ndbpath=cwd.db\n").chmod(0o666)
+    with pytest.raises(config.ConfigFileError, match="chmod go-w .*sqltrack.conf"):
+        config.resolve()
+    (tmp_path / "sqltrack.conf").chmod(0o644)
+    assert config.resolve().params == {"dbpath": "cwd.db"}
+    env_file = write(tmp_path / "env.conf", "engine=sqlite\ndbpath=env.db\n")
+    env_file.chmod(0o642)
+    monkeypatch.setenv("SQLTRACK_CONFIG_PATH", str(env_file))
+    with pytest.raises(config.ConfigFileError, match="env.conf"):
+        config.resolve()
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o640, 0o400])
+def test_a_config_file_only_its_owner_writes_is_read(tmp_path, mode):
+    conf = write(tmp_path / "mine.conf", "engine=sqlite\ndbpath=mine.db\n")
+    conf.chmod(mode)
+    assert config.resolve(conf).params == {"dbpath": "mine.db"}
+
+
+@pytest.mark.parametrize("text, named", [
+    ("host=db.example\n", "host=db.example"),
+    ("hostaddr=10.1.2.3\nport=5433\n", "hostaddr=10.1.2.3"),
+    ("service=prod\n", "service=prod"),
+    ("dbname=postgresql://bob@db.example:5433/exp\n", "host=db.example"),
+    ("conninfo=host=db.example dbname=exp\n", "host=db.example"),
+])
+def test_a_config_file_naming_a_server_is_announced_with_its_path(tmp_path, text, named):
+    conf = write(tmp_path / "sqltrack.conf", text)
+    with pytest.warns(config.ConfigFileHost) as caught:
+        settings = config.resolve()
+    (warning,) = caught
+    assert str(warning.message) == (
+        f"sqltrack: connection settings from config file {conf} ({named})")
+    assert settings.config_file == str(conf)
+    assert config.file_notice(settings) == str(warning.message).removeprefix("sqltrack: ")
+
+
+def test_no_announcement_without_a_server_from_the_file(recwarn, monkeypatch, tmp_path):
+    conf = write(tmp_path / "a.conf", "dbname=exp\nuser=bob\n")
+    assert config.resolve(conf).config_file == str(conf)
+    sqlite = write(tmp_path / "s.conf", "engine=sqlite\ndbpath=x.db\nhost=ignored\n")
+    assert config.resolve(sqlite).config_host is None
+    named = write(tmp_path / "h.conf", "host=db.example\n")
+    assert config.resolve(named, host="other.example").config_host is None  # overridden
+    monkeypatch.setenv("SQLTRACK_DSN_HOST", "mine.example")
+    assert config.resolve(named).config_host is None
+    assert config.resolve({"host": "db.example"}).config_file is None  # a dict: no file
+    assert not [w for w in recwarn if issubclass(w.category, config.ConfigFileHost)]
+
+
+def test_client_and_cli_name_the_config_file_of_their_server(pg_dsn, pg_schema, tmp_path):
+    """A ./sqltrack.conf naming a server: ``Client()`` warns with its path, the command
+    prints it as one line before anything else; writable by others, both refuse it."""
+    import subprocess
+    import sys
+
+    from support.helpers import pg_params
+
+    params = pg_params(pg_dsn)
+    lines = "".join(f"{k}={v}\n" for k, v in params.items() if k != "schema")
+    conf = write(tmp_path / "sqltrack.conf", f"engine=postgres\n{lines}schema={pg_schema}\n")
+    conf.chmod(0o600)
+    named = next(f"{k}={params[k]}" for k in config.HOST_KEYS if k in params)
+    notice = f"sqltrack: connection settings from config file {conf} ({named})"
+    with pytest.warns(config.ConfigFileHost) as caught:
+        client = sqltrack.Client()
+    try:
+        assert [str(w.message) for w in caught] == [notice]
+        assert client.execute("SELECT current_schema()") == [(pg_schema,)]
+    finally:
+        client.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQLTRACK_")}
+    done = subprocess.run([sys.executable, "-m", "sqltrack", "setup"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == notice
+    assert "Warning" not in done.stderr
+    conf.chmod(0o660)
+    with pytest.raises(config.ConfigFileError, match="chmod go-w"):
+        sqltrack.Client()
+    done = subprocess.run([sys.executable, "-m", "sqltrack", "runs"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"sqltrack: error: config file '{conf}' is writable by its group (mode 0660), who "
+        "could send your password to a server of theirs: sqltrack does not read it; run "
+        f"'chmod go-w {conf}'\n")
