@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .. import config as _config
-from ..engines.base import Connection, Dialect, Engine
+from ..engines.base import Connection, Dialect, Engine, Limits, ReadRows
 from ..metrics.writer import MetricWriter
 from ..process.exits import install as install_exit_handling
 from ..process.exits import silence_pending_tasks, unclosed
@@ -277,16 +277,17 @@ class AsyncClient:
 
     async def read_only(
         self, sql: str, params: Sequence[Any] = (), timeout: float = 5.0,
-        max_rows: int | None = None, *, reader: str = "sqltrack_reader",
+        limits: Limits | None = None, *, reader: str = "sqltrack_reader",
         allow_superuser: bool = False,
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    ) -> ReadRows:
         """Users' SQL as the web page runs it: column names and rows of one statement
-        (driver placeholders), read only, stopped after ``timeout`` s, at most
-        ``max_rows + 1`` rows; ``sqltrack.errors.QueryRefused`` says why not. On
+        (driver placeholders), read only, everything stopped after ``timeout`` s, rows
+        and bytes bounded while they are fetched (``limits``, default ``Limits()``: see
+        ``sqltrack.engines.base``); ``sqltrack.errors.QueryRefused`` says why not. On
         PostgreSQL it runs as the role ``reader`` (``sqltrack setup --ui-role``), and a
         superuser login is refused unless ``allow_superuser``."""
         engine = await self.connections.opened_engine()
-        return await engine.read_only(sql, params, timeout, max_rows, reader=reader,
+        return await engine.read_only(sql, params, timeout, limits or Limits(), reader=reader,
                                       allow_superuser=allow_superuser)
 
     async def commit(self) -> None:

@@ -23,6 +23,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +38,83 @@ Connection = Any
 #: One row of parameters for a statement.
 Params = Sequence[Any]
 
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What users' SQL may cost the process that runs it (the web page), enforced while
+    the rows are fetched: at most ``max_rows`` rows (None: any number), at most
+    ``max_bytes`` bytes of values in all (text as UTF-8, binary as is, 8 a number, plus
+    ``ROW_BYTES`` a row), and no value longer than ``value_cap`` bytes: a longer one
+    arrives as a ``Cut`` (its first ``value_cap`` characters or bytes)."""
+
+    max_rows: int | None = 10_000
+    max_bytes: int = 10 * 2**20
+    value_cap: int = 100_000
+
+
+#: What a row counts towards ``Limits.max_bytes`` besides its values.
+ROW_BYTES = 24
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A value longer than ``Limits.value_cap``: its first part and its whole size (bytes)."""
+
+    head: str | bytes
+    size: int
+
+
+@dataclass
+class ReadRows:
+    """What users' SQL gave: column names, rows (values as the driver reads them, or
+    ``Cut``), and why fewer rows came than the query had (``"rows"``, ``"bytes"``; None:
+    every row came)."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    stopped: str | None = None
+    #: The bytes counted towards ``Limits.max_bytes``.
+    size: int = 0
+
+    def keep(self, row: tuple[Any, ...], size: int, limits: Limits) -> bool:
+        """Keep ``row`` (its values counted ``size`` bytes) unless a limit is reached:
+        then note which (``stopped``) and return False (fetch no more)."""
+        if limits.max_rows is not None and len(self.rows) >= limits.max_rows:
+            self.stopped = "rows"
+            return False
+        if self.size + size + ROW_BYTES > limits.max_bytes:
+            self.stopped = "bytes"
+            return False
+        self.rows.append(row)
+        self.size += size + ROW_BYTES
+        return True
+
+
+def value_size(value: Any) -> int:
+    """What a value counts towards ``Limits.max_bytes``: UTF-8 bytes of text, bytes of
+    binary, 8 for anything else (numbers, times; one byte for NULL)."""
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return len(value)
+    if isinstance(value, Cut):
+        return value_size(value.head)
+    return 1 if value is None else 8
+
+
+def stopped_after(timeout: float) -> str:
+    """The reason of users' SQL stopped by its time limit."""
+    return f"the query was stopped after {timeout:g} s (the time limit of the page)"
+
+
+def capped(value: Any, cap: int) -> tuple[Any, int]:
+    """``value`` (a ``Cut`` of it when over ``cap`` bytes) and what it counts."""
+    size = value_size(value)
+    if size <= cap or not isinstance(value, (str, bytes)):
+        return value, size
+    head = value[:cap]
+    return Cut(head, size), value_size(head)
 
 
 class Dialect(ABC):
@@ -324,13 +402,18 @@ class Engine(ABC):
 
     @abstractmethod
     async def read_only(
-        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None,
+        self, sql: str, params: Sequence[Any], timeout: float, limits: Limits,
         *, reader: str = "sqltrack_reader", allow_superuser: bool = False,
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Users' SQL (the web page): column names and rows of one statement, read only,
-        stopped after ``timeout`` s, at most ``max_rows + 1`` rows (None: all). Nothing it
-        does stays: the transaction is rolled back. QueryRefused with a one-line reason.
-        An engine with roles runs it as the role ``reader`` and refuses a superuser login
+    ) -> ReadRows:
+        """Users' SQL (the web page): column names and rows of one statement, read only.
+
+        Bounded while it runs: everything here (waiting for a connection, running,
+        fetching) stops after ``timeout`` s (QueryRefused), and rows are fetched a few
+        at a time, the fetching stopping after ``limits.max_rows + 1`` rows or past
+        ``limits.max_bytes`` (``ReadRows.stopped`` says which; the row over the bytes is
+        not kept); values over ``limits.value_cap`` come cut (``Cut``). Nothing it does
+        stays: the transaction is rolled back. QueryRefused with a one-line reason. An
+        engine with roles runs it as the role ``reader`` and refuses a superuser login
         unless ``allow_superuser``.
         """
 

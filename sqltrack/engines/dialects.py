@@ -270,11 +270,16 @@ class PostgresDialect(Dialect):
         """``sqltrack setup --ui-role``: the NOLOGIN role users' SQL runs as (SELECT on
         sqltrack's ``tables`` only), the login's membership in it (for ``SET ROLE``), and
         the function that runs users' SQL as that role (SECURITY DEFINER owned by it: a
-        ``set_config('role', ...)`` inside is refused by the server)."""
+        ``set_config('role', ...)`` inside is refused by the server). The function keeps
+        rows only up to ``max_bytes`` (``pg_column_size`` of each row it returns, counted
+        as it reads them): past that it stops reading the query and notes it in the
+        transaction's ``sqltrack.stopped`` setting, so a query of gigabytes costs the
+        server what the page may show, not the whole result. Its earlier form
+        ``(q text)``, without the limit, is dropped."""
         role = check_role_name(role)
         quoted = self.quote_ident(role)
         where = self.quote_ident(schema) if schema else "public"
-        function = f"{where}.{READER_FUNCTION}(q text)"
+        function = f"{where}.{READER_FUNCTION}(q text, max_bytes bigint)"
         grants = [(f"GRANT SELECT ON {where}.{self.quote_ident(t)} TO {quoted}", [])
                   for t in tables]
         return [
@@ -289,9 +294,14 @@ class PostgresDialect(Dialect):
             (f"GRANT {quoted} TO CURRENT_USER", []),
             (f"GRANT USAGE ON SCHEMA {where} TO {quoted}", []),
             *grants,
+            (f"DROP FUNCTION IF EXISTS {where}.{READER_FUNCTION}(text)", []),
             (f"CREATE OR REPLACE FUNCTION {function} RETURNS SETOF record LANGUAGE plpgsql "
-             "SECURITY DEFINER AS $f$ BEGIN RETURN QUERY EXECUTE "
-             "'SELECT * FROM (' || q || E'\\n) AS q'; END $f$", []),
+             "SECURITY DEFINER AS $f$ DECLARE r record; total bigint := 0; BEGIN "
+             "FOR r IN EXECUTE 'SELECT * FROM (' || q || E'\\n) AS q' LOOP "
+             "total := total + pg_column_size(r); "
+             "IF total > max_bytes THEN "
+             "PERFORM set_config('sqltrack.stopped', 'bytes', true); EXIT; END IF; "
+             "RETURN NEXT r; END LOOP; END $f$", []),
             # A new owner needs CREATE on the schema (for a login that is no superuser).
             (f"GRANT CREATE ON SCHEMA {where} TO {quoted}", []),
             (f"ALTER FUNCTION {function} OWNER TO {quoted}", []),

@@ -50,7 +50,7 @@ from ..errors import (
 )
 from ..metrics import layout
 from ..metrics.layout import LONG_SLOTS, MetricRow, Placement, Touch
-from .base import Engine
+from .base import Cut, Engine, Limits, ReadRows, stopped_after, value_size
 from .dialects import DEFAULT_READER, READER_FUNCTION, PostgresDialect, check_role_name
 from .dialects import POSTGRES_TYPES as _KIND_TYPES
 
@@ -400,9 +400,9 @@ class PostgresEngine(Engine):
             raise translate(error, conn) from error
 
     async def read_only(
-        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None,
+        self, sql: str, params: Sequence[Any], timeout: float, limits: Limits,
         *, reader: str = DEFAULT_READER, allow_superuser: bool = False,
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    ) -> ReadRows:
         """Users' SQL with the least privilege: in a read-only transaction with a statement
         timeout, as the NOLOGIN role ``reader`` (``SET LOCAL ROLE``; it may only SELECT
         sqltrack's tables, see ``sqltrack setup --ui-role``), inside that role's SECURITY
@@ -410,7 +410,14 @@ class PostgresEngine(Engine):
         functions every role may call that write, signal or outlive the request
         (``refused_function``). Always rolled back; session advisory locks are released
         before the connection goes back. A superuser login is refused unless
-        ``allow_superuser``."""
+        ``allow_superuser``.
+
+        Bounded cost (``Limits``): the server cuts values over ``limits.value_cap``
+        (``_capped_query``), the reader's function stops at ``limits.max_bytes`` of rows,
+        and the rows come through a server-side cursor ``FETCH_ROWS`` at a time, each
+        batch counted before the next is asked for. Every statement's timeout is what is
+        left of ``timeout`` for the whole call (waiting for a connection included)."""
+        deadline = time.monotonic() + timeout
         denied = self.dialect.refused_function(sql)
         if denied is not None:
             raise QueryRefused(
@@ -418,33 +425,32 @@ class PostgresEngine(Engine):
                 "that write, signal other sessions, reach other servers, run SQL text or "
                 "change settings and locks")
         check_role_name(reader)
-        conn = await self.acquire()
+        conn = await self.acquire(timeout)
         try:
             await self.begin_block(conn)
             try:
-                columns, rows = await self._read_as(conn, sql, params, timeout, max_rows,
-                                                    reader, allow_superuser)
+                result = await self._read_as(conn, sql, params, deadline, limits, reader,
+                                             allow_superuser)
             finally:
                 await self.end_block(conn, commit=False)
                 if not conn.closed and not conn.broken:
                     await conn.execute("SELECT pg_advisory_unlock_all()")
         except errors.QueryCanceled:
-            raise QueryRefused(
-                f"the query was stopped after {timeout:g} s (the time limit of the page)"
-            ) from None
+            raise QueryRefused(stopped_after(timeout)) from None
         except psycopg.Error as error:
             diag = getattr(error, "diag", None)
             message = (diag.message_primary if diag is not None else None) or str(error)
             raise QueryRefused(" ".join(message.split())) from None
         finally:
             await self.release(conn)
-        return columns, rows
+        if time.monotonic() > deadline:
+            raise QueryRefused(stopped_after(timeout))
+        return result
 
     async def _read_as(
-        self, conn: Conn, query: str, params: Sequence[Any], timeout: float,
-        max_rows: int | None, reader: str, allow_superuser: bool,
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        milliseconds = str(max(1, int(timeout * 1000)))
+        self, conn: Conn, query: str, params: Sequence[Any], deadline: float,
+        limits: Limits, reader: str, allow_superuser: bool,
+    ) -> ReadRows:
         async with conn.cursor() as cursor:
             await cursor.execute("SET TRANSACTION READ ONLY")
             await cursor.execute(
@@ -452,7 +458,7 @@ class PostgresEngine(Engine):
                 "current_setting('is_superuser'), session_user, "
                 "to_regrole(%s) IS NOT NULL, "
                 "to_regprocedure(%s) IS NOT NULL",
-                [milliseconds, reader, f"{READER_FUNCTION}(text)"],
+                [_left_ms(deadline), reader, f"{READER_FUNCTION}(text, bigint)"],
             )
             row = await cursor.fetchone()
             assert row is not None
@@ -466,27 +472,48 @@ class PostgresEngine(Engine):
             if not (has_role and has_function):
                 raise QueryRefused(
                     f"users' SQL runs as the reader role {reader!r}, which is not set up in "
-                    "this database or schema: run 'sqltrack setup --ui-role' (or --ui-role "
-                    "NAME) as the schema's owner")
+                    "this database or schema (or was set up by an older sqltrack): run "
+                    "'sqltrack setup --ui-role' (or --ui-role NAME) as the schema's owner")
             await cursor.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(reader)))
             text = psycopg.ClientCursor(conn).mogrify(query, list(params) or None)
             columns, types = await self._describe(conn, text)
-            if any(t is None for t in types):
+            if any(t is None for t, _ in types):
                 raise QueryRefused("a column of the query has no plain type (a record or "
                                    "pseudo-type): cast it, e.g. to text")
             if not types:
                 raise QueryRefused("the query has no columns: select at least one")
-            definition = ", ".join(f"c{i} {t}" for i, t in enumerate(types))
-            await cursor.execute(
-                f"SELECT * FROM {READER_FUNCTION}(%s) AS q({definition})", [text])
-            rows = await (cursor.fetchall() if max_rows is None
-                          else cursor.fetchmany(max_rows + 1))
-        return columns, [tuple(row) for row in rows]
+            capped, definition, kinds = _capped_query(text, types, limits.value_cap)
+            await cursor.execute("SELECT set_config('statement_timeout', %s, true)",
+                                 [_left_ms(deadline)])
+        result = ReadRows(columns)
+        async with conn.cursor(name="sqltrack_page") as rows:
+            await rows.execute(
+                f"SELECT * FROM {READER_FUNCTION}(%s, %s) AS q({definition})",
+                [capped, limits.max_bytes])
+            full = False
+            while not full and (batch := await rows.fetchmany(FETCH_ROWS)):
+                for raw in batch:
+                    values, size = _uncapped(raw, kinds)
+                    if not result.keep(values, size, limits):
+                        full = True
+                        break
+                if time.monotonic() > deadline:
+                    raise errors.QueryCanceled("the page's time limit")
+        if result.stopped is None:
+            cursor = await conn.execute("SELECT current_setting('sqltrack.stopped', true)")
+            flag = await cursor.fetchone()
+            result.stopped = flag[0] if flag and flag[0] else None
+        return result
 
     @staticmethod
-    async def _describe(conn: Conn, text: str) -> tuple[list[str], list[str | None]]:
-        """Column names and type names of one statement, parsed by the server but not
-        run (an unnamed prepared statement: more than one statement is refused)."""
+    async def _describe(
+        conn: Conn, text: str
+    ) -> tuple[list[str], list[tuple[str | None, int]]]:
+        """Column names and (type name, ``typlen``) of one statement, parsed by the
+        server but not run (an unnamed prepared statement: more than one statement is
+        refused). The type name is None for a pseudo-type; ``typlen`` -1 for a
+        variable-length type, -2 for a C string, 0 for ``bytea``'s mark (see
+        ``_capped_query``), else the fixed size."""
         pgconn = conn.pgconn
         encoding = conn.info.encoding
         pgconn.send_prepare(b"", text.encode(encoding))
@@ -501,10 +528,11 @@ class PostgresEngine(Engine):
         if not oids:
             return names, []
         cursor = await conn.execute(
-            "SELECT CASE WHEN t.typtype = 'p' THEN NULL ELSE format_type(o, NULLIF(m, -1)) END "
+            "SELECT CASE WHEN t.typtype = 'p' THEN NULL ELSE format_type(o, NULLIF(m, -1)) END, "
+            "CASE WHEN t.oid = 'bytea'::regtype THEN 0 ELSE t.typlen END "
             "FROM unnest(%s::oid[], %s::int[]) WITH ORDINALITY AS d(o, m, n) "
             "JOIN pg_type t ON t.oid = d.o ORDER BY n", [oids, mods])
-        return names, [r[0] for r in await cursor.fetchall()]
+        return names, [(r[0], r[1]) for r in await cursor.fetchall()]
 
     async def write_rows(
         self,
@@ -872,3 +900,83 @@ def _placed_sql(
         return main.encode()
     heads = ", ".join(f"s{i} AS ({text})" for i, text in enumerate(ctes))
     return f"WITH {heads} {main}".encode()
+
+
+#: Rows of users' SQL fetched at a time (each batch counted before the next is asked for).
+FETCH_ROWS = 100
+
+
+def _left_ms(deadline: float) -> str:
+    """What is left until ``deadline``, as a ``statement_timeout`` (ms, at least 1)."""
+    return str(max(1, int((deadline - time.monotonic()) * 1000)))
+
+
+def _capped_query(
+    text: str, types: Sequence[tuple[str | None, int]], cap: int
+) -> tuple[str, str, list[str]]:
+    """Users' statement ``text`` wrapped so that no value over ``cap`` bytes leaves the
+    server whole: the query the reader's function runs, the column definitions of its
+    rows, and per column of ``text`` its kind (see ``_uncapped``).
+
+    - fixed size (``typlen`` > 0): as it is (``fixed``);
+    - ``bytea``: its first ``cap`` bytes and its length (``binary``);
+    - any other type: the value when its text form has at most ``cap`` bytes, else the
+      first ``cap`` characters of that text form; and the length (``text``).
+
+    The length is computed once a value (a LATERAL subquery) and counted by the client.
+    """
+    inner = ", ".join(f"c{i:d}" for i in range(len(types)))
+    lengths: list[str] = []
+    outs: list[str] = []
+    definition: list[str] = []
+    kinds: list[str] = []
+    for i, (kind, typlen) in enumerate(types):
+        if typlen > 0:
+            outs.append(f"u.c{i:d}")
+            definition.append(f"c{i:d} {kind}")
+            kinds.append("fixed")
+        elif typlen == 0:
+            lengths.append(f"octet_length(u.c{i:d}) AS n{i:d}")
+            outs.append(f"CASE WHEN s.n{i:d} > {cap:d} THEN substring(u.c{i:d} FROM 1 FOR "
+                        f"{cap:d}) ELSE u.c{i:d} END, s.n{i:d}")
+            definition.append(f"v{i:d} bytea, n{i:d} integer")
+            kinds.append("binary")
+        else:
+            lengths.append(f"octet_length(CAST(u.c{i:d} AS text)) AS n{i:d}")
+            outs.append(f"CASE WHEN s.n{i:d} > {cap:d} THEN NULL ELSE u.c{i:d} END, "
+                        f"CASE WHEN s.n{i:d} > {cap:d} THEN left(CAST(u.c{i:d} AS text), "
+                        f"{cap:d}) END, s.n{i:d}")
+            definition.append(f"v{i:d} {kind}, h{i:d} text, n{i:d} integer")
+            kinds.append("text")
+    lateral = (", LATERAL (SELECT " + ", ".join(lengths) + ") AS s") if lengths else ""
+    query = f"SELECT {', '.join(outs)} FROM (\n{text}\n) AS u({inner}){lateral}"
+    return query, ", ".join(definition), kinds
+
+
+def _uncapped(raw: Sequence[Any], kinds: Sequence[str]) -> tuple[tuple[Any, ...], int]:
+    """A row of ``_capped_query`` back as the user's columns (a cut value as ``Cut``),
+    and what it counts towards the byte limit."""
+    values: list[Any] = []
+    size = 0
+    at = 0
+    for kind in kinds:
+        if kind == "fixed":
+            value = raw[at]
+            size += value_size(value)
+            at += 1
+        elif kind == "binary":
+            value, length = raw[at], raw[at + 1]
+            if length is not None and length > len(value):
+                value = Cut(bytes(value), length)
+            size += 1 if value is None else len(value.head if isinstance(value, Cut) else value)
+            at += 2
+        else:
+            value, head, length = raw[at], raw[at + 1], raw[at + 2]
+            if head is not None:
+                value = Cut(head, length)
+                size += value_size(head)
+            else:
+                size += 1 if length is None else length
+            at += 3
+        values.append(value)
+    return tuple(values), size

@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..metrics import layout
 from ..metrics.layout import LONG_SLOTS, MetricRow, Placement, Touch
-from .base import Engine, ThreadWriter
+from .base import Engine, Limits, ReadRows, ThreadWriter, capped, stopped_after
 from .dialects import SQLITE_TYPES as _KIND_TYPES
 from .dialects import SqliteDialect
 from .sqlite_worker import SqliteConnection, SqliteCursor, connect_private
@@ -684,15 +684,15 @@ class SqliteEngine(Engine):
             raise translate(error) from error
 
     async def read_only(
-        self, sql: str, params: Sequence[Any], timeout: float, max_rows: int | None,
+        self, sql: str, params: Sequence[Any], timeout: float, limits: Limits,
         *, reader: str = "sqltrack_reader", allow_superuser: bool = False,
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    ) -> ReadRows:
         # SQLite has no roles: the read-only connection and the authorizer are the reader.
         uri = self.dialect.read_only_uri(self.settings)
         if uri is None:
             raise QueryRefused("an in-memory SQLite database cannot be read by a second connection")
         setup = self.dialect.read_only_setup(timeout)
-        return await asyncio.to_thread(_read_only, uri, setup, sql, list(params), timeout, max_rows)
+        return await asyncio.to_thread(_read_only, uri, setup, sql, list(params), timeout, limits)
 
     async def write_rows(
         self,
@@ -732,13 +732,22 @@ def _authorize(action: int, arg1: Any, arg2: Any, database: Any, trigger: Any) -
     return sqlite3.SQLITE_OK
 
 
+#: Rows users' SQL fetches at a time (each batch is counted before the next is read).
+FETCH_ROWS = 100
+
+
 def _read_only(
     uri: str, setup: list[tuple[str, list[Any]]], sql: str, params: list[Any],
-    timeout: float, max_rows: int | None,
-) -> tuple[list[str], list[tuple[Any, ...]]]:
+    timeout: float, limits: Limits,
+) -> ReadRows:
     """Users' SQL on a read-only connection of its own (read-only is a connection
     setting here, and the pool's connections write): the ``mode=ro`` URI, ``query_only``,
-    an authorizer that allows reads only, a progress handler for the deadline."""
+    an authorizer that allows reads only, a progress handler for the deadline (it runs
+    while rows are fetched too), and a length limit: no string or blob of the statement,
+    intermediate ones included, may pass ``limits.max_bytes`` (SQLite refuses it), so
+    one value never costs more than the whole answer may. Rows are fetched
+    ``FETCH_ROWS`` at a time and counted (``ReadRows.keep``); values over
+    ``limits.value_cap`` are cut."""
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
     except sqlite3.Error as error:
@@ -747,36 +756,42 @@ def _read_only(
     try:
         for statement, values in setup:
             conn.execute(statement, values)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_bytes)
         conn.set_authorizer(_authorize)
         conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
         cursor = conn.execute(sql, params)
-        columns = [d[0] for d in cursor.description or []]
-        rows = cursor.fetchall() if max_rows is None else cursor.fetchmany(max_rows + 1)
+        result = ReadRows([d[0] for d in cursor.description or []])
+        cap = limits.value_cap
+        while batch := cursor.fetchmany(FETCH_ROWS):
+            for raw in batch:
+                kept = [capped(value, cap) for value in raw]
+                if not result.keep(tuple(v for v, _ in kept), sum(n for _, n in kept), limits):
+                    return result
+            if time.monotonic() > deadline:
+                raise QueryRefused(stopped_after(timeout))
     except sqlite3.OperationalError as error:
         if str(error) == "interrupted":
             raise QueryRefused(stopped_after(timeout)) from None
-        raise QueryRefused(_one_line(_sqlite_message(error))) from None
+        raise QueryRefused(_one_line(_sqlite_message(error, limits))) from None
     except (sqlite3.Error, sqlite3.Warning) as error:
-        raise QueryRefused(_one_line(_sqlite_message(error))) from None
+        raise QueryRefused(_one_line(_sqlite_message(error, limits))) from None
     finally:
         conn.close()
-    return columns, [tuple(row) for row in rows]
+    return result
 
 
-def _sqlite_message(error: BaseException) -> str:
+def _sqlite_message(error: BaseException, limits: Limits | None = None) -> str:
     text = str(error)
     if text == "not authorized":
         return "not authorized: the page only reads (no writes, schema changes or pragmas)"
+    if limits is not None and text == "string or blob too big":
+        return (f"a value of the query is longer than {limits.max_bytes:,} bytes, all the page "
+                "may show: select a part of it (substr(x, 1, 1000))")
     return text
 
 
 def _one_line(message: object) -> str:
     return " ".join(str(message).split())
-
-
-def stopped_after(timeout: float) -> str:
-    """The reason of a statement stopped by its time limit."""
-    return f"the query was stopped after {timeout:g} s (the time limit of the page)"
 
 
 @lru_cache(maxsize=4096)

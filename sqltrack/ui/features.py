@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Awaitable, Callable
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -116,15 +117,26 @@ def routes(
         ))
 
     async def sql(request: Request) -> Response:
+        # The time limit covers the whole request: the query, its rows and their encoding.
+        deadline = time.monotonic() + policy.timeout
         query = request.query_params.get("q") or ""
         result = await readonly.run_query(client, query, policy=policy)
+        response: Response
         if request.query_params.get("format") == "csv":
-            return Response(csv_text(result), media_type="text/csv; charset=utf-8", headers={
-                "content-disposition": 'attachment; filename="sqltrack-query.csv"',
-                "cache-control": "no-store",
-            })
-        return json_response({"columns": result.columns, "rows": result.rows,
-                              "truncated": result.truncated, "max_rows": readonly.MAX_ROWS})
+            headers = {"content-disposition": 'attachment; filename="sqltrack-query.csv"',
+                       "cache-control": "no-store"}
+            if result.note:
+                headers["x-sqltrack-truncated"] = result.note
+            response = Response(csv_text(result), media_type="text/csv; charset=utf-8",
+                                headers=headers)
+        else:
+            response = json_response({
+                "columns": result.columns, "rows": result.rows,
+                "truncated": result.truncated, "note": result.note, "cut_values": result.cut,
+                "max_rows": readonly.MAX_ROWS, "max_bytes": policy.max_bytes,
+                "value_cap": policy.value_cap})
+        readonly.check_deadline(deadline, policy.timeout)
+        return response
 
     async def compare_html(request: Request) -> Response:
         params = request.query_params

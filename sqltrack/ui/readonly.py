@@ -16,17 +16,27 @@ expression placed inside our own SELECT), and nothing else can run through it:
   and a progress handler that interrupts it at the deadline; sqlite3 runs one
   statement only.
 
+Bounded cost, whatever the query: the time limit covers the whole request (waiting
+for a connection, running, fetching, turning the rows into an answer); rows are
+fetched a batch at a time and counted as they come, the fetching stopping at
+``MAX_ROWS`` rows (SQL page) or ``MAX_BYTES`` bytes of values (``Result.note`` says
+which); on the SQL page a value over ``VALUE_CAP`` bytes is cut (PostgreSQL cuts it
+on the server; SQLite refuses a value over ``MAX_BYTES``, all an answer may hold),
+and binary values are shown as hex (``\\x0102...``), never as Python's repr.
+
 Every refusal is a :class:`QueryRefused` with a one-line message.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ..engines.base import Cut, Limits, stopped_after
 from .api import BadRequest
 
 if TYPE_CHECKING:
@@ -39,6 +49,10 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_READER = "sqltrack_reader"
 #: Rows the SQL page shows (and puts in a CSV) at most.
 MAX_ROWS = 10_000
+#: Bytes of values one answer holds at most (SQL page, its CSV, the runs table).
+MAX_BYTES = 10 * 2**20
+#: A value of the SQL page longer than this (bytes) is cut.
+VALUE_CAP = 100_000
 QUERY_KEYWORDS = ("select", "with", "values")
 
 
@@ -55,12 +69,15 @@ class User:
 
 @dataclass(frozen=True)
 class Policy:
-    """How the page runs users' SQL: the time limit (s) of the whole query, the role it runs
-    as on PostgreSQL (``sqltrack setup --ui-role``), whether a superuser login is allowed."""
+    """How the page runs users' SQL: the time limit (s) of the whole request, the role it
+    runs as on PostgreSQL (``sqltrack setup --ui-role``), whether a superuser login is
+    allowed, the bytes of values an answer holds at most and the length of one value."""
 
     timeout: float = DEFAULT_TIMEOUT
     reader: str = DEFAULT_READER
     allow_superuser: bool = False
+    max_bytes: int = MAX_BYTES
+    value_cap: int = VALUE_CAP
 
 
 #: The page's policy unless told otherwise.
@@ -69,11 +86,33 @@ DEFAULT_POLICY = Policy()
 
 @dataclass
 class Result:
-    """Column names and rows of a read-only query; ``truncated``: more rows existed."""
+    """Column names and rows of a read-only query; ``truncated``: more rows existed
+    (``note`` says which limit stopped them); ``cut``: how many values were cut."""
 
     columns: list[str]
     rows: list[tuple[Any, ...]]
     truncated: bool = False
+    note: str | None = None
+    cut: int = 0
+
+
+def shown(value: Any) -> Any:
+    """A value as the page shows it: binary as hex (``\\x...``), a cut value as its first
+    part and its whole size; anything else as it is."""
+    if isinstance(value, Cut):
+        return f"{shown(value.head)}… (cut: {value.size:,} bytes in all)"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return value
+
+
+def _note(stopped: str | None, rows: int, max_bytes: int) -> str | None:
+    if stopped == "rows":
+        return f"only the first {rows:,} rows: the page shows {rows:,} at most"
+    if stopped == "bytes":
+        return (f"only the first {rows:,} rows: the page holds {max_bytes // 2**20:,} MB "
+                "of values at most")
+    return None
 
 
 def one_line(message: object) -> str:
@@ -142,29 +181,50 @@ async def fetch(
     timeout: float | None = None,
     max_rows: int | None = None,
     policy: Policy | None = None,
+    value_cap: int | None = None,
 ) -> Result:
-    """Rows of one statement made of ``parts``, read only, stopped after ``timeout`` s
-    (default the policy's; the engine's ``read_only``: how each engine keeps users' SQL
-    from writing, as the policy's reader role)."""
+    """Rows of one statement made of ``parts``, read only (the engine's ``read_only``:
+    how each engine keeps users' SQL from writing, as the policy's reader role).
+
+    Everything, the rows' conversion included, stops after ``timeout`` s (default the
+    policy's); at most ``max_rows`` rows (None: any number) and the policy's
+    ``max_bytes`` of values are fetched; values over ``value_cap`` bytes are cut (None:
+    none is: a row with a value over ``max_bytes`` ends the rows instead)."""
     policy = policy or DEFAULT_POLICY
+    timeout = policy.timeout if timeout is None else timeout
+    deadline = time.monotonic() + timeout
     sql = compose(client.dialect, parts)
+    cap = policy.max_bytes if value_cap is None else min(value_cap, policy.max_bytes)
     try:
-        columns, rows = await client.read_only(
-            sql, params, policy.timeout if timeout is None else timeout, max_rows,
+        read = await client.read_only(
+            sql, params, timeout, Limits(max_rows, policy.max_bytes, cap),
             reader=policy.reader, allow_superuser=policy.allow_superuser)
     except errors.QueryRefused as error:
         raise QueryRefused(one_line(error)) from None
-    if max_rows is not None and len(rows) > max_rows:
-        return Result(columns, rows[:max_rows], truncated=True)
-    return Result(columns, rows)
+    cut = 0
+    rows: list[tuple[Any, ...]] = []
+    for row in read.rows:
+        cut += sum(isinstance(value, Cut) for value in row)
+        rows.append(tuple(shown(value) for value in row))
+    check_deadline(deadline, timeout)
+    return Result(read.columns, rows, read.stopped is not None,
+                  _note(read.stopped, len(rows), policy.max_bytes), cut)
+
+
+def check_deadline(deadline: float, timeout: float) -> None:
+    """QueryRefused when the request is past its time limit (``deadline``, monotonic)."""
+    if time.monotonic() > deadline:
+        raise QueryRefused(stopped_after(timeout))
 
 
 async def run_query(
     client: AsyncClient, text: str, *, timeout: float | None = None, max_rows: int = MAX_ROWS,
     policy: Policy | None = None,
 ) -> Result:
-    """The SQL page: any one SELECT, at most ``max_rows`` rows."""
+    """The SQL page: any one SELECT, at most ``max_rows`` rows, values cut at the policy's
+    ``value_cap``."""
+    policy = policy or DEFAULT_POLICY
     body = check_query(text)
     parts: list[str | User] = ["SELECT * FROM (\n", User(body), "\n) AS q LIMIT %s"]
     return await fetch(client, parts, [max_rows + 1], timeout=timeout, max_rows=max_rows,
-                       policy=policy)
+                       policy=policy, value_cap=policy.value_cap)

@@ -179,6 +179,7 @@ async def runs_table(
         "plottable": [n for n in keys_found["metrics"] if metrics[n] in PLOTTED_KINDS],
         "columns": columns,
         "runs": runs,
+        "truncated": result.note,
     }
 
 

@@ -846,7 +846,8 @@ async function sqlPage(api) {
   csv.setAttribute("download", "sqltrack-query.csv");
   csv.hidden = false;
   document.getElementById("sql-meta").textContent = `${data.rows.length} row` +
-    `${data.rows.length === 1 ? "" : "s"}${data.truncated ? ` (only the first ${data.max_rows})` : ""}`;
+    `${data.rows.length === 1 ? "" : "s"}${data.truncated ? ` (${data.note})` : ""}` +
+    `${data.cut_values ? `; ${data.cut_values} long value${data.cut_values === 1 ? "" : "s"} cut` : ""}`;
   const columns = data.columns.map((name, index) => ({
     label: name, sort: (row) => row[index], cell: (row) => fmtValue(row[index]),
     num: data.rows.some((row) => typeof row[index] === "number"),
