@@ -425,7 +425,10 @@ class PostgresEngine(Engine):
                 "that write, signal other sessions, reach other servers, run SQL text or "
                 "change settings and locks")
         check_role_name(reader)
-        conn = await self.acquire(timeout)
+        try:
+            conn = await self.acquire(timeout)
+        except PoolTimeout:
+            raise QueryRefused(stopped_after(timeout) + " (no connection became free)") from None
         try:
             await self.begin_block(conn)
             try:
@@ -973,8 +976,9 @@ def _uncapped(raw: Sequence[Any], kinds: Sequence[str]) -> tuple[tuple[Any, ...]
         else:
             value, head, length = raw[at], raw[at + 1], raw[at + 2]
             if head is not None:
-                value = Cut(head, length)
-                size += value_size(head)
+                shown = value_size(head)  # ``cap`` characters may be the whole text
+                value = head if shown >= length else Cut(head, length)
+                size += shown
             else:
                 size += 1 if length is None else length
             at += 3

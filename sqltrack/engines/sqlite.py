@@ -33,7 +33,16 @@ from ..errors import (
 )
 from ..metrics import layout
 from ..metrics.layout import LONG_SLOTS, MetricRow, Placement, Touch
-from .base import Engine, Limits, ReadRows, ThreadWriter, capped, stopped_after
+from .base import (
+    Cut,
+    Engine,
+    Limits,
+    ReadRows,
+    ThreadWriter,
+    capped,
+    stopped_after,
+    value_size,
+)
 from .dialects import SQLITE_TYPES as _KIND_TYPES
 from .dialects import SqliteDialect
 from .sqlite_worker import SqliteConnection, SqliteCursor, connect_private
@@ -732,10 +741,6 @@ def _authorize(action: int, arg1: Any, arg2: Any, database: Any, trigger: Any) -
     return sqlite3.SQLITE_OK
 
 
-#: Rows users' SQL fetches at a time (each batch is counted before the next is read).
-FETCH_ROWS = 100
-
-
 def _read_only(
     uri: str, setup: list[tuple[str, list[Any]]], sql: str, params: list[Any],
     timeout: float, limits: Limits,
@@ -745,28 +750,39 @@ def _read_only(
     an authorizer that allows reads only, a progress handler for the deadline (it runs
     while rows are fetched too), and a length limit: no string or blob of the statement,
     intermediate ones included, may pass ``limits.max_bytes`` (SQLite refuses it), so
-    one value never costs more than the whole answer may. Rows are fetched
-    ``FETCH_ROWS`` at a time and counted (``ReadRows.keep``); values over
-    ``limits.value_cap`` are cut."""
+    one value never costs more than the whole answer may.
+
+    Rows are read one at a time (step-wise) and counted (``ReadRows.keep``). When
+    values are to be cut (``limits.value_cap`` below ``max_bytes``: the SQL page), the
+    statement is wrapped so that SQLite itself hands over only the first
+    ``value_cap`` bytes or characters of a longer value, with its length
+    (``_capped_query``)."""
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
     except sqlite3.Error as error:
         raise QueryRefused(_one_line(f"cannot open the database read-only: {error}")) from None
     deadline = time.monotonic() + timeout
+    cap = limits.value_cap
     try:
         for statement, values in setup:
             conn.execute(statement, values)
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_bytes)
         conn.set_authorizer(_authorize)
         conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
-        cursor = conn.execute(sql, params)
-        result = ReadRows([d[0] for d in cursor.description or []])
-        cap = limits.value_cap
-        while batch := cursor.fetchmany(FETCH_ROWS):
-            for raw in batch:
-                kept = [capped(value, cap) for value in raw]
-                if not result.keep(tuple(v for v, _ in kept), sum(n for _, n in kept), limits):
-                    return result
+        wrap = cap < limits.max_bytes
+        if wrap:
+            probe = conn.execute(f"SELECT * FROM (\n{sql}\n) LIMIT 0", params)
+            columns = [d[0] for d in probe.description or []]
+            probe.close()
+            cursor = conn.execute(_capped_query(sql, len(columns), cap), params)
+        else:
+            cursor = conn.execute(sql, params)
+            columns = [d[0] for d in cursor.description or []]
+        result = ReadRows(columns)
+        for raw in cursor:
+            kept = _uncapped(raw) if wrap else [capped(value, cap) for value in raw]
+            if not result.keep(tuple(v for v, _ in kept), sum(n for _, n in kept), limits):
+                break
             if time.monotonic() > deadline:
                 raise QueryRefused(stopped_after(timeout))
     except sqlite3.OperationalError as error:
@@ -778,6 +794,30 @@ def _read_only(
     finally:
         conn.close()
     return result
+
+
+def _capped_query(sql: str, count: int, cap: int) -> str:
+    """``sql`` (of ``count`` columns) giving per column its value, or its first ``cap``
+    characters (text) or bytes (blob) when longer than ``cap`` bytes, and its length in
+    bytes: the columns named ``c<i>`` by a CTE (one evaluation of each value a row)."""
+    names = ", ".join(f"c{i:d}" for i in range(count))
+    outs = ", ".join(
+        f"CASE WHEN length(CAST(c{i:d} AS BLOB)) > {cap:d} THEN substr(c{i:d}, 1, {cap:d}) "
+        f"ELSE c{i:d} END, length(CAST(c{i:d} AS BLOB))" for i in range(count))
+    return f"WITH u({names}) AS (\n{sql}\n) SELECT {outs} FROM u"
+
+
+def _uncapped(raw: Sequence[Any]) -> list[tuple[Any, int]]:
+    """A row of ``_capped_query`` as (value or ``Cut``, bytes counted) per user column."""
+    kept: list[tuple[Any, int]] = []
+    for at in range(0, len(raw), 2):
+        value, length = raw[at], raw[at + 1]
+        size = value_size(value)
+        if isinstance(value, (str, bytes)) and length is not None and length > size:
+            kept.append((Cut(value, length), size))
+        else:
+            kept.append((value, size))
+    return kept
 
 
 def _sqlite_message(error: BaseException, limits: Limits | None = None) -> str:
