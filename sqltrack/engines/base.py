@@ -44,8 +44,8 @@ Params = Sequence[Any]
 class Limits:
     """What users' SQL may cost the process that runs it (the web page), enforced while
     the rows are fetched: at most ``max_rows`` rows (None: any number), at most
-    ``max_bytes`` bytes of values in all (text as UTF-8, binary as is, 8 a number, plus
-    ``ROW_BYTES`` a row), and no value longer than ``value_cap`` bytes: a longer one
+    ``max_bytes`` bytes of values in all (``value_size``: text as UTF-8, binary as the
+    hex it is shown as, 8 a number; plus ``ROW_BYTES`` a row), and no value longer than ``value_cap`` bytes: a longer one
     arrives as a ``Cut`` (its first ``value_cap`` characters or bytes)."""
 
     max_rows: int | None = 10_000
@@ -92,12 +92,12 @@ class ReadRows:
 
 
 def value_size(value: Any) -> int:
-    """What a value counts towards ``Limits.max_bytes``: UTF-8 bytes of text, bytes of
-    binary, 8 for anything else (numbers, times; one byte for NULL)."""
+    """What a value counts towards ``Limits.max_bytes``: UTF-8 bytes of text, twice the
+    bytes of binary (it is shown as hex), 8 for anything else (numbers, times; 1 for NULL)."""
     if isinstance(value, str):
         return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return len(value)
+        return 2 * len(value)
     if isinstance(value, Cut):
         return value_size(value.head)
     return 1 if value is None else 8

@@ -971,7 +971,7 @@ def _uncapped(raw: Sequence[Any], kinds: Sequence[str]) -> tuple[tuple[Any, ...]
             value, length = raw[at], raw[at + 1]
             if length is not None and length > len(value):
                 value = Cut(bytes(value), length)
-            size += 1 if value is None else len(value.head if isinstance(value, Cut) else value)
+            size += value_size(value)
             at += 2
         else:
             value, head, length = raw[at], raw[at + 1], raw[at + 2]

@@ -800,11 +800,11 @@ def _capped_query(sql: str, count: int, cap: int) -> str:
     """``sql`` (of ``count`` columns) giving per column its value, or its first ``cap``
     characters (text) or bytes (blob) when longer than ``cap`` bytes, and its length in
     bytes: the columns named ``c<i>`` by a CTE (one evaluation of each value a row)."""
-    names = ", ".join(f"c{i:d}" for i in range(count))
+    aliases = ", ".join(f"c{i:d}" for i in range(count))
     outs = ", ".join(
         f"CASE WHEN length(CAST(c{i:d} AS BLOB)) > {cap:d} THEN substr(c{i:d}, 1, {cap:d}) "
         f"ELSE c{i:d} END, length(CAST(c{i:d} AS BLOB))" for i in range(count))
-    return f"WITH u({names}) AS (\n{sql}\n) SELECT {outs} FROM u"
+    return f"WITH u({aliases}) AS (\n{sql}\n) SELECT {outs} FROM u"
 
 
 def _uncapped(raw: Sequence[Any]) -> list[tuple[Any, int]]:

@@ -601,6 +601,19 @@ REVIEWED = {
     "max_points + 1": "ui.curves: an int, formatted with :d",
     "order": "ui.curves: '' or ' DESC'",
     "', '.join(['%s'] * len(part))": "ui.curves: placeholders only",
+    "i": "engines (users' SQL, _capped_query): a column number, an int formatted with :d",
+    "cap": "engines (users' SQL, _capped_query): Limits.value_cap, an int formatted with :d",
+    "inner": "engines.postgres._capped_query: the column aliases c<i> (ints)",
+    "lateral": "engines.postgres._capped_query: '' or a LATERAL of octet_length(c<i>) AS n<i>",
+    "', '.join(outs)": "engines (_capped_query): CASE / substring / left over columns c<i> "
+                       "with the int cap, and the lengths n<i>",
+    "outs": "engines.sqlite._capped_query: CASE / substr over columns c<i> with the int cap",
+    "aliases": "engines.sqlite._capped_query: the CTE's column names c<i> (ints)",
+    "text": "engines.postgres._read_as: the users' statement itself, wrapped to cut long "
+            "values and run by the reader's function (read only, as the reader role): "
+            "users' SQL is what the page runs, with the guards of ui.readonly",
+    "sql": "engines.sqlite._read_only: the users' statement itself, wrapped to name its "
+           "columns or cut long values, run on the read-only connection with the authorizer",
 }
 #: SQL text extended with '+': what may be on the other side.
 REVIEWED_CONCAT = {
@@ -614,6 +627,7 @@ REVIEWED_CONCAT = {
     "', '.join(selects)":
         "ui.summaries: fixed r.* columns, last/min/max of quote_ident(metric column) "
         "(names checked against the schema's metric columns), a.<a{n}> aliases",
+    "', '.join(lengths)": "engines.postgres._capped_query: octet_length(c<i>) AS n<i> (ints)",
     "', '.join(grouped)":
         "ui.summaries: MIN/MAX (the constant AGGREGATES) of quote_ident(metric column) "
         "AS a<n>",
