@@ -45,8 +45,9 @@ class Limits:
     """What users' SQL may cost the process that runs it (the web page), enforced while
     the rows are fetched: at most ``max_rows`` rows (None: any number), at most
     ``max_bytes`` bytes of values in all (``value_size``: text as UTF-8, binary as the
-    hex it is shown as, 8 a number; plus ``ROW_BYTES`` a row), and no value longer than ``value_cap`` bytes: a longer one
-    arrives as a ``Cut`` (its first ``value_cap`` characters or bytes)."""
+    hex it is shown as, 8 a number; plus ``ROW_BYTES`` a row), and no value longer than
+    ``value_cap`` bytes: a longer one arrives as a ``Cut`` (its first ``value_cap``
+    characters or bytes)."""
 
     max_rows: int | None = 10_000
     max_bytes: int = 10 * 2**20
