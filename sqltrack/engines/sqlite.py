@@ -813,7 +813,8 @@ def _uncapped(raw: Sequence[Any]) -> list[tuple[Any, int]]:
     for at in range(0, len(raw), 2):
         value, length = raw[at], raw[at + 1]
         size = value_size(value)
-        if isinstance(value, (str, bytes)) and length is not None and length > size:
+        held = len(value) if isinstance(value, bytes) else size  # bytes SQLite handed over
+        if isinstance(value, (str, bytes)) and length is not None and length > held:
             kept.append((Cut(value, length), size))
         else:
             kept.append((value, size))
