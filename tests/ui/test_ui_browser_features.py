@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 from test_ui_browser import (  # noqa: F401 - browser_binaries is a fixture
@@ -248,6 +248,16 @@ def test_sql_page_table_chart_csv_and_refused_write(served, driver, tmp_path):
     assert "format=csv" in href
     screenshot(driver, "sql-page.png", tmp_path)
     no_console_errors(driver)
+
+    many = quote("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c "
+                 "WHERE n < 500) SELECT n, zeroblob(3) AS b, "
+                 "replace(hex(zeroblob(60000)), '0', 'x') AS long FROM c")
+    load(driver, f"{base}/sql?q={many}")
+    until(driver, lambda b: b.find_element("css selector", "#sql-meta").text)
+    assert driver.find_element("css selector", "#sql-meta").text == (
+        "104 rows (only the first 104 rows: the page holds 10 MB of values at most); "
+        "104 long values cut")
+    assert column(driver, 2)[:2] == ["\\x000000", "\\x000000"]
 
     load(driver, f"{base}/sql?q=DELETE+FROM+runs")
     error = driver.find_element("css selector", "#sql-error").text
