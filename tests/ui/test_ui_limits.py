@@ -209,3 +209,28 @@ async def test_the_time_limit_covers_waiting_and_fetching(client_kwargs, policy,
         assert (await readonly.fetch(client, [User("SELECT 1")], policy=policy)).rows == [(1,)]
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+async def test_a_reader_set_up_before_the_limit_is_told_to_set_up_again(client, policy, pg_dsn,
+                                                                        pg_schema):
+    """A reader's function of the earlier form ``(q text)`` (no byte limit): the page says
+    to run ``sqltrack setup --ui-role`` again, which replaces it."""
+    import psycopg
+
+    function = f'"{pg_schema}".sqltrack_user_query'
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP FUNCTION {function}(text, bigint)")
+        conn.execute(
+            f"CREATE FUNCTION {function}(q text) RETURNS SETOF record LANGUAGE plpgsql "
+            "SECURITY DEFINER AS $f$ BEGIN RETURN QUERY EXECUTE 'SELECT * FROM (' || q || "
+            f"E'\\n) AS q'; END $f$; ALTER FUNCTION {function}(text) OWNER TO {policy.reader}")
+    with pytest.raises(QueryRefused, match="older sqltrack.*sqltrack setup --ui-role"):
+        await readonly.run_query(client, "SELECT 1", policy=policy)
+    await sqltrack.setup_reader(client, policy.reader)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        forms = conn.execute(
+            "SELECT oid::regprocedure::text FROM pg_proc WHERE proname = 'sqltrack_user_query' "
+            "AND pronamespace = %s::regnamespace", [f'"{pg_schema}"']).fetchall()
+    assert forms == [(f"{pg_schema}.sqltrack_user_query(text,bigint)",)]
+    assert (await readonly.run_query(client, "SELECT 1 AS one", policy=policy)).rows == [(1,)]
