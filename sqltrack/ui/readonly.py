@@ -110,8 +110,8 @@ def _note(stopped: str | None, rows: int, max_bytes: int) -> str | None:
     if stopped == "rows":
         return f"only the first {rows:,} rows: the page shows {rows:,} at most"
     if stopped == "bytes":
-        return (f"only the first {rows:,} rows: the page holds {max_bytes // 2**20:,} MB "
-                "of values at most")
+        held = f"{max_bytes / 2**20:g} MB" if max_bytes >= 2**20 else f"{max_bytes:,} bytes"
+        return f"only the first {rows:,} rows: the page holds {held} of values at most"
     return None
 
 

@@ -438,11 +438,18 @@ def test_settings_from_environment(run_cli, client_kwargs, seeded, monkeypatch):
     assert [e["name"] for e in json.loads(out)] == ["resnet", "bert"]
 
 
-def test_settings_from_config_file(run_cli, client_kwargs, seeded, tmp_path):
+def test_settings_from_config_file(client_kwargs, seeded, tmp_path, capsys):
+    """A config file naming a server is named first, on a line of its own."""
     conf = tmp_path / "my.conf"
     conf.write_text("".join(f"{k}={v}\n" for k, v in client_kwargs.items()))
-    code, out, _ = run_cli("--config", str(conf), "runs", "--json", connect=False)
+    code = cli.main(["--config", str(conf), "runs", "--json"])
+    out, err = capsys.readouterr()
     assert code == 0
+    if "host" in client_kwargs:
+        notice, _, err = err.partition("\n")
+        assert notice == (f"sqltrack: connection settings from config file {conf} "
+                          f"(host={client_kwargs['host']})")
+    split_target(err, client_kwargs)
     assert len(json.loads(out)) == 3
 
 
@@ -472,6 +479,8 @@ def test_bad_connection_masks_password(capsys, tmp_path):
     assert cli.main(["--config", str(conf), "experiments"]) == 1
     _, err = capsys.readouterr()
     assert "hunter2" not in err
+    notice, _, err = err.partition("\n")
+    assert notice == f"sqltrack: connection settings from config file {conf} (host=127.0.0.1)"
     target, err = split_target(err)
     assert "host=127.0.0.1 port=1" in target
     assert_one_line_error(err, "cannot connect")

@@ -145,7 +145,8 @@ async def test_runs_filter_is_bounded_in_rows_and_bytes(client, policy, engine):
     table = await summaries.runs_table(client, experiment.id, ["args.i", "args.blob"],
                                        where="id > 0", policy=small)
     assert 5 <= len(table["runs"]) < 10  # about 1,050 bytes a run
-    assert table["truncated"].startswith(f"only the first {len(table['runs'])} rows")
+    assert table["truncated"] == (f"only the first {len(table['runs'])} rows: the page "
+                                  "holds 10,000 bytes of values at most")
     assert [r["values"][0] for r in table["runs"]] == list(range(len(table["runs"])))
     assert all(r["values"][1] == "y" * 1000 for r in table["runs"])  # whole, never cut
     whole = await summaries.runs_table(client, experiment.id, ["args.i"], where="id > 0",
