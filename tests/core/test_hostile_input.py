@@ -546,6 +546,11 @@ REVIEWED = {
         "ui.summaries: the dialect's key set of the column r.args / r.extras (constants)",
     "quote(n)": "ui.summaries: quote_ident of a metric column name read from the schema",
     "exists": "ui.summaries: EXISTS over quote(n) metric columns, %s placeholders",
+    "in_experiment": "ui.summaries: the constant 'IN (SELECT id FROM runs WHERE "
+                     "experiment_id = %s)'",
+    "', '.join(long_grouped)": "ui.summaries: MIN/MAX(CASE WHEN v.name = %s THEN "
+                               "v.<constant LONG_SLOT column> END) AS b<i>",
+    "', '.join(['%s'] * len(names))": "ui.summaries: %s placeholders, one per metric name",
     "escape(SQL_EXAMPLE)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
     "escape(query)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
     "word": "ui.readonly: the text of a QueryRefused error message, never run as SQL",
