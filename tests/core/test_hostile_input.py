@@ -548,9 +548,6 @@ REVIEWED = {
     "exists": "ui.summaries: EXISTS over quote(n) metric columns, %s placeholders",
     "in_experiment": "ui.summaries: the constant 'IN (SELECT id FROM runs WHERE "
                      "experiment_id = %s)'",
-    "', '.join(long_grouped)": "ui.summaries: MIN/MAX(CASE WHEN v.name = %s THEN "
-                               "v.<constant LONG_SLOT column> END) AS b<i>",
-    "', '.join(['%s'] * len(names))": "ui.summaries: %s placeholders, one per metric name",
     "escape(SQL_EXAMPLE)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
     "escape(query)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
     "word": "ui.readonly: the text of a QueryRefused error message, never run as SQL",
@@ -609,6 +606,9 @@ REVIEWED = {
 }
 #: SQL text extended with '+': what may be on the other side.
 REVIEWED_CONCAT = {
+    "', '.join(long_grouped)": "ui.summaries: MIN/MAX(CASE WHEN v.name = %s THEN "
+                               "v.<constant LONG_SLOT column> END) AS b<i>",
+    "', '.join(['%s'] * len(names))": "ui.summaries: %s placeholders, one per metric name",
     "sql": "SQL text built above from reviewed pieces",
     "query": "SQL text built above from reviewed pieces",
     "''.join((', ' + s for s in selects))": "latest values of quote_ident(name) metric columns",
