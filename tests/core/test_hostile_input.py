@@ -570,7 +570,7 @@ REVIEWED = {
     "constraint": "dialects (upgrade step): quote_ident of a constraint name from the catalog",
     "slot": "postgres / queries: a value column name from the constant LONG_SLOT(S) tables",
     "arrays": "postgres (long upsert): $n placeholders with constant casts",
-    "_quote(name)": "sqlite (add columns): quote_ident of a name passed by check_metric_name",
+    "quote_ident(name)": "sqlite (add columns): quote_ident of a name passed by check_metric_name",
     "HISTORY_RUN_COLUMNS": "model.statements: the constant column list of runs a fork copies",
     "LONG_VALUES": "model.statements: the constant value columns of metric_values",
     "aggregates": "read.queries: COUNT/MIN/MAX of the constant value columns",
