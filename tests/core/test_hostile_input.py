@@ -691,7 +691,7 @@ def test_metric_names_reach_sql_quoted_after_validation():
     assert "sql.Identifier(n).as_string() for n in names" in postgres
     assert 'sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])' in postgres
     assert """['"' + n.replace('"', '""') + '"' for n in names]""" in sqlite
-    assert "ADD COLUMN {_quote(name)}" in sqlite
+    assert "ADD COLUMN {quote_ident(name)}" in sqlite
     assert "check_metric_name(name)" in metrics
     with pytest.raises(ValueError, match="DROP TABLE"):
         check_metric_name('x"; DROP TABLE runs; --')
