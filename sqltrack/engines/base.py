@@ -118,6 +118,11 @@ def capped(value: Any, cap: int) -> tuple[Any, int]:
     return Cut(head, size), value_size(head)
 
 
+def quote_ident(name: str) -> str:
+    """Quote an identifier: double quotes, doubled inside (the same on both engines)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 class Dialect(ABC):
     """The SQL differences of one engine: pure functions of their arguments, no I/O."""
 
@@ -134,8 +139,8 @@ class Dialect(ABC):
         return query
 
     def quote_ident(self, name: str) -> str:
-        """Quote an identifier (double quotes, doubled inside: the same on both engines)."""
-        return '"' + name.replace('"', '""') + '"'
+        """Quote an identifier (``quote_ident``: the same on both engines)."""
+        return quote_ident(name)
 
     def curve_extremes(
         self, table: str, where: str, params: list[Any], value: str,

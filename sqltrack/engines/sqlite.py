@@ -40,6 +40,7 @@ from .base import (
     ReadRows,
     ThreadWriter,
     capped,
+    quote_ident,
     stopped_after,
     value_size,
 )
@@ -346,7 +347,7 @@ def _add_columns(
         for name, kind in columns:
             if name.lower() not in present:
                 present.add(name.lower())
-                c.execute(f"ALTER TABLE metrics ADD COLUMN {_quote(name)} {_KIND_TYPES[kind]}")
+                c.execute(f"ALTER TABLE metrics ADD COLUMN {quote_ident(name)} {_KIND_TYPES[kind]}")
         _make_view(c, view)
         if autocommit:
             c.commit()
@@ -390,10 +391,6 @@ def _refresh_view(
         if autocommit and c.in_transaction:
             c.rollback()
         raise
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 #: After this many commits, or this many rows, on the event loop's own connection, a
