@@ -415,9 +415,10 @@ class Engine(ABC):
 
         Bounded while it runs: everything here (waiting for a connection, running,
         fetching) stops after ``timeout`` s (QueryRefused), and rows are fetched a few
-        at a time, the fetching stopping after ``limits.max_rows + 1`` rows or past
-        ``limits.max_bytes`` (``ReadRows.stopped`` says which; the row over the bytes is
-        not kept); values over ``limits.value_cap`` come cut (``Cut``). Nothing it does
+        at a time and counted (``ReadRows.keep``): at most ``limits.max_rows`` rows and
+        ``limits.max_bytes`` bytes are kept, the fetching stopping at the first row past
+        either (``ReadRows.stopped`` says which); values over ``limits.value_cap`` come
+        cut (``Cut``). Nothing it does
         stays: the transaction is rolled back. QueryRefused with a one-line reason. An
         engine with roles runs it as the role ``reader`` and refuses a superuser login
         unless ``allow_superuser``.

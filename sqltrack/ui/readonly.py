@@ -7,9 +7,10 @@ expression placed inside our own SELECT), and nothing else can run through it:
   quotes and comments), parentheses balanced, a query keyword first;
 - the SQL page's query runs as a subquery (``SELECT * FROM (...) AS q LIMIT n``),
   so only a query parses there;
-- in a read-only transaction (PostgreSQL): the dialect's ``read_only_setup``
-  (``READ ONLY``, a ``statement_timeout``), then the statement in pipeline mode
-  (the extended protocol), so the server itself refuses more than one statement;
+- in a read-only transaction (PostgreSQL): ``READ ONLY``, a ``statement_timeout``,
+  the reader role; the statement is parsed alone first (an unnamed prepared
+  statement: the server itself refuses more than one), then run by the reader's
+  function and read through a server-side cursor (see the engine's ``read_only``);
 - on a connection of its own, where read-only is a connection setting (SQLite,
   ``read_only_per_connection``): opened read-only (the dialect's ``read_only_uri``,
   ``mode=ro``) with ``PRAGMA query_only``, an authorizer that allows reading only,
