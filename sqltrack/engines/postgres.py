@@ -924,7 +924,9 @@ def _capped_query(
     - fixed size (``typlen`` > 0): as it is (``fixed``);
     - ``bytea``: its first ``cap`` bytes and its length (``binary``);
     - any other type: the value when its text form has at most ``cap`` bytes, else the
-      first ``cap`` characters of that text form; and the length (``text``).
+      first ``cap`` characters of that text form; and the length (``text``). The value
+      is cast back to its type with its modifier (``varchar(3)``), which a ``CASE``
+      drops and the function's rows must keep.
 
     The length is computed once a value (a LATERAL subquery) and counted by the client.
     """
@@ -946,7 +948,8 @@ def _capped_query(
             kinds.append("binary")
         else:
             lengths.append(f"octet_length(CAST(u.c{i:d} AS text)) AS n{i:d}")
-            outs.append(f"CASE WHEN s.n{i:d} > {cap:d} THEN NULL ELSE u.c{i:d} END, "
+            outs.append(f"CAST(CASE WHEN s.n{i:d} > {cap:d} THEN NULL ELSE u.c{i:d} END AS "
+                        f"{kind}), "
                         f"CASE WHEN s.n{i:d} > {cap:d} THEN left(CAST(u.c{i:d} AS text), "
                         f"{cap:d}) END, s.n{i:d}")
             definition.append(f"v{i:d} {kind}, h{i:d} text, n{i:d} integer")

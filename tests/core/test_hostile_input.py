@@ -605,6 +605,8 @@ REVIEWED = {
     "', '.join(['%s'] * len(part))": "ui.curves: placeholders only",
     "i": "engines (users' SQL, _capped_query): a column number, an int formatted with :d",
     "cap": "engines (users' SQL, _capped_query): Limits.value_cap, an int formatted with :d",
+    "kind": "engines.postgres._capped_query: a type name, the server's own format_type of "
+            "the described query (as in 'definition')",
     "inner": "engines.postgres._capped_query: the column aliases c<i> (ints)",
     "lateral": "engines.postgres._capped_query: '' or a LATERAL of octet_length(c<i>) AS n<i>",
     "', '.join(outs)": "engines (_capped_query): CASE / substring / left over columns c<i> "

@@ -235,3 +235,36 @@ async def test_a_reader_set_up_before_the_limit_is_told_to_set_up_again(client, 
             "AND pronamespace = %s::regnamespace", [f'"{pg_schema}"']).fetchall()
     assert forms == [(f"{pg_schema}.sqltrack_user_query(text,bigint)",)]
     assert (await readonly.run_query(client, "SELECT 1 AS one", policy=policy)).rows == [(1,)]
+
+
+TYPED = {
+    "postgres": "SELECT 1.5::numeric(4, 2) AS n, '{\"a\": [1, 2]}'::jsonb AS j, "
+                "ARRAY[1, 2, 3] AS a, interval '1 day' AS i, 'x'::varchar(3) AS v, "
+                "'ab'::char(4) AS ch, timestamptz '2024-05-01 09:00+00' AS t, "
+                "timestamp(0) '2024-05-01 09:00:01' AS ts, NULL::text AS nul, "
+                "'é' || repeat('é', 60000) AS multi, 'x'::name AS nm, 7::smallint AS s, "
+                "true AS b, 2.5::real AS r, '00000000-0000-0000-0000-000000000001'::uuid AS u",
+    "sqlite": "SELECT 1.5 AS n, '{\"a\": [1, 2]}' AS j, NULL AS nul, 7 AS s, "
+              "'é' || replace(hex(zeroblob(30000)), '00', 'éé') AS multi, 2.5 AS r",
+}
+
+
+async def test_values_of_every_type_come_through_as_the_driver_reads_them(
+        client, client_kwargs, policy, engine, request):
+    """The wrapping that cuts long values changes no value that is not cut (types with
+    modifiers, JSON, arrays, intervals, NULL, a long multi-byte text under the cap in
+    characters): the page's rows equal a separate driver connection's."""
+    result = await readonly.run_query(client, TYPED[engine], policy=policy)
+    if engine == "postgres":
+        import psycopg
+
+        with psycopg.connect(request.getfixturevalue("pg_dsn")) as conn:
+            expected = conn.execute(TYPED[engine]).fetchall()
+    else:
+        import sqlite3
+
+        with sqlite3.connect(client_kwargs["dbpath"]) as conn:
+            expected = conn.execute(TYPED[engine]).fetchall()
+        conn.close()
+    assert result.rows == [tuple(row) for row in expected]
+    assert result.cut == 0 and not result.truncated
