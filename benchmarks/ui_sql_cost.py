@@ -90,6 +90,15 @@ def measure(engine: str) -> None:
         url, token = server.stdout.readline().split()
         with httpx.Client(base_url=url, headers={"x-sqltrack-token": token},
                           timeout=120) as http:
+            deadline = time.monotonic() + 60
+            while True:  # the socket is bound before uvicorn listens on it
+                try:
+                    http.get("/api/sql", params={"q": "SELECT 1"})
+                    break
+                except httpx.ConnectError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
             for _ in range(3):  # warm: imports, pool, caches
                 assert http.get("/api/sql", params={"q": "SELECT 1"}).status_code == 200
             for name, query in QUERIES[engine].items():
