@@ -19,6 +19,13 @@ processes of a distributed job write nothing). What it records:
   ``sqltrack.integrations.names``; buffered (``buffered=False`` to write through);
 - ``on_train_end``: the run stops COMPLETED.
 
+Resumed from a checkpoint (``trainer.train(resume_from_checkpoint=...)``, with the same
+run: ``run_id=`` an id or ``"SLURM_JOB_ID"``): ``on_train_begin`` sees the restored
+``state.global_step`` and rewinds the run to it (``Run.rewind``: rows logged past the
+checkpoint move to a run linked ``rewound_from``), so the history equals an
+uninterrupted run's (Transformers logs a step after it is taken, so the checkpoint's
+step itself is kept).
+
 A crash inside ``trainer.train()`` ends the run FAILED (Ctrl-C: CANCELLED;
 SIGTERM: ``terminated``, default CANCELLED, and the process exits with status
 143 through ``sqltrack.process.sigterm``): when the Trainer is built with the callback,
@@ -116,7 +123,9 @@ class SqltrackCallback(transformers.TrainerCallback):
                        **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        self.tracked.start()
+        run = self.tracked.start()
+        if state.global_step > 0:  # resumed from a checkpoint: the history ends there
+            run.rewind(int(state.global_step))
         recorded: dict[str, Any] = dict(args.to_dict())
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "to_dict"):
