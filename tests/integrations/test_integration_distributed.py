@@ -85,6 +85,10 @@ def test_four_gloo_ranks_one_run_with_per_rank_system_metrics(client_kwargs, tmp
                     "throughput__rank3 FROM metrics WHERE run_id = %s ORDER BY step", [run_id])
     assert [tuple(r) for r in rows] == [
         (s, *(float(10 * r + s) for r in range(WORLD))) for s in range(5)]
+    across = read_raw(kw, "SELECT step, MIN(value), AVG(value), MAX(value) FROM "
+                      "metric_values_all WHERE run_id = %s AND name LIKE %s GROUP BY step "
+                      "ORDER BY step", [run_id, "throughput__rank%"])  # the README's query
+    assert [tuple(r) for r in across] == [(s, s, 15.0 + s, 30.0 + s) for s in range(5)]
     ranks = read_raw(kw, "SELECT DISTINCT rank, host FROM system_metrics WHERE run_id = %s "
                      "ORDER BY rank", [run_id])
     assert [tuple(r) for r in ranks] == [(r, socket.gethostname()) for r in range(WORLD)]

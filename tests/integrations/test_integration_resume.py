@@ -14,7 +14,7 @@ import pytest
 import torch
 from support.helpers import json_value, read_raw
 from support.integration_helpers import EXAMPLES, child_env
-from support.waiting import Output, wait_until
+from support.waiting import Output
 
 import sqltrack
 import sqltrack.wandb as wandb
