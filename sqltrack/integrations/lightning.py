@@ -206,6 +206,11 @@ def logger_class(namespace: str) -> type:
                 return
             rank = rank_zero_only.rank
             world = int(getattr(trainer, "world_size", 1) or 1)
+            if world <= 1:  # one process: the run opens on first use, as before
+                resumed = _resumed_step(trainer)
+                if resumed is not None:
+                    self.experiment.rewind(resumed)
+                return
             run_id: int | None = None
             if rank == 0:
                 try:
@@ -215,11 +220,8 @@ def logger_class(namespace: str) -> type:
                         run.rewind(resumed)
                     run_id = int(run.id)
                 except BaseException:
-                    if world > 1:  # the other ranks raise instead of waiting
-                        trainer.strategy.broadcast(None, src=0)
+                    trainer.strategy.broadcast(None, src=0)  # the others raise, not wait
                     raise
-            if world <= 1:
-                return
             run_id = trainer.strategy.broadcast(run_id, src=0)
             if run_id is None:
                 raise RuntimeError("rank zero could not open the shared run (see its error)")
