@@ -562,20 +562,25 @@ def init(
 
         if client is None:
             client = own_client = sqltrack.Client(**dict(connection or {}))
+    first_step = 0
+    try:
         if resume in ("must", "never"):
             _check_resume(client, str(resume), id, run_ref)
-    first_step = 0
-    if history is not None:
-        kind, source, at = history
-        rows = own_query(client, "SELECT experiment_id FROM runs WHERE id = %s", [source])
-        if not rows:
-            raise ValueError(f"wandb.init {kind}: there is no run {source}")
-        experiment, first_step = int(rows[0][0]), at + 1
-        if kind == "resume_from":
-            sqltrack.run_rewind(client, source, at)
-            run_ref = source
-        else:
-            run_ref = int(sqltrack.run_fork(client, source, at).id)
+        if history is not None:
+            kind, source, at = history
+            rows = own_query(client, "SELECT experiment_id FROM runs WHERE id = %s", [source])
+            if not rows:
+                raise ValueError(f"wandb.init {kind}: there is no run {source}")
+            experiment, first_step = int(rows[0][0]), at + 1
+            if kind == "resume_from":
+                sqltrack.run_rewind(client, source, at)
+                run_ref = source
+            else:
+                run_ref = int(sqltrack.run_fork(client, source, at).id)
+    except BaseException:
+        if own_client is not None:  # made here for the check: closed again
+            own_client.close()
+        raise
     tracked = IntegrationRun(client, experiment, run_ref, terminated=terminated,
                              system_metrics=system_metrics, tags=tuple(tags or ()),
                              comment=notes, settings=connection, quiet=quiet,
@@ -615,7 +620,7 @@ def _disabled(project: str, name: str | None, config: Any, tags: Any, notes: str
     return new
 
 
-_HISTORY_POINT = re.compile(r"\s*(\d+)\?_step=(\d+)\s*")
+_HISTORY_POINT = re.compile(r"\s*([0-9]+)\?_step=([0-9]+)\s*")
 
 
 def _history_start(resume_from: str | None, fork_from: str | None,

@@ -536,9 +536,9 @@ class AsyncRun:
         """
         from . import system_metrics as system
 
-        interval = system.interval_of(interval)
-        if interval is not None and self._system is None:
-            self._system = system.SystemMetrics(self.client, self.id, interval).start()
+        seconds = system.interval_of(interval)
+        if seconds is not None and self._system is None:
+            self._system = system.SystemMetrics(self.client, self.id, seconds).start()
         return self
 
     async def stop_system_metrics(self) -> AsyncRun:
