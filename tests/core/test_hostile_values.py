@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sqltrack
 from sqltrack.checks import MAX_JSON_DEPTH
@@ -121,9 +123,9 @@ class Raw:
         if self.engine == "sqlite":
             found = [r[1:3] for r in self.rows("PRAGMA table_info(metrics)")]
         else:
-            found = self.rows("SELECT column_name, data_type FROM information_schema.columns "
-                              "WHERE table_schema = current_schema() AND table_name = 'metrics' "
-                              "ORDER BY ordinal_position")
+            found = self.rows("SELECT attname::text, format_type(atttypid, atttypmod) "
+                              "FROM pg_attribute WHERE attrelid = 'metrics'::regclass "
+                              "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")
         return found + self.rows("SELECT name, kind FROM metric_names ORDER BY name")
 
     def metric_rows(self, run_id: int) -> list[tuple]:
@@ -183,8 +185,8 @@ def test_json_keys_colliding_as_text_are_refused(api, raw, column):
             assert f"'{key}'" in str(error) and column in str(error), error
             assert raw.json(column, run.id) == {"kept": 1}
     # keys that do not collide are stored as their JSON text, as json.dumps writes them
-    api.call(getattr(run, f"set_{column}"), {1: "int", None: "none", 2.5: "float", True: "t"})
-    assert raw.json(column, run.id) == {"1": "t", "null": "none", "2.5": "float"}
+    api.call(getattr(run, f"set_{column}"), {3: "int", None: "none", 2.5: "float", True: "t"})
+    assert raw.json(column, run.id) == {"3": "int", "null": "none", "2.5": "float", "true": "t"}
 
 
 def test_metric_names_colliding_on_the_engine(api, raw):
@@ -263,7 +265,7 @@ def test_negative_zero_is_stored_as_zero(api, raw):
     assert len(rows) == 3 and all(same(row, (0.0, 0.0)) for row in rows), rows
 
 
-# -- 4. refusals leave nothing behind ---------------------------------------------------------------
+# -- 4. refusals leave nothing behind -----------------------------------------------------------
 @pytest.mark.parametrize("budget", [800, 0])  # columns, or every name in metric_values
 def test_refusal_leaves_no_column_or_registered_name(client_kwargs, budget):
     api = Api("sync", {**client_kwargs, "metric_columns": budget})
@@ -337,3 +339,432 @@ def test_json_nesting_limit(api, raw, column):
     assert "nested" in str(refused(api, setter, selfish))
     assert raw.json(column, api.run.id) == nested(MAX_JSON_DEPTH)
 
+
+
+
+# -- 7. generated inputs, checked against a raw connection -------------------------------------
+#: Generated examples per engine and API (each is 2 to 5 inputs: calls): with both engines and
+#: both APIs, more than 10,000 inputs in all. ``--fault-trials=N`` scales it by N / 20.
+FUZZ_EXAMPLES = 800
+#: Inputs each engine-and-API pair must have tried (4 pairs: at least 10,000 in all).
+FUZZ_INPUTS = 2500
+INT64 = (-(2**63), 2**63 - 1)
+#: The columns made before the fuzzing starts, and their kinds.
+SEED_COLUMNS = {"f_float": 0.5, "i_int": 1, "b_bool": True, "s_str": "x"}
+#: Metric names: the seeded columns, a pool of new ones, spellings differing in case only.
+FUZZ_NAMES = [*SEED_COLUMNS, "F_FLOAT", "I_int", *(f"n{i}" for i in range(12)), "N0", "N1"]
+#: The kind of a metric column's declared type, per engine.
+COLUMN_KINDS = {"REAL": "float", "INTEGER": "int", "BOOLEAN": "bool", "TEXT": "str",
+                "TIMESTAMP": "datetime", "double precision": "float", "bigint": "int",
+                "boolean": "bool", "text": "str", "timestamp with time zone": "datetime"}
+FITS = {"bool": ("bool",), "int": ("int", "float"), "float": ("float",), "str": ("str",)}
+
+
+def odd(kind: str) -> Any:
+    """A value of a type sqltrack cannot store as it is (made fresh for each example)."""
+    return {
+        "td_ns": lambda: np.timedelta64(5, "ns"), "td_s": lambda: np.timedelta64(7, "s"),
+        "dt_ns": lambda: np.datetime64("2021-05-01T00:00", "ns"),
+        "nat": lambda: np.datetime64("NaT"), "object": object,
+        "decimal": lambda: Decimal("2.5"), "complex": lambda: 1 + 2j, "bytes": lambda: b"xy",
+        "set": lambda: {1, 2}, "np_int64": lambda: np.int64(-3),
+        "np_uint64": lambda: np.uint64(2**64 - 1), "np_float32": lambda: np.float32(0.25),
+        "np_float64": lambda: np.float64(-0.0), "np_bool": lambda: np.bool_(True),
+        "fraction": lambda: Fraction(1, 3), "huge_fraction": lambda: Fraction(10**400, 3),
+    }[kind]()
+
+
+ODD_KINDS = ["td_ns", "td_s", "dt_ns", "nat", "object", "decimal", "complex", "bytes", "set",
+             "np_int64", "np_uint64", "np_float32", "np_float64", "np_bool", "fraction",
+             "huge_fraction"]
+
+edge_ints = st.sampled_from([0, 1, -1, 2**53 + 1, INT64[1], INT64[0], 2**63, -(2**63) - 1,
+                             2**64, 10**30, -(10**30)])
+any_ints = st.one_of(edge_ints, st.integers(-(2**66), 2**66), st.integers(-1000, 1000))
+edge_floats = st.sampled_from([0.0, -0.0, 1e16, -1e16, 1.5e300, 1.7976931348623157e308,
+                               5e-324, 1e-7, 0.1, 9007199254740993.0, 1.2345678901234567e16,
+                               float("nan"), float("inf"), -float("inf")])
+any_floats = st.one_of(edge_floats, st.floats(), st.floats(min_value=1e15, max_value=1e300))
+odd_values = st.sampled_from(ODD_KINDS).map(odd)
+texts = st.one_of(st.text(max_size=6), st.sampled_from(["a\x00b", "x\ud800", "é🚀", ""]))
+
+json_keys = st.one_of(
+    st.sampled_from(["1", "true", "false", "null", "2.5", "0", "-0.0", "1e+16", "a", "A"]),
+    st.text(max_size=3), st.integers(-2, 2), st.booleans(), st.none(),
+    st.sampled_from([2.5, -0.0, 1e16, float("inf")]),
+    st.sampled_from([(1, 2), b"k", frozenset()]),
+)
+json_scalars = st.one_of(st.none(), st.booleans(), any_ints, any_floats, texts, odd_values)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.lists(inner, max_size=2).map(tuple),
+                            st.dictionaries(json_keys, inner, max_size=3)),
+    max_leaves=6,
+)
+json_objects = st.one_of(
+    st.dictionaries(json_keys, json_values, max_size=4),
+    st.dictionaries(json_keys, json_values, max_size=4),
+    st.sampled_from([MAX_JSON_DEPTH - 1, MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1,
+                     MAX_JSON_DEPTH + 4]).map(nested),
+)
+json_inputs = st.tuples(st.just("json"), st.sampled_from(JSON_COLUMNS),
+                        st.sampled_from(["set", "add"]), json_objects)
+
+metric_values = st.one_of(any_ints, any_floats, any_floats, st.booleans(), odd_values,
+                          st.none(), st.sampled_from(["text", "é"]))
+metric_inputs = st.tuples(
+    st.just("metrics"),
+    st.dictionaries(st.sampled_from(FUZZ_NAMES), metric_values, max_size=3),
+    st.one_of(st.integers(0, 40), st.integers(0, 40), edge_ints, any_ints,
+              st.sampled_from(["1", 1.5, None]), st.sampled_from(["np_int64", "np_uint64"])
+              .map(odd)),
+    st.one_of(st.just(0.0), st.just(0.0), any_floats, st.integers(-5, 5),
+              st.sampled_from([10**400, 2**63, -(10**400), 1.5]),
+              st.sampled_from(["np_float32", "np_float64", "fraction", "huge_fraction"])
+              .map(odd)),
+)
+id_inputs = st.tuples(st.just("ids"), st.sampled_from(["experiment", "run", "link"]),
+                      st.one_of(edge_ints, st.integers(-3, 30), any_ints))
+fuzz_inputs = st.lists(st.one_of(json_inputs, metric_inputs, metric_inputs, id_inputs),
+                       min_size=2, max_size=5)
+
+
+class Refused(Exception):
+    """The oracle's verdict: the input must be refused. ``mentions``: each a tuple of words;
+    the error's message must hold every word of at least one of them."""
+
+    def __init__(self, *mentions: tuple[str, ...]) -> None:
+        super().__init__(mentions)
+        self.mentions = list(mentions)
+
+
+def short(value: Any) -> str:
+    """The beginning of a value's repr, as error messages show it."""
+    try:
+        return repr(value)[:30]
+    except (ValueError, RecursionError):
+        return type(value).__name__
+
+
+def is_text_storable(text: str) -> bool:
+    return "\x00" not in text and not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def json_expected(value: Any, column: str, level: int = 1) -> Any:
+    """What a JSON column holds after storing ``value`` (as json.loads / psycopg read it), or
+    Refused. Written from the documented rules, not from sqltrack's code: keys become the
+    text json.dumps writes for them, -0.0 is 0.0, tuples are lists."""
+    if isinstance(value, str):
+        if not is_text_storable(value):
+            raise Refused((column, short(value)))
+        return value
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise Refused((column, repr(value), "float"))
+        return float(value) + 0.0
+    if isinstance(value, (dict, list, tuple)) and level > MAX_JSON_DEPTH:
+        raise Refused((column, "nested", str(MAX_JSON_DEPTH)))
+    if isinstance(value, (list, tuple)):
+        return [json_expected(item, column, level + 1) for item in value]
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, str):
+                if not is_text_storable(key):
+                    raise Refused((column, short(key)))
+                text = key
+            elif key is None or key is True or key is False:
+                text = json.dumps(key)
+            elif isinstance(key, int):
+                text = str(key)
+            elif isinstance(key, float) and math.isfinite(key):
+                text = repr(key)
+            else:
+                raise Refused((column, short(key), type(key).__name__))
+            if text in out:
+                raise Refused((column, repr(key), repr(text)))
+            out[text] = json_expected(item, column, level + 1)
+        return out
+    raise Refused((column, short(value), type(value).__name__))
+
+
+def metric_value_expected(name: str, value: Any) -> tuple[Any, str | None]:
+    """The value a metric stores and its kind, or Refused (the documented rules)."""
+    if value is None:
+        return None, None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value), "bool"
+    if isinstance(value, (np.timedelta64, np.datetime64)):
+        raise Refused((repr(name), type(value).__name__))
+    if isinstance(value, (int, np.integer)):
+        if not INT64[0] <= int(value) <= INT64[1]:
+            raise Refused((repr(name), str(int(value))))
+        return int(value), "int"
+    if isinstance(value, (float, np.floating, Fraction)):
+        try:
+            return float(value) + 0.0, "float"
+        except OverflowError:
+            raise Refused((repr(name), "too large")) from None
+    if isinstance(value, str):
+        return value, "str"
+    raise Refused((repr(name), type(value).__name__))
+
+
+def key_expected(step: Any, progress: Any) -> tuple[int, float]:
+    """The stored (step, progress) of an add_metrics call, or Refused."""
+    if isinstance(step, (bool, float, str)) or step is None:
+        raise Refused(("step", short(step)))
+    step = int(step)
+    if not INT64[0] <= step <= INT64[1]:
+        raise Refused(("step", str(step)))
+    try:
+        number = float(progress)
+    except OverflowError:
+        raise Refused(("progress", repr(progress)[:40])) from None
+    if math.isnan(number):
+        raise Refused(("progress", "NaN"))
+    return step, number + 0.0
+
+
+def raw_form(value: Any, kind: str | None, column_kind: str, engine: str) -> Any:
+    """A stored metric value as the raw driver reads it back."""
+    if value is None:
+        return None
+    if column_kind == "float":
+        value = float(value)
+        if math.isnan(value) and engine == "sqlite":
+            return "NaN"  # SQLite stores NaN as NULL: sqltrack keeps it as the text 'NaN'
+        return value
+    if column_kind == "bool" and engine == "sqlite":
+        return int(value)
+    return value
+
+
+class Fuzz:
+    """Runs generated inputs through one client and checks each against a raw connection.
+
+    What the database holds is tracked here (the JSON columns, the metric layout, the
+    metric rows' keys, runs, links) and compared with a raw read after every input: a
+    stored value is read back, a refusal must leave the database as tracked.
+    """
+
+    def __init__(self, api: Api, raw: Raw) -> None:
+        self.api = api
+        self.raw = raw
+        self.engine = api.kwargs["engine"]
+        self.counts: dict[str, int] = {}
+        run = api.run.id
+        self.json_now = {column: raw.json(column, run) for column in JSON_COLUMNS}
+        self.layout = raw.columns()
+        self.keys = {row[:2] for row in raw.rows(
+            "SELECT step, progress FROM metrics WHERE run_id = %s", [run])}
+        self.runs = self.run_ids()
+        self.links = self.run_links()
+
+    def run_ids(self) -> set[int]:
+        return {row[0] for row in self.raw.rows("SELECT id FROM runs")}
+
+    def run_links(self) -> list[tuple]:
+        return self.raw.rows("SELECT * FROM run_links ORDER BY to_id, kind")
+
+    def metric_count(self) -> int:
+        return self.raw.rows("SELECT count(*) FROM metrics WHERE run_id = %s",
+                             [self.api.run.id])[0][0]
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    def attempt(self, kind: str, call: Any, verdict: Any, changed: Any, check: Any) -> None:
+        """``call()``; then, as the oracle's ``verdict`` (a value, or Refused) says, the
+        stored value equals it (``check``) or the call was refused with an error naming
+        what the oracle names and ``changed()`` reports nothing."""
+        try:
+            self.api.call(call)
+        except Exception as error:  # noqa: BLE001 - checked here
+            message = str(error)
+            assert isinstance(error, (ValueError, TypeError, LookupError)), (
+                f"{kind}: {type(error).__name__}: {message}")
+            assert not changed(), f"{kind}: refused ({message}) but the database changed"
+            if isinstance(error, LookupError):  # an id in range that does not exist
+                assert verdict == "missing", f"{kind}: {message}"
+                self.count(f"{kind} not found")
+                return
+            assert isinstance(verdict, Refused), f"{kind}: refused a storable input: {message}"
+            assert any(all(word in message for word in words) for words in verdict.mentions), (
+                f"{kind}: the error does not name {verdict.mentions}: {message}")
+            self.count(f"{kind} refused")
+            return
+        assert not isinstance(verdict, Refused), f"{kind}: accepted, should name {verdict}"
+        assert verdict != "missing", f"{kind}: accepted an id that does not exist"
+        check(verdict)
+        self.count(f"{kind} stored")
+
+    def verdict(self, oracle: Any) -> Any:
+        try:
+            return oracle()
+        except Refused as refusal:
+            return refusal
+
+    # -- the three kinds of input --
+    def json(self, column: str, how: str, value: dict[Any, Any]) -> None:
+        run = self.api.run
+        before = self.json_now[column]
+
+        def oracle() -> Any:
+            stored = json_expected(value, column)
+            if how == "set":
+                return stored
+            return {**(before or {}), **stored} if value else before
+
+        def check(expected: Any) -> None:
+            assert self._same(self.raw.json(column, run.id), expected), (value, expected)
+            self.json_now[column] = expected
+
+        self.attempt("json", lambda: getattr(run, f"{how}_{column}")(value),
+                     self.verdict(oracle), lambda: self.raw.json(column, run.id) != before,
+                     check)
+
+    def metrics(self, metrics: dict[str, Any], step: Any, progress: Any) -> None:
+        run = self.api.run
+        raw = self.raw
+        columns = {name: COLUMN_KINDS[kind] for name, kind in self.layout
+                   if name not in ("run_id", "step", "progress") and kind in COLUMN_KINDS}
+
+        def oracle() -> Any:
+            key = key_expected(step, progress)
+            stored = {}
+            problems = []
+            for name, value in metrics.items():
+                try:
+                    converted, kind = metric_value_expected(name, value)
+                except Refused as refusal:
+                    problems += refusal.mentions
+                    continue
+                column_kind = columns.get(name)
+                if column_kind is None and kind is None:
+                    problems.append((repr(name), "None"))
+                elif column_kind is not None and kind is not None and (
+                        column_kind not in FITS[kind]):
+                    problems.append((repr(name), short(converted)))
+                else:
+                    stored[name] = raw_form(converted, kind, column_kind or str(kind),
+                                            self.engine)
+            if self.engine == "sqlite":  # one column for names differing only in case
+                spelled = {c.lower(): c for c in columns}
+                for name in metrics:
+                    if spelled.setdefault(name.lower(), name) != name:
+                        problems.append((repr(name), repr(spelled[name.lower()])))
+            if problems:
+                raise Refused(*problems)
+            return key, stored
+
+        def changed() -> bool:
+            return raw.columns() != self.layout or self.metric_count() != len(self.keys)
+
+        def check(expected: Any) -> None:
+            (at_step, at_progress), stored = expected
+            names = list(stored) or ["step"]
+            quoted = ", ".join(f'"{name}"' for name in names)
+            found = raw.rows(f"SELECT {quoted} FROM metrics WHERE run_id = %s AND step = %s "
+                             "AND progress = %s", [run.id, at_step, at_progress])
+            assert len(found) == 1, (metrics, step, progress, found)
+            if stored:
+                assert self._same(list(found[0]), list(stored.values())), (
+                    metrics, found[0], stored)
+            self.keys.add((at_step, at_progress))
+            if set(stored) - set(columns):
+                self.layout = raw.columns()  # new columns: the layout to compare with
+            elif len(self.keys) % 50 == 0:
+                assert raw.columns() == self.layout and self.metric_count() == len(self.keys)
+
+        self.attempt("metrics", lambda: run.add_metrics(metrics, step=step, progress=progress),
+                     self.verdict(oracle), changed, check)
+
+    def ids(self, what: str, number: int) -> None:
+        api, raw = self.api, self.raw
+        field = {"experiment": "experiment_id", "run": "run_id", "link": "to_id"}[what]
+
+        def oracle() -> Any:
+            if not INT64[0] <= number <= INT64[1]:
+                raise Refused((field, str(number)))
+            if what == "experiment":
+                return "found" if number == api.experiment.id else "missing"
+            if what == "link":
+                return "linked" if number in self.runs else "missing"
+            return "run"
+
+        call = {"experiment": lambda: api.experiment_by_id(number),
+                "run": lambda: api.run_by_id(number),
+                "link": lambda: api.run.add_link("fuzz", number)}[what]
+
+        def changed() -> bool:
+            return self.run_ids() != self.runs or self.run_links() != self.links
+
+        def check(expected: str) -> None:
+            if expected == "run":
+                assert raw.rows("SELECT experiment_id FROM runs WHERE id = %s", [number]) == [
+                    (api.experiment.id,)]
+                self.runs.add(number)
+            elif expected == "linked":
+                assert (api.run.id, "fuzz", number) in raw.rows("SELECT * FROM run_links")
+                self.links = self.run_links()
+            else:
+                assert not changed()
+
+        self.attempt("ids", lambda: call(), self.verdict(oracle), changed, check)
+
+    def _same(self, found: Any, expected: Any) -> bool:
+        return same(found, expected) or (self.engine == "sqlite" and found == expected
+                                         and not isinstance(found, float))
+
+
+@pytest.fixture
+def fuzz_api(request, client_kwargs) -> Iterator[Api]:
+    """``api``, but a PostgreSQL client commits without waiting for the disk
+    (``synchronous_commit=off``: what other sessions see is the same; the fuzzing is bound
+    by round trips, not by flushes)."""
+    kwargs = dict(client_kwargs)
+    if kwargs["engine"] == "postgres":
+        kwargs["options"] = "-c synchronous_commit=off"
+    made = Api(request.param, kwargs)
+    yield made
+    made.close()
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("fuzz_api", APIS, indirect=True)
+def test_generated_values(fuzz_api, client_kwargs, fault_trials, record_property):
+    """At least 10,000 generated inputs over both engines and both APIs (this test runs once
+    per engine and API): JSON objects for args / env / extras, add_metrics calls (values,
+    steps, progress) and ids, each stored exactly or refused cleanly, checked with the raw
+    driver. Derandomized: the same inputs on every run."""
+    api = fuzz_api
+    raw = Raw(client_kwargs)
+    api.call(api.run.add_metrics, SEED_COLUMNS, step=-1)
+    fuzz = Fuzz(api, raw)
+    tried = 0
+
+    @settings(max_examples=max(10, FUZZ_EXAMPLES * fault_trials // 20), derandomize=True,
+              deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(inputs=fuzz_inputs)
+    def check(inputs):
+        nonlocal tried
+        for kind, *args in inputs:
+            tried += 1
+            getattr(fuzz, kind)(*args)
+
+    try:
+        check()
+    finally:
+        raw.close()
+    counts = dict(sorted(fuzz.counts.items()))
+    for name, value in counts.items():
+        record_property(f"faults.values_{name.replace(' ', '_')}", value)
+    record_property("faults.values_inputs", tried)
+    print(f"\n{api.kind} {api.kwargs['engine']}: {tried} inputs: {counts}")
+    assert sum(counts.values()) == tried
+    assert tried >= FUZZ_INPUTS * fault_trials // 20, tried
