@@ -14,6 +14,7 @@ the engine where a row's names go. Names and kinds: ``sqltrack.metrics.names``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -30,8 +31,10 @@ from .names import FITS, KIND_OF_TYPE, check_metric_name, metric_kind
 _MISSING = object()
 _UTC = timezone.utc
 #: names, value types, kinds of a call that passed every check, and the positions of its
-#: int values (their range is checked on every call) (``MetricTable._checked``).
-_Checked = tuple[tuple[str, ...], tuple[type, ...], tuple["str | None", ...], tuple[int, ...]]
+#: int values (their range is checked on every call) and of its float values (a -0.0 is
+#: stored as 0.0) (``MetricTable._checked``).
+_Checked = tuple[tuple[str, ...], tuple[type, ...], tuple["str | None", ...], tuple[int, ...],
+                 tuple[int, ...]]
 #: Seconds a new column waits for the table's lock (PostgreSQL) before its name goes to
 #: the long table instead: behind an open reader, every writer queues behind the ALTER.
 COLUMN_LOCK_TIMEOUT = 0.2
@@ -137,9 +140,8 @@ class MetricTable:
             for index in checked[3]:
                 if not INT64_MIN <= values_now[index] <= INT64_MAX:
                     metric_kind(names[index], values_now[index])  # raises, naming it
-            if 0.0 in values_now:  # maybe a -0.0 (or a 0 / False: harmless)
-                values_now = tuple(0.0 if type(v) is float and v == 0.0 else v
-                                   for v in values_now)
+            if 0.0 in values_now:  # a zero (a C-level loop): maybe a -0.0, stored as 0.0
+                values_now = _positive_zeros(values_now, checked[4])
             return (checked[0], checked[2], updated, run_id, step, progress) + values_now
         kinds_now = tuple(map(KIND_OF_TYPE.get, types_now))
         known = self._kinds or {}
@@ -160,7 +162,8 @@ class MetricTable:
         plain = None not in kinds_now and "str" not in kinds_now  # bool, int, float only
         if plain and kinds_row == kinds_now and self._kinds is not None:
             ints = tuple(i for i, t in enumerate(types_now) if t is int)
-            self._checked = (names, types_now, kinds_row, ints)  # the same names and types
+            floats = tuple(i for i, t in enumerate(types_now) if t is float)
+            self._checked = (names, types_now, kinds_row, ints, floats)  # pass again
         return layout.make(names, kinds_row, updated, run_id, step, progress, values)
 
     async def ensure_columns(self, row: MetricRow) -> None:
@@ -237,6 +240,15 @@ class MetricTable:
         self._long.update(found)
         self._placements = {}
         self._checked = None
+
+
+def _positive_zeros(values: tuple[Any, ...], floats: tuple[int, ...]) -> tuple[Any, ...]:
+    """``values`` with each -0.0 at the positions ``floats`` made 0.0 (a new tuple only when
+    there is one)."""
+    for index in floats:
+        if values[index] == 0.0 and math.copysign(1.0, values[index]) < 0:
+            return tuple(v + 0.0 if i in floats else v for i, v in enumerate(values))
+    return values
 
 
 def _check_case_clash(columns: Mapping[str, Any], new: Sequence[str]) -> None:
