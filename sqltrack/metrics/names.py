@@ -122,7 +122,8 @@ def _shape_text(value: Any) -> str:
     shape = getattr(value, "shape", None)
     if shape is not None:
         try:
-            return f"a value of shape {tuple(shape)} ({shown(value, 60)})"
+            if tuple(shape):
+                return f"a value of shape {tuple(shape)}"
         except TypeError:
             pass
     if isinstance(value, (list, tuple, set, dict)):
