@@ -86,7 +86,8 @@ def check_int(value: Any, what: str) -> int:
 
 
 def check_float(value: Any, what: str) -> float:
-    """A float that is not NaN (``-0.0`` becomes ``0.0``: see ``no_negative_zero``)."""
+    """A float that is not NaN; ``-0.0`` becomes ``0.0`` (SQLite's REAL and PostgreSQL's
+    jsonb have no negative zero: the same on every engine)."""
     if isinstance(value, bool):
         raise TypeError(f"{what} must be a number, not {value!r}")
     try:
@@ -253,8 +254,8 @@ def _int_text(value: int, what: str, where: str) -> str:
 def _float_text(value: float, what: str, where: str) -> str:
     if not math.isfinite(value):
         raise ValueError(
-            f"{what} cannot be stored as JSON: {where} = {value!r}, a float JSON has no "
-            "NaN or infinity for; store it as a str"
+            f"{what} cannot be stored as JSON: {where} = {value!r} (a float; JSON has no "
+            "NaN or infinity: store it as a str)"
         )
     if value == 0.0:
         return "0.0"  # no -0.0: jsonb's numeric has no negative zero
