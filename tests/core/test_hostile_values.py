@@ -228,11 +228,13 @@ def test_ints_out_of_range_are_refused_naming_field_and_value(api, raw):
 
 
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**64])
-def test_ids_out_of_range_are_refused(api, raw, value):
+def test_ids_out_of_range_are_refused(api, raw, value, monkeypatch):
     runs_before = raw.rows("SELECT id FROM runs ORDER BY id")
+    monkeypatch.setenv("HOSTILE_JOB_ID", str(value))  # run_id="SLURM_JOB_ID" style
     for what, call, args in (
         ("experiment_id", api.experiment_by_id, (value,)),
         ("run_id", api.run_by_id, (value,)),
+        ("HOSTILE_JOB_ID", api.run_by_id, ("HOSTILE_JOB_ID",)),
         ("to_id", api.run.add_link, ("next", value)),
     ):
         error = refused(api, call, *args)
