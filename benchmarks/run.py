@@ -1,7 +1,8 @@
 """sqltrack benchmarks, side by side with the raw drivers in the same process run.
 
     python benchmarks/run.py [--runs 3] [--isolated] [--quick] [--pg-dsn DSN]
-                             [--only W1,W2,W3,W4,W5] [--allow-dirty] [--output PATH]
+                             [--citus-dsn DSN] [--only W1,W2,W3,W4,W5,WC]
+                             [--allow-dirty] [--output PATH]
 
 Workloads (see each module's docstring):
 
@@ -13,7 +14,10 @@ Workloads (see each module's docstring):
   pandas DataFrame, against the raw drivers' SELECT;
 - W4 start-up (``w4_startup.py``): whole-process times of imports and a one-step run;
 - W5 many processes (``w5_processes.py``): 32 processes x 1 run on one SQLite file
-  against 32 raw sqlite3 processes, rows/s and "database is locked" errors.
+  against 32 raw sqlite3 processes, rows/s and "database is locked" errors;
+- WC one server against a Citus cluster (``wc_citus.py``): W2's writers and a per-run
+  read against the PostgreSQL server and a Citus coordinator (``--citus-dsn``; a full
+  run needs one), ratio cluster / server.
 
 W1 also times every buffered ``add_metrics`` call alone (``w1_latency.py``: max and
 p99.99) and logs for long past what the database keeps up with. A "Targets" table
@@ -58,7 +62,7 @@ import sqltrack
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "WC")
 #: Runs a committed RESULTS.md needs (a target is met only when met in each).
 FULL_RUNS = 3
 #: The in-process workloads' modules, timed case by case in fresh processes by --isolated.
@@ -71,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="small sizes and 3 rounds: a smoke run, not for RESULTS.md")
     parser.add_argument("--pg-dsn", default=DEFAULT_PG_DSN,
                         help=f"libpq DSN of a PostgreSQL server (default: {DEFAULT_PG_DSN!r})")
+    parser.add_argument("--citus-dsn", default=None,
+                        help="libpq DSN of a Citus coordinator for WC (one server against the "
+                        "cluster; ../shared/vendor/citus/cluster.sh start DIR PORT 2 prints one)")
     parser.add_argument("--only", default=",".join(WORKLOADS),
                         help="comma-separated workloads to run (default: all)")
     parser.add_argument("--output", type=Path, default=RESULTS,
@@ -102,10 +109,12 @@ def partial_reason(args: argparse.Namespace, only: set[str]) -> str | None:
         reasons.append(f"--only {','.join(sorted(only))}")
     if not args.isolated:
         reasons.append("no --isolated")
+    if "WC" in only and not args.citus_dsn:
+        reasons.append("WC without --citus-dsn")
     return f"not a full run ({', '.join(reasons)})" if reasons else None
 
 
-def run_workloads(env: Env, only: set[str]) -> list[Section]:
+def run_workloads(env: Env, only: set[str], citus_dsn: str | None = None) -> list[Section]:
     """Run the selected workloads, in order, and return their tables."""
     import w1_latency
     import w1_training
@@ -113,6 +122,7 @@ def run_workloads(env: Env, only: set[str]) -> list[Section]:
     import w3_readback
     import w4_startup
     import w5_processes
+    import wc_citus
 
     rounds = 3 if env.quick else 7
     plan = (
@@ -121,6 +131,7 @@ def run_workloads(env: Env, only: set[str]) -> list[Section]:
         ("W3", lambda: w3_readback.run(env, 3 if env.quick else 7)),
         ("W4", lambda: w4_startup.run(env, 5 if env.quick else 10)),
         ("W5", lambda: w5_processes.run(env, 1 if env.quick else 7)),
+        ("WC", lambda: wc_citus.run(env, citus_dsn, 3 if env.quick else 5)),
     )
     sections = []
     for name, workload in plan:
@@ -251,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for number in range(args.runs):
             print(f"full run {number + 1} of {args.runs}", file=sys.stderr, flush=True)
-            runs.append(run_workloads(env, only))
+            runs.append(run_workloads(env, only, args.citus_dsn))
         sections = combine(runs)
         if args.isolated:
             sections += isolated_sections(env, only, 3 if env.quick else 7)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .. import config as _config
 from ..environment import MASKED, mask_passwords
 from ..read.queries import jsonable
+from ..read.summary import flat_summary
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -129,6 +130,9 @@ def format_run(run: dict[str, Any]) -> str:
     keys = ", ".join(run["env_keys"]) or "-"
     lines += textwrap.wrap(keys, 88, initial_indent="env keys   ", subsequent_indent=" " * 11)
     lines += _show_mapping("extras", run["extras"])
+    summary = flat_summary(run["extras"])
+    if summary:
+        lines += _show_mapping("summary", summary)
     lines += _show_links(run)
     if not run["metrics"]:
         lines.append("metrics    -")

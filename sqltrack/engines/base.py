@@ -39,6 +39,11 @@ Params = Sequence[Any]
 
 
 
+def quote_ident(name: str) -> str:
+    """Quote an identifier: double quotes, doubled inside (the same on both engines)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 class Dialect(ABC):
     """The SQL differences of one engine: pure functions of their arguments, no I/O."""
 
@@ -59,8 +64,8 @@ class Dialect(ABC):
         return query
 
     def quote_ident(self, name: str) -> str:
-        """Quote an identifier (double quotes, doubled inside: the same on both engines)."""
-        return '"' + name.replace('"', '""') + '"'
+        """Quote an identifier (``quote_ident``: the same on both engines)."""
+        return quote_ident(name)
 
     def curve_extremes(
         self, table: str, where: str, params: list[Any], value: str,

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..config import DEFAULT_SQLITE_PATH, Settings
-from .base import Dialect, is_nan
+from .base import Dialect, is_nan, quote_ident
 
 #: One statement of a dialect's sans-I/O steps: SQL with ``%s`` placeholders, parameters.
 Statement = tuple[str, list[Any]]
@@ -393,7 +393,7 @@ def _sqlite_metric_view(columns: dict[str, str | None]) -> str:
 
     kinds = {name: kind or "" for name, kind in columns.items()}
     if columns:
-        picks = " ".join(f"WHEN {text(n)} THEN m.{_quote(n)}" for n in columns)
+        picks = " ".join(f"WHEN {text(n)} THEN m.{quote_ident(n)}" for n in columns)
         pick = f"CASE c.key {picks} END"
     else:
         pick = "NULL"
@@ -411,10 +411,6 @@ def _sqlite_metric_view(columns: dict[str, str | None]) -> str:
     )
     return ("DROP VIEW IF EXISTS metric_values_all;\n"
             f"CREATE VIEW metric_values_all AS {wide} UNION ALL {_LONG_PART};\n")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _widen_status_enum(statuses: Sequence[str]) -> Steps:
@@ -507,7 +503,7 @@ def _system_metrics_ranks_postgres() -> Steps:
     if key and "rank" in key[0][1]:
         return
     if key:
-        constraint = _quote(key[0][0])  # the catalog's name, quoted as an identifier
+        constraint = quote_ident(key[0][0])  # the catalog's name, quoted as an identifier
         yield f"ALTER TABLE system_metrics DROP CONSTRAINT {constraint}", []
     yield "ALTER TABLE system_metrics ADD PRIMARY KEY (run_id, rank, host, name, time)", []
 

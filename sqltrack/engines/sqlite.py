@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..metrics import layout
 from ..metrics.layout import LONG_SLOTS, MetricRow, Placement, Touch
-from .base import Engine, ThreadWriter
+from .base import Engine, ThreadWriter, quote_ident
 from .dialects import SQLITE_TYPES as _KIND_TYPES
 from .dialects import SqliteDialect
 from .sqlite_worker import SqliteConnection, SqliteCursor, connect_private
@@ -337,7 +337,7 @@ def _add_columns(
         for name, kind in columns:
             if name.lower() not in present:
                 present.add(name.lower())
-                c.execute(f"ALTER TABLE metrics ADD COLUMN {_quote(name)} {_KIND_TYPES[kind]}")
+                c.execute(f"ALTER TABLE metrics ADD COLUMN {quote_ident(name)} {_KIND_TYPES[kind]}")
         _make_view(c, view)
         if autocommit:
             c.commit()
@@ -381,10 +381,6 @@ def _refresh_view(
         if autocommit and c.in_transaction:
             c.rollback()
         raise
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 #: After this many commits, or this many rows, on the event loop's own connection, a

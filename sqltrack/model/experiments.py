@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING, Any
 from ..checks import (
     MAX_INDEXED_BYTES,
     Names,
-    check_int,
     check_text,
     dump_json_object,
     key_names,
     tags_object,
 )
 from ..errors import ExperimentNotFound
-from .statements import add_link, experiment_row, remove_link
+from .statements import add_link, experiment_row, remove_link, update_row
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -24,12 +23,7 @@ if TYPE_CHECKING:
 async def _update_experiment(
     client: AsyncClient, experiment_id: int, assignment: str, params: list[Any]
 ) -> None:
-    experiment_id = check_int(experiment_id, "experiment_id")
-    rows = await client.query(
-        f"UPDATE experiments SET {assignment} WHERE id = %s RETURNING id", [*params, experiment_id]
-    )
-    if not rows:
-        raise ExperimentNotFound(experiment_id)
+    await update_row(client, "experiments", experiment_id, assignment, params)
 
 
 async def experiment_set_name(client: AsyncClient, experiment_id: int, name: str) -> None:

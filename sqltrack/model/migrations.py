@@ -57,6 +57,7 @@ async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike[str]]) 
 
 #: sqltrack's tables, which the page's reader role may SELECT.
 READER_TABLES = ("experiments", "experiment_links", "runs", "run_links", "metrics",
+                 "metric_values", "metric_names", "metric_values_all", "system_metrics",
                  "applied_migrations")
 
 

@@ -37,14 +37,31 @@ class Database(Protocol):
     ) -> None: ...
 
 
-async def update_run(client: Database, run_id: int, assignment: str, params: list[Any]) -> None:
-    """``UPDATE runs SET <assignment> WHERE id = run_id``; RunNotFound when it has no row."""
-    run_id = check_int(run_id, "run_id")
+#: The tables ``update_row`` updates: (the id's name in messages, the error when missing).
+_UPDATED: dict[str, tuple[str, Callable[[int], Exception]]] = {
+    "runs": ("run_id", RunNotFound),
+    "experiments": ("experiment_id", ExperimentNotFound),
+}
+
+
+async def update_row(
+    client: Database, table: str, row_id: int, assignment: str, params: list[Any]
+) -> None:
+    """``UPDATE <table> SET <assignment> WHERE id = row_id`` for ``runs`` or ``experiments``
+    (``assignment``: our own SQL with ``%s`` for ``params``); RunNotFound or
+    ExperimentNotFound when there is no such row."""
+    what, missing = _UPDATED[table]
+    row_id = check_int(row_id, what)
     rows = await client.query(
-        f"UPDATE runs SET {assignment} WHERE id = %s RETURNING id", [*params, run_id]
+        f"UPDATE {table} SET {assignment} WHERE id = %s RETURNING id", [*params, row_id]
     )
     if not rows:
-        raise RunNotFound(run_id)
+        raise missing(row_id)
+
+
+async def update_run(client: Database, run_id: int, assignment: str, params: list[Any]) -> None:
+    """``UPDATE runs SET <assignment> WHERE id = run_id``; RunNotFound when it has no row."""
+    await update_row(client, "runs", run_id, assignment, params)
 
 
 async def create_run_with_id(client: Database, run_id: int, experiment_id: int) -> int:

@@ -130,7 +130,7 @@ async def metric_kinds(client: AsyncClient) -> dict[str, str | None]:
     return dict(sorted({**await long_metrics(client), **columns}.items()))
 
 
-def _long_latest_sql(kind: str | None) -> str:
+def long_latest_sql(kind: str | None) -> str:
     slot = LONG_SLOT.get(kind or "", "value_text")
     return (
         f"(SELECT v.{slot} FROM metric_values v WHERE v.run_id = r.id AND v.name = %s "
@@ -184,7 +184,7 @@ async def list_runs(
         if name in columns:
             selects.append(_latest_sql(client.dialect.quote_ident(name)))
         else:
-            selects.append(_long_latest_sql(kind))
+            selects.append(long_latest_sql(kind))
             params.append(name)
     sql = (
         "SELECT r.id, e.name, r.status, r.time_started, r.time_updated, r.tags"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..checks import STATUSES
 from ..read import queries
+from ..read.summary import flat_summary
 from .downsample import downsample
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ async def run(client: AsyncClient, run_id: int) -> dict[str, Any]:
     found["plottable"] = [
         m["metric"] for m in found["metrics"] if kinds.get(m["metric"]) in PLOTTED_KINDS
     ]
+    found["summary"] = flat_summary(found["extras"])
     return found
 
 

@@ -97,6 +97,8 @@ def run_page(run_id: int, experiment_id: int, experiment: str) -> str:
         '<div id="charts" class="charts"></div>\n'
         '<div class="columns">\n'
         '<section><h2>Details</h2><div id="details"><p class="note">loading…</p></div></section>\n'
+        '<section id="run-summary-section" hidden><h2>Summary</h2>'
+        '<div id="run-summary" class="table-wrap"></div></section>\n'
         '<section><h2>Metrics</h2><div id="summary" class="table-wrap"></div></section>\n'
         "</div>"
     )

@@ -3,15 +3,18 @@
 A column is named by a key:
 
 - ``args.<key>`` / ``extras.<key>``: a top-level key of the run's ``args`` / ``extras``;
+- ``summary.<key>``: an item of the run's summary (wandb's ``run.summary``, kept in
+  ``extras["summary"]``; see ``read.summary``);
 - ``tags``: the run's tags; ``comment``: its comment;
 - ``last.<metric>`` / ``min.<metric>`` / ``max.<metric>``: a metric's last value
-  (highest step, then progress), lowest or highest value in the run.
+  (highest step, then progress), lowest or highest value in the run, wherever the
+  metric is stored (a column of ``metrics`` or the long table ``metric_values``).
 
 The runs, their JSON and every chosen metric summary come from one SELECT (the
 last values as correlated subqueries on the metrics key, min and max from one
-grouped scan), whatever the number of runs. ``filter`` is the user's SQL boolean
-expression over the runs' columns; the whole SELECT then runs read-only (see
-``readonly``), as it does without a filter.
+grouped scan per storage place), whatever the number of runs. ``filter`` is the
+user's SQL boolean expression over the runs' columns; the whole SELECT then runs
+read-only (see ``readonly``), as it does without a filter.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..read import queries
+from ..read.summary import flat_summary
 from . import readonly
 from .api import PLOTTED_KINDS, BadRequest, experiment
 from .readonly import User
@@ -30,8 +34,11 @@ if TYPE_CHECKING:
 #: Columns a table may have at most, and those shown when none are chosen.
 MAX_COLUMNS = 40
 DEFAULT_METRICS = 20
+DEFAULT_SUMMARY = 10
 AGGREGATES = ("last", "min", "max")
 JSON_GROUPS = ("args", "extras")
+#: Stands for the experiment id among ``build_sql``'s parameters.
+EXPERIMENT = object()
 #: The ``extras`` key where integrations record ``{column: original metric name}``.
 METRIC_NAMES_KEY = "metric_names"
 
@@ -46,7 +53,7 @@ def parse_columns(keys: Sequence[str], metrics: dict[str, str | None]) -> list[d
         group, _, rest = key.partition(".")
         if key in ("tags", "comment"):
             columns.append({"key": key, "group": key, "name": key})
-        elif group in JSON_GROUPS and rest:
+        elif (group in JSON_GROUPS or group == "summary") and rest:
             columns.append({"key": key, "group": group, "name": rest})
         elif group in AGGREGATES and rest in metrics:
             columns.append({"key": key, "group": group, "name": rest, "kind": metrics[rest]})
@@ -54,8 +61,8 @@ def parse_columns(keys: Sequence[str], metrics: dict[str, str | None]) -> list[d
             raise BadRequest(f"unknown metric {rest!r} in column {key!r}")
         else:
             raise BadRequest(
-                f"unknown column {key!r}: use args.<key>, extras.<key>, tags, comment, "
-                "last.<metric>, min.<metric> or max.<metric>"
+                f"unknown column {key!r}: use args.<key>, extras.<key>, summary.<key>, tags, "
+                "comment, last.<metric>, min.<metric> or max.<metric>"
             )
     return columns
 
@@ -70,47 +77,77 @@ def _ordered(quoted: str, kind: str | None) -> str:
 
 
 def build_sql(
-    columns: list[dict[str, Any]], quote: Any, status: str | None, where: str | None
+    columns: list[dict[str, Any]], quote: Any, status: str | None, where: str | None,
+    long: frozenset[str] = frozenset(),
 ) -> tuple[list[str | User], list[Any]]:
     """The one SELECT of the table: parts (see ``readonly.compose``) and parameters.
 
-    Parameters start with the experiment id twice (``%s`` marks ``EXP``).
+    ``long`` names the metrics stored in ``metric_values`` (the others are columns of
+    ``metrics``). The experiment id's parameters are ``EXPERIMENT``.
     """
     selects = ["r.id", "r.status", "r.time_started", "r.time_updated", "r.tags", "r.comment",
                "r.extras"]
+    params: list[Any] = []
     if any(c["group"] == "args" for c in columns):
         selects.append("r.args")
     grouped: list[str] = []
+    long_grouped: list[str] = []
+    long_params: list[Any] = []
     for column in columns:
-        if column["group"] == "last":
-            selects.append(_last_sql(quote(column["name"])))
-        elif column["group"] in ("min", "max"):
+        group, name, kind = column["group"], column["name"], column.get("kind")
+        if group not in AGGREGATES:
+            continue
+        if name in long:
+            slot = queries.LONG_SLOT.get(kind or "", "value_text")
+            if group == "last":
+                selects.append(queries.long_latest_sql(kind))
+                params.append(name)
+                continue
+            value = f"CAST(v.{slot} AS INTEGER)" if kind == "bool" else f"v.{slot}"
+            alias = f"b{len(long_grouped)}"
+            long_grouped.append(
+                f"{group.upper()}(CASE WHEN v.name = %s THEN {value} END) AS {alias}")
+            long_params.append(name)
+            selects.append(f"b.{alias}")
+        elif group == "last":
+            selects.append(_last_sql(quote(name)))
+        else:
             alias = f"a{len(grouped)}"
-            value = _ordered(quote(column["name"]), column.get("kind"))
-            grouped.append(f"{column['group'].upper()}({value}) AS {alias}")
+            grouped.append(f"{group.upper()}({_ordered(quote(name), kind)}) AS {alias}")
             selects.append(f"a.{alias}")
     runs: list[str | User] = ["(SELECT * FROM runs WHERE experiment_id = %s"]
-    params: list[Any] = []
+    params.append(EXPERIMENT)
     if status is not None:
         runs.append(" AND status = %s")
+        params.append(status)
     if where:
         runs += [" AND (\n", User(where), "\n)"]
     runs.append(") r")
     parts: list[str | User] = ["SELECT " + ", ".join(selects) + " FROM ", *runs]
+    in_experiment = "IN (SELECT id FROM runs WHERE experiment_id = %s)"
     if grouped:
         parts.append(
             " LEFT JOIN (SELECT m.run_id, " + ", ".join(grouped) + " FROM metrics m "
-            "WHERE m.run_id IN (SELECT id FROM runs WHERE experiment_id = %s) "
-            "GROUP BY m.run_id) a ON a.run_id = r.id"
+            f"WHERE m.run_id {in_experiment} GROUP BY m.run_id) a ON a.run_id = r.id"
         )
+        params.append(EXPERIMENT)
+    if long_grouped:
+        names = sorted(set(long_params))
+        parts.append(
+            " LEFT JOIN (SELECT v.run_id, " + ", ".join(long_grouped) + " FROM metric_values v "
+            f"WHERE v.run_id {in_experiment} AND v.name IN ("
+            + ", ".join(["%s"] * len(names)) + ") GROUP BY v.run_id) b ON b.run_id = r.id"
+        )
+        params += [*long_params, EXPERIMENT, *names]
     parts.append(" ORDER BY r.id")
-    params = ["EXP", *([status] if status is not None else []), *(["EXP"] if grouped else [])]
     return parts, params
 
 
 async def available(client: AsyncClient, experiment_id: int,
-                    metrics: dict[str, str | None]) -> dict[str, list[str]]:
-    """The keys of ``args`` / ``extras`` and the metrics with values in the experiment."""
+                    metrics: dict[str, str | None],
+                    long: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """The keys of ``args`` / ``extras`` and the metrics with values in the experiment
+    (``long``: the metrics stored in ``metric_values``)."""
     dialect = client.dialect
     union = " UNION ".join(
         f"SELECT '{group}', k.key FROM runs r, {dialect.json_object_keys('r.' + group)} "
@@ -120,17 +157,24 @@ async def available(client: AsyncClient, experiment_id: int,
     found: dict[str, list[str]] = {group: [] for group in JSON_GROUPS}
     for group, key in await client.query(union, [experiment_id] * len(JSON_GROUPS)):
         found[group].append(key)
-    present: list[str] = []
-    if metrics:
+    present: set[str] = set()
+    columns = [name for name in metrics if name not in long]
+    if columns:
         quote = client.dialect.quote_ident
         exists = ", ".join(
             f"EXISTS (SELECT 1 FROM metrics m WHERE m.run_id IN "
             f"(SELECT id FROM runs WHERE experiment_id = %s) AND m.{quote(n)} IS NOT NULL)"
-            for n in metrics
+            for n in columns
         )
-        (row,) = await client.query(f"SELECT {exists}", [experiment_id] * len(metrics))
-        present = [name for name, has in zip(metrics, row, strict=True) if has]
-    return {**{g: sorted(keys) for g, keys in found.items()}, "metrics": present}
+        (row,) = await client.query(f"SELECT {exists}", [experiment_id] * len(columns))
+        present.update(name for name, has in zip(columns, row, strict=True) if has)
+    if long:
+        rows = await client.query(
+            "SELECT DISTINCT v.name FROM metric_values v WHERE v.run_id IN "
+            "(SELECT id FROM runs WHERE experiment_id = %s)", [experiment_id])
+        present.update(name for (name,) in rows if name in long)
+    return {**{g: sorted(keys) for g, keys in found.items()},
+            "metrics": [name for name in metrics if name in present]}
 
 
 async def runs_table(
@@ -144,32 +188,46 @@ async def runs_table(
     timeout: float | None = None,
     policy: readonly.Policy = readonly.DEFAULT_POLICY,
 ) -> dict[str, Any]:
-    """The runs table: chosen columns (default: tags and each numeric metric's last value)."""
+    """The runs table: chosen columns (default: tags, the runs' summary items and each
+    numeric metric's last value)."""
     info = await experiment(client, experiment_id)
-    metrics = await queries.metric_columns(client)
-    keys_found = await available(client, experiment_id, metrics)
-    if not [k for k in keys if k.strip()]:
+    stored_as_columns = await queries.metric_columns(client)
+    metrics = await queries.metric_kinds(client)
+    long = frozenset(metrics) - frozenset(stored_as_columns)
+    keys_found = await available(client, experiment_id, metrics, long)
+    default = not [k for k in keys if k.strip()]
+    if default:
         plotted = [n for n in keys_found["metrics"] if metrics[n] in PLOTTED_KINDS]
         keys = ["tags", *(f"last.{n}" for n in plotted[:DEFAULT_METRICS])]
     columns = parse_columns(keys, metrics)
     if where is not None:
         where = readonly.check_text(where, "filter") if where.strip() else None
-    parts, params = build_sql(columns, client.dialect.quote_ident, status, where)
-    params = [experiment_id if p == "EXP" else p for p in params]
+    parts, params = build_sql(columns, client.dialect.quote_ident, status, where, long)
+    params = [experiment_id if p is EXPERIMENT else p for p in params]
     result = await readonly.fetch(client, parts, params, timeout=timeout, policy=policy)
+    chosen = [row for row in result.rows if set(tags) <= set(queries._tags(row[4]))]
+    summary_keys = sorted({key for row in chosen
+                           for key in flat_summary(queries.json_column(row[6]))})
+    keys_found["summary"] = summary_keys
+    if default and summary_keys:  # summary items need no SQL: added after the fetch
+        columns[1:1] = parse_columns([f"summary.{k}" for k in summary_keys[:DEFAULT_SUMMARY]],
+                                     metrics)
     names: dict[str, str] = {}
     runs = []
-    for row in result.rows:
+    for row in chosen:
         record = _record(row, columns)
-        if set(tags) <= set(record["tags"]):
-            runs.append(record)
-            names.update(record.pop("metric_names"))
-        else:
-            record.pop("metric_names")
-    for column in columns:
+        runs.append(record)
+        names.update(record.pop("metric_names"))
+    for index, column in enumerate(columns):
         column["label"] = _label(column, names)
-        column["numeric"] = column["group"] in AGGREGATES and (
-            column.get("kind") in PLOTTED_KINDS)
+        if column["group"] == "summary":
+            present = [run["values"][index] for run in runs
+                       if run["values"][index] is not None]
+            column["numeric"] = bool(present) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+        else:
+            column["numeric"] = column["group"] in AGGREGATES and (
+                column.get("kind") in PLOTTED_KINDS)
     return {
         "experiment": info,
         "engine": client.engine,
@@ -193,6 +251,7 @@ def _record(row: tuple[Any, ...], columns: list[dict[str, Any]]) -> dict[str, An
         args = args if isinstance(args, dict) else {}
     started, updated = queries.timestamp(started), queries.timestamp(updated)
     tag_list = queries._tags(tags)
+    summary = flat_summary(extras)
     values: list[Any] = []
     summaries = iter(rest)
     for column in columns:
@@ -205,6 +264,8 @@ def _record(row: tuple[Any, ...], columns: list[dict[str, Any]]) -> dict[str, An
             values.append(args.get(column["name"]))
         elif group == "extras":
             values.append(extras.get(column["name"]))
+        elif group == "summary":
+            values.append(summary.get(column["name"]))
         else:
             value = next(summaries)
             kind = column.get("kind")
@@ -228,6 +289,6 @@ def _label(column: dict[str, Any], names: dict[str, str]) -> str:
     if group in AGGREGATES:
         shown = names.get(name, name)
         return shown if group == "last" else f"{group} {shown}"
-    if group in JSON_GROUPS:
+    if group in JSON_GROUPS or group == "summary":
         return f"{group}.{name}"
     return str(group)

@@ -546,6 +546,8 @@ REVIEWED = {
         "ui.summaries: the dialect's key set of the column r.args / r.extras (constants)",
     "quote(n)": "ui.summaries: quote_ident of a metric column name read from the schema",
     "exists": "ui.summaries: EXISTS over quote(n) metric columns, %s placeholders",
+    "in_experiment": "ui.summaries: the constant 'IN (SELECT id FROM runs WHERE "
+                     "experiment_id = %s)'",
     "escape(SQL_EXAMPLE)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
     "escape(query)": "ui.features: HTML of the /sql page (html.escape), never run as SQL",
     "word": "ui.readonly: the text of a QueryRefused error message, never run as SQL",
@@ -568,7 +570,7 @@ REVIEWED = {
     "constraint": "dialects (upgrade step): quote_ident of a constraint name from the catalog",
     "slot": "postgres / queries: a value column name from the constant LONG_SLOT(S) tables",
     "arrays": "postgres (long upsert): $n placeholders with constant casts",
-    "_quote(name)": "sqlite (add columns): quote_ident of a name passed by check_metric_name",
+    "quote_ident(name)": "sqlite (add columns): quote_ident of a name passed by check_metric_name",
     "HISTORY_RUN_COLUMNS": "model.statements: the constant column list of runs a fork copies",
     "LONG_VALUES": "model.statements: the constant value columns of metric_values",
     "aggregates": "read.queries: COUNT/MIN/MAX of the constant value columns",
@@ -604,6 +606,9 @@ REVIEWED = {
 }
 #: SQL text extended with '+': what may be on the other side.
 REVIEWED_CONCAT = {
+    "', '.join(long_grouped)": "ui.summaries: MIN/MAX(CASE WHEN v.name = %s THEN "
+                               "v.<constant LONG_SLOT column> END) AS b<i>",
+    "', '.join(['%s'] * len(names))": "ui.summaries: %s placeholders, one per metric name",
     "sql": "SQL text built above from reviewed pieces",
     "query": "SQL text built above from reviewed pieces",
     "''.join((', ' + s for s in selects))": "latest values of quote_ident(name) metric columns",
@@ -686,7 +691,7 @@ def test_metric_names_reach_sql_quoted_after_validation():
     assert "sql.Identifier(n).as_string() for n in names" in postgres
     assert 'sql.Identifier(name), sql.SQL(_KIND_TYPES[kind])' in postgres
     assert """['"' + n.replace('"', '""') + '"' for n in names]""" in sqlite
-    assert "ADD COLUMN {_quote(name)}" in sqlite
+    assert "ADD COLUMN {quote_ident(name)}" in sqlite
     assert "check_metric_name(name)" in metrics
     with pytest.raises(ValueError, match="DROP TABLE"):
         check_metric_name('x"; DROP TABLE runs; --')

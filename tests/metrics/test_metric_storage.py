@@ -2,8 +2,8 @@
 
 Both engines. The column budget (``metric_columns``) makes routing cheap to test: a
 budget of 2 or 0 sends every further name to ``metric_values``. The many-names cases
-run 20,000 names in CI; ``SQLTRACK_TEST_METRIC_NAMES=100000`` (or pytest's
-``--metric-names=100000``) runs the issue's figure.
+run 20,000 names in CI; ``SQLTRACK_TEST_METRIC_NAMES=100000`` runs the issue's
+figure.
 """
 
 from __future__ import annotations

@@ -89,6 +89,9 @@ async def _seed(dbpath: str) -> dict[str, int]:
                     accuracy = 0.93 - 0.8 * math.exp(-step / (70 + 50 * index)) + wobble / 4
                     await run.add_metrics({"train_loss": loss, "val_accuracy": accuracy},
                                           step=step, progress=step / 400, updated=None)
+                if not index:  # wandb's run.summary, as the wandb-style module keeps it
+                    await run.set_extras({"summary": {"best_epoch": 390,
+                                                      "val_accuracy": {"max": 0.95}}})
                 await run.set_status(status)
                 await run.set_updated(start + timedelta(minutes=47 + 13 * index))
                 runs.append(run.id)
@@ -210,7 +213,8 @@ def test_pages_in_headless_chromium(served, driver, tmp_path):
     assert column(driver, 3) == ["COMPLETED", "FAILED"]
     assert column(driver, 5) == ["2024-05-01 10:17:00", "2024-05-01 10:30:00"]
     headers = driver.find_elements("css selector", "#table thead th button")
-    assert [h.text for h in headers][-2:] == ["train_loss", "val_accuracy"]
+    assert [h.text for h in headers][-4:] == [
+        "summary.best_epoch", "summary.val_accuracy.max", "train_loss", "val_accuracy"]
     headers[1].click()  # run: ascending, then descending
     headers[1].click()
     assert column(driver, 2) == [str(ids["other"]), str(ids["best"])]
@@ -224,6 +228,10 @@ def test_pages_in_headless_chromium(served, driver, tmp_path):
     driver.get(f"{base}/runs/{ids['best']}")
     wait_rendered(driver)
     assert "<b>not bold</b>" in driver.find_element("css selector", "#details").text
+    summary = driver.find_element("css selector", "#run-summary-section")
+    assert summary.is_displayed()
+    assert [r.text for r in summary.find_elements("css selector", "tbody tr")] == [
+        "best_epoch 390", "val_accuracy.max 0.95"]
     WebDriverWait(driver, WAIT).until(lambda b: drawn_traces(b, "#charts") == 2)
     driver.save_screenshot(str(tmp_path / "run.png"))
     assert (tmp_path / "run.png").stat().st_size > 10_000

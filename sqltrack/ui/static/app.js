@@ -349,6 +349,7 @@ function tableForm(data) {
     ["run", [box("tags", "tags"), box("comment", "comment")]],
     ["args", data.available.args.map((k) => box(`args.${k}`, k))],
     ["extras", data.available.extras.map((k) => box(`extras.${k}`, k))],
+    ["summary", (data.available.summary || []).map((k) => box(`summary.${k}`, k))],
     ...["last", "min", "max"].map((agg) => [`metric ${agg}`, data.available.metrics.map(
       (m) => box(`${agg}.${m}`, data.metric_names[m] || m))]),
   ].filter(([, boxes]) => boxes.length);
@@ -637,6 +638,15 @@ function details(run) {
   return el("dl", { class: "details" }, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, [v])]));
 }
 
+// The run's own summary (wandb's run.summary, kept in extras.summary): key and value.
+function runSummary(items) {
+  document.getElementById("run-summary-section").hidden = false;
+  return sortableTable([
+    { label: "key", sort: ([k]) => k, cell: ([k]) => k },
+    { label: "value", sort: ([, v]) => v, cell: ([, v]) => fmtValue(v), num: true },
+  ], items);
+}
+
 function summaryTable(run, labels) {
   if (!run.metrics.length) return el("p", { class: "note", text: "No metrics yet." });
   return sortableTable([
@@ -699,6 +709,8 @@ async function runPage(api) {
   const data = await curves;
   const labels = data.labels;
   document.getElementById("summary").replaceChildren(summaryTable(run, labels));
+  const items = Object.entries(run.summary || {});
+  if (items.length) document.getElementById("run-summary").replaceChildren(runSummary(items));
   const charts = new CurveCharts(document.getElementById("charts"), data.axes,
     (m) => labels[m] || m);
   for (const [name, curve] of Object.entries(data.metrics)) charts.add(name, "run", labels[name] || name, curve);
