@@ -131,6 +131,10 @@ class Dialect(ABC):
     #: its driver, only when a client of the engine is made: ``make_engine``).
     engine_class: str
 
+    #: Whether column names differing only in case are one column (SQLite): a metric
+    #: name clashing so is refused before any column is added.
+    case_insensitive_names = False
+
     def sql(self, query: str) -> str:
         """Our own SQL is written with ``%s`` placeholders; dialects translate it.
 

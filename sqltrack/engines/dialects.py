@@ -71,6 +71,7 @@ class SqliteDialect(Dialect):
         return SQLITE_TYPES[kind]
 
     max_columns = 2000
+    case_insensitive_names = True
 
     def metric_view_script(self, columns: dict[str, str | None]) -> str | None:
         return _sqlite_metric_view(columns)

@@ -25,6 +25,7 @@ the pool's lifetime rules still apply to it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -35,6 +36,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg import errors, generators, sql
+from psycopg.types.json import set_json_loads
 
 from ..config import Settings
 from ..errors import (
@@ -141,6 +143,7 @@ class PostgresEngine(Engine):
         self._column_types: dict[str, str] = {}
 
     async def _configure(self, conn: Conn) -> None:
+        set_json_loads(_load_json, conn)
         schema = self.settings.schema
         if schema and not self.pooled:  # behind a pooler: per transaction (_scoped)
             await conn.execute(
@@ -987,3 +990,13 @@ def _uncapped(raw: Sequence[Any], kinds: Sequence[str]) -> tuple[tuple[Any, ...]
             at += 3
         values.append(value)
     return tuple(values), size
+
+
+def _load_json(data: str | bytes) -> Any:
+    """A json / jsonb value as Python; one nested too deeply for Python's parser (sqltrack
+    never writes one: ``checks.MAX_JSON_DEPTH``; other writers may) is a dict with a note
+    saying so, so that reading a row never fails on it."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        return {"(not shown)": f"JSON nested too deeply to load ({len(data)} characters)"}

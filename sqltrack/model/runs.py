@@ -362,11 +362,12 @@ def _run_id_from(run_id: int | str | None) -> int | None:
         if not text:
             return None
         try:
-            return int(text)
+            number = int(text)
         except ValueError:
             raise ValueError(
                 f"environment variable {run_id} holds {text!r}, not a run id"
             ) from None
+        return check_int(number, f"run_id (environment variable {run_id})")
     return None if run_id is None else check_int(run_id, "run_id")
 
 

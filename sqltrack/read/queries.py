@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ..checks import MAX_JSON_DEPTH
 from ..errors import RunNotFound
 
 if TYPE_CHECKING:
@@ -24,9 +25,23 @@ METRIC_PAGE = 5_000
 
 
 # -- values -------------------------------------------------------------------
+#: Levels of dicts and lists shown by ``jsonable`` (the response around a value has a
+#: few): deeper parts, which sqltrack never writes (``checks.MAX_JSON_DEPTH``) but other
+#: writers may, are shown as a note, within Python's recursion limit.
+SHOWN_JSON_DEPTH = MAX_JSON_DEPTH + 20
+_TOO_DEEP = f"(nested deeper than {MAX_JSON_DEPTH} levels: not shown)"
+
+
 def json_column(value: Any) -> Any:
-    """A JSON column as Python: PostgreSQL returns objects, SQLite returns text."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
+    """A JSON column as Python: PostgreSQL returns objects, SQLite returns text (JSON too
+    deeply nested for Python's parser: a dict with a note saying so, as the PostgreSQL
+    engine loads one)."""
+    if not isinstance(value, (str, bytes)):
+        return value
+    try:
+        return json.loads(value)
+    except RecursionError:
+        return {"(not shown)": f"JSON nested too deeply to load ({len(value)} characters)"}
 
 
 def timestamp(value: Any) -> datetime | None:
@@ -67,17 +82,21 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return None if start is None or end is None else (end - start).total_seconds()
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` with datetimes as ISO text and NaN/infinity as null (valid JSON)."""
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` with datetimes as ISO text and NaN/infinity as null (valid JSON); dicts and
+    lists past SHOWN_JSON_DEPTH levels as a note."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, (dict, list, tuple)) and depth >= SHOWN_JSON_DEPTH:
+        return _TOO_DEEP
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, depth + 1) for v in value]
     return value
+
 
 
 # -- where metrics are stored -------------------------------------------------
