@@ -105,6 +105,50 @@ async def test_budget_zero_and_blocking_and_buffered_paths(client_kwargs):
                     "step = 309") == [(154.5,)]
 
 
+async def test_one_metric_by_name_wherever_stored(client_kwargs):
+    """``queries.metric_series``: one run's values of one metric, read from where the name
+    lives (column or long table), typed; a name in both places, the long value wins."""
+    client, run = await make_run(client_kwargs, metric_columns=2)
+    try:
+        when = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+        for step in range(4):
+            await run.add_metrics({"loss": 1.0 / (step + 1), "seen": step * 10,
+                                   "lr": step * 0.5, "ok": step % 2 == 0}, step=step)
+        await run.add_metrics({"at": when, "note": "x"}, step=9, progress=0.5)
+        await run.add_metrics({"lr": 3}, step=10)  # an int into a long float metric
+        other = await (await sqltrack.AsyncExperiment.create(client, name="other")).get_run()
+        await other.add_metrics({"loss": 7.0, "lr": 7.0}, step=0)
+        assert set(await queries.metric_columns(client)) == {"loss", "seen"}
+        assert await queries.metric_series(client, run.id, "loss") == [
+            (0, 0.0, 1.0), (1, 0.0, 0.5), (2, 0.0, 1.0 / 3), (3, 0.0, 0.25)]
+        assert await queries.metric_series(client, run.id, "seen") == [
+            (0, 0.0, 0), (1, 0.0, 10), (2, 0.0, 20), (3, 0.0, 30)]
+        lr = await queries.metric_series(client, run.id, "lr")
+        assert lr == [(0, 0.0, 0.0), (1, 0.0, 0.5), (2, 0.0, 1.0), (3, 0.0, 1.5), (10, 0.0, 3.0)]
+        assert all(type(v) is float for *_, v in lr)
+        assert await queries.metric_series(client, run.id, "ok") == [
+            (0, 0.0, True), (1, 0.0, False), (2, 0.0, True), (3, 0.0, False)]
+        assert await queries.metric_series(client, run.id, "at") == [(9, 0.5, when)]
+        assert await queries.metric_series(client, run.id, "note") == [(9, 0.5, "x")]
+        assert await queries.metric_series(client, other.id, "lr") == [(0, 0.0, 7.0)]
+        assert await queries.metric_series(client, run.id, "missing") == []
+        assert await queries.metric_series(client, run.id, 'x"; DROP TABLE runs; --') == []
+        # the same as the view, which names any metric in SQL
+        for name in ("loss", "seen", "lr"):
+            assert [(s, float(v)) for s, _, v in await queries.metric_series(
+                client, run.id, name)] == [(s, v) for s, v, *_ in await view_values(
+                    client, run.id, name)]
+        # the same name in both places (two clients' race): the long value wins
+        await client.query("INSERT INTO metric_names (name, kind) VALUES ('loss', 'float')")
+        await client.query("INSERT INTO metric_values (run_id, step, progress, name, value) "
+                           "VALUES (%s, 1, 0.0, 'loss', 5.5), (%s, 7, 0.0, 'loss', 6.5)",
+                           [run.id, run.id])
+        assert await queries.metric_series(client, run.id, "loss") == [
+            (0, 0.0, 1.0), (1, 0.0, 5.5), (2, 0.0, 1.0 / 3), (3, 0.0, 0.25), (7, 0.0, 6.5)]
+    finally:
+        await client.close()
+
+
 # -- types and names, wherever the metric lives ---------------------------------------------------
 async def test_type_conflicts_across_places(client_kwargs):
     client, run = await make_run(client_kwargs, metric_columns=1)
