@@ -149,6 +149,41 @@ async def test_one_metric_by_name_wherever_stored(client_kwargs):
         await client.close()
 
 
+async def test_buffered_wide_rows_go_in_batches_of_bounded_values(client_kwargs):
+    """A buffered batch is cut by values, not only by rows: 200 rows of 2,000 metrics
+    (400,000 values, one batch of rows) go in several transactions of at most
+    ``MAX_BATCH_VALUES`` values each, so no batch outlasts the write's time bound (a
+    batch of 1,000 rows of 10,000 metrics took minutes and was taken for an outage).
+    Every value is stored; on PostgreSQL each transaction's rows share their ``xmin``."""
+    from sqltrack.metrics import buffer
+
+    names = [f"w{i}" for i in range(2000)]
+    client, run = await make_run(client_kwargs)
+    try:
+        await run.add_metrics(dict.fromkeys(names, 0.0), step=0)  # the places, untimed
+        await run.set_buffered(flush_rows=1000, flush_interval=3600.0)
+        for step in range(1, 201):
+            await run.add_metrics({n: step + i / 10_000 for i, n in enumerate(names)}, step=step)
+        await run.flush()
+        columns = await queries.metric_columns(client)
+        in_columns = [n for n in names if n in columns]
+        assert 0 < len(in_columns) < len(names)  # both places written
+        rows = [r async for page in queries.metric_rows(
+            client, [run.id], {"w0": "float", "w1999": "float"}) for r in page]
+        assert len(rows) == 201 and rows[-1][3:] == (200.0, 200 + 1999 / 10_000)
+        long_count = await client.query(
+            "SELECT COUNT(*) FROM metric_values WHERE run_id = %s AND step > 0", [run.id])
+        assert long_count == [(200 * (len(names) - len(in_columns)),)]
+        if client_kwargs["engine"] == "postgres":
+            (transactions,) = await client.query(
+                "SELECT COUNT(DISTINCT xmin::text) FROM (SELECT xmin FROM metrics WHERE "
+                "run_id = %s AND step > 0 UNION ALL SELECT xmin FROM metric_values WHERE "
+                "run_id = %s AND step > 0) AS x", [run.id, run.id])
+            assert transactions[0] >= 200 * len(names) // buffer.MAX_BATCH_VALUES
+    finally:
+        await client.close()
+
+
 # -- types and names, wherever the metric lives ---------------------------------------------------
 async def test_type_conflicts_across_places(client_kwargs):
     client, run = await make_run(client_kwargs, metric_columns=1)
