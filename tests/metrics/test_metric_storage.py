@@ -184,6 +184,48 @@ async def test_buffered_wide_rows_go_in_batches_of_bounded_values(client_kwargs)
         await client.close()
 
 
+async def test_buffered_long_values_of_every_kind(client_kwargs):
+    """A buffered batch's long part (PostgreSQL: binary COPY per kind; an upsert when a
+    key is stored already or repeated): every kind, NaN and infinities, the later row of
+    a repeated key, a batch over steps written before."""
+    client, run = await make_run(client_kwargs, metric_columns=0)
+    try:
+        when = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+        await run.add_metrics({"f": 0.5, "i": 1, "b": True, "s": "x", "t": when}, step=0)
+        await run.set_buffered(flush_rows=1000, flush_interval=3600.0)
+
+        def values(step: int) -> dict:
+            special = (math.nan, math.inf, -math.inf)
+            return {"f": special[step % 3] if step % 10 == 0 else step / 4, "i": step * 2**40,
+                    "b": step % 2 == 0, "s": f"é{step}", "t": when.replace(second=step % 60)}
+
+        for step in range(1, 120):
+            await run.add_metrics(values(step), step=step)
+        await run.add_metrics({"f": -1.0, "s": "later"}, step=7)  # a repeated key
+        await run.flush()
+        for step in range(100, 160):  # again over stored steps: the upsert
+            await run.add_metrics({**values(step), "f": step * 1.0}, step=step)
+        await run.flush()
+        frame = await analysis.metrics_frame(client, run.id)
+        assert len(frame) == 160
+        by_step = frame.set_index("step")
+        for step in (1, 50, 99):
+            want = values(step)
+            got = by_step.loc[step]
+            assert (got["i"], bool(got["b"]), got["s"], got["t"]) == (
+                want["i"], want["b"], want["s"], want["t"])
+            assert got["f"] == want["f"]
+        assert math.isnan(by_step.loc[30]["f"]) and by_step.loc[10]["f"] == math.inf
+        assert by_step.loc[20]["f"] == -math.inf
+        assert (by_step.loc[7]["f"], by_step.loc[7]["s"], by_step.loc[7]["i"]) == (
+            -1.0, "later", 7 * 2**40)
+        assert by_step.loc[150]["f"] == 150.0 and by_step.loc[110]["f"] == 110.0
+        assert await client.query("SELECT COUNT(*) FROM metric_values WHERE run_id = %s",
+                                  [run.id]) == [(160 * 5,)]
+    finally:
+        await client.close()
+
+
 # -- types and names, wherever the metric lives ---------------------------------------------------
 async def test_type_conflicts_across_places(client_kwargs):
     client, run = await make_run(client_kwargs, metric_columns=1)
