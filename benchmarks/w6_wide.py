@@ -7,7 +7,7 @@ on SQLite, the ten W1 columns included) are columns of ``metrics``, every furthe
 is rows of the long table ``metric_values`` (docs/metric-storage.md). One untimed
 sqltrack call logs all 10,000 names once before the cases run, so every case (and
 every baseline) finds the same places. Every case writes about ``VALUES_PER_CASE``
-values (K = 100: 2,000 steps; 1,000: 200; 10,000: 20) into a run of its own, which is
+values (K = 100: 1,000 steps; 1,000: 100; 10,000: 10) into a run of its own, which is
 deleted, untimed, after it.
 
 Baselines per engine (raw driver, the same rows split the same way):
@@ -47,7 +47,7 @@ WIDTHS = (100, 1_000, 10_000)
 #: Every name W6 logs (a width's names are the first ``k`` of them).
 NAMES = tuple(f"w{i}" for i in range(max(WIDTHS)))
 #: Values each case writes (quick: a tenth).
-VALUES_PER_CASE = 200_000
+VALUES_PER_CASE = 100_000
 #: Rows per multi-row INSERT of the SQLite floors (sqltrack's statement size).
 BATCH_ROWS = 100
 #: SQLite's default limit of parameters per statement.
