@@ -433,7 +433,8 @@ async def _read_rows(
 ) -> tuple[list[tuple[Any, ...]], list[str]]:
     """A run's metric rows whose keys match ``where`` (``%s`` for ``bounds``), in key order:
     ``(step, progress, *values of names)``, each key of either place, a long value winning
-    over a column's; values as stored. Also returns the long names read.
+    over a column's; column values as stored, long ones as the kind of the value column
+    that holds them. Also returns the long names read.
 
     ``long``: the long-stored names to read (None: every name the run has there; []:
     none). ``names`` (the row's order) defaults to ``columns`` and the long names found,
