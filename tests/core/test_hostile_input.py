@@ -596,7 +596,8 @@ REVIEWED = {
     "sequence": "dialects.advance_id_steps: the constant sequence subquery (%s placeholder)",
     "self.quote_ident(table)": "dialects.advance_id_steps: quote_ident of 'runs' / 'experiments'",
     "name": "dialects.distribute_steps: quote_ident(conname), quoted by the server",
-    "column": "dialects.distribute_steps: a constant distribution column",
+    "column": "dialects.distribute_steps: a constant distribution column; "
+              "sqlite._long_upsert_sql: a constant value column of metric_values",
     "place.table": "ui.curves: the constant 'metrics' or 'metric_values'",
     "place.where": "ui.curves: 'run_id = %s AND' + quote_ident(name) / constant slot + "
                    "' IS NOT NULL' + the constant after-key condition (placeholders)",
