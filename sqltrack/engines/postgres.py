@@ -616,8 +616,36 @@ class PostgresEngine(Engine):
             elif touches:
                 async with conn.cursor() as cursor:
                     await cursor.executemany(_TOUCH, [(when, r) for r, when in touches])
+            values = sum(len(arrays[kind][0]) for kind in kinds)
+            if values >= COPY_MIN_ROWS and await self._copy_long(conn, arrays):
+                return
             for kind in kinds:
                 await _execute_raw(conn, _placed_sql((), (kind,), 0, self._prefix), arrays[kind])
+
+    async def _copy_long(self, conn: Conn, arrays: dict[str, list[list[Any]]]) -> bool:
+        """The long values of a batch by binary COPY into ``metric_values`` (one COPY per
+        kind, its value column's type set), in a savepoint of the batch's transaction;
+        False when a key is already stored or a value does not fit its binary type
+        (nothing of it written: the caller upserts, which says what is wrong).
+
+        The batch floor for wide rows: about twice as fast as the ``unnest`` upsert."""
+        try:
+            async with conn.transaction(), conn.cursor() as cursor:
+                number = 0
+                for kind, (runs, steps, progresses, names, values) in arrays.items():
+                    slot = _LONG_COLUMNS[LONG_SLOTS[kind]]
+                    async with cursor.copy(_copy_long_sql(slot)) as copy:
+                        copy.set_types(_LONG_COPY_TYPES[kind])
+                        for row in zip(runs, steps, progresses, names, values, strict=True):
+                            await copy.write_row(row)
+                            number += 1
+                            if not number % (COPY_YIELD_ROWS * 16):
+                                await asyncio.sleep(0)  # a producer on this loop goes on
+            return True
+        except errors.UniqueViolation:
+            return False
+        except (psycopg.DataError, psycopg.ProgrammingError, OverflowError):
+            return False
 
     async def _copy(
         self,
@@ -848,6 +876,20 @@ _LONG_ARRAYS = {"float": "float8[]", "int": "int8[]", "bool": "bool[]", "str": "
                 "datetime": "timestamptz[]"}
 #: The value slot (column of ``metric_values``) of each kind.
 _LONG_COLUMNS = ("value", "value_int", "value_bool", "value_text", "value_time")
+#: The column types of a binary COPY of one kind's long values.
+_LONG_COPY_TYPES = {
+    kind: ["bigint", "bigint", "double precision", "text", value_type]
+    for kind, value_type in (("float", "double precision"), ("int", "bigint"),
+                             ("bool", "boolean"), ("str", "text"),
+                             ("datetime", "timestamp with time zone"))
+}
+
+
+@lru_cache(maxsize=8)
+def _copy_long_sql(slot: str) -> bytes:
+    """``COPY metric_values (run_id, step, progress, name, <slot>) FROM STDIN (binary)``."""
+    return (f"COPY metric_values (run_id, step, progress, name, {slot}) "
+            "FROM STDIN (FORMAT BINARY)").encode()
 
 
 def _long_arrays(rows: Sequence[MetricRow], where: Placement) -> dict[str, list[list[Any]]]:

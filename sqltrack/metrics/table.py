@@ -87,6 +87,12 @@ class MetricTable:
             where = self._placements[names] = layout.placement(names, self._long)
             return where
 
+    def known_columns(self) -> dict[str, str | None] | None:
+        """The metric columns as last read, name -> kind (None: not read yet). Columns are
+        never dropped by sqltrack, so a name found here is a column; one not found may be
+        new since: read ``columns()`` again."""
+        return self._columns
+
     def long_names(self) -> dict[str, str]:
         """The long-stored names this table met so far, name -> kind."""
         return dict(self._long)
