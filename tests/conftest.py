@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from support.citus import checked_coordinator, citus_dsn_from_env
 from support.helpers import PG_DSN_ENV, pg_params, start_embedded_postgres
 
 import sqltrack
@@ -184,3 +185,21 @@ async def experiment(client) -> sqltrack.AsyncExperiment:
 async def run(experiment) -> sqltrack.AsyncRun:
     return await experiment.get_run()
 
+
+
+@pytest.fixture(scope="session")
+def citus_dsn() -> str:
+    """The Citus coordinator's DSN (``SQLTRACK_TEST_CITUS_DSN``; tests using it carry the
+    ``citus`` marker); a loud failure when it is no coordinator with 2+ workers."""
+    return checked_coordinator(citus_dsn_from_env())
+
+
+@pytest.fixture
+def citus_kwargs(citus_dsn: str) -> Iterator[dict[str, Any]]:
+    """A fresh schema on the Citus coordinator (dropped after, its shards too)."""
+    import psycopg
+
+    name = "c_" + uuid.uuid4().hex[:12]
+    yield {"engine": "postgres", **pg_params(citus_dsn), "schema": name}
+    with psycopg.connect(citus_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

@@ -18,6 +18,13 @@ from .base import Dialect, is_nan
 Statement = tuple[str, list[Any]]
 #: ``Dialect.upgrade_steps``: yields statements, is sent each one's rows.
 Steps = Generator[Statement, list[Any], None]
+#: Steps that return what they did (None: nothing).
+Outcome = Generator[Statement, list[Any], "str | None"]
+#: On Citus: the reference tables of the base schema, and the tables co-located with
+#: ``runs`` (by their run id column).
+REFERENCE_TABLES = ("experiments", "experiment_links", "metric_names")
+COLOCATED_TABLES = (("metrics", "run_id"), ("metric_values", "run_id"),
+                    ("system_metrics", "run_id"), ("run_links", "from_id"))
 
 #: Column type of a new metric column, by Python kind.
 SQLITE_TYPES = {
@@ -201,7 +208,7 @@ class PostgresDialect(Dialect):
         yield from _system_metrics_ranks_postgres()
         yield from _drop_advance_id_triggers()
 
-    def distribute_steps(self) -> Steps:
+    def distribute_steps(self, side_tables: Sequence[str] = ()) -> Outcome:
         """On a Citus coordinator (the ``citus`` extension present): distribute the base
         tables, in the one order Citus accepts, in the set-up's transaction. ``runs`` by
         ``id`` first (its foreign key to ``experiments`` dropped meanwhile: a local table
@@ -210,16 +217,19 @@ class PostgresDialect(Dialect):
         ``metric_names`` as reference tables, the foreign key again, then ``metrics``,
         ``metric_values``, ``system_metrics`` and ``run_links`` co-located with ``runs`` by
         run id. ``run_links.to_id`` loses its foreign key (Citus: only between co-located
-        columns). Nothing when Citus is absent or ``runs`` is distributed already;
-        the rows sent back name what was done.
+        columns). Rows already there are moved into the shards (``sqltrack setup
+        --distribute`` of a database made with ``distribute=false``) and the coordinator's
+        local copies emptied. Then ``side_tables`` that exist (see ``side_table_steps``).
+        Returns what was done; None when Citus is absent or all was distributed before.
         """
         citus = yield "SELECT 1 FROM pg_extension WHERE extname = 'citus'", []
         if not citus:
-            return
+            return None
         done = yield ("SELECT 1 FROM pg_dist_partition WHERE logicalrelid = "
                       "to_regclass('runs')", [])
         if done:
-            return
+            side = yield from self.side_table_steps(side_tables)
+            return side
         yield "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'", []
         keys = yield ("SELECT c.conrelid::regclass::text, quote_ident(c.conname), "
                       "pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contype = 'f' "
@@ -229,16 +239,72 @@ class PostgresDialect(Dialect):
                       "pg_attribute WHERE attrelid = c.conrelid AND attname = 'to_id')]))", [])
         for table, name, _ in keys:
             yield f"ALTER TABLE {table} DROP CONSTRAINT {name}", []
+        yield from self._drop_keys_to_runs(side_tables)
         yield "SELECT create_distributed_table('runs', 'id')", []
-        for table in ("experiments", "experiment_links", "metric_names"):
+        for table in REFERENCE_TABLES:
             yield f"SELECT create_reference_table('{table}')", []
         for table, name, definition in keys:
             if "experiments" in definition:
                 yield f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}", []
-        for table, column in (("metrics", "run_id"), ("metric_values", "run_id"),
-                              ("system_metrics", "run_id"), ("run_links", "from_id")):
+        for table, column in COLOCATED_TABLES:
             yield (f"SELECT create_distributed_table('{table}', '{column}', "
                    "colocate_with => 'runs')", [])
+        yield from self.side_table_steps(side_tables)
+        for table in ("runs", *REFERENCE_TABLES, *(t for t, _ in COLOCATED_TABLES)):
+            # The rows live in the shards now; the coordinator's local copy is dead weight.
+            yield f"SELECT truncate_local_data_after_distributing_table('{table}')", []
+        return ("distributed the tables on Citus (runs by id, metrics, metric_values, "
+                "system_metrics and run_links co-located by run id; experiments, "
+                "experiment_links and metric_names reference tables)")
+
+    def _drop_keys_to_runs(self, tables: Sequence[str]) -> Steps:
+        """Drop the foreign keys from ``tables`` to ``runs`` (Citus allows none from a
+        reference table to a distributed one)."""
+        for table in tables:
+            names = yield ("SELECT quote_ident(conname) FROM pg_constraint WHERE contype = 'f' "
+                           "AND conrelid = to_regclass(%s) AND confrelid = to_regclass('runs')",
+                           [table])
+            for (name,) in names:
+                yield f"ALTER TABLE {self.quote_ident(table)} DROP CONSTRAINT {name}", []
+
+    def side_table_steps(self, tables: Sequence[str]) -> Outcome:
+        """Small tables of sqltrack's own that name runs (sync's ``sync_experiments`` and
+        ``sync_runs``; made on demand) on a Citus coordinator whose ``runs`` is distributed:
+        reference tables, copied to every node, their foreign keys to ``runs`` dropped.
+
+        Why not distributed with ``runs``: ``sync_runs`` is looked up by its key
+        ``(source_key, source_run_id)``, whose uniqueness makes two syncs of one source
+        create one target run; a distributed table's unique keys must contain its
+        distribution column (``target_run_id``), so that guarantee would go. Why not left
+        local: Citus accepts a foreign key from a local table to a distributed one but
+        never runs its ``ON DELETE CASCADE`` (the rows live in the shards), so a mapping
+        row would outlive its run silently; without the key, sync itself drops a mapping
+        whose target run is gone (``transfer._Sync._map_runs``). Each table that exists and
+        is not yet a Citus table; returns what was done (None: nothing).
+        """
+        if not tables:
+            return None
+        distributed = yield ("SELECT 1 FROM pg_extension WHERE extname = 'citus' AND "
+                             "to_regclass('pg_dist_partition') IS NOT NULL", [])
+        if distributed:
+            distributed = yield ("SELECT 1 FROM pg_dist_partition WHERE logicalrelid = "
+                                 "to_regclass('runs')", [])
+        if not distributed:
+            return None
+        pending = yield ("SELECT n FROM unnest(%s::text[]) WITH ORDINALITY AS t(n, i) "
+                         "WHERE to_regclass(quote_ident(n)) IS NOT NULL AND NOT EXISTS "
+                         "(SELECT 1 FROM pg_dist_partition WHERE logicalrelid = "
+                         "to_regclass(quote_ident(n)) AND (partmethod <> 'n' OR repmodel = 't')) "
+                         "ORDER BY i", [list(tables)])
+        made = [name for (name,) in pending]
+        if not made:
+            return None
+        yield from self._drop_keys_to_runs(made)
+        for table in made:
+            yield "SELECT create_reference_table(quote_ident(%s))", [table]
+            yield ("SELECT truncate_local_data_after_distributing_table(quote_ident(%s))",
+                   [table])
+        return f"made {', '.join(made)} reference tables on Citus"
 
     def advance_id_steps(self, table: str, new_id: int) -> Steps:
         """Move ``table``'s id sequence past ``new_id`` (no trigger: Citus refuses them).

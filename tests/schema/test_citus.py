@@ -8,19 +8,10 @@ skipped. Citus is a test server only.
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-from typing import Any
-
-import psycopg
 import pytest
-from support.helpers import pg_params
+from support.citus import citus_tables, raw, rows_per_worker
 
 import sqltrack
-
-CITUS_DSN_ENV = "SQLTRACK_TEST_CITUS_DSN"
-CITUS_DSN = os.environ.get(CITUS_DSN_ENV)
 
 pytestmark = pytest.mark.citus
 
@@ -37,59 +28,6 @@ EXPECTED = {
     "run_links": ("distributed", "from_id"),
 }
 
-
-@pytest.fixture(scope="module")
-def citus_dsn() -> str:
-    """The coordinator's DSN; a loud failure when it is no Citus coordinator with 2+ workers."""
-    assert CITUS_DSN
-    try:
-        with psycopg.connect(CITUS_DSN, autocommit=True, connect_timeout=10) as conn:
-            if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchall():
-                pytest.fail(f"{CITUS_DSN_ENV}={CITUS_DSN!r}: no citus extension in this "
-                            "database (not a Citus coordinator)", pytrace=False)
-            ((coordinator,),) = conn.execute("SELECT citus_is_coordinator()").fetchall()
-            ((workers,),) = conn.execute("SELECT count(*) FROM citus_get_active_worker_nodes()"
-                                         ).fetchall()
-    except psycopg.Error as error:
-        pytest.fail(f"{CITUS_DSN_ENV}={CITUS_DSN!r}: cannot use it: {error}", pytrace=False)
-    if not coordinator or workers < 2:
-        pytest.fail(f"{CITUS_DSN_ENV}={CITUS_DSN!r}: coordinator={coordinator}, "
-                    f"{workers} active workers (want a coordinator with 2+)", pytrace=False)
-    return CITUS_DSN
-
-
-@pytest.fixture
-def citus_kwargs(citus_dsn: str) -> Iterator[dict[str, Any]]:
-    """A fresh schema on the coordinator (dropped after, its shards too)."""
-    name = "c_" + uuid.uuid4().hex[:12]
-    yield {"engine": "postgres", **pg_params(citus_dsn), "schema": name}
-    with psycopg.connect(citus_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-def raw(kw: dict[str, Any], sql: str, params: Any = ()) -> list[tuple]:
-    conninfo = {k: v for k, v in kw.items() if k not in ("engine", "schema")}
-    with psycopg.connect(**conninfo, autocommit=True,
-                         options=f"-c search_path={kw['schema']},public") as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def citus_tables(kw: dict[str, Any]) -> dict[str, tuple[str, str, int]]:
-    rows = raw(kw, "SELECT c.relname, t.citus_table_type, t.distribution_column, "
-               "t.colocation_id FROM citus_tables t JOIN pg_class c ON c.oid = t.table_name "
-               "WHERE c.relnamespace = %s::regnamespace", [kw["schema"]])
-    return {name: (kind, column, colocation) for name, kind, column, colocation in rows}
-
-
-def rows_per_worker(kw: dict[str, Any], table: str) -> dict[int, int]:
-    """How many of ``table``'s rows each worker's shards hold (by worker port)."""
-    found = raw(kw, "SELECT s.nodeport, r.result::bigint FROM run_command_on_shards("
-                "%s, 'SELECT count(*) FROM %%s') AS r JOIN citus_shards s "
-                "ON s.shardid = r.shardid WHERE r.success", [f"{kw['schema']}.{table}"])
-    counts: dict[int, int] = {}
-    for port, count in found:
-        counts[port] = counts.get(port, 0) + count
-    return counts
 
 
 async def test_setup_distributes_and_rows_land_on_both_workers(citus_kwargs):
