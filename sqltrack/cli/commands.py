@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RunNotFound
 from ..model.maintenance import mark_stale_runs
+from ..model.migrations import distribute as _distribute
 from ..model.migrations import setup as _setup
 from ..model.migrations import setup_reader
 from ..read import export as _export
@@ -134,6 +135,9 @@ def _setup_arguments(p: argparse.ArgumentParser) -> None:
                    help="PostgreSQL: create (or update) the NOLOGIN role the web page runs "
                    f"users' SQL as, allowed only to SELECT sqltrack's tables (default "
                    f"{DEFAULT_READER})")
+    p.add_argument("--distribute", action="store_true",
+                   help="Citus: distribute the tables of an existing database in place "
+                   "(rows kept; a new database is distributed by itself)")
 
 
 async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
@@ -141,6 +145,12 @@ async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
     one line each."""
     await client.open()
     print(client.schema_outcome or "base schema up to date")
+    if args.distribute:
+        done = await _distribute(client)
+        if done is None:
+            raise CliError("--distribute: this database has no citus extension (no Citus "
+                           "coordinator): nothing to distribute")
+        print(done or "tables distributed on Citus already: nothing to do")
     for script in args.scripts:
         name = Path(script).name
         if not Path(script).is_file():

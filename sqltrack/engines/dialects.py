@@ -220,7 +220,7 @@ class PostgresDialect(Dialect):
         columns). Rows already there are moved into the shards (``sqltrack setup
         --distribute`` of a database made with ``distribute=false``) and the coordinator's
         local copies emptied. Then ``side_tables`` that exist (see ``side_table_steps``).
-        Returns what was done; None when Citus is absent or all was distributed before.
+        Returns what was done; ``""`` when all was distributed before; None without Citus.
         """
         citus = yield "SELECT 1 FROM pg_extension WHERE extname = 'citus'", []
         if not citus:
@@ -229,7 +229,7 @@ class PostgresDialect(Dialect):
                       "to_regclass('runs')", [])
         if done:
             side = yield from self.side_table_steps(side_tables)
-            return side
+            return side or ""  # a distributed engine, nothing (more) to do
         yield "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'", []
         keys = yield ("SELECT c.conrelid::regclass::text, quote_ident(c.conname), "
                       "pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contype = 'f' "
@@ -249,13 +249,14 @@ class PostgresDialect(Dialect):
         for table, column in COLOCATED_TABLES:
             yield (f"SELECT create_distributed_table('{table}', '{column}', "
                    "colocate_with => 'runs')", [])
-        yield from self.side_table_steps(side_tables)
+        side = yield from self.side_table_steps(side_tables)
         for table in ("runs", *REFERENCE_TABLES, *(t for t, _ in COLOCATED_TABLES)):
             # The rows live in the shards now; the coordinator's local copy is dead weight.
             yield f"SELECT truncate_local_data_after_distributing_table('{table}')", []
         return ("distributed the tables on Citus (runs by id, metrics, metric_values, "
                 "system_metrics and run_links co-located by run id; experiments, "
-                "experiment_links and metric_names reference tables)")
+                "experiment_links and metric_names reference tables)"
+                + (f"; {side}" if side else ""))
 
     def _drop_keys_to_runs(self, tables: Sequence[str]) -> Steps:
         """Drop the foreign keys from ``tables`` to ``runs`` (Citus allows none from a

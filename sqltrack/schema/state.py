@@ -88,7 +88,9 @@ async def run_steps(engine: Engine, conn: Any, steps: Any) -> Any:
 async def distribute(engine: Engine, conn: Any, force: bool = False) -> str | None:
     """Spread the base tables (and the ``SIDE_TABLES`` there are) over a distributed
     engine's nodes (the dialect's ``distribute_steps``: Citus) unless the setting
-    ``distribute`` is off (``force``: even then); what was done (None: nothing)."""
+    ``distribute`` is off (``force``: even then, ``sqltrack setup --distribute``).
+    What was done; ``""``: a distributed engine with nothing left to do; None: no
+    distributed engine (or the setting is off)."""
     if not force and not getattr(engine.settings, "distribute", True):
         return None
     done: str | None = await run_steps(engine, conn, engine.dialect.distribute_steps(SIDE_TABLES))

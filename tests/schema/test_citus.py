@@ -8,10 +8,17 @@ skipped. Citus is a test server only.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
-from support.citus import citus_tables, raw, rows_per_worker
+from support.citus import citus_tables, local_bytes, raw, rows_per_worker
+from support.transfer_helpers import populate
 
 import sqltrack
+from sqltrack.cli import main
+from sqltrack.copy.transfer import sync
+from sqltrack.model.system_metrics import write_sample
 
 pytestmark = pytest.mark.citus
 
@@ -102,3 +109,87 @@ async def test_distribute_off_keeps_tables_local(citus_kwargs):
     finally:
         await client.close()
     assert citus_tables(citus_kwargs) == {}
+
+
+#: Every table of an existing database and the key its rows are compared by.
+TABLES = {"experiments": "id", "experiment_links": "from_id, kind, to_id", "runs": "id",
+          "run_links": "from_id, kind, to_id", "metrics": "run_id, step, progress",
+          "metric_values": "run_id, name, step, progress", "metric_names": "name",
+          "system_metrics": "run_id, rank, host, name, time",
+          "sync_experiments": "source_key, source_experiment_id",
+          "sync_runs": "source_key, source_run_id"}
+
+
+def snapshot(kw: dict[str, Any]) -> dict[str, list[tuple]]:
+    """Every row of every table, each value as its repr (a NaN equals itself there)."""
+    return {t: [tuple(map(repr, r)) for r in raw(kw, f"SELECT * FROM {t} ORDER BY {key}")]
+            for t, key in TABLES.items()}
+
+
+async def _existing_database(kw: dict[str, Any], node: dict[str, Any]) -> None:
+    """A sqltrack database on the coordinator made with ``distribute=false``: experiments,
+    runs, metrics (columns and long rows: a budget of 3), links, system metrics and sync's
+    tables (a node's file synced into it)."""
+    client = sqltrack.AsyncClient(**kw, distribute=False, metric_columns=3)
+    try:
+        ids = await populate(client, runs=6, steps=20)
+        for number, run_id in enumerate(ids):
+            await write_sample(client, run_id, {"cpu_percent": 10.0 + number, "gpu0_util": 0.5},
+                               rank=number % 2, host=f"node{number}")
+        source = sqltrack.AsyncClient(**node)
+        try:
+            await populate(source, runs=2, steps=5, prefix="node-")
+            await sync(source, client)
+        finally:
+            await source.close()
+    finally:
+        await client.close()
+
+
+async def test_setup_distribute_moves_an_existing_database(citus_kwargs, tmp_path, capsys,
+                                                           clean_env):
+    kw, node = citus_kwargs, {"engine": "sqlite", "dbpath": str(tmp_path / "node.db")}
+    await _existing_database(kw, node)
+    assert citus_tables(kw) == {}
+    before = snapshot(kw)
+    assert all(before[t] for t in TABLES), {t: len(r) for t, r in before.items()}
+    assert raw(kw, "SELECT count(*) FROM metric_values")[0][0] > 0  # long-stored metrics
+    argv = ["--engine", "postgres", *(f"--{k}={v}" for k, v in kw.items() if k != "engine"),
+            "setup", "--distribute"]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = capsys.readouterr().out
+    assert "base schema up to date" in out
+    assert "distributed the tables on Citus (runs by id" in out
+    assert "made sync_experiments, sync_runs reference tables on Citus" in out
+    tables = citus_tables(kw)
+    assert {t: v[:2] for t, v in tables.items() if t in EXPECTED} == EXPECTED
+    assert tables["sync_runs"][0] == tables["sync_experiments"][0] == "reference"
+    assert len({v[2] for v in tables.values() if v[0] == "distributed"}) == 1
+    assert snapshot(kw) == before  # every row kept, now read from the shards
+    for table in ("runs", "metrics", "metric_values", "system_metrics"):
+        counts = rows_per_worker(kw, table)
+        assert sum(counts.values()) == len(before[table])
+        assert len([c for c in counts.values() if c]) >= 2, (table, counts)
+        assert local_bytes(kw, table) == 0  # the coordinator's local copy was emptied
+
+    # Idempotent: a second run has nothing to do.
+    assert await asyncio.to_thread(main, argv) == 0
+    assert "tables distributed on Citus already: nothing to do" in capsys.readouterr().out
+    # The database works on: a new run, its metrics, a re-sync, a delete.
+    client = sqltrack.AsyncClient(**kw, metric_columns=3)
+    try:
+        exp = await sqltrack.AsyncExperiment.create(client, name="after")
+        run = await exp.get_run()
+        assert run.id > max(int(r[0]) for r in before["runs"])
+        await run.add_metrics({"loss": 0.1, "new_long": 2}, step=0)
+        source = sqltrack.AsyncClient(**node)
+        try:
+            assert (await sync(source, client)).runs_unchanged == 2
+        finally:
+            await source.close()
+        await client.query("DELETE FROM experiments WHERE name = 'mnist'")
+        assert await client.query(
+            "SELECT count(*) FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+            "WHERE e.name = 'mnist'") == [(0,)]
+    finally:
+        await client.close()
