@@ -93,11 +93,21 @@ def _raise_for(result: Any, encoding: str) -> None:
         raise psycopg.errors.error_from_result(result, encoding=encoding)
 
 
+#: SQLSTATEs (and the class ``08``) a server reports on a connection that still works
+#: when a node behind it is away: ``08006`` connection failure (Citus: "connection to
+#: the remote node ... failed"), ``57P01`` / ``57P02`` a worker shutting down or
+#: crashing mid-statement, ``57P03`` a worker starting up.
+NODE_AWAY = frozenset({"08", "57P01", "57P02", "57P03"})
+
+
 def translate(error: psycopg.Error, conn: Conn | None = None) -> DatabaseError:
     """sqltrack's error for a psycopg error (raise it ``from error``).
 
     An OperationalError is a lost connection when there is no connection yet
-    (connecting failed) or the connection is closed or broken.
+    (connecting failed) or the connection is closed or broken, or when the server
+    reports that a node behind it went away (``NODE_AWAY``: a Citus coordinator whose
+    worker is stopped or restarting; the statement was not done, or not known to be,
+    as with a connection lost).
     """
     kind: type[DatabaseError] = DatabaseError
     if isinstance(error, errors.UniqueViolation):
@@ -108,6 +118,7 @@ def translate(error: psycopg.Error, conn: Conn | None = None) -> DatabaseError:
         kind = IntegrityError
     elif isinstance(error, psycopg.OperationalError) and (
         conn is None or conn.closed or conn.broken
+        or (error.sqlstate or "")[:2] in NODE_AWAY or error.sqlstate in NODE_AWAY
     ):
         kind = ConnectionLost
     translated = kind(str(error))
