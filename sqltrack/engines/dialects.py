@@ -337,7 +337,8 @@ class PostgresDialect(Dialect):
         """``sqltrack setup --ui-role``: the NOLOGIN role users' SQL runs as (SELECT on
         sqltrack's ``tables`` only), the login's membership in it (for ``SET ROLE``), and
         the function that runs users' SQL as that role (SECURITY DEFINER owned by it: a
-        ``set_config('role', ...)`` inside is refused by the server)."""
+        ``set_config('role', ...)`` inside is refused by the server). On a Citus
+        coordinator the role may log in on the workers (Citus connects to them as it)."""
         role = check_role_name(role)
         quoted = self.quote_ident(role)
         where = self.quote_ident(schema) if schema else "public"
@@ -364,6 +365,18 @@ class PostgresDialect(Dialect):
             (f"ALTER FUNCTION {function} OWNER TO {quoted}", []),
             (f"REVOKE CREATE ON SCHEMA {where} FROM {quoted}", []),
             (f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC", []),
+            # Citus: a query of distributed tables run as the role reaches the workers
+            # over connections made as the role, so there (only) it logs in, still with
+            # no password (as the workers' pg_hba allows): LOGIN is propagated to them in
+            # this transaction, then taken back here alone.
+            ("DO $$ DECLARE was text; BEGIN "
+             "IF EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN "
+             f"ALTER ROLE {quoted} LOGIN; "
+             "was := current_setting('citus.enable_ddl_propagation'); "
+             "PERFORM set_config('citus.enable_ddl_propagation', 'off', true); "
+             f"ALTER ROLE {quoted} NOLOGIN; "
+             "PERFORM set_config('citus.enable_ddl_propagation', was, true); "
+             "END IF; END $$", []),
         ]
 
     def refused_function(self, query: str) -> str | None:

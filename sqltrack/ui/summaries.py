@@ -159,7 +159,9 @@ async def runs_table(
     result = await readonly.fetch(client, parts, params, timeout=timeout, policy=policy)
     names: dict[str, str] = {}
     runs = []
-    for row in result.rows:
+    # By id here too: the reader role's function reads the statement as a subquery, whose
+    # ORDER BY the outer SELECT need not keep (Citus merges the shards' rows in any order).
+    for row in sorted(result.rows, key=lambda r: r[0]):
         record = _record(row, columns)
         if set(tags) <= set(record["tags"]):
             runs.append(record)
