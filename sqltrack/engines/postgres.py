@@ -632,6 +632,15 @@ class PostgresEngine(Engine):
             return False
         except errors.ForeignKeyViolation:
             raise RunNotFound(run) from None
+        except psycopg.InternalError as error:
+            # Citus: a shard's key violation during a COPY comes back as an internal
+            # error (XX000) with the shard's message; told by that message.
+            message = error.diag.message_primary or ""
+            if message.startswith(COPY_DUPLICATE):
+                return False
+            if COPY_FOREIGN in message:
+                raise RunNotFound(run) from None
+            raise
         except (psycopg.DataError, psycopg.ProgrammingError, OverflowError) as error:
             if types is None:
                 if isinstance(error, OverflowError):
@@ -766,6 +775,10 @@ MAX_PARAMETERS = 65535
 #: Rows of one run from this many on are written by COPY (fewer: one multi-row upsert,
 #: which costs one round trip where COPY costs a transaction and its start and end).
 COPY_MIN_ROWS = 50
+#: How a key violation of a COPY starts, and what a foreign key's says, in the message of
+#: the internal error (XX000) Citus reports instead of 23505 / 23503.
+COPY_DUPLICATE = "duplicate key value violates unique constraint"
+COPY_FOREIGN = "violates foreign key constraint"
 #: A batch COPY lets the event loop run after this many rows, so an async producer
 #: on the same loop does not wait for a whole batch to be formatted.
 COPY_YIELD_ROWS = 256

@@ -18,6 +18,7 @@ from support.transfer_helpers import populate
 import sqltrack
 from sqltrack.cli import main
 from sqltrack.copy.transfer import sync
+from sqltrack.errors import MetricWriteError
 from sqltrack.model.system_metrics import write_sample
 
 pytestmark = pytest.mark.citus
@@ -191,5 +192,36 @@ async def test_setup_distribute_moves_an_existing_database(citus_kwargs, tmp_pat
         assert await client.query(
             "SELECT count(*) FROM runs r JOIN experiments e ON e.id = r.experiment_id "
             "WHERE e.name = 'mnist'") == [(0,)]
+    finally:
+        await client.close()
+
+
+async def test_a_copied_batch_over_stored_steps_upserts_on_citus(citus_kwargs):
+    """A buffered batch big enough for COPY whose steps are stored already: Citus reports
+    the shard's unique violation of the COPY as an internal error (XX000); the batch is
+    upserted all the same, and a batch of a deleted run is refused with RunNotFound."""
+    client = sqltrack.AsyncClient(**citus_kwargs)
+    try:
+        run = await (await sqltrack.AsyncExperiment.create(client, name="copy")).get_run()
+        await run.set_buffered(flush_rows=1000, flush_interval=60)
+        for step in range(200):
+            await run.add_metrics({"loss": float(step)}, step=step)
+        await run.flush()
+        for step in range(100, 300):  # 100 stored, 100 new: one COPY-sized batch
+            await run.add_metrics({"loss": -float(step)}, step=step)
+        await run.flush()
+        stored = await client.query("SELECT step, loss FROM metrics WHERE run_id = %s "
+                                    "ORDER BY step", [run.id])
+        assert stored == [(s, float(s) if s < 100 else -float(s)) for s in range(300)]
+
+        gone = await (await sqltrack.AsyncExperiment.create(client, name="gone")).get_run()
+        await gone.set_buffered(flush_rows=1000, flush_interval=60)
+        await gone.add_metrics({"loss": 0.0}, step=0)
+        await gone.flush()
+        await client.query("DELETE FROM runs WHERE id = %s", [gone.id])
+        for step in range(1, 100):
+            await gone.add_metrics({"loss": 1.0}, step=step)
+        with pytest.raises(MetricWriteError, match="run"):
+            await gone.flush()
     finally:
         await client.close()
