@@ -227,9 +227,10 @@ class PostgresDialect(Dialect):
             return None
         done = yield ("SELECT 1 FROM pg_dist_partition WHERE logicalrelid = "
                       "to_regclass('runs')", [])
-        if done:
+        if done:  # distributed before: only tables made since (an upgrade step's)
+            made = yield from self._distribute_new_tables()
             side = yield from self.side_table_steps(side_tables)
-            return side or ""  # a distributed engine, nothing (more) to do
+            return "; ".join(filter(None, [made, side]))  # "": nothing (more) to do
         yield "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'", []
         keys = yield ("SELECT c.conrelid::regclass::text, quote_ident(c.conname), "
                       "pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contype = 'f' "
@@ -257,6 +258,25 @@ class PostgresDialect(Dialect):
                 "system_metrics and run_links co-located by run id; experiments, "
                 "experiment_links and metric_names reference tables)"
                 + (f"; {side}" if side else ""))
+
+    def _distribute_new_tables(self) -> Outcome:
+        """With ``runs`` distributed: the base tables that are no Citus table yet (made by
+        an upgrade since, or by hand), reference or co-located as at the set-up."""
+        colocated = dict(COLOCATED_TABLES)
+        pending = yield ("SELECT n FROM unnest(%s::text[]) WITH ORDINALITY AS t(n, i) "
+                         "WHERE to_regclass(n) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+                         "pg_dist_partition WHERE logicalrelid = to_regclass(n) AND "
+                         "(partmethod <> 'n' OR repmodel = 't')) ORDER BY i",
+                         [[*REFERENCE_TABLES, *colocated]])
+        made = [name for (name,) in pending]
+        for table in made:
+            if table in colocated:
+                yield (f"SELECT create_distributed_table('{table}', '{colocated[table]}', "
+                       "colocate_with => 'runs')", [])
+            else:
+                yield f"SELECT create_reference_table('{table}')", []
+            yield f"SELECT truncate_local_data_after_distributing_table('{table}')", []
+        return f"distributed {', '.join(made)} on Citus" if made else None
 
     def _drop_keys_to_runs(self, tables: Sequence[str]) -> Steps:
         """Drop the foreign keys from ``tables`` to ``runs`` (Citus allows none from a
