@@ -240,7 +240,7 @@ class PostgresDialect(Dialect):
                       "pg_attribute WHERE attrelid = c.conrelid AND attname = 'to_id')]))", [])
         for table, name, _ in keys:
             yield f"ALTER TABLE {table} DROP CONSTRAINT {name}", []
-        yield from self._drop_keys_to_runs(side_tables)
+        side = yield from self._drop_keys_to_runs(side_tables)  # else runs is not distributed
         yield "SELECT create_distributed_table('runs', 'id')", []
         for table in REFERENCE_TABLES:
             yield f"SELECT create_reference_table('{table}')", []
@@ -250,7 +250,6 @@ class PostgresDialect(Dialect):
         for table, column in COLOCATED_TABLES:
             yield (f"SELECT create_distributed_table('{table}', '{column}', "
                    "colocate_with => 'runs')", [])
-        side = yield from self.side_table_steps(side_tables)
         for table in ("runs", *REFERENCE_TABLES, *(t for t, _ in COLOCATED_TABLES)):
             # The rows live in the shards now; the coordinator's local copy is dead weight.
             yield f"SELECT truncate_local_data_after_distributing_table('{table}')", []
@@ -278,30 +277,38 @@ class PostgresDialect(Dialect):
             yield f"SELECT truncate_local_data_after_distributing_table('{table}')", []
         return f"distributed {', '.join(made)} on Citus" if made else None
 
-    def _drop_keys_to_runs(self, tables: Sequence[str]) -> Steps:
-        """Drop the foreign keys from ``tables`` to ``runs`` (Citus allows none from a
-        reference table to a distributed one)."""
-        for table in tables:
-            names = yield ("SELECT quote_ident(conname) FROM pg_constraint WHERE contype = 'f' "
-                           "AND conrelid = to_regclass(%s) AND confrelid = to_regclass('runs')",
-                           [table])
-            for (name,) in names:
-                yield f"ALTER TABLE {self.quote_ident(table)} DROP CONSTRAINT {name}", []
+    def _drop_keys_to_runs(self, tables: Sequence[str]) -> Outcome:
+        """Drop the foreign keys from ``tables`` to ``runs`` (see ``side_table_steps``);
+        what was done (None: nothing)."""
+        if not tables:
+            return None
+        keys = yield ("SELECT c.conrelid::regclass::text, quote_ident(c.conname) FROM "
+                      "pg_constraint c WHERE c.contype = 'f' AND c.confrelid = "
+                      "to_regclass('runs') AND c.conrelid IN (SELECT to_regclass(quote_ident(n)) "
+                      "FROM unnest(%s::text[]) AS n) ORDER BY 1", [list(tables)])
+        for table, name in keys:
+            yield f"ALTER TABLE {table} DROP CONSTRAINT {name}", []
+        if not keys:
+            return None
+        return (f"dropped the foreign key of {', '.join(t for t, _ in keys)} to runs "
+                "(Citus runs no cascade from a distributed table)")
 
     def side_table_steps(self, tables: Sequence[str]) -> Outcome:
         """Small tables of sqltrack's own that name runs (sync's ``sync_experiments`` and
-        ``sync_runs``; made on demand) on a Citus coordinator whose ``runs`` is distributed:
-        reference tables, copied to every node, their foreign keys to ``runs`` dropped.
+        ``sync_runs``; made on demand) on a Citus coordinator whose ``runs`` is
+        distributed: they stay on the coordinator (local tables), their foreign keys to
+        ``runs`` dropped.
 
-        Why not distributed with ``runs``: ``sync_runs`` is looked up by its key
-        ``(source_key, source_run_id)``, whose uniqueness makes two syncs of one source
-        create one target run; a distributed table's unique keys must contain its
-        distribution column (``target_run_id``), so that guarantee would go. Why not left
-        local: Citus accepts a foreign key from a local table to a distributed one but
+        Why no foreign key: Citus accepts one from a local table to a distributed one but
         never runs its ``ON DELETE CASCADE`` (the rows live in the shards), so a mapping
-        row would outlive its run silently; without the key, sync itself drops a mapping
-        whose target run is gone (``transfer._Sync._map_runs``). Each table that exists and
-        is not yet a Citus table; returns what was done (None: nothing).
+        row would outlive its run silently; without it, sync itself drops a mapping whose
+        target run is gone (``transfer._Sync._map_runs``). Why not distributed with
+        ``runs``: ``sync_runs`` is looked up by its key ``(source_key, source_run_id)``,
+        whose uniqueness makes two syncs of one source create one target run; a
+        distributed table's unique keys must contain its distribution column. Why not a
+        reference table (a copy on every node): each sync page updates its row, which
+        there is a write on every node (two-phase commit); on the coordinator it is one
+        row, as on one server. Returns what was done (None: nothing).
         """
         if not tables:
             return None
@@ -312,20 +319,8 @@ class PostgresDialect(Dialect):
                                  "to_regclass('runs')", [])
         if not distributed:
             return None
-        pending = yield ("SELECT n FROM unnest(%s::text[]) WITH ORDINALITY AS t(n, i) "
-                         "WHERE to_regclass(quote_ident(n)) IS NOT NULL AND NOT EXISTS "
-                         "(SELECT 1 FROM pg_dist_partition WHERE logicalrelid = "
-                         "to_regclass(quote_ident(n)) AND (partmethod <> 'n' OR repmodel = 't')) "
-                         "ORDER BY i", [list(tables)])
-        made = [name for (name,) in pending]
-        if not made:
-            return None
-        yield from self._drop_keys_to_runs(made)
-        for table in made:
-            yield "SELECT create_reference_table(quote_ident(%s))", [table]
-            yield ("SELECT truncate_local_data_after_distributing_table(quote_ident(%s))",
-                   [table])
-        return f"made {', '.join(made)} reference tables on Citus"
+        done: str | None = yield from self._drop_keys_to_runs(tables)
+        return done
 
     def advance_id_steps(self, table: str, new_id: int) -> Steps:
         """Move ``table``'s id sequence past ``new_id`` (no trigger: Citus refuses them).

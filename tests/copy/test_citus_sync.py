@@ -1,8 +1,9 @@
 """``sqltrack sync`` into a Citus coordinator (marker ``citus``; see tests/schema/test_citus.py):
 a node's SQLite file with runs, metrics (columns and, past the column budget, long rows),
 links and rewound runs arrives equal; a re-sync copies what changed; sync's own tables
-``sync_runs`` and ``sync_experiments`` are reference tables there (see the PostgreSQL
-dialect's ``side_table_steps``), and a run deleted on the target is copied again."""
+``sync_runs`` and ``sync_experiments`` stay on the coordinator without a foreign key to the
+distributed ``runs`` (see the PostgreSQL dialect's ``side_table_steps``), and a run
+deleted on the target is copied again."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import shlex
 from typing import Any
 
 import pytest
-from support.citus import citus_tables, raw, rows_per_worker
+from support.citus import citus_tables, keys_to_runs, raw, rows_per_worker
 from support.transfer_helpers import differences, populate, run_map
 
 import sqltrack
@@ -59,8 +60,9 @@ def test_sync_from_a_file_into_the_coordinator(tmp_path, citus_kwargs, capsys, c
         capsys.readouterr().out
     assert differences(node, citus_kwargs) == []
     tables = citus_tables(citus_kwargs)
-    assert tables["sync_runs"][0] == tables["sync_experiments"][0] == "reference"
+    assert "sync_runs" not in tables and "sync_experiments" not in tables  # coordinator's
     assert tables["runs"][:2] == ("distributed", "id")
+    assert keys_to_runs(citus_kwargs, "sync_runs") == []
     assert sum(rows_per_worker(citus_kwargs, "metrics").values()) == raw(
         citus_kwargs, "SELECT count(*) FROM metrics")[0][0] > 0
 

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from support.citus import citus_tables, local_bytes, raw, rows_per_worker
+from support.citus import citus_tables, keys_to_runs, local_bytes, raw, rows_per_worker
 from support.transfer_helpers import populate
 
 import sqltrack
@@ -161,10 +161,10 @@ async def test_setup_distribute_moves_an_existing_database(citus_kwargs, tmp_pat
     out = capsys.readouterr().out
     assert "base schema up to date" in out
     assert "distributed the tables on Citus (runs by id" in out
-    assert "made sync_experiments, sync_runs reference tables on Citus" in out
+    assert "dropped the foreign key of sync_runs to runs" in out
     tables = citus_tables(kw)
     assert {t: v[:2] for t, v in tables.items() if t in EXPECTED} == EXPECTED
-    assert tables["sync_runs"][0] == tables["sync_experiments"][0] == "reference"
+    assert "sync_runs" not in tables and keys_to_runs(kw, "sync_runs") == []
     assert len({v[2] for v in tables.values() if v[0] == "distributed"}) == 1
     assert snapshot(kw) == before  # every row kept, now read from the shards
     for table in ("runs", "metrics", "metric_values", "system_metrics"):

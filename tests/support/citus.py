@@ -74,3 +74,10 @@ def local_bytes(kw: dict[str, Any], table: str) -> int:
     moved into the shards and the local copy was emptied."""
     ((size,),) = raw(kw, "SELECT pg_relation_size(%s::regclass)", [table])
     return int(size)
+
+
+def keys_to_runs(kw: dict[str, Any], table: str) -> list[str]:
+    """The foreign keys from ``table`` to ``runs``."""
+    return [r[0] for r in raw(kw, "SELECT conname FROM pg_constraint WHERE contype = 'f' "
+                              "AND conrelid = %s::regclass AND confrelid = 'runs'::regclass",
+                              [table])]
