@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RunNotFound
 from ..model.maintenance import mark_stale_runs
-from ..model.migrations import distribute as _distribute
 from ..model.migrations import setup as _setup
 from ..model.migrations import setup_reader
 from ..read import export as _export
 from ..read import queries
+from ..schema import state as _schema_state
 from .checks import CliError, install_command
 from .formatting import (
     PROG,
@@ -40,6 +40,7 @@ DEFAULT_READER = "sqltrack_reader"
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
+    from ..engines.base import Engine
 
 
 def _no_run(run_id: int) -> CliError:
@@ -138,6 +139,21 @@ def _setup_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distribute", action="store_true",
                    help="Citus: distribute the tables of an existing database in place "
                    "(rows kept; a new database is distributed by itself)")
+
+
+async def _distribute(client: AsyncClient) -> str | None:
+    """``sqltrack setup --distribute``: distribute an existing sqltrack database on a
+    Citus coordinator in place, its rows moved into the shards (one made with the setting
+    ``distribute=false``, or before it was a Citus database); the setting does not stop
+    it. Returns what was done; ``""`` when the tables were distributed before (nothing to
+    do); None when the database is no distributed engine (no ``citus`` extension)."""
+    await client.open()
+
+    async def spread(engine: Engine, conn: Any) -> str | None:
+        return await _schema_state.distribute(engine, conn, force=True)
+
+    done = await client.connections.with_schema_lock(spread)
+    return done
 
 
 async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:

@@ -86,7 +86,8 @@ _TARGET_TABLES = (
     "CREATE INDEX IF NOT EXISTS sync_experiments_target_idx "
     "ON sync_experiments (target_experiment_id)",
 )
-#: The target's tables that name its runs and experiments (on Citus: reference tables).
+#: The target's tables that name its runs and experiments (on Citus: no foreign key to
+#: the distributed ``runs``; see the dialect's ``side_table_steps``).
 _TARGET_SIDE_TABLES = ("sync_experiments", "sync_runs")
 _RUN_COLUMNS = (
     "id, experiment_id, status, time_created, time_started, time_updated, "
@@ -189,7 +190,7 @@ async def _ensure_tables(
 ) -> None:
     """Create sync's own tables; a race with another process creating them is retried.
     ``side_tables`` then fit a distributed ``runs`` (the dialect's ``side_table_steps``;
-    on Citus: reference tables without their foreign key to ``runs``)."""
+    on Citus: they stay on the coordinator without their foreign key to ``runs``)."""
     for attempt in range(3):
         try:
             async with client:

@@ -177,7 +177,7 @@ class Dialect(ABC):
 
     def side_table_steps(self, tables: Sequence[str]) -> Any:
         """Make sqltrack's small tables that name runs (sync's ``sync_runs``, made on
-        demand) fit a distributed ``runs`` (PostgreSQL: Citus reference tables). Sans I/O
+        demand) fit a distributed ``runs`` (PostgreSQL on Citus: no foreign key to it). Sans I/O
         as ``distribute_steps``, returns what was done; nothing by default."""
         yield from ()
         return None

@@ -55,25 +55,6 @@ async def setup(client: AsyncClient, scripts: Iterable[str | os.PathLike[str]]) 
     return applied
 
 
-async def distribute(client: AsyncClient) -> str | None:
-    """``sqltrack setup --distribute``: distribute an existing sqltrack database on a
-    Citus coordinator in place, its rows moved into the shards (one made with the setting
-    ``distribute=false``, or before it was a Citus database); the setting does not stop
-    it. Returns what was done; ``""`` when the tables were distributed before (nothing to
-    do); None when the database is no distributed engine (no ``citus`` extension)."""
-    from ..schema import state
-
-    await client.open()
-
-    async def spread(engine: Engine, conn: Any) -> str | None:
-        return await state.distribute(engine, conn, force=True)
-
-    done = await client.connections.with_schema_lock(spread)
-    if done:
-        log.info("%s", done)
-    return done
-
-
 #: sqltrack's tables, which the page's reader role may SELECT.
 READER_TABLES = ("experiments", "experiment_links", "runs", "run_links", "metrics",
                  "applied_migrations")
