@@ -58,7 +58,7 @@ from ..metrics import layout
 from ..model import experiments as _experiments
 from ..model import runs as _runs
 from ..model.experiments import AsyncExperiment
-from ..model.statements import count_metric_rows, delete_metric_rows
+from ..model.statements import count_metric_rows, delete_metric_rows, run_steps
 from ..read import queries
 from ..read.queries import json_column, metric_value, timestamp
 
@@ -90,6 +90,9 @@ _TARGET_TABLES = (
     "CREATE INDEX IF NOT EXISTS sync_experiments_target_idx "
     "ON sync_experiments (target_experiment_id)",
 )
+#: The target's tables that name its runs and experiments (on Citus: no foreign key to
+#: the distributed ``runs``; see the dialect's ``side_table_steps``).
+_TARGET_SIDE_TABLES = ("sync_experiments", "sync_runs")
 _RUN_COLUMNS = (
     "id, experiment_id, status, time_created, time_started, time_updated, "
     "comment, tags, args, env, extras"
@@ -186,13 +189,18 @@ def _ddl(client: AsyncClient, statements: Sequence[str]) -> list[str]:
     return [statement.format(**types) for statement in statements]
 
 
-async def _ensure_tables(client: AsyncClient, statements: Sequence[str]) -> None:
-    """Create sync's own tables; a race with another process creating them is retried."""
+async def _ensure_tables(
+    client: AsyncClient, statements: Sequence[str], side_tables: Sequence[str] = ()
+) -> None:
+    """Create sync's own tables; a race with another process creating them is retried.
+    ``side_tables`` then fit a distributed ``runs`` (the dialect's ``side_table_steps``;
+    on Citus: they stay on the coordinator without their foreign key to ``runs``)."""
     for attempt in range(3):
         try:
             async with client:
                 for statement in _ddl(client, statements):
                     await client.query(statement)
+                await run_steps(client, client.dialect.side_table_steps(side_tables))
             return
         except DatabaseError:
             if attempt == 2:
@@ -509,7 +517,7 @@ class _Sync:
             raise SyncError("the source and the target are the same database: give another "
                             "target (a copy of the file keeps its identity too)")
         if not self.dry_run:
-            await _ensure_tables(self.dst, _TARGET_TABLES)
+            await _ensure_tables(self.dst, _TARGET_TABLES, _TARGET_SIDE_TABLES)
             self.tables = True
         else:
             self.tables = self.key is not None and await _has_table(self.dst, "sync_runs")
@@ -624,11 +632,19 @@ class _Sync:
     async def _map_runs(self, source_runs: list[tuple[Any, ...]]) -> None:
         """Every source run gets its target run (created with its mapping row, atomically)."""
         if self.tables:
-            for source_id, target_id in await self.dst.query(
+            mapped = dict(await self.dst.query(
                 "SELECT source_run_id, target_run_id FROM sync_runs WHERE source_key = %s",
                 [self.key],
-            ):
-                self.runs[source_id] = target_id
+            ))
+            present = await self._present_runs(sorted(set(mapped.values())))
+            for source_id, target_id in mapped.items():
+                if target_id in present:
+                    self.runs[source_id] = target_id
+                elif not self.dry_run:  # its target run was deleted: copied again below
+                    await self.dst.query(
+                        f"DELETE FROM sync_runs {_WHERE_RUN} AND target_run_id = %s",
+                        [self.key, source_id, target_id],
+                    )
         for row in source_runs:
             source_id, experiment_id = row[0], row[1]
             if source_id in self.runs:
@@ -639,6 +655,17 @@ class _Sync:
                 continue
             self.runs[source_id] = await self._create_run(source_id,
                                                           self.experiments[experiment_id])
+
+    async def _present_runs(self, ids: list[int]) -> set[int]:
+        """Which of the target runs ``ids`` exist (a foreign key's cascade drops the mapping
+        of a deleted one; on Citus ``sync_runs`` has none: see ``side_table_steps``)."""
+        present: set[int] = set()
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start: start + _ID_CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            present |= {int(r[0]) for r in await self.dst.query(
+                f"SELECT id FROM runs WHERE id IN ({marks})", chunk)}
+        return present
 
     async def _create_run(self, source_id: int, experiment_id: int | None) -> int:
         try:

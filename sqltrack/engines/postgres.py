@@ -95,11 +95,21 @@ def _raise_for(result: Any, encoding: str) -> None:
         raise psycopg.errors.error_from_result(result, encoding=encoding)
 
 
+#: SQLSTATEs (and the class ``08``) a server reports on a connection that still works
+#: when a node behind it is away: ``08006`` connection failure (Citus: "connection to
+#: the remote node ... failed"), ``57P01`` / ``57P02`` a worker shutting down or
+#: crashing mid-statement, ``57P03`` a worker starting up.
+NODE_AWAY = frozenset({"08", "57P01", "57P02", "57P03"})
+
+
 def translate(error: psycopg.Error, conn: Conn | None = None) -> DatabaseError:
     """sqltrack's error for a psycopg error (raise it ``from error``).
 
     An OperationalError is a lost connection when there is no connection yet
-    (connecting failed) or the connection is closed or broken.
+    (connecting failed) or the connection is closed or broken, or when the server
+    reports that a node behind it went away (``NODE_AWAY``: a Citus coordinator whose
+    worker is stopped or restarting; the statement was not done, or not known to be,
+    as with a connection lost).
     """
     kind: type[DatabaseError] = DatabaseError
     if isinstance(error, errors.UniqueViolation):
@@ -110,6 +120,7 @@ def translate(error: psycopg.Error, conn: Conn | None = None) -> DatabaseError:
         kind = IntegrityError
     elif isinstance(error, psycopg.OperationalError) and (
         conn is None or conn.closed or conn.broken
+        or (error.sqlstate or "")[:2] in NODE_AWAY or error.sqlstate in NODE_AWAY
     ):
         kind = ConnectionLost
     translated = kind(str(error))
@@ -683,6 +694,15 @@ class PostgresEngine(Engine):
             return False
         except errors.ForeignKeyViolation:
             raise RunNotFound(run) from None
+        except psycopg.InternalError as error:
+            # Citus: a shard's key violation during a COPY comes back as an internal
+            # error (XX000) with the shard's message; told by that message.
+            message = error.diag.message_primary or ""
+            if message.startswith(COPY_DUPLICATE):
+                return False
+            if COPY_FOREIGN in message:
+                raise RunNotFound(run) from None
+            raise
         except (psycopg.DataError, psycopg.ProgrammingError, OverflowError) as error:
             if types is None:
                 if isinstance(error, OverflowError):
@@ -817,6 +837,10 @@ MAX_PARAMETERS = 65535
 #: Rows of one run from this many on are written by COPY (fewer: one multi-row upsert,
 #: which costs one round trip where COPY costs a transaction and its start and end).
 COPY_MIN_ROWS = 50
+#: How a key violation of a COPY starts, and what a foreign key's says, in the message of
+#: the internal error (XX000) Citus reports instead of 23505 / 23503.
+COPY_DUPLICATE = "duplicate key value violates unique constraint"
+COPY_FOREIGN = "violates foreign key constraint"
 #: A batch COPY lets the event loop run after this many rows, so an async producer
 #: on the same loop does not wait for a whole batch to be formatted.
 COPY_YIELD_ROWS = 256

@@ -600,6 +600,7 @@ REVIEWED = {
     "name": "dialects.distribute_steps: quote_ident(conname), quoted by the server",
     "column": "dialects.distribute_steps: a constant distribution column; "
               "sqlite._long_upsert_sql: a constant value column of metric_values",
+    "colocated[table]": "dialects._distribute_new_tables: the constant COLOCATED_TABLES column",
     "place.table": "ui.curves: the constant 'metrics' or 'metric_values'",
     "place.where": "ui.curves: 'run_id = %s AND' + quote_ident(name) / constant slot + "
                    "' IS NOT NULL' + the constant after-key condition (placeholders)",
