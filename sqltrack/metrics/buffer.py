@@ -387,7 +387,14 @@ class MetricBuffer:
         )
 
     def _refused(self, failure: MetricWriteError) -> None:
-        self._error = self._error or failure
+        """Keep ``failure`` for the next call to raise; several before it are raised as
+        one error naming each (rows of a later refused batch are never dropped silently)."""
+        if self._error is None:
+            self._error = failure
+            return
+        combined = MetricWriteError(f"{self._error}; and {failure}")
+        combined.__cause__ = self._error.__cause__ or failure.__cause__
+        self._error = combined
 
     async def _flush_periodically(self) -> None:
         while True:
