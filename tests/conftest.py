@@ -108,10 +108,6 @@ CITUS_DESELECTED = {
     "test_syncs_at_the_same_moment_give_exact_copies[postgres]":
         "KNOWN: Citus's distributed deadlock detection can cancel one of concurrent syncs "
         "into one target (SQLSTATE 40P01); it fails loudly, the next sync completes it",
-    "tests/metrics/test_metric_storage.py::"
-    "test_processes_create_the_same_new_names_at_once[postgres]":
-        "KNOWN BUG, not Citus's: a name whose column another process made meanwhile is "
-        "stored long for the others; the long-shape read takes only the column (storage)",
 }
 
 

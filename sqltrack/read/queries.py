@@ -408,8 +408,9 @@ async def metric_rows(
     ``columns`` may name long-stored metrics too (see ``_placed_rows``).
     """
     stored = await metric_columns(client)
-    if any(name not in stored for name in columns):
-        async for page in _placed_rows(client, run_ids, columns, stored):
+    both = await long_among(client, [name for name in columns if name in stored])
+    if both or any(name not in stored for name in columns):
+        async for page in _placed_rows(client, run_ids, columns, stored, both):
             yield page
         return
     names = "".join(", " + client.dialect.quote_ident(n) for n in columns)
@@ -434,16 +435,30 @@ _FROM_KEY = "(step > %s OR (step = %s AND progress >= %s))"
 _TO_KEY = "(step < %s OR (step = %s AND progress <= %s))"
 
 
+async def long_among(client: AsyncClient, names: Sequence[str]) -> set[str]:
+    """Those of ``names`` registered in ``metric_names`` (stored long, for some runs at
+    least: a name's column may have been made by another process after it was
+    registered, and both places then hold its values)."""
+    found: set[str] = set()
+    for start in range(0, len(names), _NAMES_PER_QUERY):
+        part = list(names[start:start + _NAMES_PER_QUERY])
+        marks = ", ".join(["%s"] * len(part))
+        rows = await client.query(f"SELECT name FROM metric_names WHERE name IN ({marks})", part)
+        found.update(name for (name,) in rows)
+    return found
+
+
 async def _placed_rows(
     client: AsyncClient, run_ids: Sequence[int], columns: dict[str, str | None],
-    stored: dict[str, str | None],
+    stored: dict[str, str | None], both: set[str],
 ) -> AsyncIterator[list[tuple[Any, ...]]]:
-    """``metric_rows`` when some metrics are long-stored: each page's keys are the next
-    ``METRIC_PAGE`` keys of either place, then the values of both places in that key
-    range are read and put together (a long value wins over a column's of the same key)."""
+    """``metric_rows`` when some metrics are long-stored (``both``: those also columns):
+    each page's keys are the next ``METRIC_PAGE`` keys of either place, then the values
+    of both places in that key range are read and put together (a long value wins over
+    a column's of the same key)."""
     quote = client.dialect.quote_ident
     in_columns = [n for n in columns if n in stored]
-    long = [n for n in columns if n not in stored]
+    long = [n for n in columns if n not in stored or n in both]
     position = {name: index for index, name in enumerate(columns)}
     slot = {name: LONG_VALUES.index(LONG_SLOT.get(columns[name] or "", "value_text"))
             for name in long}

@@ -105,6 +105,48 @@ async def test_budget_zero_and_blocking_and_buffered_paths(client_kwargs):
                     "step = 309") == [(154.5,)]
 
 
+def add_column_by_hand(kwargs, name: str) -> None:
+    """A column made outside this client (another process, a user's migration)."""
+    if kwargs["engine"] == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(kwargs["dbpath"]) as conn:
+            conn.execute(f'ALTER TABLE metrics ADD COLUMN "{name}" REAL')
+        return
+    conninfo = {k: v for k, v in kwargs.items() if k in ("host", "port", "user", "dbname")}
+    with psycopg.connect(**conninfo, options=f"-c search_path={kwargs['schema']}",
+                         autocommit=True) as conn:
+        conn.execute(f'ALTER TABLE metrics ADD COLUMN "{name}" double precision')
+
+
+async def test_a_name_in_both_places_is_read_from_both(client_kwargs):
+    """A name stored long for one run whose column another process made later (the race
+    of test_processes_create_the_same_new_names_at_once): every read surface gets the
+    values of both places (the long-shape read took the column only)."""
+    first, long_run = await make_run(client_kwargs, metric_columns=0)
+    try:
+        await long_run.add_metrics({"x": 1.5}, step=0)
+        await long_run.add_metrics({"x": 2.5}, step=1)
+    finally:
+        await first.close()
+    add_column_by_hand(client_kwargs, "x")
+    client, column_run = await make_run(client_kwargs)
+    try:
+        await column_run.add_metrics({"x": 9.5}, step=0)
+        assert "x" in await queries.metric_columns(client)
+        ids = [long_run.id, column_run.id]
+        rows = [row async for page in queries.metric_rows(client, ids, {"x": "float"})
+                for row in page]
+        assert rows == [(long_run.id, 0, 0.0, 1.5), (long_run.id, 1, 0.0, 2.5),
+                        (column_run.id, 0, 0.0, 9.5)]
+        assert await queries.metric_series(client, long_run.id, "x") == [
+            (0, 0.0, 1.5), (1, 0.0, 2.5)]
+        frame = await analysis.metrics_frame(client, ids)
+        assert list(frame["x"]) == [1.5, 2.5, 9.5]
+    finally:
+        await client.close()
+
+
 async def test_one_metric_by_name_wherever_stored(client_kwargs):
     """``queries.metric_series``: one run's values of one metric, read from where the name
     lives (column or long table), typed; a name in both places, the long value wins."""
