@@ -372,7 +372,12 @@ function tableForm(data) {
   }
   const button = form.querySelector("button[type=submit]");
   button.textContent = "apply";
-  form.prepend(el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
+  // Search without SQL: words in the name, tags or status; name=, tag=, status=, arg=value.
+  const search = el("input", { type: "search", name: "search", id: "run-search",
+    "aria-label": "search runs", placeholder: "adam tag=best status=completed lr=0.1" });
+  search.value = data.filters.search || "";
+  form.prepend(el("label", { class: "filter-search" }, ["search ", search]),
+    el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
   form.append(picker);
   // Enter applies the filter (Shift+Enter: a new line).
   filter.addEventListener("keydown", (event) => {
@@ -380,34 +385,49 @@ function tableForm(data) {
   });
 }
 
+// A refused SQL filter is left out of the page's requests (it stays in the box).
+let filterRefused = false;
+
 function tableApi() {
   const match = location.pathname.match(/^\/experiments\/(\d+)/);
   const params = new URLSearchParams(location.search);
   params.delete("sort");
   params.delete("order");
+  if (filterRefused) params.delete("filter");
   return { id: match[1], url: `/api/experiments/${match[1]}/table?${params}` };
+}
+
+// One line under the filters: what was refused and how a filter is written.
+function filterProblem(error, engine) {
+  const example = FILTER_EXAMPLES[engine] || FILTER_EXAMPLES.sqlite;
+  const line = el("p", { id: "filter-problem", class: "filter-problem" }, [
+    el("span", { class: "error", id: "filter-error", text: error.message }), " ",
+    el("span", { class: "note", id: "filter-hint",
+      text: `(not applied; a filter is a boolean expression over the runs' columns, such as ` +
+        `${example}, or use the search box: words, tag=, status=, arg=value)` })]);
+  document.getElementById("table").before(line);
 }
 
 async function experimentPage() {
   const target = document.getElementById("table");
-  const { id, url } = tableApi();
+  let { id, url } = tableApi();
   let data;
+  let refused = null;
   try {
     data = await getJSON(url);
   } catch (error) {
-    // A refused filter: say why on one line, keep the form to correct it.
-    const form = document.querySelector("form.filters");
-    const params = new URLSearchParams(location.search);
-    const filter = el("textarea", { name: "filter", id: "filter", rows: "2", "aria-label": "SQL filter" });
-    filter.value = params.get("filter") || "";
-    for (const key of params.getAll("col")) form.append(el("input", { type: "hidden", name: "col", value: key }));
-    form.prepend(el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
-    target.replaceChildren(el("p", { class: "error", id: "filter-error", text: error.message }));
-    document.body.dataset.rendered = "error";
-    return;
+    // A refused filter: the page without it (table, columns, plots), and one line why.
+    if (!new URLSearchParams(location.search).get("filter")) throw error;
+    refused = error;
+    filterRefused = true;
+    ({ id, url } = tableApi());
+    data = await getJSON(url);
+    data.filters.filter = new URLSearchParams(location.search).get("filter");
   }
+  if (refused) filterProblem(refused, data.engine);
   tableForm(data);
-  const filters = [data.filters.status, ...data.filters.tags, data.filters.filter].filter(Boolean);
+  const filters = [data.filters.status, ...data.filters.tags, data.filters.search,
+    refused ? "" : data.filters.filter].filter(Boolean);
   document.getElementById("meta").textContent = `${data.runs.length} run` +
     `${data.runs.length === 1 ? "" : "s"}${filters.length ? ` (filtered: ${filters.join(", ")})` : ""}` +
     `${data.experiment.comment ? ` · ${data.experiment.comment}` : ""}`;
