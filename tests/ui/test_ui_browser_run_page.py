@@ -173,7 +173,8 @@ def test_run_page_for_many_metrics(served, driver):
           const bar = p.querySelector('.modebar'); const title = p.querySelector('.gtitle');
           if (!bar || !title) return true;
           const a = bar.getBoundingClientRect(); const t = title.getBoundingClientRect();
-          return !(a.right <= t.left || t.right <= a.left || a.bottom <= t.top || t.bottom <= a.top);
+          return !(a.right <= t.left || t.right <= a.left ||
+                   a.bottom <= t.top || t.bottom <= a.top);
         }).length""")
     assert overlaps == 0
     ticks = js(driver, """
