@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..read import queries
 from ..read.summary import flat_summary
 from . import readonly
-from .api import PLOTTED_KINDS, BadRequest, experiment
+from .api import PLOTTED_KINDS, BadRequest, experiment, idle_seconds
 from .readonly import User
 
 if TYPE_CHECKING:
@@ -367,6 +367,7 @@ def _record(row: tuple[Any, ...], columns: list[dict[str, Any]],
         "id": run_id, "status": status, "started": started, "updated": updated,
         "duration_seconds": None if started is None or updated is None
         else (updated - started).total_seconds(),
+        "idle_seconds": idle_seconds(updated),
         "name": name if isinstance(name, str) else None, "tags": tag_list,
         "values": values,
         "metric_names": {str(k): str(v) for k, v in mapping.items()

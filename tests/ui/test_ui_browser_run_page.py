@@ -117,6 +117,9 @@ def values_table(browser) -> list[str]:
 
 def test_run_page_for_many_metrics(served, driver):
     base, ids, _ = served
+    load(driver, f"{base}/experiments/{ids['experiment']}")  # the runs table says it too
+    assert [c.text for c in driver.find_elements("css selector", "#table tbody td")][3] == (
+        "RUNNING not responding")
     load(driver, f"{base}/runs/{ids['run']}?stale=1e12")
     until(driver, lambda b: len(traces(b, "#charts .chart")) == 8, "eight charts")
     shown = dict(sections(driver))

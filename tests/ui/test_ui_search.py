@@ -101,6 +101,9 @@ async def test_idle_seconds_of_a_run(client, http):
         await run.set_updated(datetime.now(timezone.utc) - timedelta(hours=2))
     idle = (await http.get(f"/api/runs/{run_id}")).json()["idle_seconds"]
     assert 2 * 3600 - 5 < idle < 2 * 3600 + 600
+    table = (await http.get(f"/api/experiments/{run.experiment_id}/table")).json()
+    (row,) = [r for r in table["runs"] if r["id"] == run_id]
+    assert 2 * 3600 - 5 < row["idle_seconds"] < 2 * 3600 + 600
     async with client:
         await run.set_updated()  # now
     assert 0 <= (await http.get(f"/api/runs/{run_id}")).json()["idle_seconds"] < 600

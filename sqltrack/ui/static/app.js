@@ -447,7 +447,8 @@ async function experimentPage() {
     { label: "", cell: select },
     { key: "id", label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
     ...(hasNames ? [{ key: "name", label: "name", sort: (r) => r.name, cell: (r) => r.name ?? "" }] : []),
-    { key: "status", label: "status", sort: (r) => r.status, cell: (r) => statusCell(r.status) },
+    { key: "status", label: "status", sort: (r) => r.status,
+      cell: (r) => el("span", {}, runStatus(r.status, r.idle_seconds, null)) },
     { key: "started", label: "started", sort: (r) => r.started, cell: (r) => fmtTime(r.started) },
     { key: "updated", label: "updated", sort: (r) => r.updated, cell: (r) => fmtTime(r.updated) },
     { key: "duration", label: "duration", sort: (r) => r.duration_seconds,
@@ -817,12 +818,14 @@ function staleSeconds() {
   return wanted > 0 ? wanted : STALE_SECONDS;
 }
 
-function runStatus(status, idleSeconds) {
+function runStatus(status, idleSeconds, id = "not-responding") {
   const cell = [statusCell(status)];
   if (status === "RUNNING" && idleSeconds !== null && idleSeconds !== undefined &&
       idleSeconds > staleSeconds()) {
-    cell.push(" ", el("span", { class: "status status-stale", id: "not-responding",
-      title: `no update for ${fmtDuration(idleSeconds)}`, text: "not responding" }));
+    const badge = el("span", { class: "status status-stale",
+      title: `no update for ${fmtDuration(idleSeconds)}`, text: "not responding" });
+    if (id) badge.id = id;
+    cell.push(" ", badge);
   }
   return cell;
 }
@@ -945,14 +948,26 @@ async function followRun(api, first, page) {
     }
     showRun(await getJSON(api), labels);
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
+    failures = 0;
     if (!data.live) {
       liveNote(`the run is ${data.status}: no more polling`, false);
       return;
     }
-    setTimeout(() => tick().catch(stopped), seconds * 1000);
+    liveNote(`live: new points every ${seconds} s`, true);
+    setTimeout(() => tick().catch(failed), seconds * 1000);
   };
-  const stopped = (error) => liveNote(`live updates stopped: ${error.message}`, false);
-  setTimeout(() => tick().catch(stopped), seconds * 1000);
+  // A failed poll (a busy server, a restart) is tried again; several in a row end it.
+  let failures = 0;
+  const failed = (error) => {
+    failures += 1;
+    if (failures >= MAX_POLL_FAILURES) {
+      liveNote(`live updates stopped: ${error.message}`, false);
+      return;
+    }
+    liveNote(`live: the last poll failed (${error.message}), trying again`, true);
+    setTimeout(() => tick().catch(failed), seconds * 1000);
+  };
+  setTimeout(() => tick().catch(failed), seconds * 1000);
 }
 
 async function comparePage() {
