@@ -8,7 +8,8 @@ collapsible sections by prefix, a search box that filters the charts, the single
 a table (no empty chart), charts that follow the window's width, the mode bar clear of
 the titles, short tick labels; live, the x axis follows new points, the details and the
 metrics table refresh, and a run idle for longer than the setting shows "not responding"
-without its stored status changing. See tests/ui/test_ui_browser.py for the browser set-up.
+without its stored status changing. See tests/ui/test_ui_browser.py for the browser set-up;
+``SQLTRACK_UPDATE_SCREENSHOT=1`` rewrites docs/run-page-sections.png.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from test_ui_browser import (  # noqa: F401 - browser_binaries is a fixture
     chromium,
     no_console_errors,
 )
-from test_ui_browser_features import js, load, no_alert, traces, until
+from test_ui_browser_features import js, load, no_alert, screenshot, traces, until
 
 import sqltrack
 
@@ -115,7 +116,7 @@ def values_table(browser) -> list[str]:
     return [r.text for r in browser.find_elements("css selector", "#values tbody tr")]
 
 
-def test_run_page_for_many_metrics(served, driver):
+def test_run_page_for_many_metrics(served, driver, tmp_path):
     base, ids, _ = served
     load(driver, f"{base}/experiments/{ids['experiment']}")  # the runs table says it too
     assert [c.text for c in driver.find_elements("css selector", "#table tbody td")][3] == (
@@ -134,6 +135,7 @@ def test_run_page_for_many_metrics(served, driver):
                                     f"train_runtime 203.6 {STEPS - 1}"]
     assert not driver.find_elements("id", "not-responding")  # ?stale=1e12: not yet
     no_alert(driver)  # the hostile label is text
+    screenshot(driver, "run-page-sections.png", tmp_path)
 
     # the search box filters charts and values, and the address keeps it
     box = driver.find_element("id", "metric-search")
