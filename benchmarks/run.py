@@ -1,7 +1,7 @@
 """sqltrack benchmarks, side by side with the raw drivers in the same process run.
 
     python benchmarks/run.py [--runs 3] [--isolated] [--quick] [--pg-dsn DSN]
-                             [--citus-dsn DSN] [--only W1,W2,W3,W4,W5,WC]
+                             [--citus-dsn DSN] [--only W1,W2,W3,W4,W5,W6,WC]
                              [--allow-dirty] [--output PATH]
 
 Workloads (see each module's docstring):
@@ -15,6 +15,9 @@ Workloads (see each module's docstring):
 - W4 start-up (``w4_startup.py``): whole-process times of imports and a one-step run;
 - W5 many processes (``w5_processes.py``): 32 processes x 1 run on one SQLite file
   against 32 raw sqlite3 processes, rows/s and "database is locked" errors;
+- W6 wide rows (``w6_wide.py``): K = 100, 1,000 and 10,000 float metrics per step
+  (names past the column budget in the long table), write-through and buffered, both
+  APIs, against the raw per-step and batch floors writing the same layout; values/s;
 - WC one server against a Citus cluster (``wc_citus.py``): W2's writers and a per-run
   read against the PostgreSQL server and a Citus coordinator (``--citus-dsn``; a full
   run needs one), ratio cluster / server.
@@ -52,6 +55,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from common import DEFAULT_PG_DSN, Env
@@ -62,7 +66,7 @@ import sqltrack
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "WC")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "WC")
 #: Runs a committed RESULTS.md needs (a target is met only when met in each).
 FULL_RUNS = 3
 #: The in-process workloads' modules, timed case by case in fresh processes by --isolated.
@@ -115,23 +119,22 @@ def partial_reason(args: argparse.Namespace, only: set[str]) -> str | None:
 
 
 def run_workloads(env: Env, only: set[str], citus_dsn: str | None = None) -> list[Section]:
-    """Run the selected workloads, in order, and return their tables."""
-    import w1_latency
-    import w1_training
-    import w2_writers
-    import w3_readback
-    import w4_startup
-    import w5_processes
-    import wc_citus
+    """Run the selected workloads, in order, and return their tables (each workload's
+    module imported only when it runs: W6 alone needs no W1 baseline driver)."""
+
+    def module(name: str) -> Any:
+        return importlib.import_module(name)
 
     rounds = 3 if env.quick else 7
     plan = (
-        ("W1", lambda: [w1_training.run(env, rounds), w1_latency.run(env, 2 if env.quick else 3)]),
-        ("W2", lambda: w2_writers.run(env, 3 if env.quick else 5)),
-        ("W3", lambda: w3_readback.run(env, 3 if env.quick else 7)),
-        ("W4", lambda: w4_startup.run(env, 5 if env.quick else 10)),
-        ("W5", lambda: w5_processes.run(env, 1 if env.quick else 7)),
-        ("WC", lambda: wc_citus.run(env, citus_dsn, 3 if env.quick else 5)),
+        ("W1", lambda: [module("w1_training").run(env, rounds),
+                        module("w1_latency").run(env, 2 if env.quick else 3)]),
+        ("W2", lambda: module("w2_writers").run(env, 3 if env.quick else 5)),
+        ("W3", lambda: module("w3_readback").run(env, 3 if env.quick else 7)),
+        ("W4", lambda: module("w4_startup").run(env, 5 if env.quick else 10)),
+        ("W5", lambda: module("w5_processes").run(env, 1 if env.quick else 7)),
+        ("W6", lambda: module("w6_wide").run(env, 2 if env.quick else 3)),
+        ("WC", lambda: module("wc_citus").run(env, citus_dsn, 3 if env.quick else 5)),
     )
     sections = []
     for name, workload in plan:

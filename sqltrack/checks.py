@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -41,6 +42,12 @@ Auto = Literal["auto"]
 #: Longest text (UTF-8 bytes) in a uniquely indexed column (experiment names, link kinds):
 #: PostgreSQL's btree holds at most about 2700 bytes per entry.
 MAX_INDEXED_BYTES = 2000
+#: Deepest nesting of dicts and lists in a JSON column (the top-level dict is level 1):
+#: deeper values are refused, so every reader (the web page, json.loads) can take them.
+MAX_JSON_DEPTH = 100
+#: The range of a 64-bit integer column (ids, steps, int metrics: BIGINT / INTEGER).
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 
 def check_status(status: Any) -> str:
@@ -64,26 +71,47 @@ def resolve_time(dt: Auto | datetime | None, what: str = "timestamp") -> datetim
 
 
 def check_int(value: Any, what: str) -> int:
+    """An int that fits a 64-bit column (ids, steps); TypeError or ValueError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int):
         try:
-            import operator
-
-            return operator.index(value)
+            value = operator.index(value)
         except TypeError:
-            raise TypeError(f"{what} must be an int, not {value!r}") from None
-    return value
+            raise TypeError(f"{what} must be an int, not {shown(value)}") from None
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(
+            f"{what} {shown(value)} does not fit a 64-bit integer "
+            f"(from {INT64_MIN} to {INT64_MAX})"
+        )
+    return int(value)
 
 
 def check_float(value: Any, what: str) -> float:
+    """A float that is not NaN; ``-0.0`` becomes ``0.0`` (SQLite's REAL and PostgreSQL's
+    jsonb have no negative zero: the same on every engine)."""
     if isinstance(value, bool):
         raise TypeError(f"{what} must be a number, not {value!r}")
     try:
         result = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a number, not {value!r}") from None
+        raise TypeError(f"{what} must be a number, not {shown(value)}") from None
+    except OverflowError:
+        raise ValueError(
+            f"{what} {shown(value)} is too large for a float (at most about 1.8e308)"
+        ) from None
     if math.isnan(result):
         raise ValueError(f"{what} must not be NaN")
-    return result
+    return result + 0.0  # -0.0 + 0.0 is 0.0
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (an int too long for repr: its size)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"<an int of {value.bit_length()} bits>"
+    except RecursionError:  # nested too deeply for repr: reprlib stops at a few levels
+        text = reprlib.repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 @overload
@@ -118,58 +146,125 @@ def check_text(
 
 
 def dump_json_object(value: Any, what: str) -> str:
-    """Serialize a dict for a JSON column; reject what JSON (and JSONB) cannot hold."""
+    """Serialize a dict for a JSON column; refuse what JSON (and JSONB) cannot hold exactly.
+
+    Keys become their JSON text (``1`` -> ``"1"``, ``True`` -> ``"true"``, ``None`` ->
+    ``"null"``), so two keys with the same text (``1`` and ``"1"``) are refused: one
+    value would be lost. Floats come back as floats on every engine (those of 1e16 and
+    more are written with all their digits and ``.0``: PostgreSQL's ``jsonb`` would
+    print ``1e+16`` as an integer); ``-0.0`` is stored as ``0.0`` (``jsonb`` has no
+    negative zero). Values nested deeper than MAX_JSON_DEPTH, NaN, infinities, text
+    that no engine stores exactly, and values of other types are a ValueError naming
+    the value, where it is and its type.
+    """
     if not isinstance(value, Mapping):
-        raise TypeError(f"{what} must be a dict, not {value!r}")
-    try:
-        try:
-            text = json.dumps(dict(value), allow_nan=False, ensure_ascii=False)
-        except (TypeError, ValueError) as error:
-            where, bad = _unstorable(value, what) or (what, value)
-            raise ValueError(
-                f"{what} cannot be stored as JSON: {error} ({where} = {bad!r})"
-            ) from None
-        _check_json_strings(value, what)
-    except RecursionError:
-        raise ValueError(
-            f"{what} is nested too deeply to be stored as JSON: {reprlib.repr(value)}"
-        ) from None
-    return text
+        raise TypeError(f"{what} must be a dict, not {shown(value)}")
+    out: list[str] = []
+    _encode_object(value, what, what, 1, out)
+    return "".join(out)
 
 
-def _unstorable(value: Any, where: str) -> tuple[str, Any] | None:
-    """The first part of ``value`` that JSON cannot hold, and where it is."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (where, value)
-    if value is None or isinstance(value, (str, int)):
-        return None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if key is not None and not isinstance(key, (str, int, float)):
-                return f"{where} key", key
-            found = _unstorable(item, f"{where}[{key!r}]")
-            if found:
-                return found
-        return None
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            found = _unstorable(item, f"{where}[{index}]")
-            if found:
-                return found
-        return None
-    return where, value
-
-
-def _check_json_strings(value: Any, what: str) -> None:
+def _encode(value: Any, what: str, where: str, depth: int, out: list[str]) -> None:
+    """Append the JSON text of ``value`` (at ``where`` inside column ``what``) to ``out``."""
     if isinstance(value, str):
-        check_text(value, what)
+        check_text(value, f"{what} value at {where}")
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif value is None:
+        out.append("null")
+    elif value is True or value is False:
+        out.append("true" if value else "false")
+    elif isinstance(value, int):
+        out.append(_int_text(value, what, where))
+    elif isinstance(value, float):
+        out.append(_float_text(value, what, where))
     elif isinstance(value, Mapping):
-        for key, item in value.items():
-            check_text(str(key), f"{what} key")
-            _check_json_strings(item, what)
+        _encode_object(value, what, where, depth + 1, out)
     elif isinstance(value, (list, tuple)):
-        for item in value:
-            _check_json_strings(item, what)
+        _check_depth(value, what, where, depth + 1)
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(", ")
+            _encode(item, what, f"{where}[{index}]", depth + 1, out)
+        out.append("]")
+    else:
+        raise ValueError(
+            f"{what} cannot be stored as JSON: {where} = {shown(value)} is of type "
+            f"{type(value).__name__}; use str, int, float, bool, None, dict or list"
+        )
+
+
+def _encode_object(
+    value: Mapping[Any, Any], what: str, where: str, depth: int, out: list[str]
+) -> None:
+    _check_depth(value, what, where, depth)
+    seen: dict[str, Any] = {}
+    out.append("{")
+    for key, item in value.items():
+        text = _key_text(key, what, where)
+        if text in seen:
+            raise ValueError(
+                f"{what} cannot be stored as JSON: the keys {seen[text]!r} and {key!r} of "
+                f"{where} are both {text!r} in JSON (keys are text), so one value would be "
+                "lost; use distinct str keys"
+            )
+        seen[text] = key
+        if len(seen) > 1:
+            out.append(", ")
+        out.append(json.dumps(text, ensure_ascii=False))
+        out.append(": ")
+        _encode(item, what, f"{where}[{key!r}]", depth, out)
+    out.append("}")
+
+
+def _check_depth(value: Any, what: str, where: str, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(
+            f"{what} is nested too deeply to be stored as JSON: {where} is at level {depth}, "
+            f"at most {MAX_JSON_DEPTH} levels of dicts and lists are kept "
+            f"({reprlib.repr(value)})"
+        )
+
+
+def _key_text(key: Any, what: str, where: str) -> str:
+    """A key as JSON writes it (as ``json.dumps`` does); other types are refused."""
+    if isinstance(key, str):
+        return check_text(key, f"{what} key in {where}")
+    if key is True or key is False or key is None:
+        return json.dumps(key)
+    if isinstance(key, int):
+        return _int_text(key, what, f"{where} key")
+    if isinstance(key, float) and math.isfinite(key):
+        return float.__repr__(key)
+    raise ValueError(
+        f"{what} cannot be stored as JSON: key {shown(key)} of {where} is of type "
+        f"{type(key).__name__}; JSON keys are text: use a str"
+    )
+
+
+def _int_text(value: int, what: str, where: str) -> str:
+    try:
+        return int.__repr__(value)
+    except ValueError:  # more digits than sys.get_int_max_str_digits()
+        raise ValueError(
+            f"{what} cannot be stored as JSON: {where} = {shown(value)} has too many digits"
+        ) from None
+
+
+def _float_text(value: float, what: str, where: str) -> str:
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{what} cannot be stored as JSON: {where} = {value!r} (a float; JSON has no "
+            "NaN or infinity: store it as a str)"
+        )
+    if value == 0.0:
+        return "0.0"  # no -0.0: jsonb's numeric has no negative zero
+    text = float.__repr__(value)
+    if "e+" in text:  # jsonb prints 1e+16 as 10000000000000000, an int to every reader
+        from decimal import Decimal
+
+        return f"{Decimal(text):f}.0"
+    return text
 
 
 def tags_object(tags: tuple[Any, ...], what: str = "tag") -> dict[str, bool]:

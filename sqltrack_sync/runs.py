@@ -80,6 +80,23 @@ class Run(Wrapper):
         _portal.call(self._async.start, terminated, started, updated, system_metrics)
         return self
 
+    def start_system_metrics(self, interval: bool | float = True) -> Run:
+        """Sample the machine into this run every ``interval`` seconds (True: the default
+        interval; ``sqltrack.model.system_metrics``) without touching its status.
+
+        What the ranks of a distributed job other than zero do: rank zero starts and
+        stops the run, every rank samples its own process and devices under its rank
+        and host. Sampling ends with :meth:`stop_system_metrics` or :meth:`stop`; a
+        run already sampling is left as it is.
+        """
+        _portal.call(self._async.start_system_metrics, interval)
+        return self
+
+    def stop_system_metrics(self) -> Run:
+        """Stop sampling the machine (the run's status is left as it is)."""
+        _portal.call(self._async.stop_system_metrics)
+        return self
+
     def stop(self, status: str = "COMPLETED", updated: Auto | datetime | None = "auto") -> Run:
         """Set the final status (default COMPLETED) and time_updated (``'auto'``: now).
 

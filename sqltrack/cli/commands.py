@@ -21,6 +21,7 @@ from ..model.migrations import setup as _setup
 from ..model.migrations import setup_reader
 from ..read import export as _export
 from ..read import queries
+from ..schema import state as _schema_state
 from .checks import CliError, install_command
 from .formatting import (
     PROG,
@@ -39,6 +40,7 @@ DEFAULT_READER = "sqltrack_reader"
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
+    from ..engines.base import Engine
 
 
 def _no_run(run_id: int) -> CliError:
@@ -134,6 +136,24 @@ def _setup_arguments(p: argparse.ArgumentParser) -> None:
                    help="PostgreSQL: create (or update) the NOLOGIN role the web page runs "
                    f"users' SQL as, allowed only to SELECT sqltrack's tables (default "
                    f"{DEFAULT_READER})")
+    p.add_argument("--distribute", action="store_true",
+                   help="Citus: distribute the tables of an existing database in place "
+                   "(rows kept; a new database is distributed by itself)")
+
+
+async def _distribute(client: AsyncClient) -> str | None:
+    """``sqltrack setup --distribute``: distribute an existing sqltrack database on a
+    Citus coordinator in place, its rows moved into the shards (one made with the setting
+    ``distribute=false``, or before it was a Citus database); the setting does not stop
+    it. Returns what was done; ``""`` when the tables were distributed before (nothing to
+    do); None when the database is no distributed engine (no ``citus`` extension)."""
+    await client.open()
+
+    async def spread(engine: Engine, conn: Any) -> str | None:
+        return await _schema_state.distribute(engine, conn, force=True)
+
+    done = await client.connections.with_schema_lock(spread)
+    return done
 
 
 async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
@@ -141,6 +161,12 @@ async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
     one line each."""
     await client.open()
     print(client.schema_outcome or "base schema up to date")
+    if args.distribute:
+        done = await _distribute(client)
+        if done is None:
+            raise CliError("--distribute: this database has no citus extension (no Citus "
+                           "coordinator): nothing to distribute")
+        print(done or "tables distributed on Citus already: nothing to do")
     for script in args.scripts:
         name = Path(script).name
         if not Path(script).is_file():

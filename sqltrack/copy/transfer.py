@@ -6,8 +6,11 @@ to the team's server with ``await sqltrack.sync(node_client, server_client)`` (o
 
 What is copied: experiments, matched by name (created when missing); every run, with
 a new id on the target, and its status, times, comment, tags, args, env and extras;
-its metric rows (missing columns are created with the source's types); run and
-experiment links, with ids remapped. Nothing is ever deleted on the target.
+its metric rows, wherever each database stores a metric (a column of ``metrics`` or
+rows of the long table ``metric_values``: a name may be a column on one side and
+long-stored on the other; missing names get their place on the target as
+``add_metrics`` gives it, with the source's types); run and experiment links, with
+ids remapped. Nothing is ever deleted on the target.
 
 How a re-sync copies only what changed, and stays right when interrupted or run twice:
 
@@ -27,6 +30,7 @@ How a re-sync copies only what changed, and stays right when interrupted or run 
 * Attributes: what changed on the source since the last sync is applied (JSON keys
   added, changed and removed one by one), so what others changed on the target stays.
 
+A metric row is a key ``(step, progress)`` of either place with the values of both.
 The digest is a BLAKE2b hash of the range's rows in key order, each value in an exact
 binary form (floats bit for bit, so ``-0.0``, a swap of two values, ``+x`` here and ``-x``
 there, or a change in the last bit all change it), over the columns the run uses; a
@@ -54,7 +58,7 @@ from ..metrics import layout
 from ..model import experiments as _experiments
 from ..model import runs as _runs
 from ..model.experiments import AsyncExperiment
-from ..model.statements import count_metric_rows, delete_metric_rows
+from ..model.statements import count_metric_rows, delete_metric_rows, run_steps
 from ..read import queries
 from ..read.queries import json_column, metric_value, timestamp
 
@@ -86,6 +90,9 @@ _TARGET_TABLES = (
     "CREATE INDEX IF NOT EXISTS sync_experiments_target_idx "
     "ON sync_experiments (target_experiment_id)",
 )
+#: The target's tables that name its runs and experiments (on Citus: no foreign key to
+#: the distributed ``runs``; see the dialect's ``side_table_steps``).
+_TARGET_SIDE_TABLES = ("sync_experiments", "sync_runs")
 _RUN_COLUMNS = (
     "id, experiment_id, status, time_created, time_started, time_updated, "
     "comment, tags, args, env, extras"
@@ -182,13 +189,18 @@ def _ddl(client: AsyncClient, statements: Sequence[str]) -> list[str]:
     return [statement.format(**types) for statement in statements]
 
 
-async def _ensure_tables(client: AsyncClient, statements: Sequence[str]) -> None:
-    """Create sync's own tables; a race with another process creating them is retried."""
+async def _ensure_tables(
+    client: AsyncClient, statements: Sequence[str], side_tables: Sequence[str] = ()
+) -> None:
+    """Create sync's own tables; a race with another process creating them is retried.
+    ``side_tables`` then fit a distributed ``runs`` (the dialect's ``side_table_steps``;
+    on Citus: they stay on the coordinator without their foreign key to ``runs``)."""
     for attempt in range(3):
         try:
             async with client:
                 for statement in _ddl(client, statements):
                     await client.query(statement)
+                await run_steps(client, client.dialect.side_table_steps(side_tables))
             return
         except DatabaseError:
             if attempt == 2:
@@ -372,6 +384,104 @@ def _bound(
     return lambda value: call(function, value)
 
 
+# -- metric rows from both places ---------------------------------------------
+#: The value columns of ``metric_values`` and the kind each holds (a row fills one).
+_LONG_SLOTS = (("value", "float"), ("value_int", "int"), ("value_bool", "bool"),
+               ("value_text", "str"), ("value_time", "datetime"))
+#: Long-stored names per ``IN (...)`` list (more: every name of the run, then filtered).
+_NAMES_PER_QUERY = 500
+
+
+class _Place:
+    """Where the source keeps the metrics a run's copy reads: ``names`` in row order,
+    those that are columns of ``metrics``, those with rows in ``metric_values``."""
+
+    def __init__(self, names: list[str], columns: dict[str, Any], long: set[str]) -> None:
+        self.names = names
+        self.columns = [n for n in names if n in columns]
+        self.long = [n for n in names if n in long]
+
+
+async def _long_kinds(client: AsyncClient) -> dict[str, str]:
+    """The database's long-stored names, name -> kind ({} when it stores none)."""
+    if not await client.query("SELECT 1 FROM metric_values LIMIT 1"):
+        return {}
+    return await queries.long_metrics(client)
+
+
+async def _last_key(client: AsyncClient, run_id: int, long: bool) -> Key | None:
+    """The run's largest metric key, in either place (``long``: look in metric_values)."""
+    last = "ORDER BY step DESC, progress DESC LIMIT 1"
+    rows = await client.query(f"SELECT step, progress FROM metrics WHERE run_id = %s {last}",
+                              [run_id])
+    if long:
+        rows += await client.query(
+            f"SELECT step, progress FROM metric_values WHERE run_id = %s {last}", [run_id])
+    return max(((int(r[0]), float(r[1])) for r in rows), default=None)
+
+
+def _name_filter(names: Sequence[str]) -> tuple[str, list[str]]:
+    """`` AND name IN (...)`` for a few names (none for many: the caller filters)."""
+    if len(names) > _NAMES_PER_QUERY:
+        return "", []
+    return f" AND name IN ({', '.join(['%s'] * len(names))})", list(names)
+
+
+def _long_value(slots: Sequence[Any]) -> tuple[Any, str | None]:
+    """The value a ``metric_values`` row holds and its kind (None, None: none)."""
+    for value, (_, kind) in zip(slots, _LONG_SLOTS, strict=True):
+        if value is not None:
+            return value, kind
+    return None, None
+
+
+async def _read_rows(
+    client: AsyncClient, run_id: int, columns: Sequence[str], long: Sequence[str] | None,
+    where: str, bounds: Sequence[Any], names: Sequence[str] | None = None,
+) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """A run's metric rows whose keys match ``where`` (``%s`` for ``bounds``), in key order:
+    ``(step, progress, *values of names)``, each key of either place, a long value winning
+    over a column's; column values as stored, long ones as the kind of the value column
+    that holds them. Also returns the long names read.
+
+    ``long``: the long-stored names to read (None: every name the run has there; []:
+    none). ``names`` (the row's order) defaults to ``columns`` and the long names found,
+    sorted."""
+    column_rows = await client.query(
+        f"SELECT step, progress{_quote(client, columns)} FROM metrics WHERE run_id = %s "
+        f"AND {where} ORDER BY step, progress", [run_id, *bounds])
+    long_rows: list[Any] = []
+    if long is None or long:
+        name_filter, name_params = _name_filter(long) if long else ("", [])
+        slots = ", ".join(column for column, _ in _LONG_SLOTS)
+        long_rows = await client.query(
+            f"SELECT step, progress, name, {slots} FROM metric_values WHERE run_id = %s "
+            f"AND {where}{name_filter}", [run_id, *bounds, *name_params])
+        if long is not None and len(long) > _NAMES_PER_QUERY:
+            wanted = set(long)
+            long_rows = [r for r in long_rows if r[2] in wanted]
+    found = sorted({r[2] for r in long_rows})
+    if names is None:
+        names = sorted({*columns, *found})
+    if not long_rows and list(names) == list(columns):
+        return [tuple(r) for r in column_rows], found  # the usual run: columns only
+    at = {name: index for index, name in enumerate(names, 2)}
+    empty = [None] * len(names)
+    merged: dict[Key, list[Any]] = {}
+    for row in column_rows:
+        values = merged[(row[0], row[1])] = [row[0], row[1], *empty]
+        for name, value in zip(columns, row[2:], strict=True):
+            values[at[name]] = value
+    for step, progress, name, *held in long_rows:
+        found_row = merged.get((step, progress))
+        if found_row is None:
+            found_row = merged[(step, progress)] = [step, progress, *empty]
+        value, kind = _long_value(held)
+        if value is not None:
+            found_row[at[name]] = metric_value(value, kind)
+    return [tuple(merged[key]) for key in sorted(merged)], found
+
+
 # -- the sync -----------------------------------------------------------------
 class _Sync:
     """One sync of a source into a target (state for the phases below)."""
@@ -393,6 +503,8 @@ class _Sync:
         self.runs: dict[int, int | None] = {}
         self.created: set[int] = set()  # source runs whose target run this sync made
         self.target_columns: dict[str, str | None] | None = None
+        #: The source's long-stored names (``metric_names``), name -> kind.
+        self.src_long: dict[str, str] = {}
         self.rows_total = 0
         self.rows_done = 0
         self.runs_done = 0
@@ -405,14 +517,18 @@ class _Sync:
             raise SyncError("the source and the target are the same database: give another "
                             "target (a copy of the file keeps its identity too)")
         if not self.dry_run:
-            await _ensure_tables(self.dst, _TARGET_TABLES)
+            await _ensure_tables(self.dst, _TARGET_TABLES, _TARGET_SIDE_TABLES)
             self.tables = True
         else:
             self.tables = self.key is not None and await _has_table(self.dst, "sync_runs")
         await self._sync_experiments()
         source_runs = await self.src.query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id")
         await self._map_runs(source_runs)
-        counts = await self.src.query("SELECT run_id, COUNT(*) FROM metrics GROUP BY run_id")
+        self.src_long = await _long_kinds(self.src)
+        counts = await self.src.query(
+            "SELECT run_id, COUNT(*) FROM (SELECT run_id, step, progress FROM metrics UNION "
+            "SELECT run_id, step, progress FROM metric_values) AS k GROUP BY run_id"
+            if self.src_long else "SELECT run_id, COUNT(*) FROM metrics GROUP BY run_id")
         per_run = {run_id: count for run_id, count in counts}
         self.rows_total = sum(per_run.values())
         columns = await queries.metric_columns(self.src)
@@ -516,11 +632,19 @@ class _Sync:
     async def _map_runs(self, source_runs: list[tuple[Any, ...]]) -> None:
         """Every source run gets its target run (created with its mapping row, atomically)."""
         if self.tables:
-            for source_id, target_id in await self.dst.query(
+            mapped = dict(await self.dst.query(
                 "SELECT source_run_id, target_run_id FROM sync_runs WHERE source_key = %s",
                 [self.key],
-            ):
-                self.runs[source_id] = target_id
+            ))
+            present = await self._present_runs(sorted(set(mapped.values())))
+            for source_id, target_id in mapped.items():
+                if target_id in present:
+                    self.runs[source_id] = target_id
+                elif not self.dry_run:  # its target run was deleted: copied again below
+                    await self.dst.query(
+                        f"DELETE FROM sync_runs {_WHERE_RUN} AND target_run_id = %s",
+                        [self.key, source_id, target_id],
+                    )
         for row in source_runs:
             source_id, experiment_id = row[0], row[1]
             if source_id in self.runs:
@@ -531,6 +655,17 @@ class _Sync:
                 continue
             self.runs[source_id] = await self._create_run(source_id,
                                                           self.experiments[experiment_id])
+
+    async def _present_runs(self, ids: list[int]) -> set[int]:
+        """Which of the target runs ``ids`` exist (a foreign key's cascade drops the mapping
+        of a deleted one; on Citus ``sync_runs`` has none: see ``side_table_steps``)."""
+        present: set[int] = set()
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start: start + _ID_CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            present |= {int(r[0]) for r in await self.dst.query(
+                f"SELECT id FROM runs WHERE id IN ({marks})", chunk)}
+        return present
 
     async def _create_run(self, source_id: int, experiment_id: int | None) -> int:
         try:
@@ -645,24 +780,26 @@ class _Sync:
     async def _sync_metrics(
         self, source_id: int, target_id: int | None, columns: dict[str, str | None]
     ) -> int:
-        """Copy the run's new and changed metric rows; return how many were (would be) written."""
-        last = await self.src.query(
-            "SELECT step, progress FROM metrics WHERE run_id = %s "
-            "ORDER BY step DESC, progress DESC LIMIT 1", [source_id],
-        )
-        if not last:
+        """Copy the run's new and changed metric rows; return how many were (would be) written.
+
+        A row is a key ``(step, progress)`` of either place (a column of ``metrics``, rows of
+        ``metric_values``) with the values of both; the digest hashes these rows, so a long
+        value changed in an old row is seen as a column's is."""
+        end = await _last_key(self.src, source_id, bool(self.src_long))
+        if end is None:
             return 0
-        end: Key = (int(last[0][0]), float(last[0][1]))
         state = await self._state(source_id)
         old: Key | None = None
         if state is not None and state[2] is not None:
             old = (int(state[0]), float(state[1]))
-        # One statement (one snapshot): the rows up to end, hashed up to end and up to old.
-        every = sorted(columns)
-        rows = await self.src.query(
-            f"SELECT step, progress{_quote(self.src, every)} FROM metrics WHERE run_id = %s "
-            f"AND {_UP_TO} ORDER BY step, progress", [source_id, end[0], end[0], end[1]],
-        )
+        # The rows up to end, hashed up to end and up to old: the columns in one statement
+        # (one snapshot), the long values after them (a value written between the two
+        # reads is in the copy too, and makes the next digest differ: all compared).
+        rows, long_names = await _read_rows(
+            self.src, source_id, sorted(columns), None if self.src_long else [], _UP_TO,
+            [end[0], end[0], end[1]])
+        every = sorted({*columns, *long_names})  # the order of rows' values
+        kinds = {**{n: self.src_long.get(n) for n in long_names}, **columns}
         used = [n for i, n in enumerate(every, 2) if any(r[i] is not None for r in rows)]
         end_digest: _Digest | None = None
         resume: Key | None = None
@@ -685,11 +822,12 @@ class _Sync:
         if target_id is None:  # dry run, new run: every row would be copied
             return len(rows)
         target_columns = await self._target_columns()
-        names = [n for n in columns if n in used or n in target_columns]
+        names = [n for n in every if n in used or n in target_columns]
         if not self.dry_run:
-            await self._ensure_columns(names, columns, set(used), target_columns)
+            await self._ensure_columns(names, kinds, set(used), target_columns)
             resume = await self._start(source_id, state, end, digest, resume)
-        return await self._copy_rows(source_id, target_id, names, columns, end, digest, resume)
+        place = _Place(names, columns, set(long_names))
+        return await self._copy_rows(source_id, target_id, place, kinds, end, digest, resume)
 
     async def _target_columns(self) -> dict[str, str | None]:
         """The target's metric columns (cached; only this sync's new columns change them
@@ -738,29 +876,24 @@ class _Sync:
         return resume
 
     async def _copy_rows(
-        self, source_id: int, target_id: int, names: list[str], columns: dict[str, str | None],
+        self, source_id: int, target_id: int, place: _Place, kinds: dict[str, str | None],
         end: Key, digest: str, after: Key | None,
     ) -> int:
-        kinds = [columns[n] for n in names]
-        select = f"SELECT step, progress{_quote(self.src, names)} FROM metrics WHERE run_id = %s"
+        names = place.names
         written = 0
         while True:
-            where, params = f" AND {_UP_TO}", [source_id, end[0], end[0], end[1]]
-            if after is not None:
-                where += f" AND {_AFTER}"
-                params += [after[0], after[0], after[1]]
-            page = await self.src.query(
-                select + where + " ORDER BY step, progress LIMIT %s", [*params, self.page_rows]
-            )
+            page, last, full = await self._page(source_id, place, end, after)
             if not page:
-                break
+                if not full:
+                    break
+                after = last  # keys of long names read after the digest only: go on
+                continue
             rows = {
-                (int(r[0]), float(r[1])): [metric_value(v, k) for v, k in zip(r[2:], kinds,
-                                                                               strict=True)]
+                (int(r[0]), float(r[1])): [metric_value(v, kinds[n]) for v, n in zip(r[2:], names,
+                                                                                     strict=True)]
                 for r in page
             }
-            first, last = (int(page[0][0]), float(page[0][1])), (int(page[-1][0]),
-                                                                 float(page[-1][1]))
+            first = (int(page[0][0]), float(page[0][1]))
             try:
                 written += await self._write_page(source_id, target_id, names, rows, first,
                                                   last, end, digest)
@@ -769,17 +902,50 @@ class _Sync:
             self.rows_done += len(page)
             self._progress(len(self.runs))
             after = last
-            if len(page) < self.page_rows:
+            if not full:
                 break
         return written
+
+    async def _page(self, source_id: int, place: _Place, end: Key, after: Key | None
+                    ) -> tuple[list[tuple[Any, ...]], Key, bool]:
+        """The source rows of the next ``page_rows`` keys after ``after`` up to ``end`` (key
+        order): ``(step, progress, *values of place.names)``, from both places; the page's
+        last key; whether the page was full (more may follow)."""
+        where, params = _UP_TO, [end[0], end[0], end[1]]
+        if after is not None:
+            where += f" AND {_AFTER}"
+            params += [after[0], after[0], after[1]]
+        if not place.long:
+            page = await self.src.query(
+                f"SELECT step, progress{_quote(self.src, place.columns)} FROM metrics "
+                f"WHERE run_id = %s AND {where} ORDER BY step, progress LIMIT %s",
+                [source_id, *params, self.page_rows])
+            last = (int(page[-1][0]), float(page[-1][1])) if page else end
+            return page, last, len(page) == self.page_rows
+        name_filter, name_params = _name_filter(place.long)
+        keys = await self.src.query(
+            f"SELECT step, progress FROM (SELECT step, progress FROM metrics WHERE run_id = %s "
+            f"AND {where} UNION SELECT step, progress FROM metric_values WHERE run_id = %s "
+            f"AND {where}{name_filter}) AS k ORDER BY step, progress LIMIT %s",
+            [source_id, *params, source_id, *params, *name_params, self.page_rows])
+        if not keys:
+            return [], end, False
+        span = [keys[0][0], keys[0][0], keys[0][1], keys[-1][0], keys[-1][0], keys[-1][1]]
+        rows, _ = await _read_rows(self.src, source_id, place.columns, place.long,
+                                   f"{_FROM} AND {_UP_TO}", span, place.names)
+        last = (int(keys[-1][0]), float(keys[-1][1]))
+        return rows, last, len(keys) == self.page_rows
 
     async def _write_page(
         self, source_id: int, target_id: int, names: list[str], rows: dict[Key, list[Any]],
         first: Key, last: Key, end: Key, digest: str,
     ) -> int:
-        """Upsert the rows of a page that differ on the target, and move the copied key."""
+        """Upsert the rows of a page that differ on the target, and move the copied key.
+
+        A name stored long on the target gets a row there only for a value (or to clear
+        one the target has): a metric logged every tenth step adds no empty rows."""
         if self.dry_run:
-            return len(await self._differing(target_id, names, rows, first, last))
+            return len((await self._differing(target_id, names, rows, first, last))[0])
         async with self.dst:
             moved = await self.dst.query(
                 "UPDATE sync_runs SET copied_step = %s, copied_progress = %s "
@@ -789,32 +955,37 @@ class _Sync:
             )
             if not moved:
                 raise _Superseded
-            differing = await self._differing(target_id, names, rows, first, last)
-            prepared = [
-                self.dst.metrics.table.prepare(target_id, dict(zip(names, rows[key], strict=True)),
-                                               key[0], key[1], None)
-                for key in differing
-            ]
+            differing, have = await self._differing(target_id, names, rows, first, last)
+            target_columns = await self._target_columns()
+            prepare = self.dst.metrics.table.prepare
+            prepared = []
+            for key in differing:
+                there = have.get(key, {})
+                values = {n: v for n, v in zip(names, rows[key], strict=True)
+                          if n in target_columns or v is not None or there.get(n) is not None}
+                prepared.append(prepare(target_id, values, key[0], key[1], None))
             if prepared:
+                # Rows of one name set together: one statement each (keys are unique here).
+                prepared.sort(key=lambda row: layout.names(row))
                 await self.dst.metrics.write_rows(prepared)
         return len(differing)
 
     async def _differing(
         self, target_id: int, names: list[str], rows: dict[Key, list[Any]], first: Key,
         last: Key,
-    ) -> list[Key]:
+    ) -> tuple[list[Key], dict[Key, dict[str, Any]]]:
+        """The keys of ``rows`` whose values differ on the target, and the target's values
+        (wherever it stores each name) of the page's key range."""
         target_kinds = await self._target_columns()
         present = [n for n in names if n in target_kinds]
-        found = await self.dst.query(
-            f"SELECT step, progress{_quote(self.dst, present)} FROM metrics WHERE run_id = %s "
-            f"AND {_FROM} AND {_UP_TO}",
-            [target_id, first[0], first[0], first[1], last[0], last[0], last[1]],
-        )
+        long = [n for n in names if n not in target_kinds]
+        span = [first[0], first[0], first[1], last[0], last[0], last[1]]
+        found, _ = await _read_rows(self.dst, target_id, present, long, f"{_FROM} AND {_UP_TO}",
+                                    span, [*present, *long])
+        kinds = [*(target_kinds[n] for n in present), *(None for _ in long)]
         have = {
-            (int(r[0]), float(r[1])): dict(zip(present, (metric_value(v, target_kinds[n])
-                                                         for v, n in zip(r[2:], present,
-                                                                         strict=True)),
-                                               strict=True))
+            (int(r[0]), float(r[1])): {n: metric_value(v, k) for v, n, k in zip(
+                r[2:], [*present, *long], kinds, strict=True) if v is not None}
             for r in found
         }
         differing = []
@@ -824,7 +995,7 @@ class _Sync:
                 _same(value, there.get(name)) for name, value in zip(names, values, strict=True)
             ):
                 differing.append(key)
-        return differing
+        return differing, have
 
     # -- links ----------------------------------------------------------------
     async def _sync_links(self, runs_total: int) -> None:

@@ -131,6 +131,10 @@ class Dialect(ABC):
     #: its driver, only when a client of the engine is made: ``make_engine``).
     engine_class: str
 
+    #: Whether column names differing only in case are one column (SQLite): a metric
+    #: name clashing so is refused before any column is added.
+    case_insensitive_names = False
+
     def sql(self, query: str) -> str:
         """Our own SQL is written with ``%s`` placeholders; dialects translate it.
 
@@ -250,11 +254,21 @@ class Dialect(ABC):
         """
         yield from ()
 
-    def distribute_steps(self) -> Any:
-        """At the base schema's set-up (setting ``distribute``): spread the tables over
-        the nodes of a distributed engine that the database turns out to be (PostgreSQL:
-        Citus). Sans I/O as ``upgrade_steps``; nothing by default."""
+    def distribute_steps(self, side_tables: Sequence[str] = ()) -> Any:
+        """At the base schema's set-up (setting ``distribute``) and ``sqltrack setup
+        --distribute``: spread the tables over the nodes of a distributed engine that the
+        database turns out to be (PostgreSQL: Citus), and the ``side_tables`` that exist
+        (``side_table_steps``). Sans I/O as ``upgrade_steps``; the generator returns what
+        was done (None: nothing, the default)."""
         yield from ()
+        return None
+
+    def side_table_steps(self, tables: Sequence[str]) -> Any:
+        """Make sqltrack's small tables that name runs (sync's ``sync_runs``, made on
+        demand) fit a distributed ``runs`` (PostgreSQL on Citus: no foreign key to it). Sans I/O
+        as ``distribute_steps``, returns what was done; nothing by default."""
+        yield from ()
+        return None
 
     def advance_id_steps(self, table: str, new_id: int) -> Any:
         """After an insert of the explicit id ``new_id`` into ``table`` (``runs`` or

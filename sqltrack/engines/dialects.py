@@ -18,6 +18,13 @@ from .base import Dialect, is_nan, quote_ident
 Statement = tuple[str, list[Any]]
 #: ``Dialect.upgrade_steps``: yields statements, is sent each one's rows.
 Steps = Generator[Statement, list[Any], None]
+#: Steps that return what they did (None: nothing).
+Outcome = Generator[Statement, list[Any], "str | None"]
+#: On Citus: the reference tables of the base schema, and the tables co-located with
+#: ``runs`` (by their run id column).
+REFERENCE_TABLES = ("experiments", "experiment_links", "metric_names")
+COLOCATED_TABLES = (("metrics", "run_id"), ("metric_values", "run_id"),
+                    ("system_metrics", "run_id"), ("run_links", "from_id"))
 
 #: Column type of a new metric column, by Python kind.
 SQLITE_TYPES = {
@@ -71,6 +78,7 @@ class SqliteDialect(Dialect):
         return SQLITE_TYPES[kind]
 
     max_columns = 2000
+    case_insensitive_names = True
 
     def metric_view_script(self, columns: dict[str, str | None]) -> str | None:
         return _sqlite_metric_view(columns)
@@ -201,7 +209,7 @@ class PostgresDialect(Dialect):
         yield from _system_metrics_ranks_postgres()
         yield from _drop_advance_id_triggers()
 
-    def distribute_steps(self) -> Steps:
+    def distribute_steps(self, side_tables: Sequence[str] = ()) -> Outcome:
         """On a Citus coordinator (the ``citus`` extension present): distribute the base
         tables, in the one order Citus accepts, in the set-up's transaction. ``runs`` by
         ``id`` first (its foreign key to ``experiments`` dropped meanwhile: a local table
@@ -210,16 +218,20 @@ class PostgresDialect(Dialect):
         ``metric_names`` as reference tables, the foreign key again, then ``metrics``,
         ``metric_values``, ``system_metrics`` and ``run_links`` co-located with ``runs`` by
         run id. ``run_links.to_id`` loses its foreign key (Citus: only between co-located
-        columns). Nothing when Citus is absent or ``runs`` is distributed already;
-        the rows sent back name what was done.
+        columns). Rows already there are moved into the shards (``sqltrack setup
+        --distribute`` of a database made with ``distribute=false``) and the coordinator's
+        local copies emptied. Then ``side_tables`` that exist (see ``side_table_steps``).
+        Returns what was done; ``""`` when all was distributed before; None without Citus.
         """
         citus = yield "SELECT 1 FROM pg_extension WHERE extname = 'citus'", []
         if not citus:
-            return
+            return None
         done = yield ("SELECT 1 FROM pg_dist_partition WHERE logicalrelid = "
                       "to_regclass('runs')", [])
-        if done:
-            return
+        if done:  # distributed before: only tables made since (an upgrade step's)
+            made = yield from self._distribute_new_tables()
+            side = yield from self.side_table_steps(side_tables)
+            return "; ".join(filter(None, [made, side]))  # "": nothing (more) to do
         yield "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'", []
         keys = yield ("SELECT c.conrelid::regclass::text, quote_ident(c.conname), "
                       "pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contype = 'f' "
@@ -229,16 +241,87 @@ class PostgresDialect(Dialect):
                       "pg_attribute WHERE attrelid = c.conrelid AND attname = 'to_id')]))", [])
         for table, name, _ in keys:
             yield f"ALTER TABLE {table} DROP CONSTRAINT {name}", []
+        side = yield from self._drop_keys_to_runs(side_tables)  # else runs is not distributed
         yield "SELECT create_distributed_table('runs', 'id')", []
-        for table in ("experiments", "experiment_links", "metric_names"):
+        for table in REFERENCE_TABLES:
             yield f"SELECT create_reference_table('{table}')", []
         for table, name, definition in keys:
             if "experiments" in definition:
                 yield f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}", []
-        for table, column in (("metrics", "run_id"), ("metric_values", "run_id"),
-                              ("system_metrics", "run_id"), ("run_links", "from_id")):
+        for table, column in COLOCATED_TABLES:
             yield (f"SELECT create_distributed_table('{table}', '{column}', "
                    "colocate_with => 'runs')", [])
+        for table in ("runs", *REFERENCE_TABLES, *(t for t, _ in COLOCATED_TABLES)):
+            # The rows live in the shards now; the coordinator's local copy is dead weight.
+            yield f"SELECT truncate_local_data_after_distributing_table('{table}')", []
+        return ("distributed the tables on Citus (runs by id, metrics, metric_values, "
+                "system_metrics and run_links co-located by run id; experiments, "
+                "experiment_links and metric_names reference tables)"
+                + (f"; {side}" if side else ""))
+
+    def _distribute_new_tables(self) -> Outcome:
+        """With ``runs`` distributed: the base tables that are no Citus table yet (made by
+        an upgrade since, or by hand), reference or co-located as at the set-up."""
+        colocated = dict(COLOCATED_TABLES)
+        pending = yield ("SELECT n FROM unnest(%s::text[]) WITH ORDINALITY AS t(n, i) "
+                         "WHERE to_regclass(n) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+                         "pg_dist_partition WHERE logicalrelid = to_regclass(n) AND "
+                         "(partmethod <> 'n' OR repmodel = 't')) ORDER BY i",
+                         [[*REFERENCE_TABLES, *colocated]])
+        made = [name for (name,) in pending]
+        for table in made:
+            if table in colocated:
+                yield (f"SELECT create_distributed_table('{table}', '{colocated[table]}', "
+                       "colocate_with => 'runs')", [])
+            else:
+                yield f"SELECT create_reference_table('{table}')", []
+            yield f"SELECT truncate_local_data_after_distributing_table('{table}')", []
+        return f"distributed {', '.join(made)} on Citus" if made else None
+
+    def _drop_keys_to_runs(self, tables: Sequence[str]) -> Outcome:
+        """Drop the foreign keys from ``tables`` to ``runs`` (see ``side_table_steps``);
+        what was done (None: nothing)."""
+        if not tables:
+            return None
+        keys = yield ("SELECT c.conrelid::regclass::text, quote_ident(c.conname) FROM "
+                      "pg_constraint c WHERE c.contype = 'f' AND c.confrelid = "
+                      "to_regclass('runs') AND c.conrelid IN (SELECT to_regclass(quote_ident(n)) "
+                      "FROM unnest(%s::text[]) AS n) ORDER BY 1", [list(tables)])
+        for table, name in keys:
+            yield f"ALTER TABLE {table} DROP CONSTRAINT {name}", []
+        if not keys:
+            return None
+        return (f"dropped the foreign key of {', '.join(t for t, _ in keys)} to runs "
+                "(Citus runs no cascade from a distributed table)")
+
+    def side_table_steps(self, tables: Sequence[str]) -> Outcome:
+        """Small tables of sqltrack's own that name runs (sync's ``sync_experiments`` and
+        ``sync_runs``; made on demand) on a Citus coordinator whose ``runs`` is
+        distributed: they stay on the coordinator (local tables), their foreign keys to
+        ``runs`` dropped.
+
+        Why no foreign key: Citus accepts one from a local table to a distributed one but
+        never runs its ``ON DELETE CASCADE`` (the rows live in the shards), so a mapping
+        row would outlive its run silently; without it, sync itself drops a mapping whose
+        target run is gone (``transfer._Sync._map_runs``). Why not distributed with
+        ``runs``: ``sync_runs`` is looked up by its key ``(source_key, source_run_id)``,
+        whose uniqueness makes two syncs of one source create one target run; a
+        distributed table's unique keys must contain its distribution column. Why not a
+        reference table (a copy on every node): each sync page updates its row, which
+        there is a write on every node (two-phase commit); on the coordinator it is one
+        row, as on one server. Returns what was done (None: nothing).
+        """
+        if not tables:
+            return None
+        distributed = yield ("SELECT 1 FROM pg_extension WHERE extname = 'citus' AND "
+                             "to_regclass('pg_dist_partition') IS NOT NULL", [])
+        if distributed:
+            distributed = yield ("SELECT 1 FROM pg_dist_partition WHERE logicalrelid = "
+                                 "to_regclass('runs')", [])
+        if not distributed:
+            return None
+        done: str | None = yield from self._drop_keys_to_runs(tables)
+        return done
 
     def advance_id_steps(self, table: str, new_id: int) -> Steps:
         """Move ``table``'s id sequence past ``new_id`` (no trigger: Citus refuses them).
@@ -275,7 +358,8 @@ class PostgresDialect(Dialect):
         as it reads them): past that it stops reading the query and notes it in the
         transaction's ``sqltrack.stopped`` setting, so a query of gigabytes costs the
         server what the page may show, not the whole result. Its earlier form
-        ``(q text)``, without the limit, is dropped."""
+        ``(q text)``, without the limit, is dropped. On a Citus coordinator the role may
+        log in on the workers (Citus connects to them as it)."""
         role = check_role_name(role)
         quoted = self.quote_ident(role)
         where = self.quote_ident(schema) if schema else "public"
@@ -307,6 +391,18 @@ class PostgresDialect(Dialect):
             (f"ALTER FUNCTION {function} OWNER TO {quoted}", []),
             (f"REVOKE CREATE ON SCHEMA {where} FROM {quoted}", []),
             (f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC", []),
+            # Citus: a query of distributed tables run as the role reaches the workers
+            # over connections made as the role, so there (only) it logs in, still with
+            # no password (as the workers' pg_hba allows): LOGIN is propagated to them in
+            # this transaction, then taken back here alone.
+            ("DO $$ DECLARE was text; BEGIN "
+             "IF EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN "
+             f"ALTER ROLE {quoted} LOGIN; "
+             "was := current_setting('citus.enable_ddl_propagation'); "
+             "PERFORM set_config('citus.enable_ddl_propagation', 'off', true); "
+             f"ALTER ROLE {quoted} NOLOGIN; "
+             "PERFORM set_config('citus.enable_ddl_propagation', was, true); "
+             "END IF; END $$", []),
         ]
 
     def refused_function(self, query: str) -> str | None:

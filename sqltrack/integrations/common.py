@@ -352,8 +352,35 @@ class IntegrationRun:
         if safe:
             self.open().add_args(safe)
 
-    def log(self, metrics: Mapping[str, Any], step: int, progress: float = 0.0) -> None:
-        """Write one row: names mapped to columns, values as :func:`metric_value`."""
+    def join(self, run_id: int) -> Any:
+        """On a rank other than zero: open run ``run_id`` (rank zero made and started it)
+        without touching its status, and sample this rank's machine into it when
+        ``system_metrics`` is on. Undone by :meth:`leave`."""
+        self.run_id_ref = int(run_id)
+        run = self.open()
+        if self.system_metrics:
+            run.start_system_metrics(self.system_metrics)
+        return run
+
+    def leave(self) -> None:
+        """The end on a rank other than zero: buffered rows written, sampling stopped,
+        an own client closed; the run's status is rank zero's to set."""
+        run, client = self.run, self.client
+        if run is None:
+            return
+        try:
+            run.stop_system_metrics()
+            run.flush()
+        finally:
+            if self.given_client is None:
+                self.run = self.client = None
+                client.close()
+
+    def log(self, metrics: Mapping[str, Any], step: int, progress: float = 0.0,
+            record_names: bool = True) -> None:
+        """Write one row: names mapped to columns, values as :func:`metric_value`.
+        ``record_names``: keep new original names in the run's extras (rank zero only:
+        the ranks would overwrite each other's mapping)."""
         values = {}
         for name, value in metrics.items():
             value = metric_value(value)
@@ -363,7 +390,7 @@ class IntegrationRun:
             return
         columns = self.names.columns(values)
         run = self.open()
-        if self.names.changed:
+        if self.names.changed and record_names:
             run.add_extras({EXTRAS_KEY: dict(self.names.originals)})
             self.names.changed = False
         progress = min(1.0, max(0.0, float(progress))) if math.isfinite(progress) else 0.0

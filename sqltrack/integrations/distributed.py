@@ -26,6 +26,7 @@ host (``sqltrack.model.system_metrics``): one run holds the samples of every ran
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -52,6 +53,38 @@ def _received(run_id: int | None) -> int:
     if run_id is None:
         raise RuntimeError("rank zero could not open the shared run (see its error)")
     return run_id
+
+
+def broadcast_run_id(run_id: int | None, group: Any = None, failed: bool = False) -> int | None:
+    """Rank zero's ``run_id`` on every rank of the process group (collective: every rank
+    calls it; the others pass None). None without a process group of two or more ranks.
+    Rank zero passes ``failed=True`` when it could not open the run: the other ranks then
+    raise instead of waiting."""
+    found = _group_rank(group)
+    if found is None or found[2] == 1:
+        return None if failed else run_id
+    dist, rank, _ = found
+    sent = _broadcast_id(dist, None if failed or rank != 0 else run_id, group)
+    if failed:
+        return None
+    return _received(sent)
+
+
+def per_rank(metrics: Mapping[str, Any], rank: int | None = None) -> dict[str, Any]:
+    """``metrics`` named per rank, for ``run.add_metrics``: ``{"throughput": 9.5}`` of rank 1
+    -> ``{"throughput__rank1": 9.5}``, the column the integrations use for the name
+    ``throughput/rank1`` (``sqltrack.integrations.names.rank_name``). ``rank``: this
+    process's global rank when None (``sqltrack.model.system_metrics.current_rank``).
+
+    Every rank writes its own columns into the row of the same ``(step, progress)``
+    (rows are upserts that keep the columns not given), so one row a step holds every
+    rank's value: ``SELECT step, throughput__rank0, throughput__rank1 FROM metrics``.
+    """
+    from ..model.system_metrics import current_rank
+    from .names import column_name, rank_name
+
+    rank = current_rank() if rank is None else int(rank)
+    return {column_name(rank_name(name, rank)): value for name, value in metrics.items()}
 
 
 def shared_run(client: Any, experiment_id: int | None = None,

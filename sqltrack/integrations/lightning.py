@@ -10,7 +10,7 @@ that. ``sqltrack.integrations.pytorch_lightning.SqltrackLogger`` is the same
 logger for ``pytorch_lightning.Trainer`` explicitly. Only what is installed is
 supported; neither is imported by ``import sqltrack``.
 
-What it records (rank zero only; the other ranks of a DDP job write nothing):
+What it records (rank zero, unless told otherwise; see "Ranks" below):
 
 - ``name`` is the experiment, ``version`` the run id (an int); ``save_dir`` is the
   ``save_dir=`` given, else the trainer's ``default_root_dir`` (so ``trainer.log_dir``
@@ -35,22 +35,60 @@ SIGTERM during training (a cluster pre-empting the job) raises
 the program installed a SIGTERM handler of its own before the trainer set up);
 the run gets the ``terminated`` status and the process exits with status 143.
 ``run_id="SLURM_JOB_ID"`` continues the same run when a requeued job starts again.
+
+Resumed from a checkpoint (``trainer.fit(..., ckpt_path=...)``): rank zero rewinds
+the run to the checkpoint (``Run.rewind``: its rows logged past the checkpoint's
+step move to a run linked ``rewound_from``) before training goes on, so the run's
+history is that of an uninterrupted fit. The checkpoint's step is read with the
+strategy's ``checkpoint_io`` (the checkpoint is read once more on rank zero); rows
+are logged at Lightning's step of the batch, so the rows kept are those with a step
+below the checkpoint's ``global_step``.
+
+Ranks (DDP on any number of processes, ``ddp`` and ``ddp_spawn``): every rank's
+logger ends in the same run. When Lightning sets up (``log_graph``, called on every
+rank once the processes are up, before training) rank zero gets or creates and
+starts the run, rewinds it when resuming, and broadcasts its id with the strategy;
+the other ranks use that id (no race, no second run; ``logger.version`` is the id on
+every rank). By default only rank zero writes metrics. ``system_metrics=`` samples
+every rank's own process and device into the run (rows keyed by rank and host); the
+ranks other than zero never change the run's status. ``per_rank=`` (metric names or
+``fnmatch`` patterns; True: every metric) makes every rank write those metrics under
+``<name>/rank<r>`` (``sqltrack.integrations.names.rank_name``; column
+``<name>__rank<r>``), into the rank-zero row of the same step. This needs Lightning's
+``enable_autolog_hparams`` (the default), which calls ``log_graph``.
 ``system_metrics=True`` (or an interval in seconds) samples the machine while
 training (``sqltrack.model.system_metrics``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
+import logging
 import math
 import os
 import sys
 import weakref
 from argparse import Namespace
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .common import IntegrationRun, ending_status, find_in_stack
+from .names import rank_name
+
+log = logging.getLogger("sqltrack")
+
+
+def _resumed_step(trainer: Any) -> int | None:
+    """The last step of the history a fit resumed from a checkpoint keeps (rows are
+    logged at the batch's step, so the checkpoint's ``global_step`` minus one); None
+    when the trainer does not resume a fit."""
+    path = getattr(trainer, "ckpt_path", None)
+    if not path or getattr(getattr(trainer, "state", None), "fn", None) != "fit":
+        return None
+    checkpoint = trainer.strategy.checkpoint_io.load_checkpoint(path)
+    step = checkpoint.get("global_step") if isinstance(checkpoint, Mapping) else None
+    return int(step) - 1 if isinstance(step, int) else None
 
 #: Lightning's finalize() status -> the run status (``"failed"`` is refined by how it failed).
 STATUSES = {"success": "COMPLETED", "failed": "FAILED", "finished": "REQUEUED"}
@@ -84,9 +122,13 @@ def logger_class(namespace: str) -> type:
             comment: str | None = None,
             quiet: bool | None = None,
             save_dir: str | os.PathLike[str] | None = None,
+            per_rank: bool | Sequence[str] = (),
             **settings: Any,
         ) -> None:
             super().__init__()
+            self.per_rank: bool | tuple[str, ...] = (
+                per_rank if isinstance(per_rank, bool) else tuple(per_rank))
+            self._warned_unshared = False
             self._save_dir = None if save_dir is None else os.fspath(save_dir)
             self.tracked = IntegrationRun(
                 client, experiment, run_id, buffered=buffered, terminated=terminated,
@@ -155,19 +197,78 @@ def logger_class(namespace: str) -> type:
             self.tracked.start()
             self.tracked.add_args(params)
 
-        @only_rank_zero
+        def log_graph(self, model: Any, input_array: Any = None) -> None:
+            """Lightning calls this on every rank once the processes are up, before
+            training: the ranks agree on the run (rank zero makes it and, for a fit
+            resumed from a checkpoint, rewinds it; then broadcasts its id)."""
+            trainer = self._note_trainer()
+            if trainer is None:
+                return
+            rank = rank_zero_only.rank
+            world = int(getattr(trainer, "world_size", 1) or 1)
+            if world <= 1:  # one process: the run opens on first use, as before
+                resumed = _resumed_step(trainer)
+                if resumed is not None:
+                    self.experiment.rewind(resumed)
+                return
+            run_id: int | None = None
+            if rank == 0:
+                try:
+                    run = self.experiment
+                    resumed = _resumed_step(trainer)
+                    if resumed is not None:
+                        run.rewind(resumed)
+                    run_id = int(run.id)
+                except BaseException:
+                    trainer.strategy.broadcast(None, src=0)  # the others raise, not wait
+                    raise
+            run_id = trainer.strategy.broadcast(run_id, src=0)
+            if run_id is None:
+                raise RuntimeError("rank zero could not open the shared run (see its error)")
+            if rank != 0 and not self.tracked.opened:
+                if self.per_rank or self.tracked.system_metrics:
+                    self.tracked.join(run_id)
+                else:
+                    self.tracked.run_id_ref = int(run_id)
+
         def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+            """Rank zero writes the metrics (those of ``per_rank`` as ``<name>/rank0``);
+            the other ranks only their ``per_rank`` metrics, as ``<name>/rank<r>``."""
             trainer = self._note_trainer()
             if step is None:
                 step = getattr(trainer, "global_step", 0)
-            self.tracked.start()
-            self.tracked.log(metrics, step, self._progress(trainer, step))
+            rank = int(rank_zero_only.rank)
+            ranked = [name for name in metrics if self._ranked(name)]
+            if rank == 0:
+                values = dict(metrics)
+                world = int(getattr(trainer, "world_size", 1) or 1)
+                for name in ranked:
+                    for other in range(world):  # rank zero records every rank's name
+                        self.tracked.names.column(rank_name(name, other))
+                    values[rank_name(name, 0)] = values.pop(name)
+                self.tracked.start()
+                self.tracked.log(values, step, self._progress(trainer, step))
+            elif ranked:
+                if not self.tracked.opened:
+                    if not self._warned_unshared:
+                        self._warned_unshared = True
+                        log.warning("sqltrack: rank %s does not know the run (Lightning "
+                                    "did not call log_graph: enable_autolog_hparams=False?); "
+                                    "its per-rank metrics are not logged", rank)
+                    return
+                values = {rank_name(name, rank): metrics[name] for name in ranked}
+                self.tracked.log(values, step, self._progress(trainer, step),
+                                 record_names=False)
 
         def save(self) -> None:
             """Nothing to do: Lightning calls this after every log (rows are buffered)."""
 
-        @only_rank_zero
         def finalize(self, status: str) -> None:
+            """Rank zero stops the run with the status of how training ended; the other
+            ranks write what they buffered and stop sampling (the status is rank zero's)."""
+            if rank_zero_only.rank != 0:
+                self.tracked.leave()
+                return
             if not self.tracked.opened:
                 return
             final = STATUSES.get(status, "COMPLETED")
@@ -177,6 +278,12 @@ def logger_class(namespace: str) -> type:
             self.tracked.stop(final)
 
         # -- helpers ----------------------------------------------------------------
+        def _ranked(self, name: str) -> bool:
+            """Whether every rank logs ``name`` (``per_rank=``)."""
+            if isinstance(self.per_rank, bool):
+                return self.per_rank
+            return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.per_rank)
+
         def _note_trainer(self) -> Any:
             """The trainer driving this logger (found once in the calling frames)."""
             trainer = self._trainer() if self._trainer is not None else None
@@ -215,7 +322,9 @@ local file ``./sqltrack.db``. ``experiment``: name or id.
 (``"SLURM_JOB_ID"``). ``buffered``, ``system_metrics``, ``terminated`` (the status
 on SIGTERM), ``tags`` and ``comment`` as their names say; ``quiet=True``: no line on
 stderr naming the run (also ``SQLTRACK_QUIET=1``); ``save_dir``: the folder of
-``log_dir`` and the checkpoints (default: the trainer's ``default_root_dir``).
+``log_dir`` and the checkpoints (default: the trainer's ``default_root_dir``);
+``per_rank``: metric names (or ``fnmatch`` patterns; True: all) that every rank of a
+DDP job logs, as ``<name>/rank<r>`` (see the module docstring).
 """
 
 try:

@@ -113,6 +113,17 @@ class MetricNames:
         return {self.column(name): value for name, value in metrics.items()}
 
 
+#: What a per-rank metric's name gets: ``throughput`` of rank 1 is ``throughput/rank1``
+#: (column ``throughput__rank1``).
+RANK_SUFFIX = "/rank{rank}"
+
+
+def rank_name(name: str, rank: int) -> str:
+    """``name`` of rank ``rank``, as every integration stores per-rank metrics:
+    ``throughput`` -> ``throughput/rank1`` (its column: ``throughput__rank1``)."""
+    return name + RANK_SUFFIX.format(rank=int(rank))
+
+
 def known_names(extras: Any) -> dict[str, str]:
     """The ``{column: original}`` mapping in a run's extras (JSON text or a dict)."""
     if isinstance(extras, (str, bytes)):

@@ -6,8 +6,12 @@
                       callbacks=[SqltrackCallback(experiment="bert")])
 
 Needs ``transformers`` (``pip install 'sqltrack[transformers]'``); ``import
-sqltrack`` does not import it. Only the world process zero writes (the other
-processes of a distributed job write nothing). What it records:
+sqltrack`` does not import it. Only the world process zero writes metrics. In a
+distributed job (``torchrun``; ``torch.distributed`` initialised) every process ends
+in the same run: at ``on_train_begin`` process zero gets or creates and starts the run
+and broadcasts its id, and with ``system_metrics=`` every process samples its own
+process and device into it (rows keyed by rank and host); the other processes never
+change the run's status. What it records:
 
 - ``on_train_begin``: the run starts (RUNNING); its ``args`` are the
   ``TrainingArguments`` (``args.to_dict()``, tokens masked as Transformers masks
@@ -18,6 +22,13 @@ processes of a distributed job write nothing). What it records:
   epoch / epochs when there is no step count); names mapped by
   ``sqltrack.integrations.names``; buffered (``buffered=False`` to write through);
 - ``on_train_end``: the run stops COMPLETED.
+
+Resumed from a checkpoint (``trainer.train(resume_from_checkpoint=...)``, with the same
+run: ``run_id=`` an id or ``"SLURM_JOB_ID"``): ``on_train_begin`` sees the restored
+``state.global_step`` and rewinds the run to it (``Run.rewind``: rows logged past the
+checkpoint move to a run linked ``rewound_from``), so the history equals an
+uninterrupted run's (Transformers logs a step after it is taken, so the checkpoint's
+step itself is kept).
 
 A crash inside ``trainer.train()`` ends the run FAILED (Ctrl-C: CANCELLED;
 SIGTERM: ``terminated``, default CANCELLED, and the process exits with status
@@ -43,6 +54,7 @@ except ImportError:
     ) from None
 
 from .common import IntegrationRun, ending_status, find_in_stack
+from .distributed import broadcast_run_id
 
 #: Marks a ``train`` method already wrapped by a SqltrackCallback.
 _WRAPPED = "__sqltrack_callback__"
@@ -101,6 +113,8 @@ class SqltrackCallback(transformers.TrainerCallback):
                 if self.tracked.started:
                     self.tracked.stop(ending_status(error, "COMPLETED", "FAILED", "CANCELLED",
                                                     self.terminated))
+                elif self.tracked.opened:  # another process of a distributed job
+                    self.tracked.leave()
                 raise
 
         setattr(train_tracked, _WRAPPED, self)
@@ -115,8 +129,20 @@ class SqltrackCallback(transformers.TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
                        **kwargs: Any) -> None:
         if not state.is_world_process_zero:
+            run_id = broadcast_run_id(None)  # process zero's run (None: no process group)
+            if run_id is not None and self.tracked.system_metrics:
+                self.tracked.join(run_id)
+            elif run_id is not None:
+                self.tracked.run_id_ref = run_id
             return
-        self.tracked.start()
+        try:
+            run = self.tracked.start()
+            if state.global_step > 0:  # resumed from a checkpoint: the history ends there
+                run.rewind(int(state.global_step))
+        except BaseException:
+            broadcast_run_id(None, failed=True)  # the other processes raise, not wait
+            raise
+        broadcast_run_id(int(run.id))
         recorded: dict[str, Any] = dict(args.to_dict())
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "to_dict"):
@@ -138,6 +164,8 @@ class SqltrackCallback(transformers.TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero and self.tracked.started:
             self.tracked.stop("COMPLETED")
+        elif not state.is_world_process_zero:
+            self.tracked.leave()
 
 
 __all__ = ["SqltrackCallback"]

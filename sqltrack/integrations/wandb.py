@@ -21,6 +21,12 @@ Change one line of a script written for wandb::
   into its ``extras``. ``id`` is a run id, or the name of an environment variable
   holding one (``"SLURM_JOB_ID"``): that run is continued (created when missing);
   ``resume="must"`` requires it to exist, ``resume="never"`` requires it not to.
+  W&B's rewind and fork, with its syntax: ``resume_from="<run id>?_step=<k>"``
+  continues that run after rewinding it to step ``k`` (``Run.rewind``: its rows past
+  ``k`` move to a run linked ``rewound_from``, nothing is lost); ``fork_from="<run
+  id>?_step=<k>"`` starts a new run whose history is the run's up to step ``k``
+  (``Run.fork``: copied, linked ``forked_from``, with its args). Both go on logging at
+  step ``k + 1`` (history up to and including ``k`` is kept), in the run's experiment.
   Connection settings: ``client=`` (a ``sqltrack.Client``), or ``connection={...}``
   (``sqltrack.Client`` keywords), then the usual chain (``SQLTRACK_DSN_*``,
   ``sqltrack.conf``); with none of these, the local file ``sqltrack.db`` in ``dir=``,
@@ -526,6 +532,8 @@ def init(
     mode: str | None = None,
     dir: str | os.PathLike[str] | None = None,  # noqa: A002 - wandb's name
     quiet: bool | None = None,
+    resume_from: str | None = None,
+    fork_from: str | None = None,
     **ignored: Any,
 ) -> Run:
     """Start a run (see the module docstring); other wandb keywords are accepted and ignored."""
@@ -547,13 +555,33 @@ def init(
         connection = {**connection, **default_settings(directory)}
     run_ref = _run_ref(id)
     own_client = None
-    if resume in ("must", "never"):
+    experiment: str | int = project
+    history = _history_start(resume_from, fork_from, id)
+    if resume in ("must", "never") or history is not None:
         import sqltrack
 
         if client is None:
             client = own_client = sqltrack.Client(**dict(connection or {}))
-        _check_resume(client, resume, id, run_ref)
-    tracked = IntegrationRun(client, project, run_ref, terminated=terminated,
+    first_step = 0
+    try:
+        if resume in ("must", "never"):
+            _check_resume(client, str(resume), id, run_ref)
+        if history is not None:
+            kind, source, at = history
+            rows = own_query(client, "SELECT experiment_id FROM runs WHERE id = %s", [source])
+            if not rows:
+                raise ValueError(f"wandb.init {kind}: there is no run {source}")
+            experiment, first_step = int(rows[0][0]), at + 1
+            if kind == "resume_from":
+                sqltrack.run_rewind(client, source, at)
+                run_ref = source
+            else:
+                run_ref = int(sqltrack.run_fork(client, source, at).id)
+    except BaseException:
+        if own_client is not None:  # made here for the check: closed again
+            own_client.close()
+        raise
+    tracked = IntegrationRun(client, experiment, run_ref, terminated=terminated,
                              system_metrics=system_metrics, tags=tuple(tags or ()),
                              comment=notes, settings=connection, quiet=quiet,
                              default_dir=directory)
@@ -568,6 +596,7 @@ def init(
     if extras:
         sqltrack_run.add_extras(json_safe(extras))
     new = Run(tracked, project, name, own_client, directory)
+    new.step = first_step
     if config is not None:
         values = vars(config) if isinstance(config, argparse.Namespace) else dict(config)
         if config_include_keys:
@@ -589,6 +618,31 @@ def _disabled(project: str, name: str | None, config: Any, tags: Any, notes: str
     run = new
     _publish(new)
     return new
+
+
+_HISTORY_POINT = re.compile(r"\s*([0-9]+)\?_step=([0-9]+)\s*")
+
+
+def _history_start(resume_from: str | None, fork_from: str | None,
+                   given_id: Any) -> tuple[str, int, int] | None:
+    """``("resume_from" | "fork_from", run id, step)`` from W&B's ``"<run id>?_step=<k>"``
+    (None: neither given)."""
+    if resume_from is not None and fork_from is not None:
+        raise ValueError("wandb.init: give resume_from= or fork_from=, not both")
+    kind, value = ("resume_from", resume_from) if resume_from is not None else (
+        "fork_from", fork_from)
+    if value is None:
+        return None
+    if given_id is not None:
+        raise ValueError(f"wandb.init: {kind}= names the run; do not give id= as well")
+    match = _HISTORY_POINT.fullmatch(str(value))
+    if match is None:
+        raise ValueError(f"wandb.init {kind}={value!r}: use '<run id>?_step=<step>', "
+                         "e.g. '42?_step=1000'")
+    source, step = int(match.group(1)), int(match.group(2))
+    if not (source < 2**63 and step < 2**63):
+        raise ValueError(f"wandb.init {kind}={value!r}: the run id or step is too large")
+    return kind, source, step
 
 
 def _run_ref(ref: int | str | None) -> int | str | None:

@@ -73,6 +73,11 @@ Replay = Callable[[float], Awaitable["ReplayResult"]]
 DEFAULT_MAX_ROWS_FACTOR = 100
 #: A batch write takes at most max(flush_rows, this many) rows.
 MAX_BATCH_ROWS = 1000
+#: ... and at most this many values (rows x metrics per row, at least one row): a batch
+#: of wide rows (10,000 metrics a step) stays a write of a fraction of a second, well
+#: inside the time bound of one try (``attempt_timeout``), past which a write counts as
+#: an outage and its rows go to the spool.
+MAX_BATCH_VALUES = 100_000
 #: First and longest pause between two tries of a server that did not answer (seconds).
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 2.0
@@ -268,8 +273,8 @@ class MetricBuffer:
     async def _write_step(self, wait: float, until_room: bool = False) -> bool:
         """One step, oldest first: the spool's entries while it holds some of this run
         (waiting up to ``wait`` s for another process replaying it), else one batch of
-        at most ``max(flush_rows, 1000)`` buffered rows. False: nothing left to do
-        (``until_room``: a row fits again)."""
+        at most ``max(flush_rows, 1000)`` buffered rows and ``MAX_BATCH_VALUES`` values.
+        False: nothing left to do (``until_room``: a row fits again)."""
         if self.spooled:
             assert self.spool is not None and self._replay is not None
             # Each try is bounded: a server out of the network may not answer at all.
@@ -287,6 +292,9 @@ class MetricBuffer:
             if until_room and len(self._rows) < self.max_rows:
                 return False
             size = max(self.flush_rows, MAX_BATCH_ROWS)
+            if self._rows:
+                width = len(layout.names(self._rows[0]))
+                size = min(size, max(1, MAX_BATCH_VALUES // max(1, width)))
             if len(self._rows) <= size:
                 taken, self._rows = self._rows, []  # the batch handover: O(1)
             else:
@@ -379,7 +387,14 @@ class MetricBuffer:
         )
 
     def _refused(self, failure: MetricWriteError) -> None:
-        self._error = self._error or failure
+        """Keep ``failure`` for the next call to raise; several before it are raised as
+        one error naming each (rows of a later refused batch are never dropped silently)."""
+        if self._error is None:
+            self._error = failure
+            return
+        combined = MetricWriteError(f"{self._error}; and {failure}")
+        combined.__cause__ = self._error.__cause__ or failure.__cause__
+        self._error = combined
 
     async def _flush_periodically(self) -> None:
         while True:

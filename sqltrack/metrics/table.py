@@ -14,12 +14,13 @@ the engine where a row's names go. Names and kinds: ``sqltrack.metrics.names``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ..checks import Auto, check_float, check_int, resolve_time
+from ..checks import INT64_MAX, INT64_MIN, Auto, check_float, check_int, resolve_time
 from ..client.connections import Connections
 from ..engines.base import Connection, Engine
 from ..errors import MetricTypeError
@@ -29,8 +30,11 @@ from .names import FITS, KIND_OF_TYPE, check_metric_name, metric_kind
 
 _MISSING = object()
 _UTC = timezone.utc
-#: names, value types, kinds of a call that passed every check (``MetricTable._checked``).
-_Checked = tuple[tuple[str, ...], tuple[type, ...], tuple["str | None", ...]]
+#: names, value types, kinds of a call that passed every check, and the positions of its
+#: int values (their range is checked on every call) and of its float values (a -0.0 is
+#: stored as 0.0) (``MetricTable._checked``).
+_Checked = tuple[tuple[str, ...], tuple[type, ...], tuple["str | None", ...], tuple[int, ...],
+                 tuple[int, ...]]
 #: Seconds a new column waits for the table's lock (PostgreSQL) before its name goes to
 #: the long table instead: behind an open reader, every writer queues behind the ALTER.
 COLUMN_LOCK_TIMEOUT = 0.2
@@ -83,6 +87,12 @@ class MetricTable:
             where = self._placements[names] = layout.placement(names, self._long)
             return where
 
+    def known_columns(self) -> dict[str, str | None] | None:
+        """The metric columns as last read, name -> kind (None: not read yet). Columns are
+        never dropped by sqltrack, so a name found here is a column; one not found may be
+        new since: read ``columns()`` again."""
+        return self._columns
+
     def long_names(self) -> dict[str, str]:
         """The long-stored names this table met so far, name -> kind."""
         return dict(self._long)
@@ -110,12 +120,14 @@ class MetricTable:
         """
         if type(metrics) is not dict and not isinstance(metrics, Mapping):
             raise TypeError(f"metrics must be a dict of name -> value, not {metrics!r}")
-        if type(run_id) is not int:
+        if type(run_id) is not int or not INT64_MIN <= run_id <= INT64_MAX:
             run_id = check_int(run_id, "run_id")
-        if type(step) is not int:
+        if type(step) is not int or not INT64_MIN <= step <= INT64_MAX:
             step = check_int(step, "step")
         if type(progress) is not float or progress != progress:
             progress = check_float(progress, "progress")
+        elif progress == 0.0:
+            progress = 0.0  # no -0.0 (see metric_kind)
         if type(updated) is str and updated == "auto":
             updated = datetime.now(_UTC)
         else:
@@ -124,12 +136,18 @@ class MetricTable:
         # step): the names and the exact types of their values, found by C-level
         # loops, equal those of a call that passed every check against the same
         # columns. The row shares that call's names and kinds tuples (the batch write
-        # groups rows by identity).
+        # groups rows by identity). Only the range of ints and the sign of a zero float
+        # depend on the value: checked here on every call.
         names = tuple(metrics)
         values_now = tuple(metrics.values())
         types_now = tuple(map(type, values_now))
         checked = self._checked
         if checked is not None and checked[1] == types_now and checked[0] == names:
+            for index in checked[3]:
+                if not INT64_MIN <= values_now[index] <= INT64_MAX:
+                    metric_kind(names[index], values_now[index])  # raises, naming it
+            if 0.0 in values_now:  # a zero (a C-level loop): maybe a -0.0, stored as 0.0
+                values_now = _positive_zeros(values_now, checked[4])
             return (checked[0], checked[2], updated, run_id, step, progress) + values_now
         kinds_now = tuple(map(KIND_OF_TYPE.get, types_now))
         known = self._kinds or {}
@@ -137,7 +155,7 @@ class MetricTable:
         kinds = []
         for name, value in metrics.items():
             kind = KIND_OF_TYPE.get(type(value))
-            if kind is None or kind == "str":
+            if kind != "bool":
                 value, kind = metric_kind(name, value)
             values.append(value)
             kinds.append(kind)
@@ -149,7 +167,9 @@ class MetricTable:
         kinds_row = tuple(kinds)
         plain = None not in kinds_now and "str" not in kinds_now  # bool, int, float only
         if plain and kinds_row == kinds_now and self._kinds is not None:
-            self._checked = (names, types_now, kinds_row)  # the same names and types pass again
+            ints = tuple(i for i, t in enumerate(types_now) if t is int)
+            floats = tuple(i for i, t in enumerate(types_now) if t is float)
+            self._checked = (names, types_now, kinds_row, ints, floats)  # pass again
         return layout.make(names, kinds_row, updated, run_id, step, progress, values)
 
     async def ensure_columns(self, row: MetricRow) -> None:
@@ -175,6 +195,8 @@ class MetricTable:
                     f"metric {name!r} has no column yet and its value is None: "
                     "log a first real value so its type is known"
                 )
+        if self._connections.engine.dialect.case_insensitive_names:
+            _check_case_clash(columns, [n for n, _ in missing])
         wanted: list[tuple[str, str]] = [(n, k) for n, k in missing if k is not None]
         room = self._room(columns)
         new_columns = wanted[:room] if time.monotonic() >= self._no_columns_until else []
@@ -224,6 +246,28 @@ class MetricTable:
         self._long.update(found)
         self._placements = {}
         self._checked = None
+
+
+def _positive_zeros(values: tuple[Any, ...], floats: tuple[int, ...]) -> tuple[Any, ...]:
+    """``values`` with each -0.0 at the positions ``floats`` made 0.0 (a new tuple only when
+    there is one)."""
+    for index in floats:
+        if values[index] == 0.0 and math.copysign(1.0, values[index]) < 0:
+            return tuple(v + 0.0 if i in floats else v for i, v in enumerate(values))
+    return values
+
+
+def _check_case_clash(columns: Mapping[str, Any], new: Sequence[str]) -> None:
+    """ValueError, before any DDL, for a new name that differs only in case from a column
+    or from another new name: the engine's columns would be one (SQLite)."""
+    spelled = {c.lower(): c for c in columns}
+    for name in new:
+        other = spelled.setdefault(name.lower(), name)
+        if other != name:
+            raise ValueError(
+                f"metric name {name!r} clashes with {other!r} (names differing only in case "
+                "are one column here); use the same spelling"
+            )
 
 
 def check_fit(

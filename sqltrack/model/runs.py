@@ -362,11 +362,12 @@ def _run_id_from(run_id: int | str | None) -> int | None:
         if not text:
             return None
         try:
-            return int(text)
+            number = int(text)
         except ValueError:
             raise ValueError(
                 f"environment variable {run_id} holds {text!r}, not a run id"
             ) from None
+        return check_int(number, f"run_id (environment variable {run_id})")
     return None if run_id is None else check_int(run_id, "run_id")
 
 
@@ -521,8 +522,31 @@ class AsyncRun:
                 params.append(self.client.dialect.timestamp(value))
         await self._update(assignments, params, "RUNNING", *times)
         self.client.hooks.run_opened(self)
-        if interval is not None and self._system is None:
-            self._system = system.SystemMetrics(self.client, self.id, interval).start()
+        if interval is not None:
+            await self.start_system_metrics(interval)
+        return self
+
+    async def start_system_metrics(self, interval: bool | float = True) -> AsyncRun:
+        """Sample the machine into this run every ``interval`` seconds (True: the default
+        interval; ``sqltrack.model.system_metrics``) without touching its status.
+
+        What the ranks of a distributed job other than zero do: rank zero starts and
+        stops the run, every rank samples its own process and devices under its rank
+        and host. Sampling ends with :meth:`stop_system_metrics` or :meth:`stop`; a
+        run already sampling is left as it is.
+        """
+        from . import system_metrics as system
+
+        seconds = system.interval_of(interval)
+        if seconds is not None and self._system is None:
+            self._system = system.SystemMetrics(self.client, self.id, seconds).start()
+        return self
+
+    async def stop_system_metrics(self) -> AsyncRun:
+        """Stop sampling the machine (the run's status is left as it is)."""
+        if self._system is not None:
+            sampler, self._system = self._system, None
+            await sampler.stop()
         return self
 
     async def stop(
@@ -535,9 +559,7 @@ class AsyncRun:
         in the spool, after its rows (see ``sqltrack.outage.spool``).
         """
         assignments, params = ["status = %s"], [check_status(status)]
-        if self._system is not None:
-            sampler, self._system = self._system, None
-            await sampler.stop()
+        await self.stop_system_metrics()
         write_error = None
         buffer = self._live_buffer()
         if buffer is not None:

@@ -82,13 +82,18 @@ async def advance_id(client: Database, table: str, new_id: int) -> None:
     inside the inserting block: the same transaction). The statements are the dialect's
     (``advance_id_steps``; none on SQLite, whose ``AUTOINCREMENT`` does it): no trigger,
     so the tables can be distributed by Citus."""
-    steps = client.dialect.advance_id_steps(table, new_id)
+    await run_steps(client, client.dialect.advance_id_steps(table, new_id))
+
+
+async def run_steps(client: Database, steps: Any) -> Any:
+    """Run a dialect's sans-I/O steps through ``client``: each statement it yields, its
+    rows sent back; what the steps return."""
     try:
         sql, params = next(steps)
         while True:
             sql, params = steps.send(await client.query(sql, params))
-    except StopIteration:
-        pass
+    except StopIteration as stop:
+        return stop.value
 
 
 async def experiment_row(

@@ -86,7 +86,7 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
             done = await upgrade.upgrade(engine, conn, found, base_sql)
         if done is None:
             return None
-        spread = await state.distribute(engine, conn)
+        spread = await state.distribute(engine, conn)  # "" or None: nothing done
         return f"{done}; {spread}" if spread else done
 
     dialect = engine.dialect

@@ -28,6 +28,9 @@ V01_BASE = "base.sql"
 MIGRATIONS = "applied_migrations"
 EARLY_MIGRATIONS = "sqltrack_migrations"
 
+#: sqltrack's tables made on demand that name runs (``sqltrack sync``'s, on the target).
+SIDE_TABLES = ("sync_experiments", "sync_runs")
+
 EMPTY, CURRENT, V01, EARLY, PARTIAL = "empty", "current", "0.1.x", "early", "partial"
 PREVIOUS = "schema:2"
 PREVIOUS4 = "schema:4"
@@ -71,30 +74,27 @@ async def record_marks(engine: Engine, conn: Any) -> None:
                "ON CONFLICT DO NOTHING", marks)
 
 
-async def run_steps(engine: Engine, conn: Any, steps: Any) -> int:
-    """Run a dialect's sans-I/O steps: each statement it yields, its rows sent back; how
-    many statements ran."""
-    count = 0
+async def run_steps(engine: Engine, conn: Any, steps: Any) -> Any:
+    """Run a dialect's sans-I/O steps: each statement it yields, its rows sent back; what
+    the steps return."""
     try:
         sql, params = next(steps)
         while True:
-            count += 1
             sql, params = steps.send(await rows(engine, conn, sql, params))
-    except StopIteration:
-        pass
-    return count
+    except StopIteration as stop:
+        return stop.value
 
 
-async def distribute(engine: Engine, conn: Any) -> str | None:
-    """Spread the base tables over a distributed engine's nodes (the dialect's
-    ``distribute_steps``: Citus) unless the setting ``distribute`` is off; what was done."""
-    if not getattr(engine.settings, "distribute", True):
+async def distribute(engine: Engine, conn: Any, force: bool = False) -> str | None:
+    """Spread the base tables (and the ``SIDE_TABLES`` there are) over a distributed
+    engine's nodes (the dialect's ``distribute_steps``: Citus) unless the setting
+    ``distribute`` is off (``force``: even then, ``sqltrack setup --distribute``).
+    What was done; ``""``: a distributed engine with nothing left to do; None: no
+    distributed engine (or the setting is off)."""
+    if not force and not getattr(engine.settings, "distribute", True):
         return None
-    if await run_steps(engine, conn, engine.dialect.distribute_steps()) <= 2:
-        return None  # only looked: not a distributed engine, or distributed before
-    return ("distributed the tables on Citus (runs by id, metrics, metric_values, "
-            "system_metrics and run_links co-located by run id; experiments, "
-            "experiment_links and metric_names reference tables)")
+    done: str | None = await run_steps(engine, conn, engine.dialect.distribute_steps(SIDE_TABLES))
+    return done
 
 
 async def create(engine: Engine, conn: Any, base_sql: str) -> str:

@@ -212,8 +212,10 @@ async def runs_table(
                               with_args)
     params = [experiment_id if p is EXPERIMENT else p for p in params]
     result = await readonly.fetch(client, parts, params, timeout=timeout, policy=policy)
-    chosen = [row for row in result.rows if set(tags) <= set(queries._tags(row[4]))
-              and _matches(row, terms, with_args)]
+    # By id here too: the reader role's function reads the statement as a subquery, whose
+    # ORDER BY the outer SELECT need not keep (Citus merges the shards' rows in any order).
+    chosen = [row for row in sorted(result.rows, key=lambda r: r[0])
+              if set(tags) <= set(queries._tags(row[4])) and _matches(row, terms, with_args)]
     summary_keys = sorted({key for row in chosen
                            for key in flat_summary(queries.json_column(row[6]))})
     keys_found["summary"] = summary_keys

@@ -160,6 +160,16 @@ def test_setup_without_scripts_creates_base_schema(run_cli, client_kwargs):
     assert query(client_kwargs, "SELECT COUNT(*) FROM runs") == [(0,)]
 
 
+def test_setup_distribute_without_citus_says_so(run_cli, client_kwargs):
+    """``setup --distribute`` needs a Citus coordinator (tests/schema/test_citus.py):
+    elsewhere one line says there is nothing to distribute, the schema is still made."""
+    code, out, err = run_cli("setup", "--distribute")
+    assert code == 1
+    assert out.splitlines() == ["created the sqltrack tables"]
+    assert_one_line_error(err, "--distribute", "no citus extension", "nothing to distribute")
+    assert query(client_kwargs, "SELECT COUNT(*) FROM runs") == [(0,)]
+
+
 def test_setup_errors_are_one_line(run_cli, client_kwargs, tmp_path):
     code, _, err = run_cli("setup", str(tmp_path / "missing.sql"))
     assert code == 1

@@ -554,7 +554,8 @@ REVIEWED = {
     "DEFAULT_READER": "cli.commands: the --ui-role help text (argparse), never run as SQL",
     "args.ui_role": "cli.commands: the line printed after setup --ui-role, never run as SQL",
     "', '.join(tables)": "cli.commands: the line printed after setup --ui-role (table names)",
-    "where": "dialects.reader_setup: quote_ident(schema), or the constant public",
+    "where": "dialects.reader_setup: quote_ident(schema), or the constant public; "
+             "transfer: the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders)",
     "self.quote_ident(t)": "dialects.reader_setup: quote_ident of the constant READER_TABLES",
     "role": "dialects.reader_setup: a role name passed by check_role_name ([a-z_][a-z0-9_]*)",
     "function": "dialects.reader_setup: quoted schema + the constant READER_FUNCTION name",
@@ -580,7 +581,11 @@ REVIEWED = {
     "span": "read.queries: ' AND ' + the constants _FROM_KEY / _TO_KEY (placeholders)",
     "' UNION '.join(parts)": "read.queries: SELECTs built above from constants and placeholders",
     "', '.join(('v.' + c for c in LONG_VALUES))": "read.queries: the constant value columns",
-    "_quote(self.src, every)": "transfer: quote_ident of the source's metric columns",
+    "_quote(client, columns)": "transfer._read_rows: quote_ident of metric columns of metrics",
+    "_quote(self.src, place.columns)": "transfer._page: quote_ident of the source's metric "
+                                       "columns",
+    "last": "transfer._last_key: the constant ORDER BY step DESC, progress DESC LIMIT 1",
+    "slots": "transfer._read_rows: the constant value columns of metric_values (_LONG_SLOTS)",
     "start": "dialects.curve_extremes: an int, formatted with :d",
     "start + width": "dialects.curve_extremes: an int, formatted with :d",
     "index": "dialects.curve_extremes: an int, formatted with :d",
@@ -593,7 +598,9 @@ REVIEWED = {
     "sequence": "dialects.advance_id_steps: the constant sequence subquery (%s placeholder)",
     "self.quote_ident(table)": "dialects.advance_id_steps: quote_ident of 'runs' / 'experiments'",
     "name": "dialects.distribute_steps: quote_ident(conname), quoted by the server",
-    "column": "dialects.distribute_steps: a constant distribution column",
+    "column": "dialects.distribute_steps: a constant distribution column; "
+              "sqlite._long_upsert_sql: a constant value column of metric_values",
+    "colocated[table]": "dialects._distribute_new_tables: the constant COLOCATED_TABLES column",
     "place.table": "ui.curves: the constant 'metrics' or 'metric_values'",
     "place.where": "ui.curves: 'run_id = %s AND' + quote_ident(name) / constant slot + "
                    "' IS NOT NULL' + the constant after-key condition (placeholders)",

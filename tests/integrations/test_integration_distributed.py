@@ -17,7 +17,7 @@ import os, sys, time
 import torch
 import torch.distributed as dist
 import sqltrack
-from sqltrack.integrations.distributed import shared_run
+from sqltrack.integrations.distributed import per_rank, shared_run
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()
@@ -31,6 +31,7 @@ with run.track(system_metrics=0.05):
         dist.all_reduce(value)
         if rank == 0:
             run.add_metrics({"loss": float(value)}, step=step)
+        run.add_metrics(per_rank({"throughput": float(10 * rank + step)}), step=step)
     deadline = time.monotonic() + 120  # until this rank's first sample is in
     while not client.execute(
             f"SELECT 1 FROM system_metrics WHERE run_id = {mark} AND rank = {mark}",
@@ -79,6 +80,15 @@ def test_four_gloo_ranks_one_run_with_per_rank_system_metrics(client_kwargs, tmp
     rows = read_raw(kw, "SELECT step, loss FROM metrics WHERE run_id = %s ORDER BY step",
                     [run_id])
     assert [tuple(r) for r in rows] == [(s, float(6 + 4 * s)) for s in range(5)]
+    # opt-in per-rank metrics: every rank's column in the one row of each step
+    rows = read_raw(kw, "SELECT step, throughput__rank0, throughput__rank1, throughput__rank2, "
+                    "throughput__rank3 FROM metrics WHERE run_id = %s ORDER BY step", [run_id])
+    assert [tuple(r) for r in rows] == [
+        (s, *(float(10 * r + s) for r in range(WORLD))) for s in range(5)]
+    across = read_raw(kw, "SELECT step, MIN(value), AVG(value), MAX(value) FROM "
+                      "metric_values_all WHERE run_id = %s AND name LIKE %s GROUP BY step "
+                      "ORDER BY step", [run_id, "throughput__rank%"])  # the README's query
+    assert [tuple(r) for r in across] == [(s, s, 15.0 + s, 30.0 + s) for s in range(5)]
     ranks = read_raw(kw, "SELECT DISTINCT rank, host FROM system_metrics WHERE run_id = %s "
                      "ORDER BY rank", [run_id])
     assert [tuple(r) for r in ranks] == [(r, socket.gethostname()) for r in range(WORLD)]

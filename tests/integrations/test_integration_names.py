@@ -182,3 +182,16 @@ def test_integration_run_pickles_without_its_client(client_kwargs):
     assert read_raw(client_kwargs, "SELECT step, a__b FROM metrics ORDER BY step") == [
         (0, 1.0), (1, 2.0)]
     assert read_raw(client_kwargs, "SELECT status FROM runs") == [("COMPLETED",)]
+
+
+def test_per_rank_names(monkeypatch):
+    """``<name>/rank<r>`` for the integrations, its column for plain ``add_metrics``."""
+    from sqltrack.integrations.distributed import per_rank
+    from sqltrack.integrations.names import rank_name
+
+    assert rank_name("throughput", 1) == "throughput/rank1"
+    assert column_name(rank_name("eval/acc", 12)) == "eval__acc__rank12"
+    assert per_rank({"throughput": 9.5, "eval/acc": 1}, rank=3) == {
+        "throughput__rank3": 9.5, "eval__acc__rank3": 1}
+    monkeypatch.setenv("RANK", "5")  # no process group here: the rank from RANK
+    assert per_rank({"loss": 0.5}) == {"loss__rank5": 0.5}

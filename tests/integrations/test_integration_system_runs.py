@@ -153,3 +153,36 @@ def test_wandb_init_option(client_kwargs):
         assert samples(client_kwargs, run.id) == taken
     finally:
         client.close()
+
+
+async def test_sampling_without_a_status_async(client, run, client_kwargs):
+    """``start_system_metrics`` / ``stop_system_metrics``: what the ranks other than zero
+    do; the run's status stays rank zero's."""
+    kw = client_kwargs
+    await run.set_status("COMPLETED")  # rank zero finished already
+    await run.start_system_metrics(0.05)
+    await run.start_system_metrics(0.05)  # once sampling, left as it is
+    deadline = asyncio.get_running_loop().time() + 60
+    while samples(kw, run.id) < 2:
+        assert asyncio.get_running_loop().time() < deadline, "no samples"
+        await asyncio.sleep(0.02)
+    await run.stop_system_metrics()
+    taken = samples(kw, run.id)
+    await run.stop_system_metrics()  # stopped: nothing to do
+    assert read_raw(kw, "SELECT status FROM runs WHERE id = %s", [run.id]) == [("COMPLETED",)]
+    assert samples(kw, run.id) == taken  # no sample after the stop returned
+    with pytest.raises(ValueError, match="positive number"):
+        await run.start_system_metrics(-1)
+
+
+def test_sampling_without_a_status_blocking(client_kwargs):
+    kw = client_kwargs
+    client = sqltrack.Client(**kw)
+    try:
+        run = sqltrack.Experiment(client, name="ranks").get_run()
+        assert run.start_system_metrics(0.05) is run
+        wait_for(lambda: samples(kw, run.id) >= 1, 60)
+        assert run.stop_system_metrics() is run
+        assert read_raw(kw, "SELECT status FROM runs WHERE id = %s", [run.id]) == [("PENDING",)]
+    finally:
+        client.close()

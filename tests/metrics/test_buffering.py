@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -108,6 +109,32 @@ async def test_batch_of_deleted_run_raises_on_flush(client) -> None:
     await run.add_metrics({"loss": 2.0}, step=1)
     with pytest.raises(MetricWriteError):
         await run.flush()
+
+
+async def test_every_refused_batch_is_reported(client) -> None:
+    """Batches of a deleted run are refused: the errors raised (by later calls and the
+    flush) name every refused row, each step once; a batch refused while an earlier
+    refusal waited to be raised was dropped without a word."""
+    run = await (await sqltrack.AsyncExperiment.create(client, name="d3")).get_run()
+    await run.add_metrics({"loss": 1.0}, step=0)  # the column exists
+    await run.set_buffered(flush_rows=1000, flush_interval=60, max_rows=10_000)
+    await client.execute(
+        "DELETE FROM runs WHERE id = " + ("?" if client.engine == "sqlite" else "%s"), (run.id,)
+    )
+    messages = []
+    for step in range(1, 2501):
+        try:
+            await run.add_metrics({"loss": 2.0}, step=step)
+        except MetricWriteError as error:
+            messages.append(str(error))
+    try:
+        await run.flush()
+    except MetricWriteError as error:
+        messages.append(str(error))
+    named = [range(int(first), int(last) + 1) for count, first, last in re.findall(
+        r"(\d+) buffered metric rows of run \d+ \(steps (\d+)\.\.(\d+)\)", " ".join(messages))]
+    steps = sorted(step for part in named for step in part)
+    assert steps == list(range(1, 2501)), messages
 
 
 @pytest.mark.parametrize("rows", [1, 2000])

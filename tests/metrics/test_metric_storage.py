@@ -105,6 +105,127 @@ async def test_budget_zero_and_blocking_and_buffered_paths(client_kwargs):
                     "step = 309") == [(154.5,)]
 
 
+async def test_one_metric_by_name_wherever_stored(client_kwargs):
+    """``queries.metric_series``: one run's values of one metric, read from where the name
+    lives (column or long table), typed; a name in both places, the long value wins."""
+    client, run = await make_run(client_kwargs, metric_columns=2)
+    try:
+        when = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+        for step in range(4):
+            await run.add_metrics({"loss": 1.0 / (step + 1), "seen": step * 10,
+                                   "lr": step * 0.5, "ok": step % 2 == 0}, step=step)
+        await run.add_metrics({"at": when, "note": "x"}, step=9, progress=0.5)
+        await run.add_metrics({"lr": 3}, step=10)  # an int into a long float metric
+        other = await (await sqltrack.AsyncExperiment.create(client, name="other")).get_run()
+        await other.add_metrics({"loss": 7.0, "lr": 7.0}, step=0)
+        assert set(await queries.metric_columns(client)) == {"loss", "seen"}
+        assert await queries.metric_series(client, run.id, "loss") == [
+            (0, 0.0, 1.0), (1, 0.0, 0.5), (2, 0.0, 1.0 / 3), (3, 0.0, 0.25)]
+        assert await queries.metric_series(client, run.id, "seen") == [
+            (0, 0.0, 0), (1, 0.0, 10), (2, 0.0, 20), (3, 0.0, 30)]
+        lr = await queries.metric_series(client, run.id, "lr")
+        assert lr == [(0, 0.0, 0.0), (1, 0.0, 0.5), (2, 0.0, 1.0), (3, 0.0, 1.5), (10, 0.0, 3.0)]
+        assert all(type(v) is float for *_, v in lr)
+        assert await queries.metric_series(client, run.id, "ok") == [
+            (0, 0.0, True), (1, 0.0, False), (2, 0.0, True), (3, 0.0, False)]
+        assert await queries.metric_series(client, run.id, "at") == [(9, 0.5, when)]
+        assert await queries.metric_series(client, run.id, "note") == [(9, 0.5, "x")]
+        assert await queries.metric_series(client, other.id, "lr") == [(0, 0.0, 7.0)]
+        assert await queries.metric_series(client, run.id, "missing") == []
+        assert await queries.metric_series(client, run.id, 'x"; DROP TABLE runs; --') == []
+        # the same as the view, which names any metric in SQL
+        for name in ("loss", "seen", "lr"):
+            assert [(s, float(v)) for s, _, v in await queries.metric_series(
+                client, run.id, name)] == [(s, v) for s, v, *_ in await view_values(
+                    client, run.id, name)]
+        # the same name in both places (two clients' race): the long value wins
+        await client.query("INSERT INTO metric_names (name, kind) VALUES ('loss', 'float')")
+        await client.query("INSERT INTO metric_values (run_id, step, progress, name, value) "
+                           "VALUES (%s, 1, 0.0, 'loss', 5.5), (%s, 7, 0.0, 'loss', 6.5)",
+                           [run.id, run.id])
+        assert await queries.metric_series(client, run.id, "loss") == [
+            (0, 0.0, 1.0), (1, 0.0, 5.5), (2, 0.0, 1.0 / 3), (3, 0.0, 0.25), (7, 0.0, 6.5)]
+    finally:
+        await client.close()
+
+
+async def test_buffered_wide_rows_go_in_batches_of_bounded_values(client_kwargs):
+    """A buffered batch is cut by values, not only by rows: 200 rows of 2,000 metrics
+    (400,000 values, one batch of rows) go in several transactions of at most
+    ``MAX_BATCH_VALUES`` values each, so no batch outlasts the write's time bound (a
+    batch of 1,000 rows of 10,000 metrics took minutes and was taken for an outage).
+    Every value is stored; on PostgreSQL each transaction's rows share their ``xmin``."""
+    from sqltrack.metrics import buffer
+
+    names = [f"w{i}" for i in range(2000)]
+    client, run = await make_run(client_kwargs)
+    try:
+        await run.add_metrics(dict.fromkeys(names, 0.0), step=0)  # the places, untimed
+        await run.set_buffered(flush_rows=1000, flush_interval=3600.0)
+        for step in range(1, 201):
+            await run.add_metrics({n: step + i / 10_000 for i, n in enumerate(names)}, step=step)
+        await run.flush()
+        columns = await queries.metric_columns(client)
+        in_columns = [n for n in names if n in columns]
+        assert 0 < len(in_columns) < len(names)  # both places written
+        rows = [r async for page in queries.metric_rows(
+            client, [run.id], {"w0": "float", "w1999": "float"}) for r in page]
+        assert len(rows) == 201 and rows[-1][3:] == (200.0, 200 + 1999 / 10_000)
+        long_count = await client.query(
+            "SELECT COUNT(*) FROM metric_values WHERE run_id = %s AND step > 0", [run.id])
+        assert long_count == [(200 * (len(names) - len(in_columns)),)]
+        if client_kwargs["engine"] == "postgres":
+            (transactions,) = await client.query(
+                "SELECT COUNT(DISTINCT xmin::text) FROM (SELECT xmin FROM metrics WHERE "
+                "run_id = %s AND step > 0 UNION ALL SELECT xmin FROM metric_values WHERE "
+                "run_id = %s AND step > 0) AS x", [run.id, run.id])
+            assert transactions[0] >= 200 * len(names) // buffer.MAX_BATCH_VALUES
+    finally:
+        await client.close()
+
+
+async def test_buffered_long_values_of_every_kind(client_kwargs):
+    """A buffered batch's long part (PostgreSQL: binary COPY per kind; an upsert when a
+    key is stored already or repeated): every kind, NaN and infinities, the later row of
+    a repeated key, a batch over steps written before."""
+    client, run = await make_run(client_kwargs, metric_columns=0)
+    try:
+        when = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+        await run.add_metrics({"f": 0.5, "i": 1, "b": True, "s": "x", "t": when}, step=0)
+        await run.set_buffered(flush_rows=1000, flush_interval=3600.0)
+
+        def values(step: int) -> dict:
+            special = (math.nan, math.inf, -math.inf)
+            return {"f": special[step % 3] if step % 10 == 0 else step / 4, "i": step * 2**40,
+                    "b": step % 2 == 0, "s": f"é{step}", "t": when.replace(second=step % 60)}
+
+        for step in range(1, 120):
+            await run.add_metrics(values(step), step=step)
+        await run.add_metrics({"f": -1.0, "s": "later"}, step=7)  # a repeated key
+        await run.flush()
+        for step in range(100, 160):  # again over stored steps: the upsert
+            await run.add_metrics({**values(step), "f": step * 1.0}, step=step)
+        await run.flush()
+        frame = await analysis.metrics_frame(client, run.id)
+        assert len(frame) == 160
+        by_step = frame.set_index("step")
+        for step in (1, 50, 99):
+            want = values(step)
+            got = by_step.loc[step]
+            assert (got["i"], bool(got["b"]), got["s"], got["t"]) == (
+                want["i"], want["b"], want["s"], want["t"])
+            assert got["f"] == want["f"]
+        assert math.isnan(by_step.loc[30]["f"]) and by_step.loc[10]["f"] == math.inf
+        assert by_step.loc[20]["f"] == -math.inf
+        assert (by_step.loc[7]["f"], by_step.loc[7]["s"], by_step.loc[7]["i"]) == (
+            -1.0, "later", 7 * 2**40)
+        assert by_step.loc[150]["f"] == 150.0 and by_step.loc[110]["f"] == 110.0
+        assert await client.query("SELECT COUNT(*) FROM metric_values WHERE run_id = %s",
+                                  [run.id]) == [(160 * 5,)]
+    finally:
+        await client.close()
+
+
 # -- types and names, wherever the metric lives ---------------------------------------------------
 async def test_type_conflicts_across_places(client_kwargs):
     client, run = await make_run(client_kwargs, metric_columns=1)

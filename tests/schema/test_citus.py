@@ -8,19 +8,18 @@ skipped. Citus is a test server only.
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
+import asyncio
 from typing import Any
 
-import psycopg
 import pytest
-from support.helpers import pg_params
+from support.citus import citus_tables, keys_to_runs, local_bytes, raw, rows_per_worker
+from support.transfer_helpers import populate
 
 import sqltrack
-
-CITUS_DSN_ENV = "SQLTRACK_TEST_CITUS_DSN"
-CITUS_DSN = os.environ.get(CITUS_DSN_ENV)
+from sqltrack.cli import main
+from sqltrack.copy.transfer import sync
+from sqltrack.errors import MetricWriteError
+from sqltrack.model.system_metrics import write_sample
 
 pytestmark = pytest.mark.citus
 
@@ -37,59 +36,6 @@ EXPECTED = {
     "run_links": ("distributed", "from_id"),
 }
 
-
-@pytest.fixture(scope="module")
-def citus_dsn() -> str:
-    """The coordinator's DSN; a loud failure when it is no Citus coordinator with 2+ workers."""
-    assert CITUS_DSN
-    try:
-        with psycopg.connect(CITUS_DSN, autocommit=True, connect_timeout=10) as conn:
-            if not conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchall():
-                pytest.fail(f"{CITUS_DSN_ENV}={CITUS_DSN!r}: no citus extension in this "
-                            "database (not a Citus coordinator)", pytrace=False)
-            ((coordinator,),) = conn.execute("SELECT citus_is_coordinator()").fetchall()
-            ((workers,),) = conn.execute("SELECT count(*) FROM citus_get_active_worker_nodes()"
-                                         ).fetchall()
-    except psycopg.Error as error:
-        pytest.fail(f"{CITUS_DSN_ENV}={CITUS_DSN!r}: cannot use it: {error}", pytrace=False)
-    if not coordinator or workers < 2:
-        pytest.fail(f"{CITUS_DSN_ENV}={CITUS_DSN!r}: coordinator={coordinator}, "
-                    f"{workers} active workers (want a coordinator with 2+)", pytrace=False)
-    return CITUS_DSN
-
-
-@pytest.fixture
-def citus_kwargs(citus_dsn: str) -> Iterator[dict[str, Any]]:
-    """A fresh schema on the coordinator (dropped after, its shards too)."""
-    name = "c_" + uuid.uuid4().hex[:12]
-    yield {"engine": "postgres", **pg_params(citus_dsn), "schema": name}
-    with psycopg.connect(citus_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-def raw(kw: dict[str, Any], sql: str, params: Any = ()) -> list[tuple]:
-    conninfo = {k: v for k, v in kw.items() if k not in ("engine", "schema")}
-    with psycopg.connect(**conninfo, autocommit=True,
-                         options=f"-c search_path={kw['schema']},public") as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def citus_tables(kw: dict[str, Any]) -> dict[str, tuple[str, str, int]]:
-    rows = raw(kw, "SELECT c.relname, t.citus_table_type, t.distribution_column, "
-               "t.colocation_id FROM citus_tables t JOIN pg_class c ON c.oid = t.table_name "
-               "WHERE c.relnamespace = %s::regnamespace", [kw["schema"]])
-    return {name: (kind, column, colocation) for name, kind, column, colocation in rows}
-
-
-def rows_per_worker(kw: dict[str, Any], table: str) -> dict[int, int]:
-    """How many of ``table``'s rows each worker's shards hold (by worker port)."""
-    found = raw(kw, "SELECT s.nodeport, r.result::bigint FROM run_command_on_shards("
-                "%s, 'SELECT count(*) FROM %%s') AS r JOIN citus_shards s "
-                "ON s.shardid = r.shardid WHERE r.success", [f"{kw['schema']}.{table}"])
-    counts: dict[int, int] = {}
-    for port, count in found:
-        counts[port] = counts.get(port, 0) + count
-    return counts
 
 
 async def test_setup_distributes_and_rows_land_on_both_workers(citus_kwargs):
@@ -164,3 +110,118 @@ async def test_distribute_off_keeps_tables_local(citus_kwargs):
     finally:
         await client.close()
     assert citus_tables(citus_kwargs) == {}
+
+
+#: Every table of an existing database and the key its rows are compared by.
+TABLES = {"experiments": "id", "experiment_links": "from_id, kind, to_id", "runs": "id",
+          "run_links": "from_id, kind, to_id", "metrics": "run_id, step, progress",
+          "metric_values": "run_id, name, step, progress", "metric_names": "name",
+          "system_metrics": "run_id, rank, host, name, time",
+          "sync_experiments": "source_key, source_experiment_id",
+          "sync_runs": "source_key, source_run_id"}
+
+
+def snapshot(kw: dict[str, Any]) -> dict[str, list[tuple]]:
+    """Every row of every table, each value as its repr (a NaN equals itself there)."""
+    return {t: [tuple(map(repr, r)) for r in raw(kw, f"SELECT * FROM {t} ORDER BY {key}")]
+            for t, key in TABLES.items()}
+
+
+async def _existing_database(kw: dict[str, Any], node: dict[str, Any]) -> None:
+    """A sqltrack database on the coordinator made with ``distribute=false``: experiments,
+    runs, metrics (columns and long rows: a budget of 3), links, system metrics and sync's
+    tables (a node's file synced into it)."""
+    client = sqltrack.AsyncClient(**kw, distribute=False, metric_columns=3)
+    try:
+        ids = await populate(client, runs=6, steps=20)
+        for number, run_id in enumerate(ids):
+            await write_sample(client, run_id, {"cpu_percent": 10.0 + number, "gpu0_util": 0.5},
+                               rank=number % 2, host=f"node{number}")
+        source = sqltrack.AsyncClient(**node)
+        try:
+            await populate(source, runs=2, steps=5, prefix="node-")
+            await sync(source, client)
+        finally:
+            await source.close()
+    finally:
+        await client.close()
+
+
+async def test_setup_distribute_moves_an_existing_database(citus_kwargs, tmp_path, capsys,
+                                                           clean_env):
+    kw, node = citus_kwargs, {"engine": "sqlite", "dbpath": str(tmp_path / "node.db")}
+    await _existing_database(kw, node)
+    assert citus_tables(kw) == {}
+    before = snapshot(kw)
+    assert all(before[t] for t in TABLES), {t: len(r) for t, r in before.items()}
+    assert raw(kw, "SELECT count(*) FROM metric_values")[0][0] > 0  # long-stored metrics
+    argv = ["--engine", "postgres", *(f"--{k}={v}" for k, v in kw.items() if k != "engine"),
+            "setup", "--distribute"]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = capsys.readouterr().out
+    assert "base schema up to date" in out
+    assert "distributed the tables on Citus (runs by id" in out
+    assert "dropped the foreign key of sync_runs to runs" in out
+    tables = citus_tables(kw)
+    assert {t: v[:2] for t, v in tables.items() if t in EXPECTED} == EXPECTED
+    assert "sync_runs" not in tables and keys_to_runs(kw, "sync_runs") == []
+    assert len({v[2] for v in tables.values() if v[0] == "distributed"}) == 1
+    assert snapshot(kw) == before  # every row kept, now read from the shards
+    for table in ("runs", "metrics", "metric_values", "system_metrics"):
+        counts = rows_per_worker(kw, table)
+        assert sum(counts.values()) == len(before[table])
+        assert len([c for c in counts.values() if c]) >= 2, (table, counts)
+        assert local_bytes(kw, table) == 0  # the coordinator's local copy was emptied
+
+    # Idempotent: a second run has nothing to do.
+    assert await asyncio.to_thread(main, argv) == 0
+    assert "tables distributed on Citus already: nothing to do" in capsys.readouterr().out
+    # The database works on: a new run, its metrics, a re-sync, a delete.
+    client = sqltrack.AsyncClient(**kw, metric_columns=3)
+    try:
+        exp = await sqltrack.AsyncExperiment.create(client, name="after")
+        run = await exp.get_run()
+        assert run.id > max(int(r[0]) for r in before["runs"])
+        await run.add_metrics({"loss": 0.1, "new_long": 2}, step=0)
+        source = sqltrack.AsyncClient(**node)
+        try:
+            assert (await sync(source, client)).runs_unchanged == 2
+        finally:
+            await source.close()
+        await client.query("DELETE FROM experiments WHERE name = 'mnist'")
+        assert await client.query(
+            "SELECT count(*) FROM runs r JOIN experiments e ON e.id = r.experiment_id "
+            "WHERE e.name = 'mnist'") == [(0,)]
+    finally:
+        await client.close()
+
+
+async def test_a_copied_batch_over_stored_steps_upserts_on_citus(citus_kwargs):
+    """A buffered batch big enough for COPY whose steps are stored already: Citus reports
+    the shard's unique violation of the COPY as an internal error (XX000); the batch is
+    upserted all the same, and a batch of a deleted run is refused with RunNotFound."""
+    client = sqltrack.AsyncClient(**citus_kwargs)
+    try:
+        run = await (await sqltrack.AsyncExperiment.create(client, name="copy")).get_run()
+        await run.set_buffered(flush_rows=1000, flush_interval=60)
+        for step in range(200):
+            await run.add_metrics({"loss": float(step)}, step=step)
+        await run.flush()
+        for step in range(100, 300):  # 100 stored, 100 new: one COPY-sized batch
+            await run.add_metrics({"loss": -float(step)}, step=step)
+        await run.flush()
+        stored = await client.query("SELECT step, loss FROM metrics WHERE run_id = %s "
+                                    "ORDER BY step", [run.id])
+        assert stored == [(s, float(s) if s < 100 else -float(s)) for s in range(300)]
+
+        gone = await (await sqltrack.AsyncExperiment.create(client, name="gone")).get_run()
+        await gone.set_buffered(flush_rows=1000, flush_interval=60)
+        await gone.add_metrics({"loss": 0.0}, step=0)
+        await gone.flush()
+        await client.query("DELETE FROM runs WHERE id = %s", [gone.id])
+        for step in range(1, 100):
+            await gone.add_metrics({"loss": 1.0}, step=step)
+        with pytest.raises(MetricWriteError, match="run"):
+            await gone.flush()
+    finally:
+        await client.close()

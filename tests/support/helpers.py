@@ -41,7 +41,7 @@ def child_env(client_kwargs: dict[str, Any], experiment: str) -> dict[str, str]:
 
 
 #: Client settings that are not libpq keywords.
-_CLIENT_ONLY = ("engine", "schema", "buffered", "buffer_max_rows")
+_CLIENT_ONLY = ("engine", "schema", "buffered", "buffer_max_rows", "metric_columns")
 
 
 def json_value(value: Any) -> Any:

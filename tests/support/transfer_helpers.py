@@ -173,35 +173,63 @@ def _run_values(row: tuple, experiments: dict[int, int] | None) -> tuple:
             *(json_value(v) for v in (tags, args, env, extras)))
 
 
+def _long_kind(values: tuple) -> tuple[Any, str | None]:
+    """The value of a ``metric_values`` row and its kind (one slot holds it)."""
+    for value, kind in zip(values, ("float", "int", "bool", "str", "datetime"), strict=True):
+        if value is not None:
+            return value, kind
+    return None, None
+
+
+def metric_values_of(kw: dict[str, Any], run_id: int, kinds: dict[str, str | None]
+                     ) -> tuple[dict[tuple, dict[str, Any]], dict[str, str | None]]:
+    """A run's metric values wherever stored: ``{(step, progress): {name: value}}`` (keys:
+    the rows of ``metrics`` and the keys of ``metric_values`` that hold a value) and
+    ``{name: kind}`` of the names with a value (a long value wins over a column's)."""
+    names = list(kinds)
+    quoted = "".join(f', "{n}"' for n in names)
+    rows: dict[tuple, dict[str, Any]] = {}
+    used: dict[str, str | None] = {}
+    for r in read_raw(kw, f"SELECT step, progress{quoted} FROM metrics WHERE run_id = %s",
+                      [run_id]):
+        values = rows.setdefault((r[0], float(r[1])), {})
+        for name, value in zip(names, r[2:], strict=True):
+            if value is not None:
+                values[name] = _value(value, kinds[name])
+                used[name] = kinds[name]
+    for step, progress, name, *slots in read_raw(
+            kw, "SELECT step, progress, name, value, value_int, value_bool, value_text, "
+                "value_time FROM metric_values WHERE run_id = %s", [run_id]):
+        value, kind = _long_kind(tuple(slots))
+        if value is not None:
+            rows.setdefault((step, float(progress)), {})[name] = _value(value, kind)
+            used[name] = kind
+    return rows, used
+
+
 def _metric_differences(source_kw, target_kw, source_id, target_id, source_kinds,
                         target_kinds) -> list[str]:
+    """The run's metric values, wherever each database stores them (a column of
+    ``metrics`` or rows of ``metric_values``), compared key by key."""
     problems = []
-    names = list(source_kinds)
-    quoted = "".join(f', "{n}"' for n in names)
-    rows = read_raw(source_kw, f"SELECT step, progress{quoted} FROM metrics WHERE run_id = %s",
-                    [source_id])
-    used = [n for index, n in enumerate(names) if any(r[2 + index] is not None for r in rows)]
-    for name in used:
-        if target_kinds.get(name) != source_kinds[name]:
-            problems.append(f"metric column {name}: {target_kinds.get(name)} on the target, "
-                            f"{source_kinds[name]} on the source")
-    if any(name not in target_kinds for name in used):
-        return problems
-    picked = "".join(f', "{n}"' for n in used)
-    want = {
-        (r[0], r[1]): tuple(_value(r[2 + names.index(n)], source_kinds[n]) for n in used)
-        for r in rows
-    }
-    got = {
-        (r[0], r[1]): tuple(_value(v, target_kinds[n]) for v, n in zip(r[2:], used, strict=True))
-        for r in read_raw(target_kw, f"SELECT step, progress{picked} FROM metrics "
-                                     "WHERE run_id = %s", [target_id])
-    }
+    want, want_kinds = metric_values_of(source_kw, source_id, source_kinds)
+    got, got_kinds = metric_values_of(target_kw, target_id, target_kinds)
+    for name, kind in want_kinds.items():
+        if got_kinds.get(name, kind) != kind:
+            problems.append(f"metric {name}: {got_kinds.get(name)} on the target, "
+                            f"{kind} on the source")
     if set(want) != set(got):
         missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
         problems.append(f"run {source_id}: metric keys missing {missing[:5]}, extra {extra[:5]}")
     for key, values in want.items():
         there = got.get(key)
-        if there is not None and not all(_equal(a, b) for a, b in zip(values, there, strict=True)):
-            problems.append(f"run {source_id} step {key}: {there} != {values}")
+        if there is None:
+            continue
+        for name in sorted(set(values) | set(there)):
+            if name not in want_kinds:
+                continue  # a metric the source does not have: the target's own
+            a, b = values.get(name), there.get(name)
+            if not ((a is None and b is None) or (a is not None and b is not None
+                                                  and _equal(a, b))):
+                problems.append(f"run {source_id} step {key} {name}: {b!r} != {a!r}")
     return problems
