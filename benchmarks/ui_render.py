@@ -2,6 +2,9 @@
 
     python benchmarks/ui_render.py [--runs 1000] [--steps 100000] [--rounds 5]
 
+Also: the runs table searched without SQL (``?search=even arg0=0.3``), and the page of a
+run of 40 metrics (four prefixes: four sections of ten charts, 1,000 steps each).
+
 Seeds a temporary SQLite database (one experiment of ``--runs`` runs with eight
 args and four metrics of a few steps each, one RUNNING run of ``--steps`` steps
 of two metrics), starts ``sqltrack ui``
@@ -70,23 +73,32 @@ async def seed(path: str, runs: int, steps: int) -> dict[str, int]:
                 "INSERT INTO metrics (run_id, step, progress, loss, acc) VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
-        return {"experiment": wide.id, "run": run.id}
+            many = await long.get_run()
+            names = [f"{prefix}__m{k}" for prefix in ("train", "val", "eval", "gpu")
+                     for k in range(10)]
+            await many.add_metrics(dict.fromkeys(names, 0.0), step=0)
+            await client.executemany(
+                f"INSERT INTO metrics (run_id, step, progress, {', '.join(names)}) VALUES "
+                f"(?, ?, ?, {', '.join('?' * len(names))})",
+                [(many.id, step, step / 1000, *(math.sin(step / (k + 5)) for k in range(40)))
+                 for step in range(1, 1000)])
+        return {"experiment": wide.id, "run": run.id, "many": many.id}
     finally:
         await client.close()
 
 
-def start_server(dbpath: str) -> tuple[subprocess.Popen, str]:
+def start_server(dbpath: str) -> tuple[subprocess.Popen, str, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "sqltrack", "--engine", "sqlite", "--dbpath", dbpath,
          "ui", "--port", "0"],
         stdout=subprocess.PIPE, text=True,
     )
     line = process.stdout.readline()
-    match = re.search(r"http://\S+/", line)
+    match = re.search(r"(http://\S+)/\?token=(\S+)", line)
     if not match:
         process.kill()
         raise RuntimeError(f"sqltrack ui did not start: {line!r}")
-    return process, match.group(0).rstrip("/")
+    return process, match.group(1), match.group(2)
 
 
 def browser(profile: str):
@@ -112,9 +124,9 @@ def render_ms(driver, url: str) -> float:
     return driver.execute_script("return window.sqltrackRenderMs")
 
 
-def api_ms(url: str, rounds: int) -> float:
+def api_ms(url: str, rounds: int, token: str) -> float:
     times = []
-    with httpx.Client(timeout=60) as http:
+    with httpx.Client(timeout=60, headers={"X-Sqltrack-Token": token}) as http:
         for _ in range(rounds):
             start = time.perf_counter()
             http.get(url).raise_for_status()
@@ -134,21 +146,27 @@ def main() -> None:
         ids = asyncio.run(seed(dbpath, args.runs, args.steps))
         print(f"seeded {args.runs} runs and a {args.steps}-step run "
               f"in {time.perf_counter() - start:.1f} s")
-        process, base = start_server(dbpath)
+        process, base, token = start_server(dbpath)
         driver = browser(str(Path(tmp) / "profile"))
         try:
+            driver.get(f"{base}/?token={token}")  # the page keeps it as a cookie
             chosen = "&".join(
                 [f"col=args.arg{k}" for k in range(8)]
                 + [f"col={agg}.{m}" for m in ("loss", "acc", "lr_now", "grad_norm")
                    for agg in ("last", "min", "max")])
             table = f"/experiments/{ids['experiment']}"
             run = f"/runs/{ids['run']}"
+            search = "even+arg0%3D0.3"
             last = args.steps - 1
             cases = [
                 (f"runs table, {args.runs} runs", table,
                  f"/api{table}/table"),
                 (f"runs table, {args.runs} x 20 columns", f"{table}?{chosen}",
                  f"/api{table}/table?{chosen}"),
+                (f"runs table, {args.runs} runs, searched", f"{table}?search={search}",
+                 f"/api{table}/table?search={search}"),
+                ("run page, 40 metrics in 4 sections", f"/runs/{ids['many']}",
+                 f"/api/runs/{ids['many']}/curves?max_points=2000"),
                 (f"live run page, {args.steps} steps", f"{run}?poll=60",
                  f"/api{run}/curves?max_points=2000"),
                 ("  its poll (new points only)", None,
@@ -157,12 +175,13 @@ def main() -> None:
             print(f"\n{'page':<36} {'cold ms':>8} {'warm ms':>8} {'API ms':>8}")
             for name, page, api in cases:
                 if page is None:
-                    print(f"{name:<36} {'':>8} {'':>8} {api_ms(base + api, args.rounds):>8.1f}")
+                    took = api_ms(base + api, args.rounds, token)
+                    print(f"{name:<36} {'':>8} {'':>8} {took:>8.1f}")
                     continue
                 loads = [render_ms(driver, base + page) for _ in range(args.rounds + 1)]
                 warm = statistics.median(loads[1:])
                 print(f"{name:<36} {loads[0]:>8.0f} {warm:>8.0f} "
-                      f"{api_ms(base + api, args.rounds):>8.0f}")
+                      f"{api_ms(base + api, args.rounds, token):>8.0f}")
         finally:
             driver.quit()
             process.terminate()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..checks import STATUSES
@@ -131,7 +132,18 @@ async def run(client: AsyncClient, run_id: int) -> dict[str, Any]:
         m["metric"] for m in found["metrics"] if kinds.get(m["metric"]) in PLOTTED_KINDS
     ]
     found["summary"] = flat_summary(found["extras"])
+    found["idle_seconds"] = idle_seconds(found["updated"])
     return found
+
+
+def idle_seconds(updated: datetime | None) -> float | None:
+    """Seconds since the run's ``time_updated`` (None when never set): the page shows a
+    RUNNING run idle for longer than its setting as "not responding"."""
+    if updated is None:
+        return None
+    if updated.tzinfo is None:
+        updated = updated.replace(tzinfo=timezone.utc)
+    return round((datetime.now(timezone.utc) - updated).total_seconds(), 3)
 
 
 # -- metric curves ------------------------------------------------------------

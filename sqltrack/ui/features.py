@@ -90,7 +90,7 @@ def routes(
             client, path_id(request), params.getlist("col"),
             status=api.parse_status(params.get("status")),
             tags=[t for t in params.getlist("tag") if t],
-            where=params.get("filter"), policy=policy,
+            where=params.get("filter"), search=params.get("search"), policy=policy,
         ))
 
     async def run_curves(request: Request) -> Response:

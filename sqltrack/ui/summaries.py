@@ -19,13 +19,15 @@ read-only (see ``readonly``), as it does without a filter.
 
 from __future__ import annotations
 
+import json
+import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..read import queries
 from ..read.summary import flat_summary
 from . import readonly
-from .api import PLOTTED_KINDS, BadRequest, experiment
+from .api import PLOTTED_KINDS, BadRequest, experiment, idle_seconds
 from .readonly import User
 
 if TYPE_CHECKING:
@@ -78,17 +80,18 @@ def _ordered(quoted: str, kind: str | None) -> str:
 
 def build_sql(
     columns: list[dict[str, Any]], quote: Any, status: str | None, where: str | None,
-    long: frozenset[str] = frozenset(),
+    long: frozenset[str] = frozenset(), with_args: bool = False,
 ) -> tuple[list[str | User], list[Any]]:
     """The one SELECT of the table: parts (see ``readonly.compose``) and parameters.
 
     ``long`` names the metrics stored in ``metric_values`` (the others are columns of
-    ``metrics``). The experiment id's parameters are ``EXPERIMENT``.
+    ``metrics``). The experiment id's parameters are ``EXPERIMENT``. ``args`` is
+    selected when a column shows one, or ``with_args`` (a search names one).
     """
     selects = ["r.id", "r.status", "r.time_started", "r.time_updated", "r.tags", "r.comment",
                "r.extras"]
     params: list[Any] = []
-    if any(c["group"] == "args" for c in columns):
+    if with_args or any(c["group"] == "args" for c in columns):
         selects.append("r.args")
     grouped: list[str] = []
     long_grouped: list[str] = []
@@ -185,11 +188,12 @@ async def runs_table(
     status: str | None = None,
     tags: Sequence[str] = (),
     where: str | None = None,
+    search: str | None = None,
     timeout: float | None = None,
     policy: readonly.Policy = readonly.DEFAULT_POLICY,
 ) -> dict[str, Any]:
     """The runs table: chosen columns (default: tags, the runs' summary items and each
-    numeric metric's last value)."""
+    numeric metric's last value); ``search``: see ``parse_search``."""
     info = await experiment(client, experiment_id)
     stored_as_columns = await queries.metric_columns(client)
     metrics = await queries.metric_kinds(client)
@@ -202,13 +206,16 @@ async def runs_table(
     columns = parse_columns(keys, metrics)
     if where is not None:
         where = readonly.check_text(where, "filter") if where.strip() else None
-    parts, params = build_sql(columns, client.dialect.quote_ident, status, where, long)
+    terms = parse_search(search)
+    with_args = any(key not in SEARCH_KEYS for key, _ in terms if key is not None)
+    parts, params = build_sql(columns, client.dialect.quote_ident, status, where, long,
+                              with_args)
     params = [experiment_id if p is EXPERIMENT else p for p in params]
     result = await readonly.fetch(client, parts, params, timeout=timeout, policy=policy)
     # By id here too: the reader role's function reads the statement as a subquery, whose
     # ORDER BY the outer SELECT need not keep (Citus merges the shards' rows in any order).
     chosen = [row for row in sorted(result.rows, key=lambda r: r[0])
-              if set(tags) <= set(queries._tags(row[4]))]
+              if set(tags) <= set(queries._tags(row[4])) and _matches(row, terms, with_args)]
     summary_keys = sorted({key for row in chosen
                            for key in flat_summary(queries.json_column(row[6]))})
     keys_found["summary"] = summary_keys
@@ -218,7 +225,7 @@ async def runs_table(
     names: dict[str, str] = {}
     runs = []
     for row in chosen:
-        record = _record(row, columns)
+        record = _record(row, columns, with_args)
         runs.append(record)
         names.update(record.pop("metric_names"))
     for index, column in enumerate(columns):
@@ -234,7 +241,8 @@ async def runs_table(
     return {
         "experiment": info,
         "engine": client.engine,
-        "filters": {"status": status, "tags": list(tags), "filter": where or ""},
+        "filters": {"status": status, "tags": list(tags), "filter": where or "",
+                    "search": search or ""},
         "available": keys_found,
         "metric_names": {k: v for k, v in names.items() if k in metrics},
         "plottable": [n for n in keys_found["metrics"] if metrics[n] in PLOTTED_KINDS],
@@ -244,12 +252,92 @@ async def runs_table(
     }
 
 
-def _record(row: tuple[Any, ...], columns: list[dict[str, Any]]) -> dict[str, Any]:
+#: ``key=value`` search terms about the run itself; any other key is an arg.
+SEARCH_KEYS = ("name", "tag", "status")
+#: The longest search text accepted.
+MAX_SEARCH = 1000
+
+Term = tuple[str | None, str]
+
+
+def parse_search(text: str | None) -> list[Term]:
+    """The search box's terms, all of which a run must match (no SQL involved):
+
+    ``word`` is part of the run's name, one of its tags or its status (any case);
+    ``name=x`` / ``tag=x`` / ``status=x`` match that field exactly (any case);
+    ``key=value`` matches the arg ``key`` (numbers by value: ``lr=0.1`` finds 0.1,
+    ``depth=18`` finds 18; text by any case; ``true``/``false``, ``null``).
+    Terms are separated by spaces; quote a term to keep its spaces (``"my run"``).
+    """
+    if not text or not text.strip():
+        return []
+    if len(text) > MAX_SEARCH:
+        raise BadRequest(f"search is at most {MAX_SEARCH} characters, not {len(text)}")
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        raise BadRequest(f"search has a quote without its end: {text!r}") from None
+    terms: list[Term] = []
+    for word in words:
+        key, equals, value = word.partition("=")
+        if equals and key.strip():
+            terms.append((key.strip(), value.strip()))
+        elif word.strip():
+            terms.append((None, word.strip()))
+    return terms
+
+
+def _same(stored: Any, wanted: str) -> bool:
+    """Whether an arg's value is what the search wrote (numbers by value)."""
+    if stored is None:
+        return wanted.lower() in ("null", "none", "")
+    if isinstance(stored, bool):
+        return wanted.lower() == str(stored).lower()
+    if isinstance(stored, (int, float)):
+        try:
+            return float(wanted) == float(stored)
+        except ValueError:
+            return False
+    if isinstance(stored, str):
+        return stored.lower() == wanted.lower()
+    return json.dumps(stored, sort_keys=True) == wanted
+
+
+def _matches(row: tuple[Any, ...], terms: list[Term], with_args: bool) -> bool:
+    """Whether one fetched row (see ``build_sql``) matches every search term."""
+    if not terms:
+        return True
+    status, tags = str(row[1]), queries._tags(row[4])
+    extras = queries.json_column(row[6])
+    name = extras.get("name") if isinstance(extras, dict) else None
+    name = name if isinstance(name, str) else ""
+    args = queries.json_column(row[7]) if with_args else {}
+    args = args if isinstance(args, dict) else {}
+    for key, value in terms:
+        wanted = value.lower()
+        if key is None:
+            found = (wanted in name.lower() or wanted in status.lower()
+                     or any(wanted in t.lower() for t in tags))
+        elif key == "name":
+            found = name.lower() == wanted
+        elif key == "tag":
+            found = any(t.lower() == wanted for t in tags)
+        elif key == "status":
+            found = status.lower() == wanted
+        else:
+            found = key in args and _same(args[key], value)
+        if not found:
+            return False
+    return True
+
+
+def _record(row: tuple[Any, ...], columns: list[dict[str, Any]],
+            with_args: bool = False) -> dict[str, Any]:
     run_id, status, started, updated, tags, comment, extras, *rest = row
     extras = queries.json_column(extras)
     extras = extras if isinstance(extras, dict) else {}
     args: Any = {}
-    if any(c["group"] == "args" for c in columns):
+    if with_args or any(c["group"] == "args" for c in columns):
         args, *rest = rest
         args = queries.json_column(args)
         args = args if isinstance(args, dict) else {}
@@ -281,6 +369,7 @@ def _record(row: tuple[Any, ...], columns: list[dict[str, Any]]) -> dict[str, An
         "id": run_id, "status": status, "started": started, "updated": updated,
         "duration_seconds": None if started is None or updated is None
         else (updated - started).total_seconds(),
+        "idle_seconds": idle_seconds(updated),
         "name": name if isinstance(name, str) else None, "tags": tag_list,
         "values": values,
         "metric_names": {str(k): str(v) for k, v in mapping.items()

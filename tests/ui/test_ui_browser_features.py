@@ -368,3 +368,39 @@ def test_live_run_gains_points(served, driver):
     assert traces(driver, loss)[0]["points"] == [STEPS + 8]
     assert driver.find_element("id", "run-status").text == "COMPLETED"
     no_console_errors(driver)
+
+
+def test_search_without_sql_and_a_refused_filter_keeps_the_page(served, driver):
+    base, ids, _ = served
+    load(driver, f"{base}/experiments/{ids['experiment']}")
+    box = driver.find_element("id", "run-search")
+    box.send_keys("sweep depth=18 status=completed\n")
+    until(driver, lambda b: "search=sweep" in b.current_url)
+    load(driver, driver.current_url)
+    assert column(driver, 2) == [str(ids["run0"]), str(ids["run1"])]
+    assert "sweep depth=18 status=completed" in driver.find_element("id", "meta").text
+    assert driver.find_element("id", "run-search").get_attribute("value") == (
+        "sweep depth=18 status=completed")
+    load(driver, f"{base}/experiments/{ids['experiment']}?search=lr%3D0.01")
+    assert column(driver, 2) == [str(ids["run2"])]
+    load(driver, f"{base}/experiments/{ids['experiment']}?search={quote(HOSTILE_METRIC)}")
+    assert js(driver, "return document.getElementById('table').textContent") == "No runs match."
+    no_alert(driver)
+
+    # a refused filter: the table (searched), the column picker, the plots stay; one line why
+    bad = "1 = 1); DELETE FROM runs; --"
+    load(driver, f"{base}/experiments/{ids['experiment']}?search=adam&filter={quote(bad)}"
+                 "&col=args.lr&hp_metric=train__loss")
+    assert driver.find_element("id", "filter-error").text == (
+        "the filter has a ')' without its '('")
+    hint = driver.find_element("id", "filter-hint").text
+    assert "not applied" in hint and "json_extract(args, '$.lr') = 0.1" in hint
+    assert "\n" not in driver.find_element("id", "filter-problem").text
+    assert column(driver, 2) == [str(ids["run1"]), str(ids["run3"]), str(ids["run4"])]
+    assert "args.lr" in headers(driver)
+    assert driver.find_element("id", "filter").get_attribute("value") == bad
+    assert driver.find_elements("css selector", "#columns input[value='args.lr']")
+    until(driver, lambda b: int(js(b, "return document.getElementById('hparams')"
+                                      "?.dataset.drawn || 0")) == 3, "hyper-parameters")
+    no_alert(driver)
+    no_console_errors_but(driver, "400")

@@ -149,7 +149,11 @@ function sortableTable(columns, rows, options = {}) {
 }
 
 // -- charts --------------------------------------------------------------------
-const PLOT_CONFIG = { responsive: true, displaylogo: false };
+// The mode bar stands vertical at the right edge, titles start at the left: it never
+// covers a title. Charts follow their box's width (responsive).
+const PLOT_CONFIG = { responsive: true, displaylogo: false,
+  modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines",
+    "hoverClosestCartesian", "hoverCompareCartesian"] };
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
   "#7f7f7f", "#bcbd22", "#17becf"];
 const AXIS_TITLES = { step: "step", progress: "progress", time: "wall time" };
@@ -163,10 +167,13 @@ function themeColors() {
 
 function layout(title, xTitle, extra = {}) {
   const theme = themeColors();
-  const axis = { gridcolor: theme.line, zerolinecolor: theme.line, linecolor: theme.line };
+  // automargin: long tick labels widen the margin instead of being clipped.
+  const axis = { gridcolor: theme.line, zerolinecolor: theme.line, linecolor: theme.line,
+    automargin: true };
   return {
-    title: { text: plotlyText(title), font: { size: 14 } },
-    margin: { l: 56, r: 16, t: 40, b: 40 },
+    title: { text: plotlyText(title), font: { size: 14 }, x: 0, xref: "paper", xanchor: "left" },
+    margin: { l: 56, r: 40, t: 40, b: 40 },
+    modebar: { orientation: "v" },
     xaxis: { title: { text: plotlyText(xTitle) }, ...axis },
     yaxis: { ...axis },
     font: { family: "system-ui, sans-serif", size: 12, color: theme.fg },
@@ -282,6 +289,9 @@ function drawFigure(Plotly, figure, title, state) {
     xaxis: { title: { text: AXIS_TITLES[state.x] }, type: state.x === "time" ? "date" : "linear" },
     hovermode: "x",
     showlegend: figure.series.length > 1,
+    // The arrays grow in place when a live page appends: a new revision makes plotly
+    // read them again, so the autoranged axes follow the new points.
+    datarevision: figure.series.reduce((n, s) => n + s.series.y.length, 0),
   };
   return Plotly.react(figure.plot, traces, layout(title, AXIS_TITLES[state.x], extra), PLOT_CONFIG);
 }
@@ -362,7 +372,12 @@ function tableForm(data) {
   }
   const button = form.querySelector("button[type=submit]");
   button.textContent = "apply";
-  form.prepend(el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
+  // Search without SQL: words in the name, tags or status; name=, tag=, status=, arg=value.
+  const search = el("input", { type: "search", name: "search", id: "run-search",
+    "aria-label": "search runs", placeholder: "adam tag=best status=completed lr=0.1" });
+  search.value = data.filters.search || "";
+  form.prepend(el("label", { class: "filter-search" }, ["search ", search]),
+    el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
   form.append(picker);
   // Enter applies the filter (Shift+Enter: a new line).
   filter.addEventListener("keydown", (event) => {
@@ -370,34 +385,49 @@ function tableForm(data) {
   });
 }
 
+// A refused SQL filter is left out of the page's requests (it stays in the box).
+let filterRefused = false;
+
 function tableApi() {
   const match = location.pathname.match(/^\/experiments\/(\d+)/);
   const params = new URLSearchParams(location.search);
   params.delete("sort");
   params.delete("order");
+  if (filterRefused) params.delete("filter");
   return { id: match[1], url: `/api/experiments/${match[1]}/table?${params}` };
+}
+
+// One line under the filters: what was refused and how a filter is written.
+function filterProblem(error, engine) {
+  const example = FILTER_EXAMPLES[engine] || FILTER_EXAMPLES.sqlite;
+  const line = el("p", { id: "filter-problem", class: "filter-problem" }, [
+    el("span", { class: "error", id: "filter-error", text: error.message }), " ",
+    el("span", { class: "note", id: "filter-hint",
+      text: `(not applied; a filter is a boolean expression over the runs' columns, such as ` +
+        `${example}, or use the search box: words, tag=, status=, arg=value)` })]);
+  document.getElementById("table").before(line);
 }
 
 async function experimentPage() {
   const target = document.getElementById("table");
-  const { id, url } = tableApi();
+  let { id, url } = tableApi();
   let data;
+  let refused = null;
   try {
     data = await getJSON(url);
   } catch (error) {
-    // A refused filter: say why on one line, keep the form to correct it.
-    const form = document.querySelector("form.filters");
-    const params = new URLSearchParams(location.search);
-    const filter = el("textarea", { name: "filter", id: "filter", rows: "2", "aria-label": "SQL filter" });
-    filter.value = params.get("filter") || "";
-    for (const key of params.getAll("col")) form.append(el("input", { type: "hidden", name: "col", value: key }));
-    form.prepend(el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
-    target.replaceChildren(el("p", { class: "error", id: "filter-error", text: error.message }));
-    document.body.dataset.rendered = "error";
-    return;
+    // A refused filter: the page without it (table, columns, plots), and one line why.
+    if (!new URLSearchParams(location.search).get("filter")) throw error;
+    refused = error;
+    filterRefused = true;
+    ({ id, url } = tableApi());
+    data = await getJSON(url);
+    data.filters.filter = new URLSearchParams(location.search).get("filter");
   }
+  if (refused) filterProblem(refused, data.engine);
   tableForm(data);
-  const filters = [data.filters.status, ...data.filters.tags, data.filters.filter].filter(Boolean);
+  const filters = [data.filters.status, ...data.filters.tags, data.filters.search,
+    refused ? "" : data.filters.filter].filter(Boolean);
   document.getElementById("meta").textContent = `${data.runs.length} run` +
     `${data.runs.length === 1 ? "" : "s"}${filters.length ? ` (filtered: ${filters.join(", ")})` : ""}` +
     `${data.experiment.comment ? ` · ${data.experiment.comment}` : ""}`;
@@ -417,7 +447,8 @@ async function experimentPage() {
     { label: "", cell: select },
     { key: "id", label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
     ...(hasNames ? [{ key: "name", label: "name", sort: (r) => r.name, cell: (r) => r.name ?? "" }] : []),
-    { key: "status", label: "status", sort: (r) => r.status, cell: (r) => statusCell(r.status) },
+    { key: "status", label: "status", sort: (r) => r.status,
+      cell: (r) => el("span", {}, runStatus(r.status, r.idle_seconds, null)) },
     { key: "started", label: "started", sort: (r) => r.started, cell: (r) => fmtTime(r.started) },
     { key: "updated", label: "updated", sort: (r) => r.updated, cell: (r) => fmtTime(r.updated) },
     { key: "duration", label: "duration", sort: (r) => r.duration_seconds,
@@ -622,7 +653,7 @@ async function hyperParameters(data, experimentId) {
 function details(run) {
   const rows = [
     ["experiment", link(`/experiments/${run.experiment_id}`, run.experiment)],
-    ["status", el("span", { id: "run-status" }, [statusCell(run.status)])],
+    ["status", el("span", { id: "run-status" }, runStatus(run.status, run.idle_seconds))],
     ["created", fmtTime(run.created)], ["started", fmtTime(run.started)],
     ["updated", fmtTime(run.updated)], ["duration", fmtDuration(run.duration_seconds)],
     ["comment", run.comment ?? ""], ["tags", run.tags.join(", ")],
@@ -660,10 +691,12 @@ function summaryTable(run, labels) {
 
 // Figures of curves, one per metric, each with one series per run; live updates append.
 class CurveCharts {
-  constructor(container, axes, labelOf) {
+  // placeOf(metric): the element a new metric's figure goes in (default: container).
+  constructor(container, axes, labelOf, placeOf = null) {
     this.container = container;
     this.figures = new Map();
     this.labelOf = labelOf;
+    this.placeOf = placeOf;
     this.controls = chartControls(axes, () => this.redraw());
     container.before(this.controls.bar);
   }
@@ -673,8 +706,9 @@ class CurveCharts {
     if (!figure) {
       const plot = el("div", { class: "chart", "data-metric": metric });
       const caption = el("figcaption");
-      this.container.append(el("figure", {}, [plot, caption]));
-      figure = { plot, caption, series: [] };
+      const box = el("figure", { "data-label": this.labelOf(metric) }, [plot, caption]);
+      (this.placeOf ? this.placeOf(metric) : this.container).append(box);
+      figure = { plot, caption, box, series: [] };
       this.figures.set(metric, figure);
     }
     const existing = figure.series.find((s) => s.key === key);
@@ -698,6 +732,111 @@ class CurveCharts {
   }
 }
 
+// Sections of the run page by a metric's name prefix: "train/loss" is in "train", and so
+// is the column form "train__loss" of a name logged without its extras' metric_names.
+function metricPrefix(label) {
+  const slash = label.indexOf("/");
+  if (slash > 0) return label.slice(0, slash);
+  const under = label.indexOf("__");
+  return under > 0 ? label.slice(0, under) : "";
+}
+
+function resizeCharts(root) {
+  if (!window.Plotly) return;
+  for (const plot of root.querySelectorAll(".chart")) {
+    if (plot.data && plot.offsetParent) window.Plotly.Plots.resize(plot);
+  }
+}
+
+// Collapsible sections (<details>), one per prefix, in name order ("other" last).
+class MetricSections {
+  constructor(root) {
+    this.root = root;
+    this.sections = new Map();
+  }
+
+  place(label) {
+    const prefix = metricPrefix(label);
+    let section = this.sections.get(prefix);
+    if (!section) {
+      const grid = el("div", { class: "charts" });
+      const count = el("span", { class: "note count" });
+      const details = el("details", { class: "metric-section", "data-prefix": prefix, open: "" },
+        [el("summary", {}, [el("span", { class: "prefix", text: prefix || "other" }), " ", count]),
+          grid]);
+      // a chart drawn while closed (or hidden) takes its size when shown
+      details.addEventListener("toggle", () => { if (details.open) resizeCharts(details); });
+      section = { details, grid, count, prefix };
+      this.sections.set(prefix, section);
+      const order = [...this.sections.values()].sort((a, b) =>
+        (a.prefix === "") - (b.prefix === "") || compareValues(a.prefix, b.prefix));
+      this.root.append(...order.map((s) => s.details));
+    }
+    return section.grid;
+  }
+
+  // Shows the figures whose label contains the search text (any case); counts them.
+  filter(text) {
+    const wanted = text.trim().toLowerCase();
+    for (const section of this.sections.values()) {
+      const boxes = [...section.grid.children];
+      let shown = 0;
+      for (const box of boxes) {
+        box.hidden = Boolean(wanted) && !box.dataset.label.toLowerCase().includes(wanted);
+        if (!box.hidden) shown += 1;
+      }
+      section.details.hidden = shown === 0;
+      section.count.textContent = shown === boxes.length ? `(${boxes.length})`
+        : `(${shown} of ${boxes.length})`;
+    }
+    resizeCharts(this.root);
+  }
+}
+
+// Metrics with a single value (logged once: train_runtime, total_flos): a table, not a chart.
+function singleValues(singles, labels, wanted = "") {
+  const section = document.getElementById("values-section");
+  const target = document.getElementById("values");
+  const text = wanted.trim().toLowerCase();
+  const rows = [...singles].map(([name, curve]) => ({ name, label: labels[name] || name,
+    value: curve.y.length ? curve.y[0] : null, step: curve.step.length ? curve.step[0] : null }))
+    .filter((r) => !text || r.label.toLowerCase().includes(text));
+  section.hidden = !singles.size;
+  target.replaceChildren(rows.length ? sortableTable([
+    { key: "metric", label: "metric", sort: (r) => r.label, cell: (r) => r.label },
+    { key: "value", label: "value", sort: (r) => r.value, cell: (r) => fmtValue(r.value), num: true },
+    { key: "step", label: "step", sort: (r) => r.step, cell: (r) => r.step ?? "", num: true },
+  ], rows, { sort: { key: "metric", order: "ascending" } })
+    : el("p", { class: "note", text: "No value matches." }));
+}
+
+// A RUNNING run whose last update is older than ?stale= seconds (default 10 minutes)
+// shows "not responding" beside its status; the stored status is left as it is.
+const STALE_SECONDS = 600;
+function staleSeconds() {
+  const wanted = Number(new URLSearchParams(location.search).get("stale"));
+  return wanted > 0 ? wanted : STALE_SECONDS;
+}
+
+function runStatus(status, idleSeconds, id = "not-responding") {
+  const cell = [statusCell(status)];
+  if (status === "RUNNING" && idleSeconds !== null && idleSeconds !== undefined &&
+      idleSeconds > staleSeconds()) {
+    const badge = el("span", { class: "status status-stale",
+      title: `no update for ${fmtDuration(idleSeconds)}`, text: "not responding" });
+    if (id) badge.id = id;
+    cell.push(" ", badge);
+  }
+  return cell;
+}
+
+function showRun(run, labels) {
+  document.getElementById("details").replaceChildren(details(run));
+  document.getElementById("summary").replaceChildren(summaryTable(run, labels));
+  const items = Object.entries(run.summary || {});
+  if (items.length) document.getElementById("run-summary").replaceChildren(runSummary(items));
+}
+
 async function runPage(api) {
   const curvesUrl = `${api}/curves?max_points=2000`;
   const curves = getJSON(curvesUrl); // every request at once
@@ -708,16 +847,36 @@ async function runPage(api) {
   document.getElementById("details").replaceChildren(details(run));
   const data = await curves;
   const labels = data.labels;
-  document.getElementById("summary").replaceChildren(summaryTable(run, labels));
-  const items = Object.entries(run.summary || {});
-  if (items.length) document.getElementById("run-summary").replaceChildren(runSummary(items));
-  const charts = new CurveCharts(document.getElementById("charts"), data.axes,
-    (m) => labels[m] || m);
-  for (const [name, curve] of Object.entries(data.metrics)) charts.add(name, "run", labels[name] || name, curve);
+  showRun(run, labels);
+  const root = document.getElementById("charts");
+  const sections = new MetricSections(root);
+  const labelOf = (m) => labels[m] || m;
+  const charts = new CurveCharts(root, data.axes, labelOf, (m) => sections.place(labelOf(m)));
+  const singles = new Map();
+  for (const [name, curve] of Object.entries(data.metrics)) {
+    if (curve.total <= 1) singles.set(name, curve);
+    else charts.add(name, "run", labelOf(name), curve);
+  }
+  const search = el("input", { type: "search", id: "metric-search", placeholder: "metric name",
+    "aria-label": "search metrics" });
+  search.value = new URLSearchParams(location.search).get("search") || "";
+  const filter = () => {
+    sections.filter(search.value);
+    singleValues(singles, labels, search.value);
+  };
+  search.addEventListener("input", () => {
+    const address = new URL(location.href);
+    if (search.value) address.searchParams.set("search", search.value);
+    else address.searchParams.delete("search");
+    history.replaceState(null, "", address);
+    filter();
+  });
+  charts.controls.bar.prepend(el("label", {}, ["search ", search]));
+  filter();
   if (charts.figures.size) await charts.redraw();
   const machine = await systemCharts(await system);
   rendered();
-  if (data.live) await followRun(api, data, charts, machine);
+  if (data.live) await followRun(api, data, { charts, machine, singles, labels, filter });
 }
 
 async function systemCharts(data) {
@@ -748,7 +907,11 @@ async function systemCharts(data) {
   return { add, last: data.last };
 }
 
-async function followRun(api, first, charts, machine) {
+// A live run page: new points appended (the axes follow them), the details, the
+// metrics table and the status read again at every poll.
+async function followRun(api, first, page) {
+  const { charts, singles, labels, filter } = page;
+  let { machine } = page;
   let last = first.last;
   let systemLast = machine ? machine.last : null;
   const seconds = pollSeconds();
@@ -758,14 +921,24 @@ async function followRun(api, first, charts, machine) {
     if (last) { params.set("after_step", last.step); params.set("after_progress", last.progress); }
     const data = await getJSON(`${api}/curves?${params}`);
     last = data.last || last;
+    Object.assign(labels, data.labels);
     const changed = new Set();
+    let grown = false;
     for (const [name, curve] of Object.entries(data.metrics)) {
-      if (curve.y.length || !charts.figures.has(name)) {
-        if (!curve.total && !charts.figures.has(name)) continue;
-        charts.add(name, "run", data.labels[name] || name, curve);
-        changed.add(name);
+      if (!curve.y.length && (charts.figures.has(name) || !curve.total)) continue;
+      if (!charts.figures.has(name)) {
+        const before = singles.get(name);
+        if (!before && curve.total <= 1) { singles.set(name, curve); grown = true; continue; }
+        if (before) {
+          singles.delete(name);
+          charts.add(name, "run", labels[name] || name, before);
+          grown = true;
+        }
       }
+      charts.add(name, "run", labels[name] || name, curve);
+      changed.add(name);
     }
+    if (grown || changed.size) filter();
     if (changed.size) await charts.redraw(changed);
     const sys = await getJSON(`${api}/system?max_points=2000${systemLast ? `&after=${encodeURIComponent(systemLast)}` : ""}`);
     systemLast = sys.last || systemLast;
@@ -773,15 +946,28 @@ async function followRun(api, first, charts, machine) {
       if (!machine) machine = await systemCharts(sys);
       else for (const [name, curve] of Object.entries(sys.metrics)) await machine.add(name, curve);
     }
+    showRun(await getJSON(api), labels);
+    document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
+    failures = 0;
     if (!data.live) {
-      document.getElementById("run-status").replaceChildren(statusCell(data.status));
       liveNote(`the run is ${data.status}: no more polling`, false);
       return;
     }
-    setTimeout(() => tick().catch(stopped), seconds * 1000);
+    liveNote(`live: new points every ${seconds} s`, true);
+    setTimeout(() => tick().catch(failed), seconds * 1000);
   };
-  const stopped = (error) => liveNote(`live updates stopped: ${error.message}`, false);
-  setTimeout(() => tick().catch(stopped), seconds * 1000);
+  // A failed poll (a busy server, a restart) is tried again; several in a row end it.
+  let failures = 0;
+  const failed = (error) => {
+    failures += 1;
+    if (failures >= MAX_POLL_FAILURES) {
+      liveNote(`live updates stopped: ${error.message}`, false);
+      return;
+    }
+    liveNote(`live: the last poll failed (${error.message}), trying again`, true);
+    setTimeout(() => tick().catch(failed), seconds * 1000);
+  };
+  setTimeout(() => tick().catch(failed), seconds * 1000);
 }
 
 async function comparePage() {
