@@ -172,6 +172,11 @@ class Dialect(ABC):
                 for i in range(0, len(parts), size)]
 
     @abstractmethod
+    def epoch_ms(self, column: str) -> str:
+        """SQL expression: the timestamp ``column`` as whole milliseconds since 1970 (an
+        integer, exact for the stored times: buckets of time divide it without drift)."""
+
+    @abstractmethod
     def json_param(self) -> str:
         """SQL for a JSON value given as a parameter (the parameter is ``dump_json`` output)."""
 

@@ -52,6 +52,10 @@ class SqliteDialect(Dialect):
     def sql(self, query: str) -> str:
         return _to_qmark(query)
 
+    def epoch_ms(self, column: str) -> str:
+        # julianday() counts whole milliseconds inside: rounding gives them back exactly.
+        return f"CAST(ROUND((julianday({column}) - 2440587.5) * 86400000.0) AS INTEGER)"
+
     def json_param(self) -> str:
         return "%s"
 
@@ -162,6 +166,9 @@ class PostgresDialect(Dialect):
                "SELECT i, lo[1], lo[2], lo[3], n FROM g "
                "UNION ALL SELECT i, hi[1], hi[2], hi[3], 0 FROM g")
         return [(sql, list(params))]
+
+    def epoch_ms(self, column: str) -> str:
+        return f"CAST(ROUND(EXTRACT(EPOCH FROM {column}) * 1000) AS BIGINT)"
 
     def json_param(self) -> str:
         return "%s::jsonb"

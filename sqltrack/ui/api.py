@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..checks import STATUSES
+from ..model.runs import FORKED_FROM, REWOUND_FROM
 from ..read import queries
 from ..read.summary import flat_summary
 from .downsample import downsample
@@ -133,7 +134,60 @@ async def run(client: AsyncClient, run_id: int) -> dict[str, Any]:
     ]
     found["summary"] = flat_summary(found["extras"])
     found["idle_seconds"] = idle_seconds(found["updated"])
+    found["history"] = await history(client, run_id, found["extras"])
     return found
+
+
+#: Derived runs (forks, rewound rows) listed on a run's page at most.
+MAX_HISTORY_RUNS = 200
+
+
+def _mark(extras: Any, key: str) -> dict[str, Any]:
+    """``extras[key]`` of a derived run (``{"step", "time"}``), or {} when not an object."""
+    value = extras.get(key) if isinstance(extras, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+async def history(client: AsyncClient, run_id: int, extras: Any) -> dict[str, Any]:
+    """The run's rewinds and forks, from ``run_links`` and the extras the rewinds and forks
+    wrote: ``rewinds`` (``extras["rewinds"]``, each with ``run``: the run holding the rows
+    it moved, matched by step and time, or None), ``rewound_from`` (this run holds the rows
+    a rewind of that run moved), ``forked_from`` (``{"run", "step", "time"}``) and
+    ``forks`` (the runs forked from this one). Values come as the extras hold them."""
+    links = await client.query(
+        "SELECT from_id, kind, to_id FROM run_links "
+        "WHERE (from_id = %s OR to_id = %s) AND kind IN (%s, %s) "
+        f"ORDER BY from_id, to_id LIMIT {MAX_HISTORY_RUNS + 1:d}",
+        [run_id, run_id, REWOUND_FROM, FORKED_FROM])
+    others = {link[0] for link in links if link[0] != run_id}
+    found: dict[int, Any] = {}
+    if others:  # two plain reads (no join of the two tables: Citus-clean)
+        marks = ", ".join(["%s"] * len(others))
+        found = dict(await client.query(
+            f"SELECT id, extras FROM runs WHERE id IN ({marks})", sorted(others)))
+    out: dict[str, Any] = {"rewinds": [], "rewound_from": None, "forked_from": None,
+                           "forks": [], "more": len(links) > MAX_HISTORY_RUNS}
+    moved: list[tuple[int, dict[str, Any]]] = []  # runs holding rows of this run's rewinds
+    own = _mark(extras, REWOUND_FROM), _mark(extras, FORKED_FROM)
+    for from_id, kind, to_id in links[:MAX_HISTORY_RUNS]:
+        other = queries.json_column(found.get(from_id))
+        if from_id == run_id:  # this run was made by a rewind or a fork of ``to_id``
+            mark = own[0] if kind == REWOUND_FROM else own[1]
+            out[kind] = {"run": to_id, "step": mark.get("step"), "time": mark.get("time")}
+        elif kind == REWOUND_FROM:
+            moved.append((from_id, _mark(other, REWOUND_FROM)))
+        else:
+            mark = _mark(other, FORKED_FROM)
+            out["forks"].append({"run": from_id, "step": mark.get("step"),
+                                 "time": mark.get("time")})
+    entries = extras.get("rewinds") if isinstance(extras, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        entry = entry if isinstance(entry, dict) else {}
+        held = next((rid for rid, mark in moved if mark.get("step") == entry.get("step")
+                     and mark.get("time") == entry.get("time")), None)
+        out["rewinds"].append({"step": entry.get("step"), "time": entry.get("time"),
+                               "rows": entry.get("rows"), "run": held})
+    return out
 
 
 def idle_seconds(updated: datetime | None) -> float | None:

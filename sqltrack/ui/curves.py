@@ -330,33 +330,107 @@ async def compare_curves(
             "metrics": curves}
 
 
+#: What ``/api/runs/{id}/system`` gives: a line per rank and host, or min/mean/max across them.
+SYSTEM_VIEWS = ("ranks", "stats")
+
+
+def parse_view(text: str | None) -> str:
+    """The system metrics' ``view`` (default ``ranks``)."""
+    if not text:
+        return "ranks"
+    if text not in SYSTEM_VIEWS:
+        raise BadRequest(f"view must be one of {', '.join(SYSTEM_VIEWS)}, not {text!r}")
+    return text
+
+
 async def system_metrics(
-    client: AsyncClient, run_id: int, max_points: int, after: datetime | str | None = None
+    client: AsyncClient, run_id: int, max_points: int, after: datetime | str | None = None,
+    view: str = "ranks",
 ) -> dict[str, Any]:
-    """The run's ``system_metrics`` readings, one curve per name, x = wall time."""
+    """The run's ``system_metrics`` readings over wall time: ``ranks`` (every rank and
+    host that wrote some) and ``metrics``, by name, either a curve per (rank, host) (view
+    ``ranks``, the readings after ``after`` only when given) or the min/mean/max across
+    them per bucket of time (view ``stats``, see :func:`system_stats`)."""
     if not await client.query("SELECT 1 FROM runs WHERE id = %s", [run_id]):
         raise NotFound(f"run {run_id} does not exist")
-    sql = "SELECT name, time, value FROM system_metrics WHERE run_id = %s"
+    ranks = [{"rank": int(rank), "host": host} for rank, host in await client.query(
+        "SELECT DISTINCT rank, host FROM system_metrics WHERE run_id = %s "
+        "ORDER BY rank, host", [run_id])]
+    if view == "stats":
+        if after is not None:
+            raise BadRequest("after is for view=ranks: view=stats is read whole")
+        return {"run_id": run_id, "view": view, "ranks": ranks,
+                **await system_stats(client, run_id, max_points)}
+    sql = "SELECT name, rank, host, time, value FROM system_metrics WHERE run_id = %s"
     params: list[Any] = [run_id]
     if after is not None:
         sql += " AND time > %s"
         params.append(after)
-    rows = await client.query(sql + " ORDER BY name, time", params)
-    series: dict[str, tuple[list[Any], list[float]]] = {}
+    rows = await client.query(sql + " ORDER BY name, rank, host, time", params)
+    series: dict[str, dict[tuple[int, str], tuple[list[Any], list[float]]]] = {}
     last: str | None = None  # the latest time, as the database wrote it (for ``after``)
     latest: datetime | None = None
-    for name, stamp, value in rows:
+    for name, rank, host, stamp, value in rows:
         moment = queries.timestamp(stamp)
         if moment is not None and (latest is None or moment > latest):
             latest = moment
             last = stamp if isinstance(stamp, str) else moment.isoformat()
         if value is None or not math.isfinite(value):
             continue
-        xs, ys = series.setdefault(name, ([], []))
+        xs, ys = series.setdefault(name, {}).setdefault((int(rank), host), ([], []))
         xs.append(wall_time(stamp))
         ys.append(value)
-    out = {}
-    for name, (xs, ys) in series.items():
-        kept_x, kept_y = downsample(xs, ys, max_points)
-        out[name] = {"time": kept_x, "y": kept_y, "points": len(kept_y), "total": len(ys)}
-    return {"run_id": run_id, "last": last, "metrics": out}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, lines in series.items():
+        out[name] = []
+        for (rank, host), (xs, ys) in lines.items():
+            kept_x, kept_y = downsample(xs, ys, max_points)
+            out[name].append({"rank": rank, "host": host, "time": kept_x, "y": kept_y,
+                              "points": len(kept_y), "total": len(ys)})
+    return {"run_id": run_id, "view": "ranks", "ranks": ranks, "last": last, "metrics": out}
+
+
+def _stamp_ms(ms: float) -> str:
+    """Milliseconds since 1970 as plotly reads a time (UTC)."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return moment.replace(tzinfo=None).isoformat(sep=" ")
+
+
+async def system_stats(client: AsyncClient, run_id: int, max_points: int) -> dict[str, Any]:
+    """Min, mean and max across ranks (and hosts) of each system metric, per bucket of
+    time, computed by the database: each rank's readings in a bucket are averaged first
+    (a rank sampled twice there counts once), then the buckets' min / mean / max across
+    ranks and their number of ranks (``ranks``; fewer when one missed the bucket). A
+    bucket is as wide as the slowest rank's sampling interval, or wider so that a metric
+    has at most ``max_points`` of them (``bucket_seconds``); x is the mean time of its
+    readings. Buckets start at multiples of the width since 1970, so they stay put as the
+    run grows. NaN and infinity are left out."""
+    stamp = client.dialect.epoch_ms("time")
+    spans = await client.query(
+        f"SELECT MIN({stamp}), MAX({stamp}), COUNT(*) FROM system_metrics "
+        "WHERE run_id = %s GROUP BY rank, host, name", [run_id])
+    if not spans:
+        return {"bucket_seconds": None, "last": None, "metrics": {}}
+    low = min(int(s[0]) for s in spans)
+    high = max(int(s[1]) for s in spans)
+    intervals = [(int(hi) - int(lo)) / (n - 1) for lo, hi, n in spans if n > 1]
+    interval = math.ceil(max(intervals)) if intervals else 1000
+    width = max(1, interval, -(-(high - low) // max_points))
+    rows = await client.query(
+        "SELECT name, i, MIN(v), AVG(v), MAX(v), COUNT(*), AVG(t), SUM(n) FROM ("
+        f"SELECT name, rank, host, {stamp} / %s AS i, AVG(value) AS v, AVG({stamp}) AS t, "
+        f"COUNT(*) AS n FROM system_metrics WHERE run_id = %s AND value {_FINITE} "
+        "GROUP BY name, rank, host, i) AS per_rank GROUP BY name, i ORDER BY name, i",
+        [width, run_id])
+    out: dict[str, dict[str, Any]] = {}
+    for name, _, least, mean, most, ranks, moment, count in rows:
+        line = out.setdefault(name, {"time": [], "min": [], "mean": [], "max": [],
+                                     "ranks": [], "points": 0, "total": 0})
+        line["time"].append(_stamp_ms(float(moment)))
+        line["min"].append(float(least))
+        line["mean"].append(float(mean))
+        line["max"].append(float(most))
+        line["ranks"].append(int(ranks))
+        line["points"] += 1
+        line["total"] += int(count)
+    return {"bucket_seconds": width / 1000, "last": _stamp_ms(high), "metrics": out}

@@ -105,7 +105,7 @@ def routes(
         params = request.query_params
         return json_response(await curves.system_metrics(
             client, path_id(request), api.parse_max_points(params.get("max_points")),
-            params.get("after") or None,
+            params.get("after") or None, curves.parse_view(params.get("view")),
         ))
 
     async def compare(request: Request) -> Response:

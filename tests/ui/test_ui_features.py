@@ -326,8 +326,8 @@ async def test_system_metrics(client, http):
     url = f"/api/runs/{ids['run2']}/system"
     data = (await http.get(url)).json()
     assert sorted(data["metrics"]) == ["cpu_percent", "process_rss_bytes"]
-    cpu = data["metrics"]["cpu_percent"]
-    assert cpu["y"] == [0.0, 10.0, 20.0]
+    (cpu,) = data["metrics"]["cpu_percent"]  # one process: one line, rank 0
+    assert (cpu["rank"], cpu["y"]) == (0, [0.0, 10.0, 20.0])
     assert cpu["time"] == ["2024-05-01 09:00:00", "2024-05-01 09:00:05", "2024-05-01 09:00:10"]
     later = (await http.get(url, params={"after": data["last"]})).json()
     assert later["metrics"] == {}
