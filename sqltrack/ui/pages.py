@@ -91,12 +91,15 @@ def experiment_page(
 
 
 def run_page(run_id: int, experiment_id: int, experiment: str) -> str:
-    """``/runs/{id}``: the run's details, metric summary and curves."""
+    """``/runs/{id}``: the run's details, history (rewinds, forks), metric summary, curves
+    and system metrics."""
     body = (
         f"<h1>Run {int(run_id)}</h1>\n"
         '<div id="charts" class="metric-sections"></div>\n'
         '<section id="values-section" hidden><h2>Single values</h2>'
         '<div id="values" class="table-wrap"></div></section>\n'
+        '<section id="history-section" hidden><h2>History</h2>'
+        '<div id="history"></div></section>\n'
         '<div class="columns">\n'
         '<section><h2>Details</h2><div id="details"><p class="note">loading…</p></div></section>\n'
         '<section id="run-summary-section" hidden><h2>Summary</h2>'

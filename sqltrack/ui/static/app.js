@@ -830,7 +830,53 @@ function runStatus(status, idleSeconds, id = "not-responding") {
   return cell;
 }
 
+// A time as the extras hold it: ISO text shortened, anything else shown as it is.
+function markTime(value) {
+  return typeof value === "string" && /^\d{4}-\d\d-\d\dT/.test(value) ? fmtTime(value)
+    : fmtValue(value);
+}
+
+// The run's history: where it came from (a fork, a rewind's rows), its rewinds (at which
+// step, when, rows moved, the run now holding them) and the runs forked from it.
+function historyBlock(history) {
+  const parts = [];
+  const runLink = (id) => (id === null || id === undefined ? "" : link(`/runs/${Number(id)}`, `run ${id}`));
+  const at = (mark) => [` at step ${fmtValue(mark.step)}`, mark.time ? ` (${markTime(mark.time)})` : ""];
+  const origin = [];
+  if (history.forked_from) {
+    origin.push(el("li", { id: "forked-from" }, ["forked from ", runLink(history.forked_from.run),
+      ...at(history.forked_from)]));
+  }
+  if (history.rewound_from) {
+    origin.push(el("li", { id: "rewound-from" }, ["holds the rows past the rewind of ",
+      runLink(history.rewound_from.run), ...at(history.rewound_from)]));
+  }
+  if (origin.length) parts.push(el("ul", {}, origin));
+  if (history.rewinds.length) {
+    parts.push(el("h3", { text: "Rewinds" }));
+    const table = sortableTable([
+      { key: "step", label: "to step", sort: (r) => r.step, cell: (r) => fmtValue(r.step), num: true },
+      { key: "time", label: "when", sort: (r) => r.time,
+        cell: (r) => markTime(r.time) },
+      { key: "rows", label: "rows moved", sort: (r) => r.rows, cell: (r) => fmtValue(r.rows), num: true },
+      { key: "run", label: "rows now in", sort: (r) => r.run, cell: (r) => runLink(r.run) },
+    ], history.rewinds);
+    table.id = "rewinds";
+    parts.push(table);
+  }
+  if (history.forks.length) {
+    parts.push(el("h3", { text: "Forks" }));
+    parts.push(el("ul", { id: "forks" }, history.forks.map((f) =>
+      el("li", {}, [runLink(f.run), ` from step ${fmtValue(f.step)}`]))));
+  }
+  if (history.more) parts.push(el("p", { class: "note", text: "(more runs than shown)" }));
+  return parts;
+}
+
 function showRun(run, labels) {
+  const history = run.history ? historyBlock(run.history) : [];
+  document.getElementById("history").replaceChildren(...history);
+  document.getElementById("history-section").hidden = !history.length;
   document.getElementById("details").replaceChildren(details(run));
   document.getElementById("summary").replaceChildren(summaryTable(run, labels));
   const items = Object.entries(run.summary || {});
@@ -874,37 +920,106 @@ async function runPage(api) {
   charts.controls.bar.prepend(el("label", {}, ["search ", search]));
   filter();
   if (charts.figures.size) await charts.redraw();
-  const machine = await systemCharts(await system);
+  const machine = await systemCharts(api, await system);
   rendered();
   if (data.live) await followRun(api, data, { charts, machine, singles, labels, filter });
 }
 
-async function systemCharts(data) {
+// System metrics: one chart per reading, a line per rank (and host); with several,
+// a choice shows min / mean / max across ranks instead (computed by the server per
+// bucket of time, read whole again at each poll). ?system=stats opens it so.
+function rankLabel(line) {
+  return line.host ? `rank ${line.rank} (${line.host})` : `rank ${line.rank}`;
+}
+
+async function systemCharts(api, data) {
   const names = Object.keys(data.metrics);
   if (!names.length) return null;
   const section = el("section", { id: "system" }, [el("h2", { text: "System" })]);
   const grid = el("div", { class: "charts" });
-  section.append(grid);
+  const option = (value, text) => { const o = el("option", { text }); o.value = value; return o; };
+  const view = el("select", { id: "system-view", "aria-label": "system metrics of ranks" },
+    [option("ranks", "each rank"), option("stats", "min / mean / max across ranks")]);
+  const chooser = el("div", { class: "controls", id: "system-controls" },
+    [el("label", {}, ["ranks ", view]), el("span", { class: "note", id: "system-note" })]);
+  section.append(chooser, grid);
   document.getElementById("charts").after(section);
+  const ranks = new Set();
+  const plots = new Map(); // name -> {plot, lines: Map(key -> {label, x, y})}
+  let stats = null;
   const Plotly = await plotlyReady();
-  const plots = new Map();
-  const draw = (name) => Plotly.react(plots.get(name).plot, [{
-    x: plots.get(name).x, y: plots.get(name).y, type: "scatter", mode: "lines",
-    name: plotlyText(name), line: { color: COLORS[2] },
-  }], layout(name, "wall time", { xaxis: { type: "date", title: { text: "wall time" } } }),
-  PLOT_CONFIG);
-  const add = async (name, curve) => {
-    if (!plots.has(name)) {
-      const plot = el("div", { class: "chart", "data-system": name });
-      grid.append(el("figure", {}, [plot]));
-      plots.set(name, { plot, x: [], y: [] });
-    }
-    plots.get(name).x.push(...curve.time);
-    plots.get(name).y.push(...curve.y);
-    await draw(name);
+  const dateAxis = { xaxis: { type: "date", title: { text: "wall time" } } };
+  const drawRanks = (name) => {
+    const { plot, lines } = plots.get(name);
+    const many = lines.size > 1;
+    const traces = [...lines.values()].map((line, index) => ({
+      x: line.x, y: line.y, type: "scatter", mode: "lines", name: plotlyText(line.label),
+      line: { color: many ? COLORS[index % COLORS.length] : COLORS[2] },
+    }));
+    return Plotly.react(plot, traces, layout(name, "wall time", { ...dateAxis, showlegend: many }),
+      PLOT_CONFIG);
   };
-  await Promise.all(names.map((name) => add(name, data.metrics[name])));
-  return { add, last: data.last };
+  const drawStats = (name) => {
+    const line = stats.metrics[name];
+    if (!line) return Plotly.react(plots.get(name).plot, [], layout(name, "wall time", dateAxis), PLOT_CONFIG);
+    const band = { type: "scatter", mode: "lines", x: line.time, line: { width: 0.5, color: COLORS[2] } };
+    return Plotly.react(plots.get(name).plot, [
+      { ...band, y: line.min, name: "min" },
+      { ...band, y: line.max, name: "max", fill: "tonexty", fillcolor: "rgba(44,160,44,0.18)" },
+      { type: "scatter", mode: "lines", x: line.time, y: line.mean, name: "mean",
+        line: { width: 2, color: COLORS[2] } },
+    ], layout(name, "wall time", { ...dateAxis, showlegend: true }), PLOT_CONFIG);
+  };
+  const drawAll = async () => {
+    const draw = view.value === "stats" ? drawStats : drawRanks;
+    await Promise.all([...plots.keys()].map(draw));
+    section.dataset.view = view.value;
+  };
+  const readStats = async () => {
+    stats = await getJSON(`${api}/system?view=stats&max_points=2000`);
+    const note = document.getElementById("system-note");
+    note.textContent = stats.bucket_seconds
+      ? `per bucket of ${fmtValue(stats.bucket_seconds)} s, across ${ranks.size} ranks` : "";
+  };
+  const add = (sys) => {
+    for (const r of sys.ranks || []) ranks.add(`${r.rank}|${r.host}`);
+    for (const [name, lines] of Object.entries(sys.metrics)) {
+      if (!plots.has(name)) {
+        const plot = el("div", { class: "chart", "data-system": name });
+        grid.append(el("figure", {}, [plot]));
+        plots.set(name, { plot, lines: new Map() });
+      }
+      const known = plots.get(name).lines;
+      for (const line of lines) {
+        const key = `${line.rank}|${line.host}`;
+        if (!known.has(key)) known.set(key, { label: rankLabel(line), x: [], y: [] });
+        known.get(key).x.push(...line.time);
+        known.get(key).y.push(...line.y);
+      }
+    }
+    chooser.hidden = ranks.size < 2; // one process: the charts as they always were
+  };
+  add(data);
+  const wanted = new URLSearchParams(location.search).get("system");
+  if (wanted === "stats" && !chooser.hidden) { view.value = "stats"; await readStats(); }
+  view.addEventListener("change", () => {
+    const address = new URL(location.href);
+    if (view.value === "stats") address.searchParams.set("system", "stats");
+    else address.searchParams.delete("system");
+    history.replaceState(null, "", address);
+    (view.value === "stats" ? readStats() : Promise.resolve()).then(drawAll)
+      .catch((error) => showError(document.getElementById("system-note"), error));
+  });
+  await drawAll();
+  return {
+    last: data.last,
+    // new readings of a live run (view=ranks, after the last one)
+    async update(sys) {
+      add(sys);
+      if (view.value === "stats") await readStats();
+      await drawAll();
+    },
+  };
 }
 
 // A live run page: new points appended (the axes follow them), the details, the
@@ -943,8 +1058,8 @@ async function followRun(api, first, page) {
     const sys = await getJSON(`${api}/system?max_points=2000${systemLast ? `&after=${encodeURIComponent(systemLast)}` : ""}`);
     systemLast = sys.last || systemLast;
     if (Object.keys(sys.metrics).length) {
-      if (!machine) machine = await systemCharts(sys);
-      else for (const [name, curve] of Object.entries(sys.metrics)) await machine.add(name, curve);
+      if (!machine) machine = await systemCharts(api, sys);
+      else await machine.update(sys);
     }
     showRun(await getJSON(api), labels);
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
