@@ -689,6 +689,8 @@ REVIEWED: dict[str, dict[str, str]] = {
     'sqltrack/model/maintenance.py': {
         '+ sql':
             'SQL text built above from reviewed pieces',
+        '_FINITE':
+            'ui.curves: the constant finite-number test (BETWEEN two float literals)',
     },
     'sqltrack/model/statements.py': {
         'HISTORY_RUN_COLUMNS':
@@ -756,6 +758,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             'rows of placeholders (postgres _upsert_text)',
     },
     'sqltrack/ui/api.py': {
+        'MAX_HISTORY_RUNS + 1':
+            'ui.api: a constant int, formatted with :d',
         'marks':
             "placeholders only ('%s' / '?' / '$n' joined by commas)",
         'quoted':
@@ -766,6 +770,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             'ui.curves: placeholders only',
         '+ sql':
             'SQL text built above from reviewed pieces',
+        '_FINITE':
+            'ui.curves: the constant finite-number test (BETWEEN two float literals)',
         'extra':
             "ui.curves: '' or a constant key range of %s placeholders (_after_sql)",
         'frm':
@@ -785,6 +791,8 @@ REVIEWED: dict[str, dict[str, str]] = {
         'place.where':
             "ui.curves: 'run_id = %s AND' + quote_ident(name) / constant slot + ' IS NOT "
             "NULL' + the constant after-key condition (placeholders)",
+        'stamp':
+            "ui.curves: Dialect.epoch_ms of the constant column name 'time'",
         'table':
             "a fixed table name ('run_links' / 'experiment_links') chosen by sqltrack",
     },
