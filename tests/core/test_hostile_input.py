@@ -689,8 +689,6 @@ REVIEWED: dict[str, dict[str, str]] = {
     'sqltrack/model/maintenance.py': {
         '+ sql':
             'SQL text built above from reviewed pieces',
-        '_FINITE':
-            'ui.curves: the constant finite-number test (BETWEEN two float literals)',
     },
     'sqltrack/model/statements.py': {
         'HISTORY_RUN_COLUMNS':
