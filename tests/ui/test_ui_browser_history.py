@@ -54,15 +54,21 @@ async def _seed(dbpath: str) -> dict[str, int]:
         for i in range(4):
             await write_sample(client, single.id, {"cpu_percent": 1.0 * i},
                                time=START + timedelta(seconds=5 * i))
+        live = await exp.get_run()
+        await live.set_status("RUNNING")
+        for rank in range(2):
+            for i in range(4):
+                await write_sample(client, live.id, {"cpu_percent": 10.0 * rank + i},
+                                   time=START + timedelta(seconds=5 * i), rank=rank, host="n")
         assert held is not None
         return {"run": run.id, "held": held, "fork": fork.id, "odd": odd.id,
-                "single": single.id}
+                "single": single.id, "live": live.id}
     finally:
         await client.close()
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, int]]]:
+def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, int], str]]:
     dbpath = str(tmp_path_factory.mktemp("ui") / "ui.db")
     ids = asyncio.run(_seed(dbpath))
     process = subprocess.Popen(
@@ -80,7 +86,7 @@ def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, int]]]:
             process.kill()
             pytest.fail(f"sqltrack ui did not start: {lines} {process.stderr.read()[-800:]}")
         TOKENS[match.group(0).rstrip("/")] = match.group(1)
-        yield match.group(0).rstrip("/"), ids
+        yield match.group(0).rstrip("/"), ids, dbpath
     finally:
         process.terminate()
         try:
@@ -105,7 +111,7 @@ def hrefs(browser, css: str) -> list[str]:
 
 
 def test_history_of_rewinds_and_forks(served, driver):
-    base, ids = served
+    base, ids, _ = served
     load(driver, f"{base}/runs/{ids['run']}")
     assert driver.find_element("id", "history-section").is_displayed()
     rows = driver.find_elements("css selector", "#rewinds tbody tr")
@@ -135,7 +141,7 @@ def test_history_of_rewinds_and_forks(served, driver):
 
 
 def test_system_metrics_per_rank_and_across_ranks(served, driver):
-    base, ids = served
+    base, ids, _ = served
     load(driver, f"{base}/runs/{ids['run']}")
     until(driver, lambda b: traces(b, "#system .chart"), "system charts")
     (cpu,) = traces(driver, "#system .chart")
@@ -165,4 +171,35 @@ def test_system_metrics_per_rank_and_across_ranks(served, driver):
     (cpu,) = traces(driver, "#system .chart")
     assert cpu["n"] == 1 and cpu["points"] == [4]
     assert not driver.find_element("id", "system-view").is_displayed()
+    no_console_errors(driver)
+
+
+def test_live_run_gains_readings_in_both_views(served, driver):
+    base, ids, dbpath = served
+
+    async def sample(i: int) -> None:
+        client = sqltrack.AsyncClient(engine="sqlite", dbpath=dbpath)
+        try:
+            for rank in range(2):
+                await write_sample(client, ids["live"], {"cpu_percent": 10.0 * rank + i},
+                                   time=START + timedelta(seconds=5 * i), rank=rank, host="n")
+        finally:
+            await client.close()
+
+    points = "return document.querySelector('#system .chart').data.map(t => t.x.length)"
+    load(driver, f"{base}/runs/{ids['live']}?poll=0.3")
+    until(driver, lambda b: traces(b, "#system .chart"), "system chart")
+    assert js(driver, points) == [4, 4]
+    asyncio.run(sample(4))
+    until(driver, lambda b: js(b, points) == [5, 5], "a new reading per rank")
+    js(driver, "const s = document.getElementById('system-view'); s.value = 'stats';"
+               "s.dispatchEvent(new Event('change'));")
+    until(driver, lambda b: js(b, "return document.getElementById('system').dataset.view")
+          == "stats", "min/mean/max drawn")
+    assert js(driver, points) == [5, 5, 5]
+    asyncio.run(sample(5))
+    until(driver, lambda b: js(b, points) == [6, 6, 6], "a new bucket")
+    means = js(driver, "return document.querySelector('#system .chart').data[2].y")
+    assert means == [5.0 + i for i in range(6)]
+    no_alert(driver)
     no_console_errors(driver)
