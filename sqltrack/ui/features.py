@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from ..read.export import csv_cell
-from . import api, curves, pages, readonly, summaries
+from . import api, curves, identity, pages, readonly, summaries
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -114,6 +114,7 @@ def routes(
             client, api.parse_ids(params.get("runs")), api.parse_names(params.get("metrics")),
             api.parse_max_points(params.get("max_points")),
             curves.parse_afters(params.get("after")),
+            identity.parse_group(params.get("group")), identity.parse_band(params.get("band")),
         ))
 
     async def sql(request: Request) -> Response:

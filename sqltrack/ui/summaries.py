@@ -28,6 +28,7 @@ from ..read import queries
 from ..read.summary import flat_summary
 from . import readonly
 from .api import PLOTTED_KINDS, BadRequest, experiment, idle_seconds
+from .identity import color_of
 from .readonly import User
 
 if TYPE_CHECKING:
@@ -371,7 +372,7 @@ def _record(row: tuple[Any, ...], columns: list[dict[str, Any]],
         else (updated - started).total_seconds(),
         "idle_seconds": idle_seconds(updated),
         "name": name if isinstance(name, str) else None, "tags": tag_list,
-        "values": values,
+        "color": color_of(run_id), "values": values,
         "metric_names": {str(k): str(v) for k, v in mapping.items()
                          if isinstance(v, str)} if isinstance(mapping, dict) else {},
     }
