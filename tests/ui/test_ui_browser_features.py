@@ -321,8 +321,53 @@ def test_compare_overlay_and_hyper_parameters(served, driver, tmp_path):
     load(driver, driver.current_url)
     charts = traces(driver, "#chart .chart")
     assert len(charts) == 3 and all(c["n"] == 4 for c in charts)
-    assert charts[0]["names"][0] == f"sgd-lr0.1-d18 ({ids['run0']})"
+    assert charts[0]["names"][0] == "sgd-lr0.1-d18"  # the run's name
     screenshot(driver, "compare.png", tmp_path)
+    no_alert(driver)
+    no_console_errors(driver)
+
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def test_run_colours_shared_and_compare_grouped_with_bands(served, driver, tmp_path):
+    base, ids, _ = served
+    runs = [ids[f"run{i}"] for i in range(5)]
+    load(driver, f"{base}/experiments/{ids['experiment']}")
+    table_colours = js(driver, """return Object.fromEntries([...document.querySelectorAll(
+        '[data-run-color]')].map(c => [c.dataset.runColor,
+        getComputedStyle(c.querySelector('.swatch')).backgroundColor]))""")
+    expected = {str(r): PALETTE[r % len(PALETTE)] for r in runs}
+    assert sorted(table_colours) == sorted(expected)
+
+    def rgb(hex_colour: str) -> str:
+        return "rgb({}, {}, {})".format(*(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
+
+    assert table_colours == {k: rgb(v) for k, v in expected.items()}
+    # The compare page: each run in its table colour on every chart, differing args shown.
+    load(driver, f"{base}/compare?runs={','.join(map(str, runs))}&metrics=train__loss")
+    drawn = js(driver, "return document.querySelector('#chart .chart').data.map("
+                       "t => [t.name, t.line.color])")
+    assert [c for _, c in drawn] == [PALETTE[r % len(PALETTE)] for r in runs]
+    assert headers(driver)[:3] == ["", "run", "name"]
+    assert f"args.{HOSTILE_ARG}" in headers(driver) and "args.lr" in headers(driver)
+    legend = js(driver, "return document.querySelector('#chart .chart').layout.legend.orientation")
+    assert legend == "h"
+    # Grouped by optimizer: one mean line per group over its runs, with a min-max band.
+    load(driver, f"{base}/compare?runs={','.join(map(str, runs))}&metrics=train__loss"
+                 "&group=args.optimizer&band=minmax")
+    assert "group=args.optimizer" in driver.current_url
+    assert js(driver, "return document.querySelector('#group-form select[name=group]').value") \
+        == "args.optimizer"
+    lines = js(driver, """return document.querySelector('#chart .chart').data.map(t => ({
+        name: t.name, fill: t.fill || null, hover: t.hovertemplate || null, n: t.y.length}))""")
+    means = [t for t in lines if t["hover"]]
+    assert [t["name"] for t in means] == ["sgd (2)", "adam (3)"]
+    assert "sgd-lr0.1-d18" in means[0]["hover"] and "sgd-lr0.01-d34" in means[0]["hover"]
+    assert sum(1 for t in lines if t["fill"] == "tonexty") == 2  # one band per group
+    assert all(t["n"] == STEPS for t in lines)
+    screenshot(driver, "compare-groups.png", tmp_path)
     no_alert(driver)
     no_console_errors(driver)
 

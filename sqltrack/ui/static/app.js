@@ -247,12 +247,12 @@ function chartControls(axes, onChange) {
 }
 
 // Traces of one series: the raw line (faint once smoothed) and its EMA.
-function seriesTraces(series, state, color, name, showLegend) {
+function seriesTraces(series, state, color, name, showLegend, runs = "") {
   const x = series.x[state.x] || series.x.step;
   const raw = {
     x, y: series.y, type: "scatter", mode: "lines", name: plotlyText(name),
     line: { color, width: 1.5 }, legendgroup: name, showlegend: showLegend && !state.smoothing,
-    hovertemplate: `${plotlyText(name)}: %{y}<extra></extra>`,
+    hovertemplate: `${hoverName(name, runs)}: %{y}<extra></extra>`,
   };
   if (!state.smoothing) return [raw];
   raw.opacity = 0.25;
@@ -261,8 +261,22 @@ function seriesTraces(series, state, color, name, showLegend) {
   return [raw, {
     x, y: ema(series.y, state.smoothing), type: "scatter", mode: "lines",
     name: plotlyText(name), line: { color, width: 2 }, legendgroup: name,
-    showlegend: showLegend, hovertemplate: `${plotlyText(name)}: %{y}<extra></extra>`,
+    showlegend: showLegend, hovertemplate: `${hoverName(name, runs)}: %{y}<extra></extra>`,
   }];
+}
+
+// A group's band (min-max or mean ± std) under its mean line, in the group's colour.
+function bandTraces(s, state) {
+  const x = s.series.x[state.x] || s.series.x.step;
+  const edge = { x, type: "scatter", mode: "lines", line: { width: 0, color: s.color },
+    hoverinfo: "skip", showlegend: false, legendgroup: s.label };
+  return [{ ...edge, y: s.band.low },
+    { ...edge, y: s.band.high, fill: "tonexty", fillcolor: s.color, opacity: 0.2 }];
+}
+
+// The name in a hover label: a group's names its runs.
+function hoverName(name, runs) {
+  return runs ? `${plotlyText(name)} [${plotlyText(runs)}]` : plotlyText(name);
 }
 
 // A series kept in the page: its points on every axis, so a new point is appended.
@@ -282,13 +296,17 @@ function appendSeries(series, curve) {
 
 // One figure per metric: { name -> {plot, caption, series: [{key, label, series}]} }
 function drawFigure(Plotly, figure, title, state) {
-  const traces = figure.series.flatMap((s, index) =>
-    seriesTraces(s.series, state, COLORS[index % COLORS.length], s.label, figure.series.length > 1));
+  const traces = figure.series.flatMap((s, index) => [
+    ...(s.band ? bandTraces(s, state) : []),
+    ...seriesTraces(s.series, state, s.color || COLORS[index % COLORS.length], s.label,
+      figure.series.length > 1, s.runs)]);
   const extra = {
     yaxis: { type: state.log ? "log" : "linear" },
     xaxis: { title: { text: AXIS_TITLES[state.x] }, type: state.x === "time" ? "date" : "linear" },
     hovermode: "x",
     showlegend: figure.series.length > 1,
+    // A compact legend: one row under the chart, never beside it.
+    legend: { orientation: "h", x: 0, y: -0.2, yanchor: "top", font: { size: 11 } },
     // The arrays grow in place when a live page appends: a new revision makes plotly
     // read them again, so the autoranged axes follow the new points.
     datarevision: figure.series.reduce((n, s) => n + s.series.y.length, 0),
@@ -444,7 +462,7 @@ async function experimentPage() {
   };
   const hasNames = data.runs.some((r) => r.name);
   const columns = [
-    { label: "", cell: select },
+    { label: "", cell: (r) => el("span", { "data-run-color": r.id }, [select(r), " ", swatch(r.color)]) },
     { key: "id", label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
     ...(hasNames ? [{ key: "name", label: "name", sort: (r) => r.name, cell: (r) => r.name ?? "" }] : []),
     { key: "status", label: "status", sort: (r) => r.status,
@@ -701,7 +719,7 @@ class CurveCharts {
     container.before(this.controls.bar);
   }
 
-  add(metric, key, label, curve) {
+  add(metric, key, label, curve, color = null, band = null) {
     let figure = this.figures.get(metric);
     if (!figure) {
       const plot = el("div", { class: "chart", "data-metric": metric });
@@ -713,7 +731,7 @@ class CurveCharts {
     }
     const existing = figure.series.find((s) => s.key === key);
     if (existing) appendSeries(existing.series, curve);
-    else figure.series.push({ key, label, series: newSeries(curve) });
+    else figure.series.push({ key, label, color, band, series: newSeries(curve) });
     const single = figure.series.length === 1 ? figure.series[0].series.curve : null;
     figure.caption.textContent = single ? pointsNote(single)
       : `${figure.series.length} runs`;
@@ -970,14 +988,65 @@ async function followRun(api, first, page) {
   setTimeout(() => tick().catch(failed), seconds * 1000);
 }
 
+// A run's (or group's) colour, as every chart draws it.
+function swatch(color) {
+  const mark = el("span", { class: "swatch", "aria-hidden": "true" });
+  mark.style.background = color;
+  return mark;
+}
+
+// One mean line per group, its band under it; the group's runs in the hover text.
+function addGroups(charts, groups) {
+  for (const [name, lines] of Object.entries(groups)) {
+    for (const line of lines) {
+      const label = `${line.key} (${line.runs.length})`;
+      const curve = { step: line.step, progress: line.step, y: line.mean, points: line.mean.length,
+        total: line.mean.length, non_finite: 0, downsampled: false };
+      charts.add(name, `group:${line.key}`, label, curve, line.color,
+        { low: line.low, high: line.high });
+      charts.figures.get(name).series.at(-1).runs = line.runs.map((r) => r.label).join(", ");
+    }
+  }
+}
+
+// Group by (args, wandb group, tags, status) and the band: both kept in the URL.
+function groupControls(params, data) {
+  const form = el("form", { id: "group-form", class: "filters", method: "get" });
+  for (const name of ["runs", "metrics", "metric", "max_points"]) {
+    if (params.get(name)) form.append(el("input", { type: "hidden", name, value: params.get(name) }));
+  }
+  const option = (value, text, chosen) => {
+    const o = el("option", { text });
+    o.value = value;
+    o.selected = value === chosen;
+    return o;
+  };
+  const argKeys = [...new Set(data.runs.flatMap((r) => Object.keys(r.args)))];
+  const group = el("select", { name: "group", "aria-label": "group by" }, [
+    option("", "no grouping", params.get("group") || ""),
+    ...argKeys.map((k) => option(`args.${k}`, `args.${k}`, params.get("group") || "")),
+    ...["group", "tags", "status"].map((k) => option(k, k, params.get("group") || ""))]);
+  if (params.get("group") && ![...group.options].some((o) => o.value === params.get("group"))) {
+    group.append(option(params.get("group"), params.get("group"), params.get("group")));
+  }
+  const band = el("select", { name: "band", "aria-label": "band" }, [
+    option("minmax", "min–max", params.get("band") || "minmax"),
+    option("std", "± std", params.get("band") || "minmax")]);
+  form.append(el("label", {}, ["group by ", group]), " ", el("label", {}, ["band ", band]), " ",
+    el("button", { type: "submit", text: "apply" }));
+  document.getElementById("chart").before(form);
+}
+
 async function comparePage() {
   const params = new URLSearchParams(location.search);
   const runs = params.get("runs") || "";
   const metrics = params.get("metrics") || params.get("metric") || "";
   const query = new URLSearchParams({ runs, max_points: params.get("max_points") || "2000" });
   if (metrics) query.set("metrics", metrics);
+  for (const name of ["group", "band"]) if (params.get(name)) query.set(name, params.get(name));
   const api = `/api/compare/curves?${query}`;
   const data = await getJSON(api);
+  groupControls(params, data);
   const labels = data.labels;
   const container = document.getElementById("chart");
   container.className = "charts";
@@ -985,22 +1054,28 @@ async function comparePage() {
   const charts = new CurveCharts(container, data.axes, (m) => labels[m] || m);
   const byId = new Map(data.runs.map((r) => [String(r.id), r]));
   const add = (payload) => {
+    if (payload.groups) { addGroups(charts, payload.groups); return; }
     for (const [name, perRun] of Object.entries(payload.metrics)) {
       for (const [id, curve] of Object.entries(perRun)) {
-        if (curve.total || charts.figures.has(name)) charts.add(name, id, runLabel(byId.get(id)), curve);
+        const run = byId.get(id);
+        if (curve.total || charts.figures.has(name)) charts.add(name, id, run.label || runLabel(run), curve, run.color);
       }
     }
   };
   add(data);
   await charts.redraw();
   document.getElementById("table").replaceChildren(sortableTable([
+    { label: "", cell: (r) => swatch(r.color) },
     { label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
-    { label: "name", sort: (r) => r.name, cell: (r) => r.name ?? "" },
+    { label: "name", sort: (r) => r.label, cell: (r) => r.label ?? r.name ?? "" },
+    ...(data.group ? [{ label: `group (${data.group})`, sort: (r) => r.group, cell: (r) => r.group }] : []),
+    ...data.differing.map((key) => ({ label: `args.${key}`, sort: (r) => r.args[key],
+      cell: (r) => fmtValue(r.args[key]) })),
     { label: "experiment", sort: (r) => r.experiment, cell: (r) => link(`/experiments/${r.experiment_id}`, r.experiment) },
     { label: "status", sort: (r) => r.status, cell: (r) => el("span", { "data-run-status": r.id }, [statusCell(r.status)]) },
   ], data.runs));
   rendered();
-  if (!data.runs.some((r) => r.live)) return;
+  if (data.groups || !data.runs.some((r) => r.live)) return;
   const last = new Map(data.runs.map((r) => [r.id, r.last]));
   let live = data.runs.filter((r) => r.live).map((r) => r.id);
   const seconds = pollSeconds();
