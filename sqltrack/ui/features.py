@@ -73,6 +73,14 @@ def csv_text(result: readonly.Result) -> str:
     return out.getvalue()
 
 
+def _paging(params: Any) -> dict[str, Any]:
+    """The runs table's page, sort and group parameters (``summaries.runs_table``)."""
+    page, per_page = summaries.parse_page(params.get("page"), params.get("per_page"))
+    return {"page": page, "per_page": per_page, "sort": params.get("sort") or None,
+            "descending": summaries.parse_order(params.get("order")),
+            "group": identity.parse_group(params.get("group"))}
+
+
 def routes(
     client: AsyncClient,
     wrap: Callable[[Handler], Handler],
@@ -91,6 +99,7 @@ def routes(
             status=api.parse_status(params.get("status")),
             tags=[t for t in params.getlist("tag") if t],
             where=params.get("filter"), search=params.get("search"), policy=policy,
+            **_paging(params),
         ))
 
     async def run_curves(request: Request) -> Response:

@@ -449,3 +449,36 @@ def test_search_without_sql_and_a_refused_filter_keeps_the_page(served, driver):
                                       "?.dataset.drawn || 0")) == 3, "hyper-parameters")
     no_alert(driver)
     no_console_errors_but(driver, "400")
+
+
+def test_runs_table_in_pages_sorted_by_the_server_and_grouped(served, driver):
+    base, ids, _ = served
+    runs = [ids[f"run{i}"] for i in range(5)]
+    load(driver, f"{base}/experiments/{ids['experiment']}?per_page=2")
+    assert driver.find_element("id", "pager-text").text == "page 1 of 3 (5 runs)"
+    assert column(driver, 2) == [str(r) for r in runs[:2]]
+    driver.find_element("link text", "next ›").click()
+    until(driver, lambda b: "page=2" in b.current_url)
+    load(driver, driver.current_url)
+    assert column(driver, 2) == [str(r) for r in runs[2:4]]
+    # A click on a header sorts every page on the server: back to page 1, lr descending.
+    driver.find_element("css selector", "#table thead th[data-key='status'] button").click()
+    until(driver, lambda b: parse_qs(urlparse(b.current_url).query).get("sort") == ["status"]
+          and "page" not in parse_qs(urlparse(b.current_url).query))
+    load(driver, driver.current_url)
+    statuses = {ids[f"run{i}"]: SWEEP[i][3] for i in range(5)}
+    ordered = sorted(runs, key=lambda r: statuses[r])
+    assert column(driver, 2) == [str(r) for r in ordered[:2]]
+    # Grouped by optimizer: a header row per group with its count over every page.
+    load(driver, f"{base}/experiments/{ids['experiment']}?group=args.optimizer")
+    groups = [b.text for b in driver.find_elements("css selector", ".group-row button")]
+    assert groups == ["args.optimizer = adam (3)", "args.optimizer = sgd (2)"]
+    toggle = driver.find_elements("css selector", ".group-row button")[0]
+    assert "adam-lr0.03-d18" in toggle.get_attribute("title")
+    toggle.click()
+    hidden = js(driver, "return [...document.querySelectorAll('#table tbody tr[data-group]')]"
+                        ".map(r => [r.dataset.group, r.hidden])")
+    assert hidden == [["adam", True]] * 3 + [["sgd", False]] * 2
+    assert js(driver, "return document.getElementById('group-by').value") == "args.optimizer"
+    no_alert(driver)
+    no_console_errors(driver)

@@ -394,6 +394,17 @@ function tableForm(data) {
   const search = el("input", { type: "search", name: "search", id: "run-search",
     "aria-label": "search runs", placeholder: "adam tag=best status=completed lr=0.1" });
   search.value = data.filters.search || "";
+  const groupBy = el("select", { name: "group", id: "group-by", "aria-label": "group runs by" });
+  const choice = (value, text) => {
+    const option = el("option", { text });
+    option.value = value;
+    option.selected = value === (data.group || "");
+    return option;
+  };
+  groupBy.append(choice("", "none"), ...data.available.args.map((k) => choice(`args.${k}`, `args.${k}`)),
+    choice("group", "group"), choice("tags", "tags"), choice("status", "status"));
+  if (data.group && groupBy.value !== data.group) groupBy.append(choice(data.group, data.group));
+  form.append(el("label", { class: "filter-group" }, ["group by ", groupBy]), " ");
   form.prepend(el("label", { class: "filter-search" }, ["search ", search]),
     el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
   form.append(picker);
@@ -409,8 +420,6 @@ let filterRefused = false;
 function tableApi() {
   const match = location.pathname.match(/^\/experiments\/(\d+)/);
   const params = new URLSearchParams(location.search);
-  params.delete("sort");
-  params.delete("order");
   if (filterRefused) params.delete("filter");
   return { id: match[1], url: `/api/experiments/${match[1]}/table?${params}` };
 }
@@ -446,8 +455,8 @@ async function experimentPage() {
   tableForm(data);
   const filters = [data.filters.status, ...data.filters.tags, data.filters.search,
     refused ? "" : data.filters.filter].filter(Boolean);
-  document.getElementById("meta").textContent = `${data.runs.length} run` +
-    `${data.runs.length === 1 ? "" : "s"}${filters.length ? ` (filtered: ${filters.join(", ")})` : ""}` +
+  document.getElementById("meta").textContent = `${data.total} run` +
+    `${data.total === 1 ? "" : "s"}${filters.length ? ` (filtered: ${filters.join(", ")})` : ""}` +
     `${data.experiment.comment ? ` · ${data.experiment.comment}` : ""}`;
   if (!data.runs.length) {
     target.replaceChildren(el("p", { class: "note", text: "No runs match." }));
@@ -477,10 +486,17 @@ async function experimentPage() {
     })),
   ];
   const params = new URLSearchParams(location.search);
+  // The server sorts: a table of one page is sorted here alike; with more pages (or
+  // groups) the page asks the server for the first page in the new order.
   const remember = (key, order) => {
     const address = new URL(location.href);
     address.searchParams.set("sort", key);
     address.searchParams.set("order", order);
+    if (data.pages > 1 || data.groups) {
+      address.searchParams.delete("page");
+      location.assign(address);
+      return;
+    }
     history.replaceState(null, "", address);
     for (const name of ["sort", "order"]) {
       const input = document.querySelector(`form.filters input[name=${name}]`) ||
@@ -488,15 +504,60 @@ async function experimentPage() {
       input.value = name === "sort" ? key : order;
     }
   };
-  target.replaceChildren(sortableTable(columns, data.runs, {
-    sort: params.get("sort") ? { key: params.get("sort"), order: params.get("order") } : null,
+  const table = sortableTable(columns, data.runs, {
+    sort: params.get("sort") && !data.groups ? { key: params.get("sort"), order: params.get("order") } : null,
     onSort: remember,
-  }));
+  });
+  if (data.groups) groupRows(table, data, columns.length);
+  target.replaceChildren(table);
+  pager(target, data);
   setUpCompare(data, selected);
   rendered(); // the table is there; the hyper-parameter plots follow (data-drawn)
   await hyperParameters(data, id).catch((error) => {
     document.querySelector("main").append(el("p", { class: "error", text: error.message }));
   });
+}
+
+// Collapsible groups in the runs table: a header row per group with its count (over
+// every page); its runs (on this page) named on hover.
+function groupRows(table, data, width) {
+  const counts = new Map(data.groups.map((g) => [g.key, g.count]));
+  const rows = [...table.tBodies[0].rows];
+  let current = null;
+  rows.forEach((tr, index) => {
+    const run = data.runs[index];
+    tr.dataset.group = run.group;
+    if (run.group === current) return;
+    current = run.group;
+    const members = data.runs.filter((r) => r.group === run.group);
+    const toggle = el("button", { type: "button", class: "group-toggle", "aria-expanded": "true",
+      title: members.map(runLabel).join(", "),
+      text: `${data.group} = ${run.group} (${counts.get(run.group)})` });
+    const header = el("tr", { class: "group-row" }, [el("td", { colspan: String(width) }, [toggle])]);
+    header.dataset.groupHeader = run.group;
+    toggle.addEventListener("click", () => {
+      const open = toggle.getAttribute("aria-expanded") !== "true";
+      toggle.setAttribute("aria-expanded", String(open));
+      for (const row of rows) if (row.dataset.group === run.group) row.hidden = !open;
+    });
+    tr.before(header);
+  });
+}
+
+// Pages of the runs table: which page of how many, previous and next.
+function pager(target, data) {
+  if (data.pages <= 1) return;
+  const go = (page) => {
+    const address = new URL(location.href);
+    address.searchParams.set("page", String(page));
+    address.searchParams.delete("token");
+    return address.pathname + address.search;
+  };
+  const nav = el("nav", { id: "pager", class: "pager" }, [
+    data.page > 1 ? link(go(data.page - 1), "‹ previous") : el("span", { text: "" }), " ",
+    el("span", { id: "pager-text", text: `page ${data.page} of ${data.pages} (${data.total} runs)` }), " ",
+    data.page < data.pages ? link(go(data.page + 1), "next ›") : el("span", { text: "" })]);
+  target.append(nav);
 }
 
 function setUpCompare(data, selected) {
@@ -639,6 +700,9 @@ async function hyperParameters(data, experimentId) {
   const draw = async () => {
     const params = new URLSearchParams(tableApi().url.split("?")[1]);
     params.delete("col");
+    // Every run of the filter (up to a page of 1,000), whatever page the table shows.
+    for (const name of ["sort", "order", "group", "page"]) params.delete(name);
+    params.set("per_page", "1000");
     for (const a of args) params.append("col", `args.${a}`);
     params.append("col", `${agg.value}.${metric.value}`);
     const table = await getJSON(`/api/experiments/${experimentId}/table?${params}`);
