@@ -82,6 +82,8 @@ def _ordered(quoted: str, kind: str | None) -> str:
 #: Sort keys the database orders by itself (a page of a large table costs one page).
 SQL_SORTS = {"id": "r.id", "status": "r.status", "started": "r.time_started",
              "updated": "r.time_updated"}
+#: The runs whose args / extras keys the column picker offers (the experiment's last).
+KEY_RUNS = 1000
 #: Rows per page unless the request says otherwise, and the most a page may hold.
 PER_PAGE = 100
 MAX_PER_PAGE = 1000
@@ -166,7 +168,14 @@ def build_sql(
             alias = f"a{len(grouped)}"
             grouped.append(f"{group.upper()}({_ordered(quote(name), kind)}) AS {alias}")
             selects.append(f"a.{alias}")
-    runs, run_params = _runs_sql(status, where)
+    order = _order(sort, descending)
+    if window is None:
+        runs, run_params = _runs_sql(status, where)
+    else:  # the page's ids first: the metric subqueries then run for its rows alone
+        inner, run_params = _runs_sql(status, where)
+        runs = ["(SELECT * FROM runs WHERE id IN (SELECT r.id FROM ", *inner,
+                f" ORDER BY {order} LIMIT %s OFFSET %s)) r"]
+        run_params += list(window)
     params += run_params
     parts: list[str | User] = ["SELECT " + ", ".join(selects) + " FROM ", *runs]
     in_experiment = "IN (SELECT id FROM runs WHERE experiment_id = %s)"
@@ -184,27 +193,33 @@ def build_sql(
             + ", ".join(["%s"] * len(names)) + ") GROUP BY v.run_id) b ON b.run_id = r.id"
         )
         params += [*long_params, EXPERIMENT, *names]
-    key, way = SQL_SORTS[sort], " DESC" if descending else ""
-    parts.append(f" ORDER BY ({key} IS NULL), {key}{way}, r.id{way}")
-    if window is not None:
-        parts.append(" LIMIT %s OFFSET %s")
-        params += list(window)
+    parts.append(f" ORDER BY {order}")
     return parts, params
+
+
+def _order(sort: str, descending: bool) -> str:
+    """ORDER BY of ``sort`` (a key of SQL_SORTS): missing values last, then by id."""
+    key, way = SQL_SORTS[sort], " DESC" if descending else ""
+    if sort == "id":  # never missing: the primary key's order, which an index gives
+        return f"r.id{way}"
+    return f"({key} IS NULL), {key}{way}, r.id{way}"
 
 
 async def available(client: AsyncClient, experiment_id: int,
                     metrics: dict[str, str | None],
                     long: frozenset[str] = frozenset()) -> dict[str, list[str]]:
-    """The keys of ``args`` / ``extras`` and the metrics with values in the experiment
+    """The keys of ``args`` / ``extras`` (in the experiment's last KEY_RUNS runs: a page
+    of a 100,000-run table reads no more) and the metrics with values in the experiment
     (``long``: the metrics stored in ``metric_values``)."""
     dialect = client.dialect
     union = " UNION ".join(
         f"SELECT '{group}', k.key FROM runs r, {dialect.json_object_keys('r.' + group)} "
-        "WHERE r.experiment_id = %s"
+        "WHERE r.id IN (SELECT id FROM runs WHERE experiment_id = %s ORDER BY id DESC "
+        "LIMIT %s)"
         for group in JSON_GROUPS
     )
     found: dict[str, list[str]] = {group: [] for group in JSON_GROUPS}
-    for group, key in await client.query(union, [experiment_id] * len(JSON_GROUPS)):
+    for group, key in await client.query(union, [experiment_id, KEY_RUNS] * len(JSON_GROUPS)):
         found[group].append(key)
     present: set[str] = set()
     columns = [name for name in metrics if name not in long]

@@ -818,15 +818,12 @@ REVIEWED: dict[str, dict[str, str]] = {
             "ui.summaries: 'args' or 'extras', from the constant JSON_GROUPS",
         'in_experiment':
             "ui.summaries: the constant 'IN (SELECT id FROM runs WHERE experiment_id = %s)'",
-        'key':
-            'ui.summaries: a value of the constant SQL_SORTS (r.id, r.status, r.time_started, '
-            'r.time_updated), chosen by the request only as its key',
+        'order':
+            'ui.summaries: _order(): the constants of SQL_SORTS, DESC and IS NULL, r.id',
         'quote(n)':
             'ui.summaries: quote_ident of a metric column name read from the schema',
         'quoted':
             'a metric name passed through engine.quote_ident (sql.Identifier on PostgreSQL)',
-        'way':
-            "ui.summaries: the constant ' DESC' or ''",
     },
 }
 #: SQL text extended with '+': what may be on the other side.
