@@ -87,8 +87,8 @@ def fill(engine: str, raw: Any, big: Any, first: Any, long: Any) -> None:
     else:
         raw.execute(
             "INSERT INTO runs (experiment_id, status, args, extras) SELECT %s, "
-            "(ARRAY['COMPLETED', 'FAILED', 'RUNNING'])[n % 3 + 1]::runstatus, "
-            "jsonb_build_object('lr', (n % 5) * 0.01, 'seed', n), "
+            "(ARRAY['COMPLETED', 'FAILED', 'RUNNING'])[n %% 3 + 1]::runstatus, "
+            "jsonb_build_object('lr', (n %% 5) * 0.01, 'seed', n), "
             "jsonb_build_object('name', 'run-' || n) FROM generate_series(1, %s) n",
             (big.id, RUNS - 1))
         raw.execute("INSERT INTO metrics (run_id, step, progress, loss) "
