@@ -366,6 +366,10 @@ def test_run_colours_shared_and_compare_grouped_with_bands(served, driver, tmp_p
     assert [t["name"] for t in means] == ["sgd (2)", "adam (3)"]
     assert "sgd-lr0.1-d18" in means[0]["hover"] and "sgd-lr0.01-d34" in means[0]["hover"]
     assert sum(1 for t in lines if t["fill"] == "tonexty") == 2  # one band per group
+    fills = js(driver, "return document.querySelector('#chart .chart').data"
+                       ".filter(t => t.fill).map(t => t.fillcolor)")
+    assert all(f.startswith("rgba(") and f.endswith(", 0.2)") for f in fills)  # see-through
+    assert driver.find_element("css selector", "#chart figcaption").text == "2 groups"
     assert all(t["n"] == STEPS for t in lines)
     screenshot(driver, "compare-groups.png", tmp_path)
     no_alert(driver)

@@ -271,7 +271,13 @@ function bandTraces(s, state) {
   const edge = { x, type: "scatter", mode: "lines", line: { width: 0, color: s.color },
     hoverinfo: "skip", showlegend: false, legendgroup: s.label };
   return [{ ...edge, y: s.band.low },
-    { ...edge, y: s.band.high, fill: "tonexty", fillcolor: s.color, opacity: 0.2 }];
+    { ...edge, y: s.band.high, fill: "tonexty", fillcolor: translucent(s.color, 0.2) }];
+}
+
+// "#1f77b4" as rgba() with the given alpha (a band lets the lines under it show).
+function translucent(hex, alpha) {
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  return `rgba(${r}, ${g}, ${b}, ${alpha})`;
 }
 
 // The name in a hover label: a group's names its runs.
@@ -798,7 +804,7 @@ class CurveCharts {
     else figure.series.push({ key, label, color, band, series: newSeries(curve) });
     const single = figure.series.length === 1 ? figure.series[0].series.curve : null;
     figure.caption.textContent = single ? pointsNote(single)
-      : `${figure.series.length} runs`;
+      : `${figure.series.length} ${band ? "groups" : "runs"}`;
   }
 
   async redraw(only = null) {
