@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..read import queries
 from .api import PLOTTED_KINDS, BadRequest, NotFound
 from .downsample import downsample
+from .identity import aggregate, color_of, differing_args, display_name, group_key
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -282,8 +283,11 @@ async def run_curves(
 async def compare_curves(
     client: AsyncClient, run_ids: Sequence[int], names: list[str] | None, max_points: int,
     afters: dict[int, tuple[int, float]] | None = None,
+    group: str | None = None, band: str = "minmax",
 ) -> dict[str, Any]:
-    """Curves of several runs, one entry per metric, each with a curve per run."""
+    """Curves of several runs, one entry per metric, each with a curve per run; each run
+    with its colour, display name and the args that differ across these runs. ``group``
+    (see ``identity.parse_group``): also one line per group and metric, with its band."""
     if len(run_ids) > MAX_RUNS:
         raise BadRequest(f"overlay at most {MAX_RUNS} runs at once, not {len(run_ids)}")
     afters = afters or {}
@@ -298,7 +302,7 @@ async def compare_curves(
     info = {
         row[0]: row
         for row in await client.query(
-            "SELECT r.id, r.status, r.extras, e.name, e.id FROM runs r "
+            "SELECT r.id, r.status, r.extras, e.name, e.id, r.args, r.tags FROM runs r "
             f"JOIN experiments e ON e.id = r.experiment_id WHERE r.id IN ({marks})",
             list(run_ids),
         )
@@ -312,14 +316,23 @@ async def compare_curves(
     labels: dict[str, str] = {}
     runs = []
     curves: dict[str, dict[str, Any]] = {name: {} for name in chosen}
+    args = {rid: _mapping(row[5]) for rid, row in info.items()}
+    differing = differing_args([args[rid] for rid in run_ids])
     for run_id in run_ids:
-        _, status, extras, experiment, experiment_id = info[run_id]
+        _, status, extras, experiment, experiment_id, _, tags = info[run_id]
         labels.update(_labels(extras))
         after = afters.get(run_id)
         for name in chosen:
             curves[name][str(run_id)] = await curve(client, run_id, name, kinds, columns,
                                                     max_points, after, clock)
-        runs.append({"id": run_id, "status": status, "name": _name(extras),
+        name = _name(extras)
+        runs.append({"id": run_id, "status": status, "name": name,
+                     "label": display_name(run_id, name, args[run_id], differing),
+                     "color": color_of(run_id),
+                     "args": {k: args[run_id].get(k) for k in differing},
+                     "group": None if group is None else group_key(
+                         group, status, queries._tags(tags), args[run_id],
+                         _mapping(extras)),
                      "experiment": experiment, "experiment_id": experiment_id,
                      "live": status in LIVE_STATUSES,
                      "last": await _last(client, run_id, after)})
@@ -327,7 +340,37 @@ async def compare_curves(
         curves = {n: c for n, c in curves.items() if any(x["total"] for x in c.values())}
     return {"runs": runs, "axes": ["step", "progress", *(["time"] if clock else [])],
             "time_metric": clock, "labels": labels, "max_points": max_points,
-            "metrics": curves}
+            "differing": differing, "metrics": curves,
+            **({} if group is None else {"group": group, "band": band,
+                                         "groups": _groups(runs, curves, band)})}
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    value = queries.json_column(value)
+    return value if isinstance(value, dict) else {}
+
+
+def _groups(runs: list[dict[str, Any]], curves: dict[str, dict[str, Any]],
+            band: str) -> dict[str, list[dict[str, Any]]]:
+    """Per metric, one aggregated line per group (``identity.aggregate``), in the order
+    the groups' first runs come; a group's colour is its first run's."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        members.setdefault(run["group"], []).append(run)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, per_run in curves.items():
+        lines = []
+        for key, group_runs in members.items():
+            drawn = [per_run[str(r["id"])] for r in group_runs
+                     if per_run.get(str(r["id"]), {}).get("points")]
+            if not drawn:
+                continue
+            line = aggregate([(c["step"], c["y"]) for c in drawn], band)
+            lines.append({"key": key, "color": group_runs[0]["color"],
+                          "runs": [{"id": r["id"], "label": r["label"]} for r in group_runs],
+                          **line})
+        out[name] = lines
+    return out
 
 
 #: What ``/api/runs/{id}/system`` gives: a line per rank and host, or min/mean/max across them.

@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from ..read.export import csv_cell
-from . import api, curves, pages, readonly, summaries
+from . import api, curves, identity, pages, readonly, summaries
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -73,6 +73,14 @@ def csv_text(result: readonly.Result) -> str:
     return out.getvalue()
 
 
+def _paging(params: Any) -> dict[str, Any]:
+    """The runs table's page, sort and group parameters (``summaries.runs_table``)."""
+    page, per_page = summaries.parse_page(params.get("page"), params.get("per_page"))
+    return {"page": page, "per_page": per_page, "sort": params.get("sort") or None,
+            "descending": summaries.parse_order(params.get("order")),
+            "group": identity.parse_group(params.get("group"))}
+
+
 def routes(
     client: AsyncClient,
     wrap: Callable[[Handler], Handler],
@@ -91,6 +99,7 @@ def routes(
             status=api.parse_status(params.get("status")),
             tags=[t for t in params.getlist("tag") if t],
             where=params.get("filter"), search=params.get("search"), policy=policy,
+            **_paging(params),
         ))
 
     async def run_curves(request: Request) -> Response:
@@ -114,6 +123,7 @@ def routes(
             client, api.parse_ids(params.get("runs")), api.parse_names(params.get("metrics")),
             api.parse_max_points(params.get("max_points")),
             curves.parse_afters(params.get("after")),
+            identity.parse_group(params.get("group")), identity.parse_band(params.get("band")),
         ))
 
     async def sql(request: Request) -> Response:

@@ -28,6 +28,7 @@ from ..read import queries
 from ..read.summary import flat_summary
 from . import readonly
 from .api import PLOTTED_KINDS, BadRequest, experiment, idle_seconds
+from .identity import color_of, group_key
 from .readonly import User
 
 if TYPE_CHECKING:
@@ -78,15 +79,64 @@ def _ordered(quoted: str, kind: str | None) -> str:
     return f"CAST(m.{quoted} AS INTEGER)" if kind == "bool" else f"m.{quoted}"
 
 
+#: Sort keys the database orders by itself (a page of a large table costs one page).
+SQL_SORTS = {"id": "r.id", "status": "r.status", "started": "r.time_started",
+             "updated": "r.time_updated"}
+#: The runs whose args / extras keys the column picker offers (the experiment's last).
+KEY_RUNS = 1000
+#: Rows per page unless the request says otherwise, and the most a page may hold.
+PER_PAGE = 100
+MAX_PER_PAGE = 1000
+
+
+def parse_page(page: str | None, per_page: str | None) -> tuple[int, int]:
+    """``page`` (from 1) and ``per_page`` (1..MAX_PER_PAGE, default PER_PAGE)."""
+    try:
+        number = int(page) if page else 1
+        size = int(per_page) if per_page else PER_PAGE
+    except ValueError:
+        raise BadRequest(f"page and per_page must be integers, not {page!r}, {per_page!r}") \
+            from None
+    if number < 1 or not 1 <= size <= MAX_PER_PAGE:
+        raise BadRequest(f"page must be 1 or more and per_page 1 to {MAX_PER_PAGE}")
+    return number, size
+
+
+def parse_order(text: str | None) -> bool:
+    """Whether ``order`` (``asc``/``ascending``, default, or ``desc``/``descending``) is
+    descending."""
+    if not text or text in ("asc", "ascending"):
+        return False
+    if text in ("desc", "descending"):
+        return True
+    raise BadRequest(f"order must be asc or desc, not {text!r}")
+
+
+def _runs_sql(status: str | None, where: str | None) -> tuple[list[str | User], list[Any]]:
+    """The experiment's runs matching the status and the user's SQL filter, as ``r``."""
+    runs: list[str | User] = ["(SELECT * FROM runs WHERE experiment_id = %s"]
+    params: list[Any] = [EXPERIMENT]
+    if status is not None:
+        runs.append(" AND status = %s")
+        params.append(status)
+    if where:
+        runs += [" AND (\n", User(where), "\n)"]
+    runs.append(") r")
+    return runs, params
+
+
 def build_sql(
     columns: list[dict[str, Any]], quote: Any, status: str | None, where: str | None,
     long: frozenset[str] = frozenset(), with_args: bool = False,
+    sort: str = "id", descending: bool = False, window: tuple[int, int] | None = None,
 ) -> tuple[list[str | User], list[Any]]:
     """The one SELECT of the table: parts (see ``readonly.compose``) and parameters.
 
     ``long`` names the metrics stored in ``metric_values`` (the others are columns of
     ``metrics``). The experiment id's parameters are ``EXPERIMENT``. ``args`` is
-    selected when a column shows one, or ``with_args`` (a search names one).
+    selected when a column shows one, or ``with_args`` (a search names one). Rows are
+    ordered by ``sort`` (a key of SQL_SORTS; missing values last), then id;
+    ``window`` = (limit, offset) reads one page.
     """
     selects = ["r.id", "r.status", "r.time_started", "r.time_updated", "r.tags", "r.comment",
                "r.extras"]
@@ -118,14 +168,15 @@ def build_sql(
             alias = f"a{len(grouped)}"
             grouped.append(f"{group.upper()}({_ordered(quote(name), kind)}) AS {alias}")
             selects.append(f"a.{alias}")
-    runs: list[str | User] = ["(SELECT * FROM runs WHERE experiment_id = %s"]
-    params.append(EXPERIMENT)
-    if status is not None:
-        runs.append(" AND status = %s")
-        params.append(status)
-    if where:
-        runs += [" AND (\n", User(where), "\n)"]
-    runs.append(") r")
+    order = _order(sort, descending)
+    if window is None:
+        runs, run_params = _runs_sql(status, where)
+    else:  # the page's ids first: the metric subqueries then run for its rows alone
+        inner, run_params = _runs_sql(status, where)
+        runs = ["(SELECT * FROM runs WHERE id IN (SELECT r.id FROM ", *inner,
+                f" ORDER BY {order} LIMIT %s OFFSET %s)) r"]
+        run_params += list(window)
+    params += run_params
     parts: list[str | User] = ["SELECT " + ", ".join(selects) + " FROM ", *runs]
     in_experiment = "IN (SELECT id FROM runs WHERE experiment_id = %s)"
     if grouped:
@@ -142,23 +193,33 @@ def build_sql(
             + ", ".join(["%s"] * len(names)) + ") GROUP BY v.run_id) b ON b.run_id = r.id"
         )
         params += [*long_params, EXPERIMENT, *names]
-    parts.append(" ORDER BY r.id")
+    parts.append(f" ORDER BY {order}")
     return parts, params
+
+
+def _order(sort: str, descending: bool) -> str:
+    """ORDER BY of ``sort`` (a key of SQL_SORTS): missing values last, then by id."""
+    key, way = SQL_SORTS[sort], " DESC" if descending else ""
+    if sort == "id":  # never missing: the primary key's order, which an index gives
+        return f"r.id{way}"
+    return f"({key} IS NULL), {key}{way}, r.id{way}"
 
 
 async def available(client: AsyncClient, experiment_id: int,
                     metrics: dict[str, str | None],
                     long: frozenset[str] = frozenset()) -> dict[str, list[str]]:
-    """The keys of ``args`` / ``extras`` and the metrics with values in the experiment
+    """The keys of ``args`` / ``extras`` (in the experiment's last KEY_RUNS runs: a page
+    of a 100,000-run table reads no more) and the metrics with values in the experiment
     (``long``: the metrics stored in ``metric_values``)."""
     dialect = client.dialect
     union = " UNION ".join(
         f"SELECT '{group}', k.key FROM runs r, {dialect.json_object_keys('r.' + group)} "
-        "WHERE r.experiment_id = %s"
+        "WHERE r.id IN (SELECT id FROM runs WHERE experiment_id = %s ORDER BY id DESC "
+        "LIMIT %s)"
         for group in JSON_GROUPS
     )
     found: dict[str, list[str]] = {group: [] for group in JSON_GROUPS}
-    for group, key in await client.query(union, [experiment_id] * len(JSON_GROUPS)):
+    for group, key in await client.query(union, [experiment_id, KEY_RUNS] * len(JSON_GROUPS)):
         found[group].append(key)
     present: set[str] = set()
     columns = [name for name in metrics if name not in long]
@@ -191,9 +252,21 @@ async def runs_table(
     search: str | None = None,
     timeout: float | None = None,
     policy: readonly.Policy = readonly.DEFAULT_POLICY,
+    page: int = 1,
+    per_page: int = PER_PAGE,
+    sort: str | None = None,
+    descending: bool = False,
+    group: str | None = None,
 ) -> dict[str, Any]:
-    """The runs table: chosen columns (default: tags, the runs' summary items and each
-    numeric metric's last value); ``search``: see ``parse_search``."""
+    """One page of the runs table: chosen columns (default: tags, the runs' summary items
+    and each numeric metric's last value); ``search``: see ``parse_search``.
+
+    Sorted by ``sort`` (``id``, ``name``, ``status``, ``started``, ``updated``,
+    ``duration`` or a column's key; missing values last), then id. Without tags, search,
+    group or a sort the database cannot do (see SQL_SORTS), the database sorts and reads
+    the page alone (``LIMIT``/``OFFSET``, and a count); otherwise every matching run is
+    read and the page cut here. ``group`` (see ``identity.parse_group``): runs sorted by
+    their group first, each with its ``group``, and ``groups`` counts every group."""
     info = await experiment(client, experiment_id)
     stored_as_columns = await queries.metric_columns(client)
     metrics = await queries.metric_kinds(client)
@@ -207,14 +280,24 @@ async def runs_table(
     if where is not None:
         where = readonly.check_text(where, "filter") if where.strip() else None
     terms = parse_search(search)
-    with_args = any(key not in SEARCH_KEYS for key, _ in terms if key is not None)
+    sort = sort or "id"
+    with_args = (any(key not in SEARCH_KEYS for key, _ in terms if key is not None)
+                 or (group or "").startswith("args."))
+    in_sql = not tags and not terms and group is None and sort in SQL_SORTS
+    window = (per_page, (page - 1) * per_page) if in_sql else None
     parts, params = build_sql(columns, client.dialect.quote_ident, status, where, long,
-                              with_args)
+                              with_args, sort if in_sql else "id", descending, window)
     params = [experiment_id if p is EXPERIMENT else p for p in params]
     result = await readonly.fetch(client, parts, params, timeout=timeout, policy=policy)
-    # By id here too: the reader role's function reads the statement as a subquery, whose
+    # Sorted here too: the reader role's function reads the statement as a subquery, whose
     # ORDER BY the outer SELECT need not keep (Citus merges the shards' rows in any order).
-    chosen = [row for row in sorted(result.rows, key=lambda r: r[0])
+    rows = sorted(result.rows, key=lambda r: r[0], reverse=descending)
+    if in_sql:
+        present = [r for r in rows if _sql_sort_key(r, sort) is not None]
+        present.sort(key=lambda r: _sql_sort_key(r, sort), reverse=descending)
+        rows = present + [r for r in rows if _sql_sort_key(r, sort) is None]
+        total = await _count(client, status, where, experiment_id, timeout, policy)
+    chosen = [row for row in rows
               if set(tags) <= set(queries._tags(row[4])) and _matches(row, terms, with_args)]
     summary_keys = sorted({key for row in chosen
                            for key in flat_summary(queries.json_column(row[6]))})
@@ -226,8 +309,22 @@ async def runs_table(
     runs = []
     for row in chosen:
         record = _record(row, columns, with_args)
+        if group is not None:
+            record["group"] = _group_of(row, group, with_args)
         runs.append(record)
         names.update(record.pop("metric_names"))
+    groups: list[dict[str, Any]] | None = None
+    if not in_sql:
+        runs = _sorted(runs, columns, sort, descending)
+        if group is not None:
+            counts: dict[str, int] = {}
+            for record in runs:
+                counts[record["group"]] = counts.get(record["group"], 0) + 1
+            order = {key: index for index, key in enumerate(sorted(counts, key=_natural))}
+            runs.sort(key=lambda r: order[r["group"]])
+            groups = [{"key": key, "count": counts[key]} for key in order]
+        total = len(runs)
+        runs = runs[(page - 1) * per_page:page * per_page]
     for index, column in enumerate(columns):
         column["label"] = _label(column, names)
         if column["group"] == "summary":
@@ -248,8 +345,79 @@ async def runs_table(
         "plottable": [n for n in keys_found["metrics"] if metrics[n] in PLOTTED_KINDS],
         "columns": columns,
         "runs": runs,
+        "page": page, "per_page": per_page, "total": total,
+        "pages": max(1, -(-total // per_page)),
+        "sort": sort, "order": "descending" if descending else "ascending",
+        "group": group, "groups": groups,
         "truncated": result.note,
     }
+
+
+async def _count(client: AsyncClient, status: str | None, where: str | None,
+                 experiment_id: int, timeout: float | None, policy: readonly.Policy) -> int:
+    """How many runs match the status and the SQL filter (the pages' total)."""
+    runs, params = _runs_sql(status, where)
+    result = await readonly.fetch(
+        client, ["SELECT count(*) FROM ", *runs],
+        [experiment_id if p is EXPERIMENT else p for p in params], timeout=timeout,
+        policy=policy)
+    return int(result.rows[0][0])
+
+
+_SQL_SORT_INDEX = {"id": 0, "status": 1, "started": 2, "updated": 3}
+
+
+def _sql_sort_key(row: tuple[Any, ...], sort: str) -> Any:
+    value = row[_SQL_SORT_INDEX[sort]]
+    return None if value is None else (queries.timestamp(value) if sort in (
+        "started", "updated") else value)
+
+
+def _natural(value: Any) -> tuple[int, Any]:
+    """Numbers by value before text (a group key such as ``0.01`` or ``adam``)."""
+    try:
+        return 0, float(value)
+    except (TypeError, ValueError):
+        return 1, str(value)
+
+
+def _sorted(runs: list[dict[str, Any]], columns: list[dict[str, Any]], sort: str,
+            descending: bool) -> list[dict[str, Any]]:
+    """The records by ``sort`` (missing values last), then id."""
+    keys = [c["key"] for c in columns]
+    if sort in keys:
+        index = keys.index(sort)
+        value = lambda r: r["values"][index]  # noqa: E731
+    elif sort in ("id", "name", "status", "started", "updated"):
+        value = lambda r: r[sort]  # noqa: E731
+    elif sort == "duration":
+        value = lambda r: r["duration_seconds"]  # noqa: E731
+    else:
+        raise BadRequest(f"unknown sort {sort!r}: use id, name, status, started, updated, "
+                         "duration or a shown column's key")
+
+    def key(run: dict[str, Any]) -> tuple[Any, ...]:
+        found = value(run)
+        if isinstance(found, bool):
+            found = int(found)
+        if isinstance(found, (int, float)):
+            return (0, found, "")
+        return (1, 0, "" if found is None else str(found))
+
+    present = [r for r in runs if value(r) is not None]
+    ordered = sorted(sorted(present, key=lambda r: r["id"], reverse=descending), key=key,
+                     reverse=descending)
+    return ordered + sorted((r for r in runs if value(r) is None), key=lambda r: r["id"],
+                            reverse=descending)
+
+
+def _group_of(row: tuple[Any, ...], spec: str, with_args: bool) -> str:
+    """The run's group (see ``identity.group_key``) from one fetched row."""
+    extras = queries.json_column(row[6])
+    args = queries.json_column(row[7]) if with_args else {}
+    return group_key(spec, str(row[1]), queries._tags(row[4]),
+                     args if isinstance(args, dict) else {},
+                     extras if isinstance(extras, dict) else {})
 
 
 #: ``key=value`` search terms about the run itself; any other key is an arg.
@@ -371,7 +539,7 @@ def _record(row: tuple[Any, ...], columns: list[dict[str, Any]],
         else (updated - started).total_seconds(),
         "idle_seconds": idle_seconds(updated),
         "name": name if isinstance(name, str) else None, "tags": tag_list,
-        "values": values,
+        "color": color_of(run_id), "values": values,
         "metric_names": {str(k): str(v) for k, v in mapping.items()
                          if isinstance(v, str)} if isinstance(mapping, dict) else {},
     }

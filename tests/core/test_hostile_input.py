@@ -824,6 +824,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             "ui.summaries: 'args' or 'extras', from the constant JSON_GROUPS",
         'in_experiment':
             "ui.summaries: the constant 'IN (SELECT id FROM runs WHERE experiment_id = %s)'",
+        'order':
+            'ui.summaries: _order(): the constants of SQL_SORTS, DESC and IS NULL, r.id',
         'quote(n)':
             'ui.summaries: quote_ident of a metric column name read from the schema',
         'quoted':

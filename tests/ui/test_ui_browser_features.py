@@ -321,8 +321,57 @@ def test_compare_overlay_and_hyper_parameters(served, driver, tmp_path):
     load(driver, driver.current_url)
     charts = traces(driver, "#chart .chart")
     assert len(charts) == 3 and all(c["n"] == 4 for c in charts)
-    assert charts[0]["names"][0] == f"sgd-lr0.1-d18 ({ids['run0']})"
+    assert charts[0]["names"][0] == "sgd-lr0.1-d18"  # the run's name
     screenshot(driver, "compare.png", tmp_path)
+    no_alert(driver)
+    no_console_errors(driver)
+
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def test_run_colours_shared_and_compare_grouped_with_bands(served, driver, tmp_path):
+    base, ids, _ = served
+    runs = [ids[f"run{i}"] for i in range(5)]
+    load(driver, f"{base}/experiments/{ids['experiment']}")
+    table_colours = js(driver, """return Object.fromEntries([...document.querySelectorAll(
+        '[data-run-color]')].map(c => [c.dataset.runColor,
+        getComputedStyle(c.querySelector('.swatch')).backgroundColor]))""")
+    expected = {str(r): PALETTE[r % len(PALETTE)] for r in runs}
+    assert sorted(table_colours) == sorted(expected)
+
+    def rgb(hex_colour: str) -> str:
+        return "rgb({}, {}, {})".format(*(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
+
+    assert table_colours == {k: rgb(v) for k, v in expected.items()}
+    # The compare page: each run in its table colour on every chart, differing args shown.
+    load(driver, f"{base}/compare?runs={','.join(map(str, runs))}&metrics=train__loss")
+    drawn = js(driver, "return document.querySelector('#chart .chart').data.map("
+                       "t => [t.name, t.line.color])")
+    assert [c for _, c in drawn] == [PALETTE[r % len(PALETTE)] for r in runs]
+    assert headers(driver)[:3] == ["", "run", "name"]
+    assert f"args.{HOSTILE_ARG}" in headers(driver) and "args.lr" in headers(driver)
+    legend = js(driver, "return document.querySelector('#chart .chart').layout.legend.orientation")
+    assert legend == "h"
+    # Grouped by optimizer: one mean line per group over its runs, with a min-max band.
+    load(driver, f"{base}/compare?runs={','.join(map(str, runs))}&metrics=train__loss"
+                 "&group=args.optimizer&band=minmax")
+    assert "group=args.optimizer" in driver.current_url
+    assert js(driver, "return document.querySelector('#group-form select[name=group]').value") \
+        == "args.optimizer"
+    lines = js(driver, """return document.querySelector('#chart .chart').data.map(t => ({
+        name: t.name, fill: t.fill || null, hover: t.hovertemplate || null, n: t.y.length}))""")
+    means = [t for t in lines if t["hover"]]
+    assert [t["name"] for t in means] == ["sgd (2)", "adam (3)"]
+    assert "sgd-lr0.1-d18" in means[0]["hover"] and "sgd-lr0.01-d34" in means[0]["hover"]
+    assert sum(1 for t in lines if t["fill"] == "tonexty") == 2  # one band per group
+    fills = js(driver, "return document.querySelector('#chart .chart').data"
+                       ".filter(t => t.fill).map(t => t.fillcolor)")
+    assert all(f.startswith("rgba(") and f.endswith(", 0.2)") for f in fills)  # see-through
+    assert driver.find_element("css selector", "#chart figcaption").text == "2 groups"
+    assert all(t["n"] == STEPS for t in lines)
+    screenshot(driver, "compare-groups.png", tmp_path)
     no_alert(driver)
     no_console_errors(driver)
 
@@ -404,3 +453,36 @@ def test_search_without_sql_and_a_refused_filter_keeps_the_page(served, driver):
                                       "?.dataset.drawn || 0")) == 3, "hyper-parameters")
     no_alert(driver)
     no_console_errors_but(driver, "400")
+
+
+def test_runs_table_in_pages_sorted_by_the_server_and_grouped(served, driver):
+    base, ids, _ = served
+    runs = [ids[f"run{i}"] for i in range(5)]
+    load(driver, f"{base}/experiments/{ids['experiment']}?per_page=2")
+    assert driver.find_element("id", "pager-text").text == "page 1 of 3 (5 runs)"
+    assert column(driver, 2) == [str(r) for r in runs[:2]]
+    driver.find_element("link text", "next ›").click()
+    until(driver, lambda b: "page=2" in b.current_url)
+    load(driver, driver.current_url)
+    assert column(driver, 2) == [str(r) for r in runs[2:4]]
+    # A click on a header sorts every page on the server: back to page 1, lr descending.
+    driver.find_element("css selector", "#table thead th[data-key='status'] button").click()
+    until(driver, lambda b: parse_qs(urlparse(b.current_url).query).get("sort") == ["status"]
+          and "page" not in parse_qs(urlparse(b.current_url).query))
+    load(driver, driver.current_url)
+    statuses = {ids[f"run{i}"]: SWEEP[i][3] for i in range(5)}
+    ordered = sorted(runs, key=lambda r: statuses[r])
+    assert column(driver, 2) == [str(r) for r in ordered[:2]]
+    # Grouped by optimizer: a header row per group with its count over every page.
+    load(driver, f"{base}/experiments/{ids['experiment']}?group=args.optimizer")
+    groups = [b.text for b in driver.find_elements("css selector", ".group-row button")]
+    assert groups == ["args.optimizer = adam (3)", "args.optimizer = sgd (2)"]
+    toggle = driver.find_elements("css selector", ".group-row button")[0]
+    assert "adam-lr0.03-d18" in toggle.get_attribute("title")
+    toggle.click()
+    hidden = js(driver, "return [...document.querySelectorAll('#table tbody tr[data-group]')]"
+                        ".map(r => [r.dataset.group, r.hidden])")
+    assert hidden == [["adam", True]] * 3 + [["sgd", False]] * 2
+    assert js(driver, "return document.getElementById('group-by').value") == "args.optimizer"
+    no_alert(driver)
+    no_console_errors(driver)

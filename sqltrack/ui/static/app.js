@@ -247,12 +247,12 @@ function chartControls(axes, onChange) {
 }
 
 // Traces of one series: the raw line (faint once smoothed) and its EMA.
-function seriesTraces(series, state, color, name, showLegend) {
+function seriesTraces(series, state, color, name, showLegend, runs = "") {
   const x = series.x[state.x] || series.x.step;
   const raw = {
     x, y: series.y, type: "scatter", mode: "lines", name: plotlyText(name),
     line: { color, width: 1.5 }, legendgroup: name, showlegend: showLegend && !state.smoothing,
-    hovertemplate: `${plotlyText(name)}: %{y}<extra></extra>`,
+    hovertemplate: `${hoverName(name, runs)}: %{y}<extra></extra>`,
   };
   if (!state.smoothing) return [raw];
   raw.opacity = 0.25;
@@ -261,8 +261,28 @@ function seriesTraces(series, state, color, name, showLegend) {
   return [raw, {
     x, y: ema(series.y, state.smoothing), type: "scatter", mode: "lines",
     name: plotlyText(name), line: { color, width: 2 }, legendgroup: name,
-    showlegend: showLegend, hovertemplate: `${plotlyText(name)}: %{y}<extra></extra>`,
+    showlegend: showLegend, hovertemplate: `${hoverName(name, runs)}: %{y}<extra></extra>`,
   }];
+}
+
+// A group's band (min-max or mean ± std) under its mean line, in the group's colour.
+function bandTraces(s, state) {
+  const x = s.series.x[state.x] || s.series.x.step;
+  const edge = { x, type: "scatter", mode: "lines", line: { width: 0, color: s.color },
+    hoverinfo: "skip", showlegend: false, legendgroup: s.label };
+  return [{ ...edge, y: s.band.low },
+    { ...edge, y: s.band.high, fill: "tonexty", fillcolor: translucent(s.color, 0.2) }];
+}
+
+// "#1f77b4" as rgba() with the given alpha (a band lets the lines under it show).
+function translucent(hex, alpha) {
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  return `rgba(${r}, ${g}, ${b}, ${alpha})`;
+}
+
+// The name in a hover label: a group's names its runs.
+function hoverName(name, runs) {
+  return runs ? `${plotlyText(name)} [${plotlyText(runs)}]` : plotlyText(name);
 }
 
 // A series kept in the page: its points on every axis, so a new point is appended.
@@ -282,13 +302,17 @@ function appendSeries(series, curve) {
 
 // One figure per metric: { name -> {plot, caption, series: [{key, label, series}]} }
 function drawFigure(Plotly, figure, title, state) {
-  const traces = figure.series.flatMap((s, index) =>
-    seriesTraces(s.series, state, COLORS[index % COLORS.length], s.label, figure.series.length > 1));
+  const traces = figure.series.flatMap((s, index) => [
+    ...(s.band ? bandTraces(s, state) : []),
+    ...seriesTraces(s.series, state, s.color || COLORS[index % COLORS.length], s.label,
+      figure.series.length > 1, s.runs)]);
   const extra = {
     yaxis: { type: state.log ? "log" : "linear" },
     xaxis: { title: { text: AXIS_TITLES[state.x] }, type: state.x === "time" ? "date" : "linear" },
     hovermode: "x",
     showlegend: figure.series.length > 1,
+    // A compact legend: one row under the chart, never beside it.
+    legend: { orientation: "h", x: 0, y: -0.2, yanchor: "top", font: { size: 11 } },
     // The arrays grow in place when a live page appends: a new revision makes plotly
     // read them again, so the autoranged axes follow the new points.
     datarevision: figure.series.reduce((n, s) => n + s.series.y.length, 0),
@@ -376,6 +400,17 @@ function tableForm(data) {
   const search = el("input", { type: "search", name: "search", id: "run-search",
     "aria-label": "search runs", placeholder: "adam tag=best status=completed lr=0.1" });
   search.value = data.filters.search || "";
+  const groupBy = el("select", { name: "group", id: "group-by", "aria-label": "group runs by" });
+  const choice = (value, text) => {
+    const option = el("option", { text });
+    option.value = value;
+    option.selected = value === (data.group || "");
+    return option;
+  };
+  groupBy.append(choice("", "none"), ...data.available.args.map((k) => choice(`args.${k}`, `args.${k}`)),
+    choice("group", "group"), choice("tags", "tags"), choice("status", "status"));
+  if (data.group && groupBy.value !== data.group) groupBy.append(choice(data.group, data.group));
+  form.append(el("label", { class: "filter-group" }, ["group by ", groupBy]), " ");
   form.prepend(el("label", { class: "filter-search" }, ["search ", search]),
     el("label", { class: "filter-sql" }, ["SQL filter ", filter]));
   form.append(picker);
@@ -391,8 +426,6 @@ let filterRefused = false;
 function tableApi() {
   const match = location.pathname.match(/^\/experiments\/(\d+)/);
   const params = new URLSearchParams(location.search);
-  params.delete("sort");
-  params.delete("order");
   if (filterRefused) params.delete("filter");
   return { id: match[1], url: `/api/experiments/${match[1]}/table?${params}` };
 }
@@ -428,8 +461,8 @@ async function experimentPage() {
   tableForm(data);
   const filters = [data.filters.status, ...data.filters.tags, data.filters.search,
     refused ? "" : data.filters.filter].filter(Boolean);
-  document.getElementById("meta").textContent = `${data.runs.length} run` +
-    `${data.runs.length === 1 ? "" : "s"}${filters.length ? ` (filtered: ${filters.join(", ")})` : ""}` +
+  document.getElementById("meta").textContent = `${data.total} run` +
+    `${data.total === 1 ? "" : "s"}${filters.length ? ` (filtered: ${filters.join(", ")})` : ""}` +
     `${data.experiment.comment ? ` · ${data.experiment.comment}` : ""}`;
   if (!data.runs.length) {
     target.replaceChildren(el("p", { class: "note", text: "No runs match." }));
@@ -444,7 +477,7 @@ async function experimentPage() {
   };
   const hasNames = data.runs.some((r) => r.name);
   const columns = [
-    { label: "", cell: select },
+    { label: "", cell: (r) => el("span", { "data-run-color": r.id }, [select(r), " ", swatch(r.color)]) },
     { key: "id", label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
     ...(hasNames ? [{ key: "name", label: "name", sort: (r) => r.name, cell: (r) => r.name ?? "" }] : []),
     { key: "status", label: "status", sort: (r) => r.status,
@@ -459,10 +492,17 @@ async function experimentPage() {
     })),
   ];
   const params = new URLSearchParams(location.search);
+  // The server sorts: a table of one page is sorted here alike; with more pages (or
+  // groups) the page asks the server for the first page in the new order.
   const remember = (key, order) => {
     const address = new URL(location.href);
     address.searchParams.set("sort", key);
     address.searchParams.set("order", order);
+    if (data.pages > 1 || data.groups) {
+      address.searchParams.delete("page");
+      location.assign(address);
+      return;
+    }
     history.replaceState(null, "", address);
     for (const name of ["sort", "order"]) {
       const input = document.querySelector(`form.filters input[name=${name}]`) ||
@@ -470,15 +510,60 @@ async function experimentPage() {
       input.value = name === "sort" ? key : order;
     }
   };
-  target.replaceChildren(sortableTable(columns, data.runs, {
-    sort: params.get("sort") ? { key: params.get("sort"), order: params.get("order") } : null,
+  const table = sortableTable(columns, data.runs, {
+    sort: params.get("sort") && !data.groups ? { key: params.get("sort"), order: params.get("order") } : null,
     onSort: remember,
-  }));
+  });
+  if (data.groups) groupRows(table, data, columns.length);
+  target.replaceChildren(table);
+  pager(target, data);
   setUpCompare(data, selected);
   rendered(); // the table is there; the hyper-parameter plots follow (data-drawn)
   await hyperParameters(data, id).catch((error) => {
     document.querySelector("main").append(el("p", { class: "error", text: error.message }));
   });
+}
+
+// Collapsible groups in the runs table: a header row per group with its count (over
+// every page); its runs (on this page) named on hover.
+function groupRows(table, data, width) {
+  const counts = new Map(data.groups.map((g) => [g.key, g.count]));
+  const rows = [...table.tBodies[0].rows];
+  let current = null;
+  rows.forEach((tr, index) => {
+    const run = data.runs[index];
+    tr.dataset.group = run.group;
+    if (run.group === current) return;
+    current = run.group;
+    const members = data.runs.filter((r) => r.group === run.group);
+    const toggle = el("button", { type: "button", class: "group-toggle", "aria-expanded": "true",
+      title: members.map(runLabel).join(", "),
+      text: `${data.group} = ${run.group} (${counts.get(run.group)})` });
+    const header = el("tr", { class: "group-row" }, [el("td", { colspan: String(width) }, [toggle])]);
+    header.dataset.groupHeader = run.group;
+    toggle.addEventListener("click", () => {
+      const open = toggle.getAttribute("aria-expanded") !== "true";
+      toggle.setAttribute("aria-expanded", String(open));
+      for (const row of rows) if (row.dataset.group === run.group) row.hidden = !open;
+    });
+    tr.before(header);
+  });
+}
+
+// Pages of the runs table: which page of how many, previous and next.
+function pager(target, data) {
+  if (data.pages <= 1) return;
+  const go = (page) => {
+    const address = new URL(location.href);
+    address.searchParams.set("page", String(page));
+    address.searchParams.delete("token");
+    return address.pathname + address.search;
+  };
+  const nav = el("nav", { id: "pager", class: "pager" }, [
+    data.page > 1 ? link(go(data.page - 1), "‹ previous") : el("span", { text: "" }), " ",
+    el("span", { id: "pager-text", text: `page ${data.page} of ${data.pages} (${data.total} runs)` }), " ",
+    data.page < data.pages ? link(go(data.page + 1), "next ›") : el("span", { text: "" })]);
+  target.append(nav);
 }
 
 function setUpCompare(data, selected) {
@@ -621,6 +706,9 @@ async function hyperParameters(data, experimentId) {
   const draw = async () => {
     const params = new URLSearchParams(tableApi().url.split("?")[1]);
     params.delete("col");
+    // Every run of the filter (up to a page of 1,000), whatever page the table shows.
+    for (const name of ["sort", "order", "group", "page"]) params.delete(name);
+    params.set("per_page", "1000");
     for (const a of args) params.append("col", `args.${a}`);
     params.append("col", `${agg.value}.${metric.value}`);
     const table = await getJSON(`/api/experiments/${experimentId}/table?${params}`);
@@ -701,7 +789,7 @@ class CurveCharts {
     container.before(this.controls.bar);
   }
 
-  add(metric, key, label, curve) {
+  add(metric, key, label, curve, color = null, band = null) {
     let figure = this.figures.get(metric);
     if (!figure) {
       const plot = el("div", { class: "chart", "data-metric": metric });
@@ -713,10 +801,10 @@ class CurveCharts {
     }
     const existing = figure.series.find((s) => s.key === key);
     if (existing) appendSeries(existing.series, curve);
-    else figure.series.push({ key, label, series: newSeries(curve) });
+    else figure.series.push({ key, label, color, band, series: newSeries(curve) });
     const single = figure.series.length === 1 ? figure.series[0].series.curve : null;
     figure.caption.textContent = single ? pointsNote(single)
-      : `${figure.series.length} runs`;
+      : `${figure.series.length} ${band ? "groups" : "runs"}`;
   }
 
   async redraw(only = null) {
@@ -1085,14 +1173,65 @@ async function followRun(api, first, page) {
   setTimeout(() => tick().catch(failed), seconds * 1000);
 }
 
+// A run's (or group's) colour, as every chart draws it.
+function swatch(color) {
+  const mark = el("span", { class: "swatch", "aria-hidden": "true" });
+  mark.style.background = color;
+  return mark;
+}
+
+// One mean line per group, its band under it; the group's runs in the hover text.
+function addGroups(charts, groups) {
+  for (const [name, lines] of Object.entries(groups)) {
+    for (const line of lines) {
+      const label = `${line.key} (${line.runs.length})`;
+      const curve = { step: line.step, progress: line.step, y: line.mean, points: line.mean.length,
+        total: line.mean.length, non_finite: 0, downsampled: false };
+      charts.add(name, `group:${line.key}`, label, curve, line.color,
+        { low: line.low, high: line.high });
+      charts.figures.get(name).series.at(-1).runs = line.runs.map((r) => r.label).join(", ");
+    }
+  }
+}
+
+// Group by (args, wandb group, tags, status) and the band: both kept in the URL.
+function groupControls(params, data) {
+  const form = el("form", { id: "group-form", class: "filters", method: "get" });
+  for (const name of ["runs", "metrics", "metric", "max_points"]) {
+    if (params.get(name)) form.append(el("input", { type: "hidden", name, value: params.get(name) }));
+  }
+  const option = (value, text, chosen) => {
+    const o = el("option", { text });
+    o.value = value;
+    o.selected = value === chosen;
+    return o;
+  };
+  const argKeys = [...new Set(data.runs.flatMap((r) => Object.keys(r.args)))];
+  const group = el("select", { name: "group", "aria-label": "group by" }, [
+    option("", "no grouping", params.get("group") || ""),
+    ...argKeys.map((k) => option(`args.${k}`, `args.${k}`, params.get("group") || "")),
+    ...["group", "tags", "status"].map((k) => option(k, k, params.get("group") || ""))]);
+  if (params.get("group") && ![...group.options].some((o) => o.value === params.get("group"))) {
+    group.append(option(params.get("group"), params.get("group"), params.get("group")));
+  }
+  const band = el("select", { name: "band", "aria-label": "band" }, [
+    option("minmax", "min–max", params.get("band") || "minmax"),
+    option("std", "± std", params.get("band") || "minmax")]);
+  form.append(el("label", {}, ["group by ", group]), " ", el("label", {}, ["band ", band]), " ",
+    el("button", { type: "submit", text: "apply" }));
+  document.getElementById("chart").before(form);
+}
+
 async function comparePage() {
   const params = new URLSearchParams(location.search);
   const runs = params.get("runs") || "";
   const metrics = params.get("metrics") || params.get("metric") || "";
   const query = new URLSearchParams({ runs, max_points: params.get("max_points") || "2000" });
   if (metrics) query.set("metrics", metrics);
+  for (const name of ["group", "band"]) if (params.get(name)) query.set(name, params.get(name));
   const api = `/api/compare/curves?${query}`;
   const data = await getJSON(api);
+  groupControls(params, data);
   const labels = data.labels;
   const container = document.getElementById("chart");
   container.className = "charts";
@@ -1100,22 +1239,28 @@ async function comparePage() {
   const charts = new CurveCharts(container, data.axes, (m) => labels[m] || m);
   const byId = new Map(data.runs.map((r) => [String(r.id), r]));
   const add = (payload) => {
+    if (payload.groups) { addGroups(charts, payload.groups); return; }
     for (const [name, perRun] of Object.entries(payload.metrics)) {
       for (const [id, curve] of Object.entries(perRun)) {
-        if (curve.total || charts.figures.has(name)) charts.add(name, id, runLabel(byId.get(id)), curve);
+        const run = byId.get(id);
+        if (curve.total || charts.figures.has(name)) charts.add(name, id, run.label || runLabel(run), curve, run.color);
       }
     }
   };
   add(data);
   await charts.redraw();
   document.getElementById("table").replaceChildren(sortableTable([
+    { label: "", cell: (r) => swatch(r.color) },
     { label: "run", sort: (r) => r.id, cell: (r) => link(`/runs/${r.id}`, r.id), num: true },
-    { label: "name", sort: (r) => r.name, cell: (r) => r.name ?? "" },
+    { label: "name", sort: (r) => r.label, cell: (r) => r.label ?? r.name ?? "" },
+    ...(data.group ? [{ label: `group (${data.group})`, sort: (r) => r.group, cell: (r) => r.group }] : []),
+    ...data.differing.map((key) => ({ label: `args.${key}`, sort: (r) => r.args[key],
+      cell: (r) => fmtValue(r.args[key]) })),
     { label: "experiment", sort: (r) => r.experiment, cell: (r) => link(`/experiments/${r.experiment_id}`, r.experiment) },
     { label: "status", sort: (r) => r.status, cell: (r) => el("span", { "data-run-status": r.id }, [statusCell(r.status)]) },
   ], data.runs));
   rendered();
-  if (!data.runs.some((r) => r.live)) return;
+  if (data.groups || !data.runs.some((r) => r.live)) return;
   const last = new Map(data.runs.map((r) => [r.id, r.last]));
   let live = data.runs.filter((r) => r.live).map((r) => r.id);
   const seconds = pollSeconds();

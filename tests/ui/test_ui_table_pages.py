@@ -1,0 +1,133 @@
+"""The runs table in pages: sorted, filtered and grouped on the server (httpx, both
+engines)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+import sqltrack
+from sqltrack.ui import create_app
+from sqltrack.ui.app import TOKEN_HEADER
+
+START = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
+STATUSES = ("COMPLETED", "FAILED", "RUNNING")
+
+
+@pytest.fixture
+async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as http:
+        yield http
+
+
+async def runs(client, count: int = 12) -> tuple[int, list[dict]]:
+    """``count`` runs: lr cycles over 3 values, status over 3, started in reverse order,
+    the run 3 never started; a loss of 100 - index."""
+    made = []
+    async with client:
+        exp = await sqltrack.AsyncExperiment.create(client, name="pages")
+        for index in range(count):
+            run = await exp.get_run()
+            lr = (0.1, 0.01, 0.001)[index % 3]
+            await run.set_args({"lr": lr, "seed": index})
+            await run.set_extras({"group": f"seed{index % 2}"})
+            if index != 3:
+                await run.set_started(START - timedelta(hours=index))
+            await run.set_status(STATUSES[index % 3])
+            await run.add_metrics({"loss": 100.0 - index}, step=0)
+            made.append({"id": run.id, "lr": lr, "status": STATUSES[index % 3],
+                         "started": index != 3, "index": index})
+    return exp.id, made
+
+
+def table(http, experiment: int, **params):
+    return http.get(f"/api/experiments/{experiment}/table", params=params)
+
+
+async def test_pages_in_id_order_with_total(client, http):
+    experiment, made = await runs(client)
+    ids = [r["id"] for r in made]
+    seen = []
+    for page in (1, 2, 3):
+        data = (await table(http, experiment, page=page, per_page=5)).json()
+        assert (data["total"], data["pages"], data["page"], data["per_page"]) == (12, 3, page, 5)
+        seen += [r["id"] for r in data["runs"]]
+    assert seen == ids
+    empty = (await table(http, experiment, page=4, per_page=5)).json()
+    assert empty["runs"] == [] and empty["total"] == 12
+
+
+@pytest.mark.parametrize("sort", ["status", "started", "last.loss", "args.lr", "duration"])
+async def test_sorted_on_the_server_across_pages(client, http, sort):
+    experiment, made = await runs(client)
+    columns = ["last.loss", "args.lr"]
+    both = []
+    for order in ("asc", "desc"):
+        got = []
+        for page in (1, 2, 3):
+            data = (await table(http, experiment, page=page, per_page=4, sort=sort, order=order,
+                                col=columns)).json()
+            assert data["sort"] == sort and data["total"] == 12
+            got += [r["id"] for r in data["runs"]]
+        both.append(got)
+    by_index = {r["id"]: r for r in made}
+
+    def expected(descending: bool) -> list[int]:
+        if sort == "status":
+            value = lambda r: r["status"]  # noqa: E731
+        elif sort == "started":  # later index: started earlier; run 3 has none
+            value = lambda r: -r["index"] if r["started"] else None  # noqa: E731
+        elif sort == "last.loss":
+            value = lambda r: 100.0 - r["index"]  # noqa: E731
+        elif sort == "args.lr":
+            value = lambda r: r["lr"]  # noqa: E731
+        else:  # duration: no run has an end, every one is missing
+            value = lambda r: None  # noqa: E731
+        present = [r for r in made if value(r) is not None]
+        present = sorted(sorted(present, key=lambda r: r["id"], reverse=descending),
+                         key=value, reverse=descending)
+        missing = sorted((r for r in made if value(r) is None), key=lambda r: r["id"],
+                         reverse=descending)
+        return [r["id"] for r in present + missing]
+
+    if sort == "duration":  # duration: updated - started; every run has both or none
+        durations = {}
+        for page in (1, 2, 3):
+            data = (await table(http, experiment, page=page, per_page=4)).json()
+            durations.update({r["id"]: r["duration_seconds"] for r in data["runs"]})
+
+        def expected(descending: bool) -> list[int]:  # noqa: F811 - by the values served
+            present = [i for i in durations if durations[i] is not None]
+            present = sorted(sorted(present, reverse=descending),
+                             key=lambda i: durations[i], reverse=descending)
+            return present + sorted((i for i in durations if durations[i] is None),
+                                    reverse=descending)
+
+    assert both == [expected(False), expected(True)]
+    assert len(by_index) == 12
+
+
+async def test_filtered_then_paged_and_grouped(client, http):
+    experiment, made = await runs(client)
+    failed = [r["id"] for r in made if r["status"] == "FAILED"]
+    data = (await table(http, experiment, status="FAILED", per_page=3, page=2)).json()
+    assert data["total"] == len(failed) and [r["id"] for r in data["runs"]] == failed[3:6]
+    searched = (await table(http, experiment, search="lr=0.1", per_page=2, page=2)).json()
+    with_lr = [r["id"] for r in made if r["lr"] == 0.1]
+    assert searched["total"] == len(with_lr) and [r["id"] for r in searched["runs"]] == with_lr[2:4]
+    grouped = (await table(http, experiment, group="args.lr", per_page=100)).json()
+    assert grouped["groups"] == [{"key": "0.001", "count": 4}, {"key": "0.01", "count": 4},
+                                 {"key": "0.1", "count": 4}]
+    assert [r["group"] for r in grouped["runs"]] == ["0.001"] * 4 + ["0.01"] * 4 + ["0.1"] * 4
+    assert [r["id"] for r in grouped["runs"][:4]] == [r["id"] for r in made if r["lr"] == 0.001]
+    by_wandb = (await table(http, experiment, group="group")).json()
+    assert by_wandb["groups"] == [{"key": "seed0", "count": 6}, {"key": "seed1", "count": 6}]
+    for params in ({"page": "0"}, {"per_page": "5000"}, {"page": "x"}, {"order": "up"},
+                   {"sort": "nope", "tag": "x"}, {"group": "bad"}):
+        assert (await table(http, experiment, **params)).status_code == 400
