@@ -177,7 +177,7 @@ async def _partition(client: AsyncClient, count: int) -> str:
     try:
         done = await client.connections.with_schema_lock(split)
     except ValueError as error:  # Citus, or partitioned into another count
-        raise CliError(f"--partitions: {error}") from None
+        raise CliError(str(error)) from None
     if done is None:
         raise CliError(f"--partitions: {describe(client)} has no partitioned tables "
                        "(PostgreSQL only)")
