@@ -122,6 +122,10 @@ class Settings:
     #: Distribute the tables at the base schema's set-up when the database is a Citus
     #: coordinator (``runs`` by id, the run-keyed tables co-located, reference tables).
     distribute: bool = True
+    #: PostgreSQL: make ``metrics`` and ``metric_values`` hash-partitioned by run id into
+    #: this many partitions when the base schema is created (0: not partitioned); an
+    #: existing database is converted by ``sqltrack setup --partitions N``.
+    partitions: int = 0
     #: The config file the settings were read from (absolute path; None: no file).
     config_file: str | None = None
     #: The server that file names (``host``, ``hostaddr`` or ``service``; None: none).
@@ -318,6 +322,29 @@ def _pooler(raw: Any) -> str:
     return text
 
 
+#: The most partitions the setting ``partitions`` may ask for.
+PARTITIONS_MAX = 1024
+
+
+def _partitions(raw: Any, engine: str) -> int:
+    """``partitions``: how many hash partitions by run id ``metrics`` and ``metric_values``
+    get at creation (0: none); PostgreSQL only (SQLite has no partitioned tables)."""
+    if raw is None or raw == "":
+        return 0
+    try:
+        if isinstance(raw, bool) or isinstance(raw, float) and raw % 1:
+            raise TypeError
+        number = int(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"config value partitions={raw!r} is not an int") from None
+    if not 0 <= number <= PARTITIONS_MAX:
+        raise ValueError(f"config value partitions={raw!r} must be from 0 to {PARTITIONS_MAX}")
+    if number and engine != "postgres":
+        raise ValueError(f"config value partitions={raw!r}: partitioned tables are "
+                         f"PostgreSQL only ({engine} has none); leave it unset or 0")
+    return number
+
+
 def _metric_columns(raw: Any, engine: str) -> int:
     """``metric_columns``: how many metric columns ``metrics`` may get (0: none, every new
     name goes to the long table); at most the engine's ceiling."""
@@ -428,6 +455,7 @@ def resolve(
     options["spool"] = _spool(values.pop("spool", ""))
     options["pooler"] = _pooler(values.pop("pooler", "auto"))
     options["metric_columns"] = _metric_columns(values.pop("metric_columns", None), engine)
+    options["partitions"] = _partitions(values.pop("partitions", None), engine)
     for key in (*POOL_DEFAULTS, *BUFFER_DEFAULTS, *OUTAGE_DEFAULTS):
         values.pop(key, None)
 

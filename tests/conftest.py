@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from support.citus import checked_coordinator, citus_dsn_from_env
-from support.helpers import PG_DSN_ENV, pg_params, start_embedded_postgres
+from support.helpers import PARTITIONS_ENV, PG_DSN_ENV, pg_params, start_embedded_postgres
 
 import sqltrack
 
@@ -198,7 +198,10 @@ def client_kwargs(engine: str, tmp_path, request) -> dict[str, Any]:
         return {"engine": "sqlite", "dbpath": str(tmp_path / "sqltrack.db")}
     dsn = request.getfixturevalue("pg_dsn")
     schema = request.getfixturevalue("pg_schema")
-    return {"engine": "postgres", **pg_params(dsn), "schema": schema}
+    kwargs: dict[str, Any] = {"engine": "postgres", **pg_params(dsn), "schema": schema}
+    if os.environ.get(PARTITIONS_ENV):  # the PostgreSQL tests on partitioned tables
+        kwargs["partitions"] = int(os.environ[PARTITIONS_ENV])
+    return kwargs
 
 
 @pytest.fixture

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import PARTITIONS_MAX
 from ..errors import RunNotFound
 from ..model.maintenance import mark_stale_runs
 from ..model.migrations import setup as _setup
 from ..model.migrations import setup_reader
 from ..read import export as _export
 from ..read import queries
+from ..schema import base_schema_sql
 from ..schema import state as _schema_state
 from .checks import CliError, install_command
 from .formatting import (
@@ -139,6 +141,10 @@ def _setup_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distribute", action="store_true",
                    help="Citus: distribute the tables of an existing database in place "
                    "(rows kept; a new database is distributed by itself)")
+    p.add_argument("--partitions", type=int, default=None, metavar="N",
+                   help="PostgreSQL: make metrics and metric_values hash-partitioned by "
+                   "run id into N partitions, in place (rows kept; a new database gets "
+                   "them from the setting partitions); refused on Citus and SQLite")
 
 
 async def _distribute(client: AsyncClient) -> str | None:
@@ -156,6 +162,28 @@ async def _distribute(client: AsyncClient) -> str | None:
     return done
 
 
+async def _partition(client: AsyncClient, count: int) -> str:
+    """``sqltrack setup --partitions N``: convert ``metrics`` and ``metric_values`` of an
+    existing database into hash partitions by run id, in place, under the schema lock;
+    what was done (``""``: partitioned so before)."""
+    if not 1 <= count <= PARTITIONS_MAX:
+        raise CliError(f"--partitions {count}: from 1 to {PARTITIONS_MAX}")
+    await client.open()
+
+    async def split(engine: Engine, conn: Any) -> str | None:
+        base_sql = base_schema_sql(engine.dialect.schema_script)
+        return await _schema_state.partition(engine, conn, count, base_sql)
+
+    try:
+        done = await client.connections.with_schema_lock(split)
+    except ValueError as error:  # Citus, or partitioned into another count
+        raise CliError(str(error)) from None
+    if done is None:
+        raise CliError(f"--partitions: {describe(client)} has no partitioned tables "
+                       "(PostgreSQL only)")
+    return done
+
+
 async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
     """``setup``: base schema (created, upgraded or up to date), then each script once;
     one line each."""
@@ -167,6 +195,10 @@ async def cmd_setup(client: AsyncClient, args: argparse.Namespace) -> int:
             raise CliError("--distribute: this database has no citus extension (no Citus "
                            "coordinator): nothing to distribute")
         print(done or "tables distributed on Citus already: nothing to do")
+    if args.partitions is not None:
+        print(await _partition(client, args.partitions)
+              or f"metrics and metric_values partitioned already ({args.partitions} "
+              "partitions): nothing to do")
     for script in args.scripts:
         name = Path(script).name
         if not Path(script).is_file():

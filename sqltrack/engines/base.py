@@ -268,6 +268,14 @@ class Dialect(ABC):
         yield from ()
         return None
 
+    def partition_steps(self, count: int) -> Any:
+        """Make ``metrics`` and ``metric_values`` hash-partitioned by run id into ``count``
+        partitions, in place, rows kept (setting ``partitions`` at creation, ``sqltrack
+        setup --partitions N``). Sans I/O as ``distribute_steps``; returns what was done
+        (``""``: partitioned so before). None: the engine has no partitioned tables."""
+        yield from ()
+        return None
+
     def side_table_steps(self, tables: Sequence[str]) -> Any:
         """Make sqltrack's small tables that name runs (sync's ``sync_runs``, made on
         demand) fit a distributed ``runs`` (PostgreSQL on Citus: no foreign key to it). Sans I/O

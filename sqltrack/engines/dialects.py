@@ -25,6 +25,9 @@ Outcome = Generator[Statement, list[Any], "str | None"]
 REFERENCE_TABLES = ("experiments", "experiment_links", "metric_names")
 COLOCATED_TABLES = (("metrics", "run_id"), ("metric_values", "run_id"),
                     ("system_metrics", "run_id"), ("run_links", "from_id"))
+#: The tables the setting ``partitions`` splits by run id on plain PostgreSQL (both keys
+#: start with it, as a partitioned table's unique keys must contain the partition key).
+PARTITIONED_TABLES = ("metrics", "metric_values")
 
 #: Column type of a new metric column, by Python kind.
 SQLITE_TYPES = {
@@ -265,6 +268,60 @@ class PostgresDialect(Dialect):
                 "system_metrics and run_links co-located by run id; experiments, "
                 "experiment_links and metric_names reference tables)"
                 + (f"; {side}" if side else ""))
+
+    def partition_steps(self, count: int) -> Outcome:
+        """``metrics`` and ``metric_values`` hash-partitioned by ``run_id`` into ``count``
+        partitions each (``metrics_p0`` ...), in place, in the caller's transaction: the view
+        ``metric_values_all`` dropped (the caller makes it again), then per table: its
+        indexes renamed out of the way, the table renamed ``<name>_unpartitioned``, a
+        partitioned table made ``LIKE`` it ``INCLUDING ALL`` (columns, defaults, checks,
+        indexes, the key), its partitions, the rows copied, the old table dropped, the
+        foreign key to ``runs`` (``ON DELETE CASCADE``) added. Refused on Citus (its tables
+        are distributed by run id instead) and when a table is partitioned already into
+        another count. Returns what was done; ``""``: partitioned so before."""
+        citus = yield "SELECT 1 FROM pg_extension WHERE extname = 'citus'", []
+        if citus:
+            raise ValueError(
+                "partitions: this database is a Citus coordinator, where sqltrack's tables "
+                "are distributed by run id over the workers (setting distribute), not "
+                "partitioned; use partitions on a plain PostgreSQL server")
+        found = yield ("SELECT n, c.relkind::text, (SELECT count(*) FROM pg_inherits i "
+                       "WHERE i.inhparent = c.oid) FROM unnest(%s::text[]) WITH ORDINALITY "
+                       "AS t(n, k) JOIN pg_class c ON c.oid = to_regclass(quote_ident(n)) "
+                       "ORDER BY k", [list(PARTITIONED_TABLES)])
+        pending = []
+        for table, kind, parts in found:
+            if kind != "p":
+                pending.append(table)
+            elif parts != count:
+                raise ValueError(
+                    f"partitions={count}: {table} is partitioned already into {parts} "
+                    "partitions (a different count is not converted in place)")
+        if not pending:
+            return ""
+        yield "DROP VIEW IF EXISTS metric_values_all", []
+        moved = 0
+        for table in pending:
+            old = f"{table}_unpartitioned"
+            indexes = yield ("SELECT quote_ident(c.relname), c.oid::bigint FROM pg_index x "
+                             "JOIN pg_class c ON c.oid = x.indexrelid "
+                             "WHERE x.indrelid = to_regclass(quote_ident(%s))", [table])
+            for name, oid in indexes:  # the new table's indexes take the names
+                yield f"ALTER INDEX {name} RENAME TO sqltrack_old_{int(oid):d}", []
+            yield f"ALTER TABLE {table} RENAME TO {old}", []
+            yield (f"CREATE TABLE {table} (LIKE {old} INCLUDING ALL) "
+                   "PARTITION BY HASH (run_id)", [])
+            for i in range(count):
+                yield (f"CREATE TABLE {table}_p{i:d} PARTITION OF {table} "
+                       f"FOR VALUES WITH (MODULUS {count:d}, REMAINDER {i:d})", [])
+            copied = yield (f"WITH c AS (INSERT INTO {table} SELECT * FROM {old} "
+                            "RETURNING 1) SELECT count(*) FROM c", [])
+            moved += int(copied[0][0])
+            yield f"DROP TABLE {old}", []
+            yield (f"ALTER TABLE {table} ADD CONSTRAINT {table}_run_id_fkey FOREIGN KEY "
+                   "(run_id) REFERENCES runs (id) ON DELETE CASCADE", [])
+        return (f"partitioned {' and '.join(pending)} by run id (hash, {count:d} partitions "
+                f"each; {moved:d} rows moved)")
 
     def _distribute_new_tables(self) -> Outcome:
         """With ``runs`` distributed: the base tables that are no Citus table yet (made by

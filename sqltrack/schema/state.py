@@ -97,9 +97,23 @@ async def distribute(engine: Engine, conn: Any, force: bool = False) -> str | No
     return done
 
 
+async def partition(engine: Engine, conn: Any, count: int, base_sql: str) -> str | None:
+    """Make ``metrics`` and ``metric_values`` partitioned by run id into ``count``
+    partitions, rows kept (the dialect's ``partition_steps``; the caller holds the schema
+    lock), and the view ``metric_values_all`` again (the base script). What was done;
+    ``""``: partitioned so before; None: the engine has no partitioned tables."""
+    done: str | None = await run_steps(engine, conn, engine.dialect.partition_steps(count))
+    if done:
+        await engine.executescript(conn, base_sql)
+    return done
+
+
 async def create(engine: Engine, conn: Any, base_sql: str) -> str:
-    """The base schema in an empty database (the caller holds the schema lock)."""
+    """The base schema in an empty database (the caller holds the schema lock),
+    partitioned when the setting ``partitions`` asks."""
     await engine.executescript(conn, base_sql)
+    count = getattr(engine.settings, "partitions", 0)
+    parted = await partition(engine, conn, count, base_sql) if count else None
     await engine.refresh_metric_view(conn)
     await record_marks(engine, conn)
-    return "created the sqltrack tables"
+    return "created the sqltrack tables" + (f"; {parted}" if parted else "")

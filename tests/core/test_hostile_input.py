@@ -567,6 +567,14 @@ REVIEWED: dict[str, dict[str, str]] = {
             'dialects: the constant SELECT over metric_values',
         'colocated[table]':
             'dialects._distribute_new_tables: the constant COLOCATED_TABLES column',
+        'count':
+            'dialects.partition_steps: an int (the setting partitions), formatted with :d',
+        'i':
+            'dialects.partition_steps: an int from range(count), formatted with :d',
+        'int(oid)':
+            'dialects.partition_steps: an index oid from the catalog, formatted with :d',
+        'old':
+            'dialects.partition_steps: a constant PARTITIONED_TABLES name + _unpartitioned',
         'column':
             'dialects.distribute_steps: a constant distribution column; '
             'sqlite._long_upsert_sql: a constant value column of metric_values',

@@ -379,7 +379,8 @@ async def test_open_reader_stalls_no_writer(client_kwargs, record_property):
     await a_run.add_metrics({"known": 1.0}, step=0)
     reader = None
     if client_kwargs["engine"] == "postgres":
-        conninfo = {k: v for k, v in client_kwargs.items() if k not in ("engine", "schema")}
+        conninfo = {k: v for k, v in client_kwargs.items()
+                    if k not in ("engine", "schema", "partitions")}
         reader = psycopg.connect(**conninfo, options=f"-c search_path={client_kwargs['schema']}")
         reader.execute("SELECT * FROM metrics LIMIT 1").fetchall()  # the transaction stays open
     else:

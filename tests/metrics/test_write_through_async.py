@@ -33,7 +33,8 @@ def lock_held(client_kwargs, run_id: int):
         conn = sqlite3.connect(client_kwargs["dbpath"], isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")  # the database's write lock
     else:
-        params = {k: v for k, v in client_kwargs.items() if k not in ("engine", "schema")}
+        params = {k: v for k, v in client_kwargs.items()
+                  if k not in ("engine", "schema", "partitions")}
         conn = psycopg.connect(**params, options=f"-c search_path={client_kwargs['schema']}")
         conn.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,))  # the run's row
     try:

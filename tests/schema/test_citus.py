@@ -225,3 +225,31 @@ async def test_a_copied_batch_over_stored_steps_upserts_on_citus(citus_kwargs):
             await gone.flush()
     finally:
         await client.close()
+
+
+async def test_partitions_are_refused_on_citus(citus_kwargs, capsys, clean_env):
+    """Issue 20, Required 5: partitioning is for one plain server; on a Citus coordinator
+    the tables are distributed instead, and asking for partitions says so (nothing made)."""
+    kw = citus_kwargs
+    client = sqltrack.AsyncClient(**kw, partitions=4)
+    try:
+        with pytest.raises(ValueError, match="this database is a Citus coordinator, where "
+                           "sqltrack's tables are distributed by run id"):
+            await client.open()
+    finally:
+        await client.close()
+    assert raw(kw, "SELECT to_regclass('runs') IS NULL") == [(True,)]  # rolled back
+    client = sqltrack.AsyncClient(**kw)
+    try:
+        await sqltrack.AsyncExperiment.create(client, name="spread")
+    finally:
+        await client.close()
+    argv = ["--engine", "postgres", *(f"--{k}={v}" for k, v in kw.items() if k != "engine"),
+            "setup", "--partitions", "4"]
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, argv) == 1
+    err = capsys.readouterr().err
+    assert "error: partitions: this database is a Citus coordinator" in err, err
+    assert raw(kw, "SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = "
+               "p.partrelid WHERE c.relnamespace = %s::regnamespace", [kw["schema"]]) == [(0,)]
+    assert citus_tables(kw)["metrics"][:2] == ("distributed", "run_id")

