@@ -215,8 +215,9 @@ def isolated_child(spec_path: str, case_name: str) -> int:
     return 0
 
 
-def header(env: Env, started_at: float, seconds: float, runs: int) -> str:
-    """Where and how the results were measured."""
+def header(env: Env, started_at: float, seconds: float, runs: int, tree: str) -> str:
+    """Where and how the results were measured (``tree``: the work tree's state when the
+    run started, which is what was measured; files edited during the run do not count)."""
     pg = "unavailable: " + env.pg_error if env.pg_error else server_version(env)
     return "\n".join([
         "# sqltrack benchmark results",
@@ -224,7 +225,7 @@ def header(env: Env, started_at: float, seconds: float, runs: int) -> str:
         f"Command: `python benchmarks/run.py{command_options()}`"
         f" ({time.strftime('%Y-%m-%d %H:%M', time.localtime(started_at))}, {seconds:.0f} s,"
         f" {runs} full run{'s' if runs != 1 else ''}).",
-        f"Commit: {commit() or 'unknown'} (tree {git_state()}).",
+        f"Commit: {commit() or 'unknown'} (tree {tree} at the start).",
         f"Python {platform.python_version()}, sqltrack {sqltrack.__version__},"
         f" psycopg {psycopg.__version__}, SQLite {sqlite3.sqlite_version}, PostgreSQL {pg};"
         f" {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {w.strip().upper() for w in args.only.split(",") if w.strip()}
     # Before any work: may this run write where it was asked to?
     output = output_for(args.output, RESULTS, args.allow_dirty, partial_reason(args, only))
-    measured_commit = commit()
+    measured_commit, measured_tree = commit(), git_state()
     started_at, started = time.time(), time.perf_counter()
     loop = asyncio.new_event_loop()
     env = Env(loop=loop, quick=args.quick, pg_dsn=args.pg_dsn)
@@ -270,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.isolated:
             sections += isolated_sections(env, only, 3 if env.quick else 7)
         elapsed = time.perf_counter() - started
-        text = (header(env, started_at, elapsed, args.runs) + "\n" + summary(sections) + "\n"
-                + render(sections))
+        text = (header(env, started_at, elapsed, args.runs, measured_tree) + "\n"
+                + summary(sections) + "\n" + render(sections))
     finally:
         env.cleanup()
         loop.close()
