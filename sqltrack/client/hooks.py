@@ -24,6 +24,10 @@ class CloseHook(Protocol):
         """Move to the running loop (at exit, when the original loop is gone)."""
         ...
 
+    def abandon(self) -> None:
+        """In a forked child: leave what is pending to the parent."""
+        ...
+
     async def close(self) -> None:
         """Write what is pending and detach; raise a pending write error."""
         ...

@@ -428,8 +428,8 @@ class PostgresDialect(Dialect):
         quoted = self.quote_ident(role)
         where = self.quote_ident(schema) if schema else "public"
         function = f"{where}.{READER_FUNCTION}(q text, max_bytes bigint)"
-        grants = [(f"GRANT SELECT ON {where}.{self.quote_ident(t)} TO {quoted}", [])
-                  for t in tables]
+        grants: list[Statement] = [
+            (f"GRANT SELECT ON {where}.{self.quote_ident(t)} TO {quoted}", []) for t in tables]
         return [
             ("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
              f"'{role}') THEN CREATE ROLE {quoted} NOLOGIN; "

@@ -55,6 +55,7 @@ from ..metrics.layout import LONG_SLOTS, MetricRow, Placement, Touch
 from .base import Cut, Engine, Limits, ReadRows, stopped_after, value_size
 from .dialects import DEFAULT_READER, READER_FUNCTION, PostgresDialect, check_role_name
 from .dialects import POSTGRES_TYPES as _KIND_TYPES
+from .postgres_pool import AsyncPool
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -134,7 +135,7 @@ class PostgresEngine(Engine):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
+        self._pool: AsyncPool | None = None
         self._first: Conn | None = None
         #: A transaction pooler sits between us and the server (set, or found on opening).
         self.pooled = settings.pooler not in ("auto", "none")
@@ -190,7 +191,7 @@ class PostgresEngine(Engine):
             raise translate(error, conn) from error
         self._first = conn
         extra: dict[str, Any] = {"prepare_threshold": None} if self.pooled else {}
-        self._pool = psycopg_pool.AsyncConnectionPool(
+        self._pool = AsyncPool(
             kwargs={**s.params, "autocommit": True, **extra},
             min_size=s.pool_min_size,
             max_size=s.pool_max_size,
@@ -282,7 +283,7 @@ class PostgresEngine(Engine):
         if conn is not None and self._pool is not None:
             await self._pool.putconn(conn)
 
-    def _opened_pool(self) -> psycopg_pool.AsyncConnectionPool[Conn]:
+    def _opened_pool(self) -> AsyncPool:
         if self._pool is None:
             raise RuntimeError("the engine is not open")
         return self._pool

@@ -79,7 +79,7 @@ async def ensure_base_schema(engine: Engine, conn: Any) -> str | None:
         found = await state.detect(engine, conn)
         base_sql = base_schema_sql(engine.dialect.schema_script)
         if found == state.EMPTY:  # a new database: nothing to upgrade
-            done = await state.create(engine, conn, base_sql)
+            done: str | None = await state.create(engine, conn, base_sql)
         else:
             from . import upgrade
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
+from support.helpers import read_raw
 
 import sqltrack
 
@@ -482,3 +484,53 @@ async def test_status_is_checked_by_database(client):
     assert await client.query("SELECT status FROM runs WHERE id = %s", [run.id]) == [
         ("PENDING",)
     ]
+
+
+def _awaiting(task: asyncio.Task) -> list[str]:
+    """The function names along a task's chain of awaits, outermost first."""
+    names: list[str] = []
+    step = task.get_coro()
+    while step is not None:
+        frame = getattr(step, "cr_frame", None) or getattr(step, "gi_frame", None)
+        if frame is not None:
+            names.append(frame.f_code.co_name)
+        step = getattr(step, "cr_await", None) or getattr(step, "gi_yieldfrom", None)
+    return names
+
+
+def test_asyncio_run_ends_while_a_connection_is_being_opened(client_kwargs):
+    """``asyncio.run`` ending without the client closed cancels every other task and
+    waits for them: that ends even when the client is opening a connection at that
+    moment. (psycopg_pool's maintenance tasks caught such a cancellation and went back
+    to their queue: the program hung at its end, seen in CI as a child of
+    ``test_never_closed_async_client`` that never exited.)"""
+    client = sqltrack.AsyncClient(**client_kwargs, buffered=True)
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        run = await (await sqltrack.AsyncExperiment.create(client, name="end")).get_run()
+        for step in range(100):  # a flush task of its own
+            await run.add_metrics({"loss": 1.0}, step=step)
+        me = asyncio.current_task()
+        grow = asyncio.gather(*(client.execute("SELECT 1") for _ in range(4)))
+        for _ in range(100_000):  # PostgreSQL: until a pool task is inside its connecting
+            others = [t for t in asyncio.all_tasks() if t is not me]
+            if any("_add_connection" in _awaiting(t) for t in others) or grow.done():
+                break
+            await asyncio.sleep(0)
+        seen["opening"] = not grow.done()
+        seen["tasks"] = len(others)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "asyncio.run did not end within 60 s"
+    assert seen["opening"] or client.engine == "sqlite", "the pool opened no connection"
+    assert seen["tasks"]  # at least the buffer's timer was cancelled and ended
+
+    async def finish() -> None:  # what the exit handler does with a client never closed
+        client.restart_for_exit()
+        await client.close()
+
+    asyncio.run(finish())
+    assert read_raw(client_kwargs, "SELECT count(*) FROM metrics") == [(100,)]
