@@ -14,7 +14,7 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from support.helpers import read_raw
+from support.helpers import read_raw, write_raw
 
 import sqltrack
 from sqltrack.metrics.buffer import MetricWriteError
@@ -210,3 +210,52 @@ async def test_full_buffer_waits_and_loses_nothing(client, client_kwargs) -> Non
         await run.add_metrics({"loss": float(step)}, step=step)
     await run.flush()
     assert stored(client_kwargs, run.id, "loss") == [(s, 0.0, float(s)) for s in range(60)]
+
+
+def _slow_write_of_step(client_kwargs, step: int) -> None:
+    """A trigger that makes the database's write of ``step`` take about a second (or more
+    on a loaded machine): ``pg_sleep`` on PostgreSQL, a 16-million-row join on SQLite."""
+    if client_kwargs["engine"] == "sqlite":
+        write_raw(client_kwargs,
+                  "CREATE TABLE slow_rows (x INTEGER)",
+                  "INSERT INTO slow_rows WITH RECURSIVE n(x) AS "
+                  "(SELECT 0 UNION ALL SELECT x + 1 FROM n WHERE x < 3999) SELECT x FROM n",
+                  f"CREATE TRIGGER slow_write AFTER INSERT ON metrics WHEN NEW.step = {step} "
+                  "BEGIN SELECT count(*) FROM slow_rows a, slow_rows b WHERE a.x + b.x < 0; END")
+    else:
+        write_raw(client_kwargs,
+                  "CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS "
+                  "$$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$",
+                  "CREATE TRIGGER slow_write AFTER INSERT ON metrics FOR EACH ROW "
+                  f"WHEN (NEW.step = {step}) EXECUTE FUNCTION slow_write()")
+
+
+async def test_a_slow_batch_write_does_not_stop_the_event_loop(client, client_kwargs) -> None:
+    """Buffered mode promises that ``add_metrics`` does not wait for the database: a
+    batch is written off the event loop's thread (SQLite: the engine's worker thread;
+    PostgreSQL: asynchronous I/O), so the loop's other coroutines run while it lasts.
+    (SQLite's batches were written on the loop's own thread: the loop stood still for
+    the whole write, and an async producer's ``add_metrics`` waited for it.)"""
+    run = await (await sqltrack.AsyncExperiment.create(client, name="p")).get_run()
+    await run.add_metrics({"loss": 0.0}, step=0)  # the column exists before the trigger
+    _slow_write_of_step(client_kwargs, 50)
+    await run.set_buffered(flush_rows=10_000, flush_interval=3600)
+    for step in range(1, 101):
+        await run.add_metrics({"loss": float(step)}, step=step)
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    beat = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0)
+    before = ticks
+    await run.flush()
+    during = ticks - before
+    beat.cancel()
+    assert during >= 10, f"the event loop ran {during} times during a write of a second or more"
+    assert read_raw(client_kwargs, "SELECT count(*) FROM metrics WHERE run_id = %s",
+                    (run.id,)) == [(101,)]

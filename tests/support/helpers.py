@@ -70,6 +70,24 @@ def read_raw(kw: dict[str, Any], sql: str, params: Any = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+def write_raw(kw: dict[str, Any], *statements: str) -> None:
+    """Run ``statements`` (no parameters) with the raw driver outside sqltrack, and commit."""
+    if kw["engine"] == "sqlite":
+        with contextlib.closing(sqlite3.connect(kw["dbpath"], timeout=60)) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+        return
+    conninfo = {
+        k: v
+        for k, v in kw.items()
+        if k not in _CLIENT_ONLY and not k.startswith(("pool_", "flush_"))
+    }
+    with psycopg.connect(**conninfo, options=f"-c search_path={kw['schema']}") as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
 def pg_params(dsn: str) -> dict[str, str]:
     """libpq keywords of a DSN (for AsyncClient keyword arguments)."""
     from psycopg.conninfo import conninfo_to_dict
