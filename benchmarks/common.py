@@ -16,8 +16,10 @@ import shutil
 import sqlite3
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 from types import ModuleType
 from typing import Any
 
@@ -146,6 +148,57 @@ class Env:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+# -- sqltrack cases: one run logging step after step ------------------------------
+async def timed_steps_async(env: Env, engine: str, experiment: str,
+                            steps: list[dict[str, Any]], buffered: bool = False,
+                            **options: Any) -> tuple[float, int]:
+    """Seconds ``await run.add_metrics(steps[i - 1], step=i, **options)`` takes for every
+    step through an AsyncClient, on a new run of ``experiment``, and the run's id.
+
+    One untimed warm-up step 0 comes first. Buffered: the client has ``buffered=True``,
+    the warm-up is flushed untimed and the final ``run.flush()`` is timed.
+    """
+    extra = {"buffered": True} if buffered else {}
+    client = sqltrack.AsyncClient(**env.client_kwargs(engine, **extra))
+    try:
+        run = await (await sqltrack.AsyncExperiment.create(client, name=experiment)).get_run()
+        await run.add_metrics(steps[0], step=0)
+        if buffered:
+            await run.flush()
+        start = perf_counter()
+        for step, metrics in enumerate(steps, 1):
+            await run.add_metrics(metrics, step=step, **options)
+        if buffered:
+            await run.flush()
+        return perf_counter() - start, run.id
+    finally:
+        await client.close()
+
+
+def timed_steps_blocking(env: Env, engine: str, experiment: str,
+                         steps: list[dict[str, Any]], buffered: bool = False
+                         ) -> tuple[float, int]:
+    """:func:`timed_steps_async` through the sync facade (``sqltrack_sync``): seconds
+    ``run.add_metrics(steps[i - 1], step=i)`` takes for every step, and the run's id."""
+    facade = sync_facade()
+    assert facade is not None, "sqltrack_sync.Client is not available"
+    extra = {"buffered": True} if buffered else {}
+    client = facade.Client(**env.client_kwargs(engine, **extra))
+    try:
+        run = facade.Experiment(client, name=experiment).get_run()
+        run.add_metrics(steps[0], step=0)
+        if buffered:
+            run.flush()
+        start = perf_counter()
+        for step, metrics in enumerate(steps, 1):
+            run.add_metrics(metrics, step=step)
+        if buffered:
+            run.flush()
+        return perf_counter() - start, run.id
+    finally:
+        close_quietly(client)
+
+
 # -- raw-driver helpers -----------------------------------------------------------
 def sqlite_connect(path: str) -> sqlite3.Connection:
     """A raw sqlite3 connection set up like sqltrack's (WAL, synchronous=NORMAL, FKs)."""
@@ -167,6 +220,23 @@ def pg_new_run(conn: psycopg.Connection, experiment_id: int) -> int:
     """Insert a run by hand and return its id."""
     sql = "INSERT INTO runs (experiment_id) VALUES (%s) RETURNING id"
     return conn.execute(sql, (experiment_id,)).fetchone()[0]
+
+
+def sqlite_timed_run(env: Env, write: Callable[[sqlite3.Connection, int], None]) -> float:
+    """Seconds ``write(conn, run_id)`` takes on a raw sqlite3 connection, into a run made
+    by hand for it; the run and its rows are deleted afterwards, untimed (the tables
+    stay small)."""
+    conn = sqlite_connect(env.sqlite_path)
+    try:
+        run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
+        start = perf_counter()
+        write(conn, run_id)
+        took = perf_counter() - start
+        conn.execute("DELETE FROM runs WHERE id = ?", [run_id])
+        conn.commit()
+        return took
+    finally:
+        conn.close()
 
 
 async def pg_new_run_async(conn: psycopg.AsyncConnection, experiment_id: int) -> int:

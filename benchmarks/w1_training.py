@@ -30,7 +30,6 @@ from common import (
     COLUMNS,
     NAMES,
     Env,
-    close_quietly,
     has_buffered_option,
     insert_sql,
     metric_rows,
@@ -39,11 +38,11 @@ from common import (
     sqlite_connect,
     sqlite_new_run,
     sync_facade,
+    timed_steps_async,
+    timed_steps_blocking,
     upsert_sql,
 )
 from harness import Case, Isolated, Section, Target, measure, median, table_rows
-
-import sqltrack
 
 LABEL = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 
@@ -58,43 +57,14 @@ async def sqltrack_async(
     ``updated=None`` leaves ``runs.time_updated`` alone (no touch of the run per step).
     """
     steps = [dict(zip(NAMES, row, strict=True)) for row in rows]
-    extra = {"buffered": True} if buffered else {}
-    client = sqltrack.AsyncClient(**env.client_kwargs(engine, **extra))
-    try:
-        experiment = await sqltrack.AsyncExperiment.create(client, name="bench-w1")
-        run = await experiment.get_run()
-        await run.add_metrics(steps[0], step=0)
-        if buffered:
-            await run.flush()
-        start = perf_counter()
-        for step, metrics in enumerate(steps, 1):
-            await run.add_metrics(metrics, step=step, updated=updated)
-        if buffered:
-            await run.flush()
-        return perf_counter() - start
-    finally:
-        await client.close()
+    took, _ = await timed_steps_async(env, engine, "bench-w1", steps, buffered, updated=updated)
+    return took
 
 
 def sqltrack_blocking(env: Env, engine: str, rows: list[tuple], buffered: bool = False) -> float:
     """``run.add_metrics({...}, step=i)`` per step through the sync facade (buffered: as above)."""
-    facade = sync_facade()
     steps = [dict(zip(NAMES, row, strict=True)) for row in rows]
-    extra = {"buffered": True} if buffered else {}
-    client = facade.Client(**env.client_kwargs(engine, **extra))
-    try:
-        run = facade.Experiment(client, name="bench-w1").get_run()
-        run.add_metrics(steps[0], step=0)
-        if buffered:
-            run.flush()
-        start = perf_counter()
-        for step, metrics in enumerate(steps, 1):
-            run.add_metrics(metrics, step=step)
-        if buffered:
-            run.flush()
-        return perf_counter() - start
-    finally:
-        close_quietly(client)
+    return timed_steps_blocking(env, engine, "bench-w1", steps, buffered)[0]
 
 
 # -- SQLite baselines -------------------------------------------------------------

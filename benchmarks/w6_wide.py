@@ -35,7 +35,15 @@ from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
-from common import Env, close_quietly, pg_new_run, sqlite_connect, sqlite_new_run, sync_facade
+from common import (
+    Env,
+    pg_new_run,
+    sqlite_connect,
+    sqlite_timed_run,
+    sync_facade,
+    timed_steps_async,
+    timed_steps_blocking,
+)
 from harness import Case, Section, Target, compare, measure, median, table_rows
 
 import sqltrack
@@ -115,46 +123,17 @@ async def sqltrack_async(env: Env, engine: str, names: Sequence[str], rows: list
     """``await run.add_metrics({...K names...}, step=i)`` per step; buffered: the client
     has ``buffered=True`` and the final ``run.flush()`` is timed."""
     steps = [dict(zip(names, row, strict=True)) for row in rows]
-    extra = {"buffered": True} if buffered else {}
-    client = sqltrack.AsyncClient(**env.client_kwargs(engine, **extra))
-    try:
-        run = await (await sqltrack.AsyncExperiment.create(client, name="bench-w6")).get_run()
-        await run.add_metrics(steps[0], step=0)
-        if buffered:
-            await run.flush()
-        start = perf_counter()
-        for step, metrics in enumerate(steps, 1):
-            await run.add_metrics(metrics, step=step)
-        if buffered:
-            await run.flush()
-        took = perf_counter() - start
-    finally:
-        await client.close()
-    delete_run(env, engine, run.id)
+    took, run_id = await timed_steps_async(env, engine, "bench-w6", steps, buffered)
+    delete_run(env, engine, run_id)
     return took
 
 
 def sqltrack_blocking(env: Env, engine: str, names: Sequence[str], rows: list[tuple],
                       buffered: bool = False) -> float:
     """``run.add_metrics({...}, step=i)`` per step through the sync facade (as above)."""
-    facade = sync_facade()
     steps = [dict(zip(names, row, strict=True)) for row in rows]
-    extra = {"buffered": True} if buffered else {}
-    client = facade.Client(**env.client_kwargs(engine, **extra))
-    try:
-        run = facade.Experiment(client, name="bench-w6").get_run()
-        run.add_metrics(steps[0], step=0)
-        if buffered:
-            run.flush()
-        start = perf_counter()
-        for step, metrics in enumerate(steps, 1):
-            run.add_metrics(metrics, step=step)
-        if buffered:
-            run.flush()
-        took = perf_counter() - start
-    finally:
-        close_quietly(client)
-    delete_run(env, engine, run.id)
+    took, run_id = timed_steps_blocking(env, engine, "bench-w6", steps, buffered)
+    delete_run(env, engine, run_id)
     return took
 
 
@@ -204,12 +183,10 @@ class _SqliteStatements:
 
 def sqlite_per_step(env: Env, split: Split, rows: list[tuple]) -> float:
     """sqlite3: per step the ``metrics`` row, the long values (multi-row INSERTs), COMMIT."""
-    conn = sqlite_connect(env.sqlite_path)
     statements = _SqliteStatements(split)
-    try:
-        run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
-        long_names = split.long
-        start = perf_counter()
+    long_names = split.long
+
+    def write(conn: Any, run_id: int) -> None:
         for step, row in enumerate(rows, 1):
             statements.write(conn, "metrics", [(run_id, step, 0.0, *split.pick_columns(row))])
             if long_names:
@@ -217,22 +194,16 @@ def sqlite_per_step(env: Env, split: Split, rows: list[tuple]) -> float:
                     (run_id, step, 0.0, name, value)
                     for name, value in zip(long_names, split.pick_long(row), strict=True)])
             conn.commit()
-        took = perf_counter() - start
-        conn.execute("DELETE FROM runs WHERE id = ?", [run_id])
-        conn.commit()
-        return took
-    finally:
-        conn.close()
+
+    return sqlite_timed_run(env, write)
 
 
 def sqlite_batch(env: Env, split: Split, rows: list[tuple]) -> float:
     """sqlite3: every row in one transaction, multi-row INSERTs (the batch floor)."""
-    conn = sqlite_connect(env.sqlite_path)
     statements = _SqliteStatements(split)
-    try:
-        run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
-        long_names = split.long
-        start = perf_counter()
+    long_names = split.long
+
+    def write(conn: Any, run_id: int) -> None:
         statements.write(conn, "metrics", [(run_id, step, 0.0, *split.pick_columns(row))
                                            for step, row in enumerate(rows, 1)])
         if long_names:
@@ -240,12 +211,8 @@ def sqlite_batch(env: Env, split: Split, rows: list[tuple]) -> float:
                 (run_id, step, 0.0, name, value) for step, row in enumerate(rows, 1)
                 for name, value in zip(long_names, split.pick_long(row), strict=True)])
         conn.commit()
-        took = perf_counter() - start
-        conn.execute("DELETE FROM runs WHERE id = ?", [run_id])
-        conn.commit()
-        return took
-    finally:
-        conn.close()
+
+    return sqlite_timed_run(env, write)
 
 
 # -- PostgreSQL floors --------------------------------------------------------------

@@ -284,14 +284,21 @@ def _flag(values: dict[str, Any], key: str, default: bool = False) -> bool:
     raise ValueError(f"config value {key}={raw!r} is not a boolean (true/false)")
 
 
-def _number(values: dict[str, Any], key: str, kind: type) -> Any:
-    raw = values.get(key, {**POOL_DEFAULTS, **BUFFER_DEFAULTS, **OUTAGE_DEFAULTS}[key])
+def _parsed(raw: Any, key: str, kind: type[int] | type[float]) -> Any:
+    """Setting ``key``'s value ``raw`` as an int or a float; a boolean is neither, and a
+    fraction is no int (True is not a pool size, 2.5 is not a row count)."""
     try:
         if isinstance(raw, bool) or isinstance(raw, float) and kind is int and raw % 1:
-            raise TypeError  # True is not a pool size, 2.5 is not a row count
-        number = kind(raw)
+            raise TypeError
+        return kind(raw)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"config value {key}={raw!r} is not a {kind.__name__}") from None
+        what = "an int" if kind is int else "a float"
+        raise ValueError(f"config value {key}={raw!r} is not {what}") from None
+
+
+def _number(values: dict[str, Any], key: str, kind: type[int] | type[float]) -> Any:
+    raw = values.get(key, {**POOL_DEFAULTS, **BUFFER_DEFAULTS, **OUTAGE_DEFAULTS}[key])
+    number = _parsed(raw, key, kind)
     if not math.isfinite(number):
         raise ValueError(f"config value {key}={raw!r} is not a finite number")
     if number <= 0 and key not in ("pool_min_size", "buffer_max_rows") or number < 0:
@@ -331,12 +338,7 @@ def _partitions(raw: Any, engine: str) -> int:
     get at creation (0: none); PostgreSQL only (SQLite has no partitioned tables)."""
     if raw is None or raw == "":
         return 0
-    try:
-        if isinstance(raw, bool) or isinstance(raw, float) and raw % 1:
-            raise TypeError
-        number = int(raw)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"config value partitions={raw!r} is not an int") from None
+    number = _parsed(raw, "partitions", int)
     if not 0 <= number <= PARTITIONS_MAX:
         raise ValueError(f"config value partitions={raw!r} must be from 0 to {PARTITIONS_MAX}")
     if number and engine != "postgres":
@@ -350,12 +352,7 @@ def _metric_columns(raw: Any, engine: str) -> int:
     name goes to the long table); at most the engine's ceiling."""
     if raw is None or raw == "":
         return METRIC_COLUMNS_DEFAULTS[engine]
-    try:
-        if isinstance(raw, bool) or isinstance(raw, float) and raw % 1:
-            raise TypeError
-        number = int(raw)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"config value metric_columns={raw!r} is not an int") from None
+    number = _parsed(raw, "metric_columns", int)
     ceiling = METRIC_COLUMNS_MAX[engine]
     if not 0 <= number <= ceiling:
         raise ValueError(

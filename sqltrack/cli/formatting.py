@@ -139,8 +139,8 @@ def format_run(run: dict[str, Any]) -> str:
     else:
         lines.append("metrics")
         rows = [[m["metric"], m["count"], m["min"], m["max"], m["last"]] for m in run["metrics"]]
-        summary = table(["metric", "count", "min", "max", "last"], rows)
-        lines += ["  " + line for line in summary.splitlines()]
+        metrics = table(["metric", "count", "min", "max", "last"], rows)
+        lines += ["  " + line for line in metrics.splitlines()]
     return "\n".join(lines)
 
 

@@ -90,14 +90,22 @@ def engine(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-#: The connection options: (option strings, keywords of add_argument).
-CONNECTION_OPTIONS: list[tuple[tuple[str, ...], dict[str, object]]] = [
+#: A command-line option: (option strings, keywords of add_argument).
+Option = tuple[tuple[str, ...], dict[str, object]]
+
+
+def _postgres_option(name: str) -> Option:
+    """``--NAME``: the PostgreSQL connection parameter ``NAME``."""
+    return (f"--{name}",), {"help": f"PostgreSQL {name}"}
+
+
+#: The connection options.
+CONNECTION_OPTIONS: list[Option] = [
     (("--engine",), {"type": engine, "metavar": "{postgres,sqlite}",
                      "help": "database engine (default: sqlite with --dbpath, else postgres)"}),
     (("--dbpath",), {"help": "SQLite database file (implies --engine sqlite)"}),
     (("--config",), {"metavar": "PATH", "help": "config file of key=value lines"}),
-    *(((f"--{name}",), {"help": f"PostgreSQL {name}"})
-      for name in ("host", "port", "user", "dbname")),
+    *(_postgres_option(name) for name in ("host", "port", "user", "dbname")),
     (("--schema",), {"help": "PostgreSQL schema (search_path)"}),
     (("-o", "--option"), {"dest": "options", "metavar": "KEY=VALUE", "type": key_value,
                           "action": "append",

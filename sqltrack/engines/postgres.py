@@ -493,7 +493,7 @@ class PostgresEngine(Engine):
                     "this database or schema (or was set up by an older sqltrack): run "
                     "'sqltrack setup --ui-role' (or --ui-role NAME) as the schema's owner")
             await cursor.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(reader)))
-            text = psycopg.ClientCursor(conn).mogrify(query, list(params) or None)
+            text = psycopg.AsyncClientCursor(conn).mogrify(query, list(params) or None)
             columns, types = await self._describe(conn, text)
             if any(t is None for t, _ in types):
                 raise QueryRefused("a column of the query has no plain type (a record or "
@@ -582,9 +582,9 @@ class PostgresEngine(Engine):
                 return
             await self._write_columns(conn, names, rows, touches)
         except errors.ForeignKeyViolation as error:
-            run = layout.single_run(rows)
-            if run is not None:
-                raise RunNotFound(run) from None
+            missing = layout.single_run(rows)
+            if missing is not None:
+                raise RunNotFound(missing) from None
             raise translate(error, conn) from error
         except psycopg.Error as error:
             raise translate(error, conn) from error

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -764,7 +765,9 @@ def _read_only(
     an authorizer that allows reads only, a progress handler for the deadline (it runs
     while rows are fetched too), and a length limit: no string or blob of the statement,
     intermediate ones included, may pass ``limits.max_bytes`` (SQLite refuses it), so
-    one value never costs more than the whole answer may.
+    one value never costs more than the whole answer may. Python 3.10's sqlite3 cannot
+    set that limit (no ``Connection.setlimit``): there SQLite's own (a billion bytes by
+    default) holds for intermediate values, and the answer's values are still counted.
 
     Rows are read one at a time (step-wise) and counted (``ReadRows.keep``). When
     values are to be cut (``limits.value_cap`` below ``max_bytes``: the SQL page), the
@@ -780,7 +783,8 @@ def _read_only(
     try:
         for statement, values in setup:
             conn.execute(statement, values)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_bytes)
+        if sys.version_info >= (3, 11):  # Connection.setlimit is new in Python 3.11
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limits.max_bytes)
         conn.set_authorizer(_authorize)
         conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)
         wrap = cap < limits.max_bytes

@@ -177,7 +177,9 @@ def logger_class(namespace: str) -> type:
             """``<save_dir>/<experiment>/version_<run id>``: checkpoints go to its
             ``checkpoints`` folder (Lightning's ModelCheckpoint, as with its own loggers)."""
             root = self.root_dir
-            version = self.version if root is not None else None
+            if root is None:
+                return None
+            version = self.version
             return None if version is None else os.path.join(root, f"version_{version}")
 
         @property

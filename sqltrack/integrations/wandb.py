@@ -143,12 +143,39 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class Config(MutableMapping[str, Any]):
-    """``wandb.config``: the run's args, as attributes and items."""
+class _Items(MutableMapping[str, Any]):
+    """A run's mapping read as attributes and items (``wandb.config``, ``wandb.summary``);
+    each kind says how a change is written to the run (``__setitem__``, ``__delitem__``,
+    ``__setattr__``)."""
+
+    _owner: Run | None
+    _items: dict[str, Any]
 
     def __init__(self, owner: Run | None = None) -> None:
         object.__setattr__(self, "_owner", owner)
         object.__setattr__(self, "_items", {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._items!r})"
+
+
+class Config(_Items):
+    """``wandb.config``: the run's args, as attributes and items."""
 
     def _write(self, items: Mapping[str, Any]) -> None:
         safe = json_safe(dict(items))
@@ -169,9 +196,6 @@ class Config(MutableMapping[str, Any]):
     def as_dict(self) -> dict[str, Any]:
         return dict(self._items)
 
-    def __getitem__(self, key: str) -> Any:
-        return self._items[key]
-
     def __setitem__(self, key: str, value: Any) -> None:
         self._write({key: value})
 
@@ -180,31 +204,12 @@ class Config(MutableMapping[str, Any]):
         if self._owner is not None:
             self._owner.tracked.open().remove_args({key: None})
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._items[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
     def __setattr__(self, name: str, value: Any) -> None:
         self._write({name: value})
 
-    def __repr__(self) -> str:
-        return f"Config({self._items!r})"
 
-
-class Summary(MutableMapping[str, Any]):
+class Summary(_Items):
     """``wandb.summary``: last logged values plus yours, kept in ``extras["summary"]``."""
-
-    def __init__(self, owner: Run | None = None) -> None:
-        object.__setattr__(self, "_owner", owner)
-        object.__setattr__(self, "_items", {})
 
     def write(self) -> None:
         if self._owner is not None and self._items:
@@ -214,9 +219,6 @@ class Summary(MutableMapping[str, Any]):
         self._items.update({**dict(other), **kwargs})
         self.write()
 
-    def __getitem__(self, key: str) -> Any:
-        return self._items[key]
-
     def __setitem__(self, key: str, value: Any) -> None:
         self._items[key] = value
         self.write()
@@ -225,23 +227,8 @@ class Summary(MutableMapping[str, Any]):
         del self._items[key]
         self.write()
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._items[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
-
-    def __repr__(self) -> str:
-        return f"Summary({self._items!r})"
 
 
 class Run:
@@ -266,6 +253,7 @@ class Run:
         self._media: dict[str, list[dict[str, Any]]] = {}
         self._tables: dict[str, dict[str, Any]] = {}
         self._artifacts: list[dict[str, Any]] = []
+        self._used: list[dict[str, Any]] = []  # use_artifact's inputs
         self._rules: dict[str, tuple[str, ...]] = {}  # define_metric: pattern -> modes
         self._seen: dict[str, dict[str, float]] = {}  # per metric: first, min, max, sum, n
         self.finished = False
@@ -467,10 +455,8 @@ class Run:
         if not isinstance(artifact, Artifact):
             artifact = Artifact(str(artifact).split(":")[0], type or "unspecified")
         if not self.disabled:
-            used = [*self._used, artifact.record()] if hasattr(self, "_used") else [
-                artifact.record()]
-            self._used = used
-            self.tracked.open().add_extras(json_safe({"used_artifacts": used}))
+            self._used.append(artifact.record())
+            self.tracked.open().add_extras(json_safe({"used_artifacts": self._used}))
         return artifact
 
     def flush_at_exit(self) -> None:

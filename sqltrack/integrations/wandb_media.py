@@ -256,6 +256,9 @@ class Histogram:
     stored as summary statistics (see :meth:`statistics`)."""
 
     kind = "histogram"
+    #: The range of the values (the first and last edge); NaN for no values.
+    low: float
+    high: float
 
     def __init__(self, sequence: Any = None, np_histogram: Any = None,
                  num_bins: int = 64) -> None:

@@ -93,6 +93,9 @@ class _Place:
     """Where one metric of one run is read: ``FROM table WHERE where`` (params), its
     value expression and the condition that a value is finite."""
 
+    table: str
+    params: list[Any]
+
     def __init__(self, client: AsyncClient, run_id: int, name: str, kind: str | None,
                  columns: dict[str, str | None], after: After) -> None:
         if name in columns:
@@ -325,9 +328,9 @@ async def compare_curves(
         for name in chosen:
             curves[name][str(run_id)] = await curve(client, run_id, name, kinds, columns,
                                                     max_points, after, clock)
-        name = _name(extras)
-        runs.append({"id": run_id, "status": status, "name": name,
-                     "label": display_name(run_id, name, args[run_id], differing),
+        run_name = _name(extras)
+        runs.append({"id": run_id, "status": status, "name": run_name,
+                     "label": display_name(run_id, run_name, args[run_id], differing),
                      "color": color_of(run_id),
                      "args": {k: args[run_id].get(k) for k in differing},
                      "group": None if group is None else group_key(

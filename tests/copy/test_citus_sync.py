@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 from support.citus import citus_tables, keys_to_runs, raw, rows_per_worker
-from support.transfer_helpers import differences, populate, run_map
+from support.transfer_helpers import differences, populate, run_map, sync_databases
 
 import sqltrack
 from sqltrack.cli import main
-from sqltrack.copy.transfer import sync
 
 pytestmark = pytest.mark.citus
 
@@ -40,15 +39,6 @@ async def _node_file(kw: dict[str, Any]) -> list[int]:
         return ids
     finally:
         await client.close()
-
-
-async def _sync(source_kw: dict[str, Any], target_kw: dict[str, Any]) -> Any:
-    source, target = sqltrack.AsyncClient(**source_kw), sqltrack.AsyncClient(**target_kw)
-    try:
-        return await sync(source, target)
-    finally:
-        await source.close()
-        await target.close()
 
 
 def test_sync_from_a_file_into_the_coordinator(tmp_path, citus_kwargs, capsys, clean_env):
@@ -79,23 +69,23 @@ def test_sync_from_a_file_into_the_coordinator(tmp_path, citus_kwargs, capsys, c
             await client.close()
 
     asyncio.run(more())
-    again = asyncio.run(_sync(node, citus_kwargs))
+    again = asyncio.run(sync_databases(node, citus_kwargs))
     assert differences(node, citus_kwargs) == []
     assert again.rows_rewound > 0 and again.runs_updated == 1
     assert (again.runs_created, again.links_added) == (1, 2)  # the rewind's new run, its link
-    third = asyncio.run(_sync(node, citus_kwargs))
+    third = asyncio.run(sync_databases(node, citus_kwargs))
     assert (third.metric_rows, third.runs_created, third.links_added) == (0, 0, 0)
 
 
 async def test_a_run_deleted_on_the_coordinator_is_copied_again(tmp_path, citus_kwargs):
     node = {"engine": "sqlite", "dbpath": str(tmp_path / "node.db")}
     ids = await _node_file(node)
-    await _sync(node, citus_kwargs)
+    await sync_databases(node, citus_kwargs)
     # A run no link points to (run_links.to_id has no foreign key on Citus: links to a
     # deleted run stay; README "Many machines").
     gone = run_map(node, citus_kwargs)[ids[1]]
     raw(citus_kwargs, "DELETE FROM runs WHERE id = %s", [gone])
-    summary = await _sync(node, citus_kwargs)
+    summary = await sync_databases(node, citus_kwargs)
     assert (summary.runs_created, summary.runs_unchanged) == (1, 4)
     assert gone not in run_map(node, citus_kwargs).values()
     assert differences(node, citus_kwargs) == []

@@ -13,55 +13,29 @@ import math
 import os
 import shlex
 import sqlite3
-import uuid
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-import psycopg
 import pytest
-from support.helpers import pg_params, read_raw
-from support.transfer_helpers import differences, fill_metrics, metric_row_count, populate, run_map
+from support.helpers import read_raw
+from support.transfer_helpers import (
+    differences,
+    fill_metrics,
+    metric_row_count,
+    populate,
+    run_map,
+    sync_databases,
+)
 
 import sqltrack
 import sqltrack.copy.transfer
 import sqltrack_sync
 from sqltrack.cli import main
 from sqltrack.cli.transfer import ProgressBar
-from sqltrack.copy.transfer import SyncProgress, sync
+from sqltrack.copy.transfer import SyncProgress
 
 PAIRS = [("sqlite", "sqlite"), ("sqlite", "postgres"), ("postgres", "sqlite"),
          ("postgres", "postgres")]
-
-
-@pytest.fixture
-def database(tmp_path, request) -> Iterator[Callable[[str], dict[str, Any]]]:
-    """``database(engine)``: client keyword arguments of a fresh, empty database."""
-    schemas: list[str] = []
-
-    def make(engine: str) -> dict[str, Any]:
-        if engine == "sqlite":
-            return {"engine": "sqlite", "dbpath": str(tmp_path / f"{uuid.uuid4().hex[:8]}.db")}
-        dsn = request.getfixturevalue("pg_dsn")
-        schemas.append("t_" + uuid.uuid4().hex[:12])
-        return {"engine": "postgres", **pg_params(dsn), "schema": schemas[-1]}
-
-    yield make
-    if schemas:
-        with psycopg.connect(request.getfixturevalue("pg_dsn"), autocommit=True) as conn:
-            for name in schemas:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-async def _sync(
-    source_kw: dict, target_kw: dict, **options: Any
-) -> sqltrack.copy.transfer.SyncSummary:
-    source, target = sqltrack.AsyncClient(**source_kw), sqltrack.AsyncClient(**target_kw)
-    try:
-        return await sync(source, target, **options)
-    finally:
-        await source.close()
-        await target.close()
 
 
 async def _filled(kw: dict, **options: Any) -> list[int]:
@@ -77,7 +51,7 @@ async def test_sync_copies_everything_exactly(database, source_engine, target_en
     source_kw, target_kw = database(source_engine), database(target_engine)
     await _filled(source_kw, runs=4)
     seen: list[SyncProgress] = []
-    summary = await _sync(source_kw, target_kw, progress=seen.append)
+    summary = await sync_databases(source_kw, target_kw, progress=seen.append)
     assert differences(source_kw, target_kw) == []
     assert (summary.experiments_created, summary.runs_created, summary.runs_updated) == (3, 4, 0)
     assert summary.metric_rows == metric_row_count(source_kw) == metric_row_count(target_kw)
@@ -91,8 +65,8 @@ async def test_sync_copies_everything_exactly(database, source_engine, target_en
 async def test_resync_copies_only_what_changed(database, source_engine, target_engine):
     source_kw, target_kw = database(source_engine), database(target_engine)
     ids = await _filled(source_kw, runs=3, steps=40)
-    await _sync(source_kw, target_kw)
-    again = await _sync(source_kw, target_kw)
+    await sync_databases(source_kw, target_kw)
+    again = await sync_databases(source_kw, target_kw)
     assert (again.runs_created, again.runs_updated, again.runs_unchanged) == (0, 0, 3)
     assert (again.metric_rows, again.links_added, again.experiments_created) == (0, 0, 0)
     assert again.experiments_updated == 0
@@ -112,12 +86,12 @@ async def test_resync_copies_only_what_changed(database, source_engine, target_e
         await sqltrack.run_add_link(client, ids[1], "compares", ids[2])
     finally:
         await client.close()
-    changed = await _sync(source_kw, target_kw)
+    changed = await sync_databases(source_kw, target_kw)
     assert differences(source_kw, target_kw) == []
     assert (changed.runs_created, changed.runs_updated, changed.runs_unchanged) == (0, 2, 1)
     assert changed.metric_rows == 5 + 1 + 1 + 1
     assert (changed.links_added, changed.experiments_updated) == (1, 1)
-    assert (await _sync(source_kw, target_kw)).metric_rows == 0
+    assert (await sync_databases(source_kw, target_kw)).metric_rows == 0
 
 
 @pytest.mark.parametrize("target_engine", ["sqlite", "postgres"])
@@ -144,11 +118,11 @@ async def test_sync_while_the_source_run_is_still_logging(database, target_engin
         task = asyncio.create_task(log())
         while not done.is_set():
             started[0] += 1
-            await _sync(source_kw, target_kw)
+            await sync_databases(source_kw, target_kw)
         await task
     finally:
         await client.close()
-    await _sync(source_kw, target_kw)
+    await sync_databases(source_kw, target_kw)
     syncs = started[0]
     assert syncs >= 4  # the logger waited for them
     assert differences(source_kw, target_kw) == []
@@ -158,14 +132,14 @@ async def test_sync_while_the_source_run_is_still_logging(database, target_engin
 async def test_dry_run_counts_and_writes_nothing(database, source_engine, target_engine):
     source_kw, target_kw = database(source_engine), database(target_engine)
     ids = await _filled(source_kw, runs=3)
-    dry = await _sync(source_kw, target_kw, dry_run=True)
+    dry = await sync_databases(source_kw, target_kw, dry_run=True)
     assert read_raw(target_kw, "SELECT COUNT(*) FROM runs") == [(0,)]
     assert not read_raw(source_kw, "SELECT 1 FROM runs WHERE id < 0")  # still readable
     tables = ("SELECT name FROM sqlite_master WHERE type = 'table'" if source_engine == "sqlite"
               else "SELECT table_name FROM information_schema.tables "
               "WHERE table_schema = current_schema()")
     assert ("sync_source",) not in read_raw(source_kw, tables)
-    real = await _sync(source_kw, target_kw)
+    real = await sync_databases(source_kw, target_kw)
     assert (dry.runs_created, dry.metric_rows, dry.links_added, dry.experiments_created) == (
         real.runs_created, real.metric_rows, real.links_added, real.experiments_created)
     assert dry.dry_run and "would copy" in str(dry)
@@ -177,7 +151,7 @@ async def test_dry_run_counts_and_writes_nothing(database, source_engine, target
     finally:
         await client.close()
     before = metric_row_count(target_kw)
-    dry = await _sync(source_kw, target_kw, dry_run=True)
+    dry = await sync_databases(source_kw, target_kw, dry_run=True)
     assert (dry.metric_rows, dry.runs_updated, dry.runs_created) == (7, 1, 0)
     assert metric_row_count(target_kw) == before
 
@@ -187,7 +161,7 @@ async def test_two_sources_into_one_target_and_target_edits_kept(database, targe
     first_kw, second_kw, target_kw = database("sqlite"), database("sqlite"), database(target_engine)
     await _filled(first_kw, runs=2)
     await _filled(second_kw, runs=3)  # the same experiment names: matched by name
-    await asyncio.gather(_sync(first_kw, target_kw), _sync(second_kw, target_kw))
+    await asyncio.gather(sync_databases(first_kw, target_kw), sync_databases(second_kw, target_kw))
     first, second = run_map(first_kw, target_kw), run_map(second_kw, target_kw)
     assert len(set(first.values()) | set(second.values())) == 5
     assert read_raw(target_kw, "SELECT COUNT(*) FROM experiments") == [(3,)]
@@ -196,7 +170,7 @@ async def test_two_sources_into_one_target_and_target_edits_kept(database, targe
         await sqltrack.run_add_tags(target, first[1], "best")
     finally:
         await target.close()
-    await _sync(first_kw, target_kw)
+    await sync_databases(first_kw, target_kw)
     tags = read_raw(target_kw, "SELECT tags FROM runs WHERE id = %s", [first[1]])[0][0]
     assert "best" in (tags if isinstance(tags, dict) else json.loads(tags))
 
@@ -217,7 +191,7 @@ async def test_a_resync_copies_every_changed_value(database, source_engine, edit
     """Changes that leave counts and sums alone, in place, time_updated untouched."""
     source_kw, target_kw = database(source_engine), database("sqlite")
     ids = await _filled(source_kw, runs=1)
-    await _sync(source_kw, target_kw)
+    await sync_databases(source_kw, target_kw)
     assert differences(source_kw, target_kw) == []
     client = sqltrack.AsyncClient(**source_kw)
     try:
@@ -226,10 +200,10 @@ async def test_a_resync_copies_every_changed_value(database, source_engine, edit
     finally:
         await client.close()
     assert differences(source_kw, target_kw) != []
-    summary = await _sync(source_kw, target_kw)
+    summary = await sync_databases(source_kw, target_kw)
     assert summary.metric_rows == len(SUM_PRESERVING_EDITS[edit]), summary
     assert differences(source_kw, target_kw) == []
-    assert (await _sync(source_kw, target_kw)).metric_rows == 0
+    assert (await sync_databases(source_kw, target_kw)).metric_rows == 0
 
 
 async def test_a_new_metric_column_at_an_old_or_a_new_step(database):
@@ -237,25 +211,25 @@ async def test_a_new_metric_column_at_an_old_or_a_new_step(database):
     written; put into an old step, the digest over the old columns no longer holds."""
     source_kw, target_kw = database("sqlite"), database("sqlite")
     ids = await _filled(source_kw, runs=1)
-    await _sync(source_kw, target_kw)
+    await sync_databases(source_kw, target_kw)
     client = sqltrack.AsyncClient(**source_kw)
     try:
         await sqltrack.run_add_metrics(client, ids[0], {"lr": 0.1}, step=1000, updated=None)
-        new = await _sync(source_kw, target_kw)
+        new = await sync_databases(source_kw, target_kw)
         await sqltrack.run_add_metrics(client, ids[0], {"lr": 0.2}, step=3, updated=None)
-        old = await _sync(source_kw, target_kw)
+        old = await sync_databases(source_kw, target_kw)
     finally:
         await client.close()
     assert (new.metric_rows, old.metric_rows) == (1, 1)
     assert differences(source_kw, target_kw) == []
-    assert (await _sync(source_kw, target_kw)).metric_rows == 0
+    assert (await sync_databases(source_kw, target_kw)).metric_rows == 0
 
 
 async def test_the_comparison_sees_every_kind_of_difference(database):
     """The checker the other tests rely on: each change to the target is reported."""
     source_kw, target_kw = database("sqlite"), database("sqlite")
     await _filled(source_kw, runs=2)
-    await _sync(source_kw, target_kw)
+    await sync_databases(source_kw, target_kw)
     target = run_map(source_kw, target_kw)
     changes = [
         "UPDATE metrics SET loss = 0.5 WHERE run_id = {run} AND step = 7",
@@ -279,7 +253,7 @@ async def test_a_database_is_never_synced_into_itself(database):
     kw = database("sqlite")
     await _filled(kw, runs=1)
     with pytest.raises(sqltrack.copy.transfer.SyncError, match="same database"):
-        await _sync(kw, dict(kw))
+        await sync_databases(kw, dict(kw))
     assert read_raw(kw, "SELECT COUNT(*) FROM runs") == [(1,)]
 
 
@@ -293,7 +267,7 @@ async def test_experiment_already_on_the_target_keeps_its_comment(database):
         await experiment.add_tags("server")
     finally:
         await target.close()
-    summary = await _sync(source_kw, target_kw)
+    summary = await sync_databases(source_kw, target_kw)
     ((comment, tags, created),) = read_raw(
         target_kw, "SELECT comment, tags, time_created FROM experiments WHERE name = 'mnist'")
     assert comment == "the server's words"
@@ -307,12 +281,12 @@ async def test_experiment_already_on_the_target_keeps_its_comment(database):
 async def test_a_run_deleted_on_the_target_is_copied_again(database):
     source_kw, target_kw = database("sqlite"), database("sqlite")
     await _filled(source_kw, runs=2)
-    await _sync(source_kw, target_kw)
+    await sync_databases(source_kw, target_kw)
     gone = run_map(source_kw, target_kw)[1]
     with sqlite3.connect(target_kw["dbpath"]) as conn:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("DELETE FROM runs WHERE id = ?", [gone])
-    summary = await _sync(source_kw, target_kw)
+    summary = await sync_databases(source_kw, target_kw)
     assert (summary.runs_created, summary.runs_unchanged) == (1, 1)
     assert differences(source_kw, target_kw) == []
 
@@ -325,7 +299,7 @@ async def test_a_column_of_a_type_sqltrack_does_not_manage(database, target_engi
         conn.execute("ALTER TABLE metrics ADD COLUMN weights BLOB")
         conn.execute("UPDATE metrics SET weights = x'00ff' WHERE run_id = ? AND step = 1", ids)
     with pytest.raises(sqltrack.copy.transfer.SyncError, match="weights"):
-        await _sync(source_kw, target_kw)
+        await sync_databases(source_kw, target_kw)
 
 
 @pytest.mark.parametrize("target_engine", ["sqlite", "postgres"])
@@ -351,13 +325,13 @@ async def test_two_syncs_at_once_while_the_source_logs(database, target_engine):
         async def keep_syncing(me: int) -> int:
             while not done.is_set():
                 started[me] += 1
-                await _sync(source_kw, target_kw, page_rows=97)
+                await sync_databases(source_kw, target_kw, page_rows=97)
             return started[me]
 
         results = await asyncio.gather(log(), keep_syncing(0), keep_syncing(1))
     finally:
         await client.close()
-    await _sync(source_kw, target_kw)
+    await sync_databases(source_kw, target_kw)
     assert min(results[1:]) >= 4, results  # the logger waited for them
     assert differences(source_kw, target_kw) == []
     assert read_raw(target_kw, "SELECT COUNT(*) FROM runs") == [(2,)]

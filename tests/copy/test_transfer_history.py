@@ -4,45 +4,11 @@ rows, and keeps no row a rewind moved away."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
-
-import psycopg
 import pytest
-from support.helpers import pg_params, read_raw
-from support.transfer_helpers import differences, run_map
+from support.helpers import read_raw
+from support.transfer_helpers import differences, run_map, sync_databases
 
 import sqltrack
-from sqltrack.copy.transfer import sync
-
-
-@pytest.fixture
-def database(tmp_path, request) -> Iterator[Callable[[str], dict[str, Any]]]:
-    """``database(engine)``: client keyword arguments of a fresh, empty database."""
-    schemas: list[str] = []
-
-    def make(engine: str) -> dict[str, Any]:
-        if engine == "sqlite":
-            return {"engine": "sqlite", "dbpath": str(tmp_path / f"{uuid.uuid4().hex[:8]}.db")}
-        dsn = request.getfixturevalue("pg_dsn")
-        schemas.append("t_" + uuid.uuid4().hex[:12])
-        return {"engine": "postgres", **pg_params(dsn), "schema": schemas[-1]}
-
-    yield make
-    if schemas:
-        with psycopg.connect(request.getfixturevalue("pg_dsn"), autocommit=True) as conn:
-            for name in schemas:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-async def _sync(source_kw, target_kw):
-    source, target = sqltrack.AsyncClient(**source_kw), sqltrack.AsyncClient(**target_kw)
-    try:
-        return await sync(source, target)
-    finally:
-        await source.close()
-        await target.close()
 
 
 async def _log(run: sqltrack.AsyncRun, steps, scale: float) -> None:
@@ -72,7 +38,7 @@ async def test_rewound_and_forked_runs_sync_with_links_and_rows(database, target
         child = await run.fork(12)
     finally:
         await client.close()
-    first = await _sync(node, server)
+    first = await sync_databases(node, server)
     assert differences(node, server) == []
     assert first.runs_created == 3 and first.rows_rewound == 0
 
@@ -85,7 +51,7 @@ async def test_rewound_and_forked_runs_sync_with_links_and_rows(database, target
         await (await sqltrack.AsyncRun.create(client, run_id=child.id)).rewind(11)
     finally:
         await client.close()
-    second = await _sync(node, server)
+    second = await sync_databases(node, server)
     assert differences(node, server) == []
     mapping = run_map(node, server)
     assert steps_of(server, mapping[run.id])[-1] == 17
@@ -95,6 +61,6 @@ async def test_rewound_and_forked_runs_sync_with_links_and_rows(database, target
     assert len(read_raw(server, "SELECT * FROM run_links")) == 4
 
     # Nothing new: a third sync changes nothing and removes nothing.
-    third = await _sync(node, server)
+    third = await sync_databases(node, server)
     assert (third.rows_rewound, third.metric_rows, third.runs_created) == (0, 0, 0)
     assert differences(node, server) == []

@@ -8,49 +8,17 @@ and re-syncs that see a changed long value. Both engines as source and as target
 from __future__ import annotations
 
 import math
-import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
-from support.helpers import pg_params, read_raw
-from support.transfer_helpers import differences, populate, run_map
+from support.helpers import read_raw
+from support.transfer_helpers import differences, populate, run_map, sync_databases
 
 import sqltrack
-from sqltrack.copy.transfer import SyncProgress, SyncSummary, sync
+from sqltrack.copy.transfer import SyncProgress
 
 PAIRS = [("sqlite", "sqlite"), ("sqlite", "postgres"), ("postgres", "sqlite"),
          ("postgres", "postgres")]
-
-
-@pytest.fixture
-def database(tmp_path, request) -> Iterator[Callable[..., dict[str, Any]]]:
-    """``database(engine, **settings)``: client keyword arguments of a fresh database."""
-    schemas: list[str] = []
-
-    def make(engine: str, **settings: Any) -> dict[str, Any]:
-        if engine == "sqlite":
-            return {"engine": "sqlite", "dbpath": str(tmp_path / f"{uuid.uuid4().hex[:8]}.db"),
-                    **settings}
-        dsn = request.getfixturevalue("pg_dsn")
-        schemas.append("t_" + uuid.uuid4().hex[:12])
-        return {"engine": "postgres", **pg_params(dsn), "schema": schemas[-1], **settings}
-
-    yield make
-    if schemas:
-        with psycopg.connect(request.getfixturevalue("pg_dsn"), autocommit=True) as conn:
-            for name in schemas:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-async def _sync(source_kw: dict, target_kw: dict, **options: Any) -> SyncSummary:
-    source, target = sqltrack.AsyncClient(**source_kw), sqltrack.AsyncClient(**target_kw)
-    try:
-        return await sync(source, target, **options)
-    finally:
-        await source.close()
-        await target.close()
 
 
 async def _fill(kw: dict, runs: int = 2, steps: int = 30) -> list[int]:
@@ -91,12 +59,12 @@ async def test_long_stored_metrics_are_copied_as_columns(database, source_engine
     await _fill(source_kw)
     assert len(_long_names(source_kw)) >= 8  # the test stores most names long
     seen: list[SyncProgress] = []
-    summary = await _sync(source_kw, target_kw, progress=seen.append)
+    summary = await sync_databases(source_kw, target_kw, progress=seen.append)
     assert differences(source_kw, target_kw) == []
     assert _long_names(target_kw) == set()
     assert summary.metric_rows == _logical_rows(source_kw) == _logical_rows(target_kw)
     assert seen[-1].rows_done == seen[-1].rows_total == summary.metric_rows
-    again = await _sync(source_kw, target_kw)
+    again = await sync_databases(source_kw, target_kw)
     assert (again.metric_rows, again.runs_updated, again.runs_unchanged) == (0, 0, 2)
 
 
@@ -114,7 +82,7 @@ async def test_columns_are_copied_into_a_target_whose_budget_is_full(
         await mine.add_metrics({"own_metric": 1.0}, step=0)
     finally:
         await target.close()
-    summary = await _sync(source_kw, target_kw)
+    summary = await sync_databases(source_kw, target_kw)
     assert differences(source_kw, target_kw) == []
     assert "loss" in _long_names(target_kw) and "sparse" in _long_names(target_kw)
     assert summary.metric_rows == _logical_rows(source_kw)
@@ -122,7 +90,7 @@ async def test_columns_are_copied_into_a_target_whose_budget_is_full(
     (sparse,) = read_raw(target_kw, "SELECT COUNT(*) FROM metric_values WHERE run_id = %s AND "
                          "name = 'sparse'", [ids[min(ids)]])
     assert sparse == (10,)  # steps 0, 3, ..., 27: no rows for the steps without a value
-    assert (await _sync(source_kw, target_kw)).metric_rows == 0
+    assert (await sync_databases(source_kw, target_kw)).metric_rows == 0
 
 
 @pytest.mark.parametrize(("source_engine", "target_engine"), PAIRS)
@@ -132,7 +100,7 @@ async def test_a_resync_copies_changed_long_values(database, source_engine, targ
     source_kw = database(source_engine, metric_columns=1)
     target_kw = database(target_engine, metric_columns=3)
     ids = await _fill(source_kw, runs=1)
-    await _sync(source_kw, target_kw)
+    await sync_databases(source_kw, target_kw)
     assert differences(source_kw, target_kw) == []
     client = sqltrack.AsyncClient(**source_kw)
     try:
@@ -149,10 +117,10 @@ async def test_a_resync_copies_changed_long_values(database, source_engine, targ
     finally:
         await client.close()
     assert differences(source_kw, target_kw) != []
-    changed = await _sync(source_kw, target_kw)
+    changed = await sync_databases(source_kw, target_kw)
     assert differences(source_kw, target_kw) == []
     assert changed.metric_rows == 5  # steps 2, 3, 9, 4 and 100
-    assert (await _sync(source_kw, target_kw)).metric_rows == 0
+    assert (await sync_databases(source_kw, target_kw)).metric_rows == 0
 
 
 @pytest.mark.parametrize("target_engine", ["sqlite", "postgres"])
@@ -168,4 +136,4 @@ async def test_a_type_conflict_with_a_long_name_of_the_target(database, target_e
     finally:
         await target.close()
     with pytest.raises(sqltrack.MetricTypeError, match="grad_norm"):
-        await _sync(source_kw, target_kw)
+        await sync_databases(source_kw, target_kw)

@@ -275,6 +275,24 @@ def test_bad_pool_bounds_raise(kwargs, fragment):
         config.resolve(**kwargs)
 
 
+@pytest.mark.parametrize("key", ["pool_max_size", "pool_min_size", "flush_rows",
+                                 "buffer_max_rows", "metric_columns", "partitions"])
+@pytest.mark.parametrize("raw", [True, 2.5, "many"])
+def test_whole_number_settings_refuse_anything_else_alike(key, raw):
+    """Every whole-number setting refuses a boolean, a fraction and a word with the
+    same message (one parser for them all)."""
+    with pytest.raises(ValueError) as info:
+        config.resolve(engine="postgres", **{key: raw})
+    assert str(info.value) == f"config value {key}={raw!r} is not an int"
+
+
+@pytest.mark.parametrize("key", ["pool_timeout", "flush_interval", "retry_window"])
+def test_number_settings_refuse_a_boolean(key):
+    with pytest.raises(ValueError) as info:
+        config.resolve(engine="postgres", **{key: True})
+    assert str(info.value) == f"config value {key}=True is not a float"
+
+
 def test_bad_pool_bound_in_env(monkeypatch):
     monkeypatch.setenv("SQLTRACK_DSN_POOL_TIMEOUT", "never")
     with pytest.raises(ValueError, match="pool_timeout"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from support.citus import CITUS_DIR_ENV, raw, rows_per_worker
 from support.faults import check_rows, metric_rows, metrics_of
 from support.pgbouncer import running_pgbouncer
-from test_faults_restart import CALL_BOUND, POOL_TIMEOUT, Logger, until_through
+from support.restarts import CALL_BOUND, POOL_TIMEOUT, Logger, log_through_restarts
 
 import sqltrack
 from sqltrack.metrics.buffer import MetricWriteError
@@ -121,21 +120,8 @@ async def test_a_worker_restart_loses_nothing_acknowledged(citus_kwargs, fault_t
         data = _worker_dir(citus_kwargs, port)
         direct, buffered = Logger(first), Logger(second)
         await buffered.run.set_buffered(flush_rows=10, flush_interval=0.05)
-        tasks = [asyncio.create_task(direct.loop()), asyncio.create_task(buffered.loop())]
-        windows: list[tuple[float, float]] = []
-        try:
-            for number in range(restarts):
-                await until_through(direct, buffered, since=windows[-1][1] if windows else 0,
-                                    calls=5)
-                await asyncio.sleep(random.uniform(0, 0.05))
-                how = "restart" if number % 2 else "stop-start"
-                down = time.monotonic()
-                await asyncio.to_thread(_restart_worker, data, how, 0.3)
-                windows.append((down, time.monotonic()))
-            await until_through(direct, buffered, since=windows[-1][1], calls=20)
-        finally:
-            direct.stop = buffered.stop = True
-            await asyncio.gather(*tasks)
+        windows = await log_through_restarts(
+            (direct, buffered), restarts, lambda how: _restart_worker(data, how, 0.3))
         try:
             await buffered.run.flush()
         except MetricWriteError as error:

@@ -25,27 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import re
 import subprocess
 import time
 import warnings
 from pathlib import Path
 
-import psycopg
 import pytest
 from support.faults import check_rows, metric_rows, metrics_of
 from support.helpers import pg_params, start_embedded_postgres
-from support.waiting import WAIT, until
+from support.restarts import CALL_BOUND, POOL_TIMEOUT, Logger, log_through_restarts
+from support.waiting import until
 
 import sqltrack
 from sqltrack.metrics.buffer import MetricWriteError
 
 pytestmark = pytest.mark.faults
-
-POOL_TIMEOUT = 3.0
-CALL_BOUND = 2 * POOL_TIMEOUT + 10.0  # two waits for a connection (try, retry) and margin
-
 
 @pytest.fixture(scope="module")
 def own_server():
@@ -78,54 +72,6 @@ def restart(server, socket_dir: str, how: str, pause: float) -> None:
     pg_ctl(server, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(server.log), "start")
 
 
-class Logger:
-    """Logs steps to one run until told to stop, timing each call."""
-
-    def __init__(self, run: sqltrack.AsyncRun) -> None:
-        self.run = run
-        self.calls: list[tuple[int, float, float, BaseException | None]] = []
-        self.acked: list[int] = []
-        self.lost_steps: set[int] = set()  # buffered rows reported as not written
-        self.stop = False
-
-    async def loop(self) -> None:
-        step = 0
-        while not self.stop:
-            start = time.monotonic()
-            error = None
-            try:
-                await asyncio.wait_for(
-                    self.run.add_metrics(metrics_of(step), step=step), CALL_BOUND
-                )
-            except (psycopg.OperationalError, sqltrack.SqltrackError) as caught:
-                error = caught
-                self.note_lost(caught)
-            except asyncio.TimeoutError as caught:
-                error = caught  # a hang: reported below
-            self.calls.append((step, start, time.monotonic(), error))
-            if error is None:
-                self.acked.append(step)
-            step += 1
-            await asyncio.sleep(0.005 if error is None else 0.05)
-
-    def successes_since(self, moment: float) -> int:
-        return sum(1 for _, start, _, error in self.calls if start > moment and error is None)
-
-    def note_lost(self, error: BaseException) -> None:
-        if isinstance(error, MetricWriteError):
-            found = re.search(r"steps (-?\d+)\.\.(-?\d+)", str(error))
-            assert found, f"a MetricWriteError that names no steps: {error}"
-            self.lost_steps |= set(range(int(found[1]), int(found[2]) + 1))
-
-
-async def until_through(*loggers: Logger, since: float, calls: int) -> None:
-    """Wait until each logger had ``calls`` calls through since ``since`` (bounded)."""
-    await until(lambda: all(logger.successes_since(since) >= calls for logger in loggers),
-                f"{calls} calls through for each run", timeout=max(WAIT, 2 * CALL_BOUND),
-                interval=0.02, detail=lambda: [
-                    (logger.successes_since(since), logger.calls[-1:]) for logger in loggers])
-
-
 async def test_pool_recovers_from_server_restarts(own_server, fault_trials, record_property):
     uri, server = own_server
     params = pg_params(uri)
@@ -139,22 +85,8 @@ async def test_pool_recovers_from_server_restarts(own_server, fault_trials, reco
         direct = Logger(await experiment.get_run())
         buffered = Logger(await experiment.get_run())
         await buffered.run.set_buffered(flush_rows=10, flush_interval=0.05)
-        tasks = [asyncio.create_task(direct.loop()), asyncio.create_task(buffered.loop())]
-        windows: list[tuple[float, float]] = []
-        try:
-            for number in range(restarts):
-                # Restart only once both runs log again (at random moments of their calls).
-                await until_through(direct, buffered, since=windows[-1][1] if windows else 0,
-                                    calls=5)
-                await asyncio.sleep(random.uniform(0, 0.05))
-                how = "restart" if number % 2 else "stop-start"
-                down = time.monotonic()
-                await asyncio.to_thread(restart, server, socket_dir, how, 0.3)
-                windows.append((down, time.monotonic()))
-            await until_through(direct, buffered, since=windows[-1][1], calls=20)
-        finally:
-            direct.stop = buffered.stop = True
-            await asyncio.gather(*tasks)
+        windows = await log_through_restarts(
+            (direct, buffered), restarts, lambda how: restart(server, socket_dir, how, 0.3))
         try:
             await buffered.run.flush()
         except MetricWriteError as error:

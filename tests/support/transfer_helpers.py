@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqltrack
+from sqltrack.copy.transfer import SyncSummary, sync
 
 from .helpers import json_value, read_raw
 
@@ -49,6 +50,18 @@ async def populate(client: sqltrack.AsyncClient, runs: int = 3, steps: int = 50,
         await run.stop(("COMPLETED", "FAILED", "RUNNING")[number % 3], updated=T0)
     await sqltrack.run_add_link(client, ids[-1], "resumes", ids[0])
     return ids
+
+
+async def sync_databases(source_kw: dict[str, Any], target_kw: dict[str, Any],
+                         **options: Any) -> SyncSummary:
+    """``sync`` from the database of ``source_kw`` to that of ``target_kw`` (client
+    keyword arguments), each through a client of its own, closed afterwards."""
+    source, target = sqltrack.AsyncClient(**source_kw), sqltrack.AsyncClient(**target_kw)
+    try:
+        return await sync(source, target, **options)
+    finally:
+        await source.close()
+        await target.close()
 
 
 async def fill_metrics(run: sqltrack.AsyncRun, start: int, stop: int) -> None:

@@ -13,25 +13,21 @@ import asyncio
 import math
 import os
 import random
-import re
 import shutil
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ui_server import TOKENS, ui_server
 
 import sqltrack
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HOSTILE = "<script>alert(1)</script>"
 WAIT = 30
-#: The token each served page printed, by base URL.
-TOKENS: dict[str, str] = {}
 
 
 def _missing() -> list[str]:
@@ -105,30 +101,8 @@ def served(tmp_path) -> Iterator[tuple[str, dict[str, int]]]:
     """``sqltrack ui --port 0`` over a seeded SQLite file: (base URL, ids)."""
     dbpath = str(tmp_path / "ui.db")
     ids = asyncio.run(_seed(dbpath))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sqltrack", "--engine", "sqlite", "--dbpath", dbpath,
-         "ui", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()),
-                              daemon=True)
-    reader.start()
-    reader.join(WAIT)
-    match = re.search(r"http://127\.0\.0\.1:\d+/(?=\?token=(\S+))", lines[0] if lines else "")
-    try:
-        if not match:
-            process.kill()
-            pytest.fail(f"sqltrack ui did not start: {lines} {process.stderr.read()[-800:]}")
-        TOKENS[match.group(0).rstrip("/")] = match.group(1)
-        yield match.group(0).rstrip("/"), ids
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with ui_server(dbpath) as base:
+        yield base, ids
 
 
 def chromium(user_data_dir: Path, window: str, *flags: str) -> Iterator[Any]:

@@ -15,14 +15,11 @@ without its stored status changing. See tests/ui/test_ui_browser.py for the brow
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from support.ui_server import ui_server
 from test_ui_browser import (  # noqa: F401 - browser_binaries is a fixture
     TOKENS,
     WAIT,
@@ -69,29 +66,8 @@ async def _seed(dbpath: str) -> dict[str, int]:
 def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, int], str]]:
     dbpath = str(tmp_path_factory.mktemp("ui") / "ui.db")
     ids = asyncio.run(_seed(dbpath))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sqltrack", "--engine", "sqlite", "--dbpath", dbpath,
-         "ui", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(WAIT)
-    match = re.search(r"http://127\.0\.0\.1:\d+/(?=\?token=(\S+))", lines[0] if lines else "")
-    try:
-        if not match:
-            process.kill()
-            pytest.fail(f"sqltrack ui did not start: {lines} {process.stderr.read()[-800:]}")
-        TOKENS[match.group(0).rstrip("/")] = match.group(1)
-        yield match.group(0).rstrip("/"), ids, dbpath
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with ui_server(dbpath) as base:
+        yield base, ids, dbpath
 
 
 @pytest.fixture(scope="module")
