@@ -21,6 +21,12 @@ Every rank may call ``run.track()`` / ``start()`` / ``stop()``: the status updat
 plain updates of one row (the last one wins; give the ranks other than zero
 ``normal="COMPLETED"`` as well, the default). System metrics carry the rank and the
 host (``sqltrack.model.system_metrics``): one run holds the samples of every rank.
+
+What the integrations share: :func:`ranked` (``per_rank=``: which metrics each rank
+stores, and under which name), :func:`current_job` (this process's rank, world size and
+process group store) and :func:`publish_run` / :func:`receive_run`, rank zero's run
+passed on through that store without a collective (the wandb-style module: a script
+may open the run on rank zero only, and must not hang).
 """
 
 from __future__ import annotations

@@ -62,6 +62,29 @@ Change one line of a script written for wandb::
   still has the step under way and the summary written at interpreter exit; the
   run then gets the status of how the program ended (FAILED, CANCELLED, the
   ``terminated`` status with exit status 143, or COMPLETED).
+- Ranks of a distributed job (``torch.distributed`` initialised before ``init``): every
+  rank calling ``init`` gets the same run. Rank zero gets or creates it as above
+  (``id``, ``resume``, ``resume_from``, ``fork_from``, ``name``, ``config`` ...) and
+  publishes its id in the process group's key-value store; the others wait for it there
+  and join. Setting a key is not a collective, so a script that calls ``init`` on rank
+  zero only (wandb's "track a single process") never waits for the others. A rank's
+  n-th ``init`` pairs with rank zero's n-th one of the same project, name, group,
+  job_type, id and resume arguments (config may differ): rank zero alone may open runs
+  of other names before or between. Only rank zero's
+  ``log`` values, config, summary, media and artifacts are stored, and only it sets the
+  status; the other ranks sample their own process and devices into the run
+  (``system_metrics=``: rows with their rank and host), and their ``finish()`` writes
+  what they buffered and stops sampling. ``per_rank=`` (metric names or ``fnmatch``
+  patterns; True: every metric), as on the Lightning logger: every rank stores those
+  metrics as ``<name>/rank<r>`` (column ``<name>__rank<r>``) in the row of its step.
+  wandb's shared mode works as in wandb: ``settings=wandb.Settings(mode="shared",
+  x_primary=True)`` where the run is opened, ``x_primary=False`` and ``id=`` (the
+  primary's ``run.id``, sent by the program) elsewhere; ``x_label`` and
+  ``x_update_finish_state`` are accepted (samples carry rank and host; the status is the
+  primary's). With ``WORLD_SIZE`` (or ``SLURM_NTASKS``) above 1 but no process group, a
+  rank other than zero joins the run ``id=`` names (``id="SLURM_JOB_ID"`` on every rank:
+  making it is an upsert, no race); without ``id=`` it cannot know rank zero's run and
+  stores nothing (a warning says so) rather than start a second run.
 
 ``run.id`` is the run's id (an int); ``run.url`` its page on ``sqltrack ui`` (the
 default address, http://127.0.0.1:8080/runs/<id>); ``run.dir`` its media folder.
@@ -75,7 +98,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import itertools
 import logging
 import os
 import re
@@ -123,8 +145,20 @@ __all__ = ["Artifact", "Audio", "Config", "Histogram", "Html", "Image", "Object3
 UI_RUN_URL = "http://127.0.0.1:8080/runs/{id}"
 #: ``define_metric(summary=...)`` values.
 SUMMARY_MODES = ("min", "max", "mean", "best", "last", "first", "none")
-#: Counts the ``init`` calls of this process that ask rank zero for the shared run.
-_inits = itertools.count()
+#: Per kind of ``init`` call (``_init_key``): how many this process made in a job.
+_inits: dict[str, int] = {}
+
+
+def _init_key(*arguments: Any) -> str:
+    """The store key pairing a rank's ``init`` with rank zero's: the n-th call with the
+    same ``arguments`` (project, name, group, ...; not config, which may differ per rank).
+    So an ``init`` that rank zero makes alone, with other arguments, pairs with nothing."""
+    import hashlib
+    import json
+
+    kind = hashlib.sha1(json.dumps(arguments, default=str).encode()).hexdigest()[:16]
+    n = _inits[kind] = _inits.get(kind, -1) + 1
+    return store_key(f"wandb.init/{kind}", n)
 
 
 class Settings:
@@ -136,6 +170,8 @@ class Settings:
         self.__dict__.update(values)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
         return None  # a setting not given
 
     def __repr__(self) -> str:
@@ -608,7 +644,7 @@ def init(
     # collective: a program calling init on rank zero only does not hang)
     key = None
     if job is not None and job.store is not None and primary is None:
-        key = store_key("wandb.init", next(_inits))
+        key = _init_key(project, name, group, job_type, id, resume, resume_from, fork_from)
     if mode == "disabled":
         if lead and job is not None and key is not None:
             publish_run(job.store, key, {"disabled": True})

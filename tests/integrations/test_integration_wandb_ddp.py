@@ -71,6 +71,12 @@ wandb.log({"loss": 2.0 + rank})
 dist.barrier()
 wandb.finish()
 print("SHARED", rank, shared.id, flush=True)
+
+# 4. rank zero cannot open the run: the other ranks raise instead of waiting
+try:
+    wandb.init(project="wddp", id=987654, resume="must", quiet=True)
+except (ValueError, RuntimeError) as error:
+    print("REFUSED", rank, 0 if isinstance(error, ValueError) else 1, flush=True)
 client.close()
 dist.destroy_process_group()
 '''
@@ -83,7 +89,7 @@ def _free_port() -> int:
 
 
 def _job(client_kwargs, tmp_path) -> dict[str, dict[int, int]]:
-    """Run the job; ``{"ALL": {rank: run id}, "SOLO": ..., "SHARED": ...}``."""
+    """Run the job; ``{"ALL": {rank: run id}, "SOLO": ..., "SHARED": ..., "REFUSED": ...}``."""
     env = child_env(client_kwargs, "wddp")
     env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
                 "WORLD_SIZE": str(WORLD), "OMP_NUM_THREADS": "1"})
@@ -93,7 +99,7 @@ def _job(client_kwargs, tmp_path) -> dict[str, dict[int, int]]:
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(WORLD)]
-    seen: dict[str, dict[int, int]] = {"ALL": {}, "SOLO": {}, "SHARED": {}}
+    seen: dict[str, dict[int, int]] = {"ALL": {}, "SOLO": {}, "SHARED": {}, "REFUSED": {}}
     ended = [proc.communicate(timeout=280) for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * WORLD, "\n".join(
         err[-2000:] for _, err in ended)
@@ -111,6 +117,8 @@ def test_wandb_on_two_gloo_ranks(client_kwargs, tmp_path):
     assert len(seen["ALL"]) == WORLD and len(set(seen["ALL"].values())) == 1
     assert list(seen["SOLO"]) == [0]
     assert len(seen["SHARED"]) == WORLD and len(set(seen["SHARED"].values())) == 1
+    # rank zero's resume="must" error; the other rank's "rank zero could not open the run"
+    assert seen["REFUSED"] == {0: 0, 1: 1}
     run_id, solo, shared = seen["ALL"][0], seen["SOLO"][0], seen["SHARED"][0]
     assert sorted(read_raw(kw, "SELECT id, status FROM runs")) == sorted(
         [(run_id, "COMPLETED"), (solo, "COMPLETED"), (shared, "COMPLETED")])
