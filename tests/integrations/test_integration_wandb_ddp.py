@@ -1,5 +1,5 @@
 """The wandb-style module on the ranks of a job, both engines: a real ``torch.distributed``
-job (gloo, 2 CPU processes) where every rank calls ``wandb.init`` (one run), where only
+job (gloo, 2 CPU processes) where every rank calls ``wandb.init`` (one run; a fork), where only
 rank zero does (no hang), and wandb's own shared-mode pattern; and ranks known only from
 ``RANK`` / ``WORLD_SIZE`` (no process group)."""
 
@@ -77,6 +77,13 @@ try:
     wandb.init(project="wddp", id=987654, resume="must", quiet=True)
 except (ValueError, RuntimeError) as error:
     print("REFUSED", rank, 0 if isinstance(error, ValueError) else 1, flush=True)
+
+# 5. W&B's fork on every rank: rank zero forks once, the others join the fork at its step
+fork = wandb.init(project="wddp", fork_from=f"{run.id}?_step=2", per_rank=True, quiet=True)
+wandb.log({"loss": 100.0 + rank})
+dist.barrier()
+wandb.finish()
+print("FORK", rank, fork.id, flush=True)
 client.close()
 dist.destroy_process_group()
 '''
@@ -99,7 +106,8 @@ def _job(client_kwargs, tmp_path) -> dict[str, dict[int, int]]:
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(WORLD)]
-    seen: dict[str, dict[int, int]] = {"ALL": {}, "SOLO": {}, "SHARED": {}, "REFUSED": {}}
+    seen: dict[str, dict[int, int]] = {"ALL": {}, "SOLO": {}, "SHARED": {}, "REFUSED": {},
+                                        "FORK": {}}
     ended = [proc.communicate(timeout=280) for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * WORLD, "\n".join(
         err[-2000:] for _, err in ended)
@@ -119,9 +127,10 @@ def test_wandb_on_two_gloo_ranks(client_kwargs, tmp_path):
     assert len(seen["SHARED"]) == WORLD and len(set(seen["SHARED"].values())) == 1
     # rank zero's resume="must" error; the other rank's "rank zero could not open the run"
     assert seen["REFUSED"] == {0: 0, 1: 1}
-    run_id, solo, shared = seen["ALL"][0], seen["SOLO"][0], seen["SHARED"][0]
+    assert len(seen["FORK"]) == WORLD and len(set(seen["FORK"].values())) == 1
+    run_id, solo, shared, fork = (seen[k][0] for k in ("ALL", "SOLO", "SHARED", "FORK"))
     assert sorted(read_raw(kw, "SELECT id, status FROM runs")) == sorted(
-        [(run_id, "COMPLETED"), (solo, "COMPLETED"), (shared, "COMPLETED")])
+        (i, "COMPLETED") for i in (run_id, solo, shared, fork))
     # rank zero's metrics, once per step (the other rank's "who" is not stored)
     rows = read_raw(kw, "SELECT step, loss, who FROM metrics WHERE run_id = %s ORDER BY step",
                     [run_id])
@@ -145,6 +154,10 @@ def test_wandb_on_two_gloo_ranks(client_kwargs, tmp_path):
         (0, 1.0)]
     assert read_raw(kw, "SELECT step, loss FROM metrics WHERE run_id = %s", [shared]) == [
         (0, 2.0)]
+    rows = read_raw(kw, "SELECT step, loss__rank0, loss__rank1, loss FROM metrics "
+                    "WHERE run_id = %s ORDER BY step", [fork])  # steps 0-2 copied
+    assert [tuple(r) for r in rows] == [(s, None, None, float(1 + 2 * s)) for s in range(3)] + [
+        (3, 100.0, 101.0, None)]
 
 
 @pytest.fixture
