@@ -21,12 +21,22 @@ Every rank may call ``run.track()`` / ``start()`` / ``stop()``: the status updat
 plain updates of one row (the last one wins; give the ranks other than zero
 ``normal="COMPLETED"`` as well, the default). System metrics carry the rank and the
 host (``sqltrack.model.system_metrics``): one run holds the samples of every rank.
+
+What the integrations share: :func:`ranked` (``per_rank=``: which metrics each rank
+stores, and under which name), :func:`current_job` (this process's rank, world size and
+process group store) and :func:`publish_run` / :func:`receive_run`, rank zero's run
+passed on through that store without a collective (the wandb-style module: a script
+may open the run on rank zero only, and must not hang).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import importlib
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -85,6 +95,117 @@ def per_rank(metrics: Mapping[str, Any], rank: int | None = None) -> dict[str, A
 
     rank = current_rank() if rank is None else int(rank)
     return {column_name(rank_name(name, rank)): value for name, value in metrics.items()}
+
+
+def per_rank_patterns(per_rank: bool | str | Sequence[str]) -> bool | tuple[str, ...]:
+    """The integrations' ``per_rank=`` setting normalised: True / False, or a tuple of
+    metric names and ``fnmatch`` patterns (one str is one name)."""
+    if isinstance(per_rank, bool):
+        return per_rank
+    return (per_rank,) if isinstance(per_rank, str) else tuple(per_rank)
+
+
+def is_per_rank(name: str, per_rank: bool | tuple[str, ...]) -> bool:
+    """Whether every rank logs ``name`` (``per_rank``: see :func:`per_rank_patterns`)."""
+    if isinstance(per_rank, bool):
+        return per_rank
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in per_rank)
+
+
+def ranked(metrics: Mapping[str, Any], per_rank: bool | tuple[str, ...], rank: int,
+           world: int = 1, names: Any = None, lead: bool | None = None) -> dict[str, Any]:
+    """``metrics`` as rank ``rank`` of an integration stores them: the ``per_rank`` ones
+    under ``<name>/rank<r>``. The leading process (``lead``; default: rank zero) keeps
+    the others as they are and records in ``names`` (a ``MetricNames``) the columns of
+    every rank's per-rank names (the other ranks do not write the run's name mapping);
+    the other ranks keep only the per-rank ones (by default metrics come from rank zero)."""
+    from .names import rank_name
+
+    lead = rank == 0 if lead is None else lead
+    values: dict[str, Any] = {}
+    for name, value in metrics.items():
+        if is_per_rank(name, per_rank):
+            if lead and names is not None:
+                for other in range(max(1, world)):
+                    names.column(rank_name(name, other))
+            values[rank_name(name, rank)] = value
+        elif lead:
+            values[name] = value
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """This process's place in a job of several processes: its global ``rank``, the
+    ``world`` size and the process group's key-value ``store`` (None without an
+    initialised ``torch.distributed`` process group)."""
+
+    rank: int
+    world: int
+    store: Any = None
+
+
+def _env_int(*names: str) -> int | None:
+    for name in names:
+        text = os.environ.get(name, "").strip()
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+def current_job() -> Job | None:
+    """The job this process is one of (None: a single process). ``torch.distributed``
+    when it is initialised (it is never imported here), else ``WORLD_SIZE`` (torchrun)
+    or ``SLURM_NTASKS`` above 1 with the rank of ``sqltrack.model.system_metrics.
+    current_rank``."""
+    from ..model.system_metrics import current_rank
+
+    dist: Any = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        world = int(dist.get_world_size())
+        return Job(int(dist.get_rank()), world, _default_store(dist)) if world > 1 else None
+    world = _env_int("WORLD_SIZE", "SLURM_NTASKS")
+    return Job(current_rank(), world) if world is not None and world > 1 else None
+
+
+def _default_store(dist: Any) -> Any:
+    """The key-value store of the default process group (None if this torch has none)."""
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:  # noqa: BLE001 - a torch without it: no store
+        return None
+
+
+#: Keys of :func:`publish_run` in the process group's store: per restart of an elastic
+#: job (``TORCHELASTIC_RESTART_COUNT``) and per call (``{n}``).
+STORE_KEY = "sqltrack/{restart}/{what}/{n}"
+
+
+def store_key(what: str, n: int) -> str:
+    """The store key of the ``n``-th ``what`` (e.g. ``"wandb.init"``) of this job."""
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip() or "0"
+    return STORE_KEY.format(restart=restart, what=what, n=int(n))
+
+
+def publish_run(store: Any, key: str, value: Mapping[str, Any] | None) -> None:
+    """Rank zero tells the others its run: ``value`` (JSON: run id and what they need to
+    join), or None when it could not open it (they then raise instead of waiting).
+    Not collective: setting a key never waits, so a program that opens the run on rank
+    zero only does not hang."""
+    import json
+
+    store.set(key, json.dumps({"failed": True} if value is None else dict(value)))
+
+
+def receive_run(store: Any, key: str) -> dict[str, Any]:
+    """What rank zero published under ``key`` (waits for it, up to the store's timeout);
+    raises when rank zero could not open the run."""
+    import json
+
+    value = json.loads(store.get(key))
+    if value.get("failed"):
+        raise RuntimeError("rank zero could not open the shared run (see its error)")
+    return dict(value)
 
 
 def shared_run(client: Any, experiment_id: int | None = None,

@@ -62,7 +62,6 @@ training (``sqltrack.model.system_metrics``).
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import logging
 import math
@@ -74,7 +73,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .common import IntegrationRun, ending_status, find_in_stack
-from .names import rank_name
+from .distributed import per_rank_patterns, ranked
 
 log = logging.getLogger("sqltrack")
 
@@ -126,8 +125,7 @@ def logger_class(namespace: str) -> type:
             **settings: Any,
         ) -> None:
             super().__init__()
-            self.per_rank: bool | tuple[str, ...] = (
-                per_rank if isinstance(per_rank, bool) else tuple(per_rank))
+            self.per_rank = per_rank_patterns(per_rank)
             self._warned_unshared = False
             self._save_dir = None if save_dir is None else os.fspath(save_dir)
             self.tracked = IntegrationRun(
@@ -240,17 +238,12 @@ def logger_class(namespace: str) -> type:
             if step is None:
                 step = getattr(trainer, "global_step", 0)
             rank = int(rank_zero_only.rank)
-            ranked = [name for name in metrics if self._ranked(name)]
+            world = int(getattr(trainer, "world_size", 1) or 1)
+            values = ranked(metrics, self.per_rank, rank, world, self.tracked.names)
             if rank == 0:
-                values = dict(metrics)
-                world = int(getattr(trainer, "world_size", 1) or 1)
-                for name in ranked:
-                    for other in range(world):  # rank zero records every rank's name
-                        self.tracked.names.column(rank_name(name, other))
-                    values[rank_name(name, 0)] = values.pop(name)
                 self.tracked.start()
                 self.tracked.log(values, step, self._progress(trainer, step))
-            elif ranked:
+            elif values:
                 if not self.tracked.opened:
                     if not self._warned_unshared:
                         self._warned_unshared = True
@@ -258,7 +251,6 @@ def logger_class(namespace: str) -> type:
                                     "did not call log_graph: enable_autolog_hparams=False?); "
                                     "its per-rank metrics are not logged", rank)
                     return
-                values = {rank_name(name, rank): metrics[name] for name in ranked}
                 self.tracked.log(values, step, self._progress(trainer, step),
                                  record_names=False)
 
@@ -280,12 +272,6 @@ def logger_class(namespace: str) -> type:
             self.tracked.stop(final)
 
         # -- helpers ----------------------------------------------------------------
-        def _ranked(self, name: str) -> bool:
-            """Whether every rank logs ``name`` (``per_rank=``)."""
-            if isinstance(self.per_rank, bool):
-                return self.per_rank
-            return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.per_rank)
-
         def _note_trainer(self) -> Any:
             """The trainer driving this logger (found once in the calling frames)."""
             trainer = self._trainer() if self._trainer is not None else None

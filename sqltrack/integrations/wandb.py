@@ -62,6 +62,29 @@ Change one line of a script written for wandb::
   still has the step under way and the summary written at interpreter exit; the
   run then gets the status of how the program ended (FAILED, CANCELLED, the
   ``terminated`` status with exit status 143, or COMPLETED).
+- Ranks of a distributed job (``torch.distributed`` initialised before ``init``): every
+  rank calling ``init`` gets the same run. Rank zero gets or creates it as above
+  (``id``, ``resume``, ``resume_from``, ``fork_from``, ``name``, ``config`` ...) and
+  publishes its id in the process group's key-value store; the others wait for it there
+  and join. Setting a key is not a collective, so a script that calls ``init`` on rank
+  zero only (wandb's "track a single process") never waits for the others. A rank's
+  n-th ``init`` pairs with rank zero's n-th one of the same project, name, group,
+  job_type, id and resume arguments (config may differ): rank zero alone may open runs
+  of other names before or between. Only rank zero's
+  ``log`` values, config, summary, media and artifacts are stored, and only it sets the
+  status; the other ranks sample their own process and devices into the run
+  (``system_metrics=``: rows with their rank and host), and their ``finish()`` writes
+  what they buffered and stops sampling. ``per_rank=`` (metric names or ``fnmatch``
+  patterns; True: every metric), as on the Lightning logger: every rank stores those
+  metrics as ``<name>/rank<r>`` (column ``<name>__rank<r>``) in the row of its step.
+  wandb's shared mode works as in wandb: ``settings=wandb.Settings(mode="shared",
+  x_primary=True)`` where the run is opened, ``x_primary=False`` and ``id=`` (the
+  primary's ``run.id``, sent by the program) elsewhere; ``x_label`` and
+  ``x_update_finish_state`` are accepted (samples carry rank and host; the status is the
+  primary's). With ``WORLD_SIZE`` (or ``SLURM_NTASKS``) above 1 but no process group, a
+  rank other than zero joins the run ``id=`` names (``id="SLURM_JOB_ID"`` on every rank:
+  making it is an upsert, no race); without ``id=`` it cannot know rank zero's run and
+  stores nothing (a warning says so) rather than start a second run.
 
 ``run.id`` is the run's id (an int); ``run.url`` its page on ``sqltrack ui`` (the
 default address, http://127.0.0.1:8080/runs/<id>); ``run.dir`` its media folder.
@@ -78,11 +101,21 @@ import atexit
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from ..config import is_configured
+from ..model.system_metrics import current_rank
 from .common import IntegrationRun, default_settings, is_quiet, json_safe, metric_value, own_query
+from .distributed import (
+    Job,
+    current_job,
+    per_rank_patterns,
+    publish_run,
+    ranked,
+    receive_run,
+    store_key,
+)
 from .wandb_media import (
     Artifact,
     Audio,
@@ -105,13 +138,53 @@ log_ = logging.getLogger("sqltrack")
 #: The run of the last ``init()`` (None before, and after ``finish()``).
 run: Run | None = None
 __all__ = ["Artifact", "Audio", "Config", "Histogram", "Html", "Image", "Object3D", "Plotly",
-           "Run", "Summary", "Table", "Video", "alert", "config", "define_metric", "finish",
-           "init", "log", "log_artifact", "login", "plot", "run", "save", "summary",
+           "Run", "Settings", "Summary", "Table", "Video", "alert", "config", "define_metric",
+           "finish", "init", "log", "log_artifact", "login", "plot", "run", "save", "summary",
            "use_artifact", "watch"]
 #: The page of ``sqltrack ui`` (its default address) that shows a run: ``run.url``.
 UI_RUN_URL = "http://127.0.0.1:8080/runs/{id}"
 #: ``define_metric(summary=...)`` values.
 SUMMARY_MODES = ("min", "max", "mean", "best", "last", "first", "none")
+#: Per kind of ``init`` call (``_init_key``): how many this process made in a job.
+_inits: dict[str, int] = {}
+
+
+def _init_key(*arguments: Any) -> str:
+    """The store key pairing a rank's ``init`` with rank zero's: the n-th call with the
+    same ``arguments`` (project, name, group, ...; not config, which may differ per rank).
+    So an ``init`` that rank zero makes alone, with other arguments, pairs with nothing."""
+    import hashlib
+    import json
+
+    kind = hashlib.sha1(json.dumps(arguments, default=str).encode()).hexdigest()[:16]
+    n = _inits[kind] = _inits.get(kind, -1) + 1
+    return store_key(f"wandb.init/{kind}", n)
+
+
+class Settings:
+    """``wandb.Settings(...)``: keywords kept as attributes. ``init`` reads ``mode`` and,
+    for wandb's shared mode, ``x_primary`` (see the module docstring); the others
+    (``x_label``, ``x_update_finish_state``, ...) are accepted and ignored."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None  # a setting not given
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+
+
+def _setting(settings: Any, name: str) -> Any:
+    """A setting of ``settings=`` (a ``Settings``, wandb's own, a dict or None)."""
+    if settings is None:
+        return None
+    if isinstance(settings, Mapping):
+        return settings.get(name)
+    return getattr(settings, name, None)
 
 
 class _Nothing:
@@ -180,7 +253,7 @@ class Config(_Items):
     def _write(self, items: Mapping[str, Any]) -> None:
         safe = json_safe(dict(items))
         self._items.update(safe)
-        if self._owner is not None and safe:
+        if self._owner is not None and safe and not self._owner.joined:
             self._owner.tracked.add_args(safe)
 
     def update(  # type: ignore[override] # wandb's signature
@@ -201,7 +274,7 @@ class Config(_Items):
 
     def __delitem__(self, key: str) -> None:
         del self._items[key]
-        if self._owner is not None:
+        if self._owner is not None and not self._owner.joined:
             self._owner.tracked.open().remove_args({key: None})
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -212,7 +285,7 @@ class Summary(_Items):
     """``wandb.summary``: last logged values plus yours, kept in ``extras["summary"]``."""
 
     def write(self) -> None:
-        if self._owner is not None and self._items:
+        if self._owner is not None and self._items and not self._owner.joined:
             self._owner.tracked.open().add_extras({"summary": json_safe(self._items)})
 
     def update(self, other: Any = (), **kwargs: Any) -> None:  # type: ignore[override]
@@ -238,8 +311,12 @@ class Run:
 
     def __init__(self, tracked: Any, project: str, name: str | None,
                  own_client: Any = None, directory: str | None = None,
-                 disabled: bool = False) -> None:
+                 disabled: bool = False, *, joined: bool = False, rank: int = 0,
+                 world: int = 1, per_rank: bool | tuple[str, ...] = ()) -> None:
         self.tracked = tracked
+        #: A rank other than zero in the run of rank zero (see the module docstring).
+        self.joined = joined
+        self.rank, self.world, self.per_rank = rank, world, per_rank
         self._own_client = own_client
         self.project = project
         self.name = name
@@ -393,6 +470,10 @@ class Run:
         if isinstance(value, Histogram):
             values.update({f"{name}/{k}": v for k, v in value.statistics().items()})
             return False
+        if self.joined and metric_value(value) is None:
+            self._warn_once(type(value).__name__, name, "ranks other than zero store numbers, "
+                            "bools and text only")
+            return False
         if isinstance(value, Chart):
             self._store_table(name, value.table, value)
             return True
@@ -418,14 +499,18 @@ class Run:
             return
         values: dict[str, Any] = {}
         extras = False
-        for name, value in self._pending.items():
+        pending = self._pending
+        if self.joined or self.per_rank:
+            pending = ranked(pending, self.per_rank, self.rank, self.world, self.tracked.names,
+                             lead=not self.joined)
+        for name, value in pending.items():
             try:
                 extras = self._value(name, value, values) or extras
             except Exception as error:  # noqa: BLE001 - a value never ends the run
                 self._warn_once(type(value).__name__, name, f"{type(error).__name__}: {error}")
         self._pending = {}
         if values:
-            self.tracked.log(values, self.step)
+            self.tracked.log(values, self.step, record_names=not self.joined)
             self._summarize(values)
         if extras:
             self.tracked.open().add_extras(json_safe({"media": self._media,
@@ -442,7 +527,7 @@ class Run:
             made = Artifact(name or os.path.basename(path.rstrip("/")), type or "unspecified")
             made.add_dir(path) if os.path.isdir(path) else made.add_file(path)
             artifact = made
-        if not self.disabled:
+        if not (self.disabled or self.joined):
             self._artifacts.append(artifact.record([aliases] if isinstance(aliases, str)
                                                    else aliases))
             self.tracked.open().add_extras(json_safe({"artifacts": self._artifacts}))
@@ -454,7 +539,7 @@ class Run:
         and returned; a name gives an empty Artifact of that name."""
         if not isinstance(artifact, Artifact):
             artifact = Artifact(str(artifact).split(":")[0], type or "unspecified")
-        if not self.disabled:
+        if not (self.disabled or self.joined):
             self._used.append(artifact.record())
             self.tracked.open().add_extras(json_safe({"used_artifacts": self._used}))
         return artifact
@@ -465,6 +550,8 @@ class Run:
             try:
                 self._commit()
                 self.summary.write()
+                if self.joined:
+                    self.tracked.leave()
             except Exception:  # noqa: BLE001 - exit goes on
                 log_.exception("sqltrack.wandb: could not write run %s at exit", self.id)
 
@@ -478,7 +565,10 @@ class Run:
             self.summary.write()
         finally:
             self.finished = True
-            self.tracked.stop("COMPLETED" if not exit_code else "FAILED")
+            if self.joined:  # the status is rank zero's
+                self.tracked.leave()
+            else:
+                self.tracked.stop("COMPLETED" if not exit_code else "FAILED")
             if self._own_client is not None:
                 self._own_client.close()
             if run is self:
@@ -520,6 +610,8 @@ def init(
     quiet: bool | None = None,
     resume_from: str | None = None,
     fork_from: str | None = None,
+    settings: Any = None,
+    per_rank: bool | str | Sequence[str] = (),
     **ignored: Any,
 ) -> Run:
     """Start a run (see the module docstring); other wandb keywords are accepted and ignored."""
@@ -527,22 +619,80 @@ def init(
     if run is not None:
         run.finish()
     project = project or "uncategorized"
-    mode = str(mode or os.environ.get("WANDB_MODE") or "online").strip().lower()
+    mode = str(mode or _setting(settings, "mode") or os.environ.get("WANDB_MODE") or "online")
+    mode = mode.strip().lower()
     if mode not in ("online", "offline", "disabled", "dryrun", "run", "shared"):
         raise ValueError(f"wandb.init mode={mode!r}: use 'online', 'offline' or 'disabled'")
+    primary = _setting(settings, "x_primary")
+    job = current_job()
+    lead = bool(primary) if primary is not None else job is None or job.rank == 0
+    # rank zero tells the others its run through the process group's store (not a
+    # collective: a program calling init on rank zero only does not hang)
+    key = None
+    if job is not None and job.store is not None and primary is None:
+        key = _init_key(project, name, group, job_type, id, resume, resume_from, fork_from)
     if mode == "disabled":
+        if lead and job is not None and key is not None:
+            publish_run(job.store, key, {"disabled": True})
         return _disabled(project, name, config, tags, notes)
     directory = os.fspath(dir) if dir is not None else os.environ.get("WANDB_DIR") or None
-    quiet = is_quiet(quiet, "WANDB_SILENT", "WANDB_QUIET")
     connection = dict(connection or {})
     offline = mode in ("offline", "dryrun")
     if client is None and (offline or not is_configured(**connection)):
         # nothing configured, or offline: the local file (sqltrack sync copies it later)
         connection = {**connection, **default_settings(directory)}
-    run_ref = _run_ref(id)
+    config = _config_values(config, config_include_keys, config_exclude_keys)
+    place = {"per_rank": per_rank_patterns(per_rank), "rank": current_rank() if job is None
+             else job.rank, "world": 1 if job is None else job.world}
+    if not lead:
+        joined = _join(job, key, primary is not None, id, project, client, connection,
+                       directory, system_metrics,
+                       resume == "never" or resume_from is not None or fork_from is not None)
+        if joined is None:
+            return _disabled(project, name, config, tags, notes)
+        tracked, first_step = joined
+        return _started(Run(tracked, project, name, None, directory, joined=True, **place),
+                        first_step, config)
+    try:
+        new = _lead(project, name, tags, notes, resume, id, client, connection, directory,
+                    system_metrics, terminated, is_quiet(quiet, "WANDB_SILENT", "WANDB_QUIET"),
+                    offline, resume_from, fork_from, place)
+        extras = {k: v for k, v in (("name", name), ("group", group),
+                                    ("job_type", job_type), ("entity", entity)) if v is not None}
+        if extras:
+            new.tracked.open().add_extras(json_safe(extras))
+    except BaseException:
+        if job is not None and key is not None:
+            publish_run(job.store, key, None)  # the other ranks raise instead of waiting
+        raise
+    if job is not None and key is not None:
+        publish_run(job.store, key, {"run": new.id, "experiment": new.tracked.run.experiment_id,
+                                     "step": new.step})
+    return _started(new, new.step, config)
+
+
+def _config_values(config: Any, include: Any, exclude: Any) -> dict[str, Any] | None:
+    """``init``'s ``config`` as a dict, filtered by ``config_include_keys`` / ``_exclude_``."""
+    if config is None:
+        return None
+    values = vars(config) if isinstance(config, argparse.Namespace) else dict(config)
+    if include:
+        values = {k: v for k, v in values.items() if k in set(include)}
+    if exclude:
+        values = {k: v for k, v in values.items() if k not in set(exclude)}
+    return values
+
+
+def _lead(project: str, name: str | None, tags: Any, notes: str | None, resume: Any,
+          given_id: Any, client: Any, connection: dict[str, Any], directory: str | None,
+          system_metrics: bool | float, terminated: str, quiet: bool, offline: bool,
+          resume_from: str | None, fork_from: str | None, place: dict[str, Any]) -> Run:
+    """The run of a single process, or of rank zero (the primary) of a job: checked,
+    rewound or forked as asked, created or continued, and started."""
+    run_ref = _run_ref(given_id)
     own_client = None
     experiment: str | int = project
-    history = _history_start(resume_from, fork_from, id)
+    history = _history_start(resume_from, fork_from, given_id)
     if resume in ("must", "never") or history is not None:
         import sqltrack
 
@@ -551,7 +701,7 @@ def init(
     first_step = 0
     try:
         if resume in ("must", "never"):
-            _check_resume(client, str(resume), id, run_ref)
+            _check_resume(client, str(resume), given_id, run_ref)
         if history is not None:
             kind, source, at = history
             rows = own_query(client, "SELECT experiment_id FROM runs WHERE id = %s", [source])
@@ -573,23 +723,63 @@ def init(
                              default_dir=directory)
     if offline and client is None:
         tracked.note = f"offline: copy it later with: sqltrack sync --from {connection['dbpath']}"
-    sqltrack_run = tracked.start()
+    tracked.start()
+    new = Run(tracked, project, name, own_client, directory, **place)
+    new.step = first_step
+    return new
+
+
+def _join(job: Job | None, key: str | None, explicit: bool, given_id: Any, project: str,
+          client: Any, connection: dict[str, Any], directory: str | None,
+          system_metrics: bool | float, own_history: bool) -> tuple[IntegrationRun, int] | None:
+    """A rank other than zero (or a process with ``x_primary=False``) joins the run of
+    rank zero: the id it published in the process group's store, else ``id=``. None:
+    there is no way to know that run (a warning says why); the rank then stores nothing."""
+    experiment: str | int = project
+    first_step = 0
+    if job is not None and key is not None:
+        got = receive_run(job.store, key)
+        if got.get("disabled"):
+            return None
+        run_id, experiment, first_step = int(got["run"]), int(got["experiment"]), int(got["step"])
+    else:
+        run_id = _resolved_id(given_id)
+        if explicit and run_id is None:
+            raise ValueError("wandb.init with settings x_primary=False joins a run: give id= "
+                             "(the primary's run.id)")
+        if run_id is None or (not explicit and own_history):
+            rank, world = (job.rank, job.world) if job is not None else (current_rank(), 1)
+            log_.warning(
+                "sqltrack.wandb: rank %s of %s cannot know rank zero's run (torch.distributed "
+                "is not initialised%s), so it stores nothing: call wandb.init after "
+                "init_process_group, or give every rank id= (e.g. id=\"SLURM_JOB_ID\")",
+                rank, world, "" if run_id is None else "; resume='never', resume_from and "
+                "fork_from need it")
+            return None
+    tracked = IntegrationRun(client, experiment, run_id, system_metrics=system_metrics,
+                             settings=connection, quiet=True, default_dir=directory)
+    tracked.join(run_id)
+    return tracked, first_step
+
+
+def _resolved_id(ref: Any) -> int | None:
+    """``id=`` as a run id: an int, digits, or a variable holding digits (else None)."""
+    ref = _run_ref(ref)
+    if isinstance(ref, str):
+        text = os.environ.get(ref, "").strip()
+        ref = int(text) if text.isdigit() else None
+    return ref
+
+
+def _started(new: Run, first_step: int, config: dict[str, Any] | None) -> Run:
+    """``new`` becomes the current run (``wandb.run``, ``config``, ``summary``)."""
+    global run
     # after the client's own exit handling is registered, so that ours runs first
     atexit.unregister(_at_exit)
     atexit.register(_at_exit)
-    extras = {k: v for k, v in (("name", name), ("group", group), ("job_type", job_type),
-                                ("entity", entity)) if v is not None}
-    if extras:
-        sqltrack_run.add_extras(json_safe(extras))
-    new = Run(tracked, project, name, own_client, directory)
     new.step = first_step
     if config is not None:
-        values = vars(config) if isinstance(config, argparse.Namespace) else dict(config)
-        if config_include_keys:
-            values = {k: v for k, v in values.items() if k in set(config_include_keys)}
-        if config_exclude_keys:
-            values = {k: v for k, v in values.items() if k not in set(config_exclude_keys)}
-        new.config.update(values)
+        new.config.update(config)
     run = new
     _publish(new)
     return new

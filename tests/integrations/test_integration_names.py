@@ -195,3 +195,25 @@ def test_per_rank_names(monkeypatch):
         "throughput__rank3": 9.5, "eval__acc__rank3": 1}
     monkeypatch.setenv("RANK", "5")  # no process group here: the rank from RANK
     assert per_rank({"loss": 0.5}) == {"loss__rank5": 0.5}
+
+
+def test_ranked_metrics_of_rank_zero_and_the_others():
+    """What each rank stores (shared by the Lightning logger and the wandb-style module):
+    rank zero everything, per-rank names renamed, and every rank's names recorded; the
+    other ranks only their per-rank names; one str is one name, not its letters."""
+    from sqltrack.integrations.distributed import per_rank_patterns, ranked
+    from sqltrack.integrations.names import MetricNames
+
+    patterns = per_rank_patterns(["tp", "eval/*"])
+    names = MetricNames()
+    metrics = {"loss": 1.0, "tp": 2.0, "eval/acc": 3.0}
+    assert ranked(metrics, patterns, 0, 3, names) == {
+        "loss": 1.0, "tp/rank0": 2.0, "eval/acc/rank0": 3.0}
+    assert set(names.originals) == {f"{c}__rank{r}" for c in ("tp", "eval__acc")
+                                    for r in range(3)}
+    assert ranked(metrics, patterns, 2) == {"tp/rank2": 2.0, "eval/acc/rank2": 3.0}
+    assert ranked(metrics, (), 1) == {}
+    assert ranked(metrics, True, 1) == {f"{k}/rank1": v for k, v in metrics.items()}
+    assert ranked(metrics, per_rank_patterns("loss"), 5, lead=True) == {
+        "loss/rank5": 1.0, "tp": 2.0, "eval/acc": 3.0}
+    assert per_rank_patterns("loss") == ("loss",) and per_rank_patterns(False) is False
