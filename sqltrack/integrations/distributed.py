@@ -164,8 +164,8 @@ def current_job() -> Job | None:
     if dist is not None and dist.is_available() and dist.is_initialized():
         world = int(dist.get_world_size())
         return Job(int(dist.get_rank()), world, _default_store(dist)) if world > 1 else None
-    world = _env_int("WORLD_SIZE", "SLURM_NTASKS")
-    return Job(current_rank(), world) if world is not None and world > 1 else None
+    size = _env_int("WORLD_SIZE", "SLURM_NTASKS")
+    return Job(current_rank(), size) if size is not None and size > 1 else None
 
 
 def _default_store(dist: Any) -> Any:

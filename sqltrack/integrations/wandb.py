@@ -642,8 +642,9 @@ def init(
         # nothing configured, or offline: the local file (sqltrack sync copies it later)
         connection = {**connection, **default_settings(directory)}
     config = _config_values(config, config_include_keys, config_exclude_keys)
-    place = {"per_rank": per_rank_patterns(per_rank), "rank": current_rank() if job is None
-             else job.rank, "world": 1 if job is None else job.world}
+    place: dict[str, Any] = {"per_rank": per_rank_patterns(per_rank),
+                             "rank": current_rank() if job is None else job.rank,
+                             "world": 1 if job is None else job.world}
     if not lead:
         joined = _join(job, key, primary is not None, id, project, client, connection,
                        directory, system_metrics,
@@ -737,6 +738,7 @@ def _join(job: Job | None, key: str | None, explicit: bool, given_id: Any, proje
     there is no way to know that run (a warning says why); the rank then stores nothing."""
     experiment: str | int = project
     first_step = 0
+    run_id: int | None
     if job is not None and key is not None:
         got = receive_run(job.store, key)
         if got.get("disabled"):
