@@ -656,6 +656,10 @@ class PostgresEngine(Engine):
             return True
         except errors.UniqueViolation:
             return False
+        except psycopg.InternalError as error:
+            if _copy_duplicate(error):  # Citus
+                return False
+            raise
         except (psycopg.DataError, psycopg.ProgrammingError, OverflowError):
             return False
 
@@ -696,12 +700,9 @@ class PostgresEngine(Engine):
         except errors.ForeignKeyViolation:
             raise RunNotFound(run) from None
         except psycopg.InternalError as error:
-            # Citus: a shard's key violation during a COPY comes back as an internal
-            # error (XX000) with the shard's message; told by that message.
-            message = error.diag.message_primary or ""
-            if message.startswith(COPY_DUPLICATE):
+            if _copy_duplicate(error):  # Citus
                 return False
-            if COPY_FOREIGN in message:
+            if COPY_FOREIGN in (error.diag.message_primary or ""):
                 raise RunNotFound(run) from None
             raise
         except (psycopg.DataError, psycopg.ProgrammingError, OverflowError) as error:
@@ -842,6 +843,13 @@ COPY_MIN_ROWS = 50
 #: the internal error (XX000) Citus reports instead of 23505 / 23503.
 COPY_DUPLICATE = "duplicate key value violates unique constraint"
 COPY_FOREIGN = "violates foreign key constraint"
+
+
+def _copy_duplicate(error: psycopg.InternalError) -> bool:
+    """Citus: a shard's key violation during a COPY comes back as an internal error
+    (XX000) with the shard's message, not as 23505; told by that message."""
+    return (error.diag.message_primary or "").startswith(COPY_DUPLICATE)
+
 #: A batch COPY lets the event loop run after this many rows, so an async producer
 #: on the same loop does not wait for a whole batch to be formatted.
 COPY_YIELD_ROWS = 256

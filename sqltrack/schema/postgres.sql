@@ -91,16 +91,20 @@ CREATE TABLE IF NOT EXISTS metric_names (
 -- (named by the catalog, so any column, users' too) read from the row as JSON, then
 -- metric_values. ``value`` is the number of a float, int or bool metric; the typed
 -- columns hold each kind exactly. A filter on ``name`` applies to the catalog first.
+-- (``to_jsonb(m) -> name`` in a subquery, not a LATERAL subquery without FROM: Citus
+-- pushes the latter down only with immutable functions, and refused the view.)
 CREATE OR REPLACE VIEW metric_values_all AS
-SELECT m.run_id, m.step, m.progress, c.name,
-    CASE WHEN c.kind IN ('float', 'int') THEN (j.v #>> '{}')::double precision
-         WHEN c.kind = 'bool' THEN (j.v #>> '{}')::boolean::int::double precision
+SELECT j.run_id, j.step, j.progress, j.name,
+    CASE WHEN j.kind IN ('float', 'int') THEN (j.v #>> '{}')::double precision
+         WHEN j.kind = 'bool' THEN (j.v #>> '{}')::boolean::int::double precision
     END AS value,
-    CASE WHEN c.kind = 'int' THEN (j.v #>> '{}')::numeric::bigint END AS value_int,
-    CASE WHEN c.kind = 'bool' THEN (j.v #>> '{}')::boolean END AS value_bool,
-    CASE WHEN c.kind IS NULL THEN j.v #>> '{}' END AS value_text,
-    CASE WHEN c.kind = 'datetime' THEN (j.v #>> '{}')::timestamptz END AS value_time
+    CASE WHEN j.kind = 'int' THEN (j.v #>> '{}')::numeric::bigint END AS value_int,
+    CASE WHEN j.kind = 'bool' THEN (j.v #>> '{}')::boolean END AS value_bool,
+    CASE WHEN j.kind IS NULL THEN j.v #>> '{}' END AS value_text,
+    CASE WHEN j.kind = 'datetime' THEN (j.v #>> '{}')::timestamptz END AS value_time
 FROM (
+  SELECT m.run_id, m.step, m.progress, c.name, c.kind, to_jsonb(m) -> c.name AS v
+  FROM (
     SELECT a.attname::text AS name,
         CASE WHEN a.atttypid IN ('float8'::regtype, 'float4'::regtype, 'numeric'::regtype)
                 THEN 'float'
@@ -111,9 +115,9 @@ FROM (
     FROM pg_attribute AS a
     WHERE a.attrelid = 'metrics'::regclass AND a.attnum > 0 AND NOT a.attisdropped
         AND a.attname NOT IN ('run_id', 'step', 'progress')
-) AS c
-CROSS JOIN metrics AS m
-CROSS JOIN LATERAL (SELECT to_jsonb(m) -> c.name AS v) AS j
+  ) AS c
+  CROSS JOIN metrics AS m
+) AS j
 WHERE j.v IS NOT NULL AND j.v <> 'null'::jsonb
 UNION ALL
 SELECT run_id, step, progress, name,
