@@ -96,8 +96,6 @@ CITUS_DESELECTED = {
         "run_links.to_id has no foreign key on Citus: links to a deleted run stay",
     "tests/client/test_client.py::test_delete_run_cascades[postgres]":
         "run_links.to_id has no foreign key on Citus: links to a deleted run stay",
-    "tests/model/test_runs.py::test_link_to_missing_run_raises[postgres]":
-        "run_links.to_id has no foreign key on Citus: a link to a missing run is stored",
     "tests/metrics/test_buffering.py::"
     "test_a_slow_batch_write_does_not_stop_the_event_loop[postgres]":
         "its slow write is a trigger on metrics; Citus refuses triggers on distributed tables",

@@ -238,8 +238,15 @@ async def run_set_updated(
 
 # -- links, metrics -----------------------------------------------------------
 async def run_add_link(client: AsyncClient, from_id: int, kind: str, to_id: int) -> None:
-    """Add a link ``from_id --kind--> to_id`` between two runs."""
-    await add_link(client, "run_links", from_id, kind, to_id, RunNotFound)
+    """Add a link ``from_id --kind--> to_id`` between two runs (RunNotFound: either is missing).
+
+    The run linked to is locked first, in the link's transaction: on Citus ``run_links``
+    has no foreign key on ``to_id`` (it lives on another shard), so that lock is what
+    refuses a link to a missing run, and keeps the run from being deleted meanwhile."""
+    from_id, to_id = check_int(from_id, "from_id"), check_int(to_id, "to_id")
+    async with client:
+        await lock_run(client, to_id)
+        await add_link(client, "run_links", from_id, kind, to_id, RunNotFound)
 
 
 async def run_remove_link(client: AsyncClient, from_id: int, kind: str, to_id: int) -> None:
