@@ -92,6 +92,15 @@ CITUS_DESELECTED = {
         "the set-up's first line also says it distributed the tables (test_citus.py)",
     "tests/cli/test_cli.py::test_setup_without_scripts_creates_base_schema[postgres]":
         "the set-up's first line also says it distributed the tables (test_citus.py)",
+    "tests/cli/test_cli.py::test_setup_distribute_without_citus_says_so[postgres]":
+        "it needs a server without Citus (the plain PostgreSQL runs have one)",
+    "tests/schema/test_partitions.py::"
+    "test_setting_creates_partitioned_tables_that_work[postgres]":
+        "partitions is for one plain server; on Citus the tables are distributed instead "
+        "(set-up refuses the setting there, with that reason)",
+    "tests/schema/test_partitions.py::"
+    "test_setup_partitions_converts_an_existing_database_with_data[postgres]":
+        "partitions is for one plain server; on Citus the tables are distributed instead",
     "tests/client/test_client.py::test_delete_experiment_cascades[postgres]":
         "run_links.to_id has no foreign key on Citus: links to a deleted run stay",
     "tests/client/test_client.py::test_delete_run_cascades[postgres]":
