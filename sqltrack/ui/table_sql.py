@@ -1,0 +1,269 @@
+"""The runs table's search, tag filter, group and sort keys as SQL, per engine: so the
+database sorts and pages any table (``ORDER BY ... LIMIT/OFFSET``) and one page reads
+one page of rows, whatever the number of runs.
+
+A key (sort or group) is a ``missing`` condition (true: no value; such runs come last
+whatever the order) and ``parts`` compared in order. A JSON value (an arg, an extras
+key, the name) sorts numbers (and booleans as 0/1) by value before text, text by code
+point (``COLLATE "C"`` on PostgreSQL, SQLite's binary order), lists and objects by their
+JSON text. ``parts`` of runs that differ in an earlier part may be NULL, never among
+runs that share them: the page's rows, selected with their parts, are put back in
+order here (``put_in_order``) with the same rules.
+
+Anything else comes in as a parameter: keys, tags, search text. ``None`` from a builder
+means the database cannot do it here (a key with ``"`` on SQLite, whose JSON paths
+cannot name it; a search for a list or object) and the caller sorts in Python.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..read import queries
+
+
+@dataclass(frozen=True)
+class Sql:
+    """SQL text with ``%s`` placeholders and their parameters, in order."""
+
+    text: str
+    params: tuple[Any, ...] = ()
+
+
+def _repeat(text: str, param: Any) -> Sql:
+    """``text`` whose every ``%s`` takes ``param``."""
+    return Sql(text, (param,) * text.count("%s"))
+
+
+@dataclass(frozen=True)
+class Key:
+    """A sort or group key: see the module doc. ``shown``: what to select for each part
+    when it is not the ORDER BY text (PostgreSQL's status: its enum position); ``raw``:
+    the value a group is named by (``raw_json``: as JSON text; see ``group_name``)."""
+
+    missing: Sql | None
+    parts: tuple[Sql, ...]
+    shown: tuple[Sql, ...] = ()
+    raw: Sql | None = None
+    raw_json: bool = False
+
+    def selected(self) -> list[Sql]:
+        """The expressions the page's rows carry for ``put_in_order``: missing, parts."""
+        return [self.missing or Sql("0"), *(self.shown or self.parts)]
+
+    def order(self, descending: bool) -> list[Sql]:
+        """ORDER BY items: missing last, then the parts in the given way."""
+        way = " DESC" if descending else ""
+        items = [self.missing] if self.missing else []
+        return items + [Sql(p.text + way, p.params) for p in self.parts]
+
+
+@dataclass
+class Plan:
+    """What the database does for one table request: ``conditions`` (ANDed to the runs'
+    WHERE), ``group`` and ``sort`` keys."""
+
+    conditions: list[Sql] = field(default_factory=list)
+    group: Key | None = None
+    sort: Key | None = None
+
+
+def json_value(engine: str, column: str, key: str) -> Key | None:
+    """The key of ``column``'s top-level item ``key`` (``r.args``, ``r.extras``)."""
+    if engine == "sqlite":
+        if '"' in key:
+            return None
+        x = f"({column} -> %s)"
+        kind = f"json_type({x})"
+        return Key(
+            _repeat(f"COALESCE({kind}, 'null') = 'null'", f'$."{key}"'),
+            (_repeat(f"CASE WHEN {kind} IN ('integer', 'real', 'true', 'false') THEN 0 "
+                     "ELSE 1 END", f'$."{key}"'),
+             _repeat(f"CASE {kind} WHEN 'true' THEN 1 WHEN 'false' THEN 0 "
+                     f"WHEN 'integer' THEN json_extract({x}, '$') "
+                     f"WHEN 'real' THEN json_extract({x}, '$') END", f'$."{key}"'),
+             _repeat(f"CASE {kind} WHEN 'text' THEN json_extract({x}, '$') "
+                     f"WHEN 'object' THEN {x} WHEN 'array' THEN {x} END", f'$."{key}"')),
+            raw=_repeat(x, f'$."{key}"'), raw_json=True)
+    x = f"({column} -> %s)"
+    kind = f"jsonb_typeof({x})"
+    return Key(
+        _repeat(f"COALESCE({kind}, 'null') = 'null'", key),
+        (_repeat(f"CASE WHEN {kind} IN ('number', 'boolean') THEN 0 ELSE 1 END", key),
+         _repeat(f"CASE {kind} WHEN 'number' THEN {x}::numeric "
+                 f"WHEN 'boolean' THEN CASE WHEN {x}::boolean THEN 1 ELSE 0 END END", key),
+         _repeat(f"(CASE {kind} WHEN 'string' THEN {x} #>> '{{}}' "
+                 f"WHEN 'object' THEN {x}::text WHEN 'array' THEN {x}::text END) "
+                 'COLLATE "C"', key)),
+        raw=_repeat(f"{x}::text", key), raw_json=True)
+
+
+def status_key(engine: str) -> Key:
+    """The status in the order the database keeps it (an index reads it so): on
+    PostgreSQL the enum's order, on SQLite by name."""
+    if engine == "sqlite":
+        return Key(None, (Sql("r.status"),), raw=Sql("r.status"))
+    return Key(None, (Sql("r.status"),),
+               shown=(Sql("array_position(enum_range(NULL::runstatus), r.status)"),),
+               raw=Sql("CAST(r.status AS TEXT)"))
+
+
+def _plain(expression: str) -> Key:
+    return Key(Sql(f"({expression}) IS NULL"), (Sql(expression),))
+
+
+def metric_key(group: str, name: str, kind: str | None, quoted: str,
+               long: bool) -> Key:
+    """A metric's last, lowest or highest value in the run (``group``), where it is
+    stored (``long``: ``metric_values``)."""
+    if long:
+        slot = queries.LONG_SLOT.get(kind or "", "value_text")
+        if group == "last":
+            expression = queries.long_latest_sql(kind)
+        else:
+            value = f"CAST(v.{slot} AS INTEGER)" if kind == "bool" else f"v.{slot}"
+            expression = (f"(SELECT {group.upper()}({value}) FROM metric_values v "
+                          "WHERE v.run_id = r.id AND v.name = %s)")
+        return Key(_repeat(f"({expression}) IS NULL", name), (_repeat(expression, name),))
+    if group == "last":
+        return _plain(f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = r.id "
+                      f"AND m.{quoted} IS NOT NULL ORDER BY m.step DESC, m.progress DESC "
+                      "LIMIT 1)")
+    value = f"CAST(m.{quoted} AS INTEGER)" if kind == "bool" else f"m.{quoted}"
+    return _plain(f"(SELECT {group.upper()}({value}) FROM metrics m WHERE m.run_id = r.id)")
+
+
+def fixed_key(engine: str, sort: str) -> Key | None:
+    """The key of a sort on the run itself (id, status, started, updated, duration,
+    comment, name); None for another."""
+    if sort == "id":
+        return Key(None, ())
+    if sort == "status":
+        return status_key(engine)
+    if sort in ("started", "updated"):
+        return _plain(f"r.time_{sort}")
+    if sort == "comment":
+        return _plain("r.comment" + ("" if engine == "sqlite" else ' COLLATE "C"'))
+    if sort == "duration":
+        if engine == "sqlite":
+            span = "julianday(r.time_updated) - julianday(r.time_started)"
+        else:
+            span = "r.time_updated - r.time_started"
+        return Key(Sql("(r.time_started IS NULL OR r.time_updated IS NULL)"), (Sql(span),))
+    if sort == "name":
+        return json_value(engine, "r.extras", "name")
+    return None
+
+
+def group_name(key: Key, missing: Any, raw: Any) -> Any:
+    """The value a group row names (``raw``: the key's ``raw`` as fetched), as Python:
+    None when missing."""
+    if missing or raw is None:
+        return None
+    return json.loads(raw) if key.raw_json else raw
+
+
+# -- search and tags ------------------------------------------------------------------
+def _name_text(engine: str) -> str:
+    if engine == "sqlite":
+        return ("(CASE WHEN json_type(r.extras, '$.name') = 'text' "
+                "THEN json_extract(r.extras, '$.name') END)")
+    return "(CASE WHEN jsonb_typeof(r.extras -> 'name') = 'string' THEN r.extras ->> 'name' END)"
+
+
+def _any_tag(engine: str, test: str) -> str:
+    """EXISTS a tag of the run for which ``test`` (over ``t.k``) holds."""
+    if engine == "sqlite":
+        return ("EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type(r.tags) = 'object' "
+                f"THEN r.tags END) AS t WHERE {test.replace('t.k', 't.key')})")
+    return ("EXISTS (SELECT 1 FROM jsonb_object_keys(CASE WHEN jsonb_typeof(r.tags) = "
+            f"'object' THEN r.tags END) AS t(k) WHERE {test})")
+
+
+def _contains(engine: str, haystack: str) -> str:
+    return f"instr({haystack}, %s) > 0" if engine == "sqlite" else f"strpos({haystack}, %s) > 0"
+
+
+def tag_condition(engine: str, tag: str) -> Sql:
+    """The run has the tag ``tag`` (exactly)."""
+    return Sql(_any_tag(engine, "t.k = %s"), (tag,))
+
+
+def _arg_condition(engine: str, key: str, wanted: str) -> Sql | None:
+    """The arg ``key`` is ``wanted`` as the search reads it (see ``summaries.parse_search``)."""
+    if wanted.lstrip().startswith(("[", "{")) or (engine == "sqlite" and '"' in key):
+        return None
+    x = "(r.args -> %s)"
+    param = f'$."{key}"' if engine == "sqlite" else key
+    kind = f"json_type({x})" if engine == "sqlite" else f"jsonb_typeof({x})"
+    texts: list[tuple[str, tuple[Any, ...]]] = []
+    lowered = wanted.lower()
+    if lowered in ("null", "none", ""):
+        texts.append((f"{kind} = 'null'", ()))
+    if lowered in ("true", "false") and engine == "sqlite":
+        texts.append((f"{kind} = %s", (lowered,)))
+    elif lowered in ("true", "false"):
+        texts.append((f"({kind} = 'boolean' AND {x}::boolean = %s)", (lowered == "true",)))
+    try:
+        number = float(wanted)
+    except ValueError:
+        number = math.nan
+    if math.isfinite(number) and engine == "sqlite":
+        texts.append((f"({kind} IN ('integer', 'real') AND json_extract({x}, '$') = %s)",
+                      (number,)))
+    elif math.isfinite(number):
+        texts.append((f"({kind} = 'number' AND {x}::numeric = CAST(%s AS numeric))",
+                      (repr(number),)))
+    if engine == "sqlite":
+        texts.append((f"({kind} = 'text' AND lower(json_extract({x}, '$')) = %s)", (lowered,)))
+    else:
+        texts.append((f"({kind} = 'string' AND lower({x} #>> '{{}}') = %s)", (lowered,)))
+    params: list[Any] = []
+    for text, own in texts:  # every %s but the last few (``own``) is the key's
+        params += [param] * (text.count("%s") - len(own)) + list(own)
+    return Sql("(" + " OR ".join(text for text, _ in texts) + ")", tuple(params))
+
+
+def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
+    """One search term (see ``summaries.parse_search``) as a condition; None when the
+    database cannot tell it here."""
+    wanted = value.lower()
+    name, status = _name_text(engine), "lower(CAST(r.status AS TEXT))"
+    if key is None:
+        text = (f"({_contains(engine, f'lower({name})')} OR {_contains(engine, status)} OR "
+                f"{_any_tag(engine, _contains(engine, 'lower(t.k)'))})")
+        return Sql(text, (wanted,) * 3)
+    if key == "name":
+        return Sql(f"lower({name}) = %s", (wanted,))
+    if key == "tag":
+        return Sql(_any_tag(engine, "lower(t.k) = %s"), (wanted,))
+    if key == "status":
+        return Sql(f"{status} = %s", (wanted,))
+    return _arg_condition(engine, key, value)
+
+
+# -- the page's rows back in order ----------------------------------------------------
+def _part(value: Any) -> tuple[int, Any]:
+    if value is None:
+        return (2, 0)
+    if isinstance(value, float) and math.isnan(value):
+        return (1, 0)  # PostgreSQL sorts NaN above every number
+    return (0, value)
+
+
+def put_in_order(rows: list[tuple[Any, ...]], keys: Sequence[tuple[int, int, bool]]
+                 ) -> list[tuple[Any, ...]]:
+    """``rows`` (id first) in the order the database chose them: ``keys`` are, from the
+    first compared, ``(index of the missing flag, number of parts after it, descending)``;
+    runs with equal keys by id in the last key's way."""
+    descending = keys[-1][2] if keys else False
+    ordered = sorted(rows, key=lambda r: r[0], reverse=descending)
+    for start, count, way in reversed(keys):  # stable sorts: the first key sorts last
+        ordered.sort(key=lambda r, s=start, n=count: tuple(
+            _part(v) for v in r[s + 1:s + 1 + n]), reverse=way)
+        ordered.sort(key=lambda r, s=start: bool(r[s]))
+    return ordered
