@@ -248,9 +248,9 @@ async def available(client: AsyncClient, experiment_id: int,
     columns = [name for name in metrics if name not in long]
     if columns:
         quote = client.dialect.quote_ident
-        exists = ", ".join(
-            f"EXISTS (SELECT 1 FROM metrics m WHERE m.run_id IN "
-            f"(SELECT id FROM runs WHERE experiment_id = %s) AND m.{quote(n)} IS NOT NULL)"
+        exists = ", ".join(  # a join: stops at the first row (an IN list is made whole)
+            f"EXISTS (SELECT 1 FROM runs r JOIN metrics m ON m.run_id = r.id "
+            f"WHERE r.experiment_id = %s AND m.{quote(n)} IS NOT NULL)"
             for n in columns
         )
         (row,) = await client.query(f"SELECT {exists}", [experiment_id] * len(columns))
@@ -409,23 +409,35 @@ async def _count(client: AsyncClient, status: str | None, where: str | None, pla
 async def _groups(client: AsyncClient, key: Key, status: str | None, where: str | None,
                   plan: Plan, experiment_id: int, timeout: float | None,
                   policy: readonly.Policy) -> list[dict[str, Any]]:
-    """Every group of the matching runs with its count, in the page's group order (one
-    grouped read: no run is fetched)."""
+    """Every group of the matching runs with its count, in the page's group order: one
+    grouped read of the key's parts (no run fetched), then each group's name from the
+    ``raw`` value of one of its runs (JSON read once a group, not once a run)."""
     assert key.raw is not None
-    chosen = [*key.selected(), key.raw]
+    chosen = key.selected()
     runs, params = _runs_sql(status, where, plan.conditions)
     parts: list[str | User] = [
-        "SELECT " + ", ".join(item.text for item in chosen) + ", count(*) FROM ", *runs,
-        " GROUP BY " + ", ".join(str(index + 1) for index in range(len(chosen)))]
+        "SELECT " + ", ".join(item.text for item in chosen) + ", count(*), MIN(r.id) FROM ",
+        *runs, " GROUP BY " + ", ".join(str(index + 1) for index in range(len(chosen)))]
     result = await _fetch(client, parts, [p for item in chosen for p in item.params] + params,
                           experiment_id, timeout, policy)
     ordered = table_sql.put_in_order([(0, *row) for row in result.rows],
-                                     [(1, len(chosen) - 2, False)])
+                                     [(1, len(chosen), False)])
+    firsts = [row[-1] for row in ordered]
+    raws: dict[int, Any] = {}
+    for start in range(0, len(firsts), GROUP_NAMES_PER_QUERY):
+        some = firsts[start:start + GROUP_NAMES_PER_QUERY]
+        raws.update(await client.query(
+            f"SELECT r.id, {key.raw.text} FROM runs r WHERE r.id IN ("
+            + ", ".join(["%s"] * len(some)) + ")", [*key.raw.params, *some]))
     counts: dict[str, int] = {}
     for row in ordered:
-        name = _group_text(table_sql.group_name(key, row[1], row[-2]))
-        counts[name] = counts.get(name, 0) + int(row[-1])
+        name = _group_text(table_sql.group_name(key, row[1], raws.get(row[-1])))
+        counts[name] = counts.get(name, 0) + int(row[-2])
     return [{"key": name, "count": count} for name, count in counts.items()]
+
+
+#: Groups named by one statement at most.
+GROUP_NAMES_PER_QUERY = 500
 
 
 def _group_text(value: Any) -> str:
@@ -442,7 +454,7 @@ def _slots(plan: Plan, width: int, descending: bool
     slots, raw_at = [], -1
     for key in keys:
         count = len(key.selected())
-        slots.append((at, count - 1, descending if key is plan.sort else False))
+        slots.append((at, count, descending if key is plan.sort else False))
         at += count
         if key is plan.group:
             raw_at, at = at, at + 1

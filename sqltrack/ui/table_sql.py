@@ -2,13 +2,14 @@
 database sorts and pages any table (``ORDER BY ... LIMIT/OFFSET``) and one page reads
 one page of rows, whatever the number of runs.
 
-A key (sort or group) is a ``missing`` condition (true: no value; such runs come last
-whatever the order) and ``parts`` compared in order. A JSON value (an arg, an extras
-key, the name) sorts numbers (and booleans as 0/1) by value before text, text by code
-point (``COLLATE "C"`` on PostgreSQL, SQLite's binary order), lists and objects by their
-JSON text. ``parts`` of runs that differ in an earlier part may be NULL, never among
-runs that share them: the page's rows, selected with their parts, are put back in
-order here (``put_in_order``) with the same rules.
+A key (sort or group) is ``parts`` compared in order, the first NULL when the run has
+no value (``NULLS LAST``: such runs come last whatever the order; each part is computed
+once a run). A JSON value (an arg, an extras key, the name) sorts numbers (and booleans
+as 0/1) by value before text, text by code point (``COLLATE "C"`` on PostgreSQL,
+SQLite's binary order), lists and objects by their JSON text. Later parts of runs that
+differ in an earlier part may be NULL, never among runs that share them: the page's
+rows, selected with their parts, are put back in order here (``put_in_order``) with
+the same rules.
 
 Anything else comes in as a parameter: keys, tags, search text. ``None`` from a builder
 means the database cannot do it here (a key with ``"`` on SQLite, whose JSON paths
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from ..read import queries
@@ -41,25 +44,26 @@ def _repeat(text: str, param: Any) -> Sql:
 
 @dataclass(frozen=True)
 class Key:
-    """A sort or group key: see the module doc. ``shown``: what to select for each part
-    when it is not the ORDER BY text (PostgreSQL's status: its enum position); ``raw``:
-    the value a group is named by (``raw_json``: as JSON text; see ``group_name``)."""
+    """A sort or group key: ``parts`` compared in order, the first NULL exactly when the
+    run has no value (such runs come last whatever the order). ``shown``: what to select
+    for each part when it is not the ORDER BY text (PostgreSQL's status: its enum
+    position); ``raw``: the value a group is named by (``raw_json``: as JSON text; see
+    ``group_name``)."""
 
-    missing: Sql | None
     parts: tuple[Sql, ...]
     shown: tuple[Sql, ...] = ()
     raw: Sql | None = None
     raw_json: bool = False
 
     def selected(self) -> list[Sql]:
-        """The expressions the page's rows carry for ``put_in_order``: missing, parts."""
-        return [self.missing or Sql("0"), *(self.shown or self.parts)]
+        """The expressions the page's rows carry for ``put_in_order``."""
+        return list(self.shown or self.parts)
 
     def order(self, descending: bool) -> list[Sql]:
-        """ORDER BY items: missing last, then the parts in the given way."""
+        """ORDER BY items: the parts in the given way, missing values last."""
         way = " DESC" if descending else ""
-        items = [self.missing] if self.missing else []
-        return items + [Sql(p.text + way, p.params) for p in self.parts]
+        return [Sql(p.text + way + (" NULLS LAST" if i == 0 else ""), p.params)
+                for i, p in enumerate(self.parts)]
 
 
 @dataclass
@@ -73,27 +77,22 @@ class Plan:
 
 
 def json_value(engine: str, column: str, key: str) -> Key | None:
-    """The key of ``column``'s top-level item ``key`` (``r.args``, ``r.extras``)."""
+    """The key of ``column``'s top-level item ``key`` (``r.args``, ``r.extras``).
+
+    SQLite: one part, ``json_extract`` (its order is the wanted one: numbers, booleans as
+    0/1, then text, JSON null as missing). PostgreSQL: kind (0 number or boolean, 1 text,
+    list or object, NULL missing), number, text."""
     if engine == "sqlite":
         if '"' in key:
             return None
-        x = f"({column} -> %s)"
-        kind = f"json_type({x})"
-        return Key(
-            _repeat(f"COALESCE({kind}, 'null') = 'null'", f'$."{key}"'),
-            (_repeat(f"CASE WHEN {kind} IN ('integer', 'real', 'true', 'false') THEN 0 "
-                     "ELSE 1 END", f'$."{key}"'),
-             _repeat(f"CASE {kind} WHEN 'true' THEN 1 WHEN 'false' THEN 0 "
-                     f"WHEN 'integer' THEN json_extract({x}, '$') "
-                     f"WHEN 'real' THEN json_extract({x}, '$') END", f'$."{key}"'),
-             _repeat(f"CASE {kind} WHEN 'text' THEN json_extract({x}, '$') "
-                     f"WHEN 'object' THEN {x} WHEN 'array' THEN {x} END", f'$."{key}"')),
-            raw=_repeat(x, f'$."{key}"'), raw_json=True)
+        path = f'$."{key}"'
+        return Key((Sql(f"json_extract({column}, %s)", (path,)),),
+                   raw=Sql(f"({column} -> %s)", (path,)), raw_json=True)
     x = f"({column} -> %s)"
     kind = f"jsonb_typeof({x})"
     return Key(
-        _repeat(f"COALESCE({kind}, 'null') = 'null'", key),
-        (_repeat(f"CASE WHEN {kind} IN ('number', 'boolean') THEN 0 ELSE 1 END", key),
+        (_repeat(f"CASE WHEN {kind} IN ('number', 'boolean') THEN 0 "
+                 f"WHEN {kind} IN ('string', 'object', 'array') THEN 1 END", key),
          _repeat(f"CASE {kind} WHEN 'number' THEN {x}::numeric "
                  f"WHEN 'boolean' THEN CASE WHEN {x}::boolean THEN 1 ELSE 0 END END", key),
          _repeat(f"(CASE {kind} WHEN 'string' THEN {x} #>> '{{}}' "
@@ -106,14 +105,14 @@ def status_key(engine: str) -> Key:
     """The status in the order the database keeps it (an index reads it so): on
     PostgreSQL the enum's order, on SQLite by name."""
     if engine == "sqlite":
-        return Key(None, (Sql("r.status"),), raw=Sql("r.status"))
-    return Key(None, (Sql("r.status"),),
+        return Key((Sql("r.status"),), raw=Sql("r.status"))
+    return Key((Sql("r.status"),),
                shown=(Sql("array_position(enum_range(NULL::runstatus), r.status)"),),
                raw=Sql("CAST(r.status AS TEXT)"))
 
 
 def _plain(expression: str) -> Key:
-    return Key(Sql(f"({expression}) IS NULL"), (Sql(expression),))
+    return Key((Sql(expression),))
 
 
 def metric_key(group: str, name: str, kind: str | None, quoted: str,
@@ -128,7 +127,7 @@ def metric_key(group: str, name: str, kind: str | None, quoted: str,
             value = f"CAST(v.{slot} AS INTEGER)" if kind == "bool" else f"v.{slot}"
             expression = (f"(SELECT {group.upper()}({value}) FROM metric_values v "
                           "WHERE v.run_id = r.id AND v.name = %s)")
-        return Key(_repeat(f"({expression}) IS NULL", name), (_repeat(expression, name),))
+        return Key((_repeat(expression, name),))
     if group == "last":
         return _plain(f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = r.id "
                       f"AND m.{quoted} IS NOT NULL ORDER BY m.step DESC, m.progress DESC "
@@ -141,7 +140,7 @@ def fixed_key(engine: str, sort: str) -> Key | None:
     """The key of a sort on the run itself (id, status, started, updated, duration,
     comment, name); None for another."""
     if sort == "id":
-        return Key(None, ())
+        return Key(())
     if sort == "status":
         return status_key(engine)
     if sort in ("started", "updated"):
@@ -153,25 +152,28 @@ def fixed_key(engine: str, sort: str) -> Key | None:
             span = "julianday(r.time_updated) - julianday(r.time_started)"
         else:
             span = "r.time_updated - r.time_started"
-        return Key(Sql("(r.time_started IS NULL OR r.time_updated IS NULL)"), (Sql(span),))
+        return Key((Sql(span),))
     if sort == "name":
         return json_value(engine, "r.extras", "name")
     return None
 
 
-def group_name(key: Key, missing: Any, raw: Any) -> Any:
-    """The value a group row names (``raw``: the key's ``raw`` as fetched), as Python:
-    None when missing."""
-    if missing or raw is None:
+def group_name(key: Key, first: Any, raw: Any) -> Any:
+    """The value a group row names (``first``: its first part, ``raw``: the key's ``raw``
+    as fetched), as Python: None when missing."""
+    if first is None or raw is None:
         return None
     return json.loads(raw) if key.raw_json else raw
 
 
+#: Text that JSON writes as it is (SQLite's lower() changes ASCII letters only).
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
+
+
 # -- search and tags ------------------------------------------------------------------
 def _name_text(engine: str) -> str:
-    if engine == "sqlite":
-        return ("(CASE WHEN json_type(r.extras, '$.name') = 'text' "
-                "THEN json_extract(r.extras, '$.name') END)")
+    if engine == "sqlite":  # one JSON call a run (a name is text: not checked here)
+        return "json_extract(r.extras, '$.name')"
     return "(CASE WHEN jsonb_typeof(r.extras -> 'name') = 'string' THEN r.extras ->> 'name' END)"
 
 
@@ -197,7 +199,7 @@ def _arg_condition(engine: str, key: str, wanted: str) -> Sql | None:
     """The arg ``key`` is ``wanted`` as the search reads it (see ``summaries.parse_search``)."""
     if wanted.lstrip().startswith(("[", "{")) or (engine == "sqlite" and '"' in key):
         return None
-    x = "(r.args -> %s)"
+    x = "r.args, %s" if engine == "sqlite" else "(r.args -> %s)"
     param = f'$."{key}"' if engine == "sqlite" else key
     kind = f"json_type({x})" if engine == "sqlite" else f"jsonb_typeof({x})"
     texts: list[tuple[str, tuple[Any, ...]]] = []
@@ -213,13 +215,13 @@ def _arg_condition(engine: str, key: str, wanted: str) -> Sql | None:
     except ValueError:
         number = math.nan
     if math.isfinite(number) and engine == "sqlite":
-        texts.append((f"({kind} IN ('integer', 'real') AND json_extract({x}, '$') = %s)",
+        texts.append((f"({kind} IN ('integer', 'real') AND json_extract({x}) = %s)",
                       (number,)))
     elif math.isfinite(number):
         texts.append((f"({kind} = 'number' AND {x}::numeric = CAST(%s AS numeric))",
                       (repr(number),)))
     if engine == "sqlite":
-        texts.append((f"({kind} = 'text' AND lower(json_extract({x}, '$')) = %s)", (lowered,)))
+        texts.append((f"({kind} = 'text' AND lower(json_extract({x})) = %s)", (lowered,)))
     else:
         texts.append((f"({kind} = 'string' AND lower({x} #>> '{{}}') = %s)", (lowered,)))
     params: list[Any] = []
@@ -234,9 +236,13 @@ def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
     wanted = value.lower()
     name, status = _name_text(engine), "lower(CAST(r.status AS TEXT))"
     if key is None:
-        text = (f"({_contains(engine, f'lower({name})')} OR {_contains(engine, status)} OR "
-                f"{_any_tag(engine, _contains(engine, 'lower(t.k)'))})")
-        return Sql(text, (wanted,) * 3)
+        tags = _any_tag(engine, _contains(engine, "lower(t.k)"))
+        params: tuple[Any, ...] = (wanted,) * 3
+        if engine == "sqlite" and _PLAIN.fullmatch(wanted):  # no tag's key has it unless
+            tags = f"({_contains(engine, 'lower(r.tags)')} AND {tags})"  # its JSON has it
+            params = (wanted,) * 4
+        text = f"({_contains(engine, f'lower({name})')} OR {_contains(engine, status)} OR {tags})"
+        return Sql(text, params)
     if key == "name":
         return Sql(f"lower({name}) = %s", (wanted,))
     if key == "tag":
@@ -248,22 +254,28 @@ def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
 
 # -- the page's rows back in order ----------------------------------------------------
 def _part(value: Any) -> tuple[int, Any]:
-    if value is None:
-        return (2, 0)
+    """A part's value comparable in Python as the database compares it: numbers (SQLite
+    mixes them with text in one part), NaN above them (PostgreSQL), text, the rest."""
     if isinstance(value, float) and math.isnan(value):
-        return (1, 0)  # PostgreSQL sorts NaN above every number
-    return (0, value)
+        return (1, 0)
+    if isinstance(value, (int, float, Decimal)):
+        return (0, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (3, value) if value is not None else (4, 0)
 
 
 def put_in_order(rows: list[tuple[Any, ...]], keys: Sequence[tuple[int, int, bool]]
                  ) -> list[tuple[Any, ...]]:
     """``rows`` (id first) in the order the database chose them: ``keys`` are, from the
-    first compared, ``(index of the missing flag, number of parts after it, descending)``;
-    runs with equal keys by id in the last key's way."""
+    first compared, ``(index of the first part, number of parts, descending)`` (a first
+    part None: missing, last); runs with equal keys by id in the last key's way."""
     descending = keys[-1][2] if keys else False
     ordered = sorted(rows, key=lambda r: r[0], reverse=descending)
     for start, count, way in reversed(keys):  # stable sorts: the first key sorts last
+        if not count:
+            continue
         ordered.sort(key=lambda r, s=start, n=count: tuple(
-            _part(v) for v in r[s + 1:s + 1 + n]), reverse=way)
-        ordered.sort(key=lambda r, s=start: bool(r[s]))
+            _part(v) for v in r[s:s + n]), reverse=way)
+        ordered.sort(key=lambda r, s=start: r[s] is None)
     return ordered

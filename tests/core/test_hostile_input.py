@@ -762,6 +762,8 @@ REVIEWED: dict[str, dict[str, str]] = {
     'sqltrack/schema/state.py': {
         'values':
             'rows of placeholders (postgres _upsert_text)',
+        "+ ', '.join(['%s'] * len(names))":
+            'schema.state: %s placeholders, one per mark name (constants)',
     },
     'sqltrack/ui/api.py': {
         'MAX_HISTORY_RUNS + 1':
@@ -813,6 +815,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             'ui.readonly: the text of a QueryRefused error message, never run as SQL',
     },
     'sqltrack/ui/summaries.py': {
+        'key.raw.text':
+            "ui.table_sql: a group key's raw value (r.args / r.extras -> %s, r.status)",
         "+ ', '.join(['%s'] * len(names))":
             'ui.summaries: %s placeholders, one per metric name',
         "+ ', '.join(grouped)":
