@@ -1222,6 +1222,35 @@ function groupControls(params, data) {
   document.getElementById("chart").before(form);
 }
 
+// Status cells of the compare table follow the runs.
+function updateStatuses(runs) {
+  for (const run of runs) {
+    const cell = document.querySelector(`[data-run-status="${run.id}"]`);
+    if (cell) cell.replaceChildren(statusCell(run.status));
+  }
+}
+
+// A grouped compare page: a group's line aggregates its runs, so each poll asks for the
+// grouped curves again (downsampled by the database) and replaces the lines.
+function followGroups(api, charts) {
+  const seconds = pollSeconds();
+  liveNote(`live: groups redrawn every ${seconds} s`, true);
+  const tick = async () => {
+    const update = await getJSON(api);
+    for (const figure of charts.figures.values()) figure.series = [];
+    addGroups(charts, update.groups || {});
+    await charts.redraw();
+    updateStatuses(update.runs);
+    if (!update.runs.some((r) => r.live)) {
+      liveNote("every run has ended: no more polling", false);
+      return;
+    }
+    setTimeout(() => tick().catch(stopped), seconds * 1000);
+  };
+  const stopped = (error) => liveNote(`live updates stopped: ${error.message}`, false);
+  setTimeout(() => tick().catch(stopped), seconds * 1000);
+}
+
 async function comparePage() {
   const params = new URLSearchParams(location.search);
   const runs = params.get("runs") || "";
@@ -1260,7 +1289,8 @@ async function comparePage() {
     { label: "status", sort: (r) => r.status, cell: (r) => el("span", { "data-run-status": r.id }, [statusCell(r.status)]) },
   ], data.runs));
   rendered();
-  if (data.groups || !data.runs.some((r) => r.live)) return;
+  if (!data.runs.some((r) => r.live)) return;
+  if (data.groups) { followGroups(api, charts); return; }
   const last = new Map(data.runs.map((r) => [r.id, r.last]));
   let live = data.runs.filter((r) => r.live).map((r) => r.id);
   const seconds = pollSeconds();
@@ -1274,11 +1304,8 @@ async function comparePage() {
     const update = await getJSON(`/api/compare/curves?${q}`);
     add(update);
     await charts.redraw();
-    for (const run of update.runs) {
-      if (run.last) last.set(run.id, run.last);
-      const cell = document.querySelector(`[data-run-status="${run.id}"]`);
-      if (cell) cell.replaceChildren(statusCell(run.status));
-    }
+    for (const run of update.runs) if (run.last) last.set(run.id, run.last);
+    updateStatuses(update.runs);
     live = update.runs.filter((r) => r.live).map((r) => r.id);
     if (!live.length) { liveNote("every run has ended: no more polling", false); return; }
     setTimeout(() => tick().catch(stopped), seconds * 1000);
