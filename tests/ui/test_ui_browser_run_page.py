@@ -243,3 +243,51 @@ def test_live_run_follows_new_points_and_says_not_responding(served, driver):
                                   ".textContent") == "COMPLETED", "the status refreshed")
     no_alert(driver)
     no_console_errors(driver)
+
+
+def test_args_extras_and_summary_as_searchable_tables(served, driver):
+    """Args, extras and the wandb summary as key/value tables (nested keys as ``a.b.c``)
+    with a filter box each; hostile keys and values stay text."""
+    base, ids, dbpath = served
+
+    async def make() -> int:
+        client = sqltrack.AsyncClient(engine="sqlite", dbpath=dbpath)
+        try:
+            exp = await sqltrack.AsyncExperiment.create(client, name="kv-tables")
+            run = await exp.get_run()
+            await run.set_args({"optim": {"lr": 0.001, "betas": [0.9, 0.99],
+                                          "sched": {"kind": "cosine"}},
+                                "seed": 7, HOSTILE_METRIC: "<b>bold</b>"})
+            await run.set_extras({"name": "kv", "host": {"gpu": "A100", "count": 8},
+                                  "summary": {"best/accuracy": 0.91, "epochs": 3}})
+            return run.id
+        finally:
+            await client.close()
+
+    run_id = asyncio.run(make())
+    load(driver, f"{base}/runs/{run_id}")
+
+    def rows(table: str) -> list[list[str]]:
+        return js(driver, """return [...document.querySelectorAll(arguments[0] + ' tbody tr')]
+            .filter(r => !r.hidden).map(r => [...r.cells].map(c => c.textContent))""", table)
+
+    assert rows("#args-table") == [[HOSTILE_METRIC, "<b>bold</b>"], ["optim.betas", "[0.9,0.99]"],
+                                   ["optim.lr", "0.001"], ["optim.sched.kind", "cosine"],
+                                   ["seed", "7"]]
+    assert ["host.gpu", "A100"] in rows("#extras-table")
+    assert ["host.count", "8"] in rows("#extras-table")
+    assert not [r for r in rows("#extras-table") if r[0].startswith("summary")]  # its own table
+    assert rows("#run-summary") == [["best/accuracy", "0.91"], ["epochs", "3"]]
+    assert not driver.find_elements("css selector", "#details pre")  # no raw JSON
+    box = driver.find_element("css selector", "#args-table-filter")
+    box.send_keys("optim")
+    until(driver, lambda b: len(rows("#args-table")) == 3, "filtered by key")
+    box.clear()
+    box.send_keys("COSINE")  # values too, any case
+    until(driver, lambda b: rows("#args-table") == [["optim.sched.kind", "cosine"]], "by value")
+    summary_box = driver.find_element("css selector", "#run-summary-filter")
+    summary_box.send_keys("best")
+    until(driver, lambda b: rows("#run-summary") == [["best/accuracy", "0.91"]], "summary")
+    assert driver.find_elements("css selector", "#args-table img, #args-table b") == []
+    no_alert(driver)
+    no_console_errors(driver)

@@ -745,8 +745,9 @@ function details(run) {
     ["created", fmtTime(run.created)], ["started", fmtTime(run.started)],
     ["updated", fmtTime(run.updated)], ["duration", fmtDuration(run.duration_seconds)],
     ["comment", run.comment ?? ""], ["tags", run.tags.join(", ")],
-    ["args", el("pre", { text: JSON.stringify(run.args, null, 2) })],
-    ["extras", el("pre", { text: JSON.stringify(run.extras, null, 2) })],
+    ["args", keyValueTable("args-table", "args-table-filter", "args", flatItems(run.args))],
+    ["extras", keyValueTable("extras-table", "extras-table-filter", "extras",
+      flatItems(extrasShown(run)))],
     ["env keys", run.env_keys.join(", ")],
     ["links", el("span", {}, run.links.flatMap((l) => {
       const other = l.from === run.id ? l.to : l.from;
@@ -757,13 +758,58 @@ function details(run) {
   return el("dl", { class: "details" }, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, [v])]));
 }
 
+// Nested objects as "a.b.c" keys (lists and empty objects stay values, shown as JSON).
+function flatItems(value, prefix = "", out = []) {
+  if (value && typeof value === "object" && !Array.isArray(value) &&
+      (!prefix || Object.keys(value).length)) {
+    for (const [key, inner] of Object.entries(value)) {
+      flatItems(inner, prefix ? `${prefix}.${key}` : key, out);
+    }
+  } else if (prefix) {
+    out.push([prefix, value]);
+  }
+  return out;
+}
+
+// The extras the details show: the summary has a table of its own when there is one.
+function extrasShown(run) {
+  const extras = { ...(run.extras && typeof run.extras === "object" ? run.extras : {}) };
+  if (Object.keys(run.summary || {}).length) delete extras.summary;
+  return extras;
+}
+
+// Filter texts of the key/value tables, kept when a live page draws them again.
+const KV_FILTERS = new Map();
+
+// A key/value table in key order, with a box that keeps the rows whose key or value
+// holds its text (any case). Keys and values are text (textContent), never markup.
+function keyValueTable(tableId, filterId, what, items) {
+  if (!items.length) return el("span", { class: "note", text: "none" });
+  const table = sortableTable([
+    { label: "key", sort: ([k]) => k, cell: ([k]) => k },
+    { label: "value", sort: ([, v]) => v, cell: ([, v]) => fmtValue(v) },
+  ], [...items].sort(([a], [b]) => compareValues(a, b)));
+  table.id = tableId;
+  const box = el("input", { type: "search", id: filterId, class: "kv-filter",
+    placeholder: `filter ${what}`, "aria-label": `filter ${what}` });
+  box.value = KV_FILTERS.get(filterId) || "";
+  const apply = () => {
+    KV_FILTERS.set(filterId, box.value);
+    const wanted = box.value.toLowerCase();
+    for (const row of table.tBodies[0].rows) {
+      row.hidden = Boolean(wanted) &&
+        ![...row.cells].some((cell) => cell.textContent.toLowerCase().includes(wanted));
+    }
+  };
+  box.addEventListener("input", apply);
+  apply();
+  return el("div", { class: "kv" }, [box, table]);
+}
+
 // The run's own summary (wandb's run.summary, kept in extras.summary): key and value.
 function runSummary(items) {
   document.getElementById("run-summary-section").hidden = false;
-  return sortableTable([
-    { label: "key", sort: ([k]) => k, cell: ([k]) => k },
-    { label: "value", sort: ([, v]) => v, cell: ([, v]) => fmtValue(v), num: true },
-  ], items);
+  return keyValueTable("run-summary-table", "run-summary-filter", "summary", items);
 }
 
 function summaryTable(run, labels) {
