@@ -343,8 +343,7 @@ async def runs_table(
     for row in chosen:
         record = _record(row, columns, with_args)
         if plan is not None and plan.group is not None:
-            record["group"] = _group_text(table_sql.group_name(
-                plan.group, row[slots[0][0]], row[raw_at]))
+            record["group"] = _group_text(table_sql.group_name(plan.group, row[raw_at]))
         elif group is not None:
             record["group"] = _group_of(row, group, with_args)
         runs.append(record)
@@ -431,7 +430,7 @@ async def _groups(client: AsyncClient, key: Key, status: str | None, where: str 
             + ", ".join(["%s"] * len(some)) + ")", [*key.raw.params, *some]))
     counts: dict[str, int] = {}
     for row in ordered:
-        name = _group_text(table_sql.group_name(key, row[1], raws.get(row[-1])))
+        name = _group_text(table_sql.group_name(key, raws.get(row[-1])))
         counts[name] = counts.get(name, 0) + int(row[-2])
     return [{"key": name, "count": count} for name, count in counts.items()]
 

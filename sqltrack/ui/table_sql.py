@@ -2,14 +2,15 @@
 database sorts and pages any table (``ORDER BY ... LIMIT/OFFSET``) and one page reads
 one page of rows, whatever the number of runs.
 
-A key (sort or group) is ``parts`` compared in order, the first NULL when the run has
-no value (``NULLS LAST``: such runs come last whatever the order; each part is computed
-once a run). A JSON value (an arg, an extras key, the name) sorts numbers (and booleans
-as 0/1) by value before text, text by code point (``COLLATE "C"`` on PostgreSQL,
-SQLite's binary order), lists and objects by their JSON text. Later parts of runs that
-differ in an earlier part may be NULL, never among runs that share them: the page's
-rows, selected with their parts, are put back in order here (``put_in_order``) with
-the same rules.
+A key (sort or group) is ``parts`` compared in order, each ``NULLS LAST`` whatever the
+order; a run has no value when every part is NULL (so it comes last). Each part is
+computed once a run. A JSON value (an arg, an extras key, the name): on PostgreSQL two
+parts, the number (booleans as 0/1) then the text (``COLLATE "C"``: by code point;
+lists and objects by their JSON text), so numbers come before text either way; on
+SQLite one part, ``json_extract`` (numbers and text in one column, ordered as SQLite
+compares them: numbers before text ascending, after them descending). The page's rows,
+selected with their parts, are put back in order here (``put_in_order``) by the same
+rules.
 
 Anything else comes in as a parameter: keys, tags, search text. ``None`` from a builder
 means the database cannot do it here (a key with ``"`` on SQLite, whose JSON paths
@@ -24,6 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cmp_to_key
 from typing import Any
 
 from ..read import queries
@@ -44,8 +46,8 @@ def _repeat(text: str, param: Any) -> Sql:
 
 @dataclass(frozen=True)
 class Key:
-    """A sort or group key: ``parts`` compared in order, the first NULL exactly when the
-    run has no value (such runs come last whatever the order). ``shown``: what to select
+    """A sort or group key: ``parts`` compared in order, each NULLS LAST (all NULL: the
+    run has no value). ``shown``: what to select
     for each part when it is not the ORDER BY text (PostgreSQL's status: its enum
     position); ``raw``: the value a group is named by (``raw_json``: as JSON text; see
     ``group_name``)."""
@@ -62,8 +64,7 @@ class Key:
     def order(self, descending: bool) -> list[Sql]:
         """ORDER BY items: the parts in the given way, missing values last."""
         way = " DESC" if descending else ""
-        return [Sql(p.text + way + (" NULLS LAST" if i == 0 else ""), p.params)
-                for i, p in enumerate(self.parts)]
+        return [Sql(p.text + way + " NULLS LAST", p.params) for p in self.parts]
 
 
 @dataclass
@@ -79,9 +80,8 @@ class Plan:
 def json_value(engine: str, column: str, key: str) -> Key | None:
     """The key of ``column``'s top-level item ``key`` (``r.args``, ``r.extras``).
 
-    SQLite: one part, ``json_extract`` (its order is the wanted one: numbers, booleans as
-    0/1, then text, JSON null as missing). PostgreSQL: kind (0 number or boolean, 1 text,
-    list or object, NULL missing), number, text."""
+    SQLite: one part, ``json_extract``; PostgreSQL: the number, the text (see the module
+    doc), ``jsonb_typeof`` once a part."""
     if engine == "sqlite":
         if '"' in key:
             return None
@@ -89,13 +89,10 @@ def json_value(engine: str, column: str, key: str) -> Key | None:
         return Key((Sql(f"json_extract({column}, %s)", (path,)),),
                    raw=Sql(f"({column} -> %s)", (path,)), raw_json=True)
     x = f"({column} -> %s)"
-    kind = f"jsonb_typeof({x})"
     return Key(
-        (_repeat(f"CASE WHEN {kind} IN ('number', 'boolean') THEN 0 "
-                 f"WHEN {kind} IN ('string', 'object', 'array') THEN 1 END", key),
-         _repeat(f"CASE {kind} WHEN 'number' THEN {x}::numeric "
+        (_repeat(f"CASE jsonb_typeof({x}) WHEN 'number' THEN {x}::numeric "
                  f"WHEN 'boolean' THEN CASE WHEN {x}::boolean THEN 1 ELSE 0 END END", key),
-         _repeat(f"(CASE {kind} WHEN 'string' THEN {x} #>> '{{}}' "
+         _repeat(f"(CASE jsonb_typeof({x}) WHEN 'string' THEN {x} #>> '{{}}' "
                  f"WHEN 'object' THEN {x}::text WHEN 'array' THEN {x}::text END) "
                  'COLLATE "C"', key)),
         raw=_repeat(f"{x}::text", key), raw_json=True)
@@ -158,10 +155,10 @@ def fixed_key(engine: str, sort: str) -> Key | None:
     return None
 
 
-def group_name(key: Key, first: Any, raw: Any) -> Any:
-    """The value a group row names (``first``: its first part, ``raw``: the key's ``raw``
-    as fetched), as Python: None when missing."""
-    if first is None or raw is None:
+def group_name(key: Key, raw: Any) -> Any:
+    """The value a group names (``raw``: the key's ``raw`` of one of its runs, as
+    fetched), as Python: None when missing."""
+    if raw is None:
         return None
     return json.loads(raw) if key.raw_json else raw
 
@@ -253,29 +250,38 @@ def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
 
 
 # -- the page's rows back in order ----------------------------------------------------
-def _part(value: Any) -> tuple[int, Any]:
+def _rank(value: Any) -> tuple[int, Any]:
     """A part's value comparable in Python as the database compares it: numbers (SQLite
     mixes them with text in one part), NaN above them (PostgreSQL), text, the rest."""
     if isinstance(value, float) and math.isnan(value):
         return (1, 0)
     if isinstance(value, (int, float, Decimal)):
         return (0, value)
-    if isinstance(value, str):
-        return (2, value)
-    return (3, value) if value is not None else (4, 0)
+    return (2, value) if isinstance(value, str) else (3, value)
+
+
+def _compare(parts: Sequence[tuple[int, int, bool]]) -> Any:
+    """A comparison of rows by ``parts`` ((index, descending) each): NULL last either way."""
+    def compare(a: tuple[Any, ...], b: tuple[Any, ...]) -> int:
+        for index, descending in parts:
+            x, y = a[index], b[index]
+            if x is None or y is None:
+                if (x is None) != (y is None):
+                    return 1 if x is None else -1
+                continue
+            rx, ry = _rank(x), _rank(y)
+            if rx != ry:
+                return (1 if rx > ry else -1) * (-1 if descending else 1)
+        return 0
+    return compare
 
 
 def put_in_order(rows: list[tuple[Any, ...]], keys: Sequence[tuple[int, int, bool]]
                  ) -> list[tuple[Any, ...]]:
     """``rows`` (id first) in the order the database chose them: ``keys`` are, from the
-    first compared, ``(index of the first part, number of parts, descending)`` (a first
-    part None: missing, last); runs with equal keys by id in the last key's way."""
+    first compared, ``(index of the first part, number of parts, descending)``; runs with
+    equal keys by id in the last key's way."""
     descending = keys[-1][2] if keys else False
+    parts = [(start + i, way) for start, count, way in keys for i in range(count)]
     ordered = sorted(rows, key=lambda r: r[0], reverse=descending)
-    for start, count, way in reversed(keys):  # stable sorts: the first key sorts last
-        if not count:
-            continue
-        ordered.sort(key=lambda r, s=start, n=count: tuple(
-            _part(v) for v in r[s:s + n]), reverse=way)
-        ordered.sort(key=lambda r, s=start: r[s] is None)
-    return ordered
+    return sorted(ordered, key=cmp_to_key(_compare(parts)))  # stable: ids stay in order
