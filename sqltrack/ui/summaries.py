@@ -19,6 +19,7 @@ read-only (see ``readonly``), as it does without a filter.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 from collections.abc import Sequence
@@ -312,17 +313,21 @@ async def runs_table(
         parts, params = build_sql(columns, quote, status, where, long, plan=plan,
                                   descending=descending,
                                   window=(per_page, (page - 1) * per_page))
-        result = await _fetch(client, parts, params, experiment_id, timeout, policy)
+        # the page and the count (or the groups) at once: two connections, two cores
+        counting = (_groups(client, plan.group, status, where, plan, experiment_id, timeout,
+                            policy) if plan.group is not None
+                    else _count(client, status, where, plan, experiment_id, timeout, policy))
+        result, counted = await asyncio.gather(
+            _fetch(client, parts, params, experiment_id, timeout, policy), counting)
         slots, raw_at = _slots(plan, len(result.columns), descending)
         # Put back in order here: the reader role's function reads the statement as a
         # subquery, whose order the outer SELECT need not keep (nor Citus, merging shards).
         rows = table_sql.put_in_order(list(result.rows), slots)
-        if plan.group is not None:
-            groups = await _groups(client, plan.group, status, where, plan, experiment_id,
-                                   timeout, policy)
+        if isinstance(counted, list):
+            groups = counted
             total = sum(g["count"] for g in groups)
         else:
-            total = await _count(client, status, where, plan, experiment_id, timeout, policy)
+            total = counted
         chosen, with_args = rows, False
     else:  # what the database cannot do here: every matching run, sorted and cut here
         with_args = (any(key not in SEARCH_KEYS for key, _ in terms if key is not None)
