@@ -260,7 +260,7 @@ def _rank(value: Any) -> tuple[int, Any]:
     return (2, value) if isinstance(value, str) else (3, value)
 
 
-def _compare(parts: Sequence[tuple[int, int, bool]]) -> Any:
+def _compare(parts: Sequence[tuple[int, bool]]) -> Any:
     """A comparison of rows by ``parts`` ((index, descending) each): NULL last either way."""
     def compare(a: tuple[Any, ...], b: tuple[Any, ...]) -> int:
         for index, descending in parts:
