@@ -56,6 +56,9 @@ class Key:
     shown: tuple[Sql, ...] = ()
     raw: Sql | None = None
     raw_json: bool = False
+    #: False for a column that is never NULL (the status): no NULLS LAST, so an index
+    #: (ascending, NULLs last on PostgreSQL and first on SQLite) reads it either way.
+    nullable: bool = True
 
     def selected(self) -> list[Sql]:
         """The expressions the page's rows carry for ``put_in_order``."""
@@ -64,7 +67,8 @@ class Key:
     def order(self, descending: bool) -> list[Sql]:
         """ORDER BY items: the parts in the given way, missing values last."""
         way = " DESC" if descending else ""
-        return [Sql(p.text + way + " NULLS LAST", p.params) for p in self.parts]
+        last = " NULLS LAST" if self.nullable else ""
+        return [Sql(p.text + way + last, p.params) for p in self.parts]
 
 
 @dataclass
@@ -102,10 +106,10 @@ def status_key(engine: str) -> Key:
     """The status in the order the database keeps it (an index reads it so): on
     PostgreSQL the enum's order, on SQLite by name."""
     if engine == "sqlite":
-        return Key((Sql("r.status"),), raw=Sql("r.status"))
+        return Key((Sql("r.status"),), raw=Sql("r.status"), nullable=False)
     return Key((Sql("r.status"),),
                shown=(Sql("array_position(enum_range(NULL::runstatus), r.status)"),),
-               raw=Sql("CAST(r.status AS TEXT)"))
+               raw=Sql("CAST(r.status AS TEXT)"), nullable=False)
 
 
 def _plain(expression: str) -> Key:

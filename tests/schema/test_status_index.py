@@ -4,6 +4,7 @@ added in place to one of schema 5, with its rows kept, on both engines."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from support.helpers import read_raw
 
@@ -76,3 +77,33 @@ async def test_sqlite_reads_a_status_page_through_the_index(client_kwargs):
                     "experiment_id = 1 ORDER BY status, id LIMIT 100 OFFSET 100")
     text = " ".join(str(r[-1]) for r in plan)
     assert INDEX in text and "TEMP B-TREE" not in text, text
+
+
+async def test_a_status_page_of_the_table_is_read_through_the_index(client_kwargs):
+    """The runs table's own ORDER BY for a status sort, either way, reads the index in
+    order: no sort (SQLite's plan; PostgreSQL's with sequential and bitmap scans off, as a large
+    table would plan it). ``NULLS LAST`` on the never-NULL status would stop PostgreSQL
+    from reading the index backwards."""
+    from sqltrack.ui import summaries, table_sql
+
+    kw = client_kwargs
+    client = sqltrack.AsyncClient(**kw)
+    try:
+        await client.execute("SELECT 1")
+    finally:
+        await client.close()
+    plan = summaries.Plan(sort=table_sql.status_key(kw["engine"]))
+    for descending in (False, True):
+        order, params = summaries._order(plan, descending)
+        query = ("SELECT r.id FROM (SELECT * FROM runs WHERE experiment_id = 1) r "
+                 f"ORDER BY {order} LIMIT 100 OFFSET 100")
+        if kw["engine"] == "sqlite":
+            text = " ".join(str(r[-1]) for r in read_raw(kw, "EXPLAIN QUERY PLAN " + query))
+            assert INDEX in text and "TEMP B-TREE" not in text, (descending, text)
+            continue
+        conninfo = {k: kw[k] for k in ("host", "port", "user", "dbname", "password") if k in kw}
+        with psycopg.connect(**conninfo, options=f"-c search_path={kw['schema']}") as conn:
+            conn.execute("SET enable_seqscan = off")
+            conn.execute("SET enable_bitmapscan = off")
+            text = " ".join(r[0] for r in conn.execute("EXPLAIN " + query).fetchall())
+        assert INDEX in text and "Sort" not in text, (descending, text)
