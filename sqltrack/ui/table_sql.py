@@ -167,8 +167,11 @@ def group_name(key: Key, raw: Any) -> Any:
     return json.loads(raw) if key.raw_json else raw
 
 
-#: Text that JSON writes as it is (SQLite's lower() changes ASCII letters only).
+#: Text that the tags' JSON holds as it is: SQLite keeps Python's JSON (non-ASCII
+#: escaped; its lower() changes ASCII letters only), PostgreSQL writes jsonb out itself
+#: (escaping only quotes, backslashes and control characters).
 _PLAIN = re.compile(r"[ !#-\[\]-~]*")
+_PLAIN_PG = re.compile(r'[^"\\\x00-\x1f]*')
 
 
 # -- search and tags ------------------------------------------------------------------
@@ -239,8 +242,10 @@ def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
     if key is None:
         tags = _any_tag(engine, _contains(engine, "lower(t.k)"))
         params: tuple[Any, ...] = (wanted,) * 3
-        if engine == "sqlite" and _PLAIN.fullmatch(wanted):  # no tag's key has it unless
-            tags = f"({_contains(engine, 'lower(r.tags)')} AND {tags})"  # its JSON has it
+        if (_PLAIN if engine == "sqlite" else _PLAIN_PG).fullmatch(wanted):
+            # no tag's key holds it unless the tags' JSON text does: one cheap test first
+            whole = "lower(r.tags)" if engine == "sqlite" else "lower(r.tags::text)"
+            tags = f"({_contains(engine, whole)} AND {tags})"
             params = (wanted,) * 4
         text = f"({_contains(engine, f'lower({name})')} OR {_contains(engine, status)} OR {tags})"
         return Sql(text, params)
