@@ -417,8 +417,21 @@ async def _groups(client: AsyncClient, key: Key, status: str | None, where: str 
     grouped read of the key's parts (no run fetched), then each group's name from the
     ``raw`` value of one of its runs (JSON read once a group, not once a run)."""
     assert key.raw is not None
-    chosen = key.selected()
     runs, params = _runs_sql(status, where, plan.conditions)
+    if key.raw_parts is not None:  # counted by the raw value, ordered here
+        result = await _fetch(client, [f"SELECT {key.raw.text}, count(*) FROM ", *runs,
+                                       " GROUP BY 1"], [*key.raw.params, *params],
+                              experiment_id, timeout, policy)
+        width = len(key.parts)
+        ordered = table_sql.put_in_order(
+            [(0, *key.raw_parts(raw), raw, count) for raw, count in result.rows],
+            [(1, width, False)])
+        named: dict[str, int] = {}
+        for row in ordered:
+            name = _group_text(table_sql.group_name(key, row[-2]))
+            named[name] = named.get(name, 0) + int(row[-1])
+        return [{"key": name, "count": count} for name, count in named.items()]
+    chosen = key.selected()
     parts: list[str | User] = [
         "SELECT " + ", ".join(item.text for item in chosen) + ", count(*), MIN(r.id) FROM ",
         *runs, " GROUP BY " + ", ".join(str(index + 1) for index in range(len(chosen)))]

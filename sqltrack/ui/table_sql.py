@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cmp_to_key
@@ -56,6 +56,9 @@ class Key:
     shown: tuple[Sql, ...] = ()
     raw: Sql | None = None
     raw_json: bool = False
+    #: The parts of a ``raw`` value, as the database computes them: groups are then
+    #: counted by ``raw`` alone (one JSON read a run) and ordered here.
+    raw_parts: Callable[[Any], tuple[Any, ...]] | None = None
     #: False for a column that is never NULL (the status): no NULLS LAST, so an index
     #: (ascending, NULLs last on PostgreSQL and first on SQLite) reads it either way.
     nullable: bool = True
@@ -99,7 +102,19 @@ def json_value(engine: str, column: str, key: str) -> Key | None:
          _repeat(f"(CASE jsonb_typeof({x}) WHEN 'string' THEN {x} #>> '{{}}' "
                  f"WHEN 'object' THEN {x}::text WHEN 'array' THEN {x}::text END) "
                  'COLLATE "C"', key)),
-        raw=_repeat(f"{x}::text", key), raw_json=True)
+        raw=_repeat(f"{x}::text", key), raw_json=True, raw_parts=_jsonb_parts)
+
+
+def _jsonb_parts(raw: Any) -> tuple[Any, ...]:
+    """PostgreSQL's two parts of a JSON value (its jsonb text): number, text."""
+    value = None if raw is None else json.loads(raw, parse_float=Decimal, parse_int=Decimal)
+    if isinstance(value, bool):
+        return (Decimal(int(value)), None)
+    if isinstance(value, Decimal):
+        return (value, None)
+    if isinstance(value, str):
+        return (None, value)
+    return (None, None) if value is None else (None, raw)
 
 
 def status_key(engine: str) -> Key:
