@@ -419,7 +419,8 @@ class PostgresEngine(Engine):
         *, reader: str = DEFAULT_READER, allow_superuser: bool = False,
     ) -> ReadRows:
         """Users' SQL with the least privilege: in a read-only transaction with a statement
-        timeout, as the NOLOGIN role ``reader`` (``SET LOCAL ROLE``; it may only SELECT
+        timeout (and ``jit`` off: its compile time outweighs a page's bounded query), as
+        the NOLOGIN role ``reader`` (``SET LOCAL ROLE``; it may only SELECT
         sqltrack's tables, see ``sqltrack setup --ui-role``), inside that role's SECURITY
         DEFINER function (where the server refuses ``set_config('role', ...)``), refusing
         functions every role may call that write, signal or outlive the request
@@ -472,7 +473,10 @@ class PostgresEngine(Engine):
         async with conn.cursor() as cursor:
             await cursor.execute("SET TRANSACTION READ ONLY")
             await cursor.execute(
+                # jit off: compiling a costly-looking page query (a sort of many runs)
+                # takes longer than the bounded query it would speed up
                 "SELECT set_config('statement_timeout', %s, true), "
+                "set_config('jit', 'off', true), "
                 "current_setting('is_superuser'), session_user, "
                 "to_regrole(%s) IS NOT NULL, "
                 "to_regprocedure(%s) IS NOT NULL",
@@ -480,7 +484,7 @@ class PostgresEngine(Engine):
             )
             row = await cursor.fetchone()
             assert row is not None
-            _, superuser, login, has_role, has_function = row
+            _, _, superuser, login, has_role, has_function = row
             if superuser == "on" and not allow_superuser:
                 raise QueryRefused(
                     f"the page's database user {login!r} is a superuser, whose SQL could "

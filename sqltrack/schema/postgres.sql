@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS runs (
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS extras JSONB;
 CREATE INDEX IF NOT EXISTS runs_experiment_id_idx ON runs (experiment_id);
 CREATE INDEX IF NOT EXISTS runs_status_idx ON runs (status);
+-- The runs table of an experiment filtered or sorted by status, read in order (schema 6).
+CREATE INDEX IF NOT EXISTS runs_experiment_status_idx ON runs (experiment_id, status, id);
 
 CREATE TABLE IF NOT EXISTS run_links (
     from_id BIGINT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,

@@ -15,10 +15,11 @@ if TYPE_CHECKING:
 #: Recorded when a database has the schema of this version (the fast check on open):
 #: 3 gave ``system_metrics`` ``rank`` and ``host`` in its key; 4 added ``metric_values``,
 #: ``metric_names`` and the view ``metric_values_all``; 5 has no triggers (PostgreSQL:
-#: ``sqltrack_advance_id`` dropped, sqltrack's statements advance the id sequence: Citus).
-SCHEMA_MARK = "sqltrack:schema:5"
+#: ``sqltrack_advance_id`` dropped, sqltrack's statements advance the id sequence: Citus);
+#: 6 added the index ``runs (experiment_id, status, id)`` (the page's status sort/filter).
+SCHEMA_MARK = "sqltrack:schema:6"
 #: The marks of the builds before, newest first: upgraded in place.
-PREVIOUS_MARKS = ("sqltrack:schema:4", "sqltrack:schema:2")
+PREVIOUS_MARKS = ("sqltrack:schema:5", "sqltrack:schema:4", "sqltrack:schema:2")
 #: The oldest of them (no ``metric_values`` nor ranks yet).
 PREVIOUS_MARK = PREVIOUS_MARKS[-1]
 #: Recorded when the base schema was created or adopted (also by earlier builds).
@@ -34,6 +35,7 @@ SIDE_TABLES = ("sync_experiments", "sync_runs")
 EMPTY, CURRENT, V01, EARLY, PARTIAL = "empty", "current", "0.1.x", "early", "partial"
 PREVIOUS = "schema:2"
 PREVIOUS4 = "schema:4"
+PREVIOUS5 = "schema:5"
 
 
 async def rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list[Any]:
@@ -53,12 +55,15 @@ async def detect(engine: Engine, conn: Any) -> str:
         return EARLY
     if MIGRATIONS not in present:
         return PARTIAL if "runs" in present else EMPTY
+    names = [SCHEMA_MARK, *PREVIOUS_MARKS, BASE_MARK]
     marks = {r[0] for r in await rows(
-        engine, conn, "SELECT name FROM applied_migrations WHERE name IN (%s, %s, %s, %s)",
-        [SCHEMA_MARK, *PREVIOUS_MARKS, BASE_MARK])}
+        engine, conn, "SELECT name FROM applied_migrations WHERE name IN ("
+        + ", ".join(["%s"] * len(names)) + ")", names)}
     if SCHEMA_MARK in marks:
         return CURRENT
     if PREVIOUS_MARKS[0] in marks:
+        return PREVIOUS5
+    if PREVIOUS_MARKS[1] in marks:
         return PREVIOUS4
     if PREVIOUS_MARK in marks:
         return PREVIOUS

@@ -36,7 +36,8 @@ def color_of(run_id: int) -> str:
     return PALETTE[run_id % len(PALETTE)]
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A JSON value as a name: text as it is, anything else as JSON."""
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True)
@@ -48,7 +49,7 @@ def differing_args(args: Sequence[Mapping[str, Any]]) -> list[str]:
         return []
     keys = sorted({key for one in args for key in one})
     return [key for key in keys
-            if len({_text(one[key]) if key in one else "\0missing" for one in args}) > 1]
+            if len({text_of(one[key]) if key in one else "\0missing" for one in args}) > 1]
 
 
 def display_name(run_id: int, name: str | None, args: Mapping[str, Any],
@@ -56,7 +57,7 @@ def display_name(run_id: int, name: str | None, args: Mapping[str, Any],
     """The run's name, else ``k=v`` of the first differing args, else ``run <id>``."""
     if name:
         return name
-    shown = [f"{key}={_text(args[key])}" for key in differing if key in args][:NAME_ARGS]
+    shown = [f"{key}={text_of(args[key])}" for key in differing if key in args][:NAME_ARGS]
     return " ".join(shown) if shown else f"run {run_id}"
 
 
@@ -93,7 +94,7 @@ def group_key(spec: str, status: str, tags: Sequence[str], args: Mapping[str, An
     key = "group" if spec == "group" else rest
     if key not in source or source[key] is None:
         return "(none)"
-    return _text(source[key])
+    return text_of(source[key])
 
 
 def _interpolate(steps: list[float], ys: list[float], at: float) -> float | None:

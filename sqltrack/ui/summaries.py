@@ -19,6 +19,7 @@ read-only (see ``readonly``), as it does without a filter.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 from collections.abc import Sequence
@@ -26,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..read import queries
 from ..read.summary import flat_summary
-from . import readonly
+from . import readonly, table_sql
 from .api import PLOTTED_KINDS, BadRequest, experiment, idle_seconds
-from .identity import color_of, group_key
+from .identity import color_of, group_key, text_of
 from .readonly import User
+from .table_sql import Key, Plan, Sql
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -79,9 +81,6 @@ def _ordered(quoted: str, kind: str | None) -> str:
     return f"CAST(m.{quoted} AS INTEGER)" if kind == "bool" else f"m.{quoted}"
 
 
-#: Sort keys the database orders by itself (a page of a large table costs one page).
-SQL_SORTS = {"id": "r.id", "status": "r.status", "started": "r.time_started",
-             "updated": "r.time_updated"}
 #: The runs whose args / extras keys the column picker offers (the experiment's last).
 KEY_RUNS = 1000
 #: Rows per page unless the request says otherwise, and the most a page may hold.
@@ -112,8 +111,11 @@ def parse_order(text: str | None) -> bool:
     raise BadRequest(f"order must be asc or desc, not {text!r}")
 
 
-def _runs_sql(status: str | None, where: str | None) -> tuple[list[str | User], list[Any]]:
-    """The experiment's runs matching the status and the user's SQL filter, as ``r``."""
+def _runs_sql(status: str | None, where: str | None,
+              conditions: Sequence[Sql] = ()) -> tuple[list[str | User], list[Any]]:
+    """The experiment's runs matching the status, the user's SQL filter (over the
+    columns of ``runs``) and ``conditions`` (tags, search: over ``r``, see
+    ``table_sql``), as ``r``."""
     runs: list[str | User] = ["(SELECT * FROM runs WHERE experiment_id = %s"]
     params: list[Any] = [EXPERIMENT]
     if status is not None:
@@ -122,22 +124,30 @@ def _runs_sql(status: str | None, where: str | None) -> tuple[list[str | User], 
     if where:
         runs += [" AND (\n", User(where), "\n)"]
     runs.append(") r")
+    if conditions:
+        runs = ["(SELECT * FROM ", *runs,
+                " WHERE " + " AND ".join(c.text for c in conditions) + ") r"]
+        params += [p for c in conditions for p in c.params]
     return runs, params
 
 
 def build_sql(
     columns: list[dict[str, Any]], quote: Any, status: str | None, where: str | None,
     long: frozenset[str] = frozenset(), with_args: bool = False,
-    sort: str = "id", descending: bool = False, window: tuple[int, int] | None = None,
+    plan: Plan | None = None, descending: bool = False,
+    window: tuple[int, int] | None = None,
 ) -> tuple[list[str | User], list[Any]]:
     """The one SELECT of the table: parts (see ``readonly.compose``) and parameters.
 
     ``long`` names the metrics stored in ``metric_values`` (the others are columns of
     ``metrics``). The experiment id's parameters are ``EXPERIMENT``. ``args`` is
-    selected when a column shows one, or ``with_args`` (a search names one). Rows are
-    ordered by ``sort`` (a key of SQL_SORTS; missing values last), then id;
-    ``window`` = (limit, offset) reads one page.
+    selected when a column shows one, or ``with_args`` (a search names one). ``plan``
+    (see ``table_sql``): its conditions filter the runs; its group and sort keys order
+    them (then id; see ``_order``) and are selected after the columns, so that the rows
+    can be put back in order (``table_sql.put_in_order``); ``window`` = (limit, offset)
+    reads one page of that order.
     """
+    plan = plan or Plan()
     selects = ["r.id", "r.status", "r.time_started", "r.time_updated", "r.tags", "r.comment",
                "r.extras"]
     params: list[Any] = []
@@ -168,14 +178,19 @@ def build_sql(
             alias = f"a{len(grouped)}"
             grouped.append(f"{group.upper()}({_ordered(quote(name), kind)}) AS {alias}")
             selects.append(f"a.{alias}")
-    order = _order(sort, descending)
-    if window is None:
-        runs, run_params = _runs_sql(status, where)
-    else:  # the page's ids first: the metric subqueries then run for its rows alone
-        inner, run_params = _runs_sql(status, where)
-        runs = ["(SELECT * FROM runs WHERE id IN (SELECT r.id FROM ", *inner,
+    for key in _keys(plan):
+        for item in key.selected():
+            selects.append(item.text)
+            params += item.params
+        if key is plan.group and key.raw is not None:
+            selects.append(key.raw.text)
+            params += key.raw.params
+    order, order_params = _order(plan, descending)
+    runs, run_params = _runs_sql(status, where, plan.conditions)
+    if window is not None:  # the page's ids first: the metric subqueries run for its rows
+        runs = ["(SELECT * FROM runs WHERE id IN (SELECT r.id FROM ", *runs,
                 f" ORDER BY {order} LIMIT %s OFFSET %s)) r"]
-        run_params += list(window)
+        run_params += [*order_params, *window]
     params += run_params
     parts: list[str | User] = ["SELECT " + ", ".join(selects) + " FROM ", *runs]
     in_experiment = "IN (SELECT id FROM runs WHERE experiment_id = %s)"
@@ -193,16 +208,25 @@ def build_sql(
             + ", ".join(["%s"] * len(names)) + ") GROUP BY v.run_id) b ON b.run_id = r.id"
         )
         params += [*long_params, EXPERIMENT, *names]
-    parts.append(f" ORDER BY {order}")
+    parts.append(f" ORDER BY {order}")  # rows past a byte budget are the last ones
+    params += order_params
     return parts, params
 
 
-def _order(sort: str, descending: bool) -> str:
-    """ORDER BY of ``sort`` (a key of SQL_SORTS): missing values last, then by id."""
-    key, way = SQL_SORTS[sort], " DESC" if descending else ""
-    if sort == "id":  # never missing: the primary key's order, which an index gives
-        return f"r.id{way}"
-    return f"({key} IS NULL), {key}{way}, r.id{way}"
+def _keys(plan: Plan) -> list[Key]:
+    return [key for key in (plan.group, plan.sort) if key is not None]
+
+
+def _order(plan: Plan, descending: bool) -> tuple[str, list[Any]]:
+    """ORDER BY of the plan: its group (ascending), its sort key (missing values last),
+    then id, and the parameters of that text."""
+    items: list[Sql] = []
+    if plan.group is not None:
+        items += plan.group.order(False)
+    if plan.sort is not None:
+        items += plan.sort.order(descending)
+    items.append(Sql("r.id" + (" DESC" if descending else "")))
+    return ", ".join(i.text for i in items), [p for i in items for p in i.params]
 
 
 async def available(client: AsyncClient, experiment_id: int,
@@ -225,9 +249,9 @@ async def available(client: AsyncClient, experiment_id: int,
     columns = [name for name in metrics if name not in long]
     if columns:
         quote = client.dialect.quote_ident
-        exists = ", ".join(
-            f"EXISTS (SELECT 1 FROM metrics m WHERE m.run_id IN "
-            f"(SELECT id FROM runs WHERE experiment_id = %s) AND m.{quote(n)} IS NOT NULL)"
+        exists = ", ".join(  # a join: stops at the first row (an IN list is made whole)
+            f"EXISTS (SELECT 1 FROM runs r JOIN metrics m ON m.run_id = r.id "
+            f"WHERE r.experiment_id = %s AND m.{quote(n)} IS NOT NULL)"
             for n in columns
         )
         (row,) = await client.query(f"SELECT {exists}", [experiment_id] * len(columns))
@@ -262,11 +286,12 @@ async def runs_table(
     and each numeric metric's last value); ``search``: see ``parse_search``.
 
     Sorted by ``sort`` (``id``, ``name``, ``status``, ``started``, ``updated``,
-    ``duration`` or a column's key; missing values last), then id. Without tags, search,
-    group or a sort the database cannot do (see SQL_SORTS), the database sorts and reads
-    the page alone (``LIMIT``/``OFFSET``, and a count); otherwise every matching run is
-    read and the page cut here. ``group`` (see ``identity.parse_group``): runs sorted by
-    their group first, each with its ``group``, and ``groups`` counts every group."""
+    ``duration``, ``comment`` or a column's key; missing values last), then id. The
+    database filters (tags, search: see ``table_sql``), groups, sorts and reads the page
+    alone (``LIMIT``/``OFFSET``; ``read``: the rows it returned), with a count (or a
+    grouped count); only what it cannot do here (``_plan``) reads every matching run
+    and cuts the page in Python. ``group`` (see ``identity.parse_group``): runs sorted
+    by their group first, each with its ``group``, and ``groups`` counts every group."""
     info = await experiment(client, experiment_id)
     stored_as_columns = await queries.metric_columns(client)
     metrics = await queries.metric_kinds(client)
@@ -281,24 +306,37 @@ async def runs_table(
         where = readonly.check_text(where, "filter") if where.strip() else None
     terms = parse_search(search)
     sort = sort or "id"
-    with_args = (any(key not in SEARCH_KEYS for key, _ in terms if key is not None)
-                 or (group or "").startswith("args."))
-    in_sql = not tags and not terms and group is None and sort in SQL_SORTS
-    window = (per_page, (page - 1) * per_page) if in_sql else None
-    parts, params = build_sql(columns, client.dialect.quote_ident, status, where, long,
-                              with_args, sort if in_sql else "id", descending, window)
-    params = [experiment_id if p is EXPERIMENT else p for p in params]
-    result = await readonly.fetch(client, parts, params, timeout=timeout, policy=policy)
-    # Sorted here too: the reader role's function reads the statement as a subquery, whose
-    # ORDER BY the outer SELECT need not keep (Citus merges the shards' rows in any order).
-    rows = sorted(result.rows, key=lambda r: r[0], reverse=descending)
-    if in_sql:
-        present = [r for r in rows if _sql_sort_key(r, sort) is not None]
-        present.sort(key=lambda r: _sql_sort_key(r, sort), reverse=descending)
-        rows = present + [r for r in rows if _sql_sort_key(r, sort) is None]
-        total = await _count(client, status, where, experiment_id, timeout, policy)
-    chosen = [row for row in rows
-              if set(tags) <= set(queries._tags(row[4])) and _matches(row, terms, with_args)]
+    quote = client.dialect.quote_ident
+    plan = _plan(client.engine, quote, sort, terms, tags, group, metrics, long)
+    groups: list[dict[str, Any]] | None = None
+    if plan is not None:  # the database filters, groups, sorts and reads one page
+        parts, params = build_sql(columns, quote, status, where, long, plan=plan,
+                                  descending=descending,
+                                  window=(per_page, (page - 1) * per_page))
+        # the page and the count (or the groups) at once: two connections, two cores
+        counting = (_groups(client, plan.group, status, where, plan, experiment_id, timeout,
+                            policy) if plan.group is not None
+                    else _count(client, status, where, plan, experiment_id, timeout, policy))
+        result, counted = await asyncio.gather(
+            _fetch(client, parts, params, experiment_id, timeout, policy), counting)
+        slots, raw_at = _slots(plan, len(result.columns), descending)
+        # Put back in order here: the reader role's function reads the statement as a
+        # subquery, whose order the outer SELECT need not keep (nor Citus, merging shards).
+        rows = table_sql.put_in_order(list(result.rows), slots)
+        if isinstance(counted, list):
+            groups = counted
+            total = sum(g["count"] for g in groups)
+        else:
+            total = counted
+        chosen, with_args = rows, False
+    else:  # what the database cannot do here: every matching run, sorted and cut here
+        with_args = (any(key not in SEARCH_KEYS for key, _ in terms if key is not None)
+                     or (group or "").startswith("args."))
+        parts, params = build_sql(columns, quote, status, where, long, with_args)
+        result = await _fetch(client, parts, params, experiment_id, timeout, policy)
+        rows = sorted(result.rows, key=lambda r: r[0], reverse=descending)
+        chosen = [row for row in rows
+                  if set(tags) <= set(queries._tags(row[4])) and _matches(row, terms, with_args)]
     summary_keys = sorted({key for row in chosen
                            for key in flat_summary(queries.json_column(row[6]))})
     keys_found["summary"] = summary_keys
@@ -309,12 +347,13 @@ async def runs_table(
     runs = []
     for row in chosen:
         record = _record(row, columns, with_args)
-        if group is not None:
+        if plan is not None and plan.group is not None:
+            record["group"] = _group_text(table_sql.group_name(plan.group, row[raw_at]))
+        elif group is not None:
             record["group"] = _group_of(row, group, with_args)
         runs.append(record)
         names.update(record.pop("metric_names"))
-    groups: list[dict[str, Any]] | None = None
-    if not in_sql:
+    if plan is None:
         runs = _sorted(runs, columns, sort, descending)
         if group is not None:
             counts: dict[str, int] = {}
@@ -350,27 +389,126 @@ async def runs_table(
         "sort": sort, "order": "descending" if descending else "ascending",
         "group": group, "groups": groups,
         "truncated": result.note,
+        "read": len(result.rows),
     }
 
 
-async def _count(client: AsyncClient, status: str | None, where: str | None,
+async def _fetch(client: AsyncClient, parts: list[str | User], params: list[Any],
+                 experiment_id: int, timeout: float | None,
+                 policy: readonly.Policy) -> readonly.Result:
+    return await readonly.fetch(client, parts,
+                                [experiment_id if p is EXPERIMENT else p for p in params],
+                                timeout=timeout, policy=policy)
+
+
+async def _count(client: AsyncClient, status: str | None, where: str | None, plan: Plan,
                  experiment_id: int, timeout: float | None, policy: readonly.Policy) -> int:
-    """How many runs match the status and the SQL filter (the pages' total)."""
-    runs, params = _runs_sql(status, where)
-    result = await readonly.fetch(
-        client, ["SELECT count(*) FROM ", *runs],
-        [experiment_id if p is EXPERIMENT else p for p in params], timeout=timeout,
-        policy=policy)
+    """How many runs match the status, the SQL filter and the plan's conditions."""
+    runs, params = _runs_sql(status, where, plan.conditions)
+    result = await _fetch(client, ["SELECT count(*) FROM ", *runs], params, experiment_id,
+                          timeout, policy)
     return int(result.rows[0][0])
 
 
-_SQL_SORT_INDEX = {"id": 0, "status": 1, "started": 2, "updated": 3}
+async def _groups(client: AsyncClient, key: Key, status: str | None, where: str | None,
+                  plan: Plan, experiment_id: int, timeout: float | None,
+                  policy: readonly.Policy) -> list[dict[str, Any]]:
+    """Every group of the matching runs with its count, in the page's group order: one
+    grouped read of the key's parts (no run fetched), then each group's name from the
+    ``raw`` value of one of its runs (JSON read once a group, not once a run)."""
+    assert key.raw is not None
+    runs, params = _runs_sql(status, where, plan.conditions)
+    if key.raw_parts is not None:  # counted by the raw value, ordered here
+        result = await _fetch(client, [f"SELECT {key.raw.text}, count(*) FROM ", *runs,
+                                       " GROUP BY 1"], [*key.raw.params, *params],
+                              experiment_id, timeout, policy)
+        width = len(key.parts)
+        ordered = table_sql.put_in_order(
+            [(0, *key.raw_parts(raw), raw, count) for raw, count in result.rows],
+            [(1, width, False)])
+        named: dict[str, int] = {}
+        for row in ordered:
+            name = _group_text(table_sql.group_name(key, row[-2]))
+            named[name] = named.get(name, 0) + int(row[-1])
+        return [{"key": name, "count": count} for name, count in named.items()]
+    chosen = key.selected()
+    parts: list[str | User] = [
+        "SELECT " + ", ".join(item.text for item in chosen) + ", count(*), MIN(r.id) FROM ",
+        *runs, " GROUP BY " + ", ".join(str(index + 1) for index in range(len(chosen)))]
+    result = await _fetch(client, parts, [p for item in chosen for p in item.params] + params,
+                          experiment_id, timeout, policy)
+    ordered = table_sql.put_in_order([(0, *row) for row in result.rows],
+                                     [(1, len(chosen), False)])
+    firsts = [row[-1] for row in ordered]
+    raws: dict[int, Any] = {}
+    for start in range(0, len(firsts), GROUP_NAMES_PER_QUERY):
+        some = firsts[start:start + GROUP_NAMES_PER_QUERY]
+        raws.update(await client.query(
+            f"SELECT r.id, {key.raw.text} FROM runs r WHERE r.id IN ("
+            + ", ".join(["%s"] * len(some)) + ")", [*key.raw.params, *some]))
+    counts: dict[str, int] = {}
+    for row in ordered:
+        name = _group_text(table_sql.group_name(key, raws.get(row[-1])))
+        counts[name] = counts.get(name, 0) + int(row[-2])
+    return [{"key": name, "count": count} for name, count in counts.items()]
 
 
-def _sql_sort_key(row: tuple[Any, ...], sort: str) -> Any:
-    value = row[_SQL_SORT_INDEX[sort]]
-    return None if value is None else (queries.timestamp(value) if sort in (
-        "started", "updated") else value)
+#: Groups named by one statement at most.
+GROUP_NAMES_PER_QUERY = 500
+
+
+def _group_text(value: Any) -> str:
+    """A group's name as ``identity.group_key`` writes it."""
+    return "(none)" if value is None else text_of(value)
+
+
+def _slots(plan: Plan, width: int, descending: bool
+           ) -> tuple[list[tuple[int, int, bool]], int]:
+    """Where the plan's keys sit in a row of ``width`` values (see ``build_sql``), as
+    ``table_sql.put_in_order`` takes them, and the index of the group's raw value."""
+    keys = _keys(plan)
+    at = width - sum(len(k.selected()) + (k is plan.group) for k in keys)
+    slots, raw_at = [], -1
+    for key in keys:
+        count = len(key.selected())
+        slots.append((at, count, descending if key is plan.sort else False))
+        at += count
+        if key is plan.group:
+            raw_at, at = at, at + 1
+    return slots, raw_at
+
+
+def _plan(engine: str, quote: Any, sort: str, terms: list[Term], tags: Sequence[str],
+          group: str | None, metrics: dict[str, str | None],
+          long: frozenset[str]) -> Plan | None:
+    """What the database does for this table (see ``table_sql``); None when it cannot
+    (group by tags, a sort by tags or a summary item, a search for a list or object)."""
+    plan = Plan(conditions=[table_sql.tag_condition(engine, tag) for tag in tags])
+    for key, value in terms:
+        condition = table_sql.search_condition(engine, key, value)
+        if condition is None:
+            return None
+        plan.conditions.append(condition)
+    if group is not None:
+        head, _, rest = group.partition(".")
+        if group == "status":
+            plan.group = table_sql.status_key(engine)
+        elif group == "group":
+            plan.group = table_sql.json_value(engine, "r.extras", "group")
+        elif head in JSON_GROUPS:
+            plan.group = table_sql.json_value(engine, f"r.{head}", rest)
+        if plan.group is None:
+            return None
+    plan.sort = table_sql.fixed_key(engine, sort)
+    if plan.sort is None:
+        (column,) = parse_columns([sort], metrics)
+        head, name = column["group"], column["name"]
+        if head in JSON_GROUPS:
+            plan.sort = table_sql.json_value(engine, f"r.{head}", name)
+        elif head in AGGREGATES:
+            plan.sort = table_sql.metric_key(head, name, column.get("kind"), quote(name),
+                                             name in long)
+    return plan if plan.sort is not None else None
 
 
 def _natural(value: Any) -> tuple[int, Any]:

@@ -762,6 +762,8 @@ REVIEWED: dict[str, dict[str, str]] = {
     'sqltrack/schema/state.py': {
         'values':
             'rows of placeholders (postgres _upsert_text)',
+        "+ ', '.join(['%s'] * len(names))":
+            'schema.state: %s placeholders, one per mark name (constants)',
     },
     'sqltrack/ui/api.py': {
         'MAX_HISTORY_RUNS + 1':
@@ -813,6 +815,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             'ui.readonly: the text of a QueryRefused error message, never run as SQL',
     },
     'sqltrack/ui/summaries.py': {
+        'key.raw.text':
+            "ui.table_sql: a group key's raw value (r.args / r.extras -> %s, r.status)",
         "+ ', '.join(['%s'] * len(names))":
             'ui.summaries: %s placeholders, one per metric name',
         "+ ', '.join(grouped)":
@@ -838,6 +842,25 @@ REVIEWED: dict[str, dict[str, str]] = {
             'ui.summaries: quote_ident of a metric column name read from the schema',
         'quoted':
             'a metric name passed through engine.quote_ident (sql.Identifier on PostgreSQL)',
+        "+ ', '.join((item.text for item in chosen))":
+            "ui.summaries: the group key's expressions (ui.table_sql: constants, %s "
+            'placeholders for keys)',
+        "+ ' AND '.join((c.text for c in conditions))":
+            'ui.summaries: the conditions of ui.table_sql (constants, %s placeholders for '
+            'tags and search text)',
+    },
+    'sqltrack/ui/table_sql.py': {
+        'test':
+            'ui.table_sql: a constant test over a tag (t.k, lower(), %s placeholders)',
+        "test.replace('t.k', 't.key')":
+            'ui.table_sql: the same constant test, json_each naming its column key',
+        'group.upper()':
+            "ui.table_sql: MIN or MAX, from summaries' constant AGGREGATES",
+        'value':
+            'ui.table_sql: a metric column (quote_ident) or a constant LONG_SLOT column, '
+            'CAST for bool',
+        'quoted':
+            'ui.table_sql: quote_ident of a metric column name read from the schema',
     },
 }
 #: SQL text extended with '+': what may be on the other side.

@@ -463,3 +463,59 @@ def test_runs_table_in_pages_sorted_by_the_server_and_grouped(served, driver):
     assert js(driver, "return document.getElementById('group-by').value") == "args.optimizer"
     no_alert(driver)
     no_console_errors(driver)
+
+
+def test_grouped_compare_polls_a_live_run(served, driver):
+    """A grouped compare page follows a live run: its group's mean line gains the steps the
+    run logs, the status cell follows, and polling ends with the run."""
+    base, ids, dbpath = served
+
+    async def start() -> int:
+        client = sqltrack.AsyncClient(engine="sqlite", dbpath=dbpath)
+        try:
+            exp = await sqltrack.AsyncExperiment.create(client, name="grouped-live")
+            run = await exp.get_run()
+            await run.set_args({"optimizer": "sgd", "lr": 0.5})
+            await run.set_extras({"name": "live-sgd"})
+            for step in range(10):
+                await run.add_metrics({"train__loss": 1.0 - step / 100}, step=step)
+            await run.set_status("RUNNING")
+            return run.id
+        finally:
+            await client.close()
+
+    async def write(run_id: int, steps: range, status: str | None = None) -> None:
+        client = sqltrack.AsyncClient(engine="sqlite", dbpath=dbpath)
+        try:
+            run = await sqltrack.AsyncRun.create(client, None, run_id=run_id)
+            for step in steps:
+                await run.add_metrics({"train__loss": 0.5}, step=step)
+            if status:
+                await run.set_status(status)
+        finally:
+            await client.close()
+
+    live_id = asyncio.run(start())
+    load(driver, f"{base}/compare?runs={ids['run0']},{live_id}&metrics=train__loss"
+                 "&group=args.optimizer&poll=0.3")
+    until(driver, lambda b: js(b, "return document.getElementById('live')?.dataset.state")
+          == "polling", "a grouped page polls")
+    chart = "#chart .chart[data-metric=train__loss]"
+
+    def mean_points(browser) -> list[int]:
+        return js(browser, "return document.querySelector(arguments[0]).data"
+                           ".filter(t => t.hovertemplate).map(t => t.y.length)", chart)
+
+    assert mean_points(driver) == [STEPS]  # run0's steps; the live run's 10 within them
+    asyncio.run(write(live_id, range(STEPS, STEPS + 5)))
+    until(driver, lambda b: mean_points(b) == [STEPS + 5], "the group's line gains 5 steps")
+    names = js(driver, "return document.querySelector(arguments[0]).data"
+                       ".filter(t => t.hovertemplate).map(t => t.name)", chart)
+    assert names == ["sgd (2)"]  # replaced, not added again
+    asyncio.run(write(live_id, range(STEPS + 5, STEPS + 7), "COMPLETED"))
+    until(driver, lambda b: js(b, "return document.getElementById('live')?.dataset.state")
+          == "ended", "polling ends with the run")
+    assert mean_points(driver) == [STEPS + 7]
+    status = driver.find_element("css selector", f"[data-run-status='{live_id}']").text
+    assert status == "COMPLETED"
+    no_console_errors(driver)

@@ -219,3 +219,102 @@ def test_live_run_follows_new_points_and_says_not_responding(served, driver):
                                   ".textContent") == "COMPLETED", "the status refreshed")
     no_alert(driver)
     no_console_errors(driver)
+
+
+def test_args_extras_and_summary_as_searchable_tables(served, driver):
+    """Args, extras and the wandb summary as key/value tables (nested keys as ``a.b.c``)
+    with a filter box each; hostile keys and values stay text."""
+    base, ids, dbpath = served
+
+    async def make() -> int:
+        client = sqltrack.AsyncClient(engine="sqlite", dbpath=dbpath)
+        try:
+            exp = await sqltrack.AsyncExperiment.create(client, name="kv-tables")
+            run = await exp.get_run()
+            await run.set_args({"optim": {"lr": 0.001, "betas": [0.9, 0.99],
+                                          "sched": {"kind": "cosine"}},
+                                "seed": 7, HOSTILE_METRIC: "<b>bold</b>"})
+            await run.set_extras({"name": "kv", "host": {"gpu": "A100", "count": 8},
+                                  "summary": {"best/accuracy": 0.91, "epochs": 3}})
+            return run.id
+        finally:
+            await client.close()
+
+    run_id = asyncio.run(make())
+    load(driver, f"{base}/runs/{run_id}")
+
+    def rows(table: str) -> list[list[str]]:
+        return js(driver, """return [...document.querySelectorAll(arguments[0] + ' tbody tr')]
+            .filter(r => !r.hidden).map(r => [...r.cells].map(c => c.textContent))""", table)
+
+    assert rows("#args-table") == [[HOSTILE_METRIC, "<b>bold</b>"], ["optim.betas", "[0.9,0.99]"],
+                                   ["optim.lr", "0.001"], ["optim.sched.kind", "cosine"],
+                                   ["seed", "7"]]
+    assert ["host.gpu", "A100"] in rows("#extras-table")
+    assert ["host.count", "8"] in rows("#extras-table")
+    assert not [r for r in rows("#extras-table") if r[0].startswith("summary")]  # its own table
+    assert rows("#run-summary") == [["best/accuracy", "0.91"], ["epochs", "3"]]
+    assert not driver.find_elements("css selector", "#details pre")  # no raw JSON
+    box = driver.find_element("css selector", "#args-table-filter")
+    box.send_keys("optim")
+    until(driver, lambda b: len(rows("#args-table")) == 3, "filtered by key")
+    box.clear()
+    box.send_keys("COSINE")  # values too, any case
+    until(driver, lambda b: rows("#args-table") == [["optim.sched.kind", "cosine"]], "by value")
+    summary_box = driver.find_element("css selector", "#run-summary-filter")
+    summary_box.send_keys("best")
+    until(driver, lambda b: rows("#run-summary") == [["best/accuracy", "0.91"]], "summary")
+    assert driver.find_elements("css selector", "#args-table img, #args-table b") == []
+    no_alert(driver)
+    no_console_errors(driver)
+
+
+def test_x_axis_epoch_or_a_metric_and_one_x_range(served, driver):
+    """The x axis: step, epoch (logged as a metric) or any metric, every chart drawn
+    again; a zoom in one chart is applied to every chart, and "reset zoom" undoes it."""
+    base, ids, _ = served
+    load(driver, f"{base}/runs/{ids['run']}")
+    options = js(driver, "return [...document.querySelectorAll('#x-axis option')]"
+                         ".map(o => [o.value, o.textContent])")
+    assert options[0][0] == "step" and ["metric:epoch", "epoch"] in options
+    assert options.index(["metric:epoch", "epoch"]) < options.index(
+        ["metric:val__accuracy", "val/accuracy"])  # epoch first among the metrics
+    assert ["metric:evil", HOSTILE_METRIC] in options  # a name as text
+
+    def choose(value: str) -> None:
+        redraws = js(driver, "return Number(document.body.dataset.redraws || 0)")
+        js(driver, "const s = document.getElementById('x-axis'); s.value = arguments[0];"
+                   "s.dispatchEvent(new Event('change'))", value)
+        until(driver, lambda b: js(b, "return Number(document.body.dataset.redraws)") > redraws,
+              "charts drawn again")
+
+    loss = "#charts .chart[data-metric=train__loss]"
+
+    def first_x(selector: str) -> tuple[list, str]:
+        return js(driver, "const p = document.querySelector(arguments[0]);"
+                          "return [p.data[0].x.slice(0, 3), p.layout.xaxis.title.text]", selector)
+
+    choose("metric:epoch")
+    xs, title = first_x(loss)
+    assert title == "epoch" and xs == [0, 0.1, 0.2]  # epoch = step / 10
+    assert "x=metric%3Aepoch" in driver.current_url or "x=metric:epoch" in driver.current_url
+    choose("metric:val__accuracy")
+    xs, title = first_x("#charts .chart[data-metric=eval__f1]")
+    assert title == "val/accuracy" and [round(x, 6) for x in xs] == [0, round(1 / STEPS, 6),
+                                                                     round(2 / STEPS, 6)]
+    choose("step")
+    assert first_x(loss) == [[0, 1, 2], "step"]
+    # One x range: zooming one chart zooms every chart.
+    js(driver, "Plotly.relayout(document.querySelector(arguments[0]), "
+               "{'xaxis.range[0]': 10, 'xaxis.range[1]': 20})", loss)
+    until(driver, lambda b: js(b, "return document.body.dataset.xRange") == "10,20", "shared")
+    ranges = js(driver, "return [...document.querySelectorAll('#charts .chart')]"
+                        ".filter(p => p.layout).map(p => p.layout.xaxis.range)")
+    assert len(ranges) >= 5 and all(r == [10, 20] for r in ranges)
+    driver.find_element("id", "x-reset").click()
+    until(driver, lambda b: js(b, "return document.body.dataset.xRange") == "auto", "reset")
+    autos = js(driver, "return [...document.querySelectorAll('#charts .chart')]"
+                       ".filter(p => p.layout).map(p => p.layout.xaxis.autorange)")
+    assert autos and all(autos)
+    no_alert(driver)
+    no_console_errors(driver)

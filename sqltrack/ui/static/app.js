@@ -204,10 +204,12 @@ function pointsNote(curve) {
 }
 
 // The chart controls (x axis, log scale, smoothing) shared by every chart of a page.
-function chartControls(axes, onChange) {
-  const state = { x: axes[0], log: false, smoothing: 0 };
+// metricAxes: [name, label] of metrics that may be the x axis ("metric:<name>").
+function chartControls(axes, onChange, metricAxes = [], onReset = null) {
+  const state = { x: axes[0], log: false, smoothing: 0, xRange: null };
   const params = new URLSearchParams(location.search);
-  if (axes.includes(params.get("x"))) state.x = params.get("x");
+  const choices = [...axes, ...metricAxes.map(([name]) => `metric:${name}`)];
+  if (choices.includes(params.get("x"))) state.x = params.get("x");
   state.log = params.get("log") === "1";
   const wanted = Number(params.get("smoothing"));
   if (wanted >= 0 && wanted < 1) state.smoothing = wanted;
@@ -218,13 +220,24 @@ function chartControls(axes, onChange) {
     url.searchParams.set("smoothing", String(state.smoothing));
     history.replaceState(null, "", url);
   };
-  const axis = el("select", { id: "x-axis", "aria-label": "x axis" }, axes.map((name) => {
-    const option = el("option", { text: AXIS_TITLES[name] || name });
-    option.value = name;
-    option.selected = name === state.x;
-    return option;
-  }));
-  axis.addEventListener("change", () => { state.x = axis.value; remember(); onChange(); });
+  const option = (value, text) => {
+    const o = el("option", { text });
+    o.value = value;
+    o.selected = value === state.x;
+    return o;
+  };
+  const axis = el("select", { id: "x-axis", "aria-label": "x axis" },
+    axes.map((name) => option(name, AXIS_TITLES[name] || name)));
+  if (metricAxes.length) {
+    axis.append(el("optgroup", { label: "metric" },
+      metricAxes.map(([name, label]) => option(`metric:${name}`, label))));
+  }
+  axis.addEventListener("change", () => {
+    state.x = axis.value;
+    state.xRange = null; // a range of another axis means nothing here
+    remember();
+    onChange();
+  });
   const log = el("input", { type: "checkbox", id: "log-scale" });
   log.checked = state.log;
   log.addEventListener("change", () => { state.log = log.checked; remember(); onChange(); });
@@ -243,12 +256,18 @@ function chartControls(axes, onChange) {
     el("label", {}, [log, " log scale"]),
     el("label", {}, ["smoothing ", slider, " ", shown]),
   ]);
+  if (onReset) {
+    const reset = el("button", { type: "button", id: "x-reset", text: "reset zoom",
+      title: "every chart back to its whole x range" });
+    reset.addEventListener("click", onReset);
+    bar.append(reset);
+  }
   return { bar, state };
 }
 
 // Traces of one series: the raw line (faint once smoothed) and its EMA.
 function seriesTraces(series, state, color, name, showLegend, runs = "") {
-  const x = series.x[state.x] || series.x.step;
+  const x = xValues(series, state);
   const raw = {
     x, y: series.y, type: "scatter", mode: "lines", name: plotlyText(name),
     line: { color, width: 1.5 }, legendgroup: name, showlegend: showLegend && !state.smoothing,
@@ -267,7 +286,7 @@ function seriesTraces(series, state, color, name, showLegend, runs = "") {
 
 // A group's band (min-max or mean ± std) under its mean line, in the group's colour.
 function bandTraces(s, state) {
-  const x = s.series.x[state.x] || s.series.x.step;
+  const x = xValues(s.series, state);
   const edge = { x, type: "scatter", mode: "lines", line: { width: 0, color: s.color },
     hoverinfo: "skip", showlegend: false, legendgroup: s.label };
   return [{ ...edge, y: s.band.low },
@@ -283,6 +302,40 @@ function translucent(hex, alpha) {
 // The name in a hover label: a group's names its runs.
 function hoverName(name, runs) {
   return runs ? `${plotlyText(name)} [${plotlyText(runs)}]` : plotlyText(name);
+}
+
+// A series' x values on the chosen axis: step, progress, time, or a metric's value at
+// each point's step (``state.xSource(name)``: that metric's series; linear between its
+// points, none outside them).
+function xValues(series, state) {
+  if (!state.x.startsWith("metric:")) return series.x[state.x] || series.x.step;
+  const source = state.xSource ? state.xSource(state.x.slice(7)) : null;
+  if (!source) return series.x.step.map(() => null);
+  const pairs = source.x.step.map((step, i) => [step, source.y[i]])
+    .filter(([step, y]) => typeof step === "number" && typeof y === "number")
+    .sort((a, b) => a[0] - b[0]);
+  return series.x.step.map((step) => interpolate(pairs, step));
+}
+
+function interpolate(pairs, at) {
+  let low = 0;
+  let high = pairs.length - 1;
+  if (high < 0 || at < pairs[0][0] || at > pairs[high][0]) return null;
+  while (high - low > 1) {
+    const middle = (low + high) >> 1;
+    if (pairs[middle][0] <= at) low = middle; else high = middle;
+  }
+  const [x0, y0] = pairs[low];
+  const [x1, y1] = pairs[high];
+  if (x0 === at) return y0;
+  if (x1 === at || x1 === x0) return y1;
+  return y0 + (y1 - y0) * (at - x0) / (x1 - x0);
+}
+
+// The x axis' title: a metric's label for a metric axis.
+function xTitle(state) {
+  if (!state.x.startsWith("metric:")) return AXIS_TITLES[state.x] || state.x;
+  return state.xLabel ? state.xLabel(state.x.slice(7)) : state.x.slice(7);
 }
 
 // A series kept in the page: its points on every axis, so a new point is appended.
@@ -308,7 +361,9 @@ function drawFigure(Plotly, figure, title, state) {
       figure.series.length > 1, s.runs)]);
   const extra = {
     yaxis: { type: state.log ? "log" : "linear" },
-    xaxis: { title: { text: AXIS_TITLES[state.x] }, type: state.x === "time" ? "date" : "linear" },
+    xaxis: { title: { text: plotlyText(xTitle(state)) }, type: state.x === "time" ? "date" : "linear",
+      // one x range for every chart (a zoom in one is applied to all; see CurveCharts)
+      ...(state.xRange ? { range: [...state.xRange], autorange: false } : { autorange: true }) },
     hovermode: "x",
     showlegend: figure.series.length > 1,
     // A compact legend: one row under the chart, never beside it.
@@ -317,7 +372,7 @@ function drawFigure(Plotly, figure, title, state) {
     // read them again, so the autoranged axes follow the new points.
     datarevision: figure.series.reduce((n, s) => n + s.series.y.length, 0),
   };
-  return Plotly.react(figure.plot, traces, layout(title, AXIS_TITLES[state.x], extra), PLOT_CONFIG);
+  return Plotly.react(figure.plot, traces, layout(title, xTitle(state), extra), PLOT_CONFIG);
 }
 
 function pollSeconds() {
@@ -745,8 +800,9 @@ function details(run) {
     ["created", fmtTime(run.created)], ["started", fmtTime(run.started)],
     ["updated", fmtTime(run.updated)], ["duration", fmtDuration(run.duration_seconds)],
     ["comment", run.comment ?? ""], ["tags", run.tags.join(", ")],
-    ["args", el("pre", { text: JSON.stringify(run.args, null, 2) })],
-    ["extras", el("pre", { text: JSON.stringify(run.extras, null, 2) })],
+    ["args", keyValueTable("args-table", "args-table-filter", "args", flatItems(run.args))],
+    ["extras", keyValueTable("extras-table", "extras-table-filter", "extras",
+      flatItems(extrasShown(run)))],
     ["env keys", run.env_keys.join(", ")],
     ["links", el("span", {}, run.links.flatMap((l) => {
       const other = l.from === run.id ? l.to : l.from;
@@ -757,13 +813,58 @@ function details(run) {
   return el("dl", { class: "details" }, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, [v])]));
 }
 
+// Nested objects as "a.b.c" keys (lists and empty objects stay values, shown as JSON).
+function flatItems(value, prefix = "", out = []) {
+  if (value && typeof value === "object" && !Array.isArray(value) &&
+      (!prefix || Object.keys(value).length)) {
+    for (const [key, inner] of Object.entries(value)) {
+      flatItems(inner, prefix ? `${prefix}.${key}` : key, out);
+    }
+  } else if (prefix) {
+    out.push([prefix, value]);
+  }
+  return out;
+}
+
+// The extras the details show: the summary has a table of its own when there is one.
+function extrasShown(run) {
+  const extras = { ...(run.extras && typeof run.extras === "object" ? run.extras : {}) };
+  if (Object.keys(run.summary || {}).length) delete extras.summary;
+  return extras;
+}
+
+// Filter texts of the key/value tables, kept when a live page draws them again.
+const KV_FILTERS = new Map();
+
+// A key/value table in key order, with a box that keeps the rows whose key or value
+// holds its text (any case). Keys and values are text (textContent), never markup.
+function keyValueTable(tableId, filterId, what, items) {
+  if (!items.length) return el("span", { class: "note", text: "none" });
+  const table = sortableTable([
+    { label: "key", sort: ([k]) => k, cell: ([k]) => k },
+    { label: "value", sort: ([, v]) => v, cell: ([, v]) => fmtValue(v) },
+  ], [...items].sort(([a], [b]) => compareValues(a, b)));
+  table.id = tableId;
+  const box = el("input", { type: "search", id: filterId, class: "kv-filter",
+    placeholder: `filter ${what}`, "aria-label": `filter ${what}` });
+  box.value = KV_FILTERS.get(filterId) || "";
+  const apply = () => {
+    KV_FILTERS.set(filterId, box.value);
+    const wanted = box.value.toLowerCase();
+    for (const row of table.tBodies[0].rows) {
+      row.hidden = Boolean(wanted) &&
+        ![...row.cells].some((cell) => cell.textContent.toLowerCase().includes(wanted));
+    }
+  };
+  box.addEventListener("input", apply);
+  apply();
+  return el("div", { class: "kv" }, [box, table]);
+}
+
 // The run's own summary (wandb's run.summary, kept in extras.summary): key and value.
 function runSummary(items) {
   document.getElementById("run-summary-section").hidden = false;
-  return sortableTable([
-    { label: "key", sort: ([k]) => k, cell: ([k]) => k },
-    { label: "value", sort: ([, v]) => v, cell: ([, v]) => fmtValue(v), num: true },
-  ], items);
+  return keyValueTable("run-summary-table", "run-summary-filter", "summary", items);
 }
 
 function summaryTable(run, labels) {
@@ -780,13 +881,51 @@ function summaryTable(run, labels) {
 // Figures of curves, one per metric, each with one series per run; live updates append.
 class CurveCharts {
   // placeOf(metric): the element a new metric's figure goes in (default: container).
-  constructor(container, axes, labelOf, placeOf = null) {
+  // metricAxes: [name, label] of the metrics that may be the x axis (the run page).
+  // Every chart shows one x range: a zoom (or a double-click back) in one is applied to
+  // all, and "reset zoom" gives each its whole range again.
+  constructor(container, axes, labelOf, placeOf = null, metricAxes = []) {
     this.container = container;
     this.figures = new Map();
     this.labelOf = labelOf;
     this.placeOf = placeOf;
-    this.controls = chartControls(axes, () => this.redraw());
+    this.controls = chartControls(axes, () => this.redraw(), metricAxes,
+      () => this.shareRange(null));
+    this.controls.state.xSource = (name) => this.figures.get(name)?.series[0]?.series;
+    this.controls.state.xLabel = (name) => this.labelOf(name);
+    this.sharing = false;
     container.before(this.controls.bar);
+  }
+
+  // Apply an x range (null: autorange) to every chart, and keep it for later redraws.
+  async shareRange(range, from = null) {
+    this.controls.state.xRange = range;
+    if (!window.Plotly) return;
+    this.sharing = true;
+    try {
+      const update = range ? { "xaxis.range": [...range], "xaxis.autorange": false }
+        : { "xaxis.autorange": true };
+      await Promise.all([...this.figures.values()]
+        .filter((f) => f.plot !== from && f.plot.data)
+        .map((f) => window.Plotly.relayout(f.plot, update)));
+      if (from && !range) await window.Plotly.relayout(from, update);
+    } finally {
+      this.sharing = false;
+    }
+    document.body.dataset.xRange = range ? range.join(",") : "auto";
+  }
+
+  // Follow a chart's zoom (plotly_relayout) once it is drawn.
+  follow(plot) {
+    if (plot.dataset.follows) return;
+    plot.dataset.follows = "1";
+    plot.on("plotly_relayout", (event) => {
+      if (this.sharing) return;
+      if (event["xaxis.autorange"]) { this.shareRange(null, plot); return; }
+      const range = event["xaxis.range"] ||
+        (event["xaxis.range[0]"] !== undefined ? [event["xaxis.range[0]"], event["xaxis.range[1]"]] : null);
+      if (range) this.shareRange(range, plot);
+    });
   }
 
   add(metric, key, label, curve, color = null, band = null) {
@@ -810,9 +949,12 @@ class CurveCharts {
   async redraw(only = null) {
     const Plotly = await plotlyReady();
     const drawing = [];
+    const fromMetric = this.controls.state.x.startsWith("metric:");
     for (const [metric, figure] of this.figures) {
-      if (!only || only.has(metric)) {
-        drawing.push(drawFigure(Plotly, figure, this.labelOf(metric), this.controls.state));
+      // on a metric's axis a chart's x values follow that metric: all are drawn again
+      if (!only || only.has(metric) || fromMetric) {
+        drawing.push(drawFigure(Plotly, figure, this.labelOf(metric), this.controls.state)
+          .then(() => this.follow(figure.plot)));
       }
     }
     await Promise.all(drawing);
@@ -985,7 +1127,12 @@ async function runPage(api) {
   const root = document.getElementById("charts");
   const sections = new MetricSections(root);
   const labelOf = (m) => labels[m] || m;
-  const charts = new CurveCharts(root, data.axes, labelOf, (m) => sections.place(labelOf(m)));
+  const plotted = Object.entries(data.metrics).filter(([, c]) => c.total > 1).map(([m]) => m);
+  const isEpoch = (m) => /(^|\/|__)epoch$/.test(labelOf(m));
+  const metricAxes = [...plotted.filter(isEpoch), ...plotted.filter((m) => !isEpoch(m))]
+    .map((m) => [m, labelOf(m)]);
+  const charts = new CurveCharts(root, data.axes, labelOf, (m) => sections.place(labelOf(m)),
+    metricAxes);
   const singles = new Map();
   for (const [name, curve] of Object.entries(data.metrics)) {
     if (curve.total <= 1) singles.set(name, curve);
@@ -1222,6 +1369,35 @@ function groupControls(params, data) {
   document.getElementById("chart").before(form);
 }
 
+// Status cells of the compare table follow the runs.
+function updateStatuses(runs) {
+  for (const run of runs) {
+    const cell = document.querySelector(`[data-run-status="${run.id}"]`);
+    if (cell) cell.replaceChildren(statusCell(run.status));
+  }
+}
+
+// A grouped compare page: a group's line aggregates its runs, so each poll asks for the
+// grouped curves again (downsampled by the database) and replaces the lines.
+function followGroups(api, charts) {
+  const seconds = pollSeconds();
+  liveNote(`live: groups redrawn every ${seconds} s`, true);
+  const tick = async () => {
+    const update = await getJSON(api);
+    for (const figure of charts.figures.values()) figure.series = [];
+    addGroups(charts, update.groups || {});
+    await charts.redraw();
+    updateStatuses(update.runs);
+    if (!update.runs.some((r) => r.live)) {
+      liveNote("every run has ended: no more polling", false);
+      return;
+    }
+    setTimeout(() => tick().catch(stopped), seconds * 1000);
+  };
+  const stopped = (error) => liveNote(`live updates stopped: ${error.message}`, false);
+  setTimeout(() => tick().catch(stopped), seconds * 1000);
+}
+
 async function comparePage() {
   const params = new URLSearchParams(location.search);
   const runs = params.get("runs") || "";
@@ -1260,7 +1436,8 @@ async function comparePage() {
     { label: "status", sort: (r) => r.status, cell: (r) => el("span", { "data-run-status": r.id }, [statusCell(r.status)]) },
   ], data.runs));
   rendered();
-  if (data.groups || !data.runs.some((r) => r.live)) return;
+  if (!data.runs.some((r) => r.live)) return;
+  if (data.groups) { followGroups(api, charts); return; }
   const last = new Map(data.runs.map((r) => [r.id, r.last]));
   let live = data.runs.filter((r) => r.live).map((r) => r.id);
   const seconds = pollSeconds();
@@ -1274,11 +1451,8 @@ async function comparePage() {
     const update = await getJSON(`/api/compare/curves?${q}`);
     add(update);
     await charts.redraw();
-    for (const run of update.runs) {
-      if (run.last) last.set(run.id, run.last);
-      const cell = document.querySelector(`[data-run-status="${run.id}"]`);
-      if (cell) cell.replaceChildren(statusCell(run.status));
-    }
+    for (const run of update.runs) if (run.last) last.set(run.id, run.last);
+    updateStatuses(update.runs);
     live = update.runs.filter((r) => r.live).map((r) => r.id);
     if (!live.length) { liveNote("every run has ended: no more polling", false); return; }
     setTimeout(() => tick().catch(stopped), seconds * 1000);

@@ -1,0 +1,311 @@
+"""The runs table's search, tag filter, group and sort keys as SQL, per engine: so the
+database sorts and pages any table (``ORDER BY ... LIMIT/OFFSET``) and one page reads
+one page of rows, whatever the number of runs.
+
+A key (sort or group) is ``parts`` compared in order, each ``NULLS LAST`` whatever the
+order; a run has no value when every part is NULL (so it comes last). Each part is
+computed once a run. A JSON value (an arg, an extras key, the name): on PostgreSQL two
+parts, the number (booleans as 0/1) then the text (``COLLATE "C"``: by code point;
+lists and objects by their JSON text), so numbers come before text either way; on
+SQLite one part, ``json_extract`` (numbers and text in one column, ordered as SQLite
+compares them: numbers before text ascending, after them descending). The page's rows,
+selected with their parts, are put back in order here (``put_in_order``) by the same
+rules.
+
+Anything else comes in as a parameter: keys, tags, search text. ``None`` from a builder
+means the database cannot do it here (a key with ``"`` on SQLite, whose JSON paths
+cannot name it; a search for a list or object) and the caller sorts in Python.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cmp_to_key
+from typing import Any
+
+from ..read import queries
+
+
+@dataclass(frozen=True)
+class Sql:
+    """SQL text with ``%s`` placeholders and their parameters, in order."""
+
+    text: str
+    params: tuple[Any, ...] = ()
+
+
+def _repeat(text: str, param: Any) -> Sql:
+    """``text`` whose every ``%s`` takes ``param``."""
+    return Sql(text, (param,) * text.count("%s"))
+
+
+@dataclass(frozen=True)
+class Key:
+    """A sort or group key: ``parts`` compared in order, each NULLS LAST (all NULL: the
+    run has no value). ``shown``: what to select
+    for each part when it is not the ORDER BY text (PostgreSQL's status: its enum
+    position); ``raw``: the value a group is named by (``raw_json``: as JSON text; see
+    ``group_name``)."""
+
+    parts: tuple[Sql, ...]
+    shown: tuple[Sql, ...] = ()
+    raw: Sql | None = None
+    raw_json: bool = False
+    #: The parts of a ``raw`` value, as the database computes them: groups are then
+    #: counted by ``raw`` alone (one JSON read a run) and ordered here.
+    raw_parts: Callable[[Any], tuple[Any, ...]] | None = None
+    #: False for a column that is never NULL (the status): no NULLS LAST, so an index
+    #: (ascending, NULLs last on PostgreSQL and first on SQLite) reads it either way.
+    nullable: bool = True
+
+    def selected(self) -> list[Sql]:
+        """The expressions the page's rows carry for ``put_in_order``."""
+        return list(self.shown or self.parts)
+
+    def order(self, descending: bool) -> list[Sql]:
+        """ORDER BY items: the parts in the given way, missing values last."""
+        way = " DESC" if descending else ""
+        last = " NULLS LAST" if self.nullable else ""
+        return [Sql(p.text + way + last, p.params) for p in self.parts]
+
+
+@dataclass
+class Plan:
+    """What the database does for one table request: ``conditions`` (ANDed to the runs'
+    WHERE), ``group`` and ``sort`` keys."""
+
+    conditions: list[Sql] = field(default_factory=list)
+    group: Key | None = None
+    sort: Key | None = None
+
+
+def json_value(engine: str, column: str, key: str) -> Key | None:
+    """The key of ``column``'s top-level item ``key`` (``r.args``, ``r.extras``).
+
+    SQLite: one part, ``json_extract``; PostgreSQL: the number, the text (see the module
+    doc), ``jsonb_typeof`` once a part."""
+    if engine == "sqlite":
+        if '"' in key:
+            return None
+        path = f'$."{key}"'
+        return Key((Sql(f"json_extract({column}, %s)", (path,)),),
+                   raw=Sql(f"({column} -> %s)", (path,)), raw_json=True)
+    x = f"({column} -> %s)"
+    return Key(
+        (_repeat(f"CASE jsonb_typeof({x}) WHEN 'number' THEN {x}::numeric "
+                 f"WHEN 'boolean' THEN CASE WHEN {x}::boolean THEN 1 ELSE 0 END END", key),
+         _repeat(f"(CASE jsonb_typeof({x}) WHEN 'string' THEN {x} #>> '{{}}' "
+                 f"WHEN 'object' THEN {x}::text WHEN 'array' THEN {x}::text END) "
+                 'COLLATE "C"', key)),
+        raw=_repeat(f"{x}::text", key), raw_json=True, raw_parts=_jsonb_parts)
+
+
+def _jsonb_parts(raw: Any) -> tuple[Any, ...]:
+    """PostgreSQL's two parts of a JSON value (its jsonb text): number, text."""
+    value = None if raw is None else json.loads(raw, parse_float=Decimal, parse_int=Decimal)
+    if isinstance(value, bool):
+        return (Decimal(int(value)), None)
+    if isinstance(value, Decimal):
+        return (value, None)
+    if isinstance(value, str):
+        return (None, value)
+    return (None, None) if value is None else (None, raw)
+
+
+def status_key(engine: str) -> Key:
+    """The status in the order the database keeps it (an index reads it so): on
+    PostgreSQL the enum's order, on SQLite by name."""
+    if engine == "sqlite":
+        return Key((Sql("r.status"),), raw=Sql("r.status"), nullable=False)
+    return Key((Sql("r.status"),),
+               shown=(Sql("array_position(enum_range(NULL::runstatus), r.status)"),),
+               raw=Sql("CAST(r.status AS TEXT)"), nullable=False)
+
+
+def _plain(expression: str) -> Key:
+    return Key((Sql(expression),))
+
+
+def metric_key(group: str, name: str, kind: str | None, quoted: str,
+               long: bool) -> Key:
+    """A metric's last, lowest or highest value in the run (``group``), where it is
+    stored (``long``: ``metric_values``)."""
+    if long:
+        slot = queries.LONG_SLOT.get(kind or "", "value_text")
+        if group == "last":
+            expression = queries.long_latest_sql(kind)
+        else:
+            value = f"CAST(v.{slot} AS INTEGER)" if kind == "bool" else f"v.{slot}"
+            expression = (f"(SELECT {group.upper()}({value}) FROM metric_values v "
+                          "WHERE v.run_id = r.id AND v.name = %s)")
+        return Key((_repeat(expression, name),))
+    if group == "last":
+        return _plain(f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = r.id "
+                      f"AND m.{quoted} IS NOT NULL ORDER BY m.step DESC, m.progress DESC "
+                      "LIMIT 1)")
+    value = f"CAST(m.{quoted} AS INTEGER)" if kind == "bool" else f"m.{quoted}"
+    return _plain(f"(SELECT {group.upper()}({value}) FROM metrics m WHERE m.run_id = r.id)")
+
+
+def fixed_key(engine: str, sort: str) -> Key | None:
+    """The key of a sort on the run itself (id, status, started, updated, duration,
+    comment, name); None for another."""
+    if sort == "id":
+        return Key(())
+    if sort == "status":
+        return status_key(engine)
+    if sort in ("started", "updated"):
+        return _plain(f"r.time_{sort}")
+    if sort == "comment":
+        return _plain("r.comment" + ("" if engine == "sqlite" else ' COLLATE "C"'))
+    if sort == "duration":
+        if engine == "sqlite":
+            span = "julianday(r.time_updated) - julianday(r.time_started)"
+        else:
+            span = "r.time_updated - r.time_started"
+        return Key((Sql(span),))
+    if sort == "name":
+        return json_value(engine, "r.extras", "name")
+    return None
+
+
+def group_name(key: Key, raw: Any) -> Any:
+    """The value a group names (``raw``: the key's ``raw`` of one of its runs, as
+    fetched), as Python: None when missing."""
+    if raw is None:
+        return None
+    return json.loads(raw) if key.raw_json else raw
+
+
+#: Text that the tags' JSON holds as it is: SQLite keeps Python's JSON (non-ASCII
+#: escaped; its lower() changes ASCII letters only), PostgreSQL writes jsonb out itself
+#: (escaping only quotes, backslashes and control characters).
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
+_PLAIN_PG = re.compile(r'[^"\\\x00-\x1f]*')
+
+
+# -- search and tags ------------------------------------------------------------------
+def _name_text(engine: str) -> str:
+    if engine == "sqlite":  # one JSON call a run (a name is text: not checked here)
+        return "json_extract(r.extras, '$.name')"
+    return "(CASE WHEN jsonb_typeof(r.extras -> 'name') = 'string' THEN r.extras ->> 'name' END)"
+
+
+def _any_tag(engine: str, test: str) -> str:
+    """EXISTS a tag of the run for which ``test`` (over ``t.k``) holds."""
+    if engine == "sqlite":
+        return ("EXISTS (SELECT 1 FROM json_each(CASE WHEN json_type(r.tags) = 'object' "
+                f"THEN r.tags END) AS t WHERE {test.replace('t.k', 't.key')})")
+    return ("EXISTS (SELECT 1 FROM jsonb_object_keys(CASE WHEN jsonb_typeof(r.tags) = "
+            f"'object' THEN r.tags END) AS t(k) WHERE {test})")
+
+
+def _contains(engine: str, haystack: str) -> str:
+    return f"instr({haystack}, %s) > 0" if engine == "sqlite" else f"strpos({haystack}, %s) > 0"
+
+
+def tag_condition(engine: str, tag: str) -> Sql:
+    """The run has the tag ``tag`` (exactly)."""
+    return Sql(_any_tag(engine, "t.k = %s"), (tag,))
+
+
+def _arg_condition(engine: str, key: str, wanted: str) -> Sql | None:
+    """The arg ``key`` is ``wanted`` as the search reads it (see ``summaries.parse_search``)."""
+    if wanted.lstrip().startswith(("[", "{")) or (engine == "sqlite" and '"' in key):
+        return None
+    x = "r.args, %s" if engine == "sqlite" else "(r.args -> %s)"
+    param = f'$."{key}"' if engine == "sqlite" else key
+    kind = f"json_type({x})" if engine == "sqlite" else f"jsonb_typeof({x})"
+    texts: list[tuple[str, tuple[Any, ...]]] = []
+    lowered = wanted.lower()
+    if lowered in ("null", "none", ""):
+        texts.append((f"{kind} = 'null'", ()))
+    if lowered in ("true", "false") and engine == "sqlite":
+        texts.append((f"{kind} = %s", (lowered,)))
+    elif lowered in ("true", "false"):
+        texts.append((f"({kind} = 'boolean' AND {x}::boolean = %s)", (lowered == "true",)))
+    try:
+        number = float(wanted)
+    except ValueError:
+        number = math.nan
+    if math.isfinite(number) and engine == "sqlite":
+        texts.append((f"({kind} IN ('integer', 'real') AND json_extract({x}) = %s)",
+                      (number,)))
+    elif math.isfinite(number):
+        texts.append((f"({kind} = 'number' AND {x}::numeric = CAST(%s AS numeric))",
+                      (repr(number),)))
+    if engine == "sqlite":
+        texts.append((f"({kind} = 'text' AND lower(json_extract({x})) = %s)", (lowered,)))
+    else:
+        texts.append((f"({kind} = 'string' AND lower({x} #>> '{{}}') = %s)", (lowered,)))
+    params: list[Any] = []
+    for text, own in texts:  # every %s but the last few (``own``) is the key's
+        params += [param] * (text.count("%s") - len(own)) + list(own)
+    return Sql("(" + " OR ".join(text for text, _ in texts) + ")", tuple(params))
+
+
+def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
+    """One search term (see ``summaries.parse_search``) as a condition; None when the
+    database cannot tell it here."""
+    wanted = value.lower()
+    name, status = _name_text(engine), "lower(CAST(r.status AS TEXT))"
+    if key is None:
+        tags = _any_tag(engine, _contains(engine, "lower(t.k)"))
+        params: tuple[Any, ...] = (wanted,) * 3
+        if (_PLAIN if engine == "sqlite" else _PLAIN_PG).fullmatch(wanted):
+            # no tag's key holds it unless the tags' JSON text does: one cheap test first
+            whole = "lower(r.tags)" if engine == "sqlite" else "lower(r.tags::text)"
+            tags = f"({_contains(engine, whole)} AND {tags})"
+            params = (wanted,) * 4
+        text = f"({_contains(engine, f'lower({name})')} OR {_contains(engine, status)} OR {tags})"
+        return Sql(text, params)
+    if key == "name":
+        return Sql(f"lower({name}) = %s", (wanted,))
+    if key == "tag":
+        return Sql(_any_tag(engine, "lower(t.k) = %s"), (wanted,))
+    if key == "status":
+        return Sql(f"{status} = %s", (wanted,))
+    return _arg_condition(engine, key, value)
+
+
+# -- the page's rows back in order ----------------------------------------------------
+def _rank(value: Any) -> tuple[int, Any]:
+    """A part's value comparable in Python as the database compares it: numbers (SQLite
+    mixes them with text in one part), NaN above them (PostgreSQL), text, the rest."""
+    if isinstance(value, float) and math.isnan(value):
+        return (1, 0)
+    if isinstance(value, (int, float, Decimal)):
+        return (0, value)
+    return (2, value) if isinstance(value, str) else (3, value)
+
+
+def _compare(parts: Sequence[tuple[int, bool]]) -> Any:
+    """A comparison of rows by ``parts`` ((index, descending) each): NULL last either way."""
+    def compare(a: tuple[Any, ...], b: tuple[Any, ...]) -> int:
+        for index, descending in parts:
+            x, y = a[index], b[index]
+            if x is None or y is None:
+                if (x is None) != (y is None):
+                    return 1 if x is None else -1
+                continue
+            rx, ry = _rank(x), _rank(y)
+            if rx != ry:
+                return (1 if rx > ry else -1) * (-1 if descending else 1)
+        return 0
+    return compare
+
+
+def put_in_order(rows: list[tuple[Any, ...]], keys: Sequence[tuple[int, int, bool]]
+                 ) -> list[tuple[Any, ...]]:
+    """``rows`` (id first) in the order the database chose them: ``keys`` are, from the
+    first compared, ``(index of the first part, number of parts, descending)``; runs with
+    equal keys by id in the last key's way."""
+    descending = keys[-1][2] if keys else False
+    parts = [(start + i, way) for start, count, way in keys for i in range(count)]
+    ordered = sorted(rows, key=lambda r: r[0], reverse=descending)
+    return sorted(ordered, key=cmp_to_key(_compare(parts)))  # stable: ids stay in order
