@@ -397,7 +397,12 @@ def run_set_updated(client: Client, run_id: int, dt: Auto | datetime | None = "a
 
 
 def run_add_link(client: Client, from_id: int, kind: str, to_id: int) -> None:
-    """Add a link ``from_id --kind--> to_id`` between two runs."""
+    """Add a link ``from_id --kind--> to_id`` between two runs (RunNotFound: either is missing).
+
+    The run linked to is locked first, in the link's transaction: on Citus ``run_links``
+    has no foreign key on ``to_id`` (it lives on another shard), so that lock is what
+    refuses a link to a missing run, and keeps the run from being deleted meanwhile.
+    """
     _portal.call(_core.run_add_link, unwrap(client), from_id, kind, to_id)
 
 
