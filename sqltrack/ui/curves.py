@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..read import queries
 from .api import PLOTTED_KINDS, BadRequest, NotFound
-from .downsample import downsample
 from .identity import aggregate, color_of, differing_args, display_name, group_key
 
 if TYPE_CHECKING:
@@ -386,6 +385,46 @@ def parse_view(text: str | None) -> str:
     return text
 
 
+def _plotted_time(stamp: Any) -> str | None:
+    """``wall_time`` of a reading, at once for the text SQLite keeps of a UTC time
+    (``YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00``, as ``Dialect.timestamp`` writes it): a
+    long run has hundreds of thousands of them."""
+    if (isinstance(stamp, str) and stamp.endswith("+00:00") and stamp[10:11] == "T"
+            and (len(stamp) == 25 or (len(stamp) == 32 and stamp[19] == "."
+                                      and stamp[20:26] != "000000"))):
+        try:
+            datetime.fromisoformat(stamp)  # a time indeed
+        except ValueError:
+            return None
+        return f"{stamp[:10]} {stamp[11:-6]}"
+    return wall_time(stamp)
+
+
+def _rank_lines(since: str) -> str:
+    """SQL of each (rank, host, name) line's finite readings (``since``: the condition on
+    their time, or ''), in time order, with the line's number of them: every reading of a
+    line of at most ``max_points``, else those ``downsample.downsample`` keeps, chosen by
+    the database: the first, the last, and the lowest and the highest (the first of
+    equals) of each of ``buckets`` runs of consecutive readings. Parameters: the run's
+    (and ``since``'s), then ``buckets``, ``max_points``, ``max_points``."""
+    return (
+        "WITH s AS (SELECT name, rank, host, time, value, "
+        "ROW_NUMBER() OVER (PARTITION BY rank, host, name ORDER BY time) AS i, "
+        "COUNT(*) OVER (PARTITION BY rank, host, name) AS n "
+        f"FROM system_metrics WHERE run_id = %s AND value {_FINITE}{since}), "
+        # reading i (2 .. n-1) of a line is in bucket ((i-1) * buckets - 1) // (n-2): the
+        # downsampler's runs [1 + b*inner // buckets, 1 + (b+1)*inner // buckets) of indexes
+        "b AS (SELECT name, rank, host, time, value, n, i, "
+        "((i - 1) * %s - 1) / (n - 2) AS bucket FROM s WHERE n > %s AND i > 1 AND i < n), "
+        "e AS (SELECT name, rank, host, time, value, n, "
+        "ROW_NUMBER() OVER (PARTITION BY rank, host, name, bucket ORDER BY value, i) AS lo, "
+        "ROW_NUMBER() OVER (PARTITION BY rank, host, name, bucket ORDER BY value DESC, i) "
+        "AS hi FROM b) "
+        "SELECT name, rank, host, time, value, n FROM s WHERE n <= %s OR i = 1 OR i = n "
+        "UNION ALL SELECT name, rank, host, time, value, n FROM e WHERE lo = 1 OR hi = 1 "
+        "ORDER BY name, rank, host, time")
+
+
 async def system_metrics(
     client: AsyncClient, run_id: int, max_points: int, after: datetime | str | None = None,
     view: str = "ranks",
@@ -404,32 +443,35 @@ async def system_metrics(
             raise BadRequest("after is for view=ranks: view=stats is read whole")
         return {"run_id": run_id, "view": view, "ranks": ranks,
                 **await system_stats(client, run_id, max_points)}
-    sql = "SELECT name, rank, host, time, value FROM system_metrics WHERE run_id = %s"
-    params: list[Any] = [run_id]
-    if after is not None:
-        sql += " AND time > %s"
-        params.append(after)
-    rows = await client.query(sql + " ORDER BY name, rank, host, time", params)
-    series: dict[str, dict[tuple[int, str], tuple[list[Any], list[float]]]] = {}
-    last: str | None = None  # the latest time, as the database wrote it (for ``after``)
-    latest: datetime | None = None
-    for name, rank, host, stamp, value in rows:
-        moment = queries.timestamp(stamp)
-        if moment is not None and (latest is None or moment > latest):
-            latest = moment
-            last = stamp if isinstance(stamp, str) else moment.isoformat()
-        if value is None or not math.isfinite(value):
-            continue
-        xs, ys = series.setdefault(name, {}).setdefault((int(rank), host), ([], []))
-        xs.append(wall_time(stamp))
-        ys.append(value)
+    since, params = ("", [run_id]) if after is None else (" AND time > %s", [run_id, after])
+    (latest,) = (await client.query(
+        f"SELECT MAX(time) FROM system_metrics WHERE run_id = %s{since}", params))[0]
+    moment = queries.timestamp(latest)  # the latest time, as the database wrote it
+    last = latest if isinstance(latest, str) or moment is None else moment.isoformat()
+    where = f"WHERE run_id = %s AND value {_FINITE}{since}"
+    longest = await client.query(
+        f"SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM system_metrics {where} "
+        "GROUP BY rank, host, name) AS lines", params)
+    if (longest[0][0] or 0) <= max_points:  # every line whole: no numbering of readings
+        rows = await client.query(
+            f"SELECT name, rank, host, time, value, 0 FROM system_metrics {where} "
+            "ORDER BY name, rank, host, time", params)
+    else:
+        rows = await client.query(
+            _rank_lines(since), [*params, (max_points - 2) // 2, max_points, max_points])
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, lines in series.items():
-        out[name] = []
-        for (rank, host), (xs, ys) in lines.items():
-            kept_x, kept_y = downsample(xs, ys, max_points)
-            out[name].append({"rank": rank, "host": host, "time": kept_x, "y": kept_y,
-                              "points": len(kept_y), "total": len(ys)})
+    lines: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for name, rank, host, stamp, value, total in rows:
+        line = lines.get((name, rank, host))
+        if line is None:
+            line = lines[(name, rank, host)] = {"rank": int(rank), "host": host, "time": [],
+                                                "y": [], "points": 0, "total": int(total)}
+            out.setdefault(name, []).append(line)
+        line["time"].append(_plotted_time(stamp))
+        line["y"].append(float(value))
+        line["points"] += 1
+    for line in lines.values():
+        line["total"] = line["total"] or line["points"]
     return {"run_id": run_id, "view": "ranks", "ranks": ranks, "last": last, "metrics": out}
 
 

@@ -774,8 +774,6 @@ REVIEWED: dict[str, dict[str, str]] = {
     'sqltrack/ui/curves.py': {
         "', '.join(['%s'] * len(part))":
             'ui.curves: placeholders only',
-        '+ sql':
-            'SQL text built above from reviewed pieces',
         '_FINITE':
             'ui.curves: the constant finite-number test (BETWEEN two float literals)',
         'extra':
@@ -797,6 +795,10 @@ REVIEWED: dict[str, dict[str, str]] = {
         'place.where':
             "ui.curves: 'run_id = %s AND' + quote_ident(name) / constant slot + ' IS NOT "
             "NULL' + the constant after-key condition (placeholders)",
+        'since':
+            "ui.curves: '' or the constant ' AND time > %s' (placeholder) of system_metrics",
+        'where':
+            "ui.curves: 'WHERE run_id = %s AND value' + the constant _FINITE + since (above)",
         'stamp':
             "ui.curves: Dialect.epoch_ms of the constant column name 'time'",
         'table':

@@ -23,6 +23,7 @@ from sqltrack.ui.downsample import downsample
 START = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
 RANKS, SAMPLES, MAX_POINTS = 2, 3000, 100
 NAMES = ("cpu_percent", "gpu0_memory_used_bytes")
+SHORT = 30  # readings of a short line beside them (rank 1's ``disk_percent``): all drawn
 
 
 @pytest.fixture
@@ -64,7 +65,8 @@ def moment(rank: int, i: int) -> datetime:
 
 async def seed(client) -> int:
     """The run: RANKS ranks on one host, NAMES readings each, SAMPLES samples a second
-    apart; after them a last reading of ``odd`` (NaN only: in ``last``, never drawn)."""
+    apart, and rank 1 SHORT readings of ``disk_percent``, 10 s apart; after them a last
+    reading of ``odd`` (NaN only: in ``last``, never drawn)."""
     exp = await sqltrack.AsyncExperiment.create(client, name="many-samples")
     run = await exp.get_run()
     rows = [(run.id, client.dialect.timestamp(moment(rank, i)), name, reading(name, rank, i),
@@ -72,6 +74,8 @@ async def seed(client) -> int:
             for rank in range(RANKS) for name in NAMES for i in range(SAMPLES)]
     rows.append((run.id, client.dialect.timestamp(moment(0, SAMPLES + 5)), "odd", math.nan,
                  0, "node0"))
+    rows += [(run.id, client.dialect.timestamp(moment(1, 10 * i)), "disk_percent", 1.0 * i,
+              1, "node0") for i in range(SHORT)]
     await client.executemany(client.dialect.sql(
         "INSERT INTO system_metrics (run_id, time, name, value, rank, host) "
         "VALUES (%s, %s, %s, %s, %s, %s)"), rows)
@@ -97,9 +101,12 @@ async def test_ranks_view_is_downsampled_by_the_database(client, http, monkeypat
     url = f"/api/runs/{run_id}/system"
     data = (await http.get(url, params={"max_points": MAX_POINTS})).json()
     lines = RANKS * len(NAMES)
-    assert sum(rows.counts) <= lines * MAX_POINTS + 10  # not the 12,001 rows stored
+    assert sum(rows.counts) <= lines * MAX_POINTS + SHORT + 10  # not the 12,031 rows stored
     assert data["ranks"] == [{"rank": r, "host": "node0"} for r in range(RANKS)]
-    assert list(data["metrics"]) == list(NAMES)  # ``odd`` has no finite reading
+    assert sorted(data["metrics"]) == sorted([*NAMES, "disk_percent"])  # ``odd``: no finite
+    (disk,) = data["metrics"]["disk_percent"]
+    assert (disk["rank"], disk["y"], disk["total"]) == (1, [1.0 * i for i in range(SHORT)], SHORT)
+    assert disk["time"][:2] == ["2024-05-01 09:00:00.250000", "2024-05-01 09:00:10.250000"]
     assert data["last"].startswith("2024-05-01")
     assert curves_time(data["last"]) == moment(0, SAMPLES + 5)
     for name in NAMES:
@@ -116,7 +123,7 @@ async def test_ranks_view_is_downsampled_by_the_database(client, http, monkeypat
     rows.counts.clear()  # the readings after a time in the middle, downsampled the same
     half = (START + timedelta(seconds=SAMPLES // 2)).isoformat()
     later = (await http.get(url, params={"max_points": MAX_POINTS, "after": half})).json()
-    assert sum(rows.counts) <= lines * MAX_POINTS + 10
+    assert sum(rows.counts) <= lines * MAX_POINTS + SHORT + 10
     assert later["last"] == data["last"]
     for name in NAMES:
         for line in later["metrics"][name]:
