@@ -410,7 +410,9 @@ def _rank_lines(since: str) -> str:
     return (
         "WITH s AS (SELECT name, rank, host, time, value, "
         "ROW_NUMBER() OVER (PARTITION BY rank, host, name ORDER BY time) AS i, "
-        "COUNT(*) OVER (PARTITION BY rank, host, name) AS n "
+        # the same window as i's, whole: one pass in key order (SQLite sorts no more)
+        "COUNT(*) OVER (PARTITION BY rank, host, name ORDER BY time "
+        "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS n "
         f"FROM system_metrics WHERE run_id = %s AND value {_FINITE}{since}), "
         # reading i (2 .. n-1) of a line is in bucket ((i-1) * buckets - 1) // (n-2): the
         # downsampler's runs [1 + b*inner // buckets, 1 + (b+1)*inner // buckets) of indexes
