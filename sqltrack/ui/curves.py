@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..read import queries
@@ -385,10 +385,15 @@ def parse_view(text: str | None) -> str:
     return text
 
 
+_NO_OFFSET = timedelta(0)
+
+
 def _plotted_time(stamp: Any) -> str | None:
     """``wall_time`` of a reading, at once for the text SQLite keeps of a UTC time
-    (``YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00``, as ``Dialect.timestamp`` writes it): a
-    long run has hundreds of thousands of them."""
+    (``YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00``, as ``Dialect.timestamp`` writes it) and for
+    a PostgreSQL time of a UTC session: a run has hundreds of thousands of them."""
+    if isinstance(stamp, datetime) and stamp.utcoffset() == _NO_OFFSET:
+        return stamp.replace(tzinfo=None).isoformat(sep=" ")
     if (isinstance(stamp, str) and stamp.endswith("+00:00") and stamp[10:11] == "T"
             and (len(stamp) == 25 or (len(stamp) == 32 and stamp[19] == "."
                                       and stamp[20:26] != "000000"))):
