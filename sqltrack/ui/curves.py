@@ -438,8 +438,10 @@ async def system_metrics(
 ) -> dict[str, Any]:
     """The run's ``system_metrics`` readings over wall time: ``ranks`` (every rank and
     host that wrote some) and ``metrics``, by name, either a curve per (rank, host) (view
-    ``ranks``, the readings after ``after`` only when given) or the min/mean/max across
-    them per bucket of time (view ``stats``, see :func:`system_stats`)."""
+    ``ranks``, the readings after ``after`` only when given; a curve of more than
+    ``max_points`` finite readings downsampled by the database, see :func:`_rank_lines`)
+    or the min/mean/max across them per bucket of time (view ``stats``, see
+    :func:`system_stats`)."""
     if not await client.query("SELECT 1 FROM runs WHERE id = %s", [run_id]):
         raise NotFound(f"run {run_id} does not exist")
     ranks = [{"rank": int(rank), "host": host} for rank, host in await client.query(
