@@ -407,29 +407,33 @@ def _plotted_time(stamp: Any) -> str | None:
 
 def _rank_lines(since: str) -> str:
     """SQL of each (rank, host, name) line's finite readings (``since``: the condition on
-    their time, or ''), in time order, with the line's number of them: every reading of a
-    line of at most ``max_points``, else those ``downsample.downsample`` keeps, chosen by
-    the database: the first, the last, and the lowest and the highest (the first of
-    equals) of each of ``buckets`` runs of consecutive readings. Parameters: the run's
-    (and ``since``'s), then ``buckets``, ``max_points``, ``max_points``."""
+    their time, or ''), with the line's number of them: every reading of a line of at
+    most ``max_points``, else those ``downsample.downsample`` keeps, chosen by the
+    database: the first, the last, and the lowest and the highest (the first of equals)
+    of each of ``buckets`` runs of consecutive readings. One sort of the readings (by
+    bucket and value); SQLite numbers them in key order. Parameters: the run's (and
+    ``since``'s), then ``max_points`` and ``buckets``."""
     return (
         "WITH s AS (SELECT name, rank, host, time, value, "
         "ROW_NUMBER() OVER (PARTITION BY rank, host, name ORDER BY time) AS i, "
-        # the same window as i's, whole: one pass in key order (SQLite sorts no more)
+        # the same window as i's, whole: one pass in key order
         "COUNT(*) OVER (PARTITION BY rank, host, name ORDER BY time "
         "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS n "
         f"FROM system_metrics WHERE run_id = %s AND value {_FINITE}{since}), "
-        # reading i (2 .. n-1) of a line is in bucket ((i-1) * buckets - 1) // (n-2): the
-        # downsampler's runs [1 + b*inner // buckets, 1 + (b+1)*inner // buckets) of indexes
+        # reading i (2 .. n-1) of a long line is in bucket ((i-1) * buckets - 1) // (n-2):
+        # the downsampler's runs [1 + b*inner // buckets, 1 + (b+1)*inner // buckets) of
+        # indexes; a reading kept anyway (short line, first, last) is a bucket of its own
         "b AS (SELECT name, rank, host, time, value, n, i, "
-        "((i - 1) * %s - 1) / (n - 2) AS bucket FROM s WHERE n > %s AND i > 1 AND i < n), "
-        "e AS (SELECT name, rank, host, time, value, n, "
-        "ROW_NUMBER() OVER (PARTITION BY rank, host, name, bucket ORDER BY value, i) AS lo, "
-        "ROW_NUMBER() OVER (PARTITION BY rank, host, name, bucket ORDER BY value DESC, i) "
-        "AS hi FROM b) "
-        "SELECT name, rank, host, time, value, n FROM s WHERE n <= %s OR i = 1 OR i = n "
-        "UNION ALL SELECT name, rank, host, time, value, n FROM e WHERE lo = 1 OR hi = 1 "
-        "ORDER BY name, rank, host, time")
+        "CASE WHEN n <= %s OR i = 1 OR i = n THEN -i "
+        "ELSE ((i - 1) * %s - 1) / (n - 2) END AS bucket FROM s), "
+        # in (value, i) order: the lowest is a bucket's first reading, the highest the
+        # first whose value is the bucket's greatest
+        "e AS (SELECT name, rank, host, time, value, n, ROW_NUMBER() OVER w AS lo, "
+        "MAX(value) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS top, "
+        "LAG(value) OVER w AS before FROM b "
+        "WINDOW w AS (PARTITION BY rank, host, name, bucket ORDER BY value, i)) "
+        "SELECT name, rank, host, time, value, n FROM e "
+        "WHERE lo = 1 OR (value = top AND before < value) ORDER BY name, rank, host, time")
 
 
 async def system_metrics(
@@ -444,30 +448,35 @@ async def system_metrics(
     :func:`system_stats`)."""
     if not await client.query("SELECT 1 FROM runs WHERE id = %s", [run_id]):
         raise NotFound(f"run {run_id} does not exist")
-    ranks = [{"rank": int(rank), "host": host} for rank, host in await client.query(
-        "SELECT DISTINCT rank, host FROM system_metrics WHERE run_id = %s "
-        "ORDER BY rank, host", [run_id])]
+    ranks_sql = ("SELECT DISTINCT rank, host FROM system_metrics WHERE run_id = %s "
+                 "ORDER BY rank, host")
     if view == "stats":
         if after is not None:
             raise BadRequest("after is for view=ranks: view=stats is read whole")
+        ranks = [{"rank": int(rank), "host": host}
+                 for rank, host in await client.query(ranks_sql, [run_id])]
         return {"run_id": run_id, "view": view, "ranks": ranks,
                 **await system_stats(client, run_id, max_points)}
     since, params = ("", [run_id]) if after is None else (" AND time > %s", [run_id, after])
-    (latest,) = (await client.query(
-        f"SELECT MAX(time) FROM system_metrics WHERE run_id = %s{since}", params))[0]
+    # one read of the lines (after ``after``): their ranks, latest time, finite readings
+    found = await client.query(
+        f"SELECT rank, host, MAX(time), SUM(CASE WHEN value {_FINITE} THEN 1 ELSE 0 END) "
+        f"FROM system_metrics WHERE run_id = %s{since} GROUP BY rank, host, name "
+        "ORDER BY rank, host, name", params)
+    pairs = (dict.fromkeys((int(r), h) for r, h, _, _ in found) if after is None
+             else await client.query(ranks_sql, [run_id]))
+    ranks = [{"rank": int(rank), "host": host} for rank, host in pairs]
+    latest = max((row[2] for row in found), default=None)
     moment = queries.timestamp(latest)  # the latest time, as the database wrote it
     last = latest if isinstance(latest, str) or moment is None else moment.isoformat()
     where = f"WHERE run_id = %s AND value {_FINITE}{since}"
-    longest = await client.query(
-        f"SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM system_metrics {where} "
-        "GROUP BY rank, host, name) AS lines", params)
-    if (longest[0][0] or 0) <= max_points:  # every line whole: no numbering of readings
-        rows = await client.query(
+    if max((int(row[3] or 0) for row in found), default=0) <= max_points:
+        rows = await client.query(  # every line whole: no numbering of readings
             f"SELECT name, rank, host, time, value, 0 FROM system_metrics {where} "
             "ORDER BY name, rank, host, time", params)
     else:
         rows = await client.query(
-            _rank_lines(since), [*params, (max_points - 2) // 2, max_points, max_points])
+            _rank_lines(since), [*params, max_points, (max_points - 2) // 2])
     out: dict[str, list[dict[str, Any]]] = {}
     lines: dict[tuple[str, int, str], dict[str, Any]] = {}
     for name, rank, host, stamp, value, total in rows:
