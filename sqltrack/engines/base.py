@@ -171,6 +171,43 @@ class Dialect(ABC):
         return [(" UNION ALL ".join(parts[i:i + size]), params * len(parts[i:i + size]))
                 for i in range(0, len(parts), size)]
 
+    #: Lines per statement of ``line_extremes`` (7 parameters each; SQLite allows 32,766).
+    lines_per_statement = 400
+
+    def line_extremes(
+        self, where: str, params: list[Any], lines: Sequence[tuple[Any, ...]], buckets: int,
+    ) -> list[tuple[str, list[Any]]]:
+        """Statements giving the readings kept of long ``system_metrics`` lines, in one
+        pass over their rows ``WHERE where`` (``params``; columns unqualified). Each line
+        is ``(rank, host, name, first, last, low, span)``: the times of its first and last
+        readings (as stored; both kept) and a range of ``span`` milliseconds since 1970
+        from ``low`` holding the readings between them, split into ``buckets`` of equal
+        width; of each, the lowest and the highest reading (the earliest of equals) are
+        kept. Rows ``(name, rank, host, time, value)`` in that order, a reading kept twice
+        coming twice in a row.
+
+        This one: a GROUP BY per extreme, whose bare columns SQLite takes from the row of
+        the ``MIN``/``MAX`` (the first such in key order); the lines' rows are read by key.
+        """
+        stamp = self.epoch_ms("m.time")
+        statements = []
+        for start in range(0, len(lines), self.lines_per_statement):
+            part = lines[start:start + self.lines_per_statement]
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(part))
+            sql = (f"WITH l(rank, host, name, t_first, t_last, low, span) AS (VALUES {values}), "
+                   "s AS (SELECT m.name AS name, m.rank AS rank, m.host AS host, "
+                   "m.time AS time, m.value AS value, CASE WHEN m.time = l.t_first THEN -1 "
+                   f"WHEN m.time = l.t_last THEN {buckets:d} "
+                   f"ELSE ({stamp} - l.low) * {buckets:d} / l.span END AS i "
+                   "FROM l JOIN system_metrics m ON m.rank = l.rank AND m.host = l.host "
+                   f"AND m.name = l.name WHERE {where}) "
+                   "SELECT name, rank, host, time, MIN(value) FROM s GROUP BY rank, host, name, i "
+                   "UNION ALL "
+                   "SELECT name, rank, host, time, MAX(value) FROM s GROUP BY rank, host, name, i "
+                   "ORDER BY 1, 2, 3, 4")
+            statements.append((sql, [x for line in part for x in line] + list(params)))
+        return statements
+
     @abstractmethod
     def epoch_ms(self, column: str) -> str:
         """SQL expression: the timestamp ``column`` as whole milliseconds since 1970 (an

@@ -405,35 +405,22 @@ def _plotted_time(stamp: Any) -> str | None:
     return wall_time(stamp)
 
 
-def _rank_lines(since: str) -> str:
-    """SQL of each (rank, host, name) line's finite readings (``since``: the condition on
-    their time, or ''), with the line's number of them: every reading of a line of at
-    most ``max_points``, else those ``downsample.downsample`` keeps, chosen by the
-    database: the first, the last, and the lowest and the highest (the first of equals)
-    of each of ``buckets`` runs of consecutive readings. One sort of the readings (by
-    bucket and value); SQLite numbers them in key order. Parameters: the run's (and
-    ``since``'s), then ``max_points`` and ``buckets``."""
-    return (
-        "WITH s AS (SELECT name, rank, host, time, value, "
-        "ROW_NUMBER() OVER (PARTITION BY rank, host, name ORDER BY time) AS i, "
-        # the same window as i's, whole: one pass in key order
-        "COUNT(*) OVER (PARTITION BY rank, host, name ORDER BY time "
-        "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS n "
-        f"FROM system_metrics WHERE run_id = %s AND value {_FINITE}{since}), "
-        # reading i (2 .. n-1) of a long line is in bucket ((i-1) * buckets - 1) // (n-2):
-        # the downsampler's runs [1 + b*inner // buckets, 1 + (b+1)*inner // buckets) of
-        # indexes; a reading kept anyway (short line, first, last) is a bucket of its own
-        "b AS (SELECT name, rank, host, time, value, n, i, "
-        "CASE WHEN n <= %s OR i = 1 OR i = n THEN -i "
-        "ELSE ((i - 1) * %s - 1) / (n - 2) END AS bucket FROM s), "
-        # in (value, i) order: the lowest is a bucket's first reading, the highest the
-        # first whose value is the bucket's greatest
-        "e AS (SELECT name, rank, host, time, value, n, ROW_NUMBER() OVER w AS lo, "
-        "MAX(value) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS top, "
-        "LAG(value) OVER w AS before FROM b "
-        "WINDOW w AS (PARTITION BY rank, host, name, bucket ORDER BY value, i)) "
-        "SELECT name, rank, host, time, value, n FROM e "
-        "WHERE lo = 1 OR (value = top AND before < value) ORDER BY name, rank, host, time")
+#: Equal-width buckets of time a long per-rank line is split into (``max_points`` over
+#: this); each gives at most two points, so a line has at most about half ``max_points``.
+_BUCKETS_PER_POINTS = 4
+
+
+def _long_line(row: Sequence[Any], buckets: int) -> tuple[Any, ...] | None:
+    """``Dialect.line_extremes``' line of a found row ``(rank, host, name, _, _, first,
+    last)``: a range of milliseconds from a bit before its first finite reading to a bit
+    after its last (the database rounds them its own way); None if a time is unreadable."""
+    rank, host, name, _, _, first, last = row
+    low, high = queries.timestamp(first), queries.timestamp(last)
+    if low is None or high is None:
+        return None
+    start = math.floor(low.timestamp() * 1000) - 1
+    span = math.ceil(high.timestamp() * 1000) + 2 - start
+    return (rank, host, name, first, last, start, max(span, buckets))
 
 
 async def system_metrics(
@@ -459,37 +446,52 @@ async def system_metrics(
                 **await system_stats(client, run_id, max_points)}
     since, params = ("", [run_id]) if after is None else (" AND time > %s", [run_id, after])
     # one read of the lines (after ``after``): their ranks, latest time, finite readings
+    # and the first and last of these
     found = await client.query(
-        f"SELECT rank, host, MAX(time), SUM(CASE WHEN value {_FINITE} THEN 1 ELSE 0 END) "
+        f"SELECT rank, host, name, MAX(time), SUM(CASE WHEN value {_FINITE} THEN 1 ELSE 0 END), "
+        f"MIN(CASE WHEN value {_FINITE} THEN time END), "
+        f"MAX(CASE WHEN value {_FINITE} THEN time END) "
         f"FROM system_metrics WHERE run_id = %s{since} GROUP BY rank, host, name "
         "ORDER BY rank, host, name", params)
-    pairs = (dict.fromkeys((int(r), h) for r, h, _, _ in found) if after is None
+    pairs = (dict.fromkeys((int(row[0]), row[1]) for row in found) if after is None
              else await client.query(ranks_sql, [run_id]))
     ranks = [{"rank": int(rank), "host": host} for rank, host in pairs]
-    latest = max((row[2] for row in found), default=None)
+    latest = max((row[3] for row in found), default=None)
     moment = queries.timestamp(latest)  # the latest time, as the database wrote it
     last = latest if isinstance(latest, str) or moment is None else moment.isoformat()
-    where = f"WHERE run_id = %s AND value {_FINITE}{since}"
-    if max((int(row[3] or 0) for row in found), default=0) <= max_points:
-        rows = await client.query(  # every line whole: no numbering of readings
-            f"SELECT name, rank, host, time, value, 0 FROM system_metrics {where} "
-            "ORDER BY name, rank, host, time", params)
-    else:
-        rows = await client.query(
-            _rank_lines(since), [*params, max_points, (max_points - 2) // 2])
+    where = f"run_id = %s AND value {_FINITE}{since}"
+    buckets = max(1, max_points // _BUCKETS_PER_POINTS)
+    totals = {(row[2], int(row[0]), row[1]): int(row[4] or 0) for row in found}
+    long = [line for line in (_long_line(row, buckets) for row in found
+                              if int(row[4] or 0) > max_points) if line is not None]
+    statements = client.dialect.line_extremes(where, params, long, buckets)
+    if len(long) < sum(1 for total in totals.values() if total):
+        # the lines that fit, read whole (every line when none is long)
+        skip = [(rank, host, name) for rank, host, name, *_ in long]
+        sql = f"SELECT name, rank, host, time, value FROM system_metrics WHERE {where}"
+        if skip:
+            marks = ", ".join(["(%s, %s, %s)"] * len(skip))
+            sql += f" AND (rank, host, name) NOT IN (VALUES {marks})"
+        statements.append((sql + " ORDER BY name, rank, host, time",
+                           [*params, *(x for key in skip for x in key)]))
     out: dict[str, list[dict[str, Any]]] = {}
     lines: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for name, rank, host, stamp, value, total in rows:
-        line = lines.get((name, rank, host))
-        if line is None:
-            line = lines[(name, rank, host)] = {"rank": int(rank), "host": host, "time": [],
-                                                "y": [], "points": 0, "total": int(total)}
-            out.setdefault(name, []).append(line)
-        line["time"].append(_plotted_time(stamp))
-        line["y"].append(float(value))
-        line["points"] += 1
-    for line in lines.values():
-        line["total"] = line["total"] or line["points"]
+    for sql, values in statements:
+        previous = None
+        for name, rank, host, stamp, value in await client.query(sql, values):
+            if (name, rank, host, stamp) == previous:
+                continue  # a reading kept as its bucket's lowest and highest
+            previous = (name, rank, host, stamp)
+            line = lines.get((name, rank, host))
+            if line is None:
+                line = lines[(name, rank, host)] = {
+                    "rank": int(rank), "host": host, "time": [], "y": [], "points": 0,
+                    "total": totals.get((name, int(rank), host), 0)}
+            line["time"].append(_plotted_time(stamp))
+            line["y"].append(float(value))
+            line["points"] += 1
+    for key in sorted(lines):
+        out.setdefault(key[0], []).append(lines[key])
     return {"run_id": run_id, "view": "ranks", "ranks": ranks, "last": last, "metrics": out}
 
 

@@ -543,6 +543,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders)',
     },
     'sqltrack/engines/base.py': {
+        'buckets':
+            'Dialect.line_extremes: an int, formatted with :d',
         'index':
             'dialects.curve_extremes: an int, formatted with :d',
         'span':
@@ -551,14 +553,19 @@ REVIEWED: dict[str, dict[str, str]] = {
             'dialects.curve_extremes: an int, formatted with :d',
         'start + width':
             'dialects.curve_extremes: an int, formatted with :d',
+        'stamp':
+            "Dialect.line_extremes: the dialect's epoch_ms of the constant column m.time",
         'table':
             "a fixed table name ('run_links' / 'experiment_links') chosen by sqltrack",
         'value':
             'curve_extremes / ui.curves: quote_ident(metric column) or a constant '
             'metric_values slot, maybe inside CAST(... AS INTEGER)',
+        'values':
+            'Dialect.line_extremes: placeholder rows only ((%s, ...) joined by commas)',
         'where':
             'dialects.reader_setup: quote_ident(schema), or the constant public; transfer: '
-            'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders)',
+            'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders); '
+            "line_extremes: ui.curves' 'run_id = %s AND value' + _FINITE + since",
     },
     'sqltrack/engines/dialects.py': {
         'READER_FUNCTION':
@@ -588,8 +595,16 @@ REVIEWED: dict[str, dict[str, str]] = {
         'key':
             'dialects.curve_extremes: ARRAY[CAST(value ...), CAST(step ...), CAST(progress '
             '...)]',
+        'buckets':
+            'PostgresDialect.line_extremes: an int, formatted with :d',
         'low':
             'dialects.curve_extremes: an int, formatted with :d',
+        'micros':
+            'PostgresDialect.line_extremes: the constant µs expression of the column m.time',
+        'stamp':
+            "PostgresDialect.line_extremes: epoch_ms of the constant column m.time",
+        'values':
+            'PostgresDialect.line_extremes: placeholder rows only (CAST(%s AS ...) joined)',
         'low + width * buckets':
             'dialects.curve_extremes: an int, formatted with :d',
         'marks':
@@ -618,7 +633,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             ' doubled)',
         'where':
             'dialects.reader_setup: quote_ident(schema), or the constant public; transfer: '
-            'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders)',
+            'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders); '
+            "line_extremes: ui.curves' 'run_id = %s AND value' + _FINITE + since",
         'wide':
             'dialects (SQLite view): the SELECT built just above from reviewed pieces',
         'width':
@@ -772,6 +788,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             'a metric name passed through engine.quote_ident (sql.Identifier on PostgreSQL)',
     },
     'sqltrack/ui/curves.py': {
+        '+ sql':
+            'ui.curves.system_metrics: the SELECT built just above from reviewed pieces',
         "', '.join(['%s'] * len(part))":
             'ui.curves: placeholders only',
         '_FINITE':
