@@ -180,20 +180,22 @@ class PostgresDialect(Dialect):
         statements = []
         for start in range(0, len(lines), self.lines_per_statement):
             part = lines[start:start + self.lines_per_statement]
-            values = ", ".join(["(%s, %s, %s, CAST(%s AS timestamptz), CAST(%s AS timestamptz), "
-                                "CAST(%s AS bigint), CAST(%s AS bigint))"] * len(part))
-            sql = (f"WITH l(rank, host, name, t_first, t_last, low, span) AS (VALUES {values}), "
-                   "g AS (SELECT m.name AS name, m.rank AS rank, m.host AS host, "
-                   f"MIN(ARRAY[m.value, {micros}]) AS lo, MAX(ARRAY[m.value, -{micros}]) AS hi "
+            values = ", ".join(["(%s, %s, %s, %s, CAST(%s AS timestamptz), "
+                                "CAST(%s AS timestamptz), CAST(%s AS bigint), "
+                                "CAST(%s AS bigint))"] * len(part))
+            sql = (f"WITH l(k, rank, host, name, t_first, t_last, low, span) AS (VALUES {values}), "
+                   f"g AS (SELECT l.k AS k, MIN(ARRAY[m.value, {micros}]) AS lo, "
+                   f"MAX(ARRAY[m.value, -{micros}]) AS hi "
                    "FROM l JOIN system_metrics m ON m.rank = l.rank AND m.host = l.host "
-                   f"AND m.name = l.name WHERE {where} GROUP BY m.rank, m.host, m.name, "
+                   f"AND m.name = l.name WHERE {where} GROUP BY l.k, "
                    f"CASE WHEN m.time = l.t_first THEN -1 WHEN m.time = l.t_last THEN {buckets:d} "
                    f"ELSE ({stamp} - l.low) * {buckets:d} / l.span END) "
-                   "SELECT name, rank, host, TIMESTAMPTZ 'epoch' + CAST(lo[2] AS bigint) "
+                   "SELECT k, TIMESTAMPTZ 'epoch' + CAST(lo[2] AS bigint) "
                    "* INTERVAL '1 microsecond', lo[1] FROM g UNION ALL "
-                   "SELECT name, rank, host, TIMESTAMPTZ 'epoch' - CAST(hi[2] AS bigint) "
-                   "* INTERVAL '1 microsecond', hi[1] FROM g ORDER BY 1, 2, 3, 4")
-            statements.append((sql, [x for line in part for x in line] + list(params)))
+                   "SELECT k, TIMESTAMPTZ 'epoch' - CAST(hi[2] AS bigint) "
+                   "* INTERVAL '1 microsecond', hi[1] FROM g ORDER BY 1, 2")
+            rows = [(start + j, *line) for j, line in enumerate(part)]
+            statements.append((sql, [x for row in rows for x in row] + list(params)))
         return statements
 
     def epoch_ms(self, column: str) -> str:

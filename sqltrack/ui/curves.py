@@ -464,32 +464,35 @@ async def system_metrics(
     totals = {(row[2], int(row[0]), row[1]): int(row[4] or 0) for row in found}
     long = [line for line in (_long_line(row, buckets) for row in found
                               if int(row[4] or 0) > max_points) if line is not None]
-    statements = client.dialect.line_extremes(where, params, long, buckets)
+    keys = [(name, rank, host) for rank, host, name, *_ in long]  # line_extremes' lines
+    found_rows: list[tuple[Any, Any, Any]] = []  # (line's key, time, value), in order
+    for sql, values in client.dialect.line_extremes(where, params, long, buckets):
+        found_rows += [(keys[k], stamp, value) for k, stamp, value in
+                       await client.query(sql, values)]
     if len(long) < sum(1 for total in totals.values() if total):
         # the lines that fit, read whole (every line when none is long)
-        skip = [(rank, host, name) for rank, host, name, *_ in long]
         sql = f"SELECT name, rank, host, time, value FROM system_metrics WHERE {where}"
-        if skip:
-            marks = ", ".join(["(%s, %s, %s)"] * len(skip))
+        if long:
+            marks = ", ".join(["(%s, %s, %s)"] * len(long))
             sql += f" AND (rank, host, name) NOT IN (VALUES {marks})"
-        statements.append((sql + " ORDER BY name, rank, host, time",
-                           [*params, *(x for key in skip for x in key)]))
+        found_rows += [((name, rank, host), stamp, value) for name, rank, host, stamp, value
+                       in await client.query(sql + " ORDER BY name, rank, host, time",
+                                             [*params, *(x for line in long for x in line[:3])])]
     out: dict[str, list[dict[str, Any]]] = {}
     lines: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for sql, values in statements:
-        previous = None
-        for name, rank, host, stamp, value in await client.query(sql, values):
-            if (name, rank, host, stamp) == previous:
-                continue  # a reading kept as its bucket's lowest and highest
-            previous = (name, rank, host, stamp)
-            line = lines.get((name, rank, host))
-            if line is None:
-                line = lines[(name, rank, host)] = {
-                    "rank": int(rank), "host": host, "time": [], "y": [], "points": 0,
-                    "total": totals.get((name, int(rank), host), 0)}
-            line["time"].append(_plotted_time(stamp))
-            line["y"].append(float(value))
-            line["points"] += 1
+    previous = None
+    for key, stamp, value in found_rows:
+        if (key, stamp) == previous:
+            continue  # a reading kept as its bucket's lowest and highest
+        previous = (key, stamp)
+        line = lines.get(key)
+        if line is None:
+            name, rank, host = key
+            line = lines[key] = {"rank": int(rank), "host": host, "time": [], "y": [],
+                                 "points": 0, "total": totals.get((name, int(rank), host), 0)}
+        line["time"].append(_plotted_time(stamp))
+        line["y"].append(float(value))
+        line["points"] += 1
     for key in sorted(lines):
         out.setdefault(key[0], []).append(lines[key])
     return {"run_id": run_id, "view": "ranks", "ranks": ranks, "last": last, "metrics": out}

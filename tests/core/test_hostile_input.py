@@ -553,6 +553,10 @@ REVIEWED: dict[str, dict[str, str]] = {
             'dialects.curve_extremes: an int, formatted with :d',
         'start + width':
             'dialects.curve_extremes: an int, formatted with :d',
+        'size':
+            'Dialect.line_extremes: an int (buckets + 2), formatted with :d',
+        'size - 1':
+            'Dialect.line_extremes: an int (buckets + 1), formatted with :d',
         'stamp':
             "Dialect.line_extremes: the dialect's epoch_ms of the constant column m.time",
         'table':
