@@ -430,7 +430,9 @@ async def system_metrics(
     """The run's ``system_metrics`` readings over wall time: ``ranks`` (every rank and
     host that wrote some) and ``metrics``, by name, either a curve per (rank, host) (view
     ``ranks``, the readings after ``after`` only when given; a curve of more than
-    ``max_points`` finite readings downsampled by the database, see :func:`_rank_lines`)
+    ``max_points`` finite readings downsampled by the database in one pass: its first
+    and last readings and the lowest and highest of each of ``max_points // 4`` equal
+    buckets of its time, see ``Dialect.line_extremes``)
     or the min/mean/max across them per bucket of time (view ``stats``, see
     :func:`system_stats`)."""
     if not await client.query("SELECT 1 FROM runs WHERE id = %s", [run_id]):
