@@ -6,8 +6,11 @@ The run: RANKS ranks on RANKS/4 hosts, NAMES readings each, one sample every 10 
 SAMPLES samples (RANKS * NAMES * SAMPLES rows). Printed per engine and view: the median
 and max wall time of 3 requests, the answer's size and its points.
 
-usage: PYTHONPATH=. python benchmarks/ui_system_ranks.py [sqlite|postgres ...]
-(postgres: 127.0.0.1:5432, user postgres, database test; a throwaway schema)
+usage: PYTHONPATH=. python benchmarks/ui_system_ranks.py [--samples N] [sqlite|postgres ...]
+(postgres: 127.0.0.1:5432, user postgres, database test; a throwaway schema). With the
+default 1,000 samples every line fits in ``max_points`` (2,000) and is sent whole; with
+``--samples 8000`` each line is downsampled (by the database: at most 2,000 rows a line
+leave it).
 """
 
 from __future__ import annotations
@@ -32,14 +35,14 @@ RANKS, NAMES, SAMPLES = 16, 8, 1000
 START = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
 
 
-async def measure(engine: str, kwargs: dict) -> None:
+async def measure(engine: str, kwargs: dict, samples: int) -> None:
     client = sqltrack.AsyncClient(**kwargs)
     try:
         exp = await sqltrack.AsyncExperiment.create(client, name="ranks")
         run = await exp.get_run()
         rows = [(run.id, client.dialect.timestamp(START + timedelta(seconds=10 * i + rank / 10)),
                  f"reading_{n}", float(rank * i + n), rank, f"node{rank // 4}")
-                for rank in range(RANKS) for n in range(NAMES) for i in range(SAMPLES)]
+                for rank in range(RANKS) for n in range(NAMES) for i in range(samples)]
         async with client:
             await client.executemany(client.dialect.sql(
                 "INSERT INTO system_metrics (run_id, time, name, value, rank, host) "
@@ -67,20 +70,26 @@ async def measure(engine: str, kwargs: dict) -> None:
         await client.close()
 
 
-def main(engines: list[str]) -> None:
+def main(engines: list[str], samples: int = SAMPLES) -> None:
     for engine in engines:
         if engine == "sqlite":
             with tempfile.TemporaryDirectory() as tmp:
-                asyncio.run(measure(engine, {"engine": "sqlite", "dbpath": f"{tmp}/b.db"}))
+                asyncio.run(measure(engine, {"engine": "sqlite", "dbpath": f"{tmp}/b.db"},
+                                    samples))
         else:
             schema = "bench_" + uuid.uuid4().hex[:8]
             dsn = " ".join(f"{k}={v}" for k, v in PG.items())
             try:
-                asyncio.run(measure(engine, {"engine": "postgres", **PG, "schema": schema}))
+                asyncio.run(measure(engine, {"engine": "postgres", **PG, "schema": schema},
+                                    samples))
             finally:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["sqlite", "postgres"])
+    args = sys.argv[1:]
+    count = SAMPLES
+    if args[:1] == ["--samples"]:
+        count, args = int(args[1]), args[2:]
+    main(args or ["sqlite", "postgres"], count)

@@ -171,6 +171,44 @@ class Dialect(ABC):
         return [(" UNION ALL ".join(parts[i:i + size]), params * len(parts[i:i + size]))
                 for i in range(0, len(parts), size)]
 
+    #: Lines per statement of ``line_extremes`` (8 parameters each; SQLite allows 32,766).
+    lines_per_statement = 400
+
+    def line_extremes(
+        self, where: str, params: list[Any], lines: Sequence[tuple[Any, ...]], buckets: int,
+    ) -> list[tuple[str, list[Any]]]:
+        """Statements giving the readings kept of long ``system_metrics`` lines, in one
+        pass over their rows ``WHERE where`` (``params``; columns unqualified). Each line
+        is ``(rank, host, name, first, last, low, span)``: the times of its first and last
+        readings (as stored; both kept) and a range of ``span`` milliseconds since 1970
+        from ``low`` holding the readings between them, split into ``buckets`` of equal
+        width; of each, the lowest and the highest reading (the earliest of equals) are
+        kept. Rows ``(line, time, value)`` (``line``: the index in ``lines``) in that
+        order, a reading kept twice coming twice in a row.
+
+        This one: a GROUP BY per extreme, whose bare columns SQLite takes from the row of
+        the ``MIN``/``MAX`` (the first such in key order), over the lines' rows read by key
+        once; grouped by one integer (line and bucket), the sorts' records stay small.
+        """
+        stamp = self.epoch_ms("m.time")
+        size = buckets + 2  # a line's buckets, its first and last readings' included
+        statements = []
+        for start in range(0, len(lines), self.lines_per_statement):
+            part = lines[start:start + self.lines_per_statement]
+            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(part))
+            sql = (f"WITH l(k, rank, host, name, t_first, t_last, low, span) AS (VALUES {values}), "
+                   f"s AS (SELECT l.k * {size:d} + CASE WHEN m.time = l.t_first THEN 0 "
+                   f"WHEN m.time = l.t_last THEN {size - 1:d} "
+                   f"ELSE 1 + ({stamp} - l.low) * {buckets:d} / l.span END AS key, "
+                   "m.time AS time, m.value AS value "
+                   "FROM l JOIN system_metrics m ON m.rank = l.rank AND m.host = l.host "
+                   f"AND m.name = l.name WHERE {where}) "
+                   f"SELECT key / {size:d}, time, MIN(value) FROM s GROUP BY key UNION ALL "
+                   f"SELECT key / {size:d}, time, MAX(value) FROM s GROUP BY key ORDER BY 1, 2")
+            rows = [(start + j, *line) for j, line in enumerate(part)]
+            statements.append((sql, [x for row in rows for x in row] + list(params)))
+        return statements
+
     @abstractmethod
     def epoch_ms(self, column: str) -> str:
         """SQL expression: the timestamp ``column`` as whole milliseconds since 1970 (an

@@ -172,6 +172,34 @@ class PostgresDialect(Dialect):
                "UNION ALL SELECT i, hi[1], hi[2], hi[3], 0 FROM g")
         return [(sql, list(params))]
 
+    def line_extremes(
+        self, where: str, params: list[Any], lines: Sequence[tuple[Any, ...]], buckets: int,
+    ) -> list[Statement]:
+        """One hash aggregate: the least ``ARRAY[value, µs]`` and the greatest ``ARRAY[value,
+        -µs]`` of each bucket (µs since 1970, exact in a double), times made back from them."""
+        micros = "CAST(EXTRACT(EPOCH FROM m.time) * 1000000 AS double precision)"
+        stamp = self.epoch_ms("m.time")
+        statements = []
+        for start in range(0, len(lines), self.lines_per_statement):
+            part = lines[start:start + self.lines_per_statement]
+            values = ", ".join(["(%s, %s, %s, %s, CAST(%s AS timestamptz), "
+                                "CAST(%s AS timestamptz), CAST(%s AS bigint), "
+                                "CAST(%s AS bigint))"] * len(part))
+            sql = (f"WITH l(k, rank, host, name, t_first, t_last, low, span) AS (VALUES {values}), "
+                   f"g AS (SELECT l.k AS k, MIN(ARRAY[m.value, {micros}]) AS lo, "
+                   f"MAX(ARRAY[m.value, -{micros}]) AS hi "
+                   "FROM l JOIN system_metrics m ON m.rank = l.rank AND m.host = l.host "
+                   f"AND m.name = l.name WHERE {where} GROUP BY l.k, "
+                   f"CASE WHEN m.time = l.t_first THEN -1 WHEN m.time = l.t_last THEN {buckets:d} "
+                   f"ELSE ({stamp} - l.low) * {buckets:d} / l.span END) "
+                   "SELECT k, TIMESTAMPTZ 'epoch' + CAST(lo[2] AS bigint) "
+                   "* INTERVAL '1 microsecond', lo[1] FROM g UNION ALL "
+                   "SELECT k, TIMESTAMPTZ 'epoch' - CAST(hi[2] AS bigint) "
+                   "* INTERVAL '1 microsecond', hi[1] FROM g ORDER BY 1, 2")
+            rows = [(start + j, *line) for j, line in enumerate(part)]
+            statements.append((sql, [x for row in rows for x in row] + list(params)))
+        return statements
+
     def epoch_ms(self, column: str) -> str:
         return f"CAST(ROUND(EXTRACT(EPOCH FROM {column}) * 1000) AS BIGINT)"
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..read import queries
 from .api import PLOTTED_KINDS, BadRequest, NotFound
-from .downsample import downsample
 from .identity import aggregate, color_of, differing_args, display_name, group_key
 
 if TYPE_CHECKING:
@@ -389,50 +388,118 @@ def parse_view(text: str | None) -> str:
     return text
 
 
+_NO_OFFSET = timedelta(0)
+
+
+def _plotted_time(stamp: Any) -> str | None:
+    """``wall_time`` of a reading, at once for the text SQLite keeps of a UTC time
+    (``YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00``, as ``Dialect.timestamp`` writes it) and for
+    a PostgreSQL time of a UTC session: a run has hundreds of thousands of them."""
+    if isinstance(stamp, datetime) and stamp.utcoffset() == _NO_OFFSET:
+        return stamp.replace(tzinfo=None).isoformat(sep=" ")
+    if (isinstance(stamp, str) and stamp.endswith("+00:00") and stamp[10:11] == "T"
+            and (len(stamp) == 25 or (len(stamp) == 32 and stamp[19] == "."
+                                      and stamp[20:26] != "000000"))):
+        try:
+            datetime.fromisoformat(stamp)  # a time indeed
+        except ValueError:
+            return None
+        return f"{stamp[:10]} {stamp[11:-6]}"
+    return wall_time(stamp)
+
+
+#: Equal-width buckets of time a long per-rank line is split into (``max_points`` over
+#: this); each gives at most two points, so a line has at most about half ``max_points``.
+_BUCKETS_PER_POINTS = 4
+
+
+def _long_line(row: Sequence[Any], buckets: int) -> tuple[Any, ...] | None:
+    """``Dialect.line_extremes``' line of a found row ``(rank, host, name, _, _, first,
+    last)``: a range of milliseconds from a bit before its first finite reading to a bit
+    after its last (the database rounds them its own way); None if a time is unreadable."""
+    rank, host, name, _, _, first, last = row
+    low, high = queries.timestamp(first), queries.timestamp(last)
+    if low is None or high is None:
+        return None
+    start = math.floor(low.timestamp() * 1000) - 1
+    span = math.ceil(high.timestamp() * 1000) + 2 - start
+    return (rank, host, name, first, last, start, max(span, buckets))
+
+
 async def system_metrics(
     client: AsyncClient, run_id: int, max_points: int, after: datetime | str | None = None,
     view: str = "ranks",
 ) -> dict[str, Any]:
     """The run's ``system_metrics`` readings over wall time: ``ranks`` (every rank and
     host that wrote some) and ``metrics``, by name, either a curve per (rank, host) (view
-    ``ranks``, the readings after ``after`` only when given) or the min/mean/max across
-    them per bucket of time (view ``stats``, see :func:`system_stats`)."""
+    ``ranks``, the readings after ``after`` only when given; a curve of more than
+    ``max_points`` finite readings downsampled by the database in one pass: its first
+    and last readings and the lowest and highest of each of ``max_points // 4`` equal
+    buckets of its time, see ``Dialect.line_extremes``)
+    or the min/mean/max across them per bucket of time (view ``stats``, see
+    :func:`system_stats`)."""
     if not await client.query("SELECT 1 FROM runs WHERE id = %s", [run_id]):
         raise NotFound(f"run {run_id} does not exist")
-    ranks = [{"rank": int(rank), "host": host} for rank, host in await client.query(
-        "SELECT DISTINCT rank, host FROM system_metrics WHERE run_id = %s "
-        "ORDER BY rank, host", [run_id])]
+    ranks_sql = ("SELECT DISTINCT rank, host FROM system_metrics WHERE run_id = %s "
+                 "ORDER BY rank, host")
     if view == "stats":
         if after is not None:
             raise BadRequest("after is for view=ranks: view=stats is read whole")
+        ranks = [{"rank": int(rank), "host": host}
+                 for rank, host in await client.query(ranks_sql, [run_id])]
         return {"run_id": run_id, "view": view, "ranks": ranks,
                 **await system_stats(client, run_id, max_points)}
-    sql = "SELECT name, rank, host, time, value FROM system_metrics WHERE run_id = %s"
-    params: list[Any] = [run_id]
-    if after is not None:
-        sql += " AND time > %s"
-        params.append(after)
-    rows = await client.query(sql + " ORDER BY name, rank, host, time", params)
-    series: dict[str, dict[tuple[int, str], tuple[list[Any], list[float]]]] = {}
-    last: str | None = None  # the latest time, as the database wrote it (for ``after``)
-    latest: datetime | None = None
-    for name, rank, host, stamp, value in rows:
-        moment = queries.timestamp(stamp)
-        if moment is not None and (latest is None or moment > latest):
-            latest = moment
-            last = stamp if isinstance(stamp, str) else moment.isoformat()
-        if value is None or not math.isfinite(value):
-            continue
-        xs, ys = series.setdefault(name, {}).setdefault((int(rank), host), ([], []))
-        xs.append(wall_time(stamp))
-        ys.append(value)
+    since, params = ("", [run_id]) if after is None else (" AND time > %s", [run_id, after])
+    # one read of the lines (after ``after``): their ranks, latest time, finite readings
+    # and the first and last of these
+    found = await client.query(
+        f"SELECT rank, host, name, MAX(time), SUM(CASE WHEN value {_FINITE} THEN 1 ELSE 0 END), "
+        f"MIN(CASE WHEN value {_FINITE} THEN time END), "
+        f"MAX(CASE WHEN value {_FINITE} THEN time END) "
+        f"FROM system_metrics WHERE run_id = %s{since} GROUP BY rank, host, name "
+        "ORDER BY rank, host, name", params)
+    pairs = (dict.fromkeys((int(row[0]), row[1]) for row in found) if after is None
+             else await client.query(ranks_sql, [run_id]))
+    ranks = [{"rank": int(rank), "host": host} for rank, host in pairs]
+    latest = max((row[3] for row in found), default=None)
+    moment = queries.timestamp(latest)  # the latest time, as the database wrote it
+    last = latest if isinstance(latest, str) or moment is None else moment.isoformat()
+    where = f"run_id = %s AND value {_FINITE}{since}"
+    buckets = max(1, max_points // _BUCKETS_PER_POINTS)
+    totals = {(row[2], int(row[0]), row[1]): int(row[4] or 0) for row in found}
+    long = [line for line in (_long_line(row, buckets) for row in found
+                              if int(row[4] or 0) > max_points) if line is not None]
+    keys = [(name, rank, host) for rank, host, name, *_ in long]  # line_extremes' lines
+    found_rows: list[tuple[Any, Any, Any]] = []  # (line's key, time, value), in order
+    for sql, values in client.dialect.line_extremes(where, params, long, buckets):
+        found_rows += [(keys[k], stamp, value) for k, stamp, value in
+                       await client.query(sql, values)]
+    if len(long) < sum(1 for total in totals.values() if total):
+        # the lines that fit, read whole (every line when none is long)
+        sql = f"SELECT name, rank, host, time, value FROM system_metrics WHERE {where}"
+        if long:
+            marks = ", ".join(["(%s, %s, %s)"] * len(long))
+            sql += f" AND (rank, host, name) NOT IN (VALUES {marks})"
+        found_rows += [((name, rank, host), stamp, value) for name, rank, host, stamp, value
+                       in await client.query(sql + " ORDER BY name, rank, host, time",
+                                             [*params, *(x for line in long for x in line[:3])])]
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, lines in series.items():
-        out[name] = []
-        for (rank, host), (xs, ys) in lines.items():
-            kept_x, kept_y = downsample(xs, ys, max_points)
-            out[name].append({"rank": rank, "host": host, "time": kept_x, "y": kept_y,
-                              "points": len(kept_y), "total": len(ys)})
+    lines: dict[tuple[str, int, str], dict[str, Any]] = {}
+    previous = None
+    for key, stamp, value in found_rows:
+        if (key, stamp) == previous:
+            continue  # a reading kept as its bucket's lowest and highest
+        previous = (key, stamp)
+        line = lines.get(key)
+        if line is None:
+            name, rank, host = key
+            line = lines[key] = {"rank": int(rank), "host": host, "time": [], "y": [],
+                                 "points": 0, "total": totals.get((name, int(rank), host), 0)}
+        line["time"].append(_plotted_time(stamp))
+        line["y"].append(float(value))
+        line["points"] += 1
+    for key in sorted(lines):
+        out.setdefault(key[0], []).append(lines[key])
     return {"run_id": run_id, "view": "ranks", "ranks": ranks, "last": last, "metrics": out}
 
 

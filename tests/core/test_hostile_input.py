@@ -543,6 +543,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders)',
     },
     'sqltrack/engines/base.py': {
+        'buckets':
+            'Dialect.line_extremes: an int, formatted with :d',
         'index':
             'dialects.curve_extremes: an int, formatted with :d',
         'span':
@@ -551,14 +553,23 @@ REVIEWED: dict[str, dict[str, str]] = {
             'dialects.curve_extremes: an int, formatted with :d',
         'start + width':
             'dialects.curve_extremes: an int, formatted with :d',
+        'size':
+            'Dialect.line_extremes: an int (buckets + 2), formatted with :d',
+        'size - 1':
+            'Dialect.line_extremes: an int (buckets + 1), formatted with :d',
+        'stamp':
+            "Dialect.line_extremes: the dialect's epoch_ms of the constant column m.time",
         'table':
             "a fixed table name ('run_links' / 'experiment_links') chosen by sqltrack",
         'value':
             'curve_extremes / ui.curves: quote_ident(metric column) or a constant '
             'metric_values slot, maybe inside CAST(... AS INTEGER)',
+        'values':
+            'Dialect.line_extremes: placeholder rows only ((%s, ...) joined by commas)',
         'where':
             'dialects.reader_setup: quote_ident(schema), or the constant public; transfer: '
-            'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders)',
+            'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders); '
+            "line_extremes: ui.curves' 'run_id = %s AND value' + _FINITE + since",
     },
     'sqltrack/engines/dialects.py': {
         'READER_FUNCTION':
@@ -588,8 +599,16 @@ REVIEWED: dict[str, dict[str, str]] = {
         'key':
             'dialects.curve_extremes: ARRAY[CAST(value ...), CAST(step ...), CAST(progress '
             '...)]',
+        'buckets':
+            'PostgresDialect.line_extremes: an int, formatted with :d',
         'low':
             'dialects.curve_extremes: an int, formatted with :d',
+        'micros':
+            'PostgresDialect.line_extremes: the constant µs expression of the column m.time',
+        'stamp':
+            "PostgresDialect.line_extremes: epoch_ms of the constant column m.time",
+        'values':
+            'PostgresDialect.line_extremes: placeholder rows only (CAST(%s AS ...) joined)',
         'low + width * buckets':
             'dialects.curve_extremes: an int, formatted with :d',
         'marks':
@@ -618,7 +637,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             ' doubled)',
         'where':
             'dialects.reader_setup: quote_ident(schema), or the constant public; transfer: '
-            'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders)',
+            'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders); '
+            "line_extremes: ui.curves' 'run_id = %s AND value' + _FINITE + since",
         'wide':
             'dialects (SQLite view): the SELECT built just above from reviewed pieces',
         'width':
@@ -774,10 +794,10 @@ REVIEWED: dict[str, dict[str, str]] = {
             'a metric name passed through engine.quote_ident (sql.Identifier on PostgreSQL)',
     },
     'sqltrack/ui/curves.py': {
+        '+ sql':
+            'ui.curves.system_metrics: the SELECT built just above from reviewed pieces',
         "', '.join(['%s'] * len(part))":
             'ui.curves: placeholders only',
-        '+ sql':
-            'SQL text built above from reviewed pieces',
         '_FINITE':
             'ui.curves: the constant finite-number test (BETWEEN two float literals)',
         'extra':
@@ -799,6 +819,10 @@ REVIEWED: dict[str, dict[str, str]] = {
         'place.where':
             "ui.curves: 'run_id = %s AND' + quote_ident(name) / constant slot + ' IS NOT "
             "NULL' + the constant after-key condition (placeholders)",
+        'since':
+            "ui.curves: '' or the constant ' AND time > %s' (placeholder) of system_metrics",
+        'where':
+            "ui.curves: 'WHERE run_id = %s AND value' + the constant _FINITE + since (above)",
         'stamp':
             "ui.curves: Dialect.epoch_ms of the constant column name 'time'",
         'table':
