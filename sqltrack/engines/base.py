@@ -134,6 +134,11 @@ class Dialect(ABC):
     #: Whether column names differing only in case are one column (SQLite): a metric
     #: name clashing so is refused before any column is added.
     case_insensitive_names = False
+    #: What our own query read through subqueries (the page's reader) ends with after
+    #: its ORDER BY so that the order survives them: PostgreSQL ``OFFSET 0`` (Citus keeps
+    #: a subquery's ORDER BY only with a LIMIT or OFFSET); SQLite nothing (it keeps the
+    #: order, and refuses OFFSET without LIMIT).
+    keep_order = ""
 
     def sql(self, query: str) -> str:
         """Our own SQL is written with ``%s`` placeholders; dialects translate it.

@@ -153,6 +153,8 @@ class SqliteDialect(Dialect):
 class PostgresDialect(Dialect):
     """PostgreSQL: ``%s`` placeholders (psycopg), jsonb operators, timestamptz."""
 
+    keep_order = " OFFSET 0"
+
     name = "postgres"
     engine_class = "postgres:PostgresEngine"
 

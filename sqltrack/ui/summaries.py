@@ -135,7 +135,7 @@ def build_sql(
     columns: list[dict[str, Any]], quote: Any, status: str | None, where: str | None,
     long: frozenset[str] = frozenset(), with_args: bool = False,
     plan: Plan | None = None, descending: bool = False,
-    window: tuple[int, int] | None = None,
+    window: tuple[int, int] | None = None, keep_order: str = "",
 ) -> tuple[list[str | User], list[Any]]:
     """The one SELECT of the table: parts (see ``readonly.compose``) and parameters.
 
@@ -145,7 +145,8 @@ def build_sql(
     (see ``table_sql``): its conditions filter the runs; its group and sort keys order
     them (then id; see ``_order``) and are selected after the columns, so that the rows
     can be put back in order (``table_sql.put_in_order``); ``window`` = (limit, offset)
-    reads one page of that order.
+    reads one page of that order. ``keep_order``: the dialect's (the query is read
+    through the page's reader, whose subqueries must keep its order).
     """
     plan = plan or Plan()
     selects = ["r.id", "r.status", "r.time_started", "r.time_updated", "r.tags", "r.comment",
@@ -208,7 +209,7 @@ def build_sql(
             + ", ".join(["%s"] * len(names)) + ") GROUP BY v.run_id) b ON b.run_id = r.id"
         )
         params += [*long_params, EXPERIMENT, *names]
-    parts.append(f" ORDER BY {order}")  # rows past a byte budget are the last ones
+    parts.append(f" ORDER BY {order}{keep_order}")  # past a byte budget: the last rows
     params += order_params
     return parts, params
 
@@ -312,7 +313,8 @@ async def runs_table(
     if plan is not None:  # the database filters, groups, sorts and reads one page
         parts, params = build_sql(columns, quote, status, where, long, plan=plan,
                                   descending=descending,
-                                  window=(per_page, (page - 1) * per_page))
+                                  window=(per_page, (page - 1) * per_page),
+                                  keep_order=client.dialect.keep_order)
         # the page and the count (or the groups) at once: two connections, two cores
         counting = (_groups(client, plan.group, status, where, plan, experiment_id, timeout,
                             policy) if plan.group is not None
@@ -332,7 +334,8 @@ async def runs_table(
     else:  # what the database cannot do here: every matching run, sorted and cut here
         with_args = (any(key not in SEARCH_KEYS for key, _ in terms if key is not None)
                      or (group or "").startswith("args."))
-        parts, params = build_sql(columns, quote, status, where, long, with_args)
+        parts, params = build_sql(columns, quote, status, where, long, with_args,
+                                  keep_order=client.dialect.keep_order)
         result = await _fetch(client, parts, params, experiment_id, timeout, policy)
         rows = sorted(result.rows, key=lambda r: r[0], reverse=descending)
         chosen = [row for row in rows

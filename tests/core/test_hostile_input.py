@@ -839,6 +839,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             'ui.readonly: the text of a QueryRefused error message, never run as SQL',
     },
     'sqltrack/ui/summaries.py': {
+        'keep_order':
+            "engines: the dialect's constant Dialect.keep_order ('' or ' OFFSET 0')",
         'key.raw.text':
             "ui.table_sql: a group key's raw value (r.args / r.extras -> %s, r.status)",
         "+ ', '.join(['%s'] * len(names))":
