@@ -211,11 +211,10 @@ async def test_one_page_reads_one_page_of_rows(client, http, params):
         assert 0 < whole["total"] < 12
 
 
+@pytest.mark.parametrize("engine", ["postgres"], indirect=True)
 async def test_page_queries_run_without_jit(client, http, engine):
     """PostgreSQL's JIT compiles a query whose estimated cost is high (a sort of 100,000
     runs by a metric: a correlated subquery a run) for hundreds of milliseconds that a
     page's short, bounded query never wins back: the page's queries run with ``jit`` off."""
-    if engine != "postgres":
-        pytest.skip("PostgreSQL's setting")
     answer = (await http.get("/api/sql", params={"q": "SELECT current_setting('jit')"})).json()
     assert answer["rows"] == [["off"]]
