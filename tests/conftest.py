@@ -114,6 +114,10 @@ CITUS_DESELECTED = {
     "test_writers_add_the_same_new_column_at_once[postgres]":
         "racing writers' values of a column being made go to metric_values (the no-stall "
         "rule: ADD COLUMN on a distributed table waits on every shard); it reads columns",
+    "tests/schema/test_status_index.py::"
+    "test_a_status_page_of_the_table_is_read_through_the_index[postgres]":
+        "it reads one server's plan; a coordinator's plan is a distributed one (each shard "
+        "reads its part, the coordinator merges)",
     "tests/ui/test_ui_features.py::test_sql_page_query_table_and_csv[postgres]":
         "KNOWN: the SQL page wraps users' queries in subqueries (a data-modifying WITH is "
         "refused there), and Citus keeps a subquery's ORDER BY only with a LIMIT or "

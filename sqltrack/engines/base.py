@@ -151,6 +151,11 @@ class Dialect(ABC):
         """Quote an identifier (``quote_ident``: the same on both engines)."""
         return quote_ident(name)
 
+    def script_statements(self, script: str) -> list[str]:
+        """One of our own schema scripts as the pieces to run one at a time where the
+        tables may exist already (an upgrade). This one: the script whole."""
+        return [script]
+
     def curve_extremes(
         self, table: str, where: str, params: list[Any], value: str,
         low: int, width: int, buckets: int,

@@ -155,6 +155,23 @@ class PostgresDialect(Dialect):
 
     keep_order = " OFFSET 0"
 
+    def script_statements(self, script: str) -> list[str]:
+        """Our own PostgreSQL script statement by statement: a line ending in ``;``
+        outside a ``$$`` body ends one. Citus refuses DDL on a distributed table (a new
+        index) sent in a multi-statement query ("cannot insert multiple commands into a
+        prepared statement"), so an upgrade of a distributed database runs them apart."""
+        statements: list[str] = []
+        lines: list[str] = []
+        in_body = False
+        for line in script.splitlines():
+            lines.append(line)
+            in_body ^= line.count("$$") % 2 == 1
+            if not in_body and line.rstrip().endswith(";"):
+                statements.append("\n".join(lines))
+                lines = []
+        rest = "\n".join(lines).strip()
+        return [*statements, rest] if rest else statements
+
     name = "postgres"
     engine_class = "postgres:PostgresEngine"
 

@@ -52,7 +52,8 @@ async def upgrade(engine: Engine, conn: Any, state: str, base_sql: str) -> str |
     tables = await _tables(engine, conn)
     await _adopt_early_migrations(engine, conn, tables)
     await _run_steps(engine, conn, engine.dialect.upgrade_steps(tables, STATUSES))
-    await engine.executescript(conn, base_sql)
+    for statement in engine.dialect.script_statements(base_sql):  # tables may be distributed
+        await engine.executescript(conn, statement)
     await engine.refresh_metric_view(conn)
     await record_marks(engine, conn)
     return {

@@ -108,3 +108,20 @@ async def test_a_status_page_of_the_table_is_read_through_the_index(client_kwarg
             conn.execute("SET enable_bitmapscan = off")
             text = " ".join(r[0] for r in conn.execute("EXPLAIN " + query).fetchall())
         assert INDEX in text and "Sort" not in text, (descending, text)
+
+
+def test_postgres_base_script_splits_into_whole_statements():
+    """An upgrade runs the PostgreSQL base script statement by statement (Citus refuses a
+    new index on a distributed table sent in a multi-statement query): the pieces are the
+    whole script, each one statement ending in ``;`` (a ``DO $$ ... $$`` body kept whole)."""
+    from sqltrack.engines.dialects import PostgresDialect
+    from sqltrack.schema import base_schema_sql
+
+    dialect = PostgresDialect()
+    script = base_schema_sql(dialect.schema_script)
+    pieces = dialect.script_statements(script)
+    assert "\n".join(pieces).split() == script.split()
+    bodies = [p for p in pieces if "$$" in p]
+    assert bodies and all(p.count("$$") % 2 == 0 for p in bodies)
+    assert all(p.rstrip().endswith(";") for p in pieces)
+    assert any("CREATE INDEX IF NOT EXISTS runs_experiment_status_idx" in p for p in pieces)
