@@ -39,7 +39,9 @@ class Report(pl.Callback):
             assert time.monotonic() < deadline, "no system metrics of this rank"
             time.sleep(0.05)
         client.close()
-        print(f"RANK {trainer.global_rank} RUN {run_id}", flush=True)
+        # one write per line: the ranks share this pipe, and print() may write the
+        # text and its newline apart, so two ranks' lines could run together
+        os.write(1, f"RANK {trainer.global_rank} RUN {run_id}\n".encode())
 
 if __name__ == "__main__":
     logger = SqltrackLogger(experiment="ddp", system_metrics=0.05, per_rank=["rank_*"],

@@ -35,7 +35,9 @@ class Report(TrainerCallback):
             assert time.monotonic() < deadline, "no system metrics of this process"
             time.sleep(0.05)
         client.close()
-        print(f"RANK {args.process_index} RUN {run_id}", flush=True)
+        # one write per line: the ranks share this pipe, and print() may write the
+        # text and its newline apart, so two ranks' lines could run together
+        os.write(1, f"RANK {args.process_index} RUN {run_id}\n".encode())
 
 callback = SqltrackCallback(experiment="hf-ddp", system_metrics=0.05, quiet=True)
 args = TrainingArguments(
