@@ -88,6 +88,15 @@ def write_raw(kw: dict[str, Any], *statements: str) -> None:
             conn.execute(statement)
 
 
+def drop_role(dsn: str, role: str) -> None:
+    """Drop a test's role and everything it owns or was granted (unique names only)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+        if exists:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')
+
+
 def pg_params(dsn: str) -> dict[str, str]:
     """libpq keywords of a DSN (for AsyncClient keyword arguments)."""
     from psycopg.conninfo import conninfo_to_dict

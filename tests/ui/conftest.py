@@ -5,20 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
+from support.helpers import drop_role
 
 import sqltrack
 from sqltrack.ui import readonly
-
-
-def drop_role(dsn: str, role: str) -> None:
-    """Drop a test's role and everything it owns or was granted (unique names only)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
-        if exists:
-            conn.execute(f'DROP OWNED BY "{role}"')
-            conn.execute(f'DROP ROLE "{role}"')
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
-from conftest import drop_role
 from support.citus import citus_tables, rows_per_worker
+from support.helpers import drop_role
 from test_ui_features import HOSTILE, seed, table
 
 import sqltrack

@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import psycopg
 import pytest
-from conftest import drop_role
-from support.helpers import pg_params
+from support.helpers import drop_role, pg_params
 
 import sqltrack
 from sqltrack.ui import create_app
