@@ -5,10 +5,11 @@ with ``env='auto'`` store ``captured_environment(MASK_RULE)``, not ``os.environ`
 By default (``MASK_RULE = True``):
 
 * the value of every variable whose NAME contains ``PASSWORD``, ``PASSWD``,
-  ``SECRET``, ``API_KEY``, ``APIKEY``, ``ACCESS_KEY``, ``PRIVATE_KEY``,
+  ``PASSPHRASE``, ``SECRET``, ``API_KEY``, ``APIKEY``, ``ACCESS_KEY``, ``PRIVATE_KEY``,
   ``ACCOUNT_KEY``, ``CREDENTIAL``, ``AUTHORIZATION`` or ``COOKIE``, or has a word
-  (between ``_``, ``-`` or ``.``) ``PASS``, ``PWD`` or ``AUTH`` or ending in ``TOKEN``
-  (case-insensitive: ``MYSQL_PWD``, ``DB_PASS``, ``HF_TOKEN``; not ``MAX_TOKENS``),
+  (between ``_``, ``-`` or ``.``) ``PASS``, ``PWD``, ``AUTH`` or ``PAT`` (a personal
+  access token) or ending in ``TOKEN`` (case-insensitive: ``MYSQL_PWD``, ``DB_PASS``,
+  ``GITHUB_PAT``, ``HF_TOKEN``; not ``MAX_TOKENS``),
   is replaced by ``"***"`` (:func:`is_secret_name`);
 * in every other value, the password of a URL (``scheme://user:pass@host`` ->
   ``scheme://user:***@host``), the user name of an ``http(s)`` URL or any user
@@ -52,6 +53,7 @@ MASKED = "***"
 SECRET_NAME_PARTS = (
     "PASSWORD",
     "PASSWD",
+    "PASSPHRASE",
     "SECRET",
     "API_KEY",
     "APIKEY",
@@ -65,7 +67,7 @@ SECRET_NAME_PARTS = (
     "COOKIE",
 )
 #: Whole words of variable names (between ``_``, ``-``, ``.``) whose values are secrets.
-SECRET_NAME_WORDS = frozenset({"PASS", "PWD", "AUTH"})
+SECRET_NAME_WORDS = frozenset({"PASS", "PWD", "AUTH", "PAT"})
 
 MaskRule = Callable[[str, str], bool]
 
