@@ -194,3 +194,17 @@ def test_configured_client_that_cannot_connect_has_no_hint(tmp_path):
     text = str(caught.value)
     assert text.startswith(f"cannot connect to postgres host={tmp_path} port=1 user=x dbname=x")
     assert "no settings were found" not in text and caught.value.transient
+
+
+def test_wandb_dir_holds_the_default_file(tmp_path, pg_dsn, untouched_pg):
+    """``$WANDB_DIR`` (as wandb's own) is the folder of the default file and its media."""
+    folder = tmp_path / "cwd"
+    folder.mkdir()
+    wandb_dir = tmp_path / "wandb-dir"
+    env = no_settings_env(tmp_path, {**untouched_pg, "WANDB_DIR": str(wandb_dir)})
+    done = run_in(folder, env, "-c", WANDB_SCRIPT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(folder.iterdir()) == []
+    assert [row[1:] for row in local_runs(wandb_dir)] == [("defaults", "COMPLETED")]
+    assert f"sqlite file {wandb_dir / 'sqltrack.db'}" in where_lines(done.stderr)[0]
+    assert server_objects(pg_dsn, untouched_pg["PGDATABASE"]) == []
