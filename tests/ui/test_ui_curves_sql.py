@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from support.helpers import RowCounts
 
 import sqltrack
 from sqltrack.ui import create_app
@@ -33,21 +34,6 @@ async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
                                  headers={TOKEN_HEADER: app.state.token}) as http:
         yield http
-
-
-class Rows:
-    """Counts the rows each statement of the client returns."""
-
-    def __init__(self, client: sqltrack.AsyncClient, monkeypatch) -> None:
-        self.counts: list[int] = []
-        original = client.query
-
-        async def query(sql, *args, **kwargs):
-            rows = await original(sql, *args, **kwargs)
-            self.counts.append(len(rows))
-            return rows
-
-        monkeypatch.setattr(client, "query", query)
 
 
 async def long_run(client) -> int:
@@ -84,7 +70,7 @@ def check(curve: dict, max_points: int) -> None:
 
 async def test_long_curves_are_downsampled_in_sql(client, http, monkeypatch):
     run_id = await long_run(client)
-    rows = Rows(client, monkeypatch)
+    rows = RowCounts(client, monkeypatch)
     for max_points in (1000, 11):
         rows.counts.clear()
         data = (await http.get(f"/api/runs/{run_id}/curves",
