@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the lazily imported names, for type checkers
-    from sqltrack import sigterm
+    from sqltrack.process import sigterm
     from sqltrack_sync._dbapi import Connection, Cursor
     from sqltrack_sync.analysis import metrics_frame, query_frame, runs_frame
     from sqltrack_sync.client import Client

@@ -704,7 +704,10 @@ def gen_sync_init(exports: dict[str, list[str]]) -> str:
     homes: dict[str, str] = {"sigterm": "sqltrack"}
     for module in sorted(exports):
         homes.update({name: f"sqltrack_sync.{module}" for name in exports[module]})
-    typing_lines = typing_imports(homes)
+    # Type checkers import it from where it is defined: ``from sqltrack import sigterm``
+    # names both the module sqltrack/sigterm.py and sqltrack's own TYPE_CHECKING import,
+    # which mypy calls a redefinition when it checks both packages (they import each other).
+    typing_lines = typing_imports({**homes, "sigterm": SUBMODULES["sigterm"]})
     lines = [
         HEADER.rstrip("\n"),
         '"""sqltrack_sync: the documented blocking API of sqltrack (generated).',

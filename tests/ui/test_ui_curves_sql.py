@@ -11,43 +11,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
+from support.helpers import RowCounts
 
 import sqltrack
-from sqltrack.ui import create_app
-from sqltrack.ui.app import TOKEN_HEADER
 
 STEPS = 100_000
 #: Pseudo-random values in [0, 10), made by the database: ``n * 7919 mod 10007 / 1000``.
 VALUES = "(n * 7919 - n * 7919 / 10007 * 10007) * 0.001"
 SERIES = "WITH RECURSIVE s(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM s WHERE n < %s) "
-
-
-@pytest.fixture
-async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
-                                 headers={TOKEN_HEADER: app.state.token}) as http:
-        yield http
-
-
-class Rows:
-    """Counts the rows each statement of the client returns."""
-
-    def __init__(self, client: sqltrack.AsyncClient, monkeypatch) -> None:
-        self.counts: list[int] = []
-        original = client.query
-
-        async def query(sql, *args, **kwargs):
-            rows = await original(sql, *args, **kwargs)
-            self.counts.append(len(rows))
-            return rows
-
-        monkeypatch.setattr(client, "query", query)
 
 
 async def long_run(client) -> int:
@@ -84,7 +57,7 @@ def check(curve: dict, max_points: int) -> None:
 
 async def test_long_curves_are_downsampled_in_sql(client, http, monkeypatch):
     run_id = await long_run(client)
-    rows = Rows(client, monkeypatch)
+    rows = RowCounts(client, monkeypatch)
     for max_points in (1000, 11):
         rows.counts.clear()
         data = (await http.get(f"/api/runs/{run_id}/curves",

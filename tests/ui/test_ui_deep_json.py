@@ -7,13 +7,10 @@ import contextlib
 import sqlite3
 from typing import Any
 
-import httpx
 import psycopg
 
 from sqltrack.checks import MAX_JSON_DEPTH
 from sqltrack.read.queries import SHOWN_JSON_DEPTH
-from sqltrack.ui import create_app
-from sqltrack.ui.app import TOKEN_HEADER
 
 
 def nested(depth: int) -> dict[str, Any]:
@@ -31,24 +28,20 @@ def PAGES(run: Any) -> list[str]:  # noqa: N802 - a table of paths
             f"/experiments/{run.experiment_id}"]
 
 
-async def test_deepest_json_is_shown_by_the_page(client, run, policy):
+async def test_deepest_json_is_shown_by_the_page(client, run, http):
     deepest = nested(MAX_JSON_DEPTH)
     await run.set_args(deepest)
     await run.set_extras(deepest)
     await run.set_env({"HOME": "/root"})
     await run.add_metrics({"loss": 1.0}, step=1)
-    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
-                                 headers={TOKEN_HEADER: app.state.token}) as http:
-        for path in PAGES(run):
-            response = await http.get(path)
-            assert response.status_code == 200, (path, response.text[:300])
-        detail = (await http.get(f"/api/runs/{run.id}")).json()
-        assert detail["args"] == deepest
+    for path in PAGES(run):
+        response = await http.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+    detail = (await http.get(f"/api/runs/{run.id}")).json()
+    assert detail["args"] == deepest
 
 
-async def test_deeper_json_written_by_others_is_shown_cut(client, run, client_kwargs, policy):
+async def test_deeper_json_written_by_others_is_shown_cut(client, run, client_kwargs, http):
     """JSON that sqltrack would refuse, written by another writer (a 0.1.x client, SQL):
     the pages answer 200 and show the parts past the depth they show as a note."""
     depth = 978  # issue 24's value; SQLite's JSON functions take at most 1000 levels
@@ -56,14 +49,10 @@ async def test_deeper_json_written_by_others_is_shown_cut(client, run, client_kw
     await run.add_metrics({"loss": 1.0}, step=1)
     write_raw(client_kwargs, "UPDATE runs SET args = %s, extras = %s WHERE id = %s",
               [text, text, run.id])
-    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
-                                 headers={TOKEN_HEADER: app.state.token}) as http:
-        for path in PAGES(run):
-            response = await http.get(path)
-            assert response.status_code == 200, (path, response.text[:300])
-        shown = (await http.get(f"/api/runs/{run.id}")).json()["args"]
+    for path in PAGES(run):
+        response = await http.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+    shown = (await http.get(f"/api/runs/{run.id}")).json()["args"]
     levels = 0
     while isinstance(shown, (dict, list)):
         (shown,) = shown.values() if isinstance(shown, dict) else shown

@@ -9,27 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import psycopg
 import pytest
 from support.helpers import drop_role, pg_params
+from support.waiting import wait_until
 
 import sqltrack
 from sqltrack.ui import create_app
 from sqltrack.ui.app import TOKEN_HEADER
 
 ON_POSTGRES = pytest.mark.parametrize("engine", ["postgres"])
-
-
-@pytest.fixture
-async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
-                                 headers={TOKEN_HEADER: app.state.token}) as http:
-        yield http
 
 
 async def seed(client) -> int:
@@ -69,7 +60,7 @@ async def test_as_postgres_the_page_cannot_write_read_files_or_signal(
             "SELECT lo_from_bytea(0, 'x')",
             "SELECT pg_read_file('/etc/hostname')",
             "SELECT PG_READ_BINARY_FILE('/etc/hostname')",
-            "SELECT pg_logical_emit_message(false, 'sqltrack', repeat('x', 1000000))",
+            "SELECT pg_logical_emit_message(false, 'sqltrack', repeat('x', 20000000))",
             f"SELECT pg_terminate_backend({pid})",
             f"SELECT pg_cancel_backend({pid})",
             "SELECT query_to_xml('SELECT pg_read_file(''/etc/hostname'')', true, false, '')",
@@ -90,7 +81,9 @@ async def test_as_postgres_the_page_cannot_write_read_files_or_signal(
         assert victim.execute(
             "SELECT count(*) FROM pg_largeobject_metadata").fetchone() == objects
         grown = victim.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", [lsn]).fetchone()[0]
-        assert grown < 100_000  # a 1 MB WAL message per request would show
+        # the server's WAL, which others write too (autovacuum, other tests' sessions): a
+        # 20 MB message let through would show over that background
+        assert grown < 10_000_000
     assert not target.exists()
     # The page's own reading is unchanged.
     assert (await sql(http, "SELECT count(*) FROM runs")).json()["rows"] == [[1]]
@@ -138,11 +131,15 @@ async def test_nothing_a_request_does_reaches_the_next(client, http, policy, pg_
         assert value["rows"][0][0] == pytest.approx(1 / 3, rel=1e-15), value
         assert value["rows"][0][0] != 0.3
     with psycopg.connect(pg_dsn, autocommit=True) as other:
-        held = other.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
-        assert held == 0
-        assert other.execute(
-            "SELECT pg_try_advisory_lock(hashtext('sqltrack.schema'))").fetchone()[0]
+        # Advisory locks are the server's: another client's schema set-up holds sqltrack's
+        # for a moment (on a shared server); a lock the page leaked is held for good.
+        def free() -> bool:
+            held = other.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
+            return held == 0 and other.execute(
+                "SELECT pg_try_advisory_lock(hashtext('sqltrack.schema'))").fetchone()[0]
+
+        wait_until(free, "no advisory lock held and sqltrack's schema lock free")
     # sqltrack's own schema lock is free: a new client of another schema sets up.
     fresh = sqltrack.AsyncClient(**{**client_params(client), "schema": schema + "_b"},
                                  pool_timeout=10)

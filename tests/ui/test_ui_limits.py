@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import tracemalloc
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 import sqltrack
 from sqltrack.engines.base import ROW_BYTES
-from sqltrack.ui import create_app, readonly
-from sqltrack.ui.app import TOKEN_HEADER
+from sqltrack.ui import readonly
 from sqltrack.ui.readonly import QueryRefused, User
 
 MB = 2**20
@@ -45,15 +42,6 @@ def binary_sql(engine: str, size: int) -> str:
     if engine == "postgres":
         return f"SELECT '\\x00ff10'::bytea AS b, decode(repeat('00', {size}), 'hex') AS big"
     return f"SELECT x'00ff10' AS b, zeroblob({size}) AS big"
-
-
-@pytest.fixture
-async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
-                                 headers={TOKEN_HEADER: app.state.token}) as http:
-        yield http
 
 
 def values_bytes(rows) -> int:

@@ -6,10 +6,8 @@ columns. Both engines, through the app's JSON API (httpx) and the command.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
 import sqltrack
 import sqltrack.wandb as wandb
@@ -17,15 +15,6 @@ from sqltrack.cli import main as cli_main
 from sqltrack.read.summary import flat_summary
 from sqltrack.ui import create_app
 from sqltrack.ui.app import TOKEN_HEADER
-
-
-@pytest.fixture
-async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
-                                 headers={TOKEN_HEADER: app.state.token}) as http:
-        yield http
 
 
 def test_flat_summary_flattens_one_level():

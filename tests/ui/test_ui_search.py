@@ -4,15 +4,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 
-import httpx
-import pytest
-
 import sqltrack
-from sqltrack.ui import create_app
-from sqltrack.ui.app import TOKEN_HEADER
 from sqltrack.ui.summaries import parse_search
 
 HOSTILE = "'; DROP TABLE runs; --"
@@ -22,15 +16,6 @@ SWEEP = [  # name, tags, status, args
     ("adam-lr0.01", ["sweep"], "RUNNING", {"lr": 0.01, "optimizer": "adam", "warmup": True}),
     ("my run", [], "COMPLETED", {"lr": 1e-3, "optimizer": HOSTILE, "layers": [1, 2]}),
 ]
-
-
-@pytest.fixture
-async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
-                                 headers={TOKEN_HEADER: app.state.token}) as http:
-        yield http
 
 
 async def sweep(client) -> tuple[int, dict[str, int]]:

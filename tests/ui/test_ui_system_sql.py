@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.helpers import pg_params
+from support.helpers import RowCounts, pg_params
 
 import sqltrack
 from sqltrack.ui import create_app
@@ -40,21 +40,6 @@ def _http(client: sqltrack.AsyncClient) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                              base_url="http://127.0.0.1",
                              headers={TOKEN_HEADER: app.state.token})
-
-
-class Rows:
-    """Counts the rows each statement of the client returns."""
-
-    def __init__(self, client: sqltrack.AsyncClient, monkeypatch) -> None:
-        self.counts: list[int] = []
-        original = client.query
-
-        async def query(sql, *args, **kwargs):
-            rows = await original(sql, *args, **kwargs)
-            self.counts.append(len(rows))
-            return rows
-
-        monkeypatch.setattr(client, "query", query)
 
 
 def reading(name: str, rank: int, i: int) -> float:
@@ -120,7 +105,7 @@ def check_line(line: dict[str, Any], name: str, first: int = 0) -> None:
 
 async def test_ranks_view_is_downsampled_by_the_database(client, http, monkeypatch):
     run_id = await seed(client)
-    rows = Rows(client, monkeypatch)
+    rows = RowCounts(client, monkeypatch)
     url = f"/api/runs/{run_id}/system"
     data = (await http.get(url, params={"max_points": MAX_POINTS})).json()
     lines = RANKS * len(NAMES)

@@ -3,27 +3,14 @@ engines)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 
-import httpx
 import pytest
 
 import sqltrack
-from sqltrack.ui import create_app
-from sqltrack.ui.app import TOKEN_HEADER
 
 START = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
 STATUSES = ("COMPLETED", "FAILED", "RUNNING")
-
-
-@pytest.fixture
-async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(client, reader=policy.reader, allow_superuser=policy.allow_superuser)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
-                                 headers={TOKEN_HEADER: app.state.token}) as http:
-        yield http
 
 
 async def runs(client, count: int = 12) -> tuple[int, list[dict]]:
