@@ -359,6 +359,10 @@ def _ui_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-superuser", action="store_true",
                    help="PostgreSQL: run users' SQL (as the reader role) even when the page's "
                    "database user is a superuser")
+    p.add_argument("--media-dir", dest="media_dir", metavar="DIR", default=None,
+                   help="the folder holding sqltrack-media/ (runs' images, audio and video "
+                   "from the wandb-style module; default: beside a SQLite file, else the "
+                   "current folder)")
 
 
 async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
@@ -385,7 +389,7 @@ async def cmd_ui(client: AsyncClient, args: argparse.Namespace) -> int:
     print(f"sqltrack ui: {url_of(sock)}?token={token} ({describe(client)}); Ctrl-C stops it",
           flush=True)
     await serve(client, host, sock=sock, reader=args.ui_role,
-                allow_superuser=args.allow_superuser, token=token)
+                allow_superuser=args.allow_superuser, token=token, media_root=args.media_dir)
     return 0
 
 

@@ -13,6 +13,7 @@ import hmac
 import importlib.util
 import ipaddress
 import json
+import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,7 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..read import queries
-from . import api, features, pages, readonly
+from . import api, features, media, pages, readonly
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -197,7 +198,7 @@ def json_response(data: Any, status: int = 200) -> Response:
     text = json.dumps(queries.jsonable(data), ensure_ascii=False, separators=(",", ":"),
                       default=str)
     return Response(text, status_code=status, media_type="application/json",
-                    headers={"cache-control": "no-store"})
+                    headers={"cache-control": "private, max-age=3600"})
 
 
 def _error(request: Request, status: int, message: str) -> Response:
@@ -216,6 +217,7 @@ def create_app(
     reader: str = readonly.DEFAULT_READER,
     allow_superuser: bool = False,
     token: str | None = None,
+    media_root: str | os.PathLike[str] | None = None,
 ) -> Starlette:
     """The web app over ``client`` (left open: its owner closes it).
 
@@ -224,10 +226,13 @@ def create_app(
     the SQL page) may run; on PostgreSQL it runs as the role ``reader``, and a
     superuser login is refused unless ``allow_superuser``. ``token``: the secret every
     request needs (see ``PageGuard``; default a new random one, ``app.state.token``).
+    ``media_root``: the folder whose ``sqltrack-media/<run id>/`` holds runs' media files
+    (default: beside a SQLite file, else the current folder; see ``media``).
     """
     token = token or secrets.token_urlsafe(24)
     policy = readonly.Policy(sql_timeout, reader, allow_superuser)
     plotly = plotly_js()
+    media_folder = os.fspath(media_root) if media_root is not None else media.default_root(client)
 
     def with_client(handler: Callable[[Request], Awaitable[Response]]) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -287,6 +292,13 @@ def create_app(
             raise api.NotFound(f"run {path_id(request)} does not exist")
         return HTMLResponse(pages.run_page(path_id(request), rows[0][0], rows[0][1]))
 
+    async def media_file(request: Request) -> Response:
+        found = media.media_file(media_folder, path_id(request), request.path_params["name"])
+        if found is None:
+            return _error(request, 404, "no such media file")
+        path, kind = found
+        return FileResponse(path, media_type=kind, headers={"cache-control": "private, max-age=3600"})
+
     async def plotly_file(request: Request) -> Response:
         return FileResponse(plotly, media_type="text/javascript",
                             headers={"cache-control": "public, max-age=86400"})
@@ -305,6 +317,7 @@ def create_app(
         Route("/api/runs/{id:int}", with_client(api_run), methods=get),
         Route("/api/runs/{id:int}/metrics", with_client(api_run_metrics), methods=get),
         Route("/api/compare", with_client(api_compare), methods=get),
+        Route("/media/{id:int}/{name}", media_file, methods=get),
         *features.routes(client, with_client, json_response, policy),
         Route("/static/plotly.min.js", plotly_file, methods=get),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -348,6 +361,7 @@ async def serve(
     reader: str = readonly.DEFAULT_READER,
     allow_superuser: bool = False,
     token: str | None = None,
+    media_root: str | os.PathLike[str] | None = None,
 ) -> None:
     """Serve the app with uvicorn until interrupted (Ctrl-C / SIGTERM).
 
@@ -357,7 +371,7 @@ async def serve(
 
     sock = sock or open_socket(host, port)
     app = create_app(client, allowed_hosts(host, str(sock.getsockname()[0])), reader=reader,
-                     allow_superuser=allow_superuser, token=token)
+                     allow_superuser=allow_superuser, token=token, media_root=media_root)
     config = uvicorn.Config(app, log_level=log_level, lifespan="off")
     with sock:
         await uvicorn.Server(config).serve(sockets=[sock])

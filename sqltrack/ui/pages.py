@@ -100,6 +100,8 @@ def run_page(run_id: int, experiment_id: int, experiment: str) -> str:
         '<div id="values" class="table-wrap"></div></section>\n'
         '<section id="history-section" hidden><h2>History</h2>'
         '<div id="history"></div></section>\n'
+        '<section id="media-section" hidden><h2>Media</h2>'
+        '<div id="media"></div></section>\n'
         '<div class="columns">\n'
         '<section><h2>Details</h2><div id="details"><p class="note">loading…</p></div></section>\n'
         '<section id="run-summary-section" hidden><h2>Summary</h2>'

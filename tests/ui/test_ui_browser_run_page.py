@@ -318,3 +318,37 @@ def test_x_axis_epoch_or_a_metric_and_one_x_range(served, driver):
     assert autos and all(autos)
     no_alert(driver)
     no_console_errors(driver)
+
+
+def test_a_runs_images_are_shown(served, driver):
+    """Issue 23: images logged by the wandb-style module are files beside the SQLite
+    database, referenced in the run's extras; the run page shows them with captions."""
+    import numpy as np
+
+    import sqltrack.wandb as wandb
+
+    base, _, dbpath = served
+    run = wandb.init(project="media", connection={"engine": "sqlite", "dbpath": dbpath},
+                     quiet=True)
+    pixels = np.zeros((16, 24, 3), dtype=np.uint8)
+    pixels[:, :, 0] = 255
+    for step in range(2):
+        wandb.log({"examples": [wandb.Image(pixels, caption=f"red {step}"),
+                                wandb.Image(pixels[:8], caption=HOSTILE_METRIC)]}, step=step)
+    wandb.finish()
+    load(driver, f"{base}/runs/{run.id}")
+    until(driver, lambda b: js(b, "return [...document.querySelectorAll('#media img')]"
+                                  ".filter(i => i.complete && i.naturalWidth > 0).length") == 4,
+          "the four images loaded")
+    sizes = js(driver, "return [...document.querySelectorAll('#media img')]"
+                       ".map(i => [i.naturalWidth, i.naturalHeight])")
+    assert sorted(sizes) == [[24, 8], [24, 8], [24, 16], [24, 16]]
+    captions = js(driver, "return [...document.querySelectorAll('#media figcaption')]"
+                          ".map(c => c.textContent)")
+    assert "step 1 · red 1" in captions and f"step 0 · {HOSTILE_METRIC}" in captions
+    assert js(driver, "return document.querySelector('#media h3').textContent") == "examples"
+    extras = js(driver, "return [...document.querySelectorAll('#extras-table tbody tr')]"
+                        ".map(r => r.cells[0].textContent)")
+    assert not [key for key in extras if key.startswith("media")]  # its own section
+    no_alert(driver)
+    no_console_errors(driver)

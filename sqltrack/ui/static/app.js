@@ -826,11 +826,54 @@ function flatItems(value, prefix = "", out = []) {
   return out;
 }
 
-// The extras the details show: the summary has a table of its own when there is one.
+// The extras the details show: the summary and the media have sections of their own.
 function extrasShown(run) {
   const extras = { ...(run.extras && typeof run.extras === "object" ? run.extras : {}) };
   if (Object.keys(run.summary || {}).length) delete extras.summary;
+  if (runMedia(run)) delete extras.media;
   return extras;
+}
+
+// The run's media references (extras.media, written by the wandb-style module: per
+// name, a list of {step, type, path, caption, size}), or null.
+function runMedia(run) {
+  const media = run.extras && typeof run.extras === "object" ? run.extras.media : null;
+  return media && typeof media === "object" && !Array.isArray(media) &&
+    Object.keys(media).length ? media : null;
+}
+
+const MEDIA_SHOWN = 24; // the last files of each name
+const MEDIA_TAGS = { png: "img", jpg: "img", jpeg: "img", gif: "img", webp: "img",
+  wav: "audio", mp3: "audio", ogg: "audio", mp4: "video", webm: "video" };
+let mediaDrawn = null; // the references last drawn (a live page draws them once)
+
+// Per name, its last files: images, audio and video from the server's media route
+// (which serves only such files of the run's own media folder), anything else (HTML,
+// 3D objects, plots) by file name; captions and names as text.
+function showMedia(run) {
+  const media = runMedia(run);
+  const key = JSON.stringify(media);
+  if (key === mediaDrawn) return;
+  mediaDrawn = key;
+  const parts = [];
+  for (const [name, entries] of Object.entries(media || {}).sort(([a], [b]) => compareValues(a, b))) {
+    if (!Array.isArray(entries)) continue;
+    const items = entries.filter((m) => m && typeof m === "object").slice(-MEDIA_SHOWN);
+    parts.push(el("h3", { text: name }));
+    parts.push(el("div", { class: "media" }, items.map((m) => mediaItem(run.id, m))));
+  }
+  document.getElementById("media").replaceChildren(...parts);
+  document.getElementById("media-section").hidden = !parts.length;
+}
+
+function mediaItem(runId, m) {
+  const file = String(m.path ?? "").split(/[\\/]/).pop();
+  const tag = MEDIA_TAGS[file.includes(".") ? file.split(".").pop().toLowerCase() : ""];
+  const src = `/media/${runId}/${encodeURIComponent(file)}`;
+  const shown = tag === "img" ? el("img", { src, alt: String(m.caption ?? file), loading: "lazy" })
+    : tag ? el(tag, { src, controls: "" }) : el("span", { class: "note", text: file });
+  const caption = `step ${fmtValue(m.step)}` + (m.caption ? ` · ${m.caption}` : "");
+  return el("figure", { class: "media-item" }, [shown, el("figcaption", { text: caption })]);
 }
 
 // Filter texts of the key/value tables, kept when a live page draws them again.
@@ -1109,6 +1152,7 @@ function showRun(run, labels) {
   document.getElementById("history-section").hidden = !history.length;
   document.getElementById("details").replaceChildren(details(run));
   document.getElementById("summary").replaceChildren(summaryTable(run, labels));
+  showMedia(run);
   const items = Object.entries(run.summary || {});
   if (items.length) document.getElementById("run-summary").replaceChildren(runSummary(items));
 }
