@@ -297,7 +297,8 @@ def create_app(
         if found is None:
             return _error(request, 404, "no such media file")
         path, kind = found
-        return FileResponse(path, media_type=kind, headers={"cache-control": "private, max-age=3600"})
+        return FileResponse(path, media_type=kind,
+                            headers={"cache-control": "private, max-age=3600"})
 
     async def plotly_file(request: Request) -> Response:
         return FileResponse(plotly, media_type="text/javascript",
