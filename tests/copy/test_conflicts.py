@@ -55,11 +55,32 @@ class _Other:
                                  [self.pid]).fetchone()
         return row is not None and row[0] == "Lock"
 
-    def close(self) -> None:
+    def settle(self) -> None:
+        """Wait (bounded) until its update of row 1 is committed."""
         if self.thread is not None:
             self.thread.join(60)
+            assert not self.thread.is_alive(), "the other session did not commit"
+
+    def close(self) -> None:
+        self.settle()
         self.conn.close()
         self.watch.close()
+
+
+class _Pair:
+    """Makes the raw sessions of a test (``pair()``); ``pair.settle()``: all committed."""
+
+    def __init__(self, kw: dict[str, Any]) -> None:
+        self.kw = kw
+        self.others: list[_Other] = []
+
+    def __call__(self) -> _Other:
+        self.others.append(_Other(self.kw))
+        return self.others[-1]
+
+    def settle(self) -> None:
+        for other in self.others:
+            other.settle()
 
 
 @pytest.fixture
@@ -68,14 +89,9 @@ async def pair(client, client_kwargs):
     await client.open()  # makes the schema
     write_raw(client_kwargs, "CREATE TABLE pair (id integer PRIMARY KEY, v integer NOT NULL)",
               "INSERT INTO pair VALUES (1, 0), (2, 0)")
-    others: list[_Other] = []
-
-    def make() -> _Other:
-        others.append(_Other(client_kwargs))
-        return others[-1]
-
-    yield make
-    for other in others:
+    made = _Pair(client_kwargs)
+    yield made
+    for other in made.others:
         other.close()
 
 
@@ -100,6 +116,7 @@ async def test_a_transaction_cancelled_by_a_deadlock_runs_again(client, client_k
     attempts: list[int] = []
     assert await in_transaction(client, _deadlocking(client, pair, attempts, 1)) == 2
     # The cancelled run left nothing; the other session and the second run each added once.
+    pair.settle()
     assert read_raw(client_kwargs, "SELECT id, v FROM pair ORDER BY id") == [(1, 11), (2, 11)]
 
 
@@ -113,6 +130,7 @@ async def test_cancelled_every_time_it_stops_with_a_conflict_error(
         await in_transaction(client, _deadlocking(client, pair, attempts, 2))
     assert error.value.sqlstate == "40P01" and error.value.transient
     assert len(attempts) == 2
+    pair.settle()
     assert read_raw(client_kwargs, "SELECT id, v FROM pair ORDER BY id") == [(1, 20), (2, 20)]
 
 
@@ -124,6 +142,7 @@ async def test_inside_a_callers_block_it_runs_once(client, client_kwargs, pair):
             await in_transaction(client, _deadlocking(client, pair, attempts, 1))
     assert error.value.sqlstate == "40P01" and not isinstance(error.value, ConflictError)
     assert len(attempts) == 1
+    pair.settle()
     assert read_raw(client_kwargs, "SELECT id, v FROM pair ORDER BY id") == [(1, 10), (2, 10)]
 
 
