@@ -118,17 +118,6 @@ CITUS_DESELECTED = {
     "test_a_status_page_of_the_table_is_read_through_the_index[postgres]":
         "it reads one server's plan; a coordinator's plan is a distributed one (each shard "
         "reads its part, the coordinator merges)",
-    "tests/ui/test_ui_features.py::test_sql_page_query_table_and_csv[postgres]":
-        "KNOWN: the SQL page wraps users' queries in subqueries (a data-modifying WITH is "
-        "refused there), and Citus keeps a subquery's ORDER BY only with a LIMIT or "
-        "OFFSET: through a coordinator an ORDER BY without one comes back in shard order",
-    "tests/copy/test_transfer.py::test_two_syncs_at_once_while_the_source_logs[postgres]":
-        "KNOWN: Citus's distributed deadlock detection can cancel one of concurrent syncs "
-        "into one target (SQLSTATE 40P01); it fails loudly, the next sync completes it",
-    "tests/faults/test_faults_transfer.py::"
-    "test_syncs_at_the_same_moment_give_exact_copies[postgres]":
-        "KNOWN: Citus's distributed deadlock detection can cancel one of concurrent syncs "
-        "into one target (SQLSTATE 40P01); it fails loudly, the next sync completes it",
 }
 
 

@@ -29,6 +29,11 @@ How a re-sync copies only what changed, and stays right when interrupted or run 
   leaves a state the next one continues from, and two syncs of one run take turns.
 * Attributes: what changed on the source since the last sync is applied (JSON keys
   added, changed and removed one by one), so what others changed on the target stays.
+* Every target transaction runs through ``conflicts.in_transaction``: one the server
+  cancels to break a deadlock (40P01, also Citus's distributed check) runs again from
+  its start, a bounded number of times (then a loud ``ConflictError``). Sync's own
+  tables are created only when missing (on Citus a ``CREATE TABLE IF NOT EXISTS`` of an
+  existing ``sync_experiments`` locks it, then ``experiments``: see ``_ensure_tables``).
 
 A metric row is a key ``(step, progress)`` of either place with the values of both.
 The digest is a BLAKE2b hash of the range's rows in key order, each value in an exact
@@ -51,6 +56,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DatabaseError, SqltrackError
@@ -61,6 +67,7 @@ from ..model.experiments import AsyncExperiment
 from ..model.statements import count_metric_rows, delete_metric_rows, run_steps
 from ..read import queries
 from ..read.queries import json_column, metric_value, timestamp
+from .conflicts import in_transaction
 
 if TYPE_CHECKING:
     from ..client.async_client import AsyncClient
@@ -190,16 +197,28 @@ def _ddl(client: AsyncClient, statements: Sequence[str]) -> list[str]:
 
 
 async def _ensure_tables(
-    client: AsyncClient, statements: Sequence[str], side_tables: Sequence[str] = ()
+    client: AsyncClient, tables: Sequence[str], statements: Sequence[str],
+    side_tables: Sequence[str] = (),
 ) -> None:
-    """Create sync's own tables; a race with another process creating them is retried.
-    ``side_tables`` then fit a distributed ``runs`` (the dialect's ``side_table_steps``;
-    on Citus: they stay on the coordinator without their foreign key to ``runs``)."""
+    """Create sync's own ``tables`` (``statements``) unless all exist; a race with another
+    process creating them is retried. ``side_tables`` then fit a distributed ``runs`` (the
+    dialect's ``side_table_steps``; on Citus: they stay on the coordinator without their
+    foreign key to ``runs``).
+
+    Why not ``CREATE TABLE IF NOT EXISTS`` on every sync: on Citus that statement, for
+    an existing ``sync_experiments`` (a coordinator table whose foreign key names the
+    reference table ``experiments``), holds ``sync_experiments`` in ACCESS EXCLUSIVE mode
+    and waits for ``experiments`` in that mode: behind every writer of experiments, and
+    the reverse of a concurrent sync's order (an experiment, then its mapping row), a
+    deadlock (40P01) that cancelled one of the syncs."""
+    query, params = client.dialect.tables_query(tables)
     for attempt in range(3):
         try:
             async with client:
-                for statement in _ddl(client, statements):
-                    await client.query(statement)
+                present = {name for (name,) in await client.query(query, params)}
+                if not present.issuperset(tables):
+                    for statement in _ddl(client, statements):
+                        await client.query(statement)
                 await run_steps(client, client.dialect.side_table_steps(side_tables))
             return
         except DatabaseError:
@@ -218,7 +237,7 @@ async def _has_table(client: AsyncClient, table: str) -> bool:
 async def _source_key(client: AsyncClient, create: bool) -> str | None:
     """The source's identity, made on its first sync (None: never synced, not made)."""
     if create:
-        await _ensure_tables(client, _SOURCE_TABLES)
+        await _ensure_tables(client, ("sync_source",), _SOURCE_TABLES)
         await client.query(
             "INSERT INTO sync_source (id, source_key) VALUES (1, %s) ON CONFLICT DO NOTHING",
             [uuid.uuid4().hex],
@@ -517,7 +536,8 @@ class _Sync:
             raise SyncError("the source and the target are the same database: give another "
                             "target (a copy of the file keeps its identity too)")
         if not self.dry_run:
-            await _ensure_tables(self.dst, _TARGET_TABLES, _TARGET_SIDE_TABLES)
+            await _ensure_tables(self.dst, _TARGET_SIDE_TABLES, _TARGET_TABLES,
+                                 _TARGET_SIDE_TABLES)
             self.tables = True
         else:
             self.tables = self.key is not None and await _has_table(self.dst, "sync_runs")
@@ -570,24 +590,32 @@ class _Sync:
                 elif await self._experiment_actions(target_id, known.get(source_id), new):
                     self.summary.experiments_updated += 1
                 continue
-            async with self.dst:
-                target_id = (await AsyncExperiment.create(self.dst, name=name)).id
-                actions = await self._experiment_actions(target_id, known.get(source_id), new)
-                for action in actions:
-                    await action()
-                await self.dst.query(
-                    "INSERT INTO sync_experiments (source_key, source_experiment_id, "
-                    "target_experiment_id, synced) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (source_key, source_experiment_id) DO UPDATE SET "
-                    "target_experiment_id = excluded.target_experiment_id, "
-                    "synced = excluded.synced",
-                    [self.key, source_id, target_id, json.dumps(new)],
-                )
+            target_id, changed = await in_transaction(self.dst, partial(
+                self._copy_experiment, source_id, name, known.get(source_id), new))
             self.experiments[source_id] = target_id
             if not found:
                 self.summary.experiments_created += 1
-            elif actions:
+            elif changed:
                 self.summary.experiments_updated += 1
+
+    async def _copy_experiment(
+        self, source_id: int, name: str, known: tuple[int, Any] | None, new: dict[str, Any]
+    ) -> tuple[int, bool]:
+        """Make or update the experiment and its mapping row (in the caller's transaction);
+        its target id and whether anything of it changed."""
+        target_id = (await AsyncExperiment.create(self.dst, name=name)).id
+        actions = await self._experiment_actions(target_id, known, new)
+        for action in actions:
+            await action()
+        await self.dst.query(
+            "INSERT INTO sync_experiments (source_key, source_experiment_id, "
+            "target_experiment_id, synced) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (source_key, source_experiment_id) DO UPDATE SET "
+            "target_experiment_id = excluded.target_experiment_id, "
+            "synced = excluded.synced",
+            [self.key, source_id, target_id, json.dumps(new)],
+        )
+        return target_id, bool(actions)
 
     async def _experiment_actions(
         self, target_id: int, known: tuple[int, Any] | None, new: dict[str, Any]
@@ -668,19 +696,22 @@ class _Sync:
         return present
 
     async def _create_run(self, source_id: int, experiment_id: int | None) -> int:
+        async def create() -> int:
+            (created,) = await self.dst.query(
+                "INSERT INTO runs (experiment_id) VALUES (%s) RETURNING id",
+                [experiment_id], idempotent=False,
+            )
+            mapped = await self.dst.query(
+                "INSERT INTO sync_runs (source_key, source_run_id, target_run_id) "
+                "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING target_run_id",
+                [self.key, source_id, created[0]],
+            )
+            if not mapped:
+                raise _Superseded  # rolls the block back: no second run
+            return int(created[0])
+
         try:
-            async with self.dst:
-                (created,) = await self.dst.query(
-                    "INSERT INTO runs (experiment_id) VALUES (%s) RETURNING id",
-                    [experiment_id], idempotent=False,
-                )
-                mapped = await self.dst.query(
-                    "INSERT INTO sync_runs (source_key, source_run_id, target_run_id) "
-                    "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING target_run_id",
-                    [self.key, source_id, created[0]],
-                )
-                if not mapped:
-                    raise _Superseded  # rolls the block back: no second run
+            target_id = await in_transaction(self.dst, create)
         except _Superseded:
             # Another sync of this source mapped the run first: use its run.
             rows = await self.dst.query(
@@ -689,7 +720,7 @@ class _Sync:
             return int(rows[0][0])
         self.created.add(source_id)
         self.summary.runs_created += 1
-        return int(created[0])
+        return target_id
 
     async def _sync_run(self, source_id: int, columns: dict[str, str | None]) -> None:
         target_id = self.runs[source_id]
@@ -716,7 +747,8 @@ class _Sync:
             old = await self._synced(source_id) if target_id is not None else None
             return bool(_run_actions(self.dst, 0, old, new))
         assert target_id is not None
-        async with self.dst:
+
+        async def apply() -> bool:
             locked = await self.dst.query(
                 f"UPDATE sync_runs SET synced = synced {_WHERE_RUN} RETURNING synced",
                 [self.key, source_id],
@@ -732,7 +764,9 @@ class _Sync:
                     f"UPDATE sync_runs SET synced = %s {_WHERE_RUN}",
                     [json.dumps(new), self.key, source_id],
                 )
-        return bool(actions)
+            return bool(actions)
+
+        return await in_transaction(self.dst, apply)
 
     async def _apply_rewinds(self, source_id: int, target_id: int) -> None:
         """A run rewound on the source since its last sync (``run_rewind``: an entry in
@@ -749,17 +783,19 @@ class _Sync:
                  and isinstance(entry.get("step"), int)]
         if not steps:
             return
-        async with self.dst:
+        async def rewind() -> int:
             locked = await self.dst.query(
                 "UPDATE sync_runs SET digest = NULL, digest_step = NULL, digest_progress = NULL, "
                 f"copied_step = NULL, copied_progress = NULL {_WHERE_RUN} RETURNING target_run_id",
                 [self.key, source_id],
             )
-            if locked:
-                params = [target_id, min(steps)]
-                gone = await count_metric_rows(self.dst, target_id, "step > %s", params[1:])
-                await delete_metric_rows(self.dst, target_id, "step > %s", params[1:])
-                self.summary.rows_rewound += int(gone)
+            if not locked:
+                return 0
+            gone = await count_metric_rows(self.dst, target_id, "step > %s", [min(steps)])
+            await delete_metric_rows(self.dst, target_id, "step > %s", [min(steps)])
+            return int(gone)
+
+        self.summary.rows_rewound += await in_transaction(self.dst, rewind)
 
     async def _synced(self, source_id: int) -> dict[str, Any] | None:
         rows = await self.dst.query(
@@ -859,21 +895,23 @@ class _Sync:
         resume: Key | None,
     ) -> Key | None:
         """Record the new digest (locking the run's state); where copying resumes."""
-        async with self.dst:
+        async def record() -> Key | None:
             rows = await self.dst.query(
                 f"UPDATE sync_runs SET digest = digest {_WHERE_RUN} RETURNING digest_step, "
                 "digest_progress, digest, copied_step, copied_progress", [self.key, source_id],
             )
             if not rows:
                 raise _Superseded  # the target run was deleted meanwhile
-            if tuple(rows[0]) != before:
-                resume = None  # another sync moved the state since it was read: compare all
-            params = [end[0], end[1], digest, *(resume or (None, None)), self.key, source_id]
+            # Another sync moved the state since it was read: compare all.
+            start = resume if tuple(rows[0]) == before else None
+            params = [end[0], end[1], digest, *(start or (None, None)), self.key, source_id]
             await self.dst.query(
                 "UPDATE sync_runs SET digest_step = %s, digest_progress = %s, digest = %s, "
                 f"copied_step = %s, copied_progress = %s {_WHERE_RUN}", params,
             )
-        return resume
+            return start
+
+        return await in_transaction(self.dst, record)
 
     async def _copy_rows(
         self, source_id: int, target_id: int, place: _Place, kinds: dict[str, str | None],
@@ -946,7 +984,7 @@ class _Sync:
         one the target has): a metric logged every tenth step adds no empty rows."""
         if self.dry_run:
             return len((await self._differing(target_id, names, rows, first, last))[0])
-        async with self.dst:
+        async def write() -> int:
             moved = await self.dst.query(
                 "UPDATE sync_runs SET copied_step = %s, copied_progress = %s "
                 f"{_WHERE_RUN} AND digest = %s AND digest_step = %s AND digest_progress = %s "
@@ -968,7 +1006,9 @@ class _Sync:
                 # Rows of one name set together: one statement each (keys are unique here).
                 prepared.sort(key=lambda row: layout.names(row))
                 await self.dst.metrics.write_rows(prepared)
-        return len(differing)
+            return len(differing)
+
+        return await in_transaction(self.dst, write)
 
     async def _differing(
         self, target_id: int, names: list[str], rows: dict[Key, list[Any]], first: Key,
@@ -1020,4 +1060,4 @@ class _Sync:
                 self.summary.links_added += 1
                 if not self.dry_run:
                     assert from_id is not None and to_id is not None  # every id is mapped
-                    await add(self.dst, from_id, kind, to_id)
+                    await in_transaction(self.dst, partial(add, self.dst, from_id, kind, to_id))

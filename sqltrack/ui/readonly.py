@@ -6,7 +6,10 @@ expression placed inside our own SELECT), and nothing else can run through it:
 - text checks first, for a clear message: one statement (no ``;`` outside
   quotes and comments), parentheses balanced, a query keyword first;
 - the SQL page's query runs as a subquery (``SELECT * FROM (...) AS q LIMIT n``),
-  so only a query parses there;
+  so only a query parses there; a query ordered at its top level without a ``LIMIT``,
+  ``OFFSET`` or ``FETCH`` of its own gets the page's ``LIMIT n`` inside too (its
+  order is then kept by Citus, which keeps a subquery's ``ORDER BY`` only with one of
+  them, and the server sorts for the first ``n`` rows only);
 - in a read-only transaction (PostgreSQL): ``READ ONLY``, a ``statement_timeout``,
   the reader role; the statement is parsed alone first (an unnamed prepared
   statement: the server itself refuses more than one), then run by the reader's
@@ -164,6 +167,31 @@ def check_query(text: str) -> str:
     return body
 
 
+#: A top level's ``ORDER BY``; its ``LIMIT``, ``OFFSET`` or ``FETCH FIRST|NEXT``.
+_ORDERED = re.compile(r"\border\s+by\b", re.I)
+_LIMITED = re.compile(r"\b(?:limit|offset)\b|\bfetch\s+(?:first|next)\b", re.I)
+
+
+def top_level(body: str) -> str:
+    """The text of a checked query outside parentheses, quotes and comments (blanked)."""
+    plain = _TOKEN.sub(lambda m: " " if m.group("skip") else m.group(0), body)
+    depth, kept = 0, []
+    for char in plain:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        kept.append(char if depth == 0 and char != ")" else " ")
+    return "".join(kept)
+
+
+def ordered_without_limit(body: str) -> bool:
+    """Whether a checked query has an ``ORDER BY`` but no ``LIMIT``, ``OFFSET`` or
+    ``FETCH`` at its top level (where the page may add its own ``LIMIT``)."""
+    outside = top_level(body)
+    return bool(_ORDERED.search(outside)) and not _LIMITED.search(outside)
+
+
 def compose(dialect: Dialect, parts: Sequence[str | User]) -> str:
     """One statement from our SQL (``%s`` placeholders, translated by the dialect) and
     the user's text (escaped by the dialect: PostgreSQL doubles a ``%``)."""
@@ -226,6 +254,11 @@ async def run_query(
     ``value_cap``."""
     policy = policy or DEFAULT_POLICY
     body = check_query(text)
-    parts: list[str | User] = ["SELECT * FROM (\n", User(body), "\n) AS q LIMIT %s"]
-    return await fetch(client, parts, [max_rows + 1], timeout=timeout, max_rows=max_rows,
+    parts: list[str | User] = ["SELECT * FROM (\n", User(body)]
+    params = [max_rows + 1]
+    if ordered_without_limit(body):  # its order kept through the subquery (Citus)
+        parts.append("\nLIMIT %s")
+        params.append(max_rows + 1)
+    parts.append("\n) AS q LIMIT %s")
+    return await fetch(client, parts, params, timeout=timeout, max_rows=max_rows,
                        policy=policy, value_cap=policy.value_cap)

@@ -9,6 +9,7 @@ database itself is shown refusing writes, DDL, several statements and long queri
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -21,17 +22,36 @@ from sqltrack.ui.readonly import QueryRefused, User
 
 HOSTILE = "<script>alert(1)</script>"
 TIMEOUT = 0.5
+#: The time limit of the page that reads 10,005 rows: a bound, not a measure (through a
+#: Citus coordinator on a loaded machine that took more than ``TIMEOUT``).
+ROOMY = 60.0
+COUNT_TO_10005 = ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c "
+                  "WHERE n < 10005)")
 ENDLESS = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT count(*) FROM c"
+
+
+@asynccontextmanager
+async def app_client(client, policy, timeout: float) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app with the SQL time limit ``timeout`` (s)."""
+    app = create_app(client, sql_timeout=timeout, reader=policy.reader,
+                     allow_superuser=policy.allow_superuser)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as http:
+        yield http
 
 
 @pytest.fixture
 async def http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app (a short SQL time limit, so long queries stop soon)."""
-    app = create_app(client, sql_timeout=TIMEOUT, reader=policy.reader,
-                     allow_superuser=policy.allow_superuser)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1",
-                                 headers={TOKEN_HEADER: app.state.token}) as http:
+    async with app_client(client, policy, TIMEOUT) as http:
+        yield http
+
+
+@pytest.fixture
+async def roomy_http(client, policy) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the app with a generous SQL time limit (``ROOMY``)."""
+    async with app_client(client, policy, ROOMY) as http:
         yield http
 
 
@@ -153,7 +173,7 @@ async def sql(http, query: str, **params) -> httpx.Response:
     return await http.get("/api/sql", params={"q": query, **params})
 
 
-async def test_sql_page_query_table_and_csv(client, http):
+async def test_sql_page_query_table_and_csv(client, http, roomy_http):
     ids = await seed(client)
     query = "SELECT id, status, 'a,b' AS text FROM runs WHERE status <> 'FAILED' ORDER BY id;"
     data = (await sql(http, query)).json()
@@ -165,8 +185,8 @@ async def test_sql_page_query_table_and_csv(client, http):
     assert "attachment" in response.headers["content-disposition"]
     assert response.text.splitlines() == [
         "id,status,text", f"{ids['run0']},COMPLETED,\"a,b\"", f"{ids['run2']},RUNNING,\"a,b\""]
-    many = (await sql(http, "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c "
-                            "WHERE n < 10005) SELECT n FROM c")).json()
+    many = (await sql(roomy_http, f"{COUNT_TO_10005} SELECT n FROM c")).json()
+    assert "rows" in many, many
     assert len(many["rows"]) == readonly.MAX_ROWS and many["truncated"] is True
     page = await http.get("/sql", params={"q": f"SELECT '{HOSTILE}'"})
     assert page.status_code == 200 and HOSTILE not in page.text
@@ -180,6 +200,53 @@ async def test_sql_page_query_table_and_csv(client, http):
         assert response.status_code == 200, path
         assert response.headers["x-frame-options"] == "DENY", path
         assert "script-src 'self'" in response.headers["content-security-policy"], path
+
+
+async def test_sql_page_keeps_the_order_of_the_query(client, http, roomy_http):
+    """The page reads users' SQL through a subquery, whose ORDER BY Citus keeps only with a
+    LIMIT or OFFSET: an ordered query without one gets the page's LIMIT inside."""
+    ids = await seed(client)
+    runs = [ids["run0"], ids["run1"], ids["run2"]]
+
+    async def rows(query: str) -> list[int]:
+        data = (await sql(http, query)).json()
+        assert "rows" in data, (query, data)
+        return [row[0] for row in data["rows"]]
+
+    assert await rows("SELECT id FROM runs ORDER BY id") == runs
+    assert await rows("SELECT id FROM runs ORDER BY id DESC -- newest first") == runs[::-1]
+    assert await rows("SELECT id, 'order by' AS t FROM runs ORDER BY id DESC;") == runs[::-1]
+    assert await rows("SELECT id FROM runs ORDER BY id DESC LIMIT 2") == runs[:0:-1]
+    assert await rows("SELECT id FROM runs ORDER BY id DESC LIMIT 2 OFFSET 1") == runs[1::-1]
+    assert await rows("SELECT id FROM (SELECT id FROM runs ORDER BY id) AS s "
+                      "ORDER BY id DESC") == runs[::-1]
+    assert await rows("SELECT r.id FROM runs AS r JOIN experiments AS e ON "
+                      "e.id = r.experiment_id ORDER BY r.id DESC") == runs[::-1]
+    many = (await sql(roomy_http, f"{COUNT_TO_10005} SELECT n FROM c ORDER BY n DESC")).json()
+    assert "rows" in many, many
+    assert [row[0] for row in many["rows"]] == list(range(10005, 5, -1))
+    assert many["truncated"] is True
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("SELECT id FROM runs ORDER BY id", True),
+    ("select id from runs order\n  by id desc -- newest", True),
+    ("SELECT id FROM runs UNION SELECT 1 ORDER BY 1", True),
+    ("WITH a AS (SELECT id FROM runs ORDER BY id LIMIT 3) SELECT id FROM a ORDER BY id", True),
+    ("SELECT id FROM runs ORDER BY id LIMIT 3", False),
+    ("SELECT id FROM runs ORDER BY id OFFSET 1", False),
+    ("SELECT id FROM runs ORDER BY id FETCH FIRST 3 ROWS ONLY", False),
+    ("SELECT id FROM runs", False),
+    ("SELECT row_number() OVER (ORDER BY id) FROM runs", False),
+    ("SELECT id FROM (SELECT id FROM runs ORDER BY id) AS s", False),
+    ("SELECT 'order by' AS t, \"order by\" FROM runs", False),
+    ("SELECT id FROM runs /* ORDER BY id */", False),
+    ("SELECT id FROM runs -- ORDER BY id", False),
+    ("SELECT $$ORDER BY$$ AS t FROM runs", False),
+    ("SELECT id, 'limit' AS t FROM runs ORDER BY id", True),
+])
+def test_which_queries_get_the_page_limit_inside(query, expected):
+    assert readonly.ordered_without_limit(readonly.check_query(query)) is expected
 
 
 WRITES = {
