@@ -95,7 +95,7 @@ class MetricWriter:
         values raise here.
         """
         writer = self._caller_thread_writer()
-        if writer is None or not self.table.knows(metrics):
+        if writer is None or not self.table.knows(tuple(metrics)):
             return False
         row = self.table.prepare(run_id, metrics, step, progress, updated)
         names = layout.names(row)
