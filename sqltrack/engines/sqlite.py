@@ -206,10 +206,11 @@ BATCH_STATEMENT_ROWS = 100
 DEFAULT_VARIABLE_LIMIT = 999
 _VARIABLE_LIMIT = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)
 #: Rows of more parameters than this go by ``executemany`` of the one-row upsert, not by
-#: multi-row statements: SQLite 3.40's CPU per row, one row a statement against 32 or
-#: 100 (measured, 100 rows in one transaction): 1,003 parameters 45 µs against 63 µs,
-#: 103: 6 against 8; the multi-row statement wins below about 60 (33: 2.4 against 2.8).
-WIDE_ROW_PARAMETERS = 64
+#: multi-row statements (measured, SQLite 3.40, process CPU per row of a buffered client's
+#: batch of 100 to 1,000 rows): 1,003 parameters 10-20% less one row a statement; 303
+#: about even; 103 about 10% more (a row's GIL hand-over between the batch's worker
+#: thread and the producer costs more than a narrow row's multi-row binding saves).
+WIDE_ROW_PARAMETERS = 200
 _TOUCH = "UPDATE runs SET time_updated = ? WHERE id = ?"
 
 
