@@ -69,6 +69,9 @@ class MetricTable:
         #: ``forget_columns``): a training loop's next call is known by one set look-up,
         #: not by a look-up per name (10,000 names: about 0.2 ms a call).
         self._known_names: set[tuple[str, ...]] = set()
+        #: The last names tuple found known (the checks' fast path hands out the same
+        #: tuple every call of a training loop: known by identity, no hashing).
+        self._last_known: tuple[str, ...] | None = None
 
     def forget_columns(self) -> None:
         """Drop the cache (migrations changed the table, or a block rolled back)."""
@@ -78,11 +81,15 @@ class MetricTable:
         self._placements = {}
         self._checked = None
         self._known_names = set()
+        self._last_known = None
 
     def knows(self, names: tuple[str, ...]) -> bool:
         """Whether every name has a known place (False while nothing is cached)."""
+        if names is self._last_known:
+            return True
         known = self._known_names
         if names in known:
+            self._last_known = names
             return True
         kinds = self._kinds
         if kinds is None or not all(map(kinds.__contains__, names)):
@@ -90,6 +97,7 @@ class MetricTable:
         if len(known) >= _KNOWN_NAME_SETS:
             known.clear()
         known.add(names)
+        self._last_known = names
         return True
 
     def placement(self, names: tuple[str, ...]) -> Placement | None:
