@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
-from itertools import chain
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -205,6 +205,13 @@ BATCH_STATEMENT_ROWS = 100
 #: (Python 3.10: no ``Connection.getlimit``): the default of SQLite before 3.32.
 DEFAULT_VARIABLE_LIMIT = 999
 _VARIABLE_LIMIT = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", 9)
+#: Rows of more parameters than this go by ``executemany`` of the one-row upsert, not by
+#: multi-row statements (measured, SQLite 3.40, process CPU per row of a buffered client's
+#: batch of 100 to 1,000 rows): 1,003 parameters 10-20% less one row a statement; 303
+#: about even; 103 about 10% more (a row's GIL hand-over between the batch's worker
+#: thread and the producer costs more than a narrow row's multi-row binding saves).
+WIDE_ROW_PARAMETERS = 200
+_TOUCH = "UPDATE runs SET time_updated = ? WHERE id = ?"
 
 
 def _adapted(params: tuple[Any, ...], adapt: Callable[[Any], Any]) -> tuple[Any, ...]:
@@ -217,6 +224,19 @@ def _adapted(params: tuple[Any, ...], adapt: Callable[[Any], Any]) -> tuple[Any,
     except TypeError:  # a str, None or datetime value
         pass
     return params[:3] + tuple(map(adapt, params[3:]))
+
+
+def _row_params(rows: Sequence[MetricRow], adapt: Callable[[Any], Any]) -> list[tuple[Any, ...]]:
+    """Each row's ``(run_id, step, progress, *values)`` as SQLite takes them (see
+    ``_flat_params``: one ``sum()`` tells whether any row needs adapting)."""
+    params = list(map(layout.params, rows))
+    try:
+        total = sum(chain.from_iterable(params))
+        if total == total:
+            return params
+    except TypeError:
+        pass
+    return [_adapted(p, adapt) for p in params]
 
 
 def _flat_params(rows: Sequence[MetricRow], adapt: Callable[[Any], Any]) -> list[Any]:
@@ -252,9 +272,10 @@ def _write_rows(
 
     A multi-row statement binds all its parameters at once and runs without the GIL
     (about half the time of one ``executemany`` row by row); each statement size is
-    one text, so sqlite3's statement cache prepares it once per connection. A key
-    repeated in the rows is upserted twice, in order: the later values win, as with
-    one upsert per row.
+    one text, so sqlite3's statement cache prepares it once per connection. Rows
+    wider than ``WIDE_ROW_PARAMETERS`` go by one ``executemany`` of the one-row upsert
+    instead (faster for them, see there). A key repeated in the rows is upserted
+    twice, in order: the later values win, as with one upsert per row.
 
     Long-stored metrics (``placement``): their values are upserted into
     ``metric_values`` in the same transaction; a row whose names are all long adds no
@@ -269,8 +290,10 @@ def _write_rows(
             _write_columns(c, names, column_rows, adapt)
         if placement is not None:
             _write_long(c, rows, placement, adapt)
-        if touches:
-            c.executemany("UPDATE runs SET time_updated = ? WHERE id = ?", touches)
+        if len(touches) == 1:
+            c.execute(_TOUCH, touches[0])
+        elif touches:
+            c.executemany(_TOUCH, touches)
         if autocommit:
             c.commit()
     except BaseException as error:
@@ -288,14 +311,17 @@ def _write_columns(
     adapt: Callable[[Any], Any],
 ) -> None:
     """The ``metrics`` part of ``_write_rows`` (no commit)."""
+    if len(rows) == 1:
+        c.execute(_upsert_sql(names), _adapted(layout.params(rows[0]), adapt))
+        return
     width = 3 + len(names)
+    if width > WIDE_ROW_PARAMETERS:
+        c.executemany(_upsert_sql(names), _row_params(rows, adapt))
+        return
     getlimit = getattr(c, "getlimit", None)  # Python 3.11+
     limit = int(getlimit(_VARIABLE_LIMIT)) if getlimit is not None else DEFAULT_VARIABLE_LIMIT
     size = max(1, min(BATCH_STATEMENT_ROWS, limit // width))
     params = _flat_params(rows, adapt)
-    if len(rows) == 1:
-        c.execute(_upsert_sql(names), params)
-        return
     start = 0
     left = len(rows)
     while left:
@@ -332,15 +358,25 @@ def _write_long(
 ) -> None:
     """The long-stored values of rows: multi-row upserts of ``LONG_STATEMENT_ROWS``
     values per kind, in row order (SQLite applies a statement's rows one by one: a key
-    repeated keeps its later value). About twice as fast as one upsert per value."""
+    repeated keeps its later value). About twice as fast as one upsert per value.
+
+    Each row's parameters of one kind are built by C-level loops (``zip`` with the
+    row's key repeated, flattened by ``chain``); only values that SQLite cannot take
+    as they are (one ``sum()`` tells) go through ``adapt``."""
     per_kind: dict[str, list[Any]] = {}
-    for row in rows:
-        run, step, progress = layout.key(row)
-        for (name, kind), value in zip(where.long, layout.long_values(row, where), strict=True):
-            flat = per_kind.get(kind)
-            if flat is None:
-                flat = per_kind[kind] = []
-            flat += (run, step, progress, name, adapt(value))
+    for kind, names, pick in where.long_groups:
+        flat = per_kind[kind] = []
+        for row in rows:
+            run, step, progress = layout.key(row)
+            values: Any = pick(row)
+            try:
+                total = sum(values)
+                if total != total:  # a NaN
+                    values = map(adapt, values)
+            except TypeError:  # text, None or datetime values
+                values = map(adapt, values)
+            flat += chain.from_iterable(
+                zip(repeat(run), repeat(step), repeat(progress), names, values))
     width = 5 * LONG_STATEMENT_ROWS
     for kind, flat in per_kind.items():
         column = _LONG_COLUMNS[LONG_SLOTS[kind]]

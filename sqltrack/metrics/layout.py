@@ -97,12 +97,19 @@ def step_range(rows: Sequence[MetricRow]) -> str:
 LONG_SLOTS = {"float": 0, "int": 1, "bool": 2, "str": 3, "datetime": 4}
 
 
+#: One kind's long-stored names of a placement: ``(kind, names, pick)``, ``pick(row)``
+#: the row's values of those names, in that order.
+LongGroup = tuple[str, tuple[str, ...], Callable[[MetricRow], tuple[Any, ...]]]
+
+
 class Placement(NamedTuple):
     """Where the metrics of one names tuple are stored (None instead: all are columns).
 
     ``columns``: the names that are columns of ``metrics``, in row order; ``long``:
     ``(name, kind)`` of the names stored in ``metric_values`` (``kind``: the name's
-    registered kind, which decides its value slot), in row order.
+    registered kind, which decides its value slot), in row order; ``long_groups``: the
+    same names grouped by kind, ``(kind, names, pick)`` with ``pick(row)`` their values
+    (the engines write one kind's values together, with no loop per value in Python).
     """
 
     columns: tuple[str, ...]
@@ -110,6 +117,7 @@ class Placement(NamedTuple):
     pick_columns: Callable[[MetricRow], tuple[Any, ...]]
     pick_kinds: Callable[[tuple[Any, ...]], tuple[Any, ...]]
     pick_long: Callable[[MetricRow], tuple[Any, ...]]
+    long_groups: tuple[LongGroup, ...] = ()
 
 
 def _picker(positions: Sequence[int]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
@@ -128,13 +136,19 @@ def placement(names: Sequence[str], long_kinds: Mapping[str, str]) -> Placement 
     long_at = [i for i, name in enumerate(names) if name in long_kinds]
     if not long_at:
         return None
-    column_at = [i for i in range(len(names)) if i not in set(long_at)]
+    long_set = set(long_at)
+    column_at = [i for i in range(len(names)) if i not in long_set]
+    by_kind: dict[str, list[int]] = {}
+    for i in long_at:
+        by_kind.setdefault(long_kinds[names[i]], []).append(i)
     return Placement(
         columns=tuple(names[i] for i in column_at),
         long=tuple((names[i], long_kinds[names[i]]) for i in long_at),
         pick_columns=_picker([3, 4, 5, *(6 + i for i in column_at)]),
         pick_kinds=_picker(column_at),
         pick_long=_picker([6 + i for i in long_at]),
+        long_groups=tuple((kind, tuple(names[i] for i in at), _picker([6 + i for i in at]))
+                          for kind, at in by_kind.items()),
     )
 
 

@@ -43,6 +43,8 @@ COLUMN_LOCK_TIMEOUT = 0.2
 COLUMN_RETRY_AFTER = 30.0
 #: Names per statement of the registry's look-ups and inserts.
 _CHUNK = 500
+#: Known names tuples remembered (``MetricTable.knows``); past this many, it starts over.
+_KNOWN_NAME_SETS = 64
 
 
 class MetricTable:
@@ -63,6 +65,13 @@ class MetricTable:
         #: passed every check: a call with the same names and types needs no check again
         #: (see ``prepare``); its row shares these names and kinds tuples.
         self._checked: _Checked | None = None
+        #: Names tuples found known (a name's place is never forgotten but by
+        #: ``forget_columns``): a training loop's next call is known by one set look-up,
+        #: not by a look-up per name (10,000 names: about 0.2 ms a call).
+        self._known_names: set[tuple[str, ...]] = set()
+        #: The last names tuple found known (the checks' fast path hands out the same
+        #: tuple every call of a training loop: known by identity, no hashing).
+        self._last_known: tuple[str, ...] | None = None
 
     def forget_columns(self) -> None:
         """Drop the cache (migrations changed the table, or a block rolled back)."""
@@ -71,11 +80,25 @@ class MetricTable:
         self._long = {}
         self._placements = {}
         self._checked = None
+        self._known_names = set()
+        self._last_known = None
 
-    def knows(self, names: Any) -> bool:
+    def knows(self, names: tuple[str, ...]) -> bool:
         """Whether every name has a known place (False while nothing is cached)."""
+        if names is self._last_known:
+            return True
+        known = self._known_names
+        if names in known:
+            self._last_known = names
+            return True
         kinds = self._kinds
-        return kinds is not None and all(name in kinds for name in names)
+        if kinds is None or not all(map(kinds.__contains__, names)):
+            return False
+        if len(known) >= _KNOWN_NAME_SETS:
+            known.clear()
+        known.add(names)
+        self._last_known = names
+        return True
 
     def placement(self, names: tuple[str, ...]) -> Placement | None:
         """Where the metrics of ``names`` (all known) are stored; None: all are columns."""

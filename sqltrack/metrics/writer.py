@@ -90,15 +90,17 @@ class MetricWriter:
         It can when the engine has a thread writer (SQLite), the client is open, no
         owner holds a ``with client`` block (its statements belong to that block),
         the calling thread runs no event loop (which must never block) and every
-        name has its column. False, having checked and written nothing, otherwise:
-        then call ``write`` (the row is checked once either way). Bad names or
-        values raise here.
+        name has its place. False, having written nothing, otherwise: then call
+        ``write`` (a call with a new name is checked twice; every other call once).
+        Bad names or values raise here.
         """
         writer = self._caller_thread_writer()
-        if writer is None or not self.table.knows(metrics):
+        if writer is None:
             return False
         row = self.table.prepare(run_id, metrics, step, progress, updated)
         names = layout.names(row)
+        if not self.table.knows(names):
+            return False
         return writer.write(names, (row,), _touch_of(row), wait=True,
                             placement=self.table.placement(names))
 
