@@ -44,6 +44,10 @@ def _repeat(text: str, param: Any) -> Sql:
     return Sql(text, (param,) * text.count("%s"))
 
 
+#: Stands for a key's ``once`` value in its ``over`` texts.
+VALUE = "{value}"
+
+
 @dataclass(frozen=True)
 class Key:
     """A sort or group key: ``parts`` compared in order, each NULLS LAST (all NULL: the
@@ -62,6 +66,11 @@ class Key:
     #: False for a column that is never NULL (the status): no NULLS LAST, so an index
     #: (ascending, NULLs last on PostgreSQL and first on SQLite) reads it either way.
     nullable: bool = True
+    #: A value the parts read several times (PostgreSQL: the JSON value), computed once a
+    #: run when the database sorts every run (``build_sql``); ``over``: the parts' texts
+    #: with ``VALUE`` standing for it (no parameters of their own).
+    once: Sql | None = None
+    over: tuple[str, ...] = ()
 
     def selected(self) -> list[Sql]:
         """The expressions the page's rows carry for ``put_in_order``."""
@@ -72,6 +81,13 @@ class Key:
         way = " DESC" if descending else ""
         last = " NULLS LAST" if self.nullable else ""
         return [Sql(p.text + way + last, p.params) for p in self.parts]
+
+    def order_over(self, descending: bool, value: str) -> list[Sql]:
+        """``order`` with the ``once`` value read from ``value`` (a column computed
+        before the sort)."""
+        way = " DESC" if descending else ""
+        last = " NULLS LAST" if self.nullable else ""
+        return [Sql(text.replace(VALUE, value) + way + last) for text in self.over]
 
 
 @dataclass
@@ -95,14 +111,14 @@ def json_value(engine: str, column: str, key: str) -> Key | None:
         path = f'$."{key}"'
         return Key((Sql(f"json_extract({column}, %s)", (path,)),),
                    raw=Sql(f"({column} -> %s)", (path,)), raw_json=True)
-    x = f"({column} -> %s)"
-    return Key(
-        (_repeat(f"CASE jsonb_typeof({x}) WHEN 'number' THEN {x}::numeric "
-                 f"WHEN 'boolean' THEN CASE WHEN {x}::boolean THEN 1 ELSE 0 END END", key),
-         _repeat(f"(CASE jsonb_typeof({x}) WHEN 'string' THEN {x} #>> '{{}}' "
-                 f"WHEN 'object' THEN {x}::text WHEN 'array' THEN {x}::text END) "
-                 'COLLATE "C"', key)),
-        raw=_repeat(f"{x}::text", key), raw_json=True, raw_parts=_jsonb_parts)
+    x, v = f"({column} -> %s)", VALUE
+    over = (f"CASE jsonb_typeof({v}) WHEN 'number' THEN {v}::numeric "
+            f"WHEN 'boolean' THEN CASE WHEN {v}::boolean THEN 1 ELSE 0 END END",
+            f"(CASE jsonb_typeof({v}) WHEN 'string' THEN {v} #>> '{{}}' "
+            f"WHEN 'object' THEN {v}::text WHEN 'array' THEN {v}::text END) COLLATE \"C\"")
+    return Key(tuple(_repeat(text.replace(v, x), key) for text in over),
+               raw=_repeat(f"{x}::text", key), raw_json=True, raw_parts=_jsonb_parts,
+               once=Sql(x, (key,)), over=over)
 
 
 def _jsonb_parts(raw: Any) -> tuple[Any, ...]:
