@@ -236,8 +236,14 @@ def _contains(engine: str, haystack: str) -> str:
 
 
 def tag_condition(engine: str, tag: str) -> Sql:
-    """The run has the tag ``tag`` (exactly)."""
-    return Sql(_any_tag(engine, "t.k = %s"), (tag,))
+    """The run has the tag ``tag`` (exactly): a key of its tags object, looked up (not a
+    table of its keys a run). SQLite's JSON path names a tag that its JSON holds as it
+    is (``_PLAIN``); another is looked for among the keys."""
+    if engine == "sqlite" and _PLAIN.fullmatch(tag):
+        return Sql("json_type(r.tags, %s) IS NOT NULL", (f'$."{tag}"',))
+    if engine == "sqlite":
+        return Sql(_any_tag(engine, "t.k = %s"), (tag,))
+    return Sql("(jsonb_typeof(r.tags) = 'object' AND r.tags ? %s)", (tag,))
 
 
 def _arg_condition(engine: str, key: str, wanted: str) -> Sql | None:
