@@ -286,19 +286,21 @@ def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
     database cannot tell it here."""
     wanted = value.lower()
     name = _name_text(engine)
+    plain = (_PLAIN if engine == "sqlite" else _PLAIN_PG).fullmatch(wanted) is not None
+    # SQLite: no name holds it unless the extras' JSON text does (see ``_PLAIN``): that
+    # cheap test first, before the JSON is parsed for the name
+    before = f"{_contains(engine, 'lower(r.extras)')} AND " if engine == "sqlite" and plain \
+        else ""
     if key is None:
         tags = _any_tag(engine, _contains(engine, "lower(t.k)"))
-        params: tuple[Any, ...] = (wanted,) * 3
-        if (_PLAIN if engine == "sqlite" else _PLAIN_PG).fullmatch(wanted):
-            # no tag's key holds it unless the tags' JSON text does: one cheap test first
+        if plain:  # no tag's key holds it unless the tags' JSON text does: cheap test first
             whole = "lower(r.tags)" if engine == "sqlite" else "lower(r.tags::text)"
             tags = f"({_contains(engine, whole)} AND {tags})"
-            params = (wanted,) * 4
         status = _status_is(engine, _contains(engine, "{status}"))
-        text = f"({_contains(engine, f'lower({name})')} OR {status} OR {tags})"
-        return Sql(text, params)
+        text = f"(({before}{_contains(engine, f'lower({name})')}) OR {status} OR {tags})"
+        return _repeat(text, wanted)
     if key == "name":
-        return Sql(f"lower({name}) = %s", (wanted,))
+        return _repeat(f"({before}lower({name}) = %s)", wanted)
     if key == "tag":
         return Sql(_any_tag(engine, "lower(t.k) = %s"), (wanted,))
     if key == "status":

@@ -110,3 +110,34 @@ async def test_idle_seconds_of_a_run(client, http):
     async with client:
         (status,) = await client.query("SELECT status FROM runs WHERE id = %s", [run_id])
     assert status[0] == "RUNNING"  # only shown, never stored
+
+
+#: Names whose JSON text is not the name itself (escaped) around a plain part.
+ESCAPED = ["été Run", 'say "hi" Run', "back\\slash", "Plain"]
+
+
+async def test_search_names_whose_json_is_escaped(client, http):
+    """A search finds a name by its text, not by its JSON's (SQLite first tests the
+    extras' JSON text for a plain search text: never missing a name for it)."""
+    async with client:
+        exp = await sqltrack.AsyncExperiment.create(client, name="escaped")
+        ids = {}
+        for name in ESCAPED:
+            run = await exp.get_run()
+            await run.set_extras({"name": name, "note": "u00e9"})
+            ids[name] = run.id
+    url = f"/api/experiments/{exp.id}/table"
+
+    async def found(search: str) -> list[int]:
+        answer = await http.get(url, params={"search": search})
+        assert answer.status_code == 200, answer.text
+        return [run["id"] for run in answer.json()["runs"]]
+
+    assert await found("run") == [ids["été Run"], ids['say "hi" Run']]
+    assert await found("HI") == [ids['say "hi" Run']]
+    assert await found("té run") == [ids["été Run"]]
+    assert await found("slash") == [ids["back\\slash"]]
+    assert await found("u00e9") == []  # the JSON's escape, not the name
+    assert await found('"name=été run"') == [ids["été Run"]]
+    assert await found("name=PLAIN") == [ids["Plain"]]
+    assert await found("name=plai") == []
