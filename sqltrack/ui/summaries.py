@@ -235,6 +235,11 @@ def _order(plan: Plan, descending: bool, values: dict[int, str] | None = None
     return ", ".join(i.text for i in items), [p for i in items for p in i.params]
 
 
+#: The columns of ``runs`` that a key without a ``once`` value reads (fixed_key,
+#: status_key, metric_key): what the sort of every run carries (not the runs' JSON).
+SORTED_COLUMNS = "r.id, r.status, r.time_started, r.time_updated, r.comment"
+
+
 def _sorted_runs(plan: Plan, descending: bool, runs: list[str | User], params: list[Any]
                  ) -> tuple[list[str | User], list[Any], str]:
     """The runs ``r`` as the database sorts every one of them for a page, their
@@ -249,7 +254,7 @@ def _sorted_runs(plan: Plan, descending: bool, runs: list[str | User], params: l
     columns = ", ".join(f"{key.once.text} AS once{i}" for i, key in enumerate(once)
                         if key.once is not None)
     order, order_params = _order(plan, descending, values)
-    return (["(SELECT r.*, " + columns + " FROM ", *runs, " OFFSET 0) r"],
+    return ([f"(SELECT {SORTED_COLUMNS}, " + columns + " FROM ", *runs, " OFFSET 0) r"],
             [p for key in once if key.once is not None for p in key.once.params]
             + [*params, *order_params], order)
 
