@@ -247,38 +247,43 @@ def tag_condition(engine: str, tag: str) -> Sql:
 
 
 def _arg_condition(engine: str, key: str, wanted: str) -> Sql | None:
-    """The arg ``key`` is ``wanted`` as the search reads it (see ``summaries.parse_search``)."""
+    """The arg ``key`` is ``wanted`` as the search reads it (see ``summaries.parse_search``).
+
+    Each branch tests the value first, its JSON type after (for a run whose value differs,
+    one JSON read); PostgreSQL finds a number by containment (jsonb compares numbers as
+    numbers)."""
     if wanted.lstrip().startswith(("[", "{")) or (engine == "sqlite" and '"' in key):
         return None
     x = "r.args, %s" if engine == "sqlite" else "(r.args -> %s)"
     param = f'$."{key}"' if engine == "sqlite" else key
     kind = f"json_type({x})" if engine == "sqlite" else f"jsonb_typeof({x})"
-    texts: list[tuple[str, tuple[Any, ...]]] = []
+    texts: list[tuple[str, tuple[Any, ...]]] = []  # ``{w}``: the branch's own parameter
     lowered = wanted.lower()
     if lowered in ("null", "none", ""):
         texts.append((f"{kind} = 'null'", ()))
     if lowered in ("true", "false") and engine == "sqlite":
-        texts.append((f"{kind} = %s", (lowered,)))
+        texts.append((f"{kind} = {{w}}", (lowered,)))
     elif lowered in ("true", "false"):
-        texts.append((f"({kind} = 'boolean' AND {x}::boolean = %s)", (lowered == "true",)))
+        texts.append((f"({kind} = 'boolean' AND {x}::boolean = {{w}})", (lowered == "true",)))
     try:
         number = float(wanted)
     except ValueError:
         number = math.nan
     if math.isfinite(number) and engine == "sqlite":
-        texts.append((f"({kind} IN ('integer', 'real') AND json_extract({x}) = %s)",
+        texts.append((f"(json_extract({x}) = {{w}} AND {kind} IN ('integer', 'real'))",
                       (number,)))
     elif math.isfinite(number):
-        texts.append((f"({kind} = 'number' AND {x}::numeric = CAST(%s AS numeric))",
-                      (repr(number),)))
+        texts.append(("r.args @> CAST({w} AS jsonb)", (json.dumps({key: number}),)))
     if engine == "sqlite":
-        texts.append((f"({kind} = 'text' AND lower(json_extract({x})) = %s)", (lowered,)))
+        texts.append((f"(lower(json_extract({x})) = {{w}} AND {kind} = 'text')", (lowered,)))
     else:
-        texts.append((f"({kind} = 'string' AND lower({x} #>> '{{}}') = %s)", (lowered,)))
+        texts.append((f"(lower(r.args ->> %s) = {{w}} AND {kind} = 'string')", (lowered,)))
     params: list[Any] = []
-    for text, own in texts:  # every %s but the last few (``own``) is the key's
-        params += [param] * (text.count("%s") - len(own)) + list(own)
-    return Sql("(" + " OR ".join(text for text, _ in texts) + ")", tuple(params))
+    for text, own in texts:  # each %s is the key's, each {w} the branch's own
+        pieces = re.findall(r"%s|\{w\}", text)
+        params += [param if piece == "%s" else own[0] for piece in pieces]
+    return Sql("(" + " OR ".join(text.replace("{w}", "%s") for text, _ in texts) + ")",
+               tuple(params))
 
 
 def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
