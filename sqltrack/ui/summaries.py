@@ -189,9 +189,10 @@ def build_sql(
     order, order_params = _order(plan, descending)
     runs, run_params = _runs_sql(status, where, plan.conditions)
     if window is not None:  # the page's ids first: the metric subqueries run for its rows
-        runs = ["(SELECT * FROM runs WHERE id IN (SELECT r.id FROM ", *runs,
-                f" ORDER BY {order} LIMIT %s OFFSET %s)) r"]
-        run_params += [*order_params, *window]
+        sorted_runs, sorted_params, every = _sorted_runs(plan, descending, runs, run_params)
+        runs = ["(SELECT * FROM runs WHERE id IN (SELECT r.id FROM ", *sorted_runs,
+                f" ORDER BY {every} LIMIT %s OFFSET %s)) r"]
+        run_params = [*sorted_params, *window]
     params += run_params
     parts: list[str | User] = ["SELECT " + ", ".join(selects) + " FROM ", *runs]
     in_experiment = "IN (SELECT id FROM runs WHERE experiment_id = %s)"
@@ -218,16 +219,44 @@ def _keys(plan: Plan) -> list[Key]:
     return [key for key in (plan.group, plan.sort) if key is not None]
 
 
-def _order(plan: Plan, descending: bool) -> tuple[str, list[Any]]:
+def _order(plan: Plan, descending: bool, values: dict[int, str] | None = None
+           ) -> tuple[str, list[Any]]:
     """ORDER BY of the plan: its group (ascending), its sort key (missing values last),
-    then id, and the parameters of that text."""
+    then id, and the parameters of that text; ``values``: the column of each key's
+    ``once`` value (by the key's ``id``), when computed before."""
+    values = values or {}
     items: list[Sql] = []
-    if plan.group is not None:
-        items += plan.group.order(False)
-    if plan.sort is not None:
-        items += plan.sort.order(descending)
+    for key, way in ((plan.group, False), (plan.sort, descending)):
+        if key is not None and id(key) in values:
+            items += key.order_over(way, values[id(key)])
+        elif key is not None:
+            items += key.order(way)
     items.append(Sql("r.id" + (" DESC" if descending else "")))
     return ", ".join(i.text for i in items), [p for i in items for p in i.params]
+
+
+#: The columns of ``runs`` that a key without a ``once`` value reads (fixed_key,
+#: status_key, metric_key): what the sort of every run carries (not the runs' JSON).
+SORTED_COLUMNS = "r.id, r.status, r.time_started, r.time_updated, r.comment"
+
+
+def _sorted_runs(plan: Plan, descending: bool, runs: list[str | User], params: list[Any]
+                 ) -> tuple[list[str | User], list[Any], str]:
+    """The runs ``r`` as the database sorts every one of them for a page, their
+    parameters, then the ORDER BY (and its parameters, appended): a key's ``once``
+    value (PostgreSQL: the JSON value its parts read three times) computed once a run,
+    in a subquery that the planner keeps (``OFFSET 0``)."""
+    once = [key for key in _keys(plan) if key.once is not None]
+    if not once:
+        order, order_params = _order(plan, descending)
+        return runs, [*params, *order_params], order
+    values = {id(key): f"r.once{i}" for i, key in enumerate(once)}
+    columns = ", ".join(f"{key.once.text} AS once{i}" for i, key in enumerate(once)
+                        if key.once is not None)
+    order, order_params = _order(plan, descending, values)
+    return ([f"(SELECT {SORTED_COLUMNS}, " + columns + " FROM ", *runs, " OFFSET 0) r"],
+            [p for key in once if key.once is not None for p in key.once.params]
+            + [*params, *order_params], order)
 
 
 async def available(client: AsyncClient, experiment_id: int,
@@ -237,10 +266,11 @@ async def available(client: AsyncClient, experiment_id: int,
     of a 100,000-run table reads no more) and the metrics with values in the experiment
     (``long``: the metrics stored in ``metric_values``)."""
     dialect = client.dialect
-    union = " UNION ".join(
-        f"SELECT '{group}', k.key FROM runs r, {dialect.json_object_keys('r.' + group)} "
-        "WHERE r.id IN (SELECT id FROM runs WHERE experiment_id = %s ORDER BY id DESC "
-        "LIMIT %s)"
+    union = " UNION ".join(  # the last runs' JSON read in the LIMIT's subquery: an IN
+        # list of their ids had PostgreSQL scan every run to join them (60 ms a page)
+        f"SELECT '{group}', k.key FROM (SELECT r.{group} FROM runs r "
+        f"WHERE r.experiment_id = %s ORDER BY r.id DESC LIMIT %s) r, "
+        f"{dialect.json_object_keys('r.' + group)}"
         for group in JSON_GROUPS
     )
     found: dict[str, list[str]] = {group: [] for group in JSON_GROUPS}

@@ -44,6 +44,10 @@ def _repeat(text: str, param: Any) -> Sql:
     return Sql(text, (param,) * text.count("%s"))
 
 
+#: Stands for a key's ``once`` value in its ``over`` texts.
+VALUE = "{value}"
+
+
 @dataclass(frozen=True)
 class Key:
     """A sort or group key: ``parts`` compared in order, each NULLS LAST (all NULL: the
@@ -62,6 +66,11 @@ class Key:
     #: False for a column that is never NULL (the status): no NULLS LAST, so an index
     #: (ascending, NULLs last on PostgreSQL and first on SQLite) reads it either way.
     nullable: bool = True
+    #: A value the parts read several times (PostgreSQL: the JSON value), computed once a
+    #: run when the database sorts every run (``build_sql``); ``over``: the parts' texts
+    #: with ``VALUE`` standing for it (no parameters of their own).
+    once: Sql | None = None
+    over: tuple[str, ...] = ()
 
     def selected(self) -> list[Sql]:
         """The expressions the page's rows carry for ``put_in_order``."""
@@ -72,6 +81,13 @@ class Key:
         way = " DESC" if descending else ""
         last = " NULLS LAST" if self.nullable else ""
         return [Sql(p.text + way + last, p.params) for p in self.parts]
+
+    def order_over(self, descending: bool, value: str) -> list[Sql]:
+        """``order`` with the ``once`` value read from ``value`` (a column computed
+        before the sort)."""
+        way = " DESC" if descending else ""
+        last = " NULLS LAST" if self.nullable else ""
+        return [Sql(text.replace(VALUE, value) + way + last) for text in self.over]
 
 
 @dataclass
@@ -95,14 +111,14 @@ def json_value(engine: str, column: str, key: str) -> Key | None:
         path = f'$."{key}"'
         return Key((Sql(f"json_extract({column}, %s)", (path,)),),
                    raw=Sql(f"({column} -> %s)", (path,)), raw_json=True)
-    x = f"({column} -> %s)"
-    return Key(
-        (_repeat(f"CASE jsonb_typeof({x}) WHEN 'number' THEN {x}::numeric "
-                 f"WHEN 'boolean' THEN CASE WHEN {x}::boolean THEN 1 ELSE 0 END END", key),
-         _repeat(f"(CASE jsonb_typeof({x}) WHEN 'string' THEN {x} #>> '{{}}' "
-                 f"WHEN 'object' THEN {x}::text WHEN 'array' THEN {x}::text END) "
-                 'COLLATE "C"', key)),
-        raw=_repeat(f"{x}::text", key), raw_json=True, raw_parts=_jsonb_parts)
+    x, v = f"({column} -> %s)", VALUE
+    over = (f"CASE jsonb_typeof({v}) WHEN 'number' THEN {v}::numeric "
+            f"WHEN 'boolean' THEN CASE WHEN {v}::boolean THEN 1 ELSE 0 END END",
+            f"(CASE jsonb_typeof({v}) WHEN 'string' THEN {v} #>> '{{}}' "
+            f"WHEN 'object' THEN {v}::text WHEN 'array' THEN {v}::text END) COLLATE \"C\"")
+    return Key(tuple(_repeat(text.replace(v, x), key) for text in over),
+               raw=_repeat(f"{x}::text", key), raw_json=True, raw_parts=_jsonb_parts,
+               once=Sql(x, (key,)), over=over)
 
 
 def _jsonb_parts(raw: Any) -> tuple[Any, ...]:
@@ -205,71 +221,95 @@ def _any_tag(engine: str, test: str) -> str:
             f"'object' THEN r.tags END) AS t(k) WHERE {test})")
 
 
+def _status_is(engine: str, test: str) -> str:
+    """The run's status passes ``test`` (over ``{status}``, its lowercased name). On
+    PostgreSQL the enum's values are tested once a query, not the status of every run (its
+    text form costs a cast a run), and the matching ones looked up (an index reads them)."""
+    if engine == "sqlite":
+        return test.format(status="lower(r.status)")
+    return ("r.status = ANY (ARRAY(SELECT s FROM unnest(enum_range(NULL::runstatus)) AS s "
+            f"WHERE {test.format(status='lower(CAST(s AS TEXT))')}))")
+
+
 def _contains(engine: str, haystack: str) -> str:
     return f"instr({haystack}, %s) > 0" if engine == "sqlite" else f"strpos({haystack}, %s) > 0"
 
 
 def tag_condition(engine: str, tag: str) -> Sql:
-    """The run has the tag ``tag`` (exactly)."""
-    return Sql(_any_tag(engine, "t.k = %s"), (tag,))
+    """The run has the tag ``tag`` (exactly): a key of its tags object, looked up (not a
+    table of its keys a run). SQLite's JSON path names a tag that its JSON holds as it
+    is (``_PLAIN``); another is looked for among the keys."""
+    if engine == "sqlite" and _PLAIN.fullmatch(tag):
+        return Sql("json_type(r.tags, %s) IS NOT NULL", (f'$."{tag}"',))
+    if engine == "sqlite":
+        return Sql(_any_tag(engine, "t.k = %s"), (tag,))
+    return Sql("(jsonb_typeof(r.tags) = 'object' AND r.tags ? %s)", (tag,))
 
 
 def _arg_condition(engine: str, key: str, wanted: str) -> Sql | None:
-    """The arg ``key`` is ``wanted`` as the search reads it (see ``summaries.parse_search``)."""
+    """The arg ``key`` is ``wanted`` as the search reads it (see ``summaries.parse_search``).
+
+    Each branch tests the value first, its JSON type after (for a run whose value differs,
+    one JSON read); PostgreSQL finds a number by containment (jsonb compares numbers as
+    numbers)."""
     if wanted.lstrip().startswith(("[", "{")) or (engine == "sqlite" and '"' in key):
         return None
     x = "r.args, %s" if engine == "sqlite" else "(r.args -> %s)"
     param = f'$."{key}"' if engine == "sqlite" else key
     kind = f"json_type({x})" if engine == "sqlite" else f"jsonb_typeof({x})"
-    texts: list[tuple[str, tuple[Any, ...]]] = []
+    texts: list[tuple[str, tuple[Any, ...]]] = []  # ``{w}``: the branch's own parameter
     lowered = wanted.lower()
     if lowered in ("null", "none", ""):
         texts.append((f"{kind} = 'null'", ()))
     if lowered in ("true", "false") and engine == "sqlite":
-        texts.append((f"{kind} = %s", (lowered,)))
+        texts.append((f"{kind} = {{w}}", (lowered,)))
     elif lowered in ("true", "false"):
-        texts.append((f"({kind} = 'boolean' AND {x}::boolean = %s)", (lowered == "true",)))
+        texts.append((f"({kind} = 'boolean' AND {x}::boolean = {{w}})", (lowered == "true",)))
     try:
         number = float(wanted)
     except ValueError:
         number = math.nan
     if math.isfinite(number) and engine == "sqlite":
-        texts.append((f"({kind} IN ('integer', 'real') AND json_extract({x}) = %s)",
+        texts.append((f"(json_extract({x}) = {{w}} AND {kind} IN ('integer', 'real'))",
                       (number,)))
     elif math.isfinite(number):
-        texts.append((f"({kind} = 'number' AND {x}::numeric = CAST(%s AS numeric))",
-                      (repr(number),)))
+        texts.append(("r.args @> CAST({w} AS jsonb)", (json.dumps({key: number}),)))
     if engine == "sqlite":
-        texts.append((f"({kind} = 'text' AND lower(json_extract({x})) = %s)", (lowered,)))
+        texts.append((f"(lower(json_extract({x})) = {{w}} AND {kind} = 'text')", (lowered,)))
     else:
-        texts.append((f"({kind} = 'string' AND lower({x} #>> '{{}}') = %s)", (lowered,)))
+        texts.append((f"(lower(r.args ->> %s) = {{w}} AND {kind} = 'string')", (lowered,)))
     params: list[Any] = []
-    for text, own in texts:  # every %s but the last few (``own``) is the key's
-        params += [param] * (text.count("%s") - len(own)) + list(own)
-    return Sql("(" + " OR ".join(text for text, _ in texts) + ")", tuple(params))
+    for text, own in texts:  # each %s is the key's, each {w} the branch's own
+        pieces = re.findall(r"%s|\{w\}", text)
+        params += [param if piece == "%s" else own[0] for piece in pieces]
+    return Sql("(" + " OR ".join(text.replace("{w}", "%s") for text, _ in texts) + ")",
+               tuple(params))
 
 
 def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
     """One search term (see ``summaries.parse_search``) as a condition; None when the
     database cannot tell it here."""
     wanted = value.lower()
-    name, status = _name_text(engine), "lower(CAST(r.status AS TEXT))"
+    name = _name_text(engine)
+    plain = (_PLAIN if engine == "sqlite" else _PLAIN_PG).fullmatch(wanted) is not None
+    # SQLite: no name holds it unless the extras' JSON text does (see ``_PLAIN``): that
+    # cheap test first, before the JSON is parsed for the name
+    before = f"{_contains(engine, 'lower(r.extras)')} AND " if engine == "sqlite" and plain \
+        else ""
     if key is None:
         tags = _any_tag(engine, _contains(engine, "lower(t.k)"))
-        params: tuple[Any, ...] = (wanted,) * 3
-        if (_PLAIN if engine == "sqlite" else _PLAIN_PG).fullmatch(wanted):
-            # no tag's key holds it unless the tags' JSON text does: one cheap test first
+        if plain:  # no tag's key holds it unless the tags' JSON text does: cheap test first
             whole = "lower(r.tags)" if engine == "sqlite" else "lower(r.tags::text)"
             tags = f"({_contains(engine, whole)} AND {tags})"
-            params = (wanted,) * 4
-        text = f"({_contains(engine, f'lower({name})')} OR {_contains(engine, status)} OR {tags})"
-        return Sql(text, params)
+        status = _status_is(engine, _contains(engine, "{status}"))
+        text = f"(({before}{_contains(engine, f'lower({name})')}) OR {status} OR {tags})"
+        return _repeat(text, wanted)
     if key == "name":
-        return Sql(f"lower({name}) = %s", (wanted,))
+        return _repeat(f"({before}lower({name}) = %s)", wanted)
     if key == "tag":
         return Sql(_any_tag(engine, "lower(t.k) = %s"), (wanted,))
     if key == "status":
-        return Sql(f"{status} = %s", (wanted,))
+        return Sql(_status_is(engine, "{status} = %s"), (wanted,))
     return _arg_condition(engine, key, value)
 
 

@@ -95,3 +95,65 @@ async def test_idle_seconds_of_a_run(client, http):
     async with client:
         (status,) = await client.query("SELECT status FROM runs WHERE id = %s", [run_id])
     assert status[0] == "RUNNING"  # only shown, never stored
+
+
+#: Names whose JSON text is not the name itself (escaped) around a plain part.
+ESCAPED = ["été Run", 'say "hi" Run', "back\\slash", "Plain"]
+
+
+async def test_search_names_whose_json_is_escaped(client, http):
+    """A search finds a name by its text, not by its JSON's (SQLite first tests the
+    extras' JSON text for a plain search text: never missing a name for it)."""
+    async with client:
+        exp = await sqltrack.AsyncExperiment.create(client, name="escaped")
+        ids = {}
+        for name in ESCAPED:
+            run = await exp.get_run()
+            await run.set_extras({"name": name, "note": "u00e9"})
+            ids[name] = run.id
+    url = f"/api/experiments/{exp.id}/table"
+
+    async def found(search: str) -> list[int]:
+        answer = await http.get(url, params={"search": search})
+        assert answer.status_code == 200, answer.text
+        return [run["id"] for run in answer.json()["runs"]]
+
+    assert await found("run") == [ids["été Run"], ids['say "hi" Run']]
+    assert await found("HI") == [ids['say "hi" Run']]
+    assert await found("té run") == [ids["été Run"]]
+    assert await found("slash") == [ids["back\\slash"]]
+    assert await found("u00e9") == []  # the JSON's escape, not the name
+    assert await found('"name=été run"') == [ids["été Run"]]
+    assert await found("name=PLAIN") == [ids["Plain"]]
+    assert await found("name=plai") == []
+
+
+#: Values of the arg ``v`` (None: no such arg) and the searches that find each.
+VALUES = [[0.5], "0.5", 0.5, "X", True, None, 1, "missing"]
+
+
+async def test_search_arg_values_by_kind(client, http):
+    """``key=value`` finds numbers by value, text in any case, booleans and null by
+    name; never a list holding the value, nor a boolean for 1."""
+    async with client:
+        exp = await sqltrack.AsyncExperiment.create(client, name="arg-kinds")
+        ids = []
+        for value in VALUES:
+            run = await exp.get_run()
+            await run.set_args({} if value == "missing" else {"v": value, "w": 0.5})
+            ids.append(run.id)
+    url = f"/api/experiments/{exp.id}/table"
+
+    async def found(search: str) -> list[int]:
+        answer = await http.get(url, params={"search": search})
+        assert answer.status_code == 200, answer.text
+        return [ids.index(run["id"]) for run in answer.json()["runs"]]
+
+    assert await found("v=0.5") == [1, 2]
+    assert await found("v=0.50") == [2]  # text as it is written
+    assert await found("v=5e-1") == [2]
+    assert await found("v=x") == [3]
+    assert await found("v=true") == [4]
+    assert await found("v=null") == [5]
+    assert await found("v=1") == [6]
+    assert await found("v=2") == []

@@ -3,6 +3,7 @@ engines)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -205,3 +206,29 @@ async def test_page_queries_run_without_jit(client, http, engine):
     page's short, bounded query never wins back: the page's queries run with ``jit`` off."""
     answer = (await http.get("/api/sql", params={"q": "SELECT current_setting('jit')"})).json()
     assert answer["rows"] == [["off"]]
+
+
+#: Tags a run may have: plain, with a quote, a backslash, a dot, non-ASCII, a prefix of
+#: another, and a list of names (no tags object) on one run.
+TAGS = ["odd", 'say "hi"', "back\\slash", "a.b", "été", "od", "odd-ish"]
+
+
+async def test_tag_filter_matches_the_tags_keys_exactly(client, http):
+    """The tag filter: runs whose tags object has the tag as a key (whatever the key's
+    text), never a run whose tags are a list holding it, nor one with a longer tag."""
+    experiment, made = await runs(client, count=len(TAGS) + 2)
+    async with client:
+        for run, tag in zip(made, TAGS, strict=False):
+            await (await sqltrack.AsyncRun.create(client, None, run_id=run["id"])).add_tags(tag)
+        listed = made[len(TAGS)]["id"]  # tags as a JSON list of names: not a tags object
+        await client.execute(client.dialect.sql(
+            f"UPDATE runs SET tags = {client.dialect.json_param()} WHERE id = %s"),
+            [json.dumps(TAGS), listed])
+    for run, tag in zip(made, TAGS, strict=False):
+        data = (await table(http, experiment, tag=tag, sort="name")).json()
+        assert [r["id"] for r in data["runs"]] == [run["id"]], tag
+        assert data["total"] == 1 and data["read"] == 1
+    both = (await table(http, experiment, tag=["odd", "od"])).json()
+    assert both["total"] == 0
+    none = (await table(http, experiment, tag="missing")).json()
+    assert none["total"] == 0 and none["runs"] == []
