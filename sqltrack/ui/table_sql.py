@@ -71,6 +71,9 @@ class Key:
     #: with ``VALUE`` standing for it (no parameters of their own).
     once: Sql | None = None
     over: tuple[str, ...] = ()
+    #: The parts read other tables for the run (a metric's subquery on ``r.id``): Citus
+    #: refuses such a correlated subquery over a FROM subquery, so no ``once`` values then.
+    correlated: bool = False
 
     def selected(self) -> list[Sql]:
         """The expressions the page's rows carry for ``put_in_order``."""
@@ -159,13 +162,15 @@ def metric_key(group: str, name: str, kind: str | None, quoted: str,
             value = f"CAST(v.{slot} AS INTEGER)" if kind == "bool" else f"v.{slot}"
             expression = (f"(SELECT {group.upper()}({value}) FROM metric_values v "
                           "WHERE v.run_id = r.id AND v.name = %s)")
-        return Key((_repeat(expression, name),))
+        return Key((_repeat(expression, name),), correlated=True)
     if group == "last":
-        return _plain(f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = r.id "
+        expression = (f"(SELECT m.{quoted} FROM metrics m WHERE m.run_id = r.id "
                       f"AND m.{quoted} IS NOT NULL ORDER BY m.step DESC, m.progress DESC "
                       "LIMIT 1)")
-    value = f"CAST(m.{quoted} AS INTEGER)" if kind == "bool" else f"m.{quoted}"
-    return _plain(f"(SELECT {group.upper()}({value}) FROM metrics m WHERE m.run_id = r.id)")
+    else:
+        value = f"CAST(m.{quoted} AS INTEGER)" if kind == "bool" else f"m.{quoted}"
+        expression = f"(SELECT {group.upper()}({value}) FROM metrics m WHERE m.run_id = r.id)"
+    return Key((Sql(expression),), correlated=True)
 
 
 def fixed_key(engine: str, sort: str) -> Key | None:
