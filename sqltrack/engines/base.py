@@ -156,6 +156,11 @@ class Dialect(ABC):
         tables may exist already (an upgrade). This one: the script whole."""
         return [script]
 
+    #: Sub-ranges each bucket of ``curve_extremes`` is read as (see there).
+    curve_parts = 4
+    #: Compound terms per statement of ``curve_extremes`` at most (SQLite allows 500).
+    curve_terms = 400
+
     def curve_extremes(
         self, table: str, where: str, params: list[Any], value: str,
         low: int, width: int, buckets: int,
@@ -166,20 +171,51 @@ class Dialect(ABC):
         one of its rows, 0 on the other; ``y`` may be NaN or infinite, the caller asks
         again with a finite condition). At most 2 rows a bucket come back.
 
-        This one: one index range read per bucket and extreme (SQLite's ``MIN``/``MAX``
-        take the other columns from the row of the extreme), no sort, in statements of
-        at most 400 compound terms (SQLite allows 500).
+        This one: the rows read by key once, no sort of them. Each bucket is read as up
+        to ``curve_parts`` sub-ranges of steps, each one index range read giving its
+        ``MIN``, ``MAX``, ``COUNT`` and the row SQLite takes bare columns from (the first
+        row of one of the two extremes). A bucket's extreme is that of the first sub-range
+        holding it; its row is the bare one if its value is the extreme, else the first row
+        of that sub-range equal to it (an early-stopping read of a part of one sub-range):
+        in both cases the first row of the bucket with that value, in key order. Whole
+        buckets per statement, at most ``curve_terms`` sub-ranges each.
         """
-        parts: list[str] = []
-        for index in range(buckets):
-            start = low + index * width
-            span = f"WHERE {where} AND step >= {start:d} AND step < {start + width:d}"
-            parts.append(f"SELECT {index:d}, MIN({value}), step, progress, COUNT(*) "
-                         f"FROM {table} {span}")
-            parts.append(f"SELECT {index:d}, MAX({value}), step, progress, 0 FROM {table} {span}")
-        size = 400
-        return [(" UNION ALL ".join(parts[i:i + size]), params * len(parts[i:i + size]))
-                for i in range(0, len(parts), size)]
+        part = max(1, -(-width // self.curve_parts))
+        per_statement = max(1, self.curve_terms // -(-width // part))
+        statements = []
+        for first in range(0, buckets, per_statement):
+            terms = []
+            for index in range(first, min(buckets, first + per_statement)):
+                start = low + index * width
+                for begin in range(start, start + width, part):
+                    end = min(begin + part, start + width)
+                    terms.append(
+                        f"SELECT {index:d}, {begin:d}, {end:d}, MIN({value}), MAX({value}), "
+                        f"COUNT(*), step, progress, {value} FROM {table} "
+                        f"WHERE {where} AND step >= {begin:d} AND step < {end:d}")
+            compound = " UNION ALL ".join(terms)
+            # x: each sub-range with its bucket's count and its rank for either extreme;
+            # f: the first sub-range of each extreme (k 0: lowest, 1: highest); g: the
+            # row's step, then its progress. g is grouped (one row a group already) so
+            # that SQLite does not copy its search of the step into that of the progress.
+            sql = (f"WITH e(i, a, b, lo, hi, n, s, p, v) AS ({compound}), "
+                   "x AS (SELECT i, a, b, lo, hi, s, p, v, SUM(n) OVER (PARTITION BY i) AS n, "
+                   "ROW_NUMBER() OVER (PARTITION BY i ORDER BY lo, a) AS rl, "
+                   "ROW_NUMBER() OVER (PARTITION BY i ORDER BY hi DESC, a) AS rh "
+                   "FROM e WHERE n > 0), "
+                   "f AS (SELECT x.i AS i, CASE k WHEN 0 THEN lo ELSE hi END AS y, "
+                   "CASE k WHEN 0 THEN n ELSE 0 END AS n, a, b, s, p, v "
+                   "FROM (SELECT 0 AS k UNION ALL SELECT 1) AS t, x "
+                   "WHERE k = 0 AND rl = 1 OR k = 1 AND rh = 1), "
+                   "g AS (SELECT i, y, n, p, v, CASE WHEN v = y THEN s ELSE "
+                   f"(SELECT step FROM {table} WHERE {where} AND step >= f.a AND step < f.b "
+                   f"AND {value} = f.y ORDER BY step, progress LIMIT 1) END AS s "
+                   "FROM f GROUP BY i, n) "
+                   "SELECT i, y, s, CASE WHEN v = y THEN p ELSE "
+                   f"(SELECT progress FROM {table} WHERE {where} AND step = g.s "
+                   f"AND {value} = g.y ORDER BY progress LIMIT 1) END, n FROM g")
+            statements.append((sql, list(params) * (len(terms) + 2)))
+        return statements
 
     #: Lines per statement of ``line_extremes`` (8 parameters each; SQLite allows 32,766).
     lines_per_statement = 400

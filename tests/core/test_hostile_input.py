@@ -543,15 +543,16 @@ REVIEWED: dict[str, dict[str, str]] = {
             'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders)',
     },
     'sqltrack/engines/base.py': {
+        'begin':
+            'Dialect.curve_extremes: an int, formatted with :d',
         'buckets':
             'Dialect.line_extremes: an int, formatted with :d',
+        'compound':
+            'Dialect.curve_extremes: SELECT terms built just above from reviewed pieces, '
+            'joined by UNION ALL',
+        'end':
+            'Dialect.curve_extremes: an int, formatted with :d',
         'index':
-            'dialects.curve_extremes: an int, formatted with :d',
-        'span':
-            "read.queries: ' AND ' + the constants _FROM_KEY / _TO_KEY (placeholders)",
-        'start':
-            'dialects.curve_extremes: an int, formatted with :d',
-        'start + width':
             'dialects.curve_extremes: an int, formatted with :d',
         'size':
             'Dialect.line_extremes: an int (buckets + 2), formatted with :d',
