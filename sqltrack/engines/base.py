@@ -156,30 +156,87 @@ class Dialect(ABC):
         tables may exist already (an upgrade). This one: the script whole."""
         return [script]
 
+    #: Sub-ranges each bucket of ``curve_extremes`` is read as (see there).
+    curve_parts = 4
+    #: Compound terms per statement of ``curve_extremes`` at most (SQLite allows 500).
+    curve_terms = 400
+
     def curve_extremes(
-        self, table: str, where: str, params: list[Any], value: str,
+        self, table: str, where: str, params: list[Any], values: Sequence[str],
         low: int, width: int, buckets: int,
     ) -> list[tuple[str, list[Any]]]:
-        """Statements giving, per bucket ``i`` of steps ``[low + i*width, low + (i+1)*width)``
-        of the rows ``FROM table WHERE where``, the row of the lowest and of the highest
-        ``value``: rows ``(i, y, step, progress, count)`` (the bucket's number of rows on
-        one of its rows, 0 on the other; ``y`` may be NaN or infinite, the caller asks
-        again with a finite condition). At most 2 rows a bucket come back.
+        """Statements giving, per value ``k`` of ``values`` (expressions over the rows ``FROM
+        table WHERE where``; NULL: no value) and bucket ``i`` of steps ``[low + i*width,
+        low + (i+1)*width)``, the row of its lowest and of its highest value: rows ``(k, i,
+        y, step, progress, count)`` (the bucket's number of values on one of its rows, 0 on
+        the other; ``y`` may be NaN or infinite, the caller asks again with a finite
+        condition). The lowest's row is the first of the bucket with that value in key
+        order. The rows are read once for all the values (the curves of a run drawn
+        together), and no statement returns more than about ``2 * (buckets + len(values))``
+        rows.
 
-        This one: one index range read per bucket and extreme (SQLite's ``MIN``/``MAX``
-        take the other columns from the row of the extreme), no sort, in statements of
-        at most 400 compound terms (SQLite allows 500).
+        This one: no sort of the rows. Each bucket is read as up to ``curve_parts``
+        sub-ranges of steps, each one index range read giving each value's ``MIN``,
+        ``MAX``, ``COUNT`` and the row SQLite takes bare columns from. A bucket's extreme is
+        that of the first sub-range holding it; its row the first of that sub-range equal to
+        it, read by key and stopping there (at most a quarter of the bucket), or, with one
+        value, the bare row when it holds the extreme (then the first row of one of the two
+        extremes). Whole buckets per statement, at most ``curve_terms`` sub-ranges each.
         """
-        parts: list[str] = []
-        for index in range(buckets):
-            start = low + index * width
-            span = f"WHERE {where} AND step >= {start:d} AND step < {start + width:d}"
-            parts.append(f"SELECT {index:d}, MIN({value}), step, progress, COUNT(*) "
-                         f"FROM {table} {span}")
-            parts.append(f"SELECT {index:d}, MAX({value}), step, progress, 0 FROM {table} {span}")
-        size = 400
-        return [(" UNION ALL ".join(parts[i:i + size]), params * len(parts[i:i + size]))
-                for i in range(0, len(parts), size)]
+        part = max(1, -(-width // self.curve_parts))
+        per_statement = max(1, min(self.curve_terms // -(-width // part),
+                                   -(-buckets // len(values))))
+        aggregates = ", ".join(f"MIN({v}), MAX({v}), COUNT({v})" for v in values)
+        columns = ", ".join(f"lo{k:d}, hi{k:d}, n{k:d}" for k in range(len(values)))
+        one = len(values) == 1  # the bare row is one of the value's extremes' rows
+        # the bare row (unused with several values: SQLite loads it far more often then)
+        bare = f"step, progress, {values[0]}" if one else ", ".join(["NULL"] * (2 + len(values)))
+        named = ", ".join(f"v{k:d}" for k in range(len(values)))
+        pick = {name: " ".join(f"WHEN {k:d} THEN {name}{k:d}" for k in range(len(values)))
+                for name in ("lo", "hi", "n", "v")}
+        kinds = " UNION ALL ".join(f"SELECT {k:d} AS k" for k in range(len(values)))
+        steps = " ".join(
+            f"WHEN {k:d} THEN (SELECT step FROM {table} WHERE {where} AND step >= f.a "
+            f"AND step < f.b AND {v} = f.y ORDER BY step, progress LIMIT 1)"
+            for k, v in enumerate(values))
+        progresses = " ".join(
+            f"WHEN {k:d} THEN (SELECT progress FROM {table} WHERE {where} AND step = g.s "
+            f"AND {v} = g.y ORDER BY progress LIMIT 1)" for k, v in enumerate(values))
+        statements = []
+        for first in range(0, buckets, per_statement):
+            terms = []
+            for index in range(first, min(buckets, first + per_statement)):
+                start = low + index * width
+                for begin in range(start, start + width, part):
+                    end = min(begin + part, start + width)
+                    terms.append(f"SELECT {index:d}, {begin:d}, {end:d}, {aggregates}, {bare} "
+                                 f"FROM {table} WHERE {where} "
+                                 f"AND step >= {begin:d} AND step < {end:d}")
+            compound = " UNION ALL ".join(terms)
+            # u: per value and sub-range, its extremes and count; x: with its bucket's
+            # count and its rank for either extreme; f: the first sub-range of each
+            # extreme (e 0: lowest, 1: highest); g: the row's step, then its progress. g is
+            # grouped (one row a group already) so that SQLite does not copy its search of
+            # the step into that of the progress.
+            sql = (f"WITH r(i, a, b, {columns}, s, p, {named}) AS ({compound}), "
+                   f"u AS (SELECT q.k AS k, i, a, b, CASE q.k {pick['lo']} END AS lo, "
+                   f"CASE q.k {pick['hi']} END AS hi, CASE q.k {pick['n']} END AS n, s, p, "
+                   f"CASE q.k {pick['v']} END AS v FROM r, ({kinds}) AS q), "
+                   "x AS (SELECT k, i, a, b, lo, hi, s, p, v, "
+                   "SUM(n) OVER (PARTITION BY k, i) AS n, "
+                   "ROW_NUMBER() OVER (PARTITION BY k, i ORDER BY lo, a) AS rl, "
+                   "ROW_NUMBER() OVER (PARTITION BY k, i ORDER BY hi DESC, a) AS rh "
+                   "FROM u WHERE n > 0), "
+                   "f AS (SELECT x.k AS k, i, CASE e WHEN 0 THEN lo ELSE hi END AS y, "
+                   "CASE e WHEN 0 THEN n ELSE 0 END AS n, a, b, s, p, v "
+                   "FROM (SELECT 0 AS e UNION ALL SELECT 1) AS t, x "
+                   "WHERE e = 0 AND rl = 1 OR e = 1 AND rh = 1), "
+                   f"g AS (SELECT k, i, y, n, p, v, CASE WHEN {one:d} AND v = y THEN s "
+                   f"ELSE CASE k {steps} END END AS s FROM f GROUP BY k, i, n) "
+                   f"SELECT k, i, y, s, CASE WHEN {one:d} AND v = y THEN p "
+                   f"ELSE CASE k {progresses} END END, n FROM g")
+            statements.append((sql, list(params) * (len(terms) + 2 * len(values))))
+        return statements
 
     #: Lines per statement of ``line_extremes`` (8 parameters each; SQLite allows 32,766).
     lines_per_statement = 400

@@ -176,20 +176,32 @@ class PostgresDialect(Dialect):
     engine_class = "postgres:PostgresEngine"
 
     def curve_extremes(
-        self, table: str, where: str, params: list[Any], value: str,
+        self, table: str, where: str, params: list[Any], values: Sequence[str],
         low: int, width: int, buckets: int,
     ) -> list[Statement]:
-        """One pass, one hash aggregate: the least and greatest ``ARRAY[y, step,
-        progress]`` of each bucket (arrays compare element by element; NaN sorts last)."""
-        key = (f"ARRAY[CAST({value} AS double precision), CAST(step AS double precision), "
-               "CAST(progress AS double precision)]")
-        sql = (f"WITH g AS (SELECT (step - {low:d}) / {width:d} AS i, MIN({key}) AS lo, "
-               f"MAX({key}) AS hi, COUNT(*) AS n FROM {table} "
-               f"WHERE {where} AND step >= {low:d} AND step < {low + width * buckets:d} "
-               "GROUP BY 1) "
-               "SELECT i, lo[1], lo[2], lo[3], n FROM g "
-               "UNION ALL SELECT i, hi[1], hi[2], hi[3], 0 FROM g")
-        return [(sql, list(params))]
+        """One pass, one hash aggregate per range of buckets: per value, the least and
+        greatest ``ARRAY[y, step, progress]`` of each bucket (arrays compare element by
+        element; NaN sorts last)."""
+        per_statement = max(1, -(-buckets // len(values)))
+        keys = [f"ARRAY[CAST({v} AS double precision), CAST(step AS double precision), "
+                "CAST(progress AS double precision)]" for v in values]
+        aggregates = ", ".join(
+            f"MIN({key}) FILTER (WHERE {v} IS NOT NULL) AS lo{k:d}, "
+            f"MAX({key}) FILTER (WHERE {v} IS NOT NULL) AS hi{k:d}, COUNT({v}) AS n{k:d}"
+            for k, (v, key) in enumerate(zip(values, keys, strict=True)))
+        rows = " UNION ALL ".join(
+            f"SELECT {k:d}, i, lo{k:d}[1], lo{k:d}[2], lo{k:d}[3], n{k:d} FROM g "
+            f"UNION ALL SELECT {k:d}, i, hi{k:d}[1], hi{k:d}[2], hi{k:d}[3], 0 FROM g"
+            for k in range(len(values)))
+        statements = []
+        for first in range(0, buckets, per_statement):
+            begin = low + first * width
+            end = low + min(buckets, first + per_statement) * width
+            sql = (f"WITH g AS (SELECT (step - {low:d}) / {width:d} AS i, {aggregates} "
+                   f"FROM {table} WHERE {where} AND step >= {begin:d} AND step < {end:d} "
+                   f"GROUP BY 1) {rows}")
+            statements.append((sql, list(params)))
+        return statements
 
     def line_extremes(
         self, where: str, params: list[Any], lines: Sequence[tuple[Any, ...]], buckets: int,

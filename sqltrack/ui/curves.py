@@ -89,8 +89,9 @@ _IN_LIST = 500
 
 
 class _Place:
-    """Where one metric of one run is read: ``FROM table WHERE where`` (params), its
-    value expression and the condition that a value is finite."""
+    """Where one metric of one run is read: ``FROM table WHERE base`` (params) holds its
+    rows, ``where`` those with a value; its value expression and the condition that a
+    value is finite. Metrics of one ``table`` and ``base`` are read together."""
 
     table: str
     params: list[Any]
@@ -99,68 +100,106 @@ class _Place:
                  columns: dict[str, str | None], after: After) -> None:
         if name in columns:
             value = client.dialect.quote_ident(name)
-            self.table, self.params = "metrics", [run_id]
-            present = f"run_id = %s AND {value} IS NOT NULL"
+            self.table, self.params, base = "metrics", [run_id], "run_id = %s"
         else:
             value = queries.LONG_SLOT.get(kind or "", "value_text")
             self.table, self.params = "metric_values", [run_id, name]
-            present = f"run_id = %s AND name = %s AND {value} IS NOT NULL"
+            base = "run_id = %s AND name = %s"
         extra, params = _after_sql(after)
-        self.where = present + extra
+        self.base = base + extra
+        self.where = f"{self.base} AND {value} IS NOT NULL"
         self.params += params
         self.value = f"CAST({value} AS INTEGER)" if kind == "bool" else value
         self.finite = f"{value} {_FINITE}" if kind == "float" else "1 = 1"
 
 
-async def _points(client: AsyncClient, place: _Place, max_points: int
-                  ) -> tuple[list[tuple[Any, Any, Any]], int, int]:
-    """The curve's points ``(step, progress, y)`` in key order (at most ``max_points``),
+Points = tuple[list[tuple[Any, Any, Any]], int, int]
+
+
+class _Long:
+    """A curve longer than ``max_points``: its ends and its buckets of steps, whose
+    extremes are being read (``found``, ``counts`` and ``odd`` by bucket)."""
+
+    def __init__(self, place: _Place, ends: list[Any], low: int, width: int) -> None:
+        self.place, self.ends, self.low, self.width = place, ends, low, width
+        self.found: dict[tuple[int, float], Any] = {}
+        self.counts: dict[int, int] = {}
+        self.odd: set[int] = set()  # buckets whose extreme is NaN or infinite: asked again
+
+
+async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int
+                  ) -> list[Points]:
+    """Each curve's points ``(step, progress, y)`` in key order (at most ``max_points``),
     its number of values and of finite values: the whole curve when it fits, else the
     first and last finite points and the lowest and highest of each bucket of steps,
-    chosen by the database (``Dialect.curve_extremes``)."""
-    frm = f"FROM {place.table} WHERE {place.where}"
-    head = await client.query(
-        f"SELECT step, progress, {place.value} {frm} ORDER BY step, progress "
-        f"LIMIT {max_points + 1:d}", place.params)
-    if len(head) <= max_points:
-        kept = [row for row in head if _finite(row[2])]
-        return kept, len(head), len(kept)
-    ends = []
-    for order in ("", " DESC"):
-        ends += await client.query(
-            f"SELECT step, progress, {place.value} {frm} AND {place.finite} "
-            f"ORDER BY step{order}, progress{order} LIMIT 1", place.params)
-    (high,) = (await client.query(
-        f"SELECT step {frm} ORDER BY step DESC, progress DESC LIMIT 1", place.params))[0]
-    low = head[0][0]
+    chosen by the database (``Dialect.curve_extremes``), in one read of the rows for the
+    curves of one table and run that span the same steps."""
+    out: list[Points | None] = [None] * len(places)
     buckets = (max_points - 2) // 2
-    width = max(1, -(-(high - low + 1) // buckets))
-    found: dict[tuple[int, float], Any] = {}
-    counts: dict[int, int] = {}
-    odd: set[int] = set()  # buckets whose extreme is NaN or infinite: asked again
+    groups: dict[tuple[Any, ...], dict[int, _Long]] = {}
+    for index, place in enumerate(places):
+        frm = f"FROM {place.table} WHERE {place.where}"
+        head = await client.query(
+            f"SELECT step, progress, {place.value} {frm} ORDER BY step, progress "
+            f"LIMIT {max_points + 1:d}", place.params)
+        if len(head) <= max_points:
+            kept = [row for row in head if _finite(row[2])]
+            out[index] = kept, len(head), len(kept)
+            continue
+        ends = []
+        for order in ("", " DESC"):
+            ends += await client.query(
+                f"SELECT step, progress, {place.value} {frm} AND {place.finite} "
+                f"ORDER BY step{order}, progress{order} LIMIT 1", place.params)
+        (high,) = (await client.query(
+            f"SELECT step {frm} ORDER BY step DESC, progress DESC LIMIT 1", place.params))[0]
+        low = head[0][0]
+        width = max(1, -(-(high - low + 1) // buckets))
+        key = (place.table, place.base, *place.params, low, width)
+        groups.setdefault(key, {})[index] = _Long(place, ends, low, width)
+    for group in groups.values():
+        longs = list(group.values())
+        first = longs[0]
+        await _extremes(client, longs, first.place.base, [x.place.value for x in longs],
+                        first.low, buckets)
+        for index, long in group.items():
+            out[index] = await _finish(client, long)
+    return [points for points in out if points is not None]
+
+
+async def _extremes(client: AsyncClient, longs: Sequence[_Long], where: str,
+                    values: list[str], start: int, buckets: int) -> None:
+    """Each curve's lowest and highest points of ``buckets`` buckets from ``start``
+    (``where``: the rows to read), into its ``found``, ``counts`` and ``odd``."""
+    place, width = longs[0].place, longs[0].width
     for sql, params in client.dialect.curve_extremes(
-            place.table, place.where, place.params, place.value, low, width, buckets):
-        for bucket, y, step, progress, count in await client.query(sql, params):
-            counts[bucket] = counts.get(bucket, 0) + (count or 0)
+            place.table, where, place.params, values, start, width, buckets):
+        for k, bucket, y, step, progress, count in await client.query(sql, params):
+            long = longs[k]
+            bucket = (start - long.low) // width + bucket
+            long.counts[bucket] = long.counts.get(bucket, 0) + (count or 0)
             if y is None or step is None:
                 continue
             if not _finite(float(y)):
-                odd.add(bucket)
+                long.odd.add(bucket)
             else:
-                found[(int(step), float(progress))] = y
-    total = finite = sum(counts.values())
-    for bucket in sorted(odd):
-        start = low + bucket * width
-        finite -= counts[bucket]
-        for sql, params in client.dialect.curve_extremes(
-                place.table, f"{place.where} AND {place.finite}", place.params, place.value,
-                start, width, 1):
-            for _, y, step, progress, count in await client.query(sql, params):
-                finite += count or 0
-                if y is not None and step is not None:
-                    found[(int(step), float(progress))] = y
-    for step, progress, y in ends:
-        found[(int(step), float(progress))] = y
+                long.found[(int(step), float(progress))] = y
+
+
+async def _finish(client: AsyncClient, long: _Long) -> Points:
+    """A long curve's points once its buckets are read: the buckets whose extreme is
+    not finite asked again for their finite values, then its ends."""
+    total = sum(long.counts.values())
+    odd, long.odd = sorted(long.odd), set()
+    place = long.place
+    for bucket in odd:
+        long.counts[bucket] = 0
+        await _extremes(client, [long], f"{place.where} AND {place.finite}", [place.value],
+                        long.low + bucket * long.width, 1)
+    finite = sum(long.counts.values())
+    for step, progress, y in long.ends:
+        long.found[(int(step), float(progress))] = y
+    found = long.found
     return [(s, p, found[(s, p)]) for s, p in sorted(found)], total, finite
 
 
@@ -183,26 +222,31 @@ async def _times(client: AsyncClient, run_id: int, clock: str, kinds: dict[str, 
     return found
 
 
-async def curve(client: AsyncClient, run_id: int, name: str, kinds: dict[str, str | None],
-                columns: dict[str, str | None], max_points: int, after: After,
-                clock: str | None) -> dict[str, Any]:
-    """One metric's curve of one run, downsampled by the database."""
-    kind = kinds.get(name)
-    place = _Place(client, run_id, name, kind, columns, after)
-    points, total, finite = await _points(client, place, max_points)
-    ys = []
-    for _, _, value in points:
-        value = queries.metric_value(value, "float" if kind == "float" else "int")
-        ys.append(int(value) if kind in ("int", "bool") else float(value))
-    out = {
-        "step": [int(p[0]) for p in points], "progress": [float(p[1]) for p in points],
-        "y": ys, "points": len(ys), "total": total, "non_finite": total - finite,
-        "downsampled": len(ys) < finite,
-    }
-    if clock is not None:
-        times = await _times(client, run_id, clock, kinds, columns, {int(p[0]) for p in points})
-        out["time"] = [wall_time(times.get((int(p[0]), float(p[1])))) for p in points]
-    return out
+async def curves_of(client: AsyncClient, run_id: int, names: Sequence[str],
+                    kinds: dict[str, str | None], columns: dict[str, str | None],
+                    max_points: int, after: After, clock: str | None
+                    ) -> dict[str, dict[str, Any]]:
+    """Metrics' curves of one run, by name, downsampled by the database."""
+    places = [_Place(client, run_id, name, kinds.get(name), columns, after) for name in names]
+    lines = {}
+    found = await _points(client, places, max_points)
+    for name, (points, total, finite) in zip(names, found, strict=True):
+        kind = kinds.get(name)
+        ys = []
+        for _, _, value in points:
+            value = queries.metric_value(value, "float" if kind == "float" else "int")
+            ys.append(int(value) if kind in ("int", "bool") else float(value))
+        out = {
+            "step": [int(p[0]) for p in points], "progress": [float(p[1]) for p in points],
+            "y": ys, "points": len(ys), "total": total, "non_finite": total - finite,
+            "downsampled": len(ys) < finite,
+        }
+        if clock is not None:
+            times = await _times(client, run_id, clock, kinds, columns,
+                                 {int(p[0]) for p in points})
+            out["time"] = [wall_time(times.get((int(p[0]), float(p[1])))) for p in points]
+        lines[name] = out
+    return lines
 
 
 async def _last(client: AsyncClient, run_id: int, after: After) -> dict[str, Any] | None:
@@ -268,11 +312,9 @@ async def run_curves(
     chosen = (await _present(client, [run_id], numeric, columns)
               if names is None and after is None else numeric if names is None else names)
     clock = time_column(kinds)
-    metrics: dict[str, Any] = {}
-    for name in chosen:
-        line = await curve(client, run_id, name, kinds, columns, max_points, after, clock)
-        if line["total"] or names is not None or after is not None:
-            metrics[name] = line
+    lines = await curves_of(client, run_id, chosen, kinds, columns, max_points, after, clock)
+    metrics = {name: line for name, line in lines.items()
+               if line["total"] or names is not None or after is not None}
     return {
         "run_id": run_id, "status": status, "live": status in LIVE_STATUSES,
         "axes": ["step", "progress", *(["time"] if clock else [])], "time_metric": clock,
@@ -324,9 +366,10 @@ async def compare_curves(
         _, status, extras, experiment, experiment_id, _, tags = info[run_id]
         labels.update(_labels(extras))
         after = afters.get(run_id)
+        lines = await curves_of(client, run_id, chosen, kinds, columns, max_points, after,
+                                clock)
         for name in chosen:
-            curves[name][str(run_id)] = await curve(client, run_id, name, kinds, columns,
-                                                    max_points, after, clock)
+            curves[name][str(run_id)] = lines[name]
         run_name = _name(extras)
         runs.append({"id": run_id, "status": status, "name": run_name,
                      "label": display_name(run_id, run_name, args[run_id], differing),

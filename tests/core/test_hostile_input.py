@@ -543,15 +543,45 @@ REVIEWED: dict[str, dict[str, str]] = {
             'the constants _UP_TO / _FROM / _AFTER joined by AND (placeholders)',
     },
     'sqltrack/engines/base.py': {
+        'aggregates':
+            'Dialect.curve_extremes: MIN / MAX / COUNT of each value (reviewed below)',
+        'bare':
+            'Dialect.curve_extremes: the values (reviewed below) joined by commas',
+        'columns':
+            'Dialect.curve_extremes: the constant names lo<k>, hi<k>, n<k> (ints)',
+        'k':
+            'Dialect.curve_extremes: an int (a value\'s index), formatted with :d',
+        'kinds':
+            "Dialect.curve_extremes: 'SELECT <int> AS k' joined by UNION ALL",
+        'named':
+            'Dialect.curve_extremes: the constant names v<k> (ints)',
+        'one':
+            'Dialect.curve_extremes: a bool, formatted with :d',
+        "pick['hi']":
+            "Dialect.curve_extremes: 'WHEN <int> THEN hi<int>' arms",
+        "pick['lo']":
+            "Dialect.curve_extremes: 'WHEN <int> THEN lo<int>' arms",
+        "pick['n']":
+            "Dialect.curve_extremes: 'WHEN <int> THEN n<int>' arms",
+        "pick['v']":
+            "Dialect.curve_extremes: 'WHEN <int> THEN v<int>' arms",
+        'progresses':
+            "Dialect.curve_extremes: 'WHEN <int> THEN (SELECT ...)' arms of reviewed pieces",
+        'steps':
+            "Dialect.curve_extremes: 'WHEN <int> THEN (SELECT ...)' arms of reviewed pieces",
+        'v':
+            'curve_extremes / ui.curves: a value: quote_ident(metric column) or a constant '
+            'metric_values slot, maybe inside CAST(... AS INTEGER)',
+        'begin':
+            'Dialect.curve_extremes: an int, formatted with :d',
         'buckets':
             'Dialect.line_extremes: an int, formatted with :d',
+        'compound':
+            'Dialect.curve_extremes: SELECT terms built just above from reviewed pieces, '
+            'joined by UNION ALL',
+        'end':
+            'Dialect.curve_extremes: an int, formatted with :d',
         'index':
-            'dialects.curve_extremes: an int, formatted with :d',
-        'span':
-            "read.queries: ' AND ' + the constants _FROM_KEY / _TO_KEY (placeholders)",
-        'start':
-            'dialects.curve_extremes: an int, formatted with :d',
-        'start + width':
             'dialects.curve_extremes: an int, formatted with :d',
         'size':
             'Dialect.line_extremes: an int (buckets + 2), formatted with :d',
@@ -561,9 +591,6 @@ REVIEWED: dict[str, dict[str, str]] = {
             "Dialect.line_extremes: the dialect's epoch_ms of the constant column m.time",
         'table':
             "a fixed table name ('run_links' / 'experiment_links') chosen by sqltrack",
-        'value':
-            'curve_extremes / ui.curves: quote_ident(metric column) or a constant '
-            'metric_values slot, maybe inside CAST(... AS INTEGER)',
         'values':
             'Dialect.line_extremes: placeholder rows only ((%s, ...) joined by commas)',
         'where':
@@ -609,8 +636,19 @@ REVIEWED: dict[str, dict[str, str]] = {
             "PostgresDialect.line_extremes: epoch_ms of the constant column m.time",
         'values':
             'PostgresDialect.line_extremes: placeholder rows only (CAST(%s AS ...) joined)',
-        'low + width * buckets':
-            'dialects.curve_extremes: an int, formatted with :d',
+        'aggregates':
+            'PostgresDialect.curve_extremes: MIN / MAX (FILTER) of key and COUNT of each value',
+        'begin':
+            'PostgresDialect.curve_extremes: an int, formatted with :d',
+        'end':
+            'PostgresDialect.curve_extremes: an int, formatted with :d',
+        'k':
+            "PostgresDialect.curve_extremes: an int (a value's index), formatted with :d",
+        'rows':
+            'PostgresDialect.curve_extremes: constant SELECTs of g with ints, UNION ALL',
+        'v':
+            'PostgresDialect.curve_extremes: a value: quote_ident(metric column) or a '
+            'constant metric_values slot, maybe inside CAST(... AS INTEGER)',
         'marks':
             "placeholders only ('%s' / '?' / '$n' joined by commas)",
         'name':

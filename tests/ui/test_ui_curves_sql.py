@@ -94,6 +94,54 @@ async def test_non_finite_values_are_counted_not_drawn(client, http):
     assert max(curve["y"]) == 1e6 and 500 not in curve["step"]
 
 
+async def test_extremes_are_each_buckets_first_lowest_and_a_highest_row(client):
+    """``Dialect.curve_extremes`` against the rows read whole, on curves of few levels
+    (ties in every bucket), gaps (empty buckets) and steps of two progress values, one
+    curve alone and two read together (one of them missing at some steps): each bucket's
+    count (on its lowest's row), lowest and highest value, the lowest's row the first of
+    the bucket with that value in key order, the highest's a row of that value."""
+    exp = await sqltrack.AsyncExperiment.create(client, name="ties")
+    run = await exp.get_run()
+    await run.add_metrics({"loss": 1.0, "acc": 1.0}, step=0)
+    levels = "(n * 7919 - n * 7919 / 5 * 5) * 1.0"
+    await client.query(
+        SERIES + "INSERT INTO metrics (run_id, step, progress, loss, acc) "
+        f"SELECT %s, n, 0.0, {levels}, CASE WHEN n - n / 7 * 7 = 3 THEN NULL "
+        f"ELSE 2.0 - {levels} END FROM s WHERE n > 0 AND n - n / 100 * 100 < 60",
+        [2999, run.id])
+    await client.query(
+        SERIES + "INSERT INTO metrics (run_id, step, progress, loss, acc) "
+        f"SELECT %s, n, 0.5, 4.0 - {levels}, {levels} FROM s WHERE n - n / 11 * 11 = 0",
+        [2999, run.id])
+    names = ["loss", "acc"]
+    rows = {name: [(int(s), float(p), float(y)) for s, p, y in await client.query(
+        f"SELECT step, progress, {name} FROM metrics WHERE run_id = %s AND {name} IS NOT NULL "
+        "ORDER BY step, progress", [run.id])] for name in names}
+    for values, where in ((["loss"], "run_id = %s AND loss IS NOT NULL"),
+                          (names, "run_id = %s")):
+        for low, width, buckets in ((0, 37, 82), (0, 3000, 1), (5, 1, 40), (0, 997, 4)):
+            found: dict[tuple[int, int], list[tuple]] = {}
+            for sql, params in client.dialect.curve_extremes("metrics", where, [run.id],
+                                                              values, low, width, buckets):
+                for k, i, y, step, progress, count in await client.query(sql, params):
+                    found.setdefault((int(k), int(i)), []).append((y, step, progress, count))
+            for (k, name), i in ((kn, i) for kn in enumerate(values) for i in range(buckets)):
+                part = [r for r in rows[name] if low + i * width <= r[0] < low + (i + 1) * width]
+                got = [r for r in found.get((k, i), []) if r[0] is not None]
+                assert sum(r[3] or 0 for r in found.get((k, i), [])) == len(part), (name, i)
+                if not part:
+                    assert got == [], (name, width, i)
+                    continue
+                lowest, highest = ([r for r in got if r[3]], [r for r in got if not r[3]])
+                assert len(lowest) == len(highest) == 1, (name, width, i, got)
+                least, most = min(r[2] for r in part), max(r[2] for r in part)
+                first = next(r for r in part if r[2] == least)
+                y, step, progress, _ = lowest[0]
+                assert (float(y), int(step), float(progress)) == (first[2], first[0], first[1])
+                y, step, progress, _ = highest[0]
+                assert (int(step), float(progress), float(y)) in part and float(y) == most
+
+
 MILLION = 1_000_000
 
 
