@@ -692,6 +692,11 @@ REVIEWED: dict[str, dict[str, str]] = {
             "engines.postgres: the constant name of the reader's function",
         'arrays':
             'postgres (long upsert): $n placeholders with constant casts',
+        'key':
+            "postgres (one row's long upsert): three $n placeholders with constant casts",
+        'source':
+            'postgres (long upsert): SELECT of the key placeholders and unnest(arrays), '
+            'constants',
         'binary_format':
             "the constant ' (FORMAT BINARY)' or nothing (postgres _copy_sql)",
         'cap':
@@ -879,6 +884,12 @@ REVIEWED: dict[str, dict[str, str]] = {
     'sqltrack/ui/summaries.py': {
         'keep_order':
             "engines: the dialect's constant Dialect.keep_order ('' or ' OFFSET 0')",
+        'every':
+            'ui.summaries: _order() over once<i> aliases (constants, r.id)',
+        '+ columns':
+            "ui.summaries: keys' once values (ui.table_sql: r.args / r.extras -> %s) AS once<i>",
+        'SORTED_COLUMNS':
+            'ui.summaries: the constant list of runs columns a sort carries',
         'key.raw.text':
             "ui.table_sql: a group key's raw value (r.args / r.extras -> %s, r.status)",
         "+ ', '.join(['%s'] * len(names))":
@@ -925,6 +936,8 @@ REVIEWED: dict[str, dict[str, str]] = {
             'CAST for bool',
         'quoted':
             'ui.table_sql: quote_ident of a metric column name read from the schema',
+        "test.format(status='lower(CAST(s AS TEXT))')":
+            'ui.table_sql: a constant test over the lowercased status, %s placeholders',
     },
 }
 #: SQL text extended with '+': what may be on the other side.
