@@ -198,7 +198,7 @@ def json_response(data: Any, status: int = 200) -> Response:
     text = json.dumps(queries.jsonable(data), ensure_ascii=False, separators=(",", ":"),
                       default=str)
     return Response(text, status_code=status, media_type="application/json",
-                    headers={"cache-control": "private, max-age=3600"})
+                    headers={"cache-control": "no-store"})
 
 
 def _error(request: Request, status: int, message: str) -> Response:

@@ -91,6 +91,8 @@ async def test_the_default_root_is_where_the_wandb_module_writes(client, tmp_pat
     async for http in page(client, None):
         got = await http.get(f"/media/{run.id}/examples_0_0.png")
         assert got.status_code == 200 and got.content == image
+        # a media file may be kept a while; the API's answers never (a live page polls)
+        assert (await http.get(f"/api/runs/{run.id}")).headers["cache-control"] == "no-store"
         token_less = await httpx.AsyncClient(
             transport=http._transport, base_url="http://127.0.0.1").get(
                 f"/media/{run.id}/examples_0_0.png")
