@@ -246,15 +246,7 @@ def _flat_params(rows: Sequence[MetricRow], adapt: Callable[[Any], Any]) -> list
     whether they hold a value SQLite cannot take as it is (NaN, datetime, text,
     None); only then is each row looked at, and only such a row adapted.
     """
-    params: Sequence[tuple[Any, ...]] = list(map(layout.params, rows))
-    try:
-        total = sum(chain.from_iterable(params))
-        plain = total == total
-    except TypeError:
-        plain = False
-    if not plain:
-        params = [_adapted(p, adapt) for p in params]
-    return list(chain.from_iterable(params))
+    return list(chain.from_iterable(_row_params(rows, adapt)))
 
 
 def _write_rows(
