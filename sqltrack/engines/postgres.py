@@ -618,9 +618,11 @@ class PostgresEngine(Engine):
             kinds = tuple(kind for kind, _, _ in where.long_groups)
             for kind, names, pick in where.long_groups:
                 params += (*layout.key(row), list(names), _long_list(kind, pick(row)))
-            query = _placed_sql(columns, kinds, len(touches), self._prefix, True)
             if columns:
                 params += layout.params(layout.column_row(row, where))
+            if conn.autocommit and await self._insert_new(conn, columns, kinds, touches, params):
+                return
+            query = _placed_sql(columns, kinds, len(touches), self._prefix, True)
             await _execute_raw(conn, query, params)
             return
         arrays = _long_arrays(rows, where)
@@ -638,6 +640,28 @@ class PostgresEngine(Engine):
                 return
             for kind in kinds:
                 await _execute_raw(conn, _placed_sql((), (kind,), 0, self._prefix), arrays[kind])
+
+    async def _insert_new(
+        self, conn: Conn, columns: tuple[str, ...], kinds: tuple[str, ...],
+        touches: Sequence[Touch], params: list[Any],
+    ) -> bool:
+        """One row's long values by plain INSERT (its columns still upserted), on an
+        autocommit connection; False when one of its keys is already stored (the
+        statement failed whole, nothing of it was written: the caller upserts).
+
+        A logged step is usually new, and ``ON CONFLICT`` costs an index probe per value
+        before each insert: measured with 9,210 long values a step, the upsert took
+        1.46x the plain INSERT's time (113 ms against 78 ms)."""
+        query = _placed_sql(columns, kinds, len(touches), self._prefix, True, new_keys=True)
+        try:
+            await _execute_raw(conn, query, params)
+        except errors.UniqueViolation:
+            return False
+        except psycopg.InternalError as error:
+            if _copy_duplicate(error):  # Citus: a shard's key violation
+                return False
+            raise
+        return True
 
     async def _copy_long(self, conn: Conn, arrays: dict[str, list[list[Any]]]) -> bool:
         """The long values of a batch by binary COPY into ``metric_values`` (one COPY per
@@ -960,11 +984,12 @@ def _long_list(kind: str, values: tuple[Any, ...]) -> list[Any]:
 @lru_cache(maxsize=1024)
 def _placed_sql(
     columns: tuple[str, ...], kinds: tuple[str, ...], nruns: int, prefix: str = "",
-    one_row: bool = False,
+    one_row: bool = False, new_keys: bool = False,
 ) -> bytes:
     """One statement (``$n`` placeholders): set ``time_updated`` of ``nruns`` runs (the
     ``(id, time)`` pairs first), upsert the long values of each kind (five arrays
     each), then, with ``columns``, the ``metrics`` row (its parameters last).
+    ``new_keys``: the long values by plain INSERT (a stored key fails the statement).
 
     ``one_row``: the values of one row, whose key is the same for all: each kind's five
     parameters are the key's three values and two arrays (names, values), so only
@@ -993,9 +1018,11 @@ def _placed_sql(
             arrays = ", ".join([mark("::int8[]"), mark("::int8[]"), mark("::float8[]"),
                                 mark("::text[]"), mark("::" + _LONG_ARRAYS[kind])])
             source = f"SELECT * FROM unnest({arrays})"
+        conflict = "" if new_keys else (
+            f" ON CONFLICT (run_id, name, step, progress) DO UPDATE SET {updates}")
         parts.append(
             f"INSERT INTO {prefix}metric_values (run_id, step, progress, name, {slot}) "
-            f"{source} ON CONFLICT (run_id, name, step, progress) DO UPDATE SET {updates}"
+            f"{source}{conflict}"
         )
     if columns:
         first = number

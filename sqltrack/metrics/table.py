@@ -169,7 +169,8 @@ class MetricTable:
             for index in checked[3]:
                 if not INT64_MIN <= values_now[index] <= INT64_MAX:
                     metric_kind(names[index], values_now[index])  # raises, naming it
-            if 0.0 in values_now:  # a zero (a C-level loop): maybe a -0.0, stored as 0.0
+            if not all(values_now):  # a zero (a C-level loop about twice as fast as
+                # ``0.0 in``: a truth test per value, no comparison): maybe a -0.0
                 values_now = _positive_zeros(values_now, checked[4])
             return (checked[0], checked[2], updated, run_id, step, progress) + values_now
         kinds_now = tuple(map(KIND_OF_TYPE.get, types_now))

@@ -697,6 +697,9 @@ REVIEWED: dict[str, dict[str, str]] = {
         'source':
             'postgres (long upsert): SELECT of the key placeholders and unnest(arrays), '
             'constants',
+        'conflict':
+            'postgres (_placed_sql): empty, or the constant ON CONFLICT clause of '
+            'metric_values with the constant updates of its value columns',
         'binary_format':
             "the constant ' (FORMAT BINARY)' or nothing (postgres _copy_sql)",
         'cap':

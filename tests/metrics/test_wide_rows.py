@@ -47,6 +47,32 @@ async def test_a_buffered_batch_of_wide_rows(client_kwargs):
         await client.close()
 
 
+async def test_a_step_logged_again_with_columns_and_long_values(client_kwargs):
+    """One row of a column and long values, logged again at a stored step (PostgreSQL
+    tries a plain INSERT of the long values first: the conflict must fall back to the
+    upsert with nothing of the failed try left), partly new names, and in a block."""
+    client, run = await make_run(client_kwargs, metric_columns=1)
+    try:
+        await run.add_metrics({"loss": 1.0, "a": 1.0, "b": 2.0}, step=3)
+        await run.add_metrics({"loss": 1.5, "a": 10.0, "c": 7}, step=3)  # a stored, c new
+        await run.add_metrics({"a": 11.0, "c": 5}, step=4)
+        async with client:  # one transaction
+            await run.add_metrics({"a": 12.0, "b": 3.0}, step=3)
+            await run.add_metrics({"a": 13.0}, step=5)
+        assert await client.query("SELECT step, loss FROM metrics WHERE run_id = %s "
+                                  "ORDER BY step", [run.id]) == [(3, 1.5)]
+        frame = (await analysis.metrics_frame(client, run.id)).set_index("step")
+        assert (frame.loc[3]["loss"], frame.loc[3]["a"], frame.loc[3]["b"],
+                frame.loc[3]["c"]) == (1.5, 12.0, 3.0, 7)
+        assert (frame.loc[4]["a"], frame.loc[4]["c"]) == (11.0, 5)
+        assert frame.loc[5]["a"] == 13.0
+        rows = await client.query("SELECT count(*) FROM metric_values WHERE run_id = %s",
+                                  [run.id])
+        assert rows == [(6,)]  # a, b, c at 3; a, c at 4; a at 5: each key once
+    finally:
+        await client.close()
+
+
 async def test_one_row_of_long_values_of_several_kinds(client_kwargs):
     """Write-through of one row whose names are all long-stored: each kind's values,
     a NaN, an int into a float metric, the row written again (the upsert)."""
