@@ -304,7 +304,7 @@ def _write_columns(
 ) -> None:
     """The ``metrics`` part of ``_write_rows`` (no commit)."""
     if len(rows) == 1:
-        c.execute(_upsert_sql(names), _adapted(layout.params(rows[0]), adapt))
+        c.execute(_one_row_upsert_sql(names), _adapted(layout.params(rows[0]), adapt))
         return
     width = 3 + len(names)
     if width > WIDE_ROW_PARAMETERS:
@@ -967,6 +967,23 @@ def _sqlite_message(error: BaseException, limits: Limits | None = None) -> str:
 
 def _one_line(message: object) -> str:
     return " ".join(str(message).split())
+
+
+#: The names tuple of the last one-row upsert and its text (see ``_one_row_upsert_sql``).
+_last_one_row: tuple[tuple[str, ...], str] = ((), "")
+
+
+def _one_row_upsert_sql(names: tuple[str, ...]) -> str:
+    """``_upsert_sql(names)``, found by the names tuple's identity first: the checks hand
+    a training loop's every call the same tuple, and the cache's key would hash all of
+    its names each call (about 7 µs at 1,000 names, 5 % of a write-through step)."""
+    global _last_one_row
+    last, text = _last_one_row
+    if names is last:
+        return text
+    text = _upsert_sql(names)
+    _last_one_row = (names, text)
+    return text
 
 
 @lru_cache(maxsize=4096)
