@@ -336,7 +336,23 @@ def width_cases(env: Env, engine: str, width: int) -> tuple[list[Case], list[tup
 
 
 def run(env: Env, rounds: int) -> list[Section]:
-    """Measure W6 and return one table per width."""
+    """Measure W6 in databases of its own (a new SQLite file and PostgreSQL schema,
+    dropped after it) and return one table per width.
+
+    Its own: W6 gives ``metrics`` some 1,500 columns, and every later write into that
+    table carries them (a SQLite row's header holds a byte per column, NULL or not).
+    In the shared database, the next full run's W1 and W2 then measured rows of 1,500
+    columns: runs 2 and 3 of 89cdcd9's RESULTS.md had SQLite's 100-row floor at 27-29
+    µs a step against 1.5 in run 1, which hid sqltrack's own cost."""
+    wide = Env(loop=env.loop, quick=env.quick, pg_dsn=env.pg_dsn)
+    try:
+        wide.setup()
+        return _run(wide, rounds)
+    finally:
+        wide.cleanup()
+
+
+def _run(env: Env, rounds: int) -> list[Section]:
     sections = []
     for width in WIDTHS:
         steps = steps_for(env, width)
