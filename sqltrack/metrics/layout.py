@@ -68,8 +68,18 @@ def make(
     return (names, kinds, updated, run_id, step, progress, *values)
 
 
-def touches(rows: Iterable[MetricRow]) -> list[Touch]:
-    """``(run_id, time_updated)`` per run of ``rows``: the latest ``updated`` of each."""
+def touches(rows: Sequence[MetricRow]) -> list[Touch]:
+    """``(run_id, time_updated)`` per run of ``rows``: the latest ``updated`` of each.
+
+    The usual batch (one run, every row with a time) by C-level loops (``set``, ``max``
+    over ``map``): it runs on the event loop's thread, beside the producer."""
+    if rows and len(set(map(run_id, rows))) == 1:
+        try:
+            when = max(map(updated, rows))
+        except TypeError:  # a row without a time (None) among others: the loop below
+            pass
+        else:
+            return [] if when is None else [(rows[0][3], when)]
     latest: dict[int, datetime] = {}
     for row in rows:
         when = row[2]
@@ -83,8 +93,8 @@ def touches(rows: Iterable[MetricRow]) -> list[Touch]:
 
 def single_run(rows: Sequence[MetricRow]) -> int | None:
     """The run of every row, when they all belong to one (None: several runs)."""
-    first = rows[0][3]
-    return first if all(row[3] == first for row in rows) else None
+    runs = set(map(run_id, rows))  # a C-level loop
+    return runs.pop() if len(runs) == 1 else None
 
 
 def step_range(rows: Sequence[MetricRow]) -> str:

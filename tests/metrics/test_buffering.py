@@ -99,6 +99,32 @@ async def test_batch_touches_run_once_with_latest_time(client, client_kwargs) ->
     assert updated == T0 + timedelta(seconds=3)
 
 
+async def test_batch_without_times_leaves_time_updated(client, client_kwargs) -> None:
+    """``updated=None`` rows set no time: a batch of only such rows (even one row) leaves
+    ``time_updated`` as it was; mixed with timed rows, the latest time wins."""
+    run = await (await sqltrack.AsyncExperiment.create(client, name="n")).get_run()
+    await run.set_updated(T0)
+    await run.set_buffered(flush_rows=1000, flush_interval=60)
+
+    def time_updated():
+        (value,), = read_raw(client_kwargs, "SELECT time_updated FROM runs WHERE id = %s",
+                             (run.id,))
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+    await run.add_metrics({"loss": 1.0}, step=0, updated=None)
+    await run.flush()
+    assert time_updated() == T0
+    for step in range(1, 4):
+        await run.add_metrics({"loss": 1.0}, step=step, updated=None)
+    await run.flush()
+    assert time_updated() == T0
+    await run.add_metrics({"loss": 1.0}, step=4, updated=T0 + timedelta(seconds=9))
+    await run.add_metrics({"loss": 1.0}, step=5, updated=None)
+    await run.add_metrics({"loss": 1.0}, step=6, updated=T0 + timedelta(seconds=5))
+    await run.flush()
+    assert time_updated() == T0 + timedelta(seconds=9)
+
+
 async def test_batch_of_deleted_run_raises_on_flush(client) -> None:
     run = await (await sqltrack.AsyncExperiment.create(client, name="d")).get_run()
     await run.add_metrics({"loss": 1.0}, step=0)  # the column exists
