@@ -1,8 +1,9 @@
 """Speed of the view ``metric_values_all`` (docs/metric-storage.md): one run's curve of
 one metric, the column budget full (800 columns on PostgreSQL, 1,500 on SQLite) plus 50
 long-stored metrics, 3 runs of 1,000 steps; a column metric and a long metric, through
-the view, straight from their table, and through ``sqltrack.read.queries.metric_series``
-(which finds where the name lives, then reads it straight; its look-ups included).
+the view, straight from their table, through ``sqltrack.read.queries.metric_series``
+(which finds where the name lives, then reads it straight; its look-ups included) and,
+on PostgreSQL, through the SQL function ``metric_series(run, name)`` (the same in SQL).
 A fresh database each time (the schema or file is made again).
 
     PYTHONPATH=. python benchmarks/metric_view_speed.py postgres|sqlite
@@ -32,6 +33,11 @@ QUERIES = [
     ("long direct", "SELECT step, value FROM metric_values "
                     "WHERE run_id = %s AND name = 'l10' ORDER BY step"),
 ]
+#: PostgreSQL only: the SQL function (schema mark 7) that finds where the name lives.
+PG_QUERIES = [
+    ("column via SQL metric_series", "SELECT step, value FROM metric_series(%s, 'c400')"),
+    ("long via SQL metric_series", "SELECT step, value FROM metric_series(%s, 'l10')"),
+]
 
 
 async def main(engine: str) -> None:
@@ -57,7 +63,7 @@ async def main(engine: str) -> None:
                                    **{f"l{i}": step * 1.0 for i in range(50)}}, step=step)
         await run.flush()
     run_id = runs[1].id
-    for label, sql in QUERIES:
+    for label, sql in QUERIES + (PG_QUERIES if engine == "postgres" else []):
         await client.query(sql, [run_id])
         reps = 5 if "view" in label else REPS
         started = time.perf_counter()

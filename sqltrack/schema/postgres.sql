@@ -127,6 +127,57 @@ SELECT run_id, step, progress, name,
     value_int, value_bool, value_text, value_time
 FROM metric_values;
 
+-- One metric of one run by name, wherever it is stored: ``SELECT * FROM
+-- metric_series(7, 'loss')``, the view's value columns in key order. A column of
+-- metrics is read directly (dynamic SQL, the name quoted by format's %I): the view
+-- turns whole rows into JSON to find a column by name, slow at full width. Then the
+-- name's rows of metric_values (a name in both places: both parts). The caller's
+-- rights (SECURITY INVOKER); the tables of the schema it was made in.
+CREATE OR REPLACE FUNCTION metric_series(run bigint, metric text)
+RETURNS TABLE (step bigint, progress double precision, value double precision,
+    value_int bigint, value_bool boolean, value_text text, value_time timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    kind text;
+    col text := format('m.%I', metric);
+BEGIN
+    SELECT CASE
+            WHEN a.atttypid IN ('float8'::regtype, 'float4'::regtype, 'numeric'::regtype)
+                THEN 'float'
+            WHEN a.atttypid IN ('int8'::regtype, 'int4'::regtype, 'int2'::regtype) THEN 'int'
+            WHEN a.atttypid = 'bool'::regtype THEN 'bool'
+            WHEN a.atttypid IN ('timestamptz'::regtype, 'timestamp'::regtype) THEN 'datetime'
+            ELSE 'text'
+        END
+    INTO kind
+    FROM pg_attribute AS a
+    WHERE a.attrelid = 'metrics'::regclass AND a.attname = metric AND a.attnum > 0
+        AND NOT a.attisdropped AND metric NOT IN ('run_id', 'step', 'progress');
+    IF kind IS NOT NULL THEN
+        RETURN QUERY EXECUTE format(
+            'SELECT m.step, m.progress, %s, %s, %s, %s, %s FROM metrics AS m '
+            'WHERE m.run_id = $1 AND %s IS NOT NULL ORDER BY m.step, m.progress',
+            CASE WHEN kind IN ('float', 'int') THEN col || '::double precision'
+                 WHEN kind = 'bool' THEN col || '::int::double precision'
+                 ELSE 'NULL::double precision' END,
+            CASE WHEN kind = 'int' THEN col || '::bigint' ELSE 'NULL::bigint' END,
+            CASE WHEN kind = 'bool' THEN col ELSE 'NULL::boolean' END,
+            CASE WHEN kind = 'text' THEN col || '::text' ELSE 'NULL::text' END,
+            CASE WHEN kind = 'datetime' THEN col || '::timestamptz'
+                 ELSE 'NULL::timestamptz' END,
+            col) USING run;
+    END IF;
+    RETURN QUERY
+        SELECT v.step, v.progress,
+            COALESCE(v.value, v.value_int::double precision, v.value_bool::int::double precision),
+            v.value_int, v.value_bool, v.value_text, v.value_time
+        FROM metric_values AS v WHERE v.run_id = run AND v.name = metric
+        ORDER BY v.step, v.progress;
+END
+$$;
+
 -- System metrics per rank and node (issue 21): ``rank`` (0 for a single process) and
 -- ``host`` (the node's name) are part of the key. Databases made before get them in place
 -- (the dialect's upgrade step ``system_metrics_ranks``), appended after ``value``.

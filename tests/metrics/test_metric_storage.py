@@ -191,6 +191,53 @@ async def test_one_metric_by_name_wherever_stored(client_kwargs):
         await client.close()
 
 
+async def test_sql_function_reads_any_metric_as_the_view_does(client_kwargs, tmp_path):
+    """In SQL, any metric by name: PostgreSQL's function ``metric_series(run, name)``
+    gives the view's rows for the run and name in key order (a column read directly,
+    typed as the view types it; a long metric; a user's text column; a hostile or
+    missing name: no rows, nothing run). SQLite has the view alone (fast there): the
+    same comparison reads it, so both engines check what the README promises."""
+    client, run = await make_run(client_kwargs, metric_columns=3)
+    try:
+        when = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+        for step in (3, 1, 2):
+            await run.add_metrics({"loss": 1.0 / step, "seen": step * 10, "ok": step != 2,
+                                   "lr": step * 0.5, "n": step, "flag": step == 1}, step=step)
+        await run.add_metrics({"at": when, "note": "x"}, step=9, progress=0.5)
+        script = tmp_path / "001_text.sql"  # a user's migration: a text column
+        script.write_text("ALTER TABLE metrics ADD COLUMN tag_text TEXT;\n")
+        await sqltrack.setup(client, [script])
+        await client.query("UPDATE metrics SET tag_text = 'hi' WHERE run_id = %s AND step = 2",
+                           [run.id])
+        other = await (await sqltrack.AsyncExperiment.create(client, name="o")).get_run()
+        await other.add_metrics({"loss": 7.0, "lr": 7.0}, step=0)
+        assert set(await queries.metric_columns(client)) == {"loss", "seen", "ok", "tag_text"}
+        postgres = client_kwargs["engine"] == "postgres"
+        for name in ("loss", "seen", "ok", "lr", "n", "flag", "at", "note", "tag_text",
+                     "missing", 'x"; DROP TABLE runs; --'):
+            view = await client.query(
+                "SELECT step, progress, value, value_int, value_bool, value_text, value_time "
+                "FROM metric_values_all WHERE run_id = %s AND name = %s "
+                "ORDER BY step, progress", [run.id, name])
+            expected = [tuple(r) for r in view]
+            if postgres:
+                got = [tuple(r) for r in await client.query(
+                    "SELECT * FROM metric_series(%s, %s)", [run.id, name])]
+                assert got == expected, name
+            assert (expected == []) == (name in ("missing", 'x"; DROP TABLE runs; --'))
+        if postgres:
+            assert await client.query("SELECT step, value FROM metric_series(%s, 'loss')",
+                                      [other.id]) == [(0, 7.0)]
+            assert await client.query("SELECT value_text FROM metric_series(%s, 'tag_text')",
+                                      [run.id]) == [("hi",)]
+            assert await client.query("SELECT step, value, value_int FROM "
+                                      "metric_series(%s, 'seen')", [run.id]) == [
+                (1, 10.0, 10), (2, 20.0, 20), (3, 30.0, 30)]
+        assert await client.query("SELECT count(*) FROM runs") == [(2,)]
+    finally:
+        await client.close()
+
+
 async def test_buffered_wide_rows_go_in_batches_of_bounded_values(client_kwargs):
     """A buffered batch is cut by values, not only by rows: 200 rows of 2,000 metrics
     (400,000 values, one batch of rows) go in several transactions of at most
@@ -486,7 +533,7 @@ async def test_database_of_the_build_before_is_upgraded(client_kwargs):
     for statement in ("DROP VIEW metric_values_all", "DROP TABLE metric_values",
                       "DROP TABLE metric_names",
                       "UPDATE applied_migrations SET name = 'sqltrack:schema:2' "
-                      "WHERE name = 'sqltrack:schema:6'"):
+                      "WHERE name = 'sqltrack:schema:7'"):
         await client.execute(statement)
     await client.close()
     client = sqltrack.AsyncClient(**client_kwargs, metric_columns=1)
