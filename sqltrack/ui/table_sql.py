@@ -304,10 +304,18 @@ def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
     if key is None:
         tags = _any_tag(engine, _contains(engine, "lower(t.k)"))
         if plain:  # no tag's key holds it unless the tags' JSON text does: cheap test first
+            # (a run without tags: false, not NULL, so that the AND stops there and no
+            # table of keys is made for it)
             whole = "lower(r.tags)" if engine == "sqlite" else "lower(r.tags::text)"
-            tags = f"({_contains(engine, whole)} AND {tags})"
+            tags = f"(COALESCE({_contains(engine, whole)}, FALSE) AND {tags})"
         status = _status_is(engine, _contains(engine, "{status}"))
-        text = f"(({before}{_contains(engine, f'lower({name})')}) OR {status} OR {tags})"
+        if engine == "sqlite":
+            named = f"{before}{_contains(engine, f'lower({name})')}"
+        else:  # the text first, its JSON type only for a run whose text holds it
+            text_of_name = "lower(r.extras ->> 'name')"
+            named = (f"{_contains(engine, text_of_name)} "
+                     "AND jsonb_typeof(r.extras -> 'name') = 'string'")
+        text = f"(({named}) OR {status} OR {tags})"
         return _repeat(text, wanted)
     if key == "name":
         return _repeat(f"({before}lower({name}) = %s)", wanted)
