@@ -21,7 +21,14 @@ With ``--table-rows N`` (PostgreSQL), ``metrics`` is filled up to N rows (steps 
 of the 100,000 runs) before the curves are timed, for the issue's other curve target: the
 1,000,000-step run's curves in < 150 ms on a 10^7-row table (``--table-rows 10000000``).
 
-usage: PYTHONPATH=. python benchmarks/w7_pages.py [--table-rows N] [sqlite|postgres ...]
+With ``--sweep`` (PostgreSQL), the reading of the issue's "What was seen": a third
+experiment of 1,000 runs x 10,000 steps (2 metrics), so ``metrics`` holds 10^7 rows of
+it (plus the rows above); one of its runs' ``/api/runs/{id}/curves`` and a
+``/api/compare/curves`` of 20 of its runs, at ``max_points=1000``. Floor: < 150 ms
+each.
+
+usage: PYTHONPATH=. python benchmarks/w7_pages.py [--table-rows N] [--sweep]
+[sqlite|postgres ...]
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ REPEATS = 5
 PAGE_FLOOR_MS = 200.0
 CURVE_FLOOR = 0.5
 BIG_TABLE_FLOOR_MS = 150.0
+#: ``--sweep``: runs x steps of the 10^7-row experiment, and the runs compared.
+SWEEP_RUNS = 1_000
+SWEEP_STEPS = 10_000
+SWEEP_COMPARED = 20
 
 
 async def median_ms(call: Callable[[], Awaitable[Any]]) -> float:
@@ -126,7 +137,45 @@ def fill_table(raw: Any, big: Any, first: Any, table_rows: int) -> int:
     return int(rows)
 
 
-async def measure(engine: str, table_rows: int = 0) -> None:
+def fill_sweep(raw: Any, experiment_id: int) -> list[int]:
+    """PostgreSQL: SWEEP_RUNS runs of SWEEP_STEPS steps each (loss, acc) in the experiment
+    ``experiment_id``; their ids."""
+    ids = [row[0] for row in raw.execute(
+        "INSERT INTO runs (experiment_id, status, args) SELECT %s, 'COMPLETED', "
+        "jsonb_build_object('seed', n) FROM generate_series(1, %s) n RETURNING id",
+        (experiment_id, SWEEP_RUNS)).fetchall()]
+    raw.execute(
+        "INSERT INTO metrics (run_id, step, progress, loss, acc) "
+        "SELECT r, s, s::float8 / %s, 1.0 / (s + 1) + random() / 100, s::float8 / %s "
+        "FROM unnest(%s::bigint[]) r CROSS JOIN generate_series(0, %s) s",
+        (SWEEP_STEPS, SWEEP_STEPS, ids, SWEEP_STEPS - 1))
+    raw.execute("VACUUM ANALYZE metrics")
+    return sorted(ids)
+
+
+async def measure_sweep(get: Callable[..., Awaitable[Any]], ids: list[int], rows: int) -> None:
+    """``--sweep``: one run's curves and a compare of SWEEP_COMPARED runs (every
+    SWEEP_RUNS // SWEEP_COMPARED-th run) against BIG_TABLE_FLOOR_MS."""
+    chosen = ids[::len(ids) // SWEEP_COMPARED][:SWEEP_COMPARED]
+    one = ids[len(ids) // 2]
+    curves = await get(f"/api/runs/{one}/curves", max_points=1000)
+    assert curves["metrics"]["loss"]["total"] == SWEEP_STEPS
+    compared = await get("/api/compare/curves", runs=",".join(map(str, chosen)),
+                         max_points=1000)
+    assert len(compared["runs"]) == SWEEP_COMPARED
+    for label, call in (
+        ("sweep run curves", lambda: get(f"/api/runs/{one}/curves", max_points=1000)),
+        (f"sweep compare of {SWEEP_COMPARED}",
+         lambda: get("/api/compare/curves", runs=",".join(map(str, chosen)),
+                     max_points=1000)),
+    ):
+        ms = await median_ms(call)
+        verdict = "ok" if ms < BIG_TABLE_FLOOR_MS else "OVER"
+        print(f"  {label:22s} ({SWEEP_STEPS:,} steps a run; metrics holds {rows:,} rows) "
+              f"{ms:8.1f} ms (floor {BIG_TABLE_FLOOR_MS:.0f} ms: {verdict})")
+
+
+async def measure(engine: str, table_rows: int = 0, sweep: bool = False) -> None:
     directory = tempfile.mkdtemp(prefix="sqltrack-w7-")
     schema = "sqltrack_w7_" + uuid.uuid4().hex[:8]
     role = "sqltrack_w7_" + uuid.uuid4().hex[:8]
@@ -139,6 +188,10 @@ async def measure(engine: str, table_rows: int = 0) -> None:
                                       user="postgres", dbname="test", schema=schema)
     try:
         big, _, first, long = await start(client)
+        swept = None
+        if sweep and engine == "postgres":
+            async with client:
+                swept = await sqltrack.AsyncExperiment.create(client, name="w7-sweep")
         if engine == "sqlite":
             raw = sqlite3.connect(path)
         else:
@@ -148,9 +201,13 @@ async def measure(engine: str, table_rows: int = 0) -> None:
         experiment, run = big.id, long.id
         rows = fill_table(raw, big, first, table_rows) if table_rows and engine == "postgres" \
             else 0
+        sweep_ids = fill_sweep(raw, swept.id) if swept is not None else []
+        if sweep_ids:
+            (rows,), = raw.execute("SELECT count(*) FROM metrics").fetchall()
         async with client:
             print(f"{engine}: filled in {time.perf_counter() - made:.1f} s "
                   f"({RUNS:,} runs; a run of {STEPS:,} steps"
+                  + (f"; {SWEEP_RUNS:,} runs x {SWEEP_STEPS:,} steps" if sweep_ids else "")
                   + (f"; metrics holds {rows:,} rows)" if rows else ")"))
             reader = None
             if engine == "postgres":
@@ -222,10 +279,12 @@ async def measure(engine: str, table_rows: int = 0) -> None:
                     verdict = "ok" if ratio < CURVE_FLOOR else "OVER"
                     print(f"  {label:16s} max_points=1000 {ms:8.1f} ms = {ratio:.2f}x by hand "
                           f"(floor {CURVE_FLOOR}x: {verdict})")
-                    if rows:
+                    if rows and not sweep_ids:
                         verdict = "ok" if ms < BIG_TABLE_FLOOR_MS else "OVER"
                         print(f"  {label:16s} in a table of {rows:,} rows: {ms:.1f} ms "
                               f"(floor {BIG_TABLE_FLOOR_MS:.0f} ms: {verdict})")
+                if sweep_ids:
+                    await measure_sweep(get, sweep_ids, int(rows))
             raw.close()
     finally:
         await client.close()
@@ -248,8 +307,10 @@ def main(args: list[str]) -> None:
         at = args.index("--table-rows")
         table_rows = int(args[at + 1])
         del args[at:at + 2]
+    sweep = "--sweep" in args
+    args = [a for a in args if a != "--sweep"]
     for engine in args or ["sqlite", "postgres"]:
-        asyncio.run(measure(engine, table_rows))
+        asyncio.run(measure(engine, table_rows, sweep))
 
 
 if __name__ == "__main__":
