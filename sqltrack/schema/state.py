@@ -16,10 +16,12 @@ if TYPE_CHECKING:
 #: 3 gave ``system_metrics`` ``rank`` and ``host`` in its key; 4 added ``metric_values``,
 #: ``metric_names`` and the view ``metric_values_all``; 5 has no triggers (PostgreSQL:
 #: ``sqltrack_advance_id`` dropped, sqltrack's statements advance the id sequence: Citus);
-#: 6 added the index ``runs (experiment_id, status, id)`` (the page's status sort/filter).
-SCHEMA_MARK = "sqltrack:schema:6"
+#: 6 added the index ``runs (experiment_id, status, id)`` (the page's status sort/filter);
+#: 7 (PostgreSQL) the index of the runs' names by experiment (the page's name sort).
+SCHEMA_MARK = "sqltrack:schema:7"
 #: The marks of the builds before, newest first: upgraded in place.
-PREVIOUS_MARKS = ("sqltrack:schema:5", "sqltrack:schema:4", "sqltrack:schema:2")
+PREVIOUS_MARKS = ("sqltrack:schema:6", "sqltrack:schema:5", "sqltrack:schema:4",
+                  "sqltrack:schema:2")
 #: The oldest of them (no ``metric_values`` nor ranks yet).
 PREVIOUS_MARK = PREVIOUS_MARKS[-1]
 #: Recorded when the base schema was created or adopted (also by earlier builds).
@@ -36,6 +38,7 @@ EMPTY, CURRENT, V01, EARLY, PARTIAL = "empty", "current", "0.1.x", "early", "par
 PREVIOUS = "schema:2"
 PREVIOUS4 = "schema:4"
 PREVIOUS5 = "schema:5"
+PREVIOUS6 = "schema:6"
 
 
 async def rows(engine: Engine, conn: Any, sql: str, params: Any = ()) -> list[Any]:
@@ -62,8 +65,10 @@ async def detect(engine: Engine, conn: Any) -> str:
     if SCHEMA_MARK in marks:
         return CURRENT
     if PREVIOUS_MARKS[0] in marks:
-        return PREVIOUS5
+        return PREVIOUS6
     if PREVIOUS_MARKS[1] in marks:
+        return PREVIOUS5
+    if PREVIOUS_MARKS[2] in marks:
         return PREVIOUS4
     if PREVIOUS_MARK in marks:
         return PREVIOUS

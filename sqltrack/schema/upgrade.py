@@ -11,7 +11,8 @@ and ``host``, the dialect's step ``system_metrics_ranks``), and one of mark
 dialect's step ``drop_advance_id_triggers``; every older PostgreSQL database has them
 too and loses them the same way), and one of mark ``sqltrack:schema:5`` (no index
 ``runs (experiment_id, status, id)`` yet: the base script's ``CREATE INDEX IF NOT
-EXISTS`` adds it, on Citus too). Every step is idempotent and runs
+EXISTS`` adds it, on Citus too), and one of mark ``sqltrack:schema:6`` (PostgreSQL: no
+index ``runs_experiment_name_idx`` yet, added the same way). Every step is idempotent and runs
 under the schema lock; nothing is dropped or rewritten except a SQLite ``runs``
 table, which is rebuilt row for row (same ids) because SQLite cannot alter a CHECK
 constraint. The steps that differ by engine are its dialect's ``upgrade_steps``
@@ -33,6 +34,7 @@ from .state import (
     PREVIOUS,
     PREVIOUS4,
     PREVIOUS5,
+    PREVIOUS6,
     V01,
     record_marks,
     run_steps,
@@ -70,6 +72,8 @@ async def upgrade(engine: Engine, conn: Any, state: str, base_sql: str) -> str |
                    "advance the id sequence past an explicit id, as Citus needs)",
         PREVIOUS5: "upgraded the sqltrack tables (added the index runs (experiment_id, "
                    "status, id): the runs table of an experiment by status)",
+        PREVIOUS6: "upgraded the sqltrack tables (PostgreSQL: added the index of the runs' "
+                   "name by experiment: the runs table of an experiment by name)",
     }[state]
 
 

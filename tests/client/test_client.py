@@ -26,7 +26,7 @@ BASE_TABLES = {
 def own_marks(client: sqltrack.AsyncClient) -> list[tuple[str]]:
     """sqltrack's own rows in applied_migrations of a fresh database (PostgreSQL: plus
     0.1.x's ``base.sql``, so a 0.1.x ``setup`` skips its base script)."""
-    marks = ["sqltrack:base", "sqltrack:schema:6"]
+    marks = ["sqltrack:base", "sqltrack:schema:7"]
     return [(m,) for m in sorted(marks + (["base.sql"] if client.engine == "postgres" else []))]
 
 

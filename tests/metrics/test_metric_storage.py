@@ -486,7 +486,7 @@ async def test_database_of_the_build_before_is_upgraded(client_kwargs):
     for statement in ("DROP VIEW metric_values_all", "DROP TABLE metric_values",
                       "DROP TABLE metric_names",
                       "UPDATE applied_migrations SET name = 'sqltrack:schema:2' "
-                      "WHERE name = 'sqltrack:schema:6'"):
+                      "WHERE name = 'sqltrack:schema:7'"):
         await client.execute(statement)
     await client.close()
     client = sqltrack.AsyncClient(**client_kwargs, metric_columns=1)

@@ -140,7 +140,7 @@ async def test_explicit_inserters_serialize_on_the_sequence(pg_dsn, pg_schema):
 
 async def test_schema4_database_loses_its_triggers(pg_dsn, pg_schema):
     """A database of schema:4 (with the triggers): upgraded on open, triggers and function
-    dropped, mark schema:6 (the current), explicit ids still advance the sequence."""
+    dropped, mark schema:7 (the current), explicit ids still advance the sequence."""
     from support.helpers import pg_params
 
     kw = {"engine": "postgres", **pg_params(pg_dsn), "schema": pg_schema}
@@ -153,7 +153,7 @@ async def test_schema4_database_loses_its_triggers(pg_dsn, pg_schema):
                 await client.execute(statement if statement.lstrip().startswith("CREATE")
                                      else "CREATE OR REPLACE TRIGGER" + statement)
             await client.query("UPDATE applied_migrations SET name = 'sqltrack:schema:4' "
-                               "WHERE name = 'sqltrack:schema:6'")
+                               "WHERE name = 'sqltrack:schema:7'")
     finally:
         await client.close()
     assert sorted(triggers(kw)) == [("experiments_advance_id",), ("runs_advance_id",)]
@@ -164,7 +164,7 @@ async def test_schema4_database_loses_its_triggers(pg_dsn, pg_schema):
         assert triggers(kw) == []
         assert read_raw(kw, "SELECT to_regprocedure('sqltrack_advance_id()')") == [(None,)]
         marks = {r[0] for r in read_raw(kw, "SELECT name FROM applied_migrations")}
-        assert "sqltrack:schema:6" in marks and "sqltrack:schema:4" in marks
+        assert "sqltrack:schema:7" in marks and "sqltrack:schema:4" in marks
         await sqltrack.AsyncRun.create(client, exp.id, 10**9)
         assert (await sqltrack.AsyncRun.create(client, exp.id)).id == 10**9 + 1
         await sqltrack.AsyncExperiment.create(client, 10**6, "explicit")

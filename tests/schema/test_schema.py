@@ -30,7 +30,7 @@ async def table_names(client) -> set[str]:
 async def applied(client) -> list[str]:
     rows = await client.query(
         "SELECT name FROM applied_migrations WHERE name NOT IN (%s, %s, %s) ORDER BY name",
-        ["sqltrack:base", "sqltrack:schema:6", "base.sql"],
+        ["sqltrack:base", "sqltrack:schema:7", "base.sql"],
     )
     return [r[0] for r in rows]
 

@@ -31,7 +31,7 @@ async def test_new_database_has_the_status_index(client_kwargs):
         await client.close()
     assert _index_columns(client_kwargs) == ["experiment_id", "status", "id"]
     marks = {r[0] for r in read_raw(client_kwargs, "SELECT name FROM applied_migrations")}
-    assert "sqltrack:schema:6" in marks
+    assert "sqltrack:schema:7" in marks
 
 
 async def test_schema_5_gets_the_index_in_place(client_kwargs):
@@ -43,7 +43,7 @@ async def test_schema_5_gets_the_index_in_place(client_kwargs):
         async with client:
             await client.query(f"DROP INDEX {INDEX}")
             await client.query("UPDATE applied_migrations SET name = 'sqltrack:schema:5' "
-                               "WHERE name = 'sqltrack:schema:6'")
+                               "WHERE name = 'sqltrack:schema:7'")
     finally:
         await client.close()
     assert _index_columns(kw) == []
@@ -53,7 +53,7 @@ async def test_schema_5_gets_the_index_in_place(client_kwargs):
         assert client.schema_outcome is not None and "status" in client.schema_outcome
         assert _index_columns(kw) == ["experiment_id", "status", "id"]
         marks = {r[0] for r in read_raw(kw, "SELECT name FROM applied_migrations")}
-        assert {"sqltrack:schema:6", "sqltrack:schema:5"} <= marks
+        assert {"sqltrack:schema:7", "sqltrack:schema:5"} <= marks
         assert [r[0] for r in read_raw(kw, "SELECT id FROM runs ORDER BY id")] == ids
     finally:
         await client.close()

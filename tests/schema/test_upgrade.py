@@ -30,7 +30,7 @@ STATUSES_0_1 = [
     "REQUEUE_FED", "REQUEUE_HOLD", "REQUEUED", "RESIZING", "REVOKED", "RUNNING",
     "SIGNALING", "SPECIAL_EXIT", "STAGE_OUT", "STOPPED", "SUSPENDED", "TIMEOUT",
 ]
-OWN_MARKS = {"sqltrack:base", "sqltrack:schema:6"}
+OWN_MARKS = {"sqltrack:base", "sqltrack:schema:7"}
 MIGRATION = "ALTER TABLE metrics ADD COLUMN train_loss FLOAT, ADD COLUMN val_top1 FLOAT;\n"
 
 #: What a 0.1.4 user does: setup with a migration, an experiment, runs, metrics, tags.

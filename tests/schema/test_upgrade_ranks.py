@@ -36,7 +36,7 @@ async def _old_database(kw) -> int:
                 await client.query("INSERT INTO system_metrics (run_id, time, name, value) "
                                    "VALUES (%s, %s, %s, %s)", [run.id, stamp, name, value])
             await client.query("UPDATE applied_migrations SET name = 'sqltrack:schema:2' "
-                               "WHERE name = 'sqltrack:schema:6'")
+                               "WHERE name = 'sqltrack:schema:7'")
         return run.id
     finally:
         await client.close()
@@ -80,7 +80,7 @@ async def test_system_metrics_upgraded_in_place(client_kwargs):
         await system.write_sample(client, run_id, {"cpu_percent": 7.0}, rank=1, host="n")
         assert read_raw(kw, "SELECT COUNT(*) FROM system_metrics WHERE rank = 1") == [(1,)]
         marks = {r[0] for r in read_raw(kw, "SELECT name FROM applied_migrations")}
-        assert "sqltrack:schema:6" in marks
+        assert "sqltrack:schema:7" in marks
         # Deleting the run still deletes its samples (the rebuilt table's foreign key).
         await client.query("DELETE FROM runs WHERE id = %s", [run_id])
         assert read_raw(kw, "SELECT COUNT(*) FROM system_metrics") == [(0,)]
