@@ -12,7 +12,9 @@ Per engine (a temporary SQLite file; a throwaway PostgreSQL schema and reader ro
 - **curves**: a run of 1,000,000 steps with 2 metrics; ``/api/runs/{id}/curves`` and
   ``/api/compare/curves`` at ``max_points=1000`` against reading the whole curve with
   the raw driver (sqlite3 / psycopg: ``SELECT step, progress, loss, acc ... ORDER BY``,
-  every row fetched). Floor: < 0.5x of the read by hand.
+  every row fetched). Floor: < 0.5x of the read by hand. The three are timed in
+  interleaved rounds (hand, curves, compare; 5 after one warm-up), so the ratio sees
+  the same load; the range over the rounds is printed too.
 
 Requests go through the app in-process (httpx's ASGI transport: routing, the queries,
 JSON encoding); each figure is the median of 5 after one warm-up.
@@ -22,8 +24,9 @@ of the 100,000 runs) before the curves are timed, for the issue's other curve ta
 1,000,000-step run's curves in < 150 ms on a 10^7-row table (``--table-rows 10000000``).
 
 With ``--sweep`` (PostgreSQL), the reading of the issue's "What was seen": a third
-experiment of 1,000 runs x 10,000 steps (2 metrics), so ``metrics`` holds 10^7 rows of
-it (plus the rows above); one of its runs' ``/api/runs/{id}/curves`` and a
+experiment of 1,000 runs x 10,000 steps (2 metrics), filled after the figures above, so
+``metrics`` then holds 10^7 rows of it (plus the rows above); one of its runs'
+``/api/runs/{id}/curves`` and a
 ``/api/compare/curves`` of 20 of its runs, at ``max_points=1000``. Floor: < 150 ms
 each.
 
@@ -62,6 +65,19 @@ BIG_TABLE_FLOOR_MS = 150.0
 SWEEP_RUNS = 1_000
 SWEEP_STEPS = 10_000
 SWEEP_COMPARED = 20
+
+
+async def interleaved(calls: dict[str, Callable[[], Awaitable[Any]]]) -> dict[str, list[float]]:
+    """Each call's times (ms) over REPEATS rounds, each round calling each once in turn,
+    after one warm-up round: figures compared as ratios see the same load."""
+    times: dict[str, list[float]] = {label: [] for label in calls}
+    for round_ in range(REPEATS + 1):
+        for label, call in calls.items():
+            start = time.perf_counter()
+            await call()
+            if round_:
+                times[label].append((time.perf_counter() - start) * 1000)
+    return times
 
 
 async def median_ms(call: Callable[[], Awaitable[Any]]) -> float:
@@ -201,13 +217,9 @@ async def measure(engine: str, table_rows: int = 0, sweep: bool = False) -> None
         experiment, run = big.id, long.id
         rows = fill_table(raw, big, first, table_rows) if table_rows and engine == "postgres" \
             else 0
-        sweep_ids = fill_sweep(raw, swept.id) if swept is not None else []
-        if sweep_ids:
-            (rows,), = raw.execute("SELECT count(*) FROM metrics").fetchall()
         async with client:
             print(f"{engine}: filled in {time.perf_counter() - made:.1f} s "
                   f"({RUNS:,} runs; a run of {STEPS:,} steps"
-                  + (f"; {SWEEP_RUNS:,} runs x {SWEEP_STEPS:,} steps" if sweep_ids else "")
                   + (f"; metrics holds {rows:,} rows)" if rows else ")"))
             reader = None
             if engine == "postgres":
@@ -265,26 +277,32 @@ async def measure(engine: str, table_rows: int = 0, sweep: bool = False) -> None
                     return by_hand()
 
                 assert by_hand() == STEPS
-                hand_ms = await median_ms(hand)
-                print(f"  whole curve read by hand ({STEPS:,} rows, 2 metrics) {hand_ms:8.1f} ms")
                 curves = await get(f"/api/runs/{run}/curves", max_points=1000)
                 assert curves["metrics"]["loss"]["total"] == STEPS
-                for label, call in (
-                    ("run curves", lambda: get(f"/api/runs/{run}/curves", max_points=1000)),
-                    ("compare curves", lambda: get("/api/compare/curves", runs=str(run),
-                                                   max_points=1000)),
-                ):
-                    ms = await median_ms(call)
+                times = await interleaved({
+                    "by hand": hand,
+                    "run curves": lambda: get(f"/api/runs/{run}/curves", max_points=1000),
+                    "compare curves": lambda: get("/api/compare/curves", runs=str(run),
+                                                  max_points=1000),
+                })
+                hand_ms = statistics.median(times.pop("by hand"))
+                print(f"  whole curve read by hand ({STEPS:,} rows, 2 metrics) {hand_ms:8.1f} ms")
+                for label, rounds in times.items():
+                    ms = statistics.median(rounds)
                     ratio = ms / hand_ms
                     verdict = "ok" if ratio < CURVE_FLOOR else "OVER"
                     print(f"  {label:16s} max_points=1000 {ms:8.1f} ms = {ratio:.2f}x by hand "
-                          f"(floor {CURVE_FLOOR}x: {verdict})")
-                    if rows and not sweep_ids:
+                          f"(floor {CURVE_FLOOR}x: {verdict}; rounds {min(rounds):.0f}-"
+                          f"{max(rounds):.0f} ms)")
+                    if rows:
                         verdict = "ok" if ms < BIG_TABLE_FLOOR_MS else "OVER"
                         print(f"  {label:16s} in a table of {rows:,} rows: {ms:.1f} ms "
                               f"(floor {BIG_TABLE_FLOOR_MS:.0f} ms: {verdict})")
-                if sweep_ids:
-                    await measure_sweep(get, sweep_ids, int(rows))
+                if swept is not None:  # filled now: the figures above are of the table
+                    # without it, as before
+                    sweep_ids = fill_sweep(raw, swept.id)
+                    (total,), = raw.execute("SELECT count(*) FROM metrics").fetchall()
+                    await measure_sweep(get, sweep_ids, int(total))
             raw.close()
     finally:
         await client.close()
