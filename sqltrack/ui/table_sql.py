@@ -313,7 +313,8 @@ def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
             # (a run without tags: false, not NULL, so that the AND stops there and no
             # table of keys is made for it)
             whole = "lower(r.tags)" if engine == "sqlite" else "lower(r.tags::text)"
-            tags = f"(COALESCE({_contains(engine, whole)}, FALSE) AND {tags})"
+            false = "0" if engine == "sqlite" else "FALSE"  # SQLite before 3.23: no FALSE
+            tags = f"(COALESCE({_contains(engine, whole)}, {false}) AND {tags})"
         status = _status_is(engine, _contains(engine, "{status}"))
         if engine == "sqlite":
             named = f"{before}{_contains(engine, f'lower({name})')}"
