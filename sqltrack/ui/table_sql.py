@@ -76,8 +76,9 @@ class Key:
     correlated: bool = False
     #: PostgreSQL: an index of the experiment's runs holds the parts (the name's:
     #: ``runs_experiment_name_idx``), ascending, NULLs last: sorted on its own and
-    #: ascending, the parts are read as they are (no ``once`` value), so that the page is
-    #: read from the index in order instead of sorting every run.
+    #: ascending (runs not filtered by tags or a search), the parts are read as they are
+    #: (no ``once`` value), so that the page is read from the index in order instead of
+    #: sorting every run.
     indexed: bool = False
 
     def selected(self) -> list[Sql]:
