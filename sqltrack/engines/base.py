@@ -172,8 +172,8 @@ class Dialect(ABC):
         the other; ``y`` may be NaN or infinite, the caller asks again with a finite
         condition). The lowest's row is the first of the bucket with that value in key
         order. The rows are read once for all the values (the curves of a run drawn
-        together), and no statement returns more than about ``2 * (buckets + len(values))``
-        rows.
+        together), and no statement returns more than about ``4 * buckets`` rows (about
+        ``2 * max_points``).
 
         This one: no sort of the rows. Each bucket is read as up to ``curve_parts``
         sub-ranges of steps, each one index range read giving each value's ``MIN``,

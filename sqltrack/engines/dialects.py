@@ -181,8 +181,10 @@ class PostgresDialect(Dialect):
     ) -> list[Statement]:
         """One pass, one hash aggregate per range of buckets: per value, the least and
         greatest ``ARRAY[y, step, progress]`` of each bucket (arrays compare element by
-        element; NaN sorts last)."""
-        per_statement = max(1, -(-buckets // len(values)))
+        element; NaN sorts last). As many buckets a statement as ``4 * buckets`` rows
+        allow (two curves: every bucket in one statement), so that the rows are read once
+        even where the planner scans the whole table for each statement."""
+        per_statement = max(1, 2 * buckets // len(values))
         keys = [f"ARRAY[CAST({v} AS double precision), CAST(step AS double precision), "
                 "CAST(progress AS double precision)]" for v in values]
         aggregates = ", ".join(

@@ -94,8 +94,18 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, dict):
         return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        kinds = set(map(type, value))
+        if kinds <= _SCALARS:  # a curve's values: no walk a value (a chart's 100,000s)
+            if float in kinds:
+                return [None if type(v) is float and not math.isfinite(v) else v
+                        for v in value]
+            return list(value)
         return [jsonable(v, depth + 1) for v in value]
     return value
+
+
+#: The exact types ``jsonable`` keeps as they are (floats: when finite).
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 

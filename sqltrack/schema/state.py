@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 #: ``metric_names`` and the view ``metric_values_all``; 5 has no triggers (PostgreSQL:
 #: ``sqltrack_advance_id`` dropped, sqltrack's statements advance the id sequence: Citus);
 #: 6 added the index ``runs (experiment_id, status, id)`` (the page's status sort/filter);
-#: 7 the function ``metric_series(run, name)`` (PostgreSQL: any metric by name, fast).
+#: 7 (PostgreSQL) the function ``metric_series(run, name)`` (any metric by name, fast)
+#: and the index of the runs' names by experiment (the page's name sort).
 SCHEMA_MARK = "sqltrack:schema:7"
 #: The marks of the builds before, newest first: upgraded in place.
 PREVIOUS_MARKS = ("sqltrack:schema:6", "sqltrack:schema:5", "sqltrack:schema:4",

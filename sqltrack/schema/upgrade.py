@@ -12,11 +12,12 @@ dialect's step ``drop_advance_id_triggers``; every older PostgreSQL database has
 too and loses them the same way), one of mark ``sqltrack:schema:5`` (no index
 ``runs (experiment_id, status, id)`` yet: the base script's ``CREATE INDEX IF NOT
 EXISTS`` adds it, on Citus too), and one of mark ``sqltrack:schema:6`` (PostgreSQL: no
-function ``metric_series`` yet: the base script's ``CREATE OR REPLACE`` adds it).
-Every step is idempotent and runs under the schema lock; nothing is dropped or
-rewritten except a SQLite ``runs`` table, which is rebuilt row for row (same ids)
-because SQLite cannot alter a CHECK constraint. The steps that differ by engine are
-its dialect's ``upgrade_steps`` (statements only: they run here).
+function ``metric_series`` nor index ``runs_experiment_name_idx`` yet: the base script's
+``CREATE OR REPLACE`` and ``CREATE INDEX IF NOT EXISTS`` add them). Every step is
+idempotent and runs under the schema lock; nothing is dropped or rewritten except a
+SQLite ``runs`` table, which is rebuilt row for row (same ids) because SQLite cannot
+alter a CHECK constraint. The steps that differ by engine are its dialect's
+``upgrade_steps`` (statements only: they run here).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ async def upgrade(engine: Engine, conn: Any, state: str, base_sql: str) -> str |
         PREVIOUS5: "upgraded the sqltrack tables (added the index runs (experiment_id, "
                    "status, id): the runs table of an experiment by status)",
         PREVIOUS6: "upgraded the sqltrack tables (PostgreSQL: added the function "
-                   "metric_series(run, name): any metric of a run by name)",
+                   "metric_series(run, name), any metric of a run by name, and the index "
+                   "of the runs' name by experiment, the runs table by name)",
     }[state]
 
 

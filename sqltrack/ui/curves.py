@@ -12,6 +12,7 @@ metrics alike.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -139,21 +140,27 @@ async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int
     groups: dict[tuple[Any, ...], dict[int, _Long]] = {}
     for index, place in enumerate(places):
         frm = f"FROM {place.table} WHERE {place.where}"
-        head = await client.query(
-            f"SELECT step, progress, {place.value} {frm} ORDER BY step, progress "
-            f"LIMIT {max_points + 1:d}", place.params)
-        if len(head) <= max_points:
+        # how many values (up to max_points + 1), the first and last finite points, the
+        # first and last steps: one statement (a long curve's rows are not fetched)
+        found = await client.query(" UNION ALL ".join([
+            *(f"SELECT * FROM (SELECT {k:d} AS k, step, progress, {place.value} AS y "
+              f"{frm}{finite} ORDER BY step{order}, progress{order} LIMIT 1) e{k:d}"
+              for k, (finite, order) in enumerate((
+                  (f" AND {place.finite}", ""), (f" AND {place.finite}", " DESC"),
+                  ("", ""), ("", " DESC")))),
+            f"SELECT 4, COUNT(*), NULL, NULL FROM (SELECT 1 AS one {frm} "
+            f"LIMIT {max_points + 1:d}) n"]), place.params * 5)
+        by = {row[0]: row[1:] for row in found}
+        if by[4][0] <= max_points:
+            head = await client.query(
+                f"SELECT step, progress, {place.value} {frm} ORDER BY step, progress "
+                f"LIMIT {max_points:d}",
+                place.params)
             kept = [row for row in head if _finite(row[2])]
             out[index] = kept, len(head), len(kept)
             continue
-        ends = []
-        for order in ("", " DESC"):
-            ends += await client.query(
-                f"SELECT step, progress, {place.value} {frm} AND {place.finite} "
-                f"ORDER BY step{order}, progress{order} LIMIT 1", place.params)
-        (high,) = (await client.query(
-            f"SELECT step {frm} ORDER BY step DESC, progress DESC LIMIT 1", place.params))[0]
-        low = head[0][0]
+        ends = [tuple(by[k]) for k in (0, 1) if k in by]
+        low, high = by[2][0], by[3][0]
         width = max(1, -(-(high - low + 1) // buckets))
         key = (place.table, place.base, *place.params, low, width)
         groups.setdefault(key, {})[index] = _Long(place, ends, low, width)
@@ -174,13 +181,15 @@ async def _extremes(client: AsyncClient, longs: Sequence[_Long], where: str,
     place, width = longs[0].place, longs[0].width
     for sql, params in client.dialect.curve_extremes(
             place.table, where, place.params, values, start, width, buckets):
+        offset = (start - longs[0].low) // width  # the curves of a group share low, width
         for k, bucket, y, step, progress, count in await client.query(sql, params):
             long = longs[k]
-            bucket = (start - long.low) // width + bucket
-            long.counts[bucket] = long.counts.get(bucket, 0) + (count or 0)
+            bucket += offset
+            if count:
+                long.counts[bucket] = long.counts.get(bucket, 0) + count
             if y is None or step is None:
                 continue
-            if not _finite(float(y)):
+            if not math.isfinite(float(y)):
                 long.odd.add(bucket)
             else:
                 long.found[(int(step), float(progress))] = y
@@ -232,10 +241,11 @@ async def curves_of(client: AsyncClient, run_id: int, names: Sequence[str],
     found = await _points(client, places, max_points)
     for name, (points, total, finite) in zip(names, found, strict=True):
         kind = kinds.get(name)
-        ys = []
-        for _, _, value in points:
-            value = queries.metric_value(value, "float" if kind == "float" else "int")
-            ys.append(int(value) if kind in ("int", "bool") else float(value))
+        if kind in ("int", "bool"):
+            ys = [int(queries.metric_value(v, "int")) for _, _, v in points]
+        else:  # floats as they come (most values of a long curve), others converted
+            ys = [v if type(v) is float else float(queries.metric_value(v, "float"))
+                  for _, _, v in points]
         out = {
             "step": [int(p[0]) for p in points], "progress": [float(p[1]) for p in points],
             "y": ys, "points": len(ys), "total": total, "non_finite": total - finite,
@@ -252,11 +262,10 @@ async def curves_of(client: AsyncClient, run_id: int, names: Sequence[str],
 async def _last(client: AsyncClient, run_id: int, after: After) -> dict[str, Any] | None:
     """The greatest key of the run's metric rows (either place) after ``after``."""
     extra, params = _after_sql(after)
-    keys = []
-    for table in ("metrics", "metric_values"):
-        keys += await client.query(
-            f"SELECT step, progress FROM {table} WHERE run_id = %s{extra} "
-            "ORDER BY step DESC, progress DESC LIMIT 1", [run_id, *params])
+    keys = await client.query(" UNION ALL ".join(  # both places in one statement
+        f"SELECT * FROM (SELECT step, progress FROM {table} WHERE run_id = %s{extra} "
+        f"ORDER BY step DESC, progress DESC LIMIT 1) l{k:d}"
+        for k, table in enumerate(("metrics", "metric_values"))), [run_id, *params] * 2)
     if keys:
         step, progress = max((int(s), float(p)) for s, p in keys)
         return {"step": step, "progress": progress}
@@ -362,12 +371,18 @@ async def compare_curves(
     curves: dict[str, dict[str, Any]] = {name: {} for name in chosen}
     args = {rid: _mapping(row[5]) for rid, row in info.items()}
     differing = differing_args([args[rid] for rid in run_ids])
-    for run_id in run_ids:
+
+    async def read(run_id: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+        after = afters.get(run_id)
+        return (await curves_of(client, run_id, chosen, kinds, columns, max_points, after,
+                                clock),
+                await _last(client, run_id, after))
+
+    # the runs read at once (the pool's connections; SQLite's reads queue in its worker)
+    read_runs = await asyncio.gather(*(read(run_id) for run_id in run_ids))
+    for run_id, (lines, last) in zip(run_ids, read_runs, strict=True):
         _, status, extras, experiment, experiment_id, _, tags = info[run_id]
         labels.update(_labels(extras))
-        after = afters.get(run_id)
-        lines = await curves_of(client, run_id, chosen, kinds, columns, max_points, after,
-                                clock)
         for name in chosen:
             curves[name][str(run_id)] = lines[name]
         run_name = _name(extras)
@@ -380,7 +395,7 @@ async def compare_curves(
                          _mapping(extras)),
                      "experiment": experiment, "experiment_id": experiment_id,
                      "live": status in LIVE_STATUSES,
-                     "last": await _last(client, run_id, after)})
+                     "last": last})
     if names is None and not afters:  # by default, the metrics some run has
         curves = {n: c for n, c in curves.items() if any(x["total"] for x in c.values())}
     return {"runs": runs, "axes": ["step", "progress", *(["time"] if clock else [])],

@@ -246,9 +246,14 @@ def _sorted_runs(plan: Plan, descending: bool, runs: list[str | User], params: l
     parameters, then the ORDER BY (and its parameters, appended): a key's ``once``
     value (PostgreSQL: the JSON value its parts read three times) computed once a run,
     in a subquery that the planner keeps (``OFFSET 0``); not with a key that reads
-    other tables for the run (``Key.correlated``: Citus refuses that over a subquery)."""
+    other tables for the run (``Key.correlated``: Citus refuses that over a subquery),
+    nor for an ascending sort alone on a key an index holds (``Key.indexed``), of runs
+    not filtered by tags or a search (then the planner mostly sorts the runs that pass,
+    where the ``once`` value is cheaper)."""
     once = [key for key in _keys(plan) if key.once is not None]
-    if not once or any(key.correlated for key in _keys(plan)):
+    indexed = plan.group is None and plan.sort is not None and plan.sort.indexed \
+        and not descending and not plan.conditions
+    if not once or indexed or any(key.correlated for key in _keys(plan)):
         order, order_params = _order(plan, descending)
         return runs, [*params, *order_params], order
     values = {id(key): f"r.once{i}" for i, key in enumerate(once)}

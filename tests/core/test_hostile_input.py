@@ -848,16 +848,21 @@ REVIEWED: dict[str, dict[str, str]] = {
             'ui.curves: the constant finite-number test (BETWEEN two float literals)',
         'extra':
             "ui.curves: '' or a constant key range of %s placeholders (_after_sql)",
+        'finite':
+            "ui.curves._points: '' or ' AND ' + place.finite (the value expression + the "
+            "constant _FINITE test, or 1 = 1)",
         'frm':
             "ui.curves: 'FROM ' + place.table + ' WHERE ' + place.where (reviewed above)",
+        'k':
+            'ui.curves: an int (the index of a UNION ALL branch), formatted with :d',
         'marks':
             "placeholders only ('%s' / '?' / '$n' joined by commas)",
+        'max_points':
+            'ui.curves: an int, formatted with :d',
         'max_points + 1':
             'ui.curves: an int, formatted with :d',
         'order':
             "ui.curves: '' or ' DESC'",
-        'place.finite':
-            'ui.curves: the value expression + the constant _FINITE test, or 1 = 1',
         'place.table':
             "ui.curves: the constant 'metrics' or 'metric_values'",
         'place.value':
