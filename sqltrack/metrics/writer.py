@@ -10,11 +10,12 @@ the blocking API's calls from its own thread, buffered batches and spool replays
    (SQLite): written on the calling thread with no hop to a worker (see
    ``Engine.thread_writer``); batches (buffered, replays, copies) never take it, so
    the event loop never waits for a batch's write;
-3. one row while as many calls write as the pool has connections: it waits for the
-   next free writer, which writes every waiting row in one statement
-   (``sqltrack.metrics.combining``);
-4. a pooled connection, retried on a fresh one within ``retry_window`` when the
-   server connection was lost (every metric write is an idempotent upsert).
+3. one row while as many calls write as the pool has connections (or while a round
+   of concurrent calls gathers): it waits for the next writer, which writes every
+   waiting row with its own in one statement (``sqltrack.metrics.combining``);
+4. a pooled connection (with the rows waiting then), retried on a fresh one within
+   ``retry_window`` when the server connection was lost (every metric write is an
+   idempotent upsert).
 
 Each path ends in the engine's one entry point for metric rows, ``write_rows``.
 This module works over the connection manager (``sqltrack.client.connections``),
@@ -34,7 +35,7 @@ from ..client.state import ClientState
 from ..engines.base import Connection, Engine, ThreadWriter
 from ..errors import ConnectionLost
 from . import layout
-from .combining import WriteCombiner
+from .combining import Waiting, WriteCombiner
 from .layout import MetricRow, Placement, Touch
 from .table import MetricTable
 
@@ -130,31 +131,40 @@ class MetricWriter:
                                                placement=placement):
             return None  # SQLite, lock free: written on this thread, no hop
         combiner = self._combiner
-        if not combiner.full():
-            combiner.begin()
-        elif await combiner.wait(row):
-            return None  # written, with other calls' rows, by another call
+        combiner.calls += 1
         try:
-            await self._write_alone(engine, names, rows, touches, placement)
+            if combiner.full():
+                if await combiner.wait(row):
+                    return None  # written, with other calls' rows, by another call
+            else:
+                combiner.begin()
+                if combiner.others_coming() and not await combiner.gather(row):
+                    return None  # written with the next round of concurrent calls
+            try:
+                await self._write_alone(engine, row, touches, placement)
+            finally:
+                combiner.done()
         finally:
-            combiner.done()
+            combiner.calls -= 1
 
     async def _write_alone(
-        self, engine: Engine, names: tuple[str, ...], rows: Sequence[MetricRow],
-        touches: Sequence[Touch], placement: Placement | None,
+        self, engine: Engine, row: MetricRow, touches: Sequence[Touch],
+        placement: Placement | None,
     ) -> None:
-        """The rows on a pooled connection; then, on the same connection, the rows that
-        queued in the combiner meanwhile."""
+        """The row on a pooled connection, in one statement with the rows waiting in the
+        combiner (``_write_with_waiting``); retried within ``retry_window`` when the
+        server connection was lost."""
         combiner = self._combiner
+        conn: Connection | None = None
         try:
             conn = await engine.acquire()
         except ConnectionLost as error:
             lost = error
-        else:
+        finally:
+            combiner.led()  # the waiting rows are taken next, with no await between
+        if conn is not None:
             try:
-                await engine.write_rows(conn, names, rows, touches, placement)
-                if combiner.waiting:
-                    await self._write_waiting(engine, conn)
+                await self._write_with_waiting(engine, conn, row, touches, placement)
                 return None
             except ConnectionLost as error:
                 lost = error
@@ -163,14 +173,54 @@ class MetricWriter:
         # The server went away: every waiting call retries on its own, within its
         # own retry_window, instead of queueing behind this call's retries.
         combiner.write_all_alone()
-        await self.connections.retry(engine, _write_rows, (names, rows, touches, placement),
+        names = layout.names(row)
+        await self.connections.retry(engine, _write_rows, (names, (row,), touches, placement),
                                      lost)
 
-    async def _write_waiting(self, engine: Engine, conn: Connection) -> None:
-        """The combiner's waiting rows, one statement per set of names; a statement that
-        fails hands its rows (and those not tried yet) back to their own calls."""
+    async def _write_with_waiting(
+        self, engine: Engine, conn: Connection, row: MetricRow, touches: Sequence[Touch],
+        placement: Placement | None,
+    ) -> None:
+        """The call's own row with the waiting rows of its names in one statement (alone
+        when none wait), then the other waiting rows, one statement per set of names.
+        When the shared statement fails, its other rows go back to their own calls and
+        this row is written alone: each call meets its own error. Whatever stops this
+        call hands the rows it took and did not write back to their calls."""
         combiner = self._combiner
-        groups = combiner.take()
+        names = layout.names(row)
+        groups = combiner.take(row) if combiner.waiting else []
+        mine = next((g for g in groups if layout.names(g[0].row) == names), None)
+        if mine is not None:
+            groups.remove(mine)
+        try:
+            if mine is None:
+                await engine.write_rows(conn, names, (row,), touches, placement)
+            else:
+                rows = [row, *(entry.row for entry in mine)]
+                try:
+                    await engine.write_rows(conn, names, rows, layout.touches(rows),
+                                            placement)
+                except Exception as error:
+                    for entry in mine:
+                        combiner.write_alone(entry)
+                    if isinstance(error, ConnectionLost):
+                        raise
+                    await engine.write_rows(conn, names, (row,), touches, placement)
+                else:
+                    combiner.resolve(mine)
+        except BaseException:
+            for entry in (e for g in (mine or (), *groups) for e in g):
+                combiner.write_alone(entry)  # a call resolved already is left alone
+            raise
+        if groups:
+            await self._write_groups(engine, conn, groups)
+
+    async def _write_groups(
+        self, engine: Engine, conn: Connection, groups: list[list[Waiting]]
+    ) -> None:
+        """Taken rows, one statement per set of names; a statement that fails hands its
+        rows (and those not tried yet) back to their own calls."""
+        combiner = self._combiner
         for index, group in enumerate(groups):
             rows = [entry.row for entry in group]
             names = layout.names(rows[0])

@@ -143,3 +143,61 @@ async def test_cancelled_waiters_leave_the_rest_written(client_kwargs, cancel_ev
             assert run.id in written
     (count,), = read_raw(client_kwargs, "SELECT count(*) FROM metrics WHERE step = 2")
     assert count == 20
+
+
+async def _rounds(runs: list[sqltrack.AsyncRun], steps: int) -> None:
+    """Every run logs ``steps`` steps at once, with no pause between calls."""
+    async def log(run: sqltrack.AsyncRun) -> None:
+        for step in range(1, steps + 1):
+            await run.add_metrics({"loss": run.id + step / 100, "acc": step / 10}, step=step)
+
+    await asyncio.wait_for(asyncio.gather(*(log(run) for run in runs)), 120)
+
+
+async def test_postgres_rounds_of_calls_merge_into_one_statement(pg_dsn, pg_schema) -> None:
+    """Many runs logging at once: after the first round, each round of calls is one
+    statement (one transaction), not one statement per pooled connection."""
+    from support.helpers import pg_params
+
+    kwargs = {"engine": "postgres", **pg_params(pg_dsn), "schema": pg_schema,
+              "pool_max_size": 4}
+    client = sqltrack.AsyncClient(**kwargs)
+    steps = 12
+    try:
+        runs = await _runs(client, 32)
+        await _rounds(runs, steps)
+    finally:
+        await client.close()
+    (rows, transactions), = read_raw(
+        kwargs, "SELECT count(*), count(DISTINCT xmin::text) FROM metrics WHERE step > 0")
+    assert rows == 32 * steps
+    assert transactions <= steps + 4, transactions
+
+
+async def test_failing_leader_hands_back_rows_of_other_names(client_kwargs) -> None:
+    """A call whose run was deleted takes waiting rows of other metric names with its
+    own: it raises RunNotFound, and every other call's row is written."""
+    client = sqltrack.AsyncClient(**_small_pool(client_kwargs))
+    try:
+        runs = await _runs(client, 16)
+        for run in runs:
+            await run.add_metrics({"lr": 0.0}, step=0)
+        doomed = runs[3]
+        await client.execute("DELETE FROM runs WHERE id = " + str(int(doomed.id)))
+
+        async def log(index: int, run: sqltrack.AsyncRun) -> None:
+            for step in range(1, 6):
+                metrics = {"loss": 1.0, "acc": 1.0} if (index + step) % 2 else {"lr": 0.1}
+                await run.add_metrics(metrics, step=step)
+
+        logs = (log(index, run) for index, run in enumerate(runs))
+        results = await asyncio.wait_for(asyncio.gather(*logs, return_exceptions=True), 120)
+    finally:
+        await client.close()
+    for run, result in zip(runs, results, strict=True):
+        if run is doomed:
+            assert isinstance(result, sqltrack.RunNotFound), result
+        else:
+            assert result is None, result
+    (count,), = read_raw(client_kwargs, "SELECT count(*) FROM metrics WHERE step > 0")
+    assert count == 15 * 5
