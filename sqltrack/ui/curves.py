@@ -33,6 +33,10 @@ TIME_NAMES = ("wall_time", "time", "timestamp", "_timestamp")
 LIVE_STATUSES = ("RUNNING",)
 
 After = tuple[int, float] | None
+#: No rows at all (the run had none when its last key was read).
+NOTHING = "nothing"
+#: The last key a curve read may return (inclusive), ``NOTHING`` or None (no bound).
+Until = tuple[int, float] | str | None
 
 
 def parse_after(step: str | None, progress: str | None) -> After:
@@ -77,10 +81,26 @@ def time_column(kinds: dict[str, str | None]) -> str | None:
     return None
 
 
-def _after_sql(after: After) -> tuple[str, list[Any]]:
-    if after is None:
-        return "", []
-    return " AND (step > %s OR (step = %s AND progress > %s))", [after[0], after[0], after[1]]
+def _after_sql(after: After, until: Until = None) -> tuple[str, list[Any]]:
+    """The rows after the key ``after`` and up to the key ``until`` (``NOTHING``: none)."""
+    sql, params = "", []
+    if after is not None:
+        sql, params = " AND (step > %s OR (step = %s AND progress > %s))", [
+            after[0], after[0], after[1]]
+    if until is NOTHING:
+        sql += " AND 1 = 0"
+    elif until is not None:
+        sql += " AND (step < %s OR (step = %s AND progress <= %s))"
+        params += [until[0], until[0], until[1]]
+    return sql, params
+
+
+def _until(last: dict[str, Any] | None) -> Until:
+    """The bound of a curve read made after ``_last`` read ``last``: the rows up to that
+    key. A live page asks next for the rows after ``last``, so a row committed between
+    the two reads must not be in this answer (it would be skipped for good: the next
+    ask starts past it) nor be left out of the next one."""
+    return NOTHING if last is None else (last["step"], last["progress"])
 
 
 #: A float value between these is finite (NaN and the infinities are not); both engines.
@@ -98,7 +118,7 @@ class _Place:
     params: list[Any]
 
     def __init__(self, client: AsyncClient, run_id: int, name: str, kind: str | None,
-                 columns: dict[str, str | None], after: After) -> None:
+                 columns: dict[str, str | None], after: After, until: Until = None) -> None:
         if name in columns:
             value = client.dialect.quote_ident(name)
             self.table, self.params, base = "metrics", [run_id], "run_id = %s"
@@ -106,7 +126,7 @@ class _Place:
             value = queries.LONG_SLOT.get(kind or "", "value_text")
             self.table, self.params = "metric_values", [run_id, name]
             base = "run_id = %s AND name = %s"
-        extra, params = _after_sql(after)
+        extra, params = _after_sql(after, until)
         self.base = base + extra
         self.where = f"{self.base} AND {value} IS NOT NULL"
         self.params += params
@@ -233,10 +253,12 @@ async def _times(client: AsyncClient, run_id: int, clock: str, kinds: dict[str, 
 
 async def curves_of(client: AsyncClient, run_id: int, names: Sequence[str],
                     kinds: dict[str, str | None], columns: dict[str, str | None],
-                    max_points: int, after: After, clock: str | None
+                    max_points: int, after: After, clock: str | None, until: Until = None,
                     ) -> dict[str, dict[str, Any]]:
-    """Metrics' curves of one run, by name, downsampled by the database."""
-    places = [_Place(client, run_id, name, kinds.get(name), columns, after) for name in names]
+    """Metrics' curves of one run, by name, downsampled by the database (the rows after
+    ``after`` and up to ``until``)."""
+    places = [_Place(client, run_id, name, kinds.get(name), columns, after, until)
+              for name in names]
     lines = {}
     found = await _points(client, places, max_points)
     for name, (points, total, finite) in zip(names, found, strict=True):
@@ -321,13 +343,15 @@ async def run_curves(
     chosen = (await _present(client, [run_id], numeric, columns)
               if names is None and after is None else numeric if names is None else names)
     clock = time_column(kinds)
-    lines = await curves_of(client, run_id, chosen, kinds, columns, max_points, after, clock)
+    last = await _last(client, run_id, after)  # first: the curves stop at it (_until)
+    lines = await curves_of(client, run_id, chosen, kinds, columns, max_points, after, clock,
+                            _until(last))
     metrics = {name: line for name, line in lines.items()
                if line["total"] or names is not None or after is not None}
     return {
         "run_id": run_id, "status": status, "live": status in LIVE_STATUSES,
         "axes": ["step", "progress", *(["time"] if clock else [])], "time_metric": clock,
-        "labels": _labels(extras), "last": await _last(client, run_id, after),
+        "labels": _labels(extras), "last": last,
         "max_points": max_points,
         "metrics": metrics,
     }
@@ -374,9 +398,10 @@ async def compare_curves(
 
     async def read(run_id: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
         after = afters.get(run_id)
+        last = await _last(client, run_id, after)  # first: the curves stop at it (_until)
         return (await curves_of(client, run_id, chosen, kinds, columns, max_points, after,
-                                clock),
-                await _last(client, run_id, after))
+                                clock, _until(last)),
+                last)
 
     # the runs read at once (the pool's connections; SQLite's reads queue in its worker)
     read_runs = await asyncio.gather(*(read(run_id) for run_id in run_ids))
