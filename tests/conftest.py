@@ -114,6 +114,10 @@ CITUS_DESELECTED = {
     "test_writers_add_the_same_new_column_at_once[postgres]":
         "racing writers' values of a column being made go to metric_values (the no-stall "
         "rule: ADD COLUMN on a distributed table waits on every shard); it reads columns",
+    "tests/metrics/test_write_combining.py::"
+    "test_postgres_rounds_of_calls_merge_into_one_statement":
+        "it counts statements by the rows' xmin, which on Citus is each shard's own "
+        "transaction id: one distributed statement writes rows of several xmins",
     "tests/schema/test_status_index.py::"
     "test_a_status_page_of_the_table_is_read_through_the_index[postgres]":
         "it reads one server's plan; a coordinator's plan is a distributed one (each shard "
