@@ -329,46 +329,12 @@ async def test_pg_schema_setting_applies(pg_dsn, pg_schema):
         await client.close()
 
 
-async def test_pg_pool_max_size_bounds_connections(pg_dsn, pg_schema):
+async def test_pool_max_size_bounds_connections(client_kwargs):
     """With pool_max_size=1 and a short timeout, a second task waiting for a
-    connection while the first holds it gets PoolTimeout."""
+    connection while the first holds it gets PoolTimeout (both engines)."""
     import asyncio
 
-    from support.helpers import pg_params
-
-    client = sqltrack.AsyncClient(
-        engine="postgres", schema=pg_schema, pool_max_size=1, pool_timeout=0.5,
-        **pg_params(pg_dsn),
-    )
-    holding = asyncio.Event()
-    release = asyncio.Event()
-
-    async def holder():
-        async with client:
-            holding.set()
-            await release.wait()
-
-    async def waiter():
-        await holding.wait()
-        try:
-            with pytest.raises(sqltrack.PoolTimeout):
-                await client.execute("SELECT 1")
-        finally:
-            release.set()
-
-    try:
-        await asyncio.gather(holder(), waiter())
-        assert await client.execute("SELECT 1") == [(1,)]
-    finally:
-        await client.close()
-
-
-async def test_sqlite_pool_max_size_bounds_connections(tmp_path):
-    import asyncio
-
-    client = sqltrack.AsyncClient(
-        engine="sqlite", dbpath=str(tmp_path / "pool.db"), pool_max_size=1, pool_timeout=0.3
-    )
+    client = sqltrack.AsyncClient(**client_kwargs, pool_max_size=1, pool_timeout=0.5)
     holding = asyncio.Event()
     release = asyncio.Event()
 

@@ -42,6 +42,18 @@ async def _log(kwargs: dict, run: sqltrack.AsyncRun, steps: int) -> None:
                             "step = %s", (run.id, step)) == [(run.id + step / 100, step / 10)]
 
 
+def _assert_only_the_deleted_run_failed(kw, runs, doomed, results, rows: int) -> None:
+    """The deleted run's calls raised RunNotFound, every other call returned, and the
+    other runs' ``rows`` rows (past step 0) are stored."""
+    for run, result in zip(runs, results, strict=True):
+        if run is doomed:
+            assert isinstance(result, sqltrack.RunNotFound), result
+        else:
+            assert result is None, result
+    (count,), = read_raw(kw, "SELECT count(*) FROM metrics WHERE step > 0")
+    assert count == rows
+
+
 async def test_many_concurrent_writers_every_row_and_touch(client_kwargs) -> None:
     client = sqltrack.AsyncClient(**_small_pool(client_kwargs))
     try:
@@ -92,13 +104,7 @@ async def test_deleted_run_fails_alone(client_kwargs) -> None:
         results = await asyncio.wait_for(asyncio.gather(*logs, return_exceptions=True), 120)
     finally:
         await client.close()
-    for run, result in zip(runs, results, strict=True):
-        if run is doomed:
-            assert isinstance(result, sqltrack.RunNotFound), result
-        else:
-            assert result is None, result
-    (count,), = read_raw(client_kwargs, "SELECT count(*) FROM metrics WHERE step > 0")
-    assert count == 15 * 6
+    _assert_only_the_deleted_run_failed(client_kwargs, runs, doomed, results, 15 * 6)
 
 
 async def test_same_row_from_many_calls_at_once(client_kwargs) -> None:
@@ -194,10 +200,4 @@ async def test_failing_leader_hands_back_rows_of_other_names(client_kwargs) -> N
         results = await asyncio.wait_for(asyncio.gather(*logs, return_exceptions=True), 120)
     finally:
         await client.close()
-    for run, result in zip(runs, results, strict=True):
-        if run is doomed:
-            assert isinstance(result, sqltrack.RunNotFound), result
-        else:
-            assert result is None, result
-    (count,), = read_raw(client_kwargs, "SELECT count(*) FROM metrics WHERE step > 0")
-    assert count == 15 * 5
+    _assert_only_the_deleted_run_failed(client_kwargs, runs, doomed, results, 15 * 5)

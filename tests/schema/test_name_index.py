@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from support.helpers import assert_nothing_to_upgrade, read_raw
+from support.helpers import assert_nothing_to_upgrade, read_raw, runs_then_downgrade
 
 import sqltrack
 from sqltrack.schema import state
@@ -37,16 +37,7 @@ async def test_new_database_has_the_name_index(client_kwargs):
 
 async def test_schema_6_gets_the_name_index_in_place(client_kwargs):
     kw = client_kwargs
-    client = sqltrack.AsyncClient(**kw)
-    try:
-        exp = await sqltrack.AsyncExperiment.create(client, name="before")
-        ids = [(await exp.get_run()).id for _ in range(3)]
-        async with client:
-            await client.query(f"DROP INDEX IF EXISTS {INDEX}")
-            await client.query("UPDATE applied_migrations SET name = 'sqltrack:schema:6' "
-                               "WHERE name = %s", [state.SCHEMA_MARK])
-    finally:
-        await client.close()
+    ids = await runs_then_downgrade(kw, INDEX, "sqltrack:schema:6")
     assert not _has_index(kw)
     client = sqltrack.AsyncClient(**kw)
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from support.helpers import assert_nothing_to_upgrade, read_raw
+from support.helpers import assert_nothing_to_upgrade, read_raw, runs_then_downgrade
 
 import sqltrack
 
@@ -36,16 +36,7 @@ async def test_new_database_has_the_status_index(client_kwargs):
 
 async def test_schema_5_gets_the_index_in_place(client_kwargs):
     kw = client_kwargs
-    client = sqltrack.AsyncClient(**kw)
-    try:
-        exp = await sqltrack.AsyncExperiment.create(client, name="before")
-        ids = [(await exp.get_run()).id for _ in range(3)]
-        async with client:
-            await client.query(f"DROP INDEX {INDEX}")
-            await client.query("UPDATE applied_migrations SET name = 'sqltrack:schema:5' "
-                               "WHERE name = 'sqltrack:schema:7'")
-    finally:
-        await client.close()
+    ids = await runs_then_downgrade(kw, INDEX, "sqltrack:schema:5")
     assert _index_columns(kw) == []
     client = sqltrack.AsyncClient(**kw)
     try:

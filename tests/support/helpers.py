@@ -131,6 +131,26 @@ async def assert_nothing_to_upgrade(kw: dict[str, Any]) -> None:
         await again.close()
 
 
+async def runs_then_downgrade(kw: dict[str, Any], index: str, mark: str) -> list[int]:
+    """Three runs made in the database of ``kw``, then index ``index`` dropped and the
+    current schema mark set back to ``mark``: a database as an older release left it, for
+    a test that the index comes back in place. The runs' ids."""
+    import sqltrack
+    from sqltrack.schema import state
+
+    client = sqltrack.AsyncClient(**kw)
+    try:
+        exp = await sqltrack.AsyncExperiment.create(client, name="before")
+        ids = [(await exp.get_run()).id for _ in range(3)]
+        async with client:
+            await client.query(f"DROP INDEX IF EXISTS {index}")
+            await client.query("UPDATE applied_migrations SET name = %s WHERE name = %s",
+                               [mark, state.SCHEMA_MARK])
+    finally:
+        await client.close()
+    return ids
+
+
 def pg_params(dsn: str) -> dict[str, str]:
     """libpq keywords of a DSN (for AsyncClient keyword arguments)."""
     from psycopg.conninfo import conninfo_to_dict

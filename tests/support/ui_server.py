@@ -7,11 +7,12 @@ test module seeds its own file and wraps this in a ``served`` fixture.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -53,3 +54,13 @@ def ui_server(dbpath: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def serve_seeded(factory: pytest.TempPathFactory, seed: Callable[[str], Awaitable[dict[str, int]]],
+                 ) -> Iterator[tuple[str, dict[str, int], str]]:
+    """A module's ``served`` fixture: a new SQLite file seeded by ``seed`` (its ids) and
+    served by :func:`ui_server`: (base URL, ids, database path)."""
+    dbpath = str(factory.mktemp("ui") / "ui.db")
+    ids = asyncio.run(seed(dbpath))
+    with ui_server(dbpath) as base:
+        yield base, ids, dbpath

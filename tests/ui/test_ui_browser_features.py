@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
-from support.ui_server import ui_server
+from support.ui_server import serve_seeded
 from test_ui_browser import (  # noqa: F401 - browser_binaries is a fixture
     TOKENS,
     WAIT,
@@ -89,11 +89,7 @@ async def _seed(dbpath: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, int], str]]:
-    """``sqltrack ui --port 0`` over the seeded file: (base URL, ids, database path)."""
-    dbpath = str(tmp_path_factory.mktemp("ui") / "ui.db")
-    ids = asyncio.run(_seed(dbpath))
-    with ui_server(dbpath) as base:
-        yield base, ids, dbpath
+    yield from serve_seeded(tmp_path_factory, _seed)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from support.ui_server import ui_server
+from support.ui_server import serve_seeded
 from test_ui_browser import (  # noqa: F401 - browser_binaries is a fixture
     TOKENS,
     WAIT,
@@ -67,10 +67,7 @@ async def _seed(dbpath: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, dict[str, int], str]]:
-    dbpath = str(tmp_path_factory.mktemp("ui") / "ui.db")
-    ids = asyncio.run(_seed(dbpath))
-    with ui_server(dbpath) as base:
-        yield base, ids, dbpath
+    yield from serve_seeded(tmp_path_factory, _seed)
 
 
 @pytest.fixture(scope="module")
