@@ -133,7 +133,7 @@ def run_workloads(env: Env, only: set[str], citus_dsn: str | None = None) -> lis
         ("W3", lambda: module("w3_readback").run(env, 3 if env.quick else 7)),
         ("W4", lambda: module("w4_startup").run(env, 5 if env.quick else 10)),
         ("W5", lambda: module("w5_processes").run(env, 1 if env.quick else 7)),
-        ("W6", lambda: module("w6_wide").run(env, 2 if env.quick else 3)),
+        ("W6", lambda: module("w6_wide").run(env, 2 if env.quick else 5)),
         ("WC", lambda: module("wc_citus").run(env, citus_dsn, 3 if env.quick else 5)),
     )
     sections = []
