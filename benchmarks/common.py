@@ -149,20 +149,31 @@ class Env:
 
 
 # -- sqltrack cases: one run logging step after step ------------------------------
+#: Untimed ``add_metrics`` calls at step 0 before the clock starts: the first gives new
+#: names their places (through the event loop); the second is the first on the path the
+#: timed calls take (the blocking API on SQLite writes on the calling thread's own
+#: connection, which opens and prepares its statement then: 10-20 ms for a row of 1,000
+#: columns, a fixed cost that W6's 100 timed steps carried as 100-200 µs a step). The raw
+#: per-step baselines write one untimed step too.
+WARM_UP = 2
+
+
 async def timed_steps_async(env: Env, engine: str, experiment: str,
                             steps: list[dict[str, Any]], buffered: bool = False,
                             **options: Any) -> tuple[float, int]:
     """Seconds ``await run.add_metrics(steps[i - 1], step=i, **options)`` takes for every
     step through an AsyncClient, on a new run of ``experiment``, and the run's id.
 
-    One untimed warm-up step 0 comes first. Buffered: the client has ``buffered=True``,
-    the warm-up is flushed untimed and the final ``run.flush()`` is timed.
+    Two untimed warm-up calls at step 0 come first (see ``WARM_UP``). Buffered: the
+    client has ``buffered=True``, the warm-up is flushed untimed and the final
+    ``run.flush()`` is timed.
     """
     extra = {"buffered": True} if buffered else {}
     client = sqltrack.AsyncClient(**env.client_kwargs(engine, **extra))
     try:
         run = await (await sqltrack.AsyncExperiment.create(client, name=experiment)).get_run()
-        await run.add_metrics(steps[0], step=0)
+        for _ in range(WARM_UP):
+            await run.add_metrics(steps[0], step=0)
         if buffered:
             await run.flush()
         start = perf_counter()
@@ -186,7 +197,8 @@ def timed_steps_blocking(env: Env, engine: str, experiment: str,
     client = facade.Client(**env.client_kwargs(engine, **extra))
     try:
         run = facade.Experiment(client, name=experiment).get_run()
-        run.add_metrics(steps[0], step=0)
+        for _ in range(WARM_UP):
+            run.add_metrics(steps[0], step=0)
         if buffered:
             run.flush()
         start = perf_counter()
@@ -222,13 +234,17 @@ def pg_new_run(conn: psycopg.Connection, experiment_id: int) -> int:
     return conn.execute(sql, (experiment_id,)).fetchone()[0]
 
 
-def sqlite_timed_run(env: Env, write: Callable[[sqlite3.Connection, int], None]) -> float:
+def sqlite_timed_run(env: Env, write: Callable[[sqlite3.Connection, int], None],
+                     warm_up: Callable[[sqlite3.Connection, int], None] | None = None
+                     ) -> float:
     """Seconds ``write(conn, run_id)`` takes on a raw sqlite3 connection, into a run made
-    by hand for it; the run and its rows are deleted afterwards, untimed (the tables
-    stay small)."""
+    by hand for it (after ``warm_up(conn, run_id)``, untimed); the run and its rows are
+    deleted afterwards, untimed (the tables stay small)."""
     conn = sqlite_connect(env.sqlite_path)
     try:
         run_id = sqlite_new_run(conn, env.experiment_ids["sqlite"])
+        if warm_up is not None:
+            warm_up(conn, run_id)
         start = perf_counter()
         write(conn, run_id)
         took = perf_counter() - start

@@ -4,9 +4,11 @@ Every case opens its own connection or client and writes one warm-up step before
 the clock starts; the median time per step over the rounds is reported.
 Raw-driver baselines insert the same rows into the same ``metrics`` table with a
 plain INSERT. sqltrack does more per call: it upserts the row and sets
-``runs.time_updated``; the "sqltrack's SQL by hand" baselines do exactly that with
-the raw driver, so comparing with them isolates the library's own overhead; the
-``updated=None`` case shows what the run's touch costs inside sqltrack.
+``runs.time_updated`` (at most once a second of the rows' times, see
+``sqltrack.metrics.writer.TOUCH_INTERVAL``); the "sqltrack's SQL by hand" baselines
+upsert and set it at every step with the raw driver (what sqltrack did before that
+interval); the ``updated=None`` case shows what the remaining touch costs inside
+sqltrack.
 
 The buffered cases are compared with the fastest raw way to write a batch with the
 same driver, the way sqltrack writes it: for SQLite, multi-row INSERTs of 100 rows a

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..checks import Auto
@@ -40,6 +40,14 @@ from .layout import MetricRow, Placement, Touch
 from .table import MetricTable
 
 _OPEN = ClientState.OPEN
+#: A one-row write leaves its run's ``time_updated`` as it is while the last time this
+#: client wrote there for the run is less than this much older than the row's (and not
+#: newer): ``time_updated`` is the run's heartbeat (``mark-stale``, the page's "not
+#: responding"), and setting it at every step of a fast loop rewrote the ``runs`` row
+#: each time (a page of WAL a commit on SQLite, a dead row version on PostgreSQL) for
+#: a value nobody reads to the millisecond. So it trails the last write by < 1 s;
+#: ``stop()``, ``set_updated()`` and every batch (buffered, combined) write theirs.
+TOUCH_INTERVAL = timedelta(seconds=1)
 
 
 class MetricWriter:
@@ -48,6 +56,8 @@ class MetricWriter:
     def __init__(self, connections: Connections) -> None:
         self.connections = connections
         self.table = MetricTable(connections)
+        #: Per run, the ``time_updated`` this client's one-row writes set last.
+        self._touched: dict[int, datetime] = {}
         self._combiner = WriteCombiner(connections.settings.pool_max_size)
 
     @property
@@ -63,6 +73,24 @@ class MetricWriter:
     def forget_columns(self) -> None:
         """Drop the column cache (migrations changed the table, or a block rolled back)."""
         self.table.forget_columns()
+        self._touched.clear()  # a rolled-back block's touches are gone too
+
+    def forget_touch(self, run_id: int) -> None:
+        """The run's ``time_updated`` was set another way: the next write sets its own."""
+        self._touched.pop(run_id, None)
+
+    def _touch_of(self, row: MetricRow) -> tuple[Touch, ...]:
+        """The touch of a one-row write: its run's ``time_updated``, unless None or
+        within ``TOUCH_INTERVAL`` after the one this client set last."""
+        when = row[2]
+        if when is None:
+            return ()
+        run = row[3]
+        last = self._touched.get(run)
+        if last is not None and last <= when < last + TOUCH_INTERVAL:
+            return ()
+        self._touched[run] = when
+        return ((run, when),)
 
     # -- one add_metrics call -------------------------------------------------
     async def write(
@@ -102,8 +130,15 @@ class MetricWriter:
         names = layout.names(row)
         if not self.table.knows(names):
             return False
-        return writer.write(names, (row,), _touch_of(row), wait=True,
-                            placement=self.table.placement(names))
+        touches = self._touch_of(row)
+        written = False
+        try:
+            written = writer.write(names, (row,), touches, wait=True,
+                                   placement=self.table.placement(names))
+        finally:
+            if touches and not written:  # raised, or left to ``write``: it touches then
+                self.forget_touch(layout.run_id(row))
+        return written
 
     def _caller_thread_writer(self) -> ThreadWriter | None:
         connections = self.connections
@@ -119,9 +154,20 @@ class MetricWriter:
         connections = self.connections
         engine = connections.engine if connections.state is _OPEN else (
             await connections.opened_engine())
+        touches = self._touch_of(row)
+        try:
+            await self._write_one(engine, row, touches)
+        except BaseException:
+            if touches:
+                self.forget_touch(layout.run_id(row))
+            raise
+
+    async def _write_one(self, engine: Engine, row: MetricRow, touches: tuple[Touch, ...]
+                         ) -> None:
+        """``write_row``'s paths (see the module's docstring)."""
+        connections = self.connections
         names = layout.names(row)
         rows = (row,)
-        touches = _touch_of(row)
         placement = self.table.placement(names)
         held = connections.held()
         if held is not None:
@@ -286,12 +332,6 @@ class MetricWriter:
                     await self.table.ensure_columns(row)
             group.append(row)
         return groups
-
-
-def _touch_of(row: MetricRow) -> tuple[Touch, ...]:
-    """The touch of a one-row write: its run's ``time_updated``, unless None."""
-    when = layout.updated(row)
-    return () if when is None else ((layout.run_id(row), when),)
 
 
 async def _write_rows(

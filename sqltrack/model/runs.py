@@ -213,6 +213,8 @@ async def _set_time(client: AsyncClient, run_id: int, column: str, dt: Any) -> N
     if value is not None:
         param = client.dialect.timestamp(value)
         await update_run(client, run_id, f"{column} = %s", [param])
+        if column == "time_updated":
+            client.metrics.forget_touch(run_id)
 
 
 async def run_set_created(
@@ -494,6 +496,8 @@ class AsyncRun:
             return
         try:
             await update_run(self.client, self.id, ", ".join(assignments), params)
+            if updated is not None:
+                self.client.metrics.forget_touch(self.id)
         except ConnectionLost as error:
             if buffer is None or not buffer.takes_run_update(error):
                 raise

@@ -8,7 +8,8 @@ the next write). Trials run two at a time against one database. Then:
 * every acknowledged row is stored, and each stored row holds what was logged;
 * the SQLite file passes ``PRAGMA integrity_check``;
 * the run is still RUNNING, its ``time_updated`` between the last acknowledged
-  call and the kill;
+  call (less ``TOUCH_INTERVAL``: a write-through call sets it once a second) and the
+  kill;
 * ``sqltrack.mark_stale_runs`` (half of the runs) and ``sqltrack mark-stale``
   (the other half) mark them NODE_FAIL, and nothing before they are stale.
 
@@ -39,6 +40,7 @@ from support.faults import (
 )
 
 import sqltrack
+from sqltrack.metrics.writer import TOUCH_INTERVAL
 
 pytestmark = pytest.mark.faults
 
@@ -99,10 +101,11 @@ def test_kill_9_loses_nothing_acknowledged_and_runs_get_marked_stale(
             failures.append(where + f"unexpected rows for steps {extra}")
         failures += [where + p for p in check_rows(rows, job["steps"])]
         rows_checked += len(rows)
-        # time_updated: set by the last write that committed (the last acknowledged
-        # one, or the one in flight), never after the kill.
+        # time_updated: set by a write that committed (at most TOUCH_INTERVAL before
+        # the last acknowledged one, or the one in flight), never after the kill.
         updated = None if time_updated is None else as_timestamp(time_updated)
-        low = child.ack_times[child.acked[-1]] if child.acked else child.signalled_at - 30
+        low = (child.ack_times[child.acked[-1]] - TOUCH_INTERVAL.total_seconds()
+               if child.acked else child.signalled_at - 30)
         if updated is None or not low - 0.001 <= updated <= child.signalled_at + 0.001:
             failures.append(where + f"time_updated {updated} not between the last "
                             f"acknowledged call ({low}) and the kill ({child.signalled_at})")
