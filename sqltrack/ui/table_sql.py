@@ -80,6 +80,10 @@ class Key:
     #: (no ``once`` value), so that the page is read from the index in order instead of
     #: sorting every run.
     indexed: bool = False
+    #: The parts, as the page's rows carry them, compare with ``=`` as they sort (a JSON
+    #: value's): a page by this key may read only the runs of the values it spans
+    #: (``class_condition``, ``span``) instead of sorting every run.
+    comparable: bool = False
 
     def selected(self) -> list[Sql]:
         """The expressions the page's rows carry for ``put_in_order``."""
@@ -119,7 +123,7 @@ def json_value(engine: str, column: str, key: str) -> Key | None:
             return None
         path = f'$."{key}"'
         return Key((Sql(f"json_extract({column}, %s)", (path,)),),
-                   raw=Sql(f"({column} -> %s)", (path,)), raw_json=True)
+                   raw=Sql(f"({column} -> %s)", (path,)), raw_json=True, comparable=True)
     x, v = f"({column} -> %s)", VALUE
     over = (f"CASE jsonb_typeof({v}) WHEN 'number' THEN {v}::numeric "
             f"WHEN 'boolean' THEN CASE WHEN {v}::boolean THEN 1 ELSE 0 END END",
@@ -128,7 +132,7 @@ def json_value(engine: str, column: str, key: str) -> Key | None:
     return Key(tuple(_repeat(text.replace(v, x), key) for text in over),
                raw=_repeat(f"{x}::text", key), raw_json=True, raw_parts=_jsonb_parts,
                once=Sql(x, (key,)), over=over,
-               indexed=column == "r.extras" and key == "name")
+               indexed=column == "r.extras" and key == "name", comparable=True)
 
 
 def _jsonb_parts(raw: Any) -> tuple[Any, ...]:
@@ -332,6 +336,44 @@ def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
     if key == "status":
         return Sql(_status_is(engine, "{status} = %s"), (wanted,))
     return _arg_condition(engine, key, value)
+
+
+# -- a page by the values it spans ----------------------------------------------------
+#: A condition no run passes (SQLite before 3.23 has no FALSE).
+NOTHING = Sql("1 = 0")
+
+
+def class_condition(key: Key, classes: Sequence[tuple[Any, ...]]) -> Sql:
+    """The runs whose key is one of ``classes``: each the values of the key's parts as
+    the database computed them (None: NULL), so that equal parts sort together."""
+    if not classes:
+        return NOTHING
+    texts: list[str] = []
+    params: list[Any] = []
+    for values in classes:
+        tests = []
+        for part, value in zip(key.parts, values, strict=True):
+            tests.append(part.text + (" IS NULL" if value is None else " = %s"))
+            params += [*part.params, *(() if value is None else (value,))]
+        texts.append("(" + " AND ".join(tests) + ")")
+    return Sql("(" + " OR ".join(texts) + ")", tuple(params))
+
+
+def span(counts: Sequence[int], offset: int, limit: int) -> tuple[int, int, int]:
+    """The classes (runs in order, ``counts`` of each) that hold the runs ``offset`` to
+    ``offset + limit - 1``: ``(first, end, before)``, the classes ``first`` to ``end - 1``
+    and the number of runs before the first (empty past the last run)."""
+    before, skipped = 0, 0
+    first: int | None = None
+    for index, count in enumerate(counts):
+        if first is None and before + count > offset:
+            first, skipped = index, before
+        before += count
+        if first is not None and before >= offset + limit:
+            return first, index + 1, skipped
+    if first is None:
+        return len(counts), len(counts), before
+    return first, len(counts), skipped
 
 
 # -- the page's rows back in order ----------------------------------------------------
