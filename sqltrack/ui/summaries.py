@@ -225,14 +225,17 @@ def _keys(plan: Plan) -> list[Key]:
     return [key for key in (plan.group, plan.sort) if key is not None]
 
 
-def _order(plan: Plan, descending: bool, values: dict[int, str] | None = None
-           ) -> tuple[str, list[Any]]:
+def _order(plan: Plan, descending: bool, values: dict[int, str] | None = None,
+           single: Key | None = None) -> tuple[str, list[Any]]:
     """ORDER BY of the plan: its group (ascending), its sort key (missing values last),
     then id, and the parameters of that text; ``values``: the column of each key's
-    ``once`` value (by the key's ``id``), when computed before."""
+    ``once`` value (by the key's ``id``), when computed before; ``single``: a key left
+    out (one value)."""
     values = values or {}
     items: list[Sql] = []
     for key, way in ((plan.group, False), (plan.sort, descending)):
+        if key is not None and key is single:
+            continue
         if key is not None and id(key) in values:
             items += key.order_over(way, values[id(key)])
         elif key is not None:
@@ -255,15 +258,17 @@ def _sorted_runs(plan: Plan, descending: bool, runs: list[str | User], params: l
     other tables for the run (``Key.correlated``: Citus refuses that over a subquery),
     nor for an ascending sort alone on a key an index holds (``Key.indexed``), of runs
     not filtered by tags or a search (then the planner mostly sorts the runs that pass,
-    where the ``once`` value is cheaper)."""
-    once = [key for key in _keys(plan) if key.once is not None]
-    if not once or _indexed(plan, descending) or any(key.correlated for key in _keys(plan)):
-        order, order_params = _order(plan, descending)
+    where the ``once`` value is cheaper). The plan's ``single`` key is not sorted by (the
+    runs have one value of it): the runs of one value of a sort key are read in id order."""
+    keys = [key for key in _keys(plan) if key is not plan.single]
+    once = [key for key in keys if key.once is not None]
+    if not once or _indexed(plan, descending) or any(key.correlated for key in keys):
+        order, order_params = _order(plan, descending, single=plan.single)
         return runs, [*params, *order_params], order
     values = {id(key): f"r.once{i}" for i, key in enumerate(once)}
     columns = ", ".join(f"{key.once.text} AS once{i}" for i, key in enumerate(once)
                         if key.once is not None)
-    order, order_params = _order(plan, descending, values)
+    order, order_params = _order(plan, descending, values, plan.single)
     return ([f"(SELECT {SORTED_COLUMNS}, " + columns + " FROM ", *runs, " OFFSET 0) r"],
             [p for key in once if key.once is not None for p in key.once.params]
             + [*params, *order_params], order)
@@ -577,8 +582,9 @@ async def _narrowed(client: AsyncClient, plan: Plan, descending: bool, status: s
     if end - first > MAX_SPANNED:
         return plan, window, total, groups
     condition = table_sql.class_condition(key, classes[first:end])
-    return (Plan([*plan.conditions, condition], plan.group, plan.sort), (limit, offset - before),
-            total, groups)
+    narrowed = Plan([*plan.conditions, condition], plan.group, plan.sort,
+                    key if end - first == 1 else None)
+    return narrowed, (limit, offset - before), total, groups
 
 
 #: Groups named by one statement at most.

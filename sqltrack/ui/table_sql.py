@@ -84,6 +84,9 @@ class Key:
     #: value's): a page by this key may read only the runs of the values it spans
     #: (``class_condition``, ``span``) instead of sorting every run.
     comparable: bool = False
+    #: PostgreSQL: a cheap test that the runs of one value pass (and few others): the
+    #: JSON value contained (``@>``), tested before the parts (see ``class_condition``).
+    contains: Callable[[tuple[Any, ...]], Sql | None] | None = None
 
     def selected(self) -> list[Sql]:
         """The expressions the page's rows carry for ``put_in_order``."""
@@ -106,11 +109,13 @@ class Key:
 @dataclass
 class Plan:
     """What the database does for one table request: ``conditions`` (ANDed to the runs'
-    WHERE), ``group`` and ``sort`` keys."""
+    WHERE), ``group`` and ``sort`` keys; ``single``: one of them of which the conditions
+    leave one value (a page narrowed to it: the runs are sorted without it)."""
 
     conditions: list[Sql] = field(default_factory=list)
     group: Key | None = None
     sort: Key | None = None
+    single: Key | None = None
 
 
 def json_value(engine: str, column: str, key: str) -> Key | None:
@@ -132,7 +137,31 @@ def json_value(engine: str, column: str, key: str) -> Key | None:
     return Key(tuple(_repeat(text.replace(v, x), key) for text in over),
                raw=_repeat(f"{x}::text", key), raw_json=True, raw_parts=_jsonb_parts,
                once=Sql(x, (key,)), over=over,
-               indexed=column == "r.extras" and key == "name", comparable=True)
+               indexed=column == "r.extras" and key == "name", comparable=True,
+               contains=lambda values: _contained(column, key, values))
+
+
+def _contained(column: str, key: str, values: tuple[Any, ...]) -> Sql | None:
+    """PostgreSQL: ``column`` (JSON) holds ``key`` with a value of the parts ``values``
+    (number, text; see ``json_value``), by containment: true for every such run, cheaper
+    than the parts (one lookup, no conversion); None for a missing value."""
+    number, text = values
+    found: list[str] = []
+    if number is not None:  # exact: the number as the database wrote it, not a float
+        found.append(f"{{{json.dumps(key)}: {number}}}")
+        found += [json.dumps({key: flag}) for flag in (True, False) if number == int(flag)]
+    elif text is not None:  # a string, or a list or object written as this text
+        found.append(json.dumps({key: text}))
+        try:
+            held = json.loads(text)
+        except ValueError:
+            held = None
+        if isinstance(held, (list, dict)):
+            found.append(json.dumps({key: held}))
+    else:
+        return None
+    tests = " OR ".join([f"{column} @> CAST(%s AS jsonb)"] * len(found))
+    return Sql(f"({tests})", tuple(found))
 
 
 def _jsonb_parts(raw: Any) -> tuple[Any, ...]:
@@ -345,13 +374,18 @@ NOTHING = Sql("1 = 0")
 
 def class_condition(key: Key, classes: Sequence[tuple[Any, ...]]) -> Sql:
     """The runs whose key is one of ``classes``: each the values of the key's parts as
-    the database computed them (None: NULL), so that equal parts sort together."""
+    the database computed them (None: NULL), so that equal parts sort together (after
+    the key's cheaper ``contains`` test, when it has one)."""
     if not classes:
         return NOTHING
     texts: list[str] = []
     params: list[Any] = []
     for values in classes:
         tests = []
+        first = key.contains(values) if key.contains is not None else None
+        if first is not None:  # the cheap test first, the parts for the runs it passes
+            tests.append(first.text)
+            params += first.params
         for part, value in zip(key.parts, values, strict=True):
             tests.append(part.text + (" IS NULL" if value is None else " = %s"))
             params += [*part.params, *(() if value is None else (value,))]
