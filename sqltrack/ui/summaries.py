@@ -283,10 +283,14 @@ def _indexed(plan: Plan, descending: bool) -> bool:
 
 def _spans(plan: Plan, descending: bool) -> bool:
     """Whether the page is read by the values of its key that it spans (``_narrowed``):
-    grouped by a ``comparable`` key, or sorted by one alone (not read from an index)."""
+    grouped by a ``comparable`` key (the groups are counted anyway), or sorted by one
+    alone (not read from an index) whose value's runs an index finds (``Key.contains``;
+    SQLite has none: counting the values, a sort there, then reading a value's runs by
+    their JSON cost more than the one sort)."""
     if plan.group is not None:
         return plan.group.comparable
-    return plan.sort is not None and plan.sort.comparable and not _indexed(plan, descending)
+    return plan.sort is not None and plan.sort.comparable \
+        and plan.sort.contains is not None and not _indexed(plan, descending)
 
 
 async def available(client: AsyncClient, experiment_id: int,
