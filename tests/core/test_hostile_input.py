@@ -925,9 +925,6 @@ REVIEWED: dict[str, dict[str, str]] = {
             'ui.summaries: quote_ident of a metric column name read from the schema',
         'quoted':
             'a metric name passed through engine.quote_ident (sql.Identifier on PostgreSQL)',
-        "+ ', '.join((item.text for item in chosen))":
-            "ui.summaries: the group key's expressions (ui.table_sql: constants, %s "
-            'placeholders for keys)',
         "+ ' AND '.join((c.text for c in conditions))":
             'ui.summaries: the conditions of ui.table_sql (constants, %s placeholders for '
             'tags and search text)',
