@@ -86,6 +86,12 @@ KEY_RUNS = 1000
 #: Rows per page unless the request says otherwise, and the most a page may hold.
 PER_PAGE = 100
 MAX_PER_PAGE = 1000
+#: A sort by a JSON value counts its values first (then reads the runs of those its page
+#: spans) when the first SAMPLE_RUNS matching runs hold at most MAX_CLASSES of them and so
+#: do all; a page (sorted or grouped) is read so when it spans at most MAX_SPANNED values.
+SAMPLE_RUNS = 1000
+MAX_CLASSES = 100
+MAX_SPANNED = 20
 
 
 def parse_page(page: str | None, per_page: str | None) -> tuple[int, int]:
@@ -219,14 +225,17 @@ def _keys(plan: Plan) -> list[Key]:
     return [key for key in (plan.group, plan.sort) if key is not None]
 
 
-def _order(plan: Plan, descending: bool, values: dict[int, str] | None = None
-           ) -> tuple[str, list[Any]]:
+def _order(plan: Plan, descending: bool, values: dict[int, str] | None = None,
+           single: Key | None = None) -> tuple[str, list[Any]]:
     """ORDER BY of the plan: its group (ascending), its sort key (missing values last),
     then id, and the parameters of that text; ``values``: the column of each key's
-    ``once`` value (by the key's ``id``), when computed before."""
+    ``once`` value (by the key's ``id``), when computed before; ``single``: a key left
+    out (one value)."""
     values = values or {}
     items: list[Sql] = []
     for key, way in ((plan.group, False), (plan.sort, descending)):
+        if key is not None and key is single:
+            continue
         if key is not None and id(key) in values:
             items += key.order_over(way, values[id(key)])
         elif key is not None:
@@ -249,20 +258,39 @@ def _sorted_runs(plan: Plan, descending: bool, runs: list[str | User], params: l
     other tables for the run (``Key.correlated``: Citus refuses that over a subquery),
     nor for an ascending sort alone on a key an index holds (``Key.indexed``), of runs
     not filtered by tags or a search (then the planner mostly sorts the runs that pass,
-    where the ``once`` value is cheaper)."""
-    once = [key for key in _keys(plan) if key.once is not None]
-    indexed = plan.group is None and plan.sort is not None and plan.sort.indexed \
-        and not descending and not plan.conditions
-    if not once or indexed or any(key.correlated for key in _keys(plan)):
-        order, order_params = _order(plan, descending)
+    where the ``once`` value is cheaper). The plan's ``single`` key is not sorted by (the
+    runs have one value of it): the runs of one value of a sort key are read in id order."""
+    keys = [key for key in _keys(plan) if key is not plan.single]
+    once = [key for key in keys if key.once is not None]
+    if not once or _indexed(plan, descending) or any(key.correlated for key in keys):
+        order, order_params = _order(plan, descending, single=plan.single)
         return runs, [*params, *order_params], order
     values = {id(key): f"r.once{i}" for i, key in enumerate(once)}
     columns = ", ".join(f"{key.once.text} AS once{i}" for i, key in enumerate(once)
                         if key.once is not None)
-    order, order_params = _order(plan, descending, values)
+    order, order_params = _order(plan, descending, values, plan.single)
     return ([f"(SELECT {SORTED_COLUMNS}, " + columns + " FROM ", *runs, " OFFSET 0) r"],
             [p for key in once if key.once is not None for p in key.once.params]
             + [*params, *order_params], order)
+
+
+def _indexed(plan: Plan, descending: bool) -> bool:
+    """Whether the page is read in order from an index: sorted alone, ascending, by a key
+    an index holds (``Key.indexed``), of runs not filtered by tags or a search."""
+    return plan.group is None and plan.sort is not None and plan.sort.indexed \
+        and not descending and not plan.conditions
+
+
+def _spans(plan: Plan, descending: bool) -> bool:
+    """Whether the page is read by the values of its key that it spans (``_narrowed``):
+    grouped by a ``comparable`` key (the groups are counted anyway), or sorted by one
+    alone (not read from an index) whose value's runs an index finds (``Key.contains``;
+    SQLite has none: counting the values, a sort there, then reading a value's runs by
+    their JSON cost more than the one sort)."""
+    if plan.group is not None:
+        return plan.group.comparable
+    return plan.sort is not None and plan.sort.comparable \
+        and plan.sort.contains is not None and not _indexed(plan, descending)
 
 
 async def available(client: AsyncClient, experiment_id: int,
@@ -347,16 +375,32 @@ async def runs_table(
     plan = _plan(client.engine, quote, sort, terms, tags, group, metrics, long)
     groups: list[dict[str, Any]] | None = None
     if plan is not None:  # the database filters, groups, sorts and reads one page
-        parts, params = build_sql(columns, quote, status, where, long, plan=plan,
-                                  descending=descending,
-                                  window=(per_page, (page - 1) * per_page),
+        window = (per_page, (page - 1) * per_page)
+        counted: int | None = None
+        read_plan = plan
+        if _spans(plan, descending):  # the key's values counted first, then their runs read
+            read_plan, window, counted, groups = await _narrowed(
+                client, plan, descending, status, where, window, experiment_id, timeout,
+                policy)
+        parts, params = build_sql(columns, quote, status, where, long, plan=read_plan,
+                                  descending=descending, window=window,
                                   keep_order=client.dialect.keep_order)
-        # the page and the count (or the groups) at once: two connections, two cores
-        counting = (_groups(client, plan.group, status, where, plan, experiment_id, timeout,
-                            policy) if plan.group is not None
-                    else _count(client, status, where, plan, experiment_id, timeout, policy))
-        result, counted = await asyncio.gather(
-            _fetch(client, parts, params, experiment_id, timeout, policy), counting)
+        fetching = _fetch(client, parts, params, experiment_id, timeout, policy)
+        if counted is not None:
+            result, total = await fetching, counted
+        else:  # the page and the count (or the groups) at once: two connections, two cores
+            counting = (_values(client, plan.group, False, status, where, plan, experiment_id,
+                                timeout, policy) if plan.group is not None
+                        else _count(client, status, where, plan, experiment_id, timeout,
+                                    policy))
+            result, found = await asyncio.gather(fetching, counting)
+            if plan.group is not None:
+                assert isinstance(found, list)
+                groups = _named(plan.group, found)
+                total = sum(g["count"] for g in groups)
+            else:
+                assert isinstance(found, int)
+                total = found
         slots, raw_at = _slots(plan, len(result.columns), descending)
         # Put back in order here too (one page's rows), not redundant with keep_order:
         # keep_order makes the server keep the order in practice (the byte budget cuts
@@ -365,11 +409,6 @@ async def runs_table(
         # it with no ORDER BY of their own, where SQL promises no order; this sort is
         # what guarantees the page's order (tests/ui/test_ui_table_pages.py checks it).
         rows = table_sql.put_in_order(list(result.rows), slots)
-        if isinstance(counted, list):
-            groups = counted
-            total = sum(g["count"] for g in groups)
-        else:
-            total = counted
         chosen, with_args = rows, False
     else:  # what the database cannot do here: every matching run, sorted and cut here
         with_args = (any(key not in SEARCH_KEYS for key, _ in terms if key is not None)
@@ -453,35 +492,48 @@ async def _count(client: AsyncClient, status: str | None, where: str | None, pla
     return int(result.rows[0][0])
 
 
-async def _groups(client: AsyncClient, key: Key, status: str | None, where: str | None,
-                  plan: Plan, experiment_id: int, timeout: float | None,
-                  policy: readonly.Policy) -> list[dict[str, Any]]:
-    """Every group of the matching runs with its count, in the page's group order: one
-    grouped read of the key's parts (no run fetched), then each group's name from the
-    ``raw`` value of one of its runs (JSON read once a group, not once a run)."""
+#: A key's value among the matching runs: its parts (as the page's rows carry them), the
+#: raw value of one of its runs (see ``table_sql.group_name``) and its number of runs.
+Value = tuple[tuple[Any, ...], Any, int]
+
+
+async def _values(client: AsyncClient, key: Key, descending: bool, status: str | None,
+                  where: str | None, plan: Plan, experiment_id: int, timeout: float | None,
+                  policy: readonly.Policy, most: int | None = None) -> list[Value] | None:
+    """Every value of ``key`` among the matching runs with its count, in the page's order of
+    that key (``descending`` or not, missing last): one grouped read of the key (no run
+    fetched; JSON read once a run), the raw values of one run a value (JSON read once a
+    value). ``most``: None when the runs hold more values than that, or the first
+    SAMPLE_RUNS of them do (then they are not counted: a key of many values is sorted
+    whole, as fast as it is counted)."""
     assert key.raw is not None
     runs, params = _runs_sql(status, where, plan.conditions)
-    if key.raw_parts is not None:  # counted by the raw value, ordered here
-        result = await _fetch(client, [f"SELECT {key.raw.text}, count(*) FROM ", *runs,
-                                       " GROUP BY 1"], [*key.raw.params, *params],
-                              experiment_id, timeout, policy)
-        width = len(key.parts)
+    by_raw = key.raw_parts is not None  # counted by the raw value, its parts computed here
+    chosen = [key.raw] if by_raw else key.selected()
+    select = ", ".join(item.text for item in chosen)
+    chosen_params = [p for item in chosen for p in item.params]
+    parts: list[str | User] = [f"SELECT {select}, count(*)" + ("" if by_raw else ", MIN(r.id)")
+                               + " FROM ", *runs]
+    all_params = [*chosen_params, *params]
+    if most is not None:  # the first runs' values counted first, the rest only if few
+        parts += [f" WHERE (SELECT count(*) FROM (SELECT DISTINCT {select} FROM "
+                  "(SELECT * FROM ", *runs, " LIMIT %s) r) d) <= %s"]
+        all_params += [*chosen_params, *params, SAMPLE_RUNS, most]
+    parts.append(" GROUP BY " + ", ".join(str(index + 1) for index in range(len(chosen))))
+    if most is not None:
+        parts.append(" LIMIT %s")
+        all_params.append(most + 1)
+    rows = (await _fetch(client, parts, all_params, experiment_id, timeout, policy)).rows
+    if most is not None and not 0 < len(rows) <= most:
+        return None
+    if by_raw:
+        assert key.raw_parts is not None
         ordered = table_sql.put_in_order(
-            [(0, *key.raw_parts(raw), raw, count) for raw, count in result.rows],
-            [(1, width, False)])
-        named: dict[str, int] = {}
-        for row in ordered:
-            name = _group_text(table_sql.group_name(key, row[-2]))
-            named[name] = named.get(name, 0) + int(row[-1])
-        return [{"key": name, "count": count} for name, count in named.items()]
-    chosen = key.selected()
-    parts: list[str | User] = [
-        "SELECT " + ", ".join(item.text for item in chosen) + ", count(*), MIN(r.id) FROM ",
-        *runs, " GROUP BY " + ", ".join(str(index + 1) for index in range(len(chosen)))]
-    result = await _fetch(client, parts, [p for item in chosen for p in item.params] + params,
-                          experiment_id, timeout, policy)
-    ordered = table_sql.put_in_order([(0, *row) for row in result.rows],
-                                     [(1, len(chosen), False)])
+            [(0, *key.raw_parts(raw), raw, count) for raw, count in rows],
+            [(1, len(key.parts), descending)])
+        return [(tuple(row[1:-2]), row[-2], int(row[-1])) for row in ordered]
+    ordered = table_sql.put_in_order([(0, *row) for row in rows],
+                                     [(1, len(chosen), descending)])
     firsts = [row[-1] for row in ordered]
     raws: dict[int, Any] = {}
     for start in range(0, len(firsts), GROUP_NAMES_PER_QUERY):
@@ -489,11 +541,54 @@ async def _groups(client: AsyncClient, key: Key, status: str | None, where: str 
         raws.update(await client.query(
             f"SELECT r.id, {key.raw.text} FROM runs r WHERE r.id IN ("
             + ", ".join(["%s"] * len(some)) + ")", [*key.raw.params, *some]))
+    return [(tuple(row[1:-2]), raws.get(row[-1]), int(row[-2])) for row in ordered]
+
+
+def _named(key: Key, values: list[Value]) -> list[dict[str, Any]]:
+    """The groups of ``values`` (a key's, in order), each named as ``identity.group_key``
+    names it, with its count (values of one name counted together)."""
     counts: dict[str, int] = {}
-    for row in ordered:
-        name = _group_text(table_sql.group_name(key, raws.get(row[-1])))
-        counts[name] = counts.get(name, 0) + int(row[-2])
+    for _, raw, count in values:
+        name = _group_text(table_sql.group_name(key, raw))
+        counts[name] = counts.get(name, 0) + count
     return [{"key": name, "count": count} for name, count in counts.items()]
+
+
+async def _narrowed(client: AsyncClient, plan: Plan, descending: bool, status: str | None,
+                    where: str | None, window: tuple[int, int], experiment_id: int,
+                    timeout: float | None, policy: readonly.Policy
+                    ) -> tuple[Plan, tuple[int, int], int | None, list[dict[str, Any]] | None]:
+    """The plan and window of the page's query, and the count and groups when read here.
+
+    A page grouped or sorted by a ``comparable`` key (a JSON value) whose values are
+    counted (a group's always, a sort's when few: ``_values``) reads only the runs of the
+    values it spans (``table_sql.span``; at most MAX_SPANNED of them), at its offset among
+    them: the database sorts those runs, not every one."""
+    limit, offset = window
+    key = plan.group or plan.sort
+    assert key is not None
+    values = await _values(client, key, descending and key is plan.sort, status, where, plan,
+                           experiment_id, timeout, policy,
+                           None if plan.group is not None else MAX_CLASSES)
+    if values is None:
+        return plan, window, None, None
+    groups = _named(key, values) if plan.group is not None else None
+    classes: list[tuple[Any, ...]] = []
+    counts: list[int] = []
+    for parts, _, count in values:  # values of equal parts (1 and true) sort as one
+        if classes and classes[-1] == parts:
+            counts[-1] += count
+        else:
+            classes.append(parts)
+            counts.append(count)
+    total = sum(counts)
+    first, end, before = table_sql.span(counts, offset, limit)
+    if end - first > MAX_SPANNED:
+        return plan, window, total, groups
+    condition = table_sql.class_condition(key, classes[first:end])
+    narrowed = Plan([*plan.conditions, condition], plan.group, plan.sort,
+                    key if end - first == 1 else None)
+    return narrowed, (limit, offset - before), total, groups
 
 
 #: Groups named by one statement at most.

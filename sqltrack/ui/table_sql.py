@@ -80,6 +80,13 @@ class Key:
     #: (no ``once`` value), so that the page is read from the index in order instead of
     #: sorting every run.
     indexed: bool = False
+    #: The parts, as the page's rows carry them, compare with ``=`` as they sort (a JSON
+    #: value's): a page by this key may read only the runs of the values it spans
+    #: (``class_condition``, ``span``) instead of sorting every run.
+    comparable: bool = False
+    #: PostgreSQL: a cheap test that the runs of one value pass (and few others): the
+    #: JSON value contained (``@>``), tested before the parts (see ``class_condition``).
+    contains: Callable[[tuple[Any, ...]], Sql | None] | None = None
 
     def selected(self) -> list[Sql]:
         """The expressions the page's rows carry for ``put_in_order``."""
@@ -102,11 +109,13 @@ class Key:
 @dataclass
 class Plan:
     """What the database does for one table request: ``conditions`` (ANDed to the runs'
-    WHERE), ``group`` and ``sort`` keys."""
+    WHERE), ``group`` and ``sort`` keys; ``single``: one of them of which the conditions
+    leave one value (a page narrowed to it: the runs are sorted without it)."""
 
     conditions: list[Sql] = field(default_factory=list)
     group: Key | None = None
     sort: Key | None = None
+    single: Key | None = None
 
 
 def json_value(engine: str, column: str, key: str) -> Key | None:
@@ -119,7 +128,7 @@ def json_value(engine: str, column: str, key: str) -> Key | None:
             return None
         path = f'$."{key}"'
         return Key((Sql(f"json_extract({column}, %s)", (path,)),),
-                   raw=Sql(f"({column} -> %s)", (path,)), raw_json=True)
+                   raw=Sql(f"({column} -> %s)", (path,)), raw_json=True, comparable=True)
     x, v = f"({column} -> %s)", VALUE
     over = (f"CASE jsonb_typeof({v}) WHEN 'number' THEN {v}::numeric "
             f"WHEN 'boolean' THEN CASE WHEN {v}::boolean THEN 1 ELSE 0 END END",
@@ -128,7 +137,31 @@ def json_value(engine: str, column: str, key: str) -> Key | None:
     return Key(tuple(_repeat(text.replace(v, x), key) for text in over),
                raw=_repeat(f"{x}::text", key), raw_json=True, raw_parts=_jsonb_parts,
                once=Sql(x, (key,)), over=over,
-               indexed=column == "r.extras" and key == "name")
+               indexed=column == "r.extras" and key == "name", comparable=True,
+               contains=lambda values: _contained(column, key, values))
+
+
+def _contained(column: str, key: str, values: tuple[Any, ...]) -> Sql | None:
+    """PostgreSQL: ``column`` (JSON) holds ``key`` with a value of the parts ``values``
+    (number, text; see ``json_value``), by containment: true for every such run, cheaper
+    than the parts (one lookup, no conversion); None for a missing value."""
+    number, text = values
+    found: list[str] = []
+    if number is not None:  # exact: the number as the database wrote it, not a float
+        found.append(f"{{{json.dumps(key)}: {number}}}")
+        found += [json.dumps({key: flag}) for flag in (True, False) if number == int(flag)]
+    elif text is not None:  # a string, or a list or object written as this text
+        found.append(json.dumps({key: text}))
+        try:
+            held = json.loads(text)
+        except ValueError:
+            held = None
+        if isinstance(held, (list, dict)):
+            found.append(json.dumps({key: held}))
+    else:
+        return None
+    tests = " OR ".join([f"{column} @> CAST(%s AS jsonb)"] * len(found))
+    return Sql(f"({tests})", tuple(found))
 
 
 def _jsonb_parts(raw: Any) -> tuple[Any, ...]:
@@ -332,6 +365,49 @@ def search_condition(engine: str, key: str | None, value: str) -> Sql | None:
     if key == "status":
         return Sql(_status_is(engine, "{status} = %s"), (wanted,))
     return _arg_condition(engine, key, value)
+
+
+# -- a page by the values it spans ----------------------------------------------------
+#: A condition no run passes (SQLite before 3.23 has no FALSE).
+NOTHING = Sql("1 = 0")
+
+
+def class_condition(key: Key, classes: Sequence[tuple[Any, ...]]) -> Sql:
+    """The runs whose key is one of ``classes``: each the values of the key's parts as
+    the database computed them (None: NULL), so that equal parts sort together (after
+    the key's cheaper ``contains`` test, when it has one)."""
+    if not classes:
+        return NOTHING
+    texts: list[str] = []
+    params: list[Any] = []
+    for values in classes:
+        tests = []
+        first = key.contains(values) if key.contains is not None else None
+        if first is not None:  # the cheap test first, the parts for the runs it passes
+            tests.append(first.text)
+            params += first.params
+        for part, value in zip(key.parts, values, strict=True):
+            tests.append(part.text + (" IS NULL" if value is None else " = %s"))
+            params += [*part.params, *(() if value is None else (value,))]
+        texts.append("(" + " AND ".join(tests) + ")")
+    return Sql("(" + " OR ".join(texts) + ")", tuple(params))
+
+
+def span(counts: Sequence[int], offset: int, limit: int) -> tuple[int, int, int]:
+    """The classes (runs in order, ``counts`` of each) that hold the runs ``offset`` to
+    ``offset + limit - 1``: ``(first, end, before)``, the classes ``first`` to ``end - 1``
+    and the number of runs before the first (empty past the last run)."""
+    before, skipped = 0, 0
+    first: int | None = None
+    for index, count in enumerate(counts):
+        if first is None and before + count > offset:
+            first, skipped = index, before
+        before += count
+        if first is not None and before >= offset + limit:
+            return first, index + 1, skipped
+    if first is None:
+        return len(counts), len(counts), before
+    return first, len(counts), skipped
 
 
 # -- the page's rows back in order ----------------------------------------------------

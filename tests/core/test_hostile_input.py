@@ -925,12 +925,14 @@ REVIEWED: dict[str, dict[str, str]] = {
             'ui.summaries: quote_ident of a metric column name read from the schema',
         'quoted':
             'a metric name passed through engine.quote_ident (sql.Identifier on PostgreSQL)',
-        "+ ', '.join((item.text for item in chosen))":
-            "ui.summaries: the group key's expressions (ui.table_sql: constants, %s "
-            'placeholders for keys)',
         "+ ' AND '.join((c.text for c in conditions))":
             'ui.summaries: the conditions of ui.table_sql (constants, %s placeholders for '
             'tags and search text)',
+        'select':
+            "ui.summaries._values: a key's raw value or parts, joined by commas (ui.table_sql:"
+            ' constants, %s placeholders for keys)',
+        "+ '' if by_raw else ', MIN(r.id)'":
+            "ui.summaries._values: '' or the constant ', MIN(r.id)'",
     },
     'sqltrack/ui/table_sql.py': {
         'test':

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 import sqltrack
+from sqltrack.read import queries
+from sqltrack.ui import summaries
 
 START = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
 STATUSES = ("COMPLETED", "FAILED", "RUNNING")
@@ -232,3 +235,100 @@ async def test_tag_filter_matches_the_tags_keys_exactly(client, http):
     assert both["total"] == 0
     none = (await table(http, experiment, tag="missing")).json()
     assert none["total"] == 0 and none["runs"] == []
+
+
+#: Values of the arg ``v`` (how many runs hold each): numbers and booleans that sort as
+#: one (1, 1.0, true; 0, false), text, a list and the text of a list, an object, null and
+#: no value; runs of one value are not one after another by id.
+SPANNED = [(1, 3), (True, 2), (1.0, 1), (0, 2), (False, 1), (0.5, 4), ("a", 3), ("b", 1),
+           ([1, 2], 1), ("[1, 2]", 1), ({"k": 1}, 2), (None, 2), ("missing", 3)]
+
+
+async def spanned_runs(client) -> tuple[int, list[int]]:
+    """An experiment of runs whose arg ``v`` holds SPANNED's values (interleaved), named
+    out of id order; its id and the runs' ids."""
+    values = [value for value, count in SPANNED for _ in range(count)]
+    order = sorted(range(len(values)), key=lambda i: (i * 7) % len(values))
+    ids = []
+    async with client:
+        exp = await sqltrack.AsyncExperiment.create(client, name="spanned")
+        for position, index in enumerate(order):
+            run = await exp.get_run()
+            args = {"seed": position} if values[index] == "missing" else {
+                "v": values[index], "seed": position}
+            await run.set_args(args)
+            await run.set_extras({"name": f"run-{(position * 5) % len(values):02d}"})
+            await run.add_metrics({"loss": float(position % 4)}, step=0)
+            ids.append(run.id)
+    return exp.id, ids
+
+
+async def pages_of(http, experiment: int, per_page: int, **params) -> tuple[list[int], Any]:
+    """Every page's run ids in turn, and the groups."""
+    got: list[int] = []
+    page, data = 1, None
+    while data is None or page <= data["pages"]:
+        data = (await table(http, experiment, page=page, per_page=per_page, **params)).json()
+        assert data["read"] <= per_page
+        got += [r["id"] for r in data["runs"]]
+        page += 1
+    assert data is not None and len(got) == data["total"]
+    return got, data["groups"]
+
+
+@pytest.mark.parametrize("params", [
+    {"sort": "args.v"}, {"sort": "args.v", "order": "desc"},
+    {"group": "args.v"}, {"group": "args.v", "sort": "name", "order": "desc"},
+    {"group": "args.v", "sort": "last.loss"}, {"group": "args.v", "sort": "args.seed"},
+    {"sort": "args.v", "search": "run-1"}, {"sort": "args.v", "filter": "id % 2 = 0"},
+])
+async def test_pages_by_the_values_they_span_are_the_whole_sort_cut(client, http, params,
+                                                                  monkeypatch):
+    """A page sorted or grouped by a JSON value reads only the runs of the values it spans
+    (their counts read first): every page size gives the pages that sorting every run
+    gives (values read as one: 1, 1.0 and true; a list and its text), with the groups."""
+    experiment, _ = await spanned_runs(client)
+    by_values = {size: await pages_of(http, experiment, size, **params) for size in (1, 3, 4, 7)}
+    monkeypatch.setattr(summaries, "MAX_SPANNED", 0)  # no page is read by its values
+    whole, groups = await pages_of(http, experiment, 100, **params)
+    assert len(whole) == sum(count for _, count in SPANNED) or "search" in params \
+        or "filter" in params
+    for size, (got, got_groups) in by_values.items():
+        assert (got, got_groups) == (whole, groups), size
+
+
+async def test_a_page_reads_the_runs_of_the_values_it_spans(client, engine, policy,
+                                                             monkeypatch):
+    """The values of the page's key are counted first; the page's query then reads the runs
+    of those it spans alone, at its offset among them, and, of one value, without sorting
+    by it. Grouped pages so on both engines, sorted ones on PostgreSQL (where an index finds
+    a value's runs; SQLite sorts every run), unless the runs hold more values than
+    MAX_CLASSES."""
+    experiment, _ = await spanned_runs(client)
+    async with client:
+        quote = client.dialect.quote_ident
+        metrics = await queries.metric_kinds(client)
+
+        async def narrowed(page: int, per_page: int, **request: Any) -> Any:
+            plan = summaries._plan(client.engine, quote, request.get("sort", "id"), [], (),
+                                   request.get("group"), metrics, frozenset())
+            assert plan is not None
+            assert summaries._spans(plan, False) is (engine == "postgres" or "group" in request)
+            return plan, await summaries._narrowed(
+                client, plan, False, None, None, (per_page, (page - 1) * per_page),
+                experiment, None, policy)
+
+        # the values in order: 0 and false (3 runs), 0.5 (4), 1, true and 1.0 (6), ...:
+        # the runs 8 to 11 are of the third value, the runs 4 to 7 of the second and third
+        plan, (read, window, total, groups) = await narrowed(3, 4, group="args.v",
+                                                             sort="name")
+        assert (window, total, sum(g["count"] for g in groups)) == ((4, 1), 26, 26)
+        assert read.single is plan.group and len(read.conditions) == 1
+        plan, (read, window, _, _) = await narrowed(2, 4, group="args.v")
+        assert window == (4, 1) and read.single is None and len(read.conditions) == 1
+        if engine == "postgres":
+            plan, (read, window, total, groups) = await narrowed(3, 4, sort="args.v")
+            assert (window, total, groups, read.single) == ((4, 1), 26, None, plan.sort)
+            monkeypatch.setattr(summaries, "MAX_CLASSES", 3)  # more values: not counted,
+            plan, (read, window, total, groups) = await narrowed(3, 4, sort="args.v")
+            assert (read, window, total, groups) == (plan, (4, 8), None, None)  # all sorted
