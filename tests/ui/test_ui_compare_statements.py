@@ -31,12 +31,12 @@ async def runs_of_a_sweep(client, count: int) -> list[int]:
         await client.query(
             "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < %s) "
             "INSERT INTO metrics (run_id, step, progress, loss, acc) "
-            "SELECT %s, x, x * 0.5, (x * 7919 % 613) * 0.01 + %s, x * 0.001 FROM s",
+            "SELECT %s, x, x * 0.5, (x * 7919 - x * 7919 / 613 * 613) * 0.01 + %s, x * 0.001 FROM s",
             [steps - 1, run.id, n])
         await client.query(
             "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < %s) "
             "INSERT INTO metric_values (run_id, step, progress, name, value) "
-            "SELECT %s, x, x * 0.5, 'long', (x * 13 % 101) * 0.1 FROM s",
+            "SELECT %s, x, x * 0.5, 'long', (x * 13 - x * 13 / 101 * 101) * 0.1 FROM s",
             [steps - 1, run.id])
         for step, value in ((17, float("nan")), (101 + n, float("inf"))):
             await client.query("UPDATE metrics SET loss = %s WHERE run_id = %s AND step = %s",
