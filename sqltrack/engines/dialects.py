@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
 from ..config import DEFAULT_SQLITE_PATH, Settings
-from .base import Dialect, is_nan, quote_ident
+from .base import CurveSet, Dialect, is_nan, quote_ident
 
 #: One statement of a dialect's sans-I/O steps: SQL with ``%s`` placeholders, parameters.
 Statement = tuple[str, list[Any]]
@@ -175,6 +175,11 @@ class PostgresDialect(Dialect):
     name = "postgres"
     engine_class = "postgres:PostgresEngine"
 
+    #: Sets of curves (a compare's runs) one statement of ``curve_extremes_of`` reads at
+    #: most: their scans run one after the other in one backend, so a compare of 20 runs
+    #: is split in a few statements the pool runs side by side.
+    curve_sets_per_statement = 5
+
     def curve_extremes(
         self, table: str, where: str, params: list[Any], values: Sequence[str],
         low: int, width: int, buckets: int,
@@ -184,6 +189,39 @@ class PostgresDialect(Dialect):
         element; NaN sorts last). As many buckets a statement as ``4 * buckets`` rows
         allow (two curves: every bucket in one statement), so that the rows are read once
         even where the planner scans the whole table for each statement."""
+        return [(sql, found) for sql, found, _ in self.curve_extremes_of(
+            [CurveSet(table, where, params, values, low, width, buckets)])]
+
+    def curve_extremes_of(
+        self, sets: Sequence[CurveSet],
+    ) -> list[tuple[str, list[Any], list[int]]]:
+        """``curve_extremes`` of several sets, up to ``curve_sets_per_statement`` sets a
+        statement (one round trip for their aggregates, one CTE each): statement ``j``
+        of a batch holds range of buckets ``j`` of each of its sets, so it returns about
+        ``4 * buckets`` rows a set, as ``curve_extremes`` does for one."""
+        statements = []
+        for first in range(0, len(sets), self.curve_sets_per_statement):
+            covered = list(range(first, min(len(sets), first + self.curve_sets_per_statement)))
+            parts = [self._extremes_parts(sets[index]) for index in covered]
+            for j in range(max(len(found) for found in parts)):
+                ctes, selects, params, offset = [], [], [], 0
+                for index, found in zip(covered, parts, strict=True):
+                    if j < len(found):
+                        aggregate, rows = found[j]
+                        ctes.append(f"g{len(ctes):d} AS ({aggregate})")
+                        selects += rows(f"g{len(ctes) - 1:d}", offset)
+                        params += sets[index].params
+                    offset += len(sets[index].values)
+                statements.append((f"WITH {', '.join(ctes)} {' UNION ALL '.join(selects)}",
+                                   params, covered))
+        return statements
+
+    @staticmethod
+    def _extremes_parts(curves: CurveSet) -> list[tuple[str, Callable[[str, int], list[str]]]]:
+        """A set's ranges of buckets (as many buckets each as ``4 * buckets`` rows allow):
+        each one's aggregate and the SELECTs of its rows (from a CTE's name, the first
+        value's ``k``)."""
+        table, where, _, values, low, width, buckets = curves
         per_statement = max(1, 2 * buckets // len(values))
         keys = [f"ARRAY[CAST({v} AS double precision), CAST(step AS double precision), "
                 "CAST(progress AS double precision)]" for v in values]
@@ -191,19 +229,20 @@ class PostgresDialect(Dialect):
             f"MIN({key}) FILTER (WHERE {v} IS NOT NULL) AS lo{k:d}, "
             f"MAX({key}) FILTER (WHERE {v} IS NOT NULL) AS hi{k:d}, COUNT({v}) AS n{k:d}"
             for k, (v, key) in enumerate(zip(values, keys, strict=True)))
-        rows = " UNION ALL ".join(
-            f"SELECT {k:d}, i, lo{k:d}[1], lo{k:d}[2], lo{k:d}[3], n{k:d} FROM g "
-            f"UNION ALL SELECT {k:d}, i, hi{k:d}[1], hi{k:d}[2], hi{k:d}[3], 0 FROM g"
-            for k in range(len(values)))
-        statements = []
+
+        def rows(name: str, offset: int) -> list[str]:
+            return [f"SELECT {offset + k:d}, i, lo{k:d}[1], lo{k:d}[2], lo{k:d}[3], n{k:d} "
+                    f"FROM {name} UNION ALL SELECT {offset + k:d}, i, hi{k:d}[1], hi{k:d}[2], "
+                    f"hi{k:d}[3], 0 FROM {name}" for k in range(len(values))]
+
+        parts = []
         for first in range(0, buckets, per_statement):
             begin = low + first * width
             end = low + min(buckets, first + per_statement) * width
-            sql = (f"WITH g AS (SELECT (step - {low:d}) / {width:d} AS i, {aggregates} "
-                   f"FROM {table} WHERE {where} AND step >= {begin:d} AND step < {end:d} "
-                   f"GROUP BY 1) {rows}")
-            statements.append((sql, list(params)))
-        return statements
+            parts.append((f"SELECT (step - {low:d}) / {width:d} AS i, {aggregates} "
+                          f"FROM {table} WHERE {where} AND step >= {begin:d} "
+                          f"AND step < {end:d} GROUP BY 1", rows))
+        return parts
 
     def line_extremes(
         self, where: str, params: list[Any], lines: Sequence[tuple[Any, ...]], buckets: int,

@@ -644,8 +644,9 @@ REVIEWED: dict[str, dict[str, str]] = {
             'PostgresDialect.curve_extremes: an int, formatted with :d',
         'k':
             "PostgresDialect.curve_extremes: an int (a value's index), formatted with :d",
-        'rows':
-            'PostgresDialect.curve_extremes: constant SELECTs of g with ints, UNION ALL',
+        'offset + k':
+            "PostgresDialect.curve_extremes_of: an int (a value's index in the statement), "
+            'formatted with :d',
         'v':
             'PostgresDialect.curve_extremes: a value: quote_ident(metric column) or a '
             'constant metric_values slot, maybe inside CAST(... AS INTEGER)',
@@ -853,8 +854,14 @@ REVIEWED: dict[str, dict[str, str]] = {
             "constant _FINITE test, or 1 = 1)",
         'frm':
             "ui.curves: 'FROM ' + place.table + ' WHERE ' + place.where (reviewed above)",
-        'k':
-            'ui.curves: an int (the index of a UNION ALL branch), formatted with :d',
+        'n':
+            "ui.curves._last: an int (a run's index), formatted with :d",
+        'len(terms)':
+            "ui.curves._last: an int (a UNION ALL branch's index), formatted with :d",
+        '5 * n + k':
+            "ui.curves._stats: an int (a curve's index and a UNION ALL branch's), with :d",
+        '5 * n + 4':
+            "ui.curves._stats: an int (a curve's index and a UNION ALL branch's), with :d",
         'marks':
             "placeholders only ('%s' / '?' / '$n' joined by commas)",
         'max_points':
