@@ -275,23 +275,27 @@ async def _extremes(client: AsyncClient, reads: Sequence[_Read]) -> None:
         CurveSet(read.longs[0].place.table, read.where, read.longs[0].place.params,
                  read.values, read.start, read.longs[0].width, read.buckets)
         for read in reads])
-    found = await _gather(*(client.query(sql, params) for sql, params, _ in statements))
-    for (_, _, covered), rows in zip(statements, found, strict=True):
+
+    async def read(sql: str, params: list[Any], covered: list[int]) -> None:
         # each value k of the statement: its curve and the index of its first bucket
-        # (the curves of a read share low and width)
+        # (the curves of a read share low and width); its rows taken in as they come,
+        # while the other statements run
         targets = [(long, (reads[index].start - long.low) // long.width)
                    for index in covered for long in reads[index].longs]
-        for k, bucket, y, step, progress, count in rows:
+        isfinite = math.isfinite
+        for k, bucket, y, step, progress, count in await client.query(sql, params):
             long, offset = targets[k]
             bucket += offset
             if count:
                 long.counts[bucket] = long.counts.get(bucket, 0) + count
             if y is None or step is None:
                 continue
-            if not math.isfinite(float(y)):
-                long.odd.add(bucket)
-            else:
+            if isfinite(y):
                 long.found[(int(step), float(progress))] = y
+            else:
+                long.odd.add(bucket)
+
+    await _gather(*(read(*statement) for statement in statements))
 
 
 def _finish(long: _Long) -> Points:

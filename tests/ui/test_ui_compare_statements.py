@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 import sqltrack
+from sqltrack.read.queries import jsonable
 
 STEPS = 300
 MAX_POINTS = 40
@@ -105,3 +106,15 @@ async def test_compare_statements_do_not_grow_with_the_runs(engine, client, http
         assert data["metrics"][name][str(ids[-1])]["downsampled"]
     assert data["metrics"]["long"][str(ids[-1])]["total"] == (
         STEPS // 3 if after is None else STEPS // 3 - 1 - (40 + 3 * 5))
+
+
+def test_json_lists_of_numbers_keep_finite_values_only():
+    """``queries.jsonable`` (every API answer) on a curve's lists: a list whose numbers
+    have a finite sum is kept whole, else NaN and infinities become null, also when the
+    sum of finite values overflows or other kinds are mixed in."""
+    nan, inf = float("nan"), float("inf")
+    assert jsonable([1.0, 2, 0.5]) == [1.0, 2, 0.5]
+    assert jsonable([1.0, nan, 2, inf]) == [1.0, None, 2, None]
+    assert jsonable([1e308, 1e308, -inf]) == [1e308, 1e308, None]
+    assert jsonable([1e308, 1e308]) == [1e308, 1e308]  # the sum is infinite, not the values
+    assert jsonable([True, 1.5, None, -inf, "x"]) == [True, 1.5, None, None, "x"]
