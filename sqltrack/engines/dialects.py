@@ -204,7 +204,10 @@ class PostgresDialect(Dialect):
             covered = list(range(first, min(len(sets), first + self.curve_sets_per_statement)))
             parts = [self._extremes_parts(sets[index]) for index in covered]
             for j in range(max(len(found) for found in parts)):
-                ctes, selects, params, offset = [], [], [], 0
+                ctes: list[str] = []
+                selects: list[str] = []
+                params: list[Any] = []
+                offset = 0
                 for index, found in zip(covered, parts, strict=True):
                     if j < len(found):
                         aggregate, rows = found[j]
@@ -235,7 +238,7 @@ class PostgresDialect(Dialect):
                     f"FROM {name} UNION ALL SELECT {offset + k:d}, i, hi{k:d}[1], hi{k:d}[2], "
                     f"hi{k:d}[3], 0 FROM {name}" for k in range(len(values))]
 
-        parts = []
+        parts: list[tuple[str, Callable[[str, int], list[str]]]] = []
         for first in range(0, buckets, per_statement):
             begin = low + first * width
             end = low + min(buckets, first + per_statement) * width

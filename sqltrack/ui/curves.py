@@ -183,7 +183,8 @@ async def _stats(client: AsyncClient, places: Sequence[_Place], max_points: int
     for indexes in by_type.values():
         for first in range(0, len(indexes), _STATS_PLACES):
             part = indexes[first:first + _STATS_PLACES]
-            terms, params = [], []
+            terms: list[str] = []
+            params: list[Any] = []
             for n, index in enumerate(part):
                 place = places[index]
                 frm = f"FROM {place.table} WHERE {place.where}"
@@ -370,7 +371,8 @@ async def _last(client: AsyncClient, run_ids: Sequence[int],
     """The greatest key of each run's metric rows (either place) after its ``afters``
     key, by run: one statement for all the runs and both places."""
     unique = list(dict.fromkeys(run_ids))
-    terms, params = [], []
+    terms: list[str] = []
+    params: list[Any] = []
     for n, run_id in enumerate(unique):
         extra, more = _after_sql(afters.get(run_id))
         for table in ("metrics", "metric_values"):
