@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..engines.base import CurveSet
@@ -203,13 +204,14 @@ async def _stats(client: AsyncClient, places: Sequence[_Place], max_points: int
     return found
 
 
-async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int
-                  ) -> list[Points]:
+async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int,
+                  side_by_side: bool) -> list[Points]:
     """Each curve's points (at most ``max_points``): the whole curve when it fits, else
     the first and last finite points and the lowest and highest of each bucket of
     steps, chosen by the database (``Dialect.curve_extremes_of``), in one read of the
     rows for the curves of one table and run that span the same steps; every run's
-    curves at once (``_stats``, then the extremes of all of them)."""
+    curves at once (``_stats``, then the extremes of all of them). ``side_by_side``:
+    statements run at once on the pool's connections (else one by one on the task's)."""
     out: list[Points | None] = [None] * len(places)
     buckets = (max_points - 2) // 2
     groups: dict[tuple[Any, ...], dict[int, _Long]] = {}
@@ -234,8 +236,8 @@ async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int
         out[index] = ([int(r[0]) for r in kept], [float(r[1]) for r in kept],
                       [r[2] for r in kept], len(head), len(kept))
 
-    await _gather(*(whole(index) for index in short))
-    await _extremes(client, [
+    await _gather(side_by_side, [partial(whole, index) for index in short])
+    await _extremes(client, side_by_side, [
         _Read(list(group.values()), first.place.base, [x.place.value for x in group.values()],
               first.low, buckets)
         for group in groups.values() for first in [next(iter(group.values()))]])
@@ -248,7 +250,7 @@ async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int
         long.odd = set()
         for bucket in buckets_of:
             long.counts[bucket] = 0
-    await _extremes(client, [
+    await _extremes(client, side_by_side, [
         _Read([long], f"{long.place.where} AND {long.place.finite}", [long.place.value],
               long.low + bucket * long.width, 1)
         for long, buckets_of in odd for bucket in buckets_of])
@@ -258,18 +260,20 @@ async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int
     return [points for points in out if points is not None]
 
 
-async def _gather(*calls: Awaitable[Any]) -> list[Any]:
-    """``asyncio.gather``, but a single call awaited as it is (in the caller's task, on
-    the connection it holds)."""
-    if len(calls) == 1:
-        return [await calls[0]]
-    return list(await asyncio.gather(*calls))
+async def _gather(side_by_side: bool, calls: Sequence[Callable[[], Awaitable[Any]]]
+                  ) -> list[Any]:
+    """The calls' results: ``side_by_side`` at once (``asyncio.gather``: their statements
+    on the pool's connections), else one by one in the caller's task (on the connection
+    it holds); a single call always so."""
+    if side_by_side and len(calls) > 1:
+        return list(await asyncio.gather(*(call() for call in calls)))
+    return [await call() for call in calls]
 
 
-async def _extremes(client: AsyncClient, reads: Sequence[_Read]) -> None:
+async def _extremes(client: AsyncClient, side_by_side: bool, reads: Sequence[_Read]) -> None:
     """Each long curve's lowest and highest points of its ``reads``' buckets into its
     ``found``, ``counts`` and ``odd``: the statements of ``Dialect.curve_extremes_of``
-    for all the reads, run side by side."""
+    for all the reads (``side_by_side``: at once, see ``_gather``)."""
     if not reads:
         return
     statements = client.dialect.curve_extremes_of([
@@ -296,7 +300,7 @@ async def _extremes(client: AsyncClient, reads: Sequence[_Read]) -> None:
             else:
                 long.odd.add(bucket)
 
-    await _gather(*(read(*statement) for statement in statements))
+    await _gather(side_by_side, [partial(read, *statement) for statement in statements])
 
 
 def _finish(long: _Long) -> Points:
@@ -344,16 +348,17 @@ def _line(points: Points, kind: str | None) -> dict[str, Any]:
 async def _read_runs(client: AsyncClient, run_ids: Sequence[int], names: Sequence[str],
                      kinds: dict[str, str | None], columns: dict[str, str | None],
                      max_points: int, afters: dict[int, tuple[int, float]],
-                     clock: str | None) -> list[tuple[dict[str, dict[str, Any]],
-                                                      dict[str, Any] | None]]:
+                     clock: str | None, side_by_side: bool,
+                     ) -> list[tuple[dict[str, dict[str, Any]], dict[str, Any] | None]]:
     """Each run's curves of ``names`` (downsampled by the database; the rows after its
     ``afters`` key) and its last key: the last keys first (the curves stop at them, see
-    ``_until``), then every curve of every run together (``_points``)."""
+    ``_until``), then every curve of every run together (``_points``; ``side_by_side``:
+    see ``_gather``)."""
     lasts = await _last(client, run_ids, afters)
     places = [_Place(client, run_id, name, kinds.get(name), columns, afters.get(run_id),
                      _until(lasts[run_id]))
               for run_id in run_ids for name in names]
-    found = iter(await _points(client, places, max_points))
+    found = iter(await _points(client, places, max_points, side_by_side))
     lines = [{name: _line(next(found), kinds.get(name)) for name in names} for _ in run_ids]
     if clock is not None:
         async def clocked(run_id: int, line: dict[str, Any]) -> None:
@@ -361,8 +366,8 @@ async def _read_runs(client: AsyncClient, run_ids: Sequence[int], names: Sequenc
             line["time"] = [wall_time(times.get(key))
                             for key in zip(line["step"], line["progress"], strict=True)]
 
-        await _gather(*(clocked(run_id, line) for run_id, by_name in zip(
-            run_ids, lines, strict=True) for line in by_name.values()))
+        await _gather(side_by_side, [partial(clocked, run_id, line) for run_id, by_name in zip(
+            run_ids, lines, strict=True) for line in by_name.values()])
     return [(by_name, lasts[run_id]) for run_id, by_name in zip(run_ids, lines, strict=True)]
 
 
@@ -444,7 +449,8 @@ async def run_curves(
               if names is None and after is None else numeric if names is None else names)
     clock = time_column(kinds)
     (lines, last), = await _read_runs(client, [run_id], chosen, kinds, columns, max_points,
-                                      {} if after is None else {run_id: after}, clock)
+                                      {} if after is None else {run_id: after}, clock,
+                                      side_by_side=False)
     metrics = {name: line for name, line in lines.items()
                if line["total"] or names is not None or after is not None}
     return {
@@ -495,9 +501,10 @@ async def compare_curves(
     args = {rid: _mapping(row[5]) for rid, row in info.items()}
     differing = differing_args([args[rid] for rid in run_ids])
 
-    # every run's curves read together (a few statements whatever the number of runs)
+    # every run's curves read together (a few statements whatever the number of runs),
+    # those of the buckets at once on the pool's connections (SQLite's queue in its worker)
     read_runs = await _read_runs(client, run_ids, chosen, kinds, columns, max_points, afters,
-                                 clock)
+                                 clock, side_by_side=True)
     for run_id, (lines, last) in zip(run_ids, read_runs, strict=True):
         _, status, extras, experiment, experiment_id, _, tags = info[run_id]
         labels.update(_labels(extras))
