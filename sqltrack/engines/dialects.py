@@ -186,9 +186,10 @@ class PostgresDialect(Dialect):
     ) -> list[Statement]:
         """One pass, one hash aggregate per range of buckets: per value, the least and
         greatest ``ARRAY[y, step, progress]`` of each bucket (arrays compare element by
-        element; NaN sorts last). As many buckets a statement as ``4 * buckets`` rows
-        allow (two curves: every bucket in one statement), so that the rows are read once
-        even where the planner scans the whole table for each statement."""
+        element; NaN sorts last), each row's array made once. As many buckets a statement
+        as ``4 * buckets`` rows allow (two curves: every bucket in one statement), so that
+        the rows are read once even where the planner scans the whole table for each
+        statement."""
         return [(sql, found) for sql, found, _ in self.curve_extremes_of(
             [CurveSet(table, where, params, values, low, width, buckets)])]
 
@@ -226,12 +227,14 @@ class PostgresDialect(Dialect):
         value's ``k``)."""
         table, where, _, values, low, width, buckets = curves
         per_statement = max(1, 2 * buckets // len(values))
-        keys = [f"ARRAY[CAST({v} AS double precision), CAST(step AS double precision), "
-                "CAST(progress AS double precision)]" for v in values]
-        aggregates = ", ".join(
-            f"MIN({key}) FILTER (WHERE {v} IS NOT NULL) AS lo{k:d}, "
-            f"MAX({key}) FILTER (WHERE {v} IS NOT NULL) AS hi{k:d}, COUNT({v}) AS n{k:d}"
-            for k, (v, key) in enumerate(zip(values, keys, strict=True)))
+        # each row's key made once a value (under OFFSET 0, the planner does not copy it
+        # into both aggregates); NULL without a value, which MIN and MAX skip
+        keys = ", ".join(
+            f"CASE WHEN {v} IS NOT NULL THEN ARRAY[CAST({v} AS double precision), "
+            "CAST(step AS double precision), CAST(progress AS double precision)] END "
+            f"AS a{k:d}, {v} AS v{k:d}" for k, v in enumerate(values))
+        aggregates = ", ".join(f"MIN(a{k:d}) AS lo{k:d}, MAX(a{k:d}) AS hi{k:d}, "
+                               f"COUNT(v{k:d}) AS n{k:d}" for k in range(len(values)))
 
         def rows(name: str, offset: int) -> list[str]:
             return [f"SELECT {offset + k:d}, i, lo{k:d}[1], lo{k:d}[2], lo{k:d}[3], n{k:d} "
@@ -242,9 +245,9 @@ class PostgresDialect(Dialect):
         for first in range(0, buckets, per_statement):
             begin = low + first * width
             end = low + min(buckets, first + per_statement) * width
-            parts.append((f"SELECT (step - {low:d}) / {width:d} AS i, {aggregates} "
-                          f"FROM {table} WHERE {where} AND step >= {begin:d} "
-                          f"AND step < {end:d} GROUP BY 1", rows))
+            parts.append((f"SELECT i, {aggregates} FROM (SELECT (step - {low:d}) / {width:d} "
+                          f"AS i, {keys} FROM {table} WHERE {where} AND step >= {begin:d} "
+                          f"AND step < {end:d} OFFSET 0) AS r GROUP BY 1", rows))
         return parts
 
     def line_extremes(

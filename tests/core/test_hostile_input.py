@@ -623,9 +623,6 @@ REVIEWED: dict[str, dict[str, str]] = {
             'own format_type of the described query',
         'function':
             'dialects.reader_setup: quoted schema + the constant READER_FUNCTION name',
-        'key':
-            'dialects.curve_extremes: ARRAY[CAST(value ...), CAST(step ...), CAST(progress '
-            '...)]',
         'buckets':
             'PostgresDialect.line_extremes: an int, formatted with :d',
         'low':
@@ -644,12 +641,12 @@ REVIEWED: dict[str, dict[str, str]] = {
             'PostgresDialect.curve_extremes: an int, formatted with :d',
         'k':
             "PostgresDialect.curve_extremes: an int (a value's index), formatted with :d",
+        'keys':
+            'PostgresDialect.curve_extremes: CASE WHEN value IS NOT NULL THEN ARRAY[CAST('
+            'value ...), CAST(step ...), CAST(progress ...)] END AS a<int>, value AS v<int>',
         'offset + k':
             "PostgresDialect.curve_extremes_of: an int (a value's index in the statement), "
             'formatted with :d',
-        'v':
-            'PostgresDialect.curve_extremes: a value: quote_ident(metric column) or a '
-            'constant metric_values slot, maybe inside CAST(... AS INTEGER)',
         'marks':
             "placeholders only ('%s' / '?' / '$n' joined by commas)",
         'name':
