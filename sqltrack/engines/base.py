@@ -40,6 +40,10 @@ Params = Sequence[Any]
 
 
 
+#: A float value between these is finite (NaN and the infinities are not); both engines.
+FINITE = "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+
+
 class CurveSet(NamedTuple):
     """Curves whose extremes are read together (``Dialect.curve_extremes``' arguments):
     ``values`` over the rows ``FROM table WHERE where`` (``params``), ``buckets`` buckets
@@ -182,6 +186,14 @@ class Dialect(ABC):
         """
         return [(sql, params, [index]) for index, one in enumerate(sets)
                 for sql, params in self.curve_extremes(*one)]
+
+    def curve_points_of(
+        self, sets: Sequence[CurveSet],
+    ) -> list[tuple[str, list[Any], list[int]]] | None:
+        """``curve_extremes_of``' rows made into one row a value by the database, or None
+        where it cannot (this one: SQLite, whose JSON keeps 15 digits of a float and whose
+        aggregates take no ORDER BY): see ``PostgresDialect.curve_points_of``."""
+        return None
 
     #: Sub-ranges each bucket of ``curve_extremes`` is read as (see there).
     curve_parts = 4

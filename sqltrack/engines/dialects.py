@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..config import DEFAULT_SQLITE_PATH, Settings
-from .base import CurveSet, Dialect, is_nan, quote_ident
+from .base import FINITE, CurveSet, Dialect, is_nan, quote_ident
 
 #: One statement of a dialect's sans-I/O steps: SQL with ``%s`` placeholders, parameters.
 Statement = tuple[str, list[Any]]
@@ -219,6 +219,29 @@ class PostgresDialect(Dialect):
                 statements.append((f"WITH {', '.join(ctes)} {' UNION ALL '.join(selects)}",
                                    params, covered))
         return statements
+
+    def curve_points_of(
+        self, sets: Sequence[CurveSet],
+    ) -> list[tuple[str, list[Any], list[int]]] | None:
+        """``curve_extremes_of``' statements, their rows made into one a value ``k``:
+        ``(k, counted, odd, steps, progresses, ys)``: the number of values of its buckets
+        whose extremes are finite; the others as JSON ``[[i, count], ...]`` (NULL: none);
+        its finite extremes (each row once) as three JSON arrays in key order (text; a
+        float as the server writes it, the shortest exact form; NULL: none). A compare's
+        extremes come as 40 rows, not 40,000 for Python to go through one by one."""
+        return [(f"WITH e(k, i, y, s, p, n) AS ({sql}), "
+                 "b AS (SELECT k, i, CAST(SUM(n) AS bigint) AS n, "
+                 f"bool_or(y IS NOT NULL AND NOT (y {FINITE})) AS odd FROM e GROUP BY k, i), "
+                 "c AS (SELECT k, CAST(COALESCE(SUM(n) FILTER (WHERE NOT odd), 0) AS bigint) "
+                 "AS counted, json_agg(json_build_array(i, n)) FILTER (WHERE odd) AS odd "
+                 "FROM b GROUP BY k), "
+                 f"f AS (SELECT DISTINCT k, s, p, y FROM e WHERE y {FINITE}), "
+                 "q AS (SELECT k, CAST(json_agg(CAST(s AS bigint) ORDER BY s, p) AS text) AS s, "
+                 "CAST(json_agg(p ORDER BY s, p) AS text) AS p, "
+                 "CAST(json_agg(y ORDER BY s, p) AS text) AS y FROM f GROUP BY k) "
+                 "SELECT c.k, c.counted, c.odd, q.s, q.p, q.y FROM c LEFT JOIN q ON q.k = c.k",
+                 params, covered)
+                for sql, params, covered in self.curve_extremes_of(sets)]
 
     @staticmethod
     def _extremes_parts(curves: CurveSet) -> list[tuple[str, Callable[[str, int], list[str]]]]:

@@ -13,12 +13,14 @@ metrics alike.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..engines.base import FINITE as _FINITE
 from ..engines.base import CurveSet
 from ..read import queries
 from .api import PLOTTED_KINDS, BadRequest, NotFound
@@ -105,8 +107,6 @@ def _until(last: dict[str, Any] | None) -> Until:
     return NOTHING if last is None else (last["step"], last["progress"])
 
 
-#: A float value between these is finite (NaN and the infinities are not); both engines.
-_FINITE = "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
 #: Step values per ``IN`` list when reading the time of the points kept.
 _IN_LIST = 500
 
@@ -144,12 +144,14 @@ Points = tuple[list[int], list[float], list[Any], int, int]
 
 class _Long:
     """A curve longer than ``max_points``: its ends and its buckets of steps, whose
-    extremes are being read (``found``, ``counts`` and ``odd`` by bucket)."""
+    extremes are being read (``found``; ``counts`` and ``odd`` by bucket, or for the
+    buckets whose extremes are finite only their sum, ``counted``)."""
 
     def __init__(self, place: _Place, ends: list[Any], low: int, width: int) -> None:
         self.place, self.ends, self.low, self.width = place, ends, low, width
         self.found: dict[tuple[int, float], Any] = {}
         self.counts: dict[int, int] = {}
+        self.counted = 0
         self.odd: set[int] = set()  # buckets whose extreme is NaN or infinite: asked again
         self.total = 0  # its values (the counts before the odd buckets are asked again)
 
@@ -243,7 +245,7 @@ async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int
         for group in groups.values() for first in [next(iter(group.values()))]])
     longs = [long for group in groups.values() for long in group.values()]
     for long in longs:
-        long.total = sum(long.counts.values())
+        long.total = long.counted + sum(long.counts.values())
     # the buckets whose extreme is not finite, asked again for their finite values
     odd = [(long, sorted(long.odd)) for long in longs if long.odd]
     for long, buckets_of in odd:
@@ -272,14 +274,17 @@ async def _gather(side_by_side: bool, calls: Sequence[Callable[[], Awaitable[Any
 
 async def _extremes(client: AsyncClient, side_by_side: bool, reads: Sequence[_Read]) -> None:
     """Each long curve's lowest and highest points of its ``reads``' buckets into its
-    ``found``, ``counts`` and ``odd``: the statements of ``Dialect.curve_extremes_of``
-    for all the reads (``side_by_side``: at once, see ``_gather``)."""
+    ``found``, ``counts`` (``counted``) and ``odd``: the statements of
+    ``Dialect.curve_points_of`` for all the reads (one row a curve), else of
+    ``curve_extremes_of`` (a row a bucket and extreme); ``side_by_side``: at once, see
+    ``_gather``."""
     if not reads:
         return
-    statements = client.dialect.curve_extremes_of([
-        CurveSet(read.longs[0].place.table, read.where, read.longs[0].place.params,
-                 read.values, read.start, read.longs[0].width, read.buckets)
-        for read in reads])
+    sets = [CurveSet(read.longs[0].place.table, read.where, read.longs[0].place.params,
+                     read.values, read.start, read.longs[0].width, read.buckets)
+            for read in reads]
+    by_curve = client.dialect.curve_points_of(sets)
+    statements = client.dialect.curve_extremes_of(sets) if by_curve is None else by_curve
 
     async def read(sql: str, params: list[Any], covered: list[int]) -> None:
         # each value k of the statement: its curve and the index of its first bucket
@@ -287,8 +292,21 @@ async def _extremes(client: AsyncClient, side_by_side: bool, reads: Sequence[_Re
         # while the other statements run
         targets = [(long, (reads[index].start - long.low) // long.width)
                    for index in covered for long in reads[index].longs]
+        rows = await client.query(sql, params)
+        if by_curve is not None:
+            for k, counted, odd, steps, progresses, ys in rows:
+                long, offset = targets[k]
+                long.counted += counted
+                for bucket, count in odd or ():
+                    long.counts[bucket + offset] = count
+                    long.odd.add(bucket + offset)
+                if steps is not None:  # integral floats written as integers: made floats
+                    keys = zip(json.loads(steps), json.loads(progresses, parse_int=float),
+                               strict=True)
+                    long.found.update(zip(keys, json.loads(ys, parse_int=float), strict=True))
+            return
         isfinite = math.isfinite
-        for k, bucket, y, step, progress, count in await client.query(sql, params):
+        for k, bucket, y, step, progress, count in rows:
             long, offset = targets[k]
             bucket += offset
             if count:
@@ -311,7 +329,7 @@ def _finish(long: _Long) -> Points:
     found = long.found
     keys = sorted(found)
     return ([s for s, _ in keys], [p for _, p in keys], [found[key] for key in keys],
-            long.total, sum(long.counts.values()))
+            long.total, long.counted + sum(long.counts.values()))
 
 
 def _finite(value: Any) -> bool:

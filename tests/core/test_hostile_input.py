@@ -644,6 +644,11 @@ REVIEWED: dict[str, dict[str, str]] = {
         'keys':
             'PostgresDialect.curve_extremes: CASE WHEN value IS NOT NULL THEN ARRAY[CAST('
             'value ...), CAST(step ...), CAST(progress ...)] END AS a<int>, value AS v<int>',
+        'FINITE':
+            'PostgresDialect.curve_points_of: the constant finite-number test of base.FINITE '
+            '(BETWEEN two float literals)',
+        'sql':
+            "PostgresDialect.curve_points_of: a statement of curve_extremes_of (reviewed here)",
         'offset + k':
             "PostgresDialect.curve_extremes_of: an int (a value's index in the statement), "
             'formatted with :d',

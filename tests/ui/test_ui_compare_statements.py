@@ -2,9 +2,9 @@
 PostgreSQL table in < 150 ms): besides the buckets' extremes, the statements of
 ``/api/compare/curves`` do not grow with the runs compared (the last keys, the curves'
 ends and counts are each read for all the runs at once); the extremes' statements
-(``Dialect.curve_extremes_of``) hold ``curve_sets_per_statement`` runs' curves each on
-PostgreSQL (SQLite reads each run's in-process). The answer is the one each run gets
-alone. Both engines, real databases."""
+(``Dialect.curve_points_of``, ``curve_extremes_of``) hold ``curve_sets_per_statement``
+runs' curves each on PostgreSQL (SQLite reads each run's in-process). The answer is
+the one each run gets alone. Both engines, real databases."""
 
 from __future__ import annotations
 
@@ -65,20 +65,24 @@ async def test_compare_statements_do_not_grow_with_the_runs(engine, client, http
         alone[run_id] = (data["runs"][0]["last"],
                          {name: curves[str(run_id)] for name, curves in data["metrics"].items()})
     statements: list[str] = []
-    extremes: set[str] = set()  # the statements of Dialect.curve_extremes_of
-    query, extremes_of = client.query, client.dialect.curve_extremes_of
+    extremes: set[str] = set()  # the statements of Dialect.curve_points_of / extremes_of
+    query, dialect = client.query, client.dialect
+    made_by = {name: getattr(dialect, name) for name in ("curve_extremes_of", "curve_points_of")}
 
     async def counted(sql, *args, **kwargs):
         statements.append(sql)
         return await query(sql, *args, **kwargs)
 
-    def made(sets):
-        found = extremes_of(sets)
-        extremes.update(sql for sql, _, _ in found)
-        return found
+    def recorded(name):
+        def made(sets):
+            found = made_by[name](sets)
+            extremes.update(sql for sql, _, _ in found or [])
+            return found
+        return made
 
     monkeypatch.setattr(client, "query", counted)
-    monkeypatch.setattr(client.dialect, "curve_extremes_of", made)
+    for name in made_by:
+        monkeypatch.setattr(dialect, name, recorded(name))
     others, read = [], []
     for count in (1, len(ids)):
         statements.clear()
