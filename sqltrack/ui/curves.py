@@ -167,42 +167,45 @@ class _Read(NamedTuple):
     buckets: int
 
 
-#: Curves whose ends and counts one statement reads at most (five compound terms each;
-#: SQLite allows 500 a statement).
-_STATS_PLACES = 80
+#: Curves whose ends and counts one statement reads at most: five compound terms and up
+#: to 40 parameters each (SQLite allows 500 terms, and before 3.32 999 parameters).
+_STATS_PLACES = 20
 
 
-async def _stats(client: AsyncClient, places: Sequence[_Place], max_points: int
-                 ) -> list[dict[int, Sequence[Any]]]:
+async def _stats(client: AsyncClient, places: Sequence[_Place], max_points: int,
+                 side_by_side: bool) -> list[dict[int, Sequence[Any]]]:
     """Each curve's first and last finite points ``(step, progress, y)`` (keys 0, 1),
     first and last steps (2, 3) and number of values up to ``max_points + 1`` (4): one
     statement for up to ``_STATS_PLACES`` curves whose values are of one type (a
-    ``UNION ALL`` column has one type), so a compare's runs are read at once; a long
-    curve's rows are not fetched."""
+    ``UNION ALL`` column has one type), so a compare's runs are read together
+    (``side_by_side``: see ``_gather``); a long curve's rows are not fetched."""
     found: list[dict[int, Sequence[Any]]] = [{} for _ in places]
     by_type: dict[bool, list[int]] = {}
     for index, place in enumerate(places):
         by_type.setdefault(place.float, []).append(index)
-    for indexes in by_type.values():
-        for first in range(0, len(indexes), _STATS_PLACES):
-            part = indexes[first:first + _STATS_PLACES]
-            terms: list[str] = []
-            params: list[Any] = []
-            for n, index in enumerate(part):
-                place = places[index]
-                frm = f"FROM {place.table} WHERE {place.where}"
-                terms += [f"SELECT * FROM (SELECT {5 * n + k:d} AS k, step, progress, "
-                          f"{place.value} AS y {frm}{finite} ORDER BY step{order}, "
-                          f"progress{order} LIMIT 1) e{5 * n + k:d}"
-                          for k, (finite, order) in enumerate((
-                              (f" AND {place.finite}", ""), (f" AND {place.finite}", " DESC"),
-                              ("", ""), ("", " DESC")))]
-                terms.append(f"SELECT {5 * n + 4:d}, COUNT(*), NULL, NULL FROM (SELECT 1 AS "
-                             f"one {frm} LIMIT {max_points + 1:d}) e{5 * n + 4:d}")
-                params += place.params * 5
-            for row in await client.query(" UNION ALL ".join(terms), params):
-                n, k = divmod(row[0], 5)
-                found[part[n]][k] = row[1:]
+
+    async def read(part: list[int]) -> None:
+        terms: list[str] = []
+        params: list[Any] = []
+        for n, index in enumerate(part):
+            place = places[index]
+            frm = f"FROM {place.table} WHERE {place.where}"
+            terms += [f"SELECT * FROM (SELECT {5 * n + k:d} AS k, step, progress, "
+                      f"{place.value} AS y {frm}{finite} ORDER BY step{order}, "
+                      f"progress{order} LIMIT 1) e{5 * n + k:d}"
+                      for k, (finite, order) in enumerate((
+                          (f" AND {place.finite}", ""), (f" AND {place.finite}", " DESC"),
+                          ("", ""), ("", " DESC")))]
+            terms.append(f"SELECT {5 * n + 4:d}, COUNT(*), NULL, NULL FROM (SELECT 1 AS "
+                         f"one {frm} LIMIT {max_points + 1:d}) e{5 * n + 4:d}")
+            params += place.params * 5
+        for row in await client.query(" UNION ALL ".join(terms), params):
+            n, k = divmod(row[0], 5)
+            found[part[n]][k] = row[1:]
+
+    await _gather(side_by_side, [
+        partial(read, indexes[first:first + _STATS_PLACES])
+        for indexes in by_type.values() for first in range(0, len(indexes), _STATS_PLACES)])
     return found
 
 
@@ -218,8 +221,8 @@ async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int
     buckets = (max_points - 2) // 2
     groups: dict[tuple[Any, ...], dict[int, _Long]] = {}
     short = []
-    for index, (place, by) in enumerate(zip(places, await _stats(client, places, max_points),
-                                            strict=True)):
+    stats = await _stats(client, places, max_points, side_by_side)
+    for index, (place, by) in enumerate(zip(places, stats, strict=True)):
         if by[4][0] <= max_points:
             short.append(index)
             continue
