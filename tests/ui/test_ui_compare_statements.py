@@ -8,9 +8,13 @@ the one each run gets alone. Both engines, real databases."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 
 import sqltrack
+from sqltrack.engines.base import CurveSet
 from sqltrack.read.queries import jsonable
 
 STEPS = 300
@@ -122,3 +126,50 @@ def test_json_lists_of_numbers_keep_finite_values_only():
     assert jsonable([1e308, 1e308, -inf]) == [1e308, 1e308, None]
     assert jsonable([1e308, 1e308]) == [1e308, 1e308]  # the sum is infinite, not the values
     assert jsonable([True, 1.5, None, -inf, "x"]) == [True, 1.5, None, None, "x"]
+
+
+async def test_points_of_curves_are_their_bucket_rows_made_one(engine, client):
+    """``Dialect.curve_points_of`` (PostgreSQL; SQLite has none) against the rows of
+    ``curve_extremes_of`` for the same sets (several runs, a value missing at some steps,
+    NaN and infinity in some buckets, a statement split by buckets with three values):
+    per value, the values counted in buckets of finite extremes, the others by bucket,
+    and the finite extremes once each in key order."""
+    ids = await runs_of_a_sweep(client, 3)
+    await client.query("UPDATE metrics SET acc = NULL WHERE step > 250 AND step < 280")
+    sets = [CurveSet("metrics", "run_id = %s", [run_id], ['"loss"', '"acc"', '"loss"'],
+                     low, 7, 40) for run_id in ids for low in (0, 13)]
+    by_curve = client.dialect.curve_points_of(sets)
+    if engine == "sqlite":
+        assert by_curve is None
+        return
+    assert by_curve is not None
+    expected: dict[tuple[int, int], tuple[int, dict[int, int], list]] = {}
+    for sql, params, covered in client.dialect.curve_extremes_of(sets):
+        counts: dict[tuple[int, int], int] = {}
+        odd: set[tuple[int, int]] = set()
+        found: dict[tuple[int, int], dict[tuple[int, float], float]] = {}
+        for k, i, y, step, progress, count in await client.query(sql, params):
+            key = (covered[k // 3], k % 3)
+            counts[key, i] = counts.get((key, i), 0) + count
+            if y is not None and not math.isfinite(y):
+                odd.add((key, i))
+            elif y is not None:
+                found.setdefault(key, {})[(int(step), float(progress))] = y
+        for key in {key for key, _ in counts}:
+            counted, by_bucket, points = expected.get(key, (0, {}, []))
+            mine = {i: n for (at, i), n in counts.items() if at == key}
+            counted += sum(n for i, n in mine.items() if (key, i) not in odd)
+            by_bucket.update({i: n for i, n in mine.items() if (key, i) in odd})
+            points = sorted([*points, *found.get(key, {}).items()])
+            expected[key] = (counted, by_bucket, points)
+    got: dict[tuple[int, int], tuple[int, dict[int, int], list]] = {}
+    for sql, params, covered in by_curve:
+        for k, counted, odd_json, steps, progresses, ys in await client.query(sql, params):
+            key = (covered[k // 3], k % 3)
+            before, by_bucket, points = got.get(key, (0, {}, []))
+            by_bucket.update({i: n for i, n in odd_json or []})
+            keys = zip(json.loads(steps), json.loads(progresses), strict=True)
+            points = sorted([*points, *zip(keys, json.loads(ys), strict=True)])
+            got[key] = (before + counted, by_bucket, points)
+    assert got == expected
+    assert any(by_bucket for _, by_bucket, _ in got.values())  # NaN and inf were met
