@@ -7,7 +7,10 @@ key (a live page asks for what is new since its last point). Long curves are
 downsampled by the database: the lowest and highest value of each bucket of steps
 plus the first and last points (``Dialect.curve_extremes``), so at most
 ``max_points`` rows a curve leave it, on both engines, for column and long-stored
-metrics alike.
+metrics alike. A compare reads its runs together: their last keys in one statement,
+their curves' ends and counts 20 curves a statement, their buckets' extremes
+``curve_sets_per_statement`` runs a statement, side by side on the pool's connections
+(on PostgreSQL one row a curve, ``Dialect.curve_points_of``).
 """
 
 from __future__ import annotations
