@@ -9,7 +9,7 @@ plus the first and last points (``Dialect.curve_extremes``), so at most
 ``max_points`` rows a curve leave it, on both engines, for column and long-stored
 metrics alike. A compare reads its runs together: their last keys in one statement,
 their curves' ends and counts 20 curves a statement, their buckets' extremes
-``curve_sets_per_statement`` runs a statement, side by side on the pool's connections
+``curve_steps_per_statement`` steps a statement, side by side on the pool's connections
 (on PostgreSQL one row a curve, ``Dialect.curve_points_of``).
 """
 
