@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import Settings
 from ..metrics.layout import MetricRow, Placement, Touch
@@ -38,6 +38,24 @@ Connection = Any
 #: One row of parameters for a statement.
 Params = Sequence[Any]
 
+
+
+#: A float value between these is finite (NaN and the infinities are not); both engines.
+FINITE = "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+
+
+class CurveSet(NamedTuple):
+    """Curves whose extremes are read together (``Dialect.curve_extremes``' arguments):
+    ``values`` over the rows ``FROM table WHERE where`` (``params``), ``buckets`` buckets
+    of ``width`` steps from ``low``."""
+
+    table: str
+    where: str
+    params: list[Any]
+    values: Sequence[str]
+    low: int
+    width: int
+    buckets: int
 
 
 @dataclass(frozen=True)
@@ -155,6 +173,27 @@ class Dialect(ABC):
         """One of our own schema scripts as the pieces to run one at a time where the
         tables may exist already (an upgrade). This one: the script whole."""
         return [script]
+
+    def curve_extremes_of(
+        self, sets: Sequence[CurveSet],
+    ) -> list[tuple[str, list[Any], list[int]]]:
+        """``curve_extremes`` of several sets of curves (a compare's runs): statements
+        ``(sql, params, covered)``, each giving the rows of the sets whose indexes
+        ``covered`` lists, its ``k`` numbering their values in that order.
+
+        This one: each set's own statements (SQLite reads them in-process, so fewer
+        statements would save little, and its compound terms are few a statement).
+        """
+        return [(sql, params, [index]) for index, one in enumerate(sets)
+                for sql, params in self.curve_extremes(*one)]
+
+    def curve_points_of(
+        self, sets: Sequence[CurveSet],
+    ) -> list[tuple[str, list[Any], list[int]]] | None:
+        """``curve_extremes_of``' rows made into one row a value by the database, or None
+        where it cannot (this one: SQLite, whose JSON keeps 15 digits of a float and whose
+        aggregates take no ORDER BY): see ``PostgresDialect.curve_points_of``."""
+        return None
 
     #: Sub-ranges each bucket of ``curve_extremes`` is read as (see there).
     curve_parts = 4

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
 from ..config import DEFAULT_SQLITE_PATH, Settings
-from .base import Dialect, is_nan, quote_ident
+from .base import FINITE, CurveSet, Dialect, is_nan, quote_ident
 
 #: One statement of a dialect's sans-I/O steps: SQL with ``%s`` placeholders, parameters.
 Statement = tuple[str, list[Any]]
@@ -175,35 +175,114 @@ class PostgresDialect(Dialect):
     name = "postgres"
     engine_class = "postgres:PostgresEngine"
 
+    #: Steps (rows, one a step) of the sets one statement of ``curve_extremes_of`` reads
+    #: at most, past its first set: its scans run one after the other in one backend,
+    #: so a compare's runs go in a few statements the pool runs side by side; and the
+    #: planner's cost of more (about 1.7 a row) passes ``jit_above_cost`` (100,000 by
+    #: default), whose compiling took 330 ms for 10 sets of 10,000 steps.
+    curve_steps_per_statement = 50_000
+
     def curve_extremes(
         self, table: str, where: str, params: list[Any], values: Sequence[str],
         low: int, width: int, buckets: int,
     ) -> list[Statement]:
         """One pass, one hash aggregate per range of buckets: per value, the least and
         greatest ``ARRAY[y, step, progress]`` of each bucket (arrays compare element by
-        element; NaN sorts last). As many buckets a statement as ``4 * buckets`` rows
-        allow (two curves: every bucket in one statement), so that the rows are read once
-        even where the planner scans the whole table for each statement."""
-        per_statement = max(1, 2 * buckets // len(values))
-        keys = [f"ARRAY[CAST({v} AS double precision), CAST(step AS double precision), "
-                "CAST(progress AS double precision)]" for v in values]
-        aggregates = ", ".join(
-            f"MIN({key}) FILTER (WHERE {v} IS NOT NULL) AS lo{k:d}, "
-            f"MAX({key}) FILTER (WHERE {v} IS NOT NULL) AS hi{k:d}, COUNT({v}) AS n{k:d}"
-            for k, (v, key) in enumerate(zip(values, keys, strict=True)))
-        rows = " UNION ALL ".join(
-            f"SELECT {k:d}, i, lo{k:d}[1], lo{k:d}[2], lo{k:d}[3], n{k:d} FROM g "
-            f"UNION ALL SELECT {k:d}, i, hi{k:d}[1], hi{k:d}[2], hi{k:d}[3], 0 FROM g"
-            for k in range(len(values)))
+        element; NaN sorts last), each row's array made once. As many buckets a statement
+        as ``4 * buckets`` rows allow (two curves: every bucket in one statement), so that
+        the rows are read once even where the planner scans the whole table for each
+        statement."""
+        return [(sql, found) for sql, found, _ in self.curve_extremes_of(
+            [CurveSet(table, where, params, values, low, width, buckets)])]
+
+    def curve_extremes_of(
+        self, sets: Sequence[CurveSet],
+    ) -> list[tuple[str, list[Any], list[int]]]:
+        """``curve_extremes`` of several sets, as many a statement as span
+        ``curve_steps_per_statement`` steps (one round trip for their aggregates, one
+        CTE each): statement ``j`` of a batch holds range of buckets ``j`` of each of its
+        sets, so it returns about ``4 * buckets`` rows a set, as ``curve_extremes`` does
+        for one."""
+        batches: list[list[int]] = []
+        steps = 0
+        for index, one in enumerate(sets):
+            span = one.width * one.buckets
+            if not batches or steps + span > self.curve_steps_per_statement:
+                batches.append([])
+                steps = 0
+            batches[-1].append(index)
+            steps += span
         statements = []
+        for covered in batches:
+            parts = [self._extremes_parts(sets[index]) for index in covered]
+            for j in range(max(len(found) for found in parts)):
+                ctes: list[str] = []
+                selects: list[str] = []
+                params: list[Any] = []
+                offset = 0
+                for index, found in zip(covered, parts, strict=True):
+                    if j < len(found):
+                        aggregate, rows = found[j]
+                        ctes.append(f"g{len(ctes):d} AS ({aggregate})")
+                        selects += rows(f"g{len(ctes) - 1:d}", offset)
+                        params += sets[index].params
+                    offset += len(sets[index].values)
+                statements.append((f"WITH {', '.join(ctes)} {' UNION ALL '.join(selects)}",
+                                   params, covered))
+        return statements
+
+    def curve_points_of(
+        self, sets: Sequence[CurveSet],
+    ) -> list[tuple[str, list[Any], list[int]]] | None:
+        """``curve_extremes_of``' statements, their rows made into one a value ``k``:
+        ``(k, counted, odd, steps, progresses, ys)``: the number of values of its buckets
+        whose extremes are finite; the others as JSON ``[[i, count], ...]`` (NULL: none);
+        its finite extremes (each row once) as three JSON arrays in key order (text; a
+        float as the server writes it, the shortest exact form; NULL: none). A compare's
+        extremes come as 40 rows, not 40,000 for Python to go through one by one."""
+        return [(f"WITH e(k, i, y, s, p, n) AS ({sql}), "
+                 "b AS (SELECT k, i, CAST(SUM(n) AS bigint) AS n, "
+                 f"bool_or(y IS NOT NULL AND NOT (y {FINITE})) AS odd FROM e GROUP BY k, i), "
+                 "c AS (SELECT k, CAST(COALESCE(SUM(n) FILTER (WHERE NOT odd), 0) AS bigint) "
+                 "AS counted, json_agg(json_build_array(i, n)) FILTER (WHERE odd) AS odd "
+                 "FROM b GROUP BY k), "
+                 f"f AS (SELECT DISTINCT k, s, p, y FROM e WHERE y {FINITE}), "
+                 "q AS (SELECT k, CAST(json_agg(CAST(s AS bigint) ORDER BY s, p) AS text) AS s, "
+                 "CAST(json_agg(p ORDER BY s, p) AS text) AS p, "
+                 "CAST(json_agg(y ORDER BY s, p) AS text) AS y FROM f GROUP BY k) "
+                 "SELECT c.k, c.counted, c.odd, q.s, q.p, q.y FROM c LEFT JOIN q ON q.k = c.k",
+                 params, covered)
+                for sql, params, covered in self.curve_extremes_of(sets)]
+
+    @staticmethod
+    def _extremes_parts(curves: CurveSet) -> list[tuple[str, Callable[[str, int], list[str]]]]:
+        """A set's ranges of buckets (as many buckets each as ``4 * buckets`` rows allow):
+        each one's aggregate and the SELECTs of its rows (from a CTE's name, the first
+        value's ``k``)."""
+        table, where, _, values, low, width, buckets = curves
+        per_statement = max(1, 2 * buckets // len(values))
+        # each row's key made once a value (under OFFSET 0, the planner does not copy it
+        # into both aggregates); NULL without a value, which MIN and MAX skip
+        keys = ", ".join(
+            f"CASE WHEN {v} IS NOT NULL THEN ARRAY[CAST({v} AS double precision), "
+            "CAST(step AS double precision), CAST(progress AS double precision)] END "
+            f"AS a{k:d}, {v} AS v{k:d}" for k, v in enumerate(values))
+        aggregates = ", ".join(f"MIN(a{k:d}) AS lo{k:d}, MAX(a{k:d}) AS hi{k:d}, "
+                               f"COUNT(v{k:d}) AS n{k:d}" for k in range(len(values)))
+
+        def rows(name: str, offset: int) -> list[str]:
+            return [f"SELECT {offset + k:d}, i, lo{k:d}[1], lo{k:d}[2], lo{k:d}[3], n{k:d} "
+                    f"FROM {name} UNION ALL SELECT {offset + k:d}, i, hi{k:d}[1], hi{k:d}[2], "
+                    f"hi{k:d}[3], 0 FROM {name}" for k in range(len(values))]
+
+        parts: list[tuple[str, Callable[[str, int], list[str]]]] = []
         for first in range(0, buckets, per_statement):
             begin = low + first * width
             end = low + min(buckets, first + per_statement) * width
-            sql = (f"WITH g AS (SELECT (step - {low:d}) / {width:d} AS i, {aggregates} "
-                   f"FROM {table} WHERE {where} AND step >= {begin:d} AND step < {end:d} "
-                   f"GROUP BY 1) {rows}")
-            statements.append((sql, list(params)))
-        return statements
+            parts.append((f"SELECT i, {aggregates} FROM (SELECT (step - {low:d}) / {width:d} "
+                          f"AS i, {keys} FROM {table} WHERE {where} AND step >= {begin:d} "
+                          f"AND step < {end:d} OFFSET 0) AS r GROUP BY 1", rows))
+        return parts
 
     def line_extremes(
         self, where: str, params: list[Any], lines: Sequence[tuple[Any, ...]], buckets: int,

@@ -96,7 +96,9 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (list, tuple)):
         kinds = set(map(type, value))
         if kinds <= _SCALARS:  # a curve's values: no walk a value (a chart's 100,000s)
-            if float in kinds:
+            if float in kinds and not (kinds <= _NUMBERS and math.isfinite(sum(value))):
+                # numbers of a finite sum are finite (a NaN or an infinity makes it one);
+                # else each one is looked at
                 return [None if type(v) is float and not math.isfinite(v) else v
                         for v in value]
             return list(value)
@@ -106,6 +108,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
 
 #: The exact types ``jsonable`` keeps as they are (floats: when finite).
 _SCALARS = frozenset({int, float, str, bool, type(None)})
+_NUMBERS = frozenset({int, float})
 
 
 

@@ -7,17 +7,24 @@ key (a live page asks for what is new since its last point). Long curves are
 downsampled by the database: the lowest and highest value of each bucket of steps
 plus the first and last points (``Dialect.curve_extremes``), so at most
 ``max_points`` rows a curve leave it, on both engines, for column and long-stored
-metrics alike.
+metrics alike. A compare reads its runs together: their last keys in one statement,
+their curves' ends and counts 20 curves a statement, their buckets' extremes
+``curve_steps_per_statement`` steps a statement, side by side on the pool's connections
+(on PostgreSQL one row a curve, ``Dialect.curve_points_of``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..engines.base import FINITE as _FINITE
+from ..engines.base import CurveSet
 from ..read import queries
 from .api import PLOTTED_KINDS, BadRequest, NotFound
 from .identity import aggregate, color_of, differing_args, display_name, group_key
@@ -103,8 +110,6 @@ def _until(last: dict[str, Any] | None) -> Until:
     return NOTHING if last is None else (last["step"], last["progress"])
 
 
-#: A float value between these is finite (NaN and the infinities are not); both engines.
-_FINITE = "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
 #: Step values per ``IN`` list when reading the time of the points kept.
 _IN_LIST = 500
 
@@ -131,105 +136,206 @@ class _Place:
         self.where = f"{self.base} AND {value} IS NOT NULL"
         self.params += params
         self.value = f"CAST({value} AS INTEGER)" if kind == "bool" else value
-        self.finite = f"{value} {_FINITE}" if kind == "float" else "1 = 1"
+        self.float = kind == "float"
+        self.finite = f"{value} {_FINITE}" if self.float else "1 = 1"
 
 
-Points = tuple[list[tuple[Any, Any, Any]], int, int]
+#: A curve's points as columns (steps, progresses, values; in key order), its number of
+#: values and of finite values.
+Points = tuple[list[int], list[float], list[Any], int, int]
 
 
 class _Long:
     """A curve longer than ``max_points``: its ends and its buckets of steps, whose
-    extremes are being read (``found``, ``counts`` and ``odd`` by bucket)."""
+    extremes are being read (``found``; ``counts`` and ``odd`` by bucket, or for the
+    buckets whose extremes are finite only their sum, ``counted``)."""
 
     def __init__(self, place: _Place, ends: list[Any], low: int, width: int) -> None:
         self.place, self.ends, self.low, self.width = place, ends, low, width
         self.found: dict[tuple[int, float], Any] = {}
         self.counts: dict[int, int] = {}
+        self.counted = 0
         self.odd: set[int] = set()  # buckets whose extreme is NaN or infinite: asked again
+        self.total = 0  # its values (the counts before the odd buckets are asked again)
 
 
-async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int
-                  ) -> list[Points]:
-    """Each curve's points ``(step, progress, y)`` in key order (at most ``max_points``),
-    its number of values and of finite values: the whole curve when it fits, else the
-    first and last finite points and the lowest and highest of each bucket of steps,
-    chosen by the database (``Dialect.curve_extremes``), in one read of the rows for the
-    curves of one table and run that span the same steps."""
+class _Read(NamedTuple):
+    """Long curves of one table, run and range of steps whose extremes are read together:
+    the rows ``where`` (with their first curve's params), ``buckets`` from step ``start``."""
+
+    longs: list[_Long]
+    where: str
+    values: list[str]
+    start: int
+    buckets: int
+
+
+#: Curves whose ends and counts one statement reads at most: five compound terms and up
+#: to 40 parameters each (SQLite allows 500 terms, and before 3.32 999 parameters).
+_STATS_PLACES = 20
+
+
+async def _stats(client: AsyncClient, places: Sequence[_Place], max_points: int,
+                 side_by_side: bool) -> list[dict[int, Sequence[Any]]]:
+    """Each curve's first and last finite points ``(step, progress, y)`` (keys 0, 1),
+    first and last steps (2, 3) and number of values up to ``max_points + 1`` (4): one
+    statement for up to ``_STATS_PLACES`` curves whose values are of one type (a
+    ``UNION ALL`` column has one type), so a compare's runs are read together
+    (``side_by_side``: see ``_gather``); a long curve's rows are not fetched."""
+    found: list[dict[int, Sequence[Any]]] = [{} for _ in places]
+    by_type: dict[bool, list[int]] = {}
+    for index, place in enumerate(places):
+        by_type.setdefault(place.float, []).append(index)
+
+    async def read(part: list[int]) -> None:
+        terms: list[str] = []
+        params: list[Any] = []
+        for n, index in enumerate(part):
+            place = places[index]
+            frm = f"FROM {place.table} WHERE {place.where}"
+            terms += [f"SELECT * FROM (SELECT {5 * n + k:d} AS k, step, progress, "
+                      f"{place.value} AS y {frm}{finite} ORDER BY step{order}, "
+                      f"progress{order} LIMIT 1) e{5 * n + k:d}"
+                      for k, (finite, order) in enumerate((
+                          (f" AND {place.finite}", ""), (f" AND {place.finite}", " DESC"),
+                          ("", ""), ("", " DESC")))]
+            terms.append(f"SELECT {5 * n + 4:d}, COUNT(*), NULL, NULL FROM (SELECT 1 AS "
+                         f"one {frm} LIMIT {max_points + 1:d}) e{5 * n + 4:d}")
+            params += place.params * 5
+        for row in await client.query(" UNION ALL ".join(terms), params):
+            n, k = divmod(row[0], 5)
+            found[part[n]][k] = row[1:]
+
+    await _gather(side_by_side, [
+        partial(read, indexes[first:first + _STATS_PLACES])
+        for indexes in by_type.values() for first in range(0, len(indexes), _STATS_PLACES)])
+    return found
+
+
+async def _points(client: AsyncClient, places: Sequence[_Place], max_points: int,
+                  side_by_side: bool) -> list[Points]:
+    """Each curve's points (at most ``max_points``): the whole curve when it fits, else
+    the first and last finite points and the lowest and highest of each bucket of
+    steps, chosen by the database (``Dialect.curve_extremes_of``), in one read of the
+    rows for the curves of one table and run that span the same steps; every run's
+    curves at once (``_stats``, then the extremes of all of them). ``side_by_side``:
+    statements run at once on the pool's connections (else one by one on the task's)."""
     out: list[Points | None] = [None] * len(places)
     buckets = (max_points - 2) // 2
     groups: dict[tuple[Any, ...], dict[int, _Long]] = {}
-    for index, place in enumerate(places):
-        frm = f"FROM {place.table} WHERE {place.where}"
-        # how many values (up to max_points + 1), the first and last finite points, the
-        # first and last steps: one statement (a long curve's rows are not fetched)
-        found = await client.query(" UNION ALL ".join([
-            *(f"SELECT * FROM (SELECT {k:d} AS k, step, progress, {place.value} AS y "
-              f"{frm}{finite} ORDER BY step{order}, progress{order} LIMIT 1) e{k:d}"
-              for k, (finite, order) in enumerate((
-                  (f" AND {place.finite}", ""), (f" AND {place.finite}", " DESC"),
-                  ("", ""), ("", " DESC")))),
-            f"SELECT 4, COUNT(*), NULL, NULL FROM (SELECT 1 AS one {frm} "
-            f"LIMIT {max_points + 1:d}) n"]), place.params * 5)
-        by = {row[0]: row[1:] for row in found}
+    short = []
+    stats = await _stats(client, places, max_points, side_by_side)
+    for index, (place, by) in enumerate(zip(places, stats, strict=True)):
         if by[4][0] <= max_points:
-            head = await client.query(
-                f"SELECT step, progress, {place.value} {frm} ORDER BY step, progress "
-                f"LIMIT {max_points:d}",
-                place.params)
-            kept = [row for row in head if _finite(row[2])]
-            out[index] = kept, len(head), len(kept)
+            short.append(index)
             continue
         ends = [tuple(by[k]) for k in (0, 1) if k in by]
         low, high = by[2][0], by[3][0]
         width = max(1, -(-(high - low + 1) // buckets))
         key = (place.table, place.base, *place.params, low, width)
         groups.setdefault(key, {})[index] = _Long(place, ends, low, width)
+
+    async def whole(index: int) -> None:
+        place = places[index]
+        head = await client.query(
+            f"SELECT step, progress, {place.value} FROM {place.table} WHERE {place.where} "
+            f"ORDER BY step, progress LIMIT {max_points:d}", place.params)
+        kept = [row for row in head if _finite(row[2])]
+        out[index] = ([int(r[0]) for r in kept], [float(r[1]) for r in kept],
+                      [r[2] for r in kept], len(head), len(kept))
+
+    await _gather(side_by_side, [partial(whole, index) for index in short])
+    await _extremes(client, side_by_side, [
+        _Read(list(group.values()), first.place.base, [x.place.value for x in group.values()],
+              first.low, buckets)
+        for group in groups.values() for first in [next(iter(group.values()))]])
+    longs = [long for group in groups.values() for long in group.values()]
+    for long in longs:
+        long.total = long.counted + sum(long.counts.values())
+    # the buckets whose extreme is not finite, asked again for their finite values
+    odd = [(long, sorted(long.odd)) for long in longs if long.odd]
+    for long, buckets_of in odd:
+        long.odd = set()
+        for bucket in buckets_of:
+            long.counts[bucket] = 0
+    await _extremes(client, side_by_side, [
+        _Read([long], f"{long.place.where} AND {long.place.finite}", [long.place.value],
+              long.low + bucket * long.width, 1)
+        for long, buckets_of in odd for bucket in buckets_of])
     for group in groups.values():
-        longs = list(group.values())
-        first = longs[0]
-        await _extremes(client, longs, first.place.base, [x.place.value for x in longs],
-                        first.low, buckets)
         for index, long in group.items():
-            out[index] = await _finish(client, long)
+            out[index] = _finish(long)
     return [points for points in out if points is not None]
 
 
-async def _extremes(client: AsyncClient, longs: Sequence[_Long], where: str,
-                    values: list[str], start: int, buckets: int) -> None:
-    """Each curve's lowest and highest points of ``buckets`` buckets from ``start``
-    (``where``: the rows to read), into its ``found``, ``counts`` and ``odd``."""
-    place, width = longs[0].place, longs[0].width
-    for sql, params in client.dialect.curve_extremes(
-            place.table, where, place.params, values, start, width, buckets):
-        offset = (start - longs[0].low) // width  # the curves of a group share low, width
-        for k, bucket, y, step, progress, count in await client.query(sql, params):
-            long = longs[k]
+async def _gather(side_by_side: bool, calls: Sequence[Callable[[], Awaitable[Any]]]
+                  ) -> list[Any]:
+    """The calls' results: ``side_by_side`` at once (``asyncio.gather``: their statements
+    on the pool's connections), else one by one in the caller's task (on the connection
+    it holds); a single call always so."""
+    if side_by_side and len(calls) > 1:
+        return list(await asyncio.gather(*(call() for call in calls)))
+    return [await call() for call in calls]
+
+
+async def _extremes(client: AsyncClient, side_by_side: bool, reads: Sequence[_Read]) -> None:
+    """Each long curve's lowest and highest points of its ``reads``' buckets into its
+    ``found``, ``counts`` (``counted``) and ``odd``: the statements of
+    ``Dialect.curve_points_of`` for all the reads (one row a curve), else of
+    ``curve_extremes_of`` (a row a bucket and extreme); ``side_by_side``: at once, see
+    ``_gather``."""
+    if not reads:
+        return
+    sets = [CurveSet(read.longs[0].place.table, read.where, read.longs[0].place.params,
+                     read.values, read.start, read.longs[0].width, read.buckets)
+            for read in reads]
+    by_curve = client.dialect.curve_points_of(sets)
+    statements = client.dialect.curve_extremes_of(sets) if by_curve is None else by_curve
+
+    async def read(sql: str, params: list[Any], covered: list[int]) -> None:
+        # each value k of the statement: its curve and the index of its first bucket
+        # (the curves of a read share low and width); its rows taken in as they come,
+        # while the other statements run
+        targets = [(long, (reads[index].start - long.low) // long.width)
+                   for index in covered for long in reads[index].longs]
+        rows = await client.query(sql, params)
+        if by_curve is not None:
+            for k, counted, odd, steps, progresses, ys in rows:
+                long, offset = targets[k]
+                long.counted += counted
+                for bucket, count in odd or ():
+                    long.counts[bucket + offset] = count
+                    long.odd.add(bucket + offset)
+                if steps is not None:  # integral floats written as integers: made floats
+                    keys = zip(json.loads(steps), json.loads(progresses, parse_int=float),
+                               strict=True)
+                    long.found.update(zip(keys, json.loads(ys, parse_int=float), strict=True))
+            return
+        isfinite = math.isfinite
+        for k, bucket, y, step, progress, count in rows:
+            long, offset = targets[k]
             bucket += offset
             if count:
                 long.counts[bucket] = long.counts.get(bucket, 0) + count
             if y is None or step is None:
                 continue
-            if not math.isfinite(float(y)):
-                long.odd.add(bucket)
-            else:
+            if isfinite(y):
                 long.found[(int(step), float(progress))] = y
+            else:
+                long.odd.add(bucket)
+
+    await _gather(side_by_side, [partial(read, *statement) for statement in statements])
 
 
-async def _finish(client: AsyncClient, long: _Long) -> Points:
-    """A long curve's points once its buckets are read: the buckets whose extreme is
-    not finite asked again for their finite values, then its ends."""
-    total = sum(long.counts.values())
-    odd, long.odd = sorted(long.odd), set()
-    place = long.place
-    for bucket in odd:
-        long.counts[bucket] = 0
-        await _extremes(client, [long], f"{place.where} AND {place.finite}", [place.value],
-                        long.low + bucket * long.width, 1)
-    finite = sum(long.counts.values())
+def _finish(long: _Long) -> Points:
+    """A long curve's points once its buckets are read (the odd ones again), with its
+    ends."""
     for step, progress, y in long.ends:
         long.found[(int(step), float(progress))] = y
     found = long.found
-    return [(s, p, found[(s, p)]) for s, p in sorted(found)], total, finite
+    keys = sorted(found)
+    return ([s for s, _ in keys], [p for _, p in keys], [found[key] for key in keys],
+            long.total, long.counted + sum(long.counts.values()))
 
 
 def _finite(value: Any) -> bool:
@@ -251,47 +357,70 @@ async def _times(client: AsyncClient, run_id: int, clock: str, kinds: dict[str, 
     return found
 
 
-async def curves_of(client: AsyncClient, run_id: int, names: Sequence[str],
-                    kinds: dict[str, str | None], columns: dict[str, str | None],
-                    max_points: int, after: After, clock: str | None, until: Until = None,
-                    ) -> dict[str, dict[str, Any]]:
-    """Metrics' curves of one run, by name, downsampled by the database (the rows after
-    ``after`` and up to ``until``)."""
-    places = [_Place(client, run_id, name, kinds.get(name), columns, after, until)
-              for name in names]
-    lines = {}
-    found = await _points(client, places, max_points)
-    for name, (points, total, finite) in zip(names, found, strict=True):
-        kind = kinds.get(name)
-        if kind in ("int", "bool"):
-            ys = [int(queries.metric_value(v, "int")) for _, _, v in points]
-        else:  # floats as they come (most values of a long curve), others converted
-            ys = [v if type(v) is float else float(queries.metric_value(v, "float"))
-                  for _, _, v in points]
-        out = {
-            "step": [int(p[0]) for p in points], "progress": [float(p[1]) for p in points],
-            "y": ys, "points": len(ys), "total": total, "non_finite": total - finite,
-            "downsampled": len(ys) < finite,
-        }
-        if clock is not None:
-            times = await _times(client, run_id, clock, kinds, columns,
-                                 {int(p[0]) for p in points})
-            out["time"] = [wall_time(times.get((int(p[0]), float(p[1])))) for p in points]
-        lines[name] = out
-    return lines
+def _line(points: Points, kind: str | None) -> dict[str, Any]:
+    """A curve as the API gives it (``time`` added by the caller with a clock)."""
+    steps, progresses, values, total, finite = points
+    if kind in ("int", "bool"):
+        ys = [int(queries.metric_value(v, "int")) for v in values]
+    else:  # floats as they come (most values of a long curve), others converted
+        ys = [v if type(v) is float else float(queries.metric_value(v, "float"))
+              for v in values]
+    return {"step": steps, "progress": progresses, "y": ys, "points": len(ys),
+            "total": total, "non_finite": total - finite, "downsampled": len(ys) < finite}
 
 
-async def _last(client: AsyncClient, run_id: int, after: After) -> dict[str, Any] | None:
-    """The greatest key of the run's metric rows (either place) after ``after``."""
-    extra, params = _after_sql(after)
-    keys = await client.query(" UNION ALL ".join(  # both places in one statement
-        f"SELECT * FROM (SELECT step, progress FROM {table} WHERE run_id = %s{extra} "
-        f"ORDER BY step DESC, progress DESC LIMIT 1) l{k:d}"
-        for k, table in enumerate(("metrics", "metric_values"))), [run_id, *params] * 2)
-    if keys:
-        step, progress = max((int(s), float(p)) for s, p in keys)
-        return {"step": step, "progress": progress}
-    return None if after is None else {"step": after[0], "progress": after[1]}
+async def _read_runs(client: AsyncClient, run_ids: Sequence[int], names: Sequence[str],
+                     kinds: dict[str, str | None], columns: dict[str, str | None],
+                     max_points: int, afters: dict[int, tuple[int, float]],
+                     clock: str | None, side_by_side: bool,
+                     ) -> list[tuple[dict[str, dict[str, Any]], dict[str, Any] | None]]:
+    """Each run's curves of ``names`` (downsampled by the database; the rows after its
+    ``afters`` key) and its last key: the last keys first (the curves stop at them, see
+    ``_until``), then every curve of every run together (``_points``; ``side_by_side``:
+    see ``_gather``)."""
+    lasts = await _last(client, run_ids, afters)
+    places = [_Place(client, run_id, name, kinds.get(name), columns, afters.get(run_id),
+                     _until(lasts[run_id]))
+              for run_id in run_ids for name in names]
+    found = iter(await _points(client, places, max_points, side_by_side))
+    lines = [{name: _line(next(found), kinds.get(name)) for name in names} for _ in run_ids]
+    if clock is not None:
+        async def clocked(run_id: int, line: dict[str, Any]) -> None:
+            times = await _times(client, run_id, clock, kinds, columns, set(line["step"]))
+            line["time"] = [wall_time(times.get(key))
+                            for key in zip(line["step"], line["progress"], strict=True)]
+
+        await _gather(side_by_side, [partial(clocked, run_id, line) for run_id, by_name in zip(
+            run_ids, lines, strict=True) for line in by_name.values()])
+    return [(by_name, lasts[run_id]) for run_id, by_name in zip(run_ids, lines, strict=True)]
+
+
+async def _last(client: AsyncClient, run_ids: Sequence[int],
+                afters: dict[int, tuple[int, float]]) -> dict[int, dict[str, Any] | None]:
+    """The greatest key of each run's metric rows (either place) after its ``afters``
+    key, by run: one statement for all the runs and both places."""
+    unique = list(dict.fromkeys(run_ids))
+    terms: list[str] = []
+    params: list[Any] = []
+    for n, run_id in enumerate(unique):
+        extra, more = _after_sql(afters.get(run_id))
+        for table in ("metrics", "metric_values"):
+            terms.append(f"SELECT * FROM (SELECT {n:d} AS r, step, progress FROM {table} "
+                         f"WHERE run_id = %s{extra} ORDER BY step DESC, progress DESC "
+                         f"LIMIT 1) l{len(terms):d}")
+            params += [run_id, *more]
+    keys: dict[int, list[tuple[int, float]]] = {}
+    for n, step, progress in await client.query(" UNION ALL ".join(terms), params):
+        keys.setdefault(unique[n], []).append((int(step), float(progress)))
+    out: dict[int, dict[str, Any] | None] = {}
+    for run_id in unique:
+        after = afters.get(run_id)
+        if run_id in keys:
+            step, progress = max(keys[run_id])
+            out[run_id] = {"step": step, "progress": progress}
+        else:
+            out[run_id] = None if after is None else {"step": after[0], "progress": after[1]}
+    return out
 
 
 #: Column metrics tried one by one (a run lacking one costs a read of its rows); with
@@ -343,9 +472,9 @@ async def run_curves(
     chosen = (await _present(client, [run_id], numeric, columns)
               if names is None and after is None else numeric if names is None else names)
     clock = time_column(kinds)
-    last = await _last(client, run_id, after)  # first: the curves stop at it (_until)
-    lines = await curves_of(client, run_id, chosen, kinds, columns, max_points, after, clock,
-                            _until(last))
+    (lines, last), = await _read_runs(client, [run_id], chosen, kinds, columns, max_points,
+                                      {} if after is None else {run_id: after}, clock,
+                                      side_by_side=False)
     metrics = {name: line for name, line in lines.items()
                if line["total"] or names is not None or after is not None}
     return {
@@ -396,15 +525,10 @@ async def compare_curves(
     args = {rid: _mapping(row[5]) for rid, row in info.items()}
     differing = differing_args([args[rid] for rid in run_ids])
 
-    async def read(run_id: int) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
-        after = afters.get(run_id)
-        last = await _last(client, run_id, after)  # first: the curves stop at it (_until)
-        return (await curves_of(client, run_id, chosen, kinds, columns, max_points, after,
-                                clock, _until(last)),
-                last)
-
-    # the runs read at once (the pool's connections; SQLite's reads queue in its worker)
-    read_runs = await asyncio.gather(*(read(run_id) for run_id in run_ids))
+    # every run's curves read together (a few statements whatever the number of runs),
+    # those of the buckets at once on the pool's connections (SQLite's queue in its worker)
+    read_runs = await _read_runs(client, run_ids, chosen, kinds, columns, max_points, afters,
+                                 clock, side_by_side=True)
     for run_id, (lines, last) in zip(run_ids, read_runs, strict=True):
         _, status, extras, experiment, experiment_id, _, tags = info[run_id]
         labels.update(_labels(extras))

@@ -623,9 +623,6 @@ REVIEWED: dict[str, dict[str, str]] = {
             'own format_type of the described query',
         'function':
             'dialects.reader_setup: quoted schema + the constant READER_FUNCTION name',
-        'key':
-            'dialects.curve_extremes: ARRAY[CAST(value ...), CAST(step ...), CAST(progress '
-            '...)]',
         'buckets':
             'PostgresDialect.line_extremes: an int, formatted with :d',
         'low':
@@ -644,11 +641,17 @@ REVIEWED: dict[str, dict[str, str]] = {
             'PostgresDialect.curve_extremes: an int, formatted with :d',
         'k':
             "PostgresDialect.curve_extremes: an int (a value's index), formatted with :d",
-        'rows':
-            'PostgresDialect.curve_extremes: constant SELECTs of g with ints, UNION ALL',
-        'v':
-            'PostgresDialect.curve_extremes: a value: quote_ident(metric column) or a '
-            'constant metric_values slot, maybe inside CAST(... AS INTEGER)',
+        'keys':
+            'PostgresDialect.curve_extremes: CASE WHEN value IS NOT NULL THEN ARRAY[CAST('
+            'value ...), CAST(step ...), CAST(progress ...)] END AS a<int>, value AS v<int>',
+        'FINITE':
+            'PostgresDialect.curve_points_of: the constant finite-number test of base.FINITE '
+            '(BETWEEN two float literals)',
+        'sql':
+            "PostgresDialect.curve_points_of: a statement of curve_extremes_of (reviewed here)",
+        'offset + k':
+            "PostgresDialect.curve_extremes_of: an int (a value's index in the statement), "
+            'formatted with :d',
         'marks':
             "placeholders only ('%s' / '?' / '$n' joined by commas)",
         'name':
@@ -853,8 +856,14 @@ REVIEWED: dict[str, dict[str, str]] = {
             "constant _FINITE test, or 1 = 1)",
         'frm':
             "ui.curves: 'FROM ' + place.table + ' WHERE ' + place.where (reviewed above)",
-        'k':
-            'ui.curves: an int (the index of a UNION ALL branch), formatted with :d',
+        'n':
+            "ui.curves._last: an int (a run's index), formatted with :d",
+        'len(terms)':
+            "ui.curves._last: an int (a UNION ALL branch's index), formatted with :d",
+        '5 * n + k':
+            "ui.curves._stats: an int (a curve's index and a UNION ALL branch's), with :d",
+        '5 * n + 4':
+            "ui.curves._stats: an int (a curve's index and a UNION ALL branch's), with :d",
         'marks':
             "placeholders only ('%s' / '?' / '$n' joined by commas)",
         'max_points':

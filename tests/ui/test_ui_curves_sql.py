@@ -189,13 +189,16 @@ async def test_million_step_curves_against_reading_by_hand(engine, client, http,
     print("million-step figures (s):", {k: round(v, 3) for k, v in figures.items()})
 
 
-async def test_a_row_committed_between_the_reads_is_not_skipped(client, http, monkeypatch):
+async def test_a_row_committed_between_the_reads_is_not_skipped(client, client_kwargs, http,
+                                                                monkeypatch):
     """A live page asks for the rows after the ``last`` key of each answer. A row
     committed after that key was read and before the curves were read must not be in the
     answer (the next ask starts after ``last``: nor would it come again, so the page kept
     a gap for good; seen in a browser test's compare page), and one committed before
     that key was read must be in it or in the next. The interleaving is made here:
-    another client commits a step just before and just after the last key is read."""
+    another client commits a step just before and just after the last key is read (its
+    own connection: a write of ``client`` in the request's task would join the request's
+    block, uncommitted, where the curves read on other connections do not see it)."""
     from sqltrack.ui import curves
 
     exp = await sqltrack.AsyncExperiment.create(client, name="race")
@@ -204,11 +207,13 @@ async def test_a_row_committed_between_the_reads_is_not_skipped(client, http, mo
         await run.add_metrics({"loss": float(step), "acc": 0.5}, step=step)
     read_last = curves._last
     written: list[int] = []
+    other = sqltrack.AsyncClient(**client_kwargs)
 
     async def write() -> None:
         step = 5 + len(written)
         written.append(step)
-        await run.add_metrics({"loss": float(step), "acc": 0.5}, step=step)
+        await other.query("INSERT INTO metrics (run_id, step, progress, loss, acc) "
+                          "VALUES (%s, %s, 0, %s, 0.5)", [run.id, step, float(step)])
 
     async def last_then_a_write(*args, **kwargs):
         await write()  # just before the last key is read (the curves may be read already)
@@ -217,21 +222,24 @@ async def test_a_row_committed_between_the_reads_is_not_skipped(client, http, mo
         return found
 
     monkeypatch.setattr(curves, "_last", last_then_a_write)
-    for path, params, pick in (
-            (f"/api/runs/{run.id}/curves", {}, lambda d: d),
-            ("/api/compare/curves", {"runs": str(run.id)},
-             lambda d: {"last": d["runs"][0]["last"],
-                        "metrics": {n: c[str(run.id)] for n, c in d["metrics"].items()}})):
-        seen: list[int] = []
-        after: dict = {}
-        for _ in range(3):  # the first answer, then two live asks
-            data = pick((await http.get(path, params={**params, **after})).json())
-            steps = data["metrics"]["loss"]["step"]
-            assert all(s <= data["last"]["step"] for s in steps), (steps, data["last"])
-            seen += steps
-            last = data["last"]
-            after = ({"after_step": last["step"], "after_progress": last["progress"]}
-                     if "runs" not in params else
-                     {"after": f"{run.id}:{last['step']}:{last['progress']}"})
-        # every step committed before the last answer's key is seen exactly once
-        assert seen == list(range(last["step"] + 1)), (path, seen, written)
+    try:
+        for path, params, pick in (
+                (f"/api/runs/{run.id}/curves", {}, lambda d: d),
+                ("/api/compare/curves", {"runs": str(run.id)},
+                 lambda d: {"last": d["runs"][0]["last"],
+                            "metrics": {n: c[str(run.id)] for n, c in d["metrics"].items()}})):
+            seen: list[int] = []
+            after: dict = {}
+            for _ in range(3):  # the first answer, then two live asks
+                data = pick((await http.get(path, params={**params, **after})).json())
+                steps = data["metrics"]["loss"]["step"]
+                assert all(s <= data["last"]["step"] for s in steps), (steps, data["last"])
+                seen += steps
+                last = data["last"]
+                after = ({"after_step": last["step"], "after_progress": last["progress"]}
+                         if "runs" not in params else
+                         {"after": f"{run.id}:{last['step']}:{last['progress']}"})
+            # every step committed before the last answer's key is seen exactly once
+            assert seen == list(range(last["step"] + 1)), (path, seen, written)
+    finally:
+        await other.close()
