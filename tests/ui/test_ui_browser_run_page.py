@@ -173,8 +173,11 @@ def test_live_run_follows_new_points_and_says_not_responding(served, driver):
     until(driver, lambda b: js(b, "return document.getElementById('live')?.dataset.state")
           == "polling", "live")
     # idle since 2024, far over the default 10 minutes: shown, the status stays RUNNING
-    assert driver.find_element("id", "not-responding").text == "not responding"
-    assert driver.find_element("css selector", "#run-status .status").text == "RUNNING"
+    # read in one script (each poll, every 0.3 s, replaces these elements: a found element
+    # could be gone by the time its text is asked for)
+    shown = "return [document.getElementById('not-responding')?.textContent, " \
+        "document.querySelector('#run-status .status')?.textContent]"
+    until(driver, lambda b: js(b, shown) == ["not responding", "RUNNING"], "not responding")
     loss = "#charts .chart[data-metric=train__loss]"
     x_end = "return document.querySelector(arguments[0])._fullLayout.xaxis.range[1]"
     assert js(driver, x_end, loss) < STEPS + 1
