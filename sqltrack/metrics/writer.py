@@ -48,6 +48,10 @@ _OPEN = ClientState.OPEN
 #: a value nobody reads to the millisecond. So it trails the last write by < 1 s;
 #: ``stop()``, ``set_updated()`` and every batch (buffered, combined) write theirs.
 TOUCH_INTERVAL = timedelta(seconds=1)
+#: At most this many runs' last touches are kept (a web service's client writes to
+#: many runs over its life); past it they are forgotten, and each run's next write
+#: touches again.
+_TOUCHED_RUNS = 4096
 
 
 class MetricWriter:
@@ -82,14 +86,17 @@ class MetricWriter:
     def _touch_of(self, row: MetricRow) -> tuple[Touch, ...]:
         """The touch of a one-row write: its run's ``time_updated``, unless None or
         within ``TOUCH_INTERVAL`` after the one this client set last."""
-        when = row[2]
+        when = layout.updated(row)
         if when is None:
             return ()
-        run = row[3]
-        last = self._touched.get(run)
+        run = layout.run_id(row)
+        touched = self._touched
+        last = touched.get(run)
         if last is not None and last <= when < last + TOUCH_INTERVAL:
             return ()
-        self._touched[run] = when
+        if last is None and len(touched) >= _TOUCHED_RUNS:
+            touched.clear()  # a long-lived client of many runs: forgetting costs one touch each
+        touched[run] = when
         return ((run, when),)
 
     # -- one add_metrics call -------------------------------------------------

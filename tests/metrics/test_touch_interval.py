@@ -13,6 +13,7 @@ from support.helpers import read_raw
 
 import sqltrack
 import sqltrack_sync
+from sqltrack.metrics import writer as writer_module
 from sqltrack.metrics.writer import TOUCH_INTERVAL
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -105,5 +106,23 @@ async def test_a_rolled_back_touch_is_written_again(client_kwargs):
                 raise RuntimeError("rolled back")
         await run.add_metrics({"loss": 2.0}, step=2, updated=T0 + TICK)
         assert _time_updated(client_kwargs, run.id) == T0 + TICK
+    finally:
+        await client.close()
+
+
+async def test_the_remembered_touches_are_bounded(client_kwargs, monkeypatch):
+    """A client writing to more runs than it remembers touches forgets them all: the
+    memory stays bounded, and a forgotten run's next write touches again (never lost)."""
+    monkeypatch.setattr(writer_module, "_TOUCHED_RUNS", 2)
+    client = sqltrack.AsyncClient(**client_kwargs)
+    try:
+        experiment = await sqltrack.AsyncExperiment.create(client, name="t")
+        runs = [await experiment.get_run() for _ in range(3)]
+        for run in runs:
+            await run.add_metrics({"loss": 1.0}, step=0, updated=T0)
+        # the third run's touch found two remembered: they were forgotten, it is kept
+        await runs[2].add_metrics({"loss": 1.0}, step=1, updated=T0 + TICK)  # remembered
+        await runs[0].add_metrics({"loss": 1.0}, step=1, updated=T0 + TICK)  # forgotten
+        assert [_time_updated(client_kwargs, run.id) for run in runs] == [T0 + TICK, T0, T0]
     finally:
         await client.close()
