@@ -1,7 +1,8 @@
 """W1, training loop: one run logs 10 float metrics per step, N steps, one row per step.
 
-Every case opens its own connection or client and writes one warm-up step before
-the clock starts; the median time per step over the rounds is reported.
+Every case opens its own connection or client and writes an untimed warm-up step 0
+before the clock starts (sqltrack's cases call twice, ``common.WARM_UP``); the median
+time per step over the rounds is reported.
 Raw-driver baselines insert the same rows into the same ``metrics`` table with a
 plain INSERT. sqltrack does more per call: it upserts the row and sets
 ``runs.time_updated`` (at most once a second of the rows' times, see
